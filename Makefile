@@ -1,0 +1,14 @@
+# The README's two commands are `make demo` and `make test`; both set up first (idempotent).
+.PHONY: setup demo test test-all
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/minielm demo
+
+test: setup
+	.venv/bin/python -m pytest -m "not gpu"
+
+test-all: setup
+	.venv/bin/python -m pytest

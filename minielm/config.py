@@ -1,0 +1,269 @@
+"""The one typed configuration of the platform.
+
+Every setting a stage reads lives here. Values are layered, later wins:
+
+1. the defaults below (embedded services on 127.0.0.1, toy-scale training);
+2. the endpoints that ``minielm services up`` wrote to ``<state_dir>/services.json``;
+3. a YAML file (``--config FILE`` or ``$MINIELM_CONFIG``);
+4. environment variables ``MINIELM_<SECTION>__<FIELD>`` (e.g. ``MINIELM_KAFKA__BOOTSTRAP_SERVERS``);
+5. command-line overrides ``--set section.field=value``.
+
+Invalid values raise :class:`ConfigError` naming the field and what was expected.
+Secrets (S3 keys) come from the environment or the services state file, never from defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "MINIELM_"
+CONFIG_ENV = "MINIELM_CONFIG"
+SERVICES_STATE_FILE = "services.json"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the field."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(Section):
+    """Where local data, state and artefacts go (relative paths resolve against the working dir)."""
+
+    state_dir: Path = Path(".minielm")
+    data_dir: Path = Path(".minielm/data")
+    models_dir: Path = Path(".minielm/models")
+    runs_dir: Path = Path(".minielm/runs")
+    reports_dir: Path = Path(".minielm/reports")
+    esci_sample_dir: Path = Path("../shared/data/esci-sample")
+
+
+class KafkaTopics(Section):
+    rewrites: str = "minielm.rewrites"
+    feedback: str = "minielm.feedback"
+    dead_letter: str = "minielm.feedback.dlq"
+
+    def all(self) -> list[str]:
+        return [self.rewrites, self.feedback, self.dead_letter]
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: KafkaTopics = KafkaTopics()
+    partitions: int = Field(2, ge=1, le=1024)
+    consumer_group: str = "minielm-aggregator"
+    client_id: str = "minielm"
+    # Tansu joins groups slowly with the kafka-python defaults (PITFALLS.md).
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    request_timeout_ms: int = Field(15000, ge=1000)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected comma-separated host:port pairs, got {value!r}")
+        return value
+
+
+class S3Config(Section):
+    endpoint_url: str | None = "http://127.0.0.1:8333"
+    bucket: str = "minielm"
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL or null for AWS, got {value!r}")
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not 3 <= len(value) <= 63 or not all(c.islower() or c.isdigit() or c in "-." for c in value):
+            raise ValueError("expected 3-63 lowercase letters, digits, '-' or '.'")
+        return value
+
+
+class ServicesConfig(Section):
+    """The embedded Kafka (Tansu) and S3 (SeaweedFS) servers; port 0 picks a free port."""
+
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    kafka_port: int = Field(0, ge=0, lt=65536)
+    s3_port: int = Field(0, ge=0, lt=65536)
+    start_timeout_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float = Field(15.0, gt=0)
+
+
+class FeastConfig(Section):
+    repo_path: Path = Path("feature_repo")
+    project: str = "minielm"
+    online_timeout_ms: float = Field(5.0, gt=0)
+
+
+class ModelNames(Section):
+    teacher_rewriter: str = "teacher-rewriter"
+    teacher_relevance: str = "teacher-relevance"
+    student_rewriter: str = "student-rewriter"
+    student_relevance: str = "student-relevance"
+
+
+class ServingConfig(Section):
+    host: str = "127.0.0.1"
+    http_port: int = Field(8080, gt=0, lt=65536)
+    grpc_port: int = Field(8081, gt=0, lt=65536)
+    max_batch_size: int = Field(64, ge=1)
+    max_query_chars: int = Field(256, ge=1)
+    model_stage: Literal["production", "candidate"] = "production"
+
+
+class EvalConfig(Section):
+    top_k: int = Field(10, ge=1)
+    substitute_is_relevant: bool = False
+
+
+class GateConfig(Section):
+    """A candidate must beat the raw query and may lose at most these amounts vs production."""
+
+    min_gain_over_raw: float = 0.0
+    max_regression_vs_production: float = Field(0.02, ge=0)
+
+
+class Settings(Section):
+    paths: PathsConfig = PathsConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    s3: S3Config = S3Config()
+    services: ServicesConfig = ServicesConfig()
+    feast: FeastConfig = FeastConfig()
+    models: ModelNames = ModelNames()
+    serving: ServingConfig = ServingConfig()
+    eval: EvalConfig = EvalConfig()
+    gate: GateConfig = GateConfig()
+    seed: int = 0
+
+    def public_dict(self) -> dict[str, Any]:
+        """All settings as JSON-able data, secrets masked."""
+        return json.loads(self.model_dump_json())
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _nested(dotted: str, value: Any, sep: str = ".") -> dict[str, Any]:
+    parts = [p for p in dotted.split(sep) if p]
+    if not parts:
+        raise ConfigError(f"empty setting name in {dotted!r}")
+    tree: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        tree = {part: tree}
+    return tree
+
+
+def _parse_scalar(raw: str) -> Any:
+    """Parse an env/CLI value the way YAML would ("2" -> 2, "true" -> True, "[a, b]" -> list)."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and "__" in key:
+            dotted = key[len(ENV_PREFIX):].lower()
+            layer = _deep_merge(layer, _nested(dotted, _parse_scalar(raw), sep="__"))
+    # The AWS SDK's own variables are honoured for the S3 credentials.
+    for field, env_key in (("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY")):
+        if env_key in environ and field not in layer.get("s3", {}):
+            layer = _deep_merge(layer, {"s3": {field: environ[env_key]}})
+    return layer
+
+
+def _cli_overrides(assignments: list[str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects section.field=value, got {item!r}")
+        layer = _deep_merge(layer, _nested(key.strip(), _parse_scalar(raw)))
+    return layer
+
+
+def _yaml_layer(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def services_state_path(state_dir: Path) -> Path:
+    return Path(state_dir) / SERVICES_STATE_FILE
+
+
+def _services_layer(state_dir: Path) -> dict[str, Any]:
+    """Endpoints and credentials of the embedded services, if ``minielm services up`` wrote them."""
+    path = services_state_path(state_dir)
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("settings", {})
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "<root>"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{field}: {item['msg']}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+    use_services_state: bool = True,
+) -> Settings:
+    """Build the settings from every layer; raises ConfigError naming each bad field."""
+    environ = dict(os.environ if environ is None else environ)
+    config_file = config_file or environ.get(CONFIG_ENV)
+    layers: list[dict[str, Any]] = []
+    file_layer = _yaml_layer(Path(config_file)) if config_file else {}
+    env_layer = _env_overrides(environ)
+    cli_layer = _cli_overrides(overrides or [])
+    if use_services_state:
+        # The state dir itself may be set by any later layer.
+        probe = _deep_merge(_deep_merge(file_layer, env_layer), cli_layer)
+        state_dir = probe.get("paths", {}).get("state_dir", PathsConfig().state_dir)
+        layers.append(_services_layer(Path(state_dir)))
+    layers += [file_layer, env_layer, cli_layer]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None

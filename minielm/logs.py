@@ -1,0 +1,59 @@
+"""Structured logging: one event name plus key=value fields per line (JSON with MINIELM_LOG_FORMAT=json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+
+class _StructFormatter(logging.Formatter):
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        if self.as_json:
+            payload = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                       "logger": record.name, "event": record.getMessage(), **fields}
+            if record.exc_info:
+                payload["exc"] = self.formatException(record.exc_info)
+            return json.dumps(payload, default=str)
+        text = " ".join(f"{k}={v}" for k, v in fields.items())
+        line = f"{record.levelname.lower():<7} {record.name}: {record.getMessage()}" + (f" {text}" if text else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class StructLogger(logging.LoggerAdapter):
+    """``log.info("event", key=value, ...)``: fields travel with the record."""
+
+    def process(self, msg: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        reserved = {"exc_info", "stack_info", "stacklevel", "extra"}
+        fields = {k: kwargs.pop(k) for k in list(kwargs) if k not in reserved}
+        kwargs.setdefault("extra", {})["fields"] = fields
+        return msg, kwargs
+
+
+def get_logger(name: str) -> StructLogger:
+    """A logger under the ``minielm`` tree, whatever package asks (serving, pipelines, ...)."""
+    if not name.startswith("minielm"):
+        name = f"minielm.{name}"
+    return StructLogger(logging.getLogger(name), {})
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send minielm logs to stderr once; level from MINIELM_LOG_LEVEL (default info)."""
+    root = logging.getLogger("minielm")
+    if getattr(root, "_minielm_configured", False):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StructFormatter(os.environ.get("MINIELM_LOG_FORMAT", "text") == "json"))
+    root.addHandler(handler)
+    root.setLevel((level or os.environ.get("MINIELM_LOG_LEVEL", "info")).upper())
+    root.propagate = False
+    root._minielm_configured = True  # type: ignore[attr-defined]
