@@ -1,0 +1,1 @@
+"""Feast feature helpers: keys, apply/materialise, online lookups with a latency budget."""
