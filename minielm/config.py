@@ -142,6 +142,65 @@ class GateConfig(Section):
     max_regression_vs_production: float = Field(0.02, ge=0)
 
 
+class PipelinesConfig(Section):
+    """Where KFP pipelines are submitted on a cluster, and their recurring schedules (cron, UTC)."""
+
+    kfp_host: str | None = None
+    experiment: str = "minielm"
+    rl_retraining_cron: str = "0 0 */6 * * *"
+    drift_monitoring_cron: str = "0 */30 * * * *"
+
+    @field_validator("rl_retraining_cron", "drift_monitoring_cron")
+    @classmethod
+    def _six_field_cron(cls, value: str) -> str:
+        if len(value.split()) != 6:
+            raise ValueError(f"expected a 6-field KFP cron (sec min hour day month weekday), got {value!r}")
+        return value
+
+
+class DistillConfig(Section):
+    """Distilling the teachers into the students that production serves (toy-scale defaults)."""
+
+    # Rewriter student: fewer, narrower decoder layers than the teacher, same tokenizer.
+    rewriter_num_layers: int = Field(4, ge=1)
+    rewriter_hidden_size: int | None = Field(None, ge=8, description="None keeps the teacher's width")
+    rewriter_intermediate_size: int | None = Field(None, ge=8)
+    rewriter_num_attention_heads: int | None = Field(None, ge=1)
+    rewriter_num_key_value_heads: int | None = Field(None, ge=1)
+    seq_kd_weight: float = Field(0.5, ge=0.0, le=1.0,
+                                 description="loss = w * sequence-KD CE + (1 - w) * token KL")
+    kl_temperature: float = Field(2.0, gt=0.0)
+    rewriter_kd_queries: int = Field(256, ge=1, description="unlabelled queries the teacher rewrites")
+    rewriter_steps: int = Field(60, ge=1)
+    rewriter_batch_size: int = Field(16, ge=1)
+    rewriter_learning_rate: float = Field(1e-3, gt=0.0)
+    rewriter_max_new_tokens: int = Field(24, ge=1)
+    # Relevance student: cross-encoder on (query, product text), Margin-MSE on teacher margins.
+    relevance_backbone: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
+    relevance_num_layers: int | None = Field(None, ge=1, description="keep only the first N encoder layers")
+    relevance_max_length: int = Field(96, ge=8)
+    triples_per_query: int = Field(8, ge=1)
+    triple_sources: dict[str, float] = {"retrieved": 0.5, "same_category": 0.3, "random": 0.2}
+    retrieval_depth: int = Field(20, ge=2)
+    relevance_steps: int = Field(80, ge=1)
+    relevance_batch_size: int = Field(16, ge=1)
+    relevance_learning_rate: float = Field(5e-5, gt=0.0)
+    gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    promote_to_production_when_none: bool = True
+
+    @field_validator("triple_sources")
+    @classmethod
+    def _known_sources(cls, value: dict[str, float]) -> dict[str, float]:
+        allowed = {"retrieved", "same_category", "random"}
+        unknown = set(value) - allowed
+        if unknown:
+            raise ValueError(f"unknown triple sources {sorted(unknown)}; expected a subset of {sorted(allowed)}")
+        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError("expected non-negative weights with a positive sum")
+        return value
+
+
 class Settings(Section):
     paths: PathsConfig = PathsConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -152,6 +211,8 @@ class Settings(Section):
     serving: ServingConfig = ServingConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
+    distill: DistillConfig = DistillConfig()
+    pipelines: PipelinesConfig = PipelinesConfig()
     seed: int = 0
 
     def public_dict(self) -> dict[str, Any]:
