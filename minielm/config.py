@@ -109,9 +109,17 @@ class ServicesConfig(Section):
 
 
 class FeastConfig(Section):
+    """``repo_path`` is the applied repo (definitions + generated feature_store.yaml + local data)."""
+
     repo_path: Path = Path("feature_repo")
     project: str = "minielm"
+    # Latency budget of one online lookup; past it the request is served with default features.
     online_timeout_ms: float = Field(5.0, gt=0)
+    profile: Literal["local", "cluster"] = "local"
+    redis_connection_string: str = "redis:6379"
+    # Offline parquet root for the cluster profile (e.g. s3://minielm/feast); local uses <repo_path>/data.
+    offline_root: str | None = None
+    ttl_days: int = Field(30, ge=1)
 
 
 class ModelNames(Section):
@@ -128,6 +136,16 @@ class ServingConfig(Section):
     max_batch_size: int = Field(64, ge=1)
     max_query_chars: int = Field(256, ge=1)
     model_stage: Literal["production", "candidate"] = "production"
+    # Local model dirs override the registry (None: download the staged version from S3).
+    rewriter_path: Path | None = None
+    relevance_path: Path | None = None
+    index_dir: Path | None = None
+    max_num_rewrites: int = Field(5, ge=1)
+    search_k: int = Field(10, ge=1, le=1000)
+    enable_feast: bool = True
+    log_rewrites: bool = True
+    kafka_buffer_size: int = Field(10000, ge=1)
+    warmup_query: str = Field("wireless headphones", min_length=1)
 
 
 class EvalConfig(Section):
@@ -185,6 +203,7 @@ class DistillConfig(Section):
     relevance_steps: int = Field(80, ge=1)
     relevance_batch_size: int = Field(16, ge=1)
     relevance_learning_rate: float = Field(5e-5, gt=0.0)
+    soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
     gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
     zero_stage: Literal[0, 1, 2, 3] = 0
     promote_to_production_when_none: bool = True
