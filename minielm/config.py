@@ -220,6 +220,45 @@ class DistillConfig(Section):
         return value
 
 
+class RLRewardWeights(Section):
+    """How the RL reward terms combine: the gains add, the penalties subtract (all weights >= 0)."""
+
+    feedback: float = Field(1.0, ge=0, description="observed click/cart/purchase reward of served pairs")
+    judge: float = Field(1.0, ge=0, description="relevance judge on the products the rewrite retrieves")
+    retrieval_gain: float = Field(1.0, ge=0, description="labelled relevant products vs the raw query")
+    intent_drift: float = Field(1.0, ge=0, description="penalty below the query-rewrite similarity floor")
+    degenerate: float = Field(1.0, ge=0, description="penalty for empty, repetitive or overlong rewrites")
+
+
+class RLConfig(Section):
+    """Online RL (GRPO) of the student rewriter from feedback windows and the relevance judge."""
+
+    reward_weights: RLRewardWeights = RLRewardWeights()
+    intent_similarity_floor: float = Field(0.5, ge=0.0, le=1.0)
+    intent_embedder: Literal["minilm", "token_overlap"] = "minilm"
+    max_rewrite_words: int = Field(12, ge=1)
+    judge_top_k: int = Field(5, ge=1)
+    num_generations: int = Field(4, ge=2, description="rewrites sampled per query (the GRPO group)")
+    queries_per_step: int = Field(2, ge=1)
+    max_steps: int = Field(20, ge=1)
+    learning_rate: float = Field(2e-5, gt=0.0)
+    beta: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the reference model")
+    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO-style ratio clipping")
+    temperature: float = Field(1.0, gt=0.0)
+    max_new_tokens: int = Field(24, ge=1)
+    max_train_queries: int = Field(256, ge=1)
+    labelled_queries_per_run: int = Field(32, ge=0, description="train-split queries added for retrieval gain")
+    min_new_requests: int = Field(20, ge=0, description="fewer new served requests than this: nothing to do")
+    max_kl: float = Field(1.0, gt=0.0, description="gate: mean per-token KL to the reference on the replay set")
+    heldout_split: Literal["validation", "test"] = "test"
+    watermark_key: str = "rl/watermark.json"
+    canary_traffic_percent: int = Field(10, ge=1, le=99)
+    canary_min_requests: int = Field(20, ge=1)
+    canary_max_regression: float = Field(0.02, ge=0.0)
+    isvc_name: str = "student-rewriter"
+    namespace: str = "minielm"
+
+
 class Settings(Section):
     paths: PathsConfig = PathsConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -232,6 +271,7 @@ class Settings(Section):
     gate: GateConfig = GateConfig()
     distill: DistillConfig = DistillConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
+    rl: RLConfig = RLConfig()
     seed: int = 0
 
     def public_dict(self) -> dict[str, Any]:
