@@ -235,7 +235,7 @@ class RLConfig(Section):
 
     reward_weights: RLRewardWeights = RLRewardWeights()
     intent_similarity_floor: float = Field(0.5, ge=0.0, le=1.0)
-    intent_embedder: Literal["minilm", "token_overlap"] = "minilm"
+    intent_embedder: Literal["minilm", "ngram_overlap"] = "minilm"
     max_rewrite_words: int = Field(12, ge=1)
     judge_top_k: int = Field(5, ge=1)
     num_generations: int = Field(4, ge=2, description="rewrites sampled per query (the GRPO group)")
@@ -259,6 +259,47 @@ class RLConfig(Section):
     namespace: str = "minielm"
 
 
+class FeedbackConfig(Section):
+    """The shopper simulator and the feedback aggregator (windows on S3, rewards, Feast query stats)."""
+
+    # Aggregator windows: requests collect for window_s, then wait grace_s for their feedback.
+    window_s: float = Field(5.0, gt=0, description="seconds a window collects served requests")
+    grace_s: float = Field(5.0, ge=0, description="seconds a closed window still accepts feedback")
+    unmatched_after_s: float = Field(60.0, gt=0, description="event-time age after which feedback with no "
+                                     "served request goes to the late-events table")
+    windows_prefix: str = Field("feedback/windows", min_length=1)
+    late_prefix: str = Field("feedback/late", min_length=1)
+    state_prefix: str = Field("feedback/state", min_length=1)
+    # Reward of one served request: weighted engagement minus a penalty when the shopper reformulated.
+    click_weight: float = Field(1.0, ge=0)
+    add_to_cart_weight: float = Field(3.0, ge=0)
+    purchase_weight: float = Field(5.0, ge=0)
+    reformulation_penalty: float = Field(2.0, ge=0)
+    push_to_feast: bool = True
+    push_interval_s: float = Field(0.5, gt=0, description="how often query statistics go to Feast")
+    s3_retry_initial_s: float = Field(0.5, gt=0)
+    s3_retry_max_s: float = Field(10.0, gt=0)
+    poll_timeout_ms: int = Field(200, ge=1)
+    max_poll_records: int = Field(5000, ge=1)
+    # Shopper simulator: position-biased clicks on the relevance judge's scores.
+    sim_rate_per_s: float = Field(200.0, gt=0, description="served requests per second the simulator sends")
+    sim_top_k: int = Field(10, ge=1, description="results a simulated shopper sees")
+    examination_decay: float = Field(1.0, ge=0, description="P(examine rank r) = 1 / (1 + r) ** decay")
+    click_floor: float = Field(0.02, ge=0, le=1, description="click probability of an irrelevant examined item")
+    add_to_cart_given_click: float = Field(0.4, ge=0, le=1)
+    purchase_given_cart: float = Field(0.5, ge=0, le=1)
+    satisfied_score: float = Field(0.5, ge=0, le=1, description="a click on a product scored at least this "
+                                   "satisfies the shopper")
+    reformulation_prob: float = Field(0.7, ge=0, le=1, description="P(reformulate | unsatisfied)")
+
+    @field_validator("windows_prefix", "late_prefix", "state_prefix")
+    @classmethod
+    def _no_slash_ends(cls, value: str) -> str:
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"expected an S3 key prefix without leading or trailing '/', got {value!r}")
+        return value
+
+
 class Settings(Section):
     paths: PathsConfig = PathsConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -272,6 +313,7 @@ class Settings(Section):
     distill: DistillConfig = DistillConfig()
     pipelines: PipelinesConfig = PipelinesConfig()
     rl: RLConfig = RLConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     seed: int = 0
 
     def public_dict(self) -> dict[str, Any]:
