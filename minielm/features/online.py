@@ -1,0 +1,118 @@
+"""Online feature lookups with a strict latency budget.
+
+A request never waits on Feast for longer than ``settings.feast.online_timeout_ms``: the lookup runs
+on a small worker pool and, past the budget, or when Feast fails (no repo applied, store down) or a
+value is missing, the request gets the documented defaults. Every fallback is counted in
+``minielm_feast_fallback_total{reason}`` (``missing``, ``timeout``, ``error``) and logged, so a degraded
+feature path is visible instead of silent.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Sequence
+
+from prometheus_client import Counter
+
+from minielm.config import Settings
+from minielm.features.keys import query_key
+from minielm.features.repo import PRODUCT_FEATURES_VIEW, QUERY_STATS_VIEW, feature_store
+from minielm.logs import get_logger
+
+log = get_logger(__name__)
+
+FEAST_FALLBACK = Counter("minielm_feast_fallback", "Feature rows served with defaults instead of Feast values",
+                         ["reason"])
+
+QUERY_DEFAULTS: dict[str, Any] = {"volume": 0, "ctr": 0.0, "add_to_cart_rate": 0.0, "reformulation_rate": 0.0,
+                                  "zero_result_rate": 0.0, "last_seen_ts": 0.0}
+PRODUCT_DEFAULTS: dict[str, Any] = {"category": "", "brand": "", "price": 0.0, "popularity": 0.0, "rating": 0.0}
+WARN_EVERY_S = 30.0
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class OnlineFeatures:
+    """Batched Feast reads for query and product entities, with defaults past the budget."""
+
+    def __init__(self, settings: Settings, workers: int = 2) -> None:
+        self.settings = settings
+        self.budget_s = settings.feast.online_timeout_ms / 1000.0
+        self._store = None
+        self._store_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="feast-online")
+        self._last_warning: dict[str, float] = {}
+
+    def _get_store(self):
+        with self._store_lock:
+            if self._store is None:
+                self._store = feature_store(self.settings)
+            return self._store
+
+    def _read(self, view: str, names: Sequence[str], join_key: str, keys: Sequence[str]) -> dict[str, list]:
+        store = self._get_store()
+        refs = [f"{view}:{name}" for name in names]
+        return store.get_online_features(features=refs, entity_rows=[{join_key: k} for k in keys]).to_dict()
+
+    def _warn(self, reason: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_warning.get(reason, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._last_warning[reason] = now
+            log.warning("feast lookup fell back to defaults", reason=reason, **fields)
+
+    def _lookup(self, view: str, defaults: dict[str, Any], join_key: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        future = self._pool.submit(self._read, view, list(defaults), join_key, keys)
+        try:
+            values = future.result(timeout=self.budget_s)
+        except FutureTimeout:
+            future.cancel()
+            FEAST_FALLBACK.labels("timeout").inc(len(keys))
+            self._warn("timeout", view=view, budget_ms=self.settings.feast.online_timeout_ms)
+            return [{**defaults, "source": "default"} for _ in keys]
+        except Exception as error:  # Feast down or not applied: serve defaults, count and log it.
+            FEAST_FALLBACK.labels("error").inc(len(keys))
+            self._warn("error", view=view, error=f"{type(error).__name__}: {error}")
+            return [{**defaults, "source": "default"} for _ in keys]
+        rows = []
+        missing_rows = 0
+        for i in range(len(keys)):
+            row: dict[str, Any] = {}
+            found = 0
+            for name, default in defaults.items():
+                value = values.get(name, [None] * len(keys))[i]
+                if _missing(value):
+                    row[name] = default
+                else:
+                    row[name] = value
+                    found += 1
+            row["source"] = "feast" if found == len(defaults) else ("partial" if found else "default")
+            missing_rows += found < len(defaults)
+            rows.append(row)
+        if missing_rows:
+            FEAST_FALLBACK.labels("missing").inc(missing_rows)
+        return rows
+
+    def query_features(self, queries: Sequence[str]) -> list[dict[str, Any]]:
+        """``rewriter_v1`` features (query_stats) for each query, keyed by its normalised hash."""
+        return self._lookup(QUERY_STATS_VIEW, QUERY_DEFAULTS, "query_key", [query_key(q) for q in queries])
+
+    def product_features(self, product_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """product_features for each product id."""
+        return self._lookup(PRODUCT_FEATURES_VIEW, PRODUCT_DEFAULTS, "product_id", list(product_ids))
+
+    def warm_up(self) -> None:
+        """Open the store and read once outside the budget (registry load, sqlite connection), so the
+        first real request is not the one that pays for it. Raises if Feast is unusable."""
+        self._read(QUERY_STATS_VIEW, list(QUERY_DEFAULTS), "query_key", [query_key("warm up")])
+        self._read(PRODUCT_FEATURES_VIEW, list(PRODUCT_DEFAULTS), "product_id", ["warm-up"])
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
