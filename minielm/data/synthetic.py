@@ -1,0 +1,252 @@
+"""A synthetic shopping catalog with noisy queries, canonical rewrites and ESCI labels.
+
+Products get a type, brand, colour, material, size and price; their titles and descriptions use
+only canonical words. Each query starts from a real product (so it has at least one Exact match),
+keeps a random subset of that product's attributes as its canonical rewrite, and then gets shopper
+noise (:mod:`minielm.data.noise`). Labels come from attributes: Exact (type and every named
+attribute match), Substitute (same type with a differing attribute, or a substitute type),
+Complement (a complementary type), Irrelevant (anything else, including look-alikes that share a
+colour, brand or material). Splits are by canonical query, so the noisy variants of one intent
+never straddle train and test. Everything is a function of the seed.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from minielm.data import esci
+from minielm.data.esci import EsciData
+from minielm.data.noise import Slot, apply_noise
+from minielm.data.vocabulary import BRANDS, COLOURS, PRODUCT_TYPES, TITLE_MARKETING, UNITS, NoiseRates
+from minielm.logs import get_logger
+
+log = get_logger(__name__)
+
+SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+CATEGORY_BLURBS = {
+    "kitchen": "Built for everyday cooking and easy cleaning.",
+    "furniture": "Sturdy construction with simple assembly.",
+    "apparel": "Comfortable fit for all day wear.",
+    "electronics": "Reliable performance with a one year warranty.",
+    "home": "Adds comfort and style to any room.",
+    "sports": "Made for training, travel and the outdoors.",
+}
+
+
+@dataclass(frozen=True)
+class JudgmentSizes:
+    """How many products of each kind are judged per query (Exact matches are all judged up to the cap)."""
+
+    max_exact: int = 50
+    same_type_substitutes: int = 6
+    substitute_types: int = 3
+    complements: int = 3
+    hard_irrelevant: int = 4
+    random_irrelevant: int = 4
+
+
+@dataclass
+class _Catalog:
+    frame: pd.DataFrame
+    type_codes: np.ndarray
+    attributes: dict[str, np.ndarray]      # attribute name -> per-product string values
+    by_type: list[np.ndarray]              # product indices of each type
+
+
+def _size_text(product_type, size: str) -> str:
+    if not size:
+        return ""
+    return f"{size} {UNITS[product_type.unit][0]}" if product_type.unit else size
+
+
+def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: bool) -> _Catalog:
+    n_types = len(PRODUCT_TYPES)
+    type_codes = rng.integers(0, n_types, n_products)
+    brand = np.empty(n_products, dtype=object)
+    material = np.empty(n_products, dtype=object)
+    size = np.empty(n_products, dtype=object)
+    size_text = np.empty(n_products, dtype=object)
+    price = np.empty(n_products, dtype=np.float64)
+    colour = np.asarray(COLOURS, dtype=object)[rng.integers(0, len(COLOURS), n_products)]
+    by_type = []
+    for code, product_type in enumerate(PRODUCT_TYPES):
+        members = np.flatnonzero(type_codes == code)
+        by_type.append(members)
+        brands = BRANDS[product_type.category]
+        brand[members] = np.asarray(brands, dtype=object)[rng.integers(0, len(brands), len(members))]
+        material[members] = np.asarray(product_type.materials, dtype=object)[
+            rng.integers(0, len(product_type.materials), len(members))]
+        if product_type.sizes:
+            chosen = np.asarray(product_type.sizes, dtype=object)[rng.integers(0, len(product_type.sizes), len(members))]
+        else:
+            chosen = np.full(len(members), "", dtype=object)
+        size[members] = chosen
+        size_text[members] = [_size_text(product_type, s) for s in chosen]
+        price[members] = np.round(product_type.base_price * rng.lognormal(0.0, 0.3, len(members)), 2)
+    type_names = np.asarray([t.name for t in PRODUCT_TYPES], dtype=object)[type_codes]
+    categories = np.asarray([t.category for t in PRODUCT_TYPES], dtype=object)[type_codes]
+    templates = rng.integers(0, 3, n_products)
+    marketing = np.asarray(TITLE_MARKETING, dtype=object)[rng.integers(0, len(TITLE_MARKETING), n_products)]
+    rows = zip(templates, brand, type_names, size_text, material, colour, marketing)
+    titles = [_title(*row) for row in tqdm(rows, total=n_products, desc="titles", disable=not show_progress, leave=False)]
+    descriptions = [f"{b.title()} {t} made of {m} in {c}. {CATEGORY_BLURBS[cat]}"
+                    for b, t, m, c, cat in zip(brand, type_names, material, colour, categories)]
+    bullets = [f"Material: {m}\nColour: {c}" + (f"\nSize: {s}" if s else "")
+               for m, c, s in zip(material, colour, size_text)]
+    frame = pd.DataFrame({
+        esci.PRODUCT_ID: [f"P{i:09d}" for i in range(n_products)],
+        esci.PRODUCT_LOCALE: "us",
+        esci.PRODUCT_TITLE: titles,
+        esci.PRODUCT_DESCRIPTION: descriptions,
+        esci.PRODUCT_BULLET_POINT: bullets,
+        esci.PRODUCT_BRAND: brand,
+        esci.PRODUCT_COLOR: colour,
+        "product_type": type_names,
+        "category": categories,
+        "material": material,
+        "size": size_text,
+        "price": price,
+        "rating": np.round(np.clip(rng.normal(4.2, 0.5, n_products), 1.0, 5.0), 1),
+        "popularity": np.round(rng.beta(1.2, 6.0, n_products), 4),
+    })
+    attributes = {"brand": brand, "colour": colour, "material": material, "size": size}
+    return _Catalog(frame=frame, type_codes=type_codes, attributes=attributes, by_type=by_type)
+
+
+def _title(template: int, brand: str, type_name: str, size: str, material: str, colour: str, marketing: str) -> str:
+    tail = f", {marketing}" if marketing else ""
+    brand, type_name, material, colour = brand.title(), type_name.title(), material.title(), colour.title()
+    if template == 0:
+        core = f"{brand} {type_name}" + (f" {size.title()}" if size else "") + f", {material}, {colour}"
+    elif template == 1:
+        core = f"{brand} {colour} {material} {type_name}" + (f" - {size.title()}" if size else "")
+    else:
+        core = f"{type_name} by {brand}, " + (f"{size.title()} " if size else "") + f"{colour} {material}"
+    return core + tail
+
+
+_ATTRIBUTE_PROBABILITY = {"brand": 0.3, "colour": 0.5, "material": 0.35, "size": 0.4}
+
+
+def _canonical_slots(catalog: _Catalog, product: int, rng: random.Random) -> tuple[list[Slot], dict[str, str]]:
+    """The canonical query for one seed product: its type plus a random subset of its attributes."""
+    product_type = PRODUCT_TYPES[catalog.type_codes[product]]
+    wanted = {name: catalog.attributes[name][product] for name, p in _ATTRIBUTE_PROBABILITY.items()
+              if rng.random() < p and catalog.attributes[name][product]}
+    slots = [Slot(role, wanted[role]) for role in ("brand", "colour", "material") if role in wanted]
+    slots.append(Slot("type", product_type.name))
+    if "size" in wanted:
+        value = wanted["size"]
+        if product_type.unit:
+            slots.append(Slot("size", _size_text(product_type, value), number=value, unit=product_type.unit))
+        else:
+            slots.append(Slot("size", value))
+    return slots, wanted
+
+
+def _sample(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
+    if n <= 0 or len(pool) == 0:
+        return pool[:0]
+    return pool if len(pool) <= n else rng.choice(pool, n, replace=False)
+
+
+def _judge(catalog: _Catalog, product: int, wanted: dict[str, str], sizes: JudgmentSizes,
+           rng: np.random.Generator) -> list[tuple[int, str]]:
+    """(product index, ESCI label) pairs judged for one query."""
+    code = catalog.type_codes[product]
+    product_type = PRODUCT_TYPES[code]
+    members = catalog.by_type[code]
+    exact_mask = np.ones(len(members), dtype=bool)
+    for name, value in wanted.items():
+        exact_mask &= catalog.attributes[name][members] == value
+    exact = members[exact_mask]
+    exact = np.concatenate([[product], _sample(rng, exact[exact != product], sizes.max_exact - 1)])
+    judged: list[tuple[int, str]] = [(int(i), "E") for i in exact]
+    judged += [(int(i), "S") for i in _sample(rng, members[~exact_mask], sizes.same_type_substitutes)]
+    substitute_pool = _members_of(catalog, product_type.substitutes)
+    judged += [(int(i), "S") for i in _sample(rng, substitute_pool, sizes.substitute_types)]
+    judged += [(int(i), "C") for i in _sample(rng, _members_of(catalog, product_type.complements), sizes.complements)]
+    related = {code} | {_type_code(n) for n in product_type.substitutes + product_type.complements}
+    candidates = rng.integers(0, len(catalog.type_codes), 8 * (sizes.hard_irrelevant + sizes.random_irrelevant) + 8)
+    candidates = candidates[~np.isin(catalog.type_codes[candidates], list(related))]
+    shares = np.zeros(len(candidates), dtype=bool)
+    for name in ("colour", "brand", "material"):
+        if name in wanted:
+            shares |= catalog.attributes[name][candidates] == wanted[name]
+    hard = np.unique(candidates[shares])[: sizes.hard_irrelevant]
+    easy = np.unique(candidates[~shares])[: sizes.random_irrelevant]
+    judged += [(int(i), "I") for i in np.concatenate([hard, easy])]
+    seen: set[int] = set()
+    return [(i, label) for i, label in judged if not (i in seen or seen.add(i))]
+
+
+_TYPE_CODES = {t.name: i for i, t in enumerate(PRODUCT_TYPES)}
+
+
+def _type_code(name: str) -> int:
+    return _TYPE_CODES[name]
+
+
+def _members_of(catalog: _Catalog, type_names: tuple[str, ...]) -> np.ndarray:
+    if not type_names:
+        return np.empty(0, dtype=np.int64)
+    return np.concatenate([catalog.by_type[_type_code(n)] for n in type_names])
+
+
+def _assign_splits(canonical_queries: list[str], seed: int) -> dict[str, str]:
+    """Split by canonical query, stable for a seed whatever the order of the queries."""
+    names = list(SPLIT_FRACTIONS)
+    bounds = np.cumsum(list(SPLIT_FRACTIONS.values()))
+    splits = {}
+    for query in dict.fromkeys(canonical_queries):
+        fraction = zlib.crc32(f"{seed}:{query}".encode()) / 2**32
+        splits[query] = names[min(int(np.searchsorted(bounds, fraction, side="right")), len(names) - 1)]
+    return splits
+
+
+def generate_dataset(n_products: int = 2000, n_queries: int = 600, seed: int = 0,
+                     noise: NoiseRates | None = None, judgments: JudgmentSizes | None = None,
+                     show_progress: bool = False) -> EsciData:
+    """A synthetic catalog and labelled noisy queries in the ESCI layout.
+
+    Examples carry ``canonical_query`` (the oracle rewrite) and ``noise`` (the noise kinds applied,
+    comma-separated, empty when the query is clean). Products carry product_type, category,
+    material, size, price, rating and popularity.
+    """
+    if n_products < 1:
+        raise ValueError(f"n_products: expected >= 1, got {n_products}")
+    if n_queries < 1:
+        raise ValueError(f"n_queries: expected >= 1, got {n_queries}")
+    noise = noise or NoiseRates()
+    judgments = judgments or JudgmentSizes()
+    rng = np.random.default_rng(seed)
+    catalog = _generate_catalog(n_products, rng, show_progress)
+    query_rng = random.Random(seed)
+    seeds = rng.integers(0, n_products, n_queries)
+    rows = []
+    canonical_queries = []
+    for number, product in enumerate(tqdm(seeds, desc="queries", disable=not show_progress, leave=False)):
+        slots, wanted = _canonical_slots(catalog, int(product), query_rng)
+        canonical = " ".join(s.text for s in slots)
+        noisy, kinds = apply_noise(slots, query_rng, noise)
+        query_id = f"q{number:08d}"
+        canonical_queries.append(canonical)
+        for index, label in _judge(catalog, int(product), wanted, judgments, rng):
+            rows.append((noisy, query_id, index, label, canonical, ",".join(kinds)))
+    splits = _assign_splits(canonical_queries, seed)
+    examples = pd.DataFrame(rows, columns=[esci.QUERY, esci.QUERY_ID, "_index", esci.ESCI_LABEL,
+                                           esci.CANONICAL_QUERY, esci.NOISE])
+    examples.insert(0, esci.EXAMPLE_ID, np.arange(len(examples), dtype=np.int64))
+    examples.insert(3, esci.PRODUCT_ID, catalog.frame[esci.PRODUCT_ID].to_numpy()[examples.pop("_index").to_numpy()])
+    examples.insert(4, esci.PRODUCT_LOCALE, "us")
+    examples.insert(6, esci.SMALL_VERSION, 1)
+    examples.insert(7, esci.LARGE_VERSION, 1)
+    examples.insert(8, esci.SPLIT, examples[esci.CANONICAL_QUERY].map(splits))
+    log.info("synthetic dataset generated", products=n_products, queries=n_queries, examples=len(examples), seed=seed)
+    return EsciData(examples=examples, products=catalog.frame)
