@@ -140,6 +140,8 @@ class ServingConfig(Section):
     rewriter_path: Path | None = None
     relevance_path: Path | None = None
     index_dir: Path | None = None
+    # ESCI-layout dataset whose products give titles/texts for product ids (relevance by id, pipeline).
+    dataset_dir: Path | None = None
     max_num_rewrites: int = Field(5, ge=1)
     search_k: int = Field(10, ge=1, le=1000)
     enable_feast: bool = True
