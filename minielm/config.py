@@ -160,6 +160,8 @@ class GateConfig(Section):
 
     min_gain_over_raw: float = 0.0
     max_regression_vs_production: float = Field(0.02, ge=0)
+    # The metric both tolerances are in (absolute units of that metric, from minielm.evaluation).
+    metric: Literal["relevant_per_query", "ndcg", "recall"] = "relevant_per_query"
 
 
 class PipelinesConfig(Section):
