@@ -304,6 +304,82 @@ class FeedbackConfig(Section):
         return value
 
 
+DriftCheckFamily = Literal["embeddings", "descriptors", "outcomes", "rewrites"]
+
+
+class DriftConfig(Section):
+    """Drift monitoring: which feedback windows are compared, each check's threshold, where results go.
+
+    Scores are "higher means more drift" everywhere, so an alert reads score > threshold.
+    """
+
+    # Which windows: a pinned reference (a pointer object listing window keys) wins; otherwise the
+    # oldest ``reference_windows`` objects per partition are the reference and the newest
+    # ``current_windows`` objects per partition are the current window.
+    reference_pointer_key: str = Field("drift/reference.json", min_length=1)
+    reference_windows: int = Field(4, ge=1, description="oldest window objects per partition used as reference")
+    current_windows: int = Field(4, ge=1, description="newest window objects per partition checked for drift")
+    min_rows: int = Field(30, ge=1, description="a window with fewer usable rows is 'no data'")
+    checks: list[DriftCheckFamily] = ["embeddings", "descriptors", "outcomes", "rewrites"]
+    # (a) semantic drift of query embeddings (all-MiniLM-L6-v2): a cheap method, on a row sample.
+    embedding_model_path: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
+    embedding_sample_size: int = Field(1000, ge=20, description="rows per window whose queries are embedded")
+    embedding_method: Literal["model", "distance", "mmd"] = "model"
+    embedding_threshold: float = Field(0.62, gt=0, description="model: ROC AUC of a reference-vs-current "
+                                       "classifier; distance: euclidean distance of the mean embeddings; mmd: MMD^2")
+    embedding_pca_components: int | None = Field(16, ge=2)
+    embedding_batch_size: int = Field(256, ge=1)
+    # (b) text descriptors of queries and rewrites; (d) rewrite edit distance: distribution distance.
+    distribution_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = "wasserstein"
+    distribution_threshold: float = Field(0.2, gt=0, description="distance above which a distribution drifted")
+    share_tolerance: float = Field(0.05, gt=0, le=1, description="max change of a mean share (digits/units, "
+                                   "non-ASCII, out-of-catalog words) before it counts as drift")
+    catalog_path: Path | None = Field(None, description="ESCI products parquet (or its folder) whose words "
+                                      "are the catalog vocabulary; None: the reference window's words")
+    # (c) outcomes: absolute change of a rate; reward distribution.
+    ctr_tolerance: float = Field(0.1, gt=0, le=1)
+    reformulation_tolerance: float = Field(0.1, gt=0, le=1)
+    zero_result_tolerance: float = Field(0.1, gt=0, le=1)
+    reward_threshold: float = Field(0.3, gt=0, description="distribution distance of the per-request reward")
+    # (d) rewrite behaviour.
+    identical_rewrite_tolerance: float = Field(0.15, gt=0, le=1, description="max change of the share of "
+                                               "rewrites identical to their query")
+    # Outputs and alerts.
+    reports_prefix: str = Field("drift/reports", min_length=1)
+    upload_report: bool = True
+    report_base_url: str | None = Field(None, description="URL under which reports_prefix is browsable; "
+                                        "None: links are s3:// URIs")
+    runbook_url: str = "docs/runbook.md"
+    pushgateway_url: str | None = None
+    pushgateway_job: str = "minielm-drift"
+    webhook_url: str | None = Field(None, description="Alertmanager-compatible webhook receiver")
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    # Drift-triggered retraining (the rl_retraining pipeline).
+    trigger_retraining: bool = False
+    retraining_checks: list[str] = Field([], description="checks whose drift triggers retraining; empty: any")
+
+    @field_validator("reports_prefix", "reference_pointer_key")
+    @classmethod
+    def _s3_key(cls, value: str) -> str:
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"expected an S3 key without leading or trailing '/', got {value!r}")
+        return value
+
+    @field_validator("checks")
+    @classmethod
+    def _some_checks(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("expected at least one of embeddings, descriptors, outcomes, rewrites")
+        return list(dict.fromkeys(value))
+
+    @field_validator("pushgateway_url", "webhook_url", "report_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
+        return value
+
+
 class Settings(Section):
     paths: PathsConfig = PathsConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -318,6 +394,7 @@ class Settings(Section):
     pipelines: PipelinesConfig = PipelinesConfig()
     rl: RLConfig = RLConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    drift: DriftConfig = DriftConfig()
     seed: int = 0
 
     def public_dict(self) -> dict[str, Any]:
