@@ -1,0 +1,218 @@
+"""``minielm data generate|index|load-esci|sample`` and ``minielm eval``: the data and evaluation spine."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from minielm.cli.common import fail, settings_from
+from minielm.config import Settings
+from minielm.data.esci import SPLITS, EsciFormatError, load_esci, load_esci_sample, write_esci
+from minielm.data.synthetic import generate_dataset
+from minielm.evaluation import compare_rewriters, format_report_table, oracle_queries, raw_queries
+from minielm.search import SearchIndex
+
+data_app = typer.Typer(help="Generate, load and index ESCI-format shopping data.", no_args_is_help=True)
+
+
+def default_dataset_dir(settings: Settings) -> Path:
+    return Path(settings.paths.data_dir) / "synthetic"
+
+
+def default_index_dir(settings: Settings) -> Path:
+    return Path(settings.paths.data_dir) / "index"
+
+
+def _summary(examples, products) -> str:
+    labels = examples["esci_label"].value_counts().to_dict()
+    splits = examples.drop_duplicates("query_id")["split"].value_counts().to_dict()
+    return (f"{examples['query_id'].nunique()} queries, {len(examples)} judgments {labels}, "
+            f"{len(products)} products; queries per split {splits}")
+
+
+@data_app.command("generate")
+def generate(
+    ctx: typer.Context,
+    products: int = typer.Option(2000, "--products", min=1, help="Number of catalog products."),
+    queries: int = typer.Option(600, "--queries", min=1, help="Number of noisy queries (with canonical rewrites)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the `seed` setting)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default <paths.data_dir>/synthetic)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Also build the BM25 index into this dir."),
+) -> None:
+    """Generate a synthetic catalog with noisy queries and ESCI labels, written as ESCI parquet."""
+    settings = settings_from(ctx)
+    out = out or default_dataset_dir(settings)
+    started = time.perf_counter()
+    data = generate_dataset(n_products=products, n_queries=queries,
+                            seed=settings.seed if seed is None else seed, show_progress=True)
+    write_esci(data, out)
+    typer.echo(f"wrote {out} in {time.perf_counter() - started:.1f}s: {_summary(data.examples, data.products)}")
+    if index is not None:
+        SearchIndex.build(data.products, show_progress=True).save(index)
+        typer.echo(f"wrote the BM25 index to {index}")
+
+
+@data_app.command("index")
+def build_index(
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Index dir (default <paths.data_dir>/index)."),
+    locale: str = typer.Option("us", help="Product locale to index: us, es or jp."),
+) -> None:
+    """Build the BM25 search index over a catalog's product text and save it."""
+    settings = settings_from(ctx)
+    data = data or default_dataset_dir(settings)
+    out = out or default_index_dir(settings)
+    try:
+        dataset = load_esci(data, locale=locale)
+    except EsciFormatError as error:
+        raise fail(str(error)) from None
+    started = time.perf_counter()
+    SearchIndex.build(dataset.products, show_progress=True).save(out)
+    typer.echo(f"indexed {len(dataset.products)} products into {out} in {time.perf_counter() - started:.1f}s")
+
+
+@data_app.command("load-esci")
+def load_esci_command(
+    data_dir: Path = typer.Argument(..., help="Dir with shopping_queries_dataset_{examples,products}.parquet."),
+    locale: str = typer.Option("us", help="us, es or jp."),
+    split: Optional[str] = typer.Option(None, help="train, validation or test (default: all)."),
+    small_version_only: bool = typer.Option(False, "--small-version-only", help="Keep the 'small' task subset only."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the validated, filtered frames here (ESCI layout)."),
+) -> None:
+    """Load and validate the published Amazon ESCI files; optionally write a filtered copy."""
+    if split is not None and split not in SPLITS:
+        raise fail(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    try:
+        dataset = load_esci(data_dir, locale=locale, split=split, small_version_only=small_version_only)
+    except EsciFormatError as error:
+        raise fail(str(error)) from None
+    typer.echo(f"{data_dir} ({locale}{', ' + split if split else ''}): {_summary(dataset.examples, dataset.products)}")
+    if out is not None:
+        write_esci(dataset, out)
+        typer.echo(f"wrote {out}")
+
+
+@data_app.command("sample")
+def sample(
+    ctx: typer.Context,
+    sample_dir: Optional[Path] = typer.Argument(None, help="Default: the paths.esci_sample_dir setting."),
+) -> None:
+    """Summarise the shipped ESCI sample: judgments, query set and UBI query/event logs."""
+    sample_dir = sample_dir or Path(settings_from(ctx).paths.esci_sample_dir)
+    try:
+        loaded = load_esci_sample(sample_dir)
+    except EsciFormatError as error:
+        raise fail(str(error)) from None
+    labels = loaded.judgments["esci_label"].value_counts().to_dict()
+    actions = loaded.ubi_events["action_name"].value_counts().to_dict() if len(loaded.ubi_events) else {}
+    typer.echo(f"judgments: {len(loaded.judgments)} for {loaded.judgments['query'].nunique()} queries {labels}")
+    typer.echo(f"query set: {len(loaded.queryset)} queries")
+    typer.echo(f"UBI: {len(loaded.ubi_queries)} queries, {len(loaded.ubi_events)} events {actions}")
+
+
+def _read_rewrites(path: Path) -> dict[str, str]:
+    """A JSON object {query_id: rewrite} or JSON lines with query_id and rewrite fields."""
+    text = path.read_text()
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict):
+        return {str(k): str(v) for k, v in document.items()}
+    rewrites = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rewrites[str(row["query_id"])] = str(row["rewrite"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise fail(f"{path}:{number}: expected a JSON object with 'query_id' and 'rewrite'") from None
+    return rewrites
+
+
+def _named_paths(values: list[str], option: str) -> dict[str, Path]:
+    named = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise fail(f"{option}: expected NAME=PATH, got {value!r}")
+        if not Path(path).exists():
+            raise fail(f"{option}: {path} does not exist")
+        named[name] = Path(path)
+    return named
+
+
+def eval_command(
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Saved index (default <paths.data_dir>/index; "
+                                                                "built from the catalog when absent)."),
+    split: Optional[str] = typer.Option("test", help="Split to evaluate: train, validation, test or 'all'."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Top k (default: the eval.top_k setting)."),
+    substitute_is_relevant: Optional[bool] = typer.Option(
+        None, "--substitute-is-relevant/--exact-only", help="Count Substitutes as relevant (default: the setting)."),
+    rewrites: list[str] = typer.Option([], "--rewrites", help="NAME=FILE of rewrites (JSON {query_id: text} or JSONL "
+                                                               "with query_id, rewrite); repeatable."),
+    model: list[str] = typer.Option([], "--model", help="NAME=DIR of a saved CausalRewriter to run; repeatable."),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON report path (default <paths.reports_dir>/eval.json)."),
+) -> None:
+    """Score raw queries, oracle rewrites and given rewrites or models by relevant products per query @k.
+
+    Also nDCG@k, recall@k and the zero-result rate; prints a table and writes a JSON report.
+    """
+    settings = settings_from(ctx)
+    data = data or default_dataset_dir(settings)
+    k = k or settings.eval.top_k
+    substitute = settings.eval.substitute_is_relevant if substitute_is_relevant is None else substitute_is_relevant
+    if split not in (*SPLITS, "all"):
+        raise fail(f"--split: expected one of {', '.join(SPLITS)} or all, got {split!r}")
+    rewrite_files = _named_paths(rewrites, "--rewrites")
+    model_dirs = _named_paths(model, "--model")
+    try:
+        dataset = load_esci(data, split=None if split == "all" else split)
+    except EsciFormatError as error:
+        raise fail(str(error)) from None
+    if dataset.examples.empty:
+        raise fail(f"--split {split}: {data} has no examples in that split")
+    index_dir = index or default_index_dir(settings)
+    if (index_dir / "minielm_index.json").is_file():
+        search_index = SearchIndex.load(index_dir)
+        if len(search_index) != len(dataset.products):
+            raise fail(f"--index: {index_dir} holds {len(search_index)} products but the catalog in {data} has "
+                       f"{len(dataset.products)}; rebuild it with `minielm data index`")
+    elif index is not None:
+        raise fail(f"--index: {index} is not a saved index (run `minielm data index`)")
+    else:
+        search_index = SearchIndex.build(dataset.products, show_progress=True)
+    systems: dict = {"raw": raw_queries(dataset.examples)}
+    if "canonical_query" in dataset.examples.columns:
+        systems["oracle"] = oracle_queries(dataset.examples)
+    for name, path in rewrite_files.items():
+        systems[name] = _read_rewrites(path)
+    for name, path in model_dirs.items():
+        try:
+            from minielm.models.rewriter import CausalRewriter
+        except ImportError as error:
+            raise fail(f"--model needs minielm.models.rewriter ({error})") from None
+        systems[name] = CausalRewriter.load(path)
+    try:
+        report = compare_rewriters(search_index, dataset.examples, systems, k, substitute)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    typer.echo(format_report_table(report))
+    out = out or Path(settings.paths.reports_dir) / "eval.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report["data"], report["split"] = str(data), split
+    out.write_text(json.dumps(report, indent=2))
+    typer.echo(f"report written to {out}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(data_app, name="data")
+    root.command("eval")(eval_command)
