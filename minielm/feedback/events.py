@@ -97,7 +97,8 @@ class DeadLetter(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     reason: str
-    error_kind: Literal["too_large", "invalid_json", "not_an_object", "unknown_version", "invalid_fields"]
+    error_kind: Literal["too_large", "invalid_json", "not_an_object", "unknown_version", "invalid_fields",
+                        "wrong_topic", "duplicate"]
     original: bytes
     source_topic: str | None = None
     source_partition: int | None = None
@@ -117,6 +118,12 @@ class DeadLetter(BaseModel):
         record["original"] = base64.b64decode(record.pop("original_b64"))
         record.pop("original_size", None)
         return cls.model_validate(record)
+
+
+def message_key(event: ServedRewrite | FeedbackEvent) -> bytes:
+    """The Kafka message key: the request id, so a request's rewrite and its feedback land in the same
+    partition number of their topics (the aggregator joins partition p of one with partition p of the other)."""
+    return event.request_id.encode("utf-8")
 
 
 def _describe(error: ValidationError) -> str:
