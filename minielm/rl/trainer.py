@@ -28,9 +28,18 @@ PromptFn = Callable[[str], str]
 SKIP_FILES = {"metadata.json"}
 
 
-def default_prompt_fn() -> PromptFn:
-    from minielm.models.prompts import format_rewrite_prompt
+def _interim_prompt(query: str) -> str:
+    return f"Rewrite the shopping query for search.\nQuery: {query}\nRewrite:"
 
+
+def default_prompt_fn() -> PromptFn:
+    """The platform's prompt format (``minielm.models.prompts``); until that module is installed, an
+    interim format of the same shape, with a warning, so RL can run against a stand-in rewriter."""
+    try:
+        from minielm.models.prompts import format_rewrite_prompt
+    except ImportError:
+        log.warning("minielm.models.prompts is not available; using the interim RL prompt format")
+        return _interim_prompt
     return format_rewrite_prompt
 
 
