@@ -1,0 +1,155 @@
+"""``minielm feedback simulate|aggregate|replay``: shopper feedback through Kafka into S3 windows and Feast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from tqdm import tqdm
+
+from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+
+feedback_app = typer.Typer(help="Simulated or replayed shopper feedback, and the aggregator that turns it into "
+                                "reward windows on S3 and query features in Feast.", no_args_is_help=True)
+
+
+def _require_dir(path: Path | None, option: str) -> Path:
+    if path is None or not Path(path).is_dir():
+        raise fail(f"{option}: expected an existing directory, got {path}")
+    return Path(path)
+
+
+def load_judge(judge_dir: Path):
+    """The relevance judge the simulated shoppers use (a saved cross-encoder student or compatible)."""
+    from minielm.models.cross_encoder import CrossEncoderScorer
+
+    return CrossEncoderScorer.load(judge_dir)
+
+
+def load_rewriter(rewriter_dir: Path | None):
+    """(rewrite function, model name, model version); no directory means the raw query is served."""
+    if rewriter_dir is None:
+        return (lambda queries: list(queries)), "raw", "0"
+    try:
+        from minielm.models.rewriter import CausalRewriter
+    except ImportError as error:
+        raise fail(f"--rewriter-dir: the rewriter model code is not available ({error})", EXIT_FAILURE) from None
+    model = CausalRewriter.load(rewriter_dir)
+    return (lambda queries: [row[0] for row in model.rewrite(list(queries))]), rewriter_dir.name, str(model.version)
+
+
+@feedback_app.command("simulate")
+def simulate(
+    ctx: typer.Context,
+    judge_dir: Path = typer.Option(..., help="Saved relevance model (cross-encoder) that judges the products."),
+    dataset_dir: Optional[Path] = typer.Option(None, help="ESCI-layout dataset (queries and product texts); "
+                                               "default paths.data_dir."),
+    index_dir: Optional[Path] = typer.Option(None, help="Saved SearchIndex (drive mode); default serving.index_dir."),
+    rewriter_dir: Optional[Path] = typer.Option(None, help="Saved rewriter; without it the raw query is served."),
+    sessions: int = typer.Option(200, min=1, help="Shopper sessions to simulate."),
+    rate: Optional[float] = typer.Option(None, help="Sessions per second (default feedback.sim_rate_per_s)."),
+    respond: bool = typer.Option(False, help="Do not drive traffic: react to the served rewrites that serving "
+                                 "logs on the rewrites topic."),
+    group: str = typer.Option("minielm-shoppers", help="Consumer group of --respond."),
+    split: Optional[str] = typer.Option(None, help="Only queries of this split (train, validation, test)."),
+) -> None:
+    """Simulated shoppers: a relevance judge scores the served products, a position-biased click model makes
+    impressions, clicks, add-to-carts, purchases and reformulations, all sent to Kafka."""
+    from minielm.data.esci import load_esci
+    from minielm.feedback.simulator import (ShopperSimulator, drive_traffic, intents_from, product_texts_from,
+                                            respond_to_served)
+
+    settings = settings_from(ctx)
+    if rate is not None:
+        if rate <= 0:
+            raise fail(f"--rate: expected a positive number of sessions per second, got {rate}")
+        settings.feedback.sim_rate_per_s = rate
+    data_dir = _require_dir(dataset_dir or settings.paths.data_dir, "--dataset-dir")
+    judge = load_judge(_require_dir(judge_dir, "--judge-dir"))
+    data = load_esci(data_dir, split=split)
+    simulator = ShopperSimulator(judge, product_texts_from(data.products), settings.feedback, seed=settings.seed,
+                                 intents=intents_from(data.examples))
+    with tqdm(total=sessions, desc="shopper sessions", unit="session") as bar:
+        if respond:
+            report = respond_to_served(settings, simulator, group_id=group, max_sessions=sessions,
+                                       progress=bar.update)
+        else:
+            from minielm.search import SearchIndex
+
+            index = SearchIndex.load(_require_dir(index_dir or settings.serving.index_dir, "--index-dir"))
+            rewrite, name, version = load_rewriter(_require_dir(rewriter_dir, "--rewriter-dir") if rewriter_dir
+                                                   else None)
+            queries = sorted(set(data.examples["query"]))
+            report = drive_traffic(settings, simulator, queries, rewrite, index.search, sessions, name, version,
+                                   progress=bar.update)
+    typer.echo(json.dumps(report.summary(), indent=2))
+
+
+@feedback_app.command("aggregate")
+def aggregate(
+    ctx: typer.Context,
+    group: Optional[str] = typer.Option(None, help="Consumer group (default kafka.consumer_group)."),
+    until_idle: Optional[float] = typer.Option(None, help="Stop after this many seconds without new events."),
+    max_seconds: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    feast: bool = typer.Option(True, help="Push query statistics to Feast (feedback.push_to_feast)."),
+) -> None:
+    """Join served rewrites with feedback, write reward windows to S3 (offsets committed only after the
+    write), send invalid events to the dead-letter topic and push query statistics to Feast. Runs until
+    stopped (Ctrl-C / SIGTERM drain the open windows first) unless --until-idle or --max-seconds."""
+    import signal
+
+    from minielm.feedback.aggregator import Aggregator, AggregatorError
+
+    settings = settings_from(ctx)
+    if until_idle is not None and until_idle <= 0:
+        raise fail(f"--until-idle: expected a positive number of seconds, got {until_idle}")
+    settings.feedback.push_to_feast = feast and settings.feedback.push_to_feast
+    aggregator = Aggregator(settings, group_id=group)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: aggregator.stop())
+    bar = tqdm(desc="events", unit="event")
+
+    def progress(stats) -> None:
+        bar.update(stats.consumed - bar.n)
+        bar.set_postfix(windows=stats.windows_written, dlq=stats.dead_letters, refresh=False)
+
+    try:
+        stats = aggregator.run(until_idle_s=until_idle, max_seconds=max_seconds, on_progress=progress)
+    except AggregatorError as error:
+        raise fail(str(error), EXIT_FAILURE) from None
+    finally:
+        bar.close()
+    typer.echo(json.dumps({k: v for k, v in vars(stats).items() if k != "window_keys"}, indent=2))
+
+
+@feedback_app.command("replay")
+def replay(
+    ctx: typer.Context,
+    file: Optional[Path] = typer.Option(None, "--file", help="UBI NDJSON log (default "
+                                        "<paths.esci_sample_dir>/ubi_queries_events.ndjson)."),
+    rate: Optional[float] = typer.Option(None, help="Requests per second (default: as fast as possible)."),
+    retime: bool = typer.Option(True, help="Shift timestamps so the newest event is now."),
+) -> None:
+    """Send real User Behavior Insights events (queries, impressions, clicks, add-to-carts, purchases) to the
+    topics as served rewrites and feedback events."""
+    from minielm.data.esci import EsciFormatError
+    from minielm.feedback.simulator import replay_ubi
+
+    settings = settings_from(ctx)
+    path = file or Path(settings.paths.esci_sample_dir) / "ubi_queries_events.ndjson"
+    if not Path(path).is_file():
+        raise fail(f"--file: expected a UBI NDJSON file, {path} does not exist")
+    if rate is not None and rate <= 0:
+        raise fail(f"--rate: expected a positive number of requests per second, got {rate}")
+    with tqdm(desc="requests", unit="request") as bar:
+        try:
+            summary = replay_ubi(settings, path, rate_per_s=rate, retime=retime, progress=bar.update)
+        except EsciFormatError as error:
+            raise fail(f"--file: {error}") from None
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(feedback_app, name="feedback")
