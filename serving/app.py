@@ -1,0 +1,98 @@
+"""Assemble what one server hosts from the settings: models, Feast features, the Kafka rewrite log.
+
+Endpoints (KServe model names):
+- ``settings.models.student_rewriter`` (e.g. ``student-rewriter``): query -> rewrites;
+- ``settings.models.student_relevance``: query + products -> relevance (when a relevance model is given);
+- ``rewrite-search``: query -> rewrite -> catalog search -> products (when an index is given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from minielm.config import Settings
+from minielm.features.online import OnlineFeatures
+from minielm.logs import get_logger
+from serving.loading import ModelLoadError, resolve
+from serving.models import Catalog, RelevanceModel, RewriterModel, RewriteSearchModel, ServedModel
+from serving.request_log import RewriteLog
+from serving.server import RunningServer, serve_in_thread
+
+log = get_logger(__name__)
+
+PIPELINE_NAME = "rewrite-search"
+
+
+@dataclass
+class ServingStack:
+    models: list[ServedModel]
+    features: OnlineFeatures | None = None
+    rewrite_log: RewriteLog | None = None
+    extra: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.rewrite_log is not None:
+            self.rewrite_log.close()
+        if self.features is not None:
+            self.features.close()
+
+
+def _load_index(index_dir: Path):
+    from minielm.search import SearchIndex
+
+    if not Path(index_dir).is_dir():
+        raise ModelLoadError(f"serving.index_dir: {index_dir} does not exist")
+    return SearchIndex.load(index_dir)
+
+
+def build_stack(settings: Settings, extra_rewriters: dict[str, Path | None] | None = None,
+                with_relevance: bool = True, with_pipeline: bool = True) -> ServingStack:
+    """Load every model (registry stage or local path), warm it up, and return them ready to serve.
+
+    ``extra_rewriters`` adds more rewriter endpoints by registry name (path or None for the registry),
+    e.g. the teacher next to the student for a benchmark.
+    """
+    config = settings.serving
+    features = OnlineFeatures(settings) if config.enable_feast else None
+    rewrite_log = RewriteLog(settings) if config.log_rewrites else None
+    common = dict(settings=settings, features=features, rewrite_log=rewrite_log)
+    try:
+        rewriter = RewriterModel(settings.models.student_rewriter,
+                                 loader=partial(resolve, settings, settings.models.student_rewriter, "rewriter",
+                                                config.rewriter_path), **common)
+        rewriter.load()
+        models: list[ServedModel] = [rewriter]
+        for name, path in (extra_rewriters or {}).items():
+            extra = RewriterModel(name, loader=partial(resolve, settings, name, "rewriter", path), **common)
+            extra.load()
+            models.append(extra)
+        relevance = None
+        if with_relevance:
+            catalog_loader = partial(Catalog.load, config.dataset_dir) if config.dataset_dir else None
+            relevance = RelevanceModel(settings.models.student_relevance, catalog_loader=catalog_loader,
+                                       loader=partial(resolve, settings, settings.models.student_relevance,
+                                                      "relevance", config.relevance_path), **common)
+            relevance.load()
+            models.append(relevance)
+        if with_pipeline:
+            if config.index_dir is None:
+                raise ModelLoadError("serving.index_dir: the rewrite-search endpoint needs a search index directory")
+            pipeline = RewriteSearchModel(PIPELINE_NAME, rewriter=rewriter, relevance=relevance,
+                                          index_loader=partial(_load_index, config.index_dir), **common)
+            pipeline.load()
+            models.append(pipeline)
+    except BaseException:
+        if rewrite_log is not None:
+            rewrite_log.close(timeout_s=1)
+        if features is not None:
+            features.close()
+        raise
+    return ServingStack(models, features, rewrite_log)
+
+
+def serve_stack(stack: ServingStack, settings: Settings, port: int | None = None) -> RunningServer:
+    """Serve a loaded stack in a background thread; ``stop()`` also flushes the Kafka log."""
+    return serve_in_thread(stack.models, host=settings.serving.host,
+                           port=settings.serving.http_port if port is None else port, on_stop=stack.close)

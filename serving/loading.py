@@ -1,0 +1,103 @@
+"""Find and load the models a server hosts: from a local directory or from the S3 registry by stage.
+
+The loader dispatches on what the saved directory says it is, so a teacher or a student of either
+kind loads the same way:
+
+1. ``metadata.json`` field ``model_class`` (``"package.module:Class"``), if present;
+2. ``cross_encoder.json`` -> :class:`minielm.models.cross_encoder.CrossEncoderScorer`;
+3. ``config.json`` of a ``*ForCausalLM`` -> :class:`minielm.models.rewriter.CausalRewriter` for the
+   rewriter role, :class:`minielm.models.relevance_teacher.RelevanceTeacher` for the relevance role.
+
+Every class offers ``load(dir)`` and implements the protocols in :mod:`minielm.models.interfaces`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from minielm.config import Settings
+from minielm.logs import get_logger
+from minielm.models.interfaces import QueryRewriter, RelevanceScorer
+from minielm.registry import METADATA_FILE, ModelRegistry
+from minielm.storage import ObjectStore
+
+log = get_logger(__name__)
+
+Role = Literal["rewriter", "relevance"]
+CAUSAL_CLASSES = {"rewriter": "minielm.models.rewriter:CausalRewriter",
+                  "relevance": "minielm.models.relevance_teacher:RelevanceTeacher"}
+CROSS_ENCODER_CLASS = "minielm.models.cross_encoder:CrossEncoderScorer"
+PROTOCOLS = {"rewriter": QueryRewriter, "relevance": RelevanceScorer}
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory or registry entry cannot be served; the message names the setting or file."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    source: str  # "registry:<stage>" or "local:<dir>"
+    model: Any
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def model_class_for(directory: Path, role: Role) -> str:
+    """``module:Class`` that loads this directory for the role."""
+    explicit = _read_json(directory / METADATA_FILE).get("model_class")
+    if explicit:
+        return explicit
+    if (directory / "cross_encoder.json").is_file():
+        if role != "relevance":
+            raise ModelLoadError(f"{directory} holds a cross-encoder, which cannot serve as a {role}")
+        return CROSS_ENCODER_CLASS
+    architectures = _read_json(directory / "config.json").get("architectures") or []
+    if any(str(a).endswith("ForCausalLM") for a in architectures):
+        return CAUSAL_CLASSES[role]
+    raise ModelLoadError(f"{directory}: cannot tell what model this is (expected metadata.json 'model_class', "
+                         "cross_encoder.json, or a config.json with a *ForCausalLM architecture)")
+
+
+def load_model_dir(directory: Path, role: Role) -> Any:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelLoadError(f"model directory {directory} does not exist")
+    target = model_class_for(directory, role)
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ModelLoadError(f"{directory}: model class {target} is not importable ({error})") from error
+    model = cls.load(directory)
+    if not isinstance(model, PROTOCOLS[role]):
+        raise ModelLoadError(f"{directory}: {target} does not implement {PROTOCOLS[role].__name__}")
+    return model
+
+
+def resolve(settings: Settings, name: str, role: Role, local_path: Path | None,
+            stage: str | None = None) -> LoadedModel:
+    """Load ``name`` from ``local_path`` if given, else the version the registry stage points at."""
+    if local_path is not None:
+        directory = Path(local_path)
+        metadata = _read_json(directory / METADATA_FILE)
+        model = load_model_dir(directory, role)
+        version = str(metadata.get("version") or getattr(model, "version", None) or "local")
+        log.info("model loaded", name=name, version=version, source=str(directory))
+        return LoadedModel(name, version, f"local:{directory}", model)
+    stage = stage or settings.serving.model_stage
+    registry = ModelRegistry(ObjectStore(settings.s3))
+    entry = registry.stage(name, stage)
+    if entry is None:
+        raise ModelLoadError(f"serving.model_stage: model {name!r} has no {stage!r} version in the registry")
+    directory = registry.download(name, entry.version, Path(settings.paths.models_dir) / name / entry.version)
+    model = load_model_dir(directory, role)
+    log.info("model loaded", name=name, version=entry.version, source=f"registry:{stage}")
+    return LoadedModel(name, entry.version, f"registry:{stage}", model)

@@ -1,0 +1,384 @@
+"""KServe models: the query rewriter, the relevance scorer and the rewrite -> search pipeline.
+
+Each is a ``kserve.Model`` that is ready only after its weights are loaded and a warm-up request has
+gone through (``start`` does not flip readiness). ``predict`` takes v1 (``{"instances": [...]}``) or v2
+(``InferRequest``) payloads; the model work runs on the event loop's executor so one slow batch does
+not stall other connections. Every response carries the model name, its version and a request id
+(also in the ``x-request-id`` response header); every served rewrite is logged to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from kserve import Model
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from minielm.config import Settings
+from minielm.features.keys import query_key
+from minielm.features.online import OnlineFeatures
+from minielm.feedback.events import ServedRewrite
+from minielm.logs import get_logger
+from serving.loading import LoadedModel
+from serving.request_log import RewriteLog
+from serving.validation import (
+    Parsed,
+    allowed_parameters,
+    check_int,
+    flag_parameter,
+    num_return_parameter,
+    parse_v1,
+    request_id_from,
+    v2_input,
+    v2_parameters,
+)
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Catalog:
+    """Product ids -> title and model text, from an ESCI-layout products frame."""
+
+    titles: dict[str, str]
+    texts: dict[str, str]
+
+    @classmethod
+    def from_products(cls, products: pd.DataFrame) -> "Catalog":
+        from minielm.data.text import product_text
+
+        ids = products["product_id"].astype(str).tolist()
+        return cls(dict(zip(ids, products["product_title"].fillna("").astype(str))),
+                   dict(zip(ids, product_text(products).tolist())))
+
+    @classmethod
+    def load(cls, dataset_dir) -> "Catalog":
+        from minielm.data.esci import load_esci
+
+        return cls.from_products(load_esci(dataset_dir).products)
+
+
+def instance_ids(request_id: str, n: int) -> list[str]:
+    """One id per query: the request id itself for one query, ``<id>.<i>`` inside a batch."""
+    return [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
+
+
+class ServedModel(Model):
+    """What the three endpoints share: loading, readiness, warm-up, request ids, v1/v2 dispatch."""
+
+    loaded: LoadedModel | None = None
+
+    def __init__(self, name: str, settings: Settings, loader: Callable[[], LoadedModel],
+                 features: OnlineFeatures | None = None, rewrite_log: RewriteLog | None = None) -> None:
+        super().__init__(name, return_response_headers=True)
+        self.settings = settings
+        self.config = settings.serving
+        self._loader = loader
+        self.features = features
+        self.rewrite_log = rewrite_log
+
+    def start(self) -> None:
+        """Readiness comes from :meth:`load` only."""
+
+    def load(self) -> bool:
+        started = time.monotonic()
+        self.loaded = self._loader()
+        self._after_load()
+        if self.features is not None:
+            try:
+                self.features.warm_up()
+            except Exception as error:  # Feast down at start: serve with defaults, visibly
+                log.warning("feast unavailable at start; serving default features",
+                            model=self.name, error=f"{type(error).__name__}: {error}")
+        self.warm_up()
+        self.ready = True
+        log.info("model ready", model=self.name, version=self.loaded.version,
+                 load_s=round(time.monotonic() - started, 3))
+        return self.ready
+
+    def _after_load(self) -> None:
+        """Extra resources (index, catalog) once the model is in."""
+
+    def warm_up(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version if self.loaded else "unloaded"
+
+    def envelope(self, request_id: str) -> dict[str, Any]:
+        return {"model_name": self.name, "model_version": self.version, "request_id": request_id}
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> Any:
+        is_v2 = isinstance(payload, InferRequest)
+        request_id = request_id_from(headers, payload.id if is_v2 else None)
+        parsed = self.parse_v2(payload) if is_v2 else self.parse_v1(payload)
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(None, self.infer, parsed, request_id, True)
+        if response_headers is not None:
+            response_headers["x-request-id"] = request_id
+        if is_v2:
+            return InferResponse(response_id=request_id, model_name=self.name, model_version=self.version,
+                                 infer_outputs=self.v2_outputs(results), parameters={"request_id": request_id})
+        return {**self.envelope(request_id), "predictions": results}
+
+    def parse_v1(self, payload: Any) -> Parsed:
+        raise NotImplementedError
+
+    def parse_v2(self, request: InferRequest) -> Parsed:
+        raise NotImplementedError
+
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
+        raise NotImplementedError
+
+    def _log(self, request_id: str, query: str, rewrite: str, product_ids: list[str]) -> None:
+        if self.rewrite_log is None:
+            return
+        self.rewrite_log.submit(ServedRewrite(request_id=request_id, query=query, rewrite=rewrite,
+                                              model_name=self.rewriter_identity[0],
+                                              model_version=self.rewriter_identity[1],
+                                              product_ids=product_ids, ts=time.time()))
+
+    @property
+    def rewriter_identity(self) -> tuple[str, str]:
+        return self.name, self.version
+
+    def _query_features(self, queries: list[str], enabled: bool) -> list[dict[str, Any] | None]:
+        if not enabled or self.features is None:
+            return [None] * len(queries)
+        return self.features.query_features(queries)
+
+
+def _bytes_output(name: str, rows: list[list[str]] | list[str]) -> InferOutput:
+    array = np.array(rows, dtype=object)
+    return InferOutput(name=name, shape=list(array.shape), datatype="BYTES", data=array.flatten().tolist())
+
+
+def _fp32_output(name: str, rows) -> InferOutput:
+    array = np.asarray(rows, dtype=np.float32)
+    return InferOutput(name=name, shape=list(array.shape), datatype="FP32", data=array.flatten().tolist())
+
+
+def rewrite_with_scores(model: Any, queries: list[str], num_return: int) -> list[list[tuple[str, float | None]]]:
+    """Rewrites with the model's own sequence scores when it offers them, else ``None`` scores."""
+    if hasattr(model, "rewrite_with_scores"):
+        return [[(text, float(score)) for text, score in row]
+                for row in model.rewrite_with_scores(queries, num_return=num_return)]
+    return [[(text, None) for text in row] for row in model.rewrite(queries, num_return=num_return)]
+
+
+class RewriterModel(ServedModel):
+    """query (+ Feast query_stats) -> ``num_return`` rewrites, batched."""
+
+    PARAMETERS = ("num_return", "features")
+
+    def parse_v1(self, payload: Any) -> Parsed:
+        parsed = parse_v1(payload, {"query": "text"}, self.config)
+        allowed_parameters(parsed.parameters, self.PARAMETERS)
+        return parsed
+
+    def parse_v2(self, request: InferRequest) -> Parsed:
+        queries = v2_input(request, "query", self.config)
+        parameters = v2_parameters(request)
+        allowed_parameters(parameters, self.PARAMETERS)
+        return Parsed([{"query": q} for q in queries], parameters)
+
+    def warm_up(self) -> None:
+        self.infer(Parsed([{"query": self.config.warmup_query}]), "warm-up", log_events=False)
+
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+        num_return = num_return_parameter(parsed.parameters, self.config)
+        use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
+        queries = [instance["query"] for instance in parsed.instances]
+        features = self._query_features(queries, use_features)
+        rewrites = rewrite_with_scores(self.loaded.model, queries, num_return)
+        results = []
+        for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):
+            if log_events:
+                self._log(rid, query, row[0][0], [])
+            results.append({"request_id": rid, "query": query, "query_key": query_key(query),
+                            "rewrites": [{"text": text, "score": score} for text, score in row],
+                            "features": feats})
+        return results
+
+    def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
+        outputs = [_bytes_output("rewrite", [[r["text"] for r in res["rewrites"]] for res in results]),
+                   _bytes_output("request_id", [res["request_id"] for res in results]),
+                   _bytes_output("query_key", [res["query_key"] for res in results])]
+        if all(r["score"] is not None for res in results for r in res["rewrites"]):
+            outputs.append(_fp32_output("score", [[r["score"] for r in res["rewrites"]] for res in results]))
+        return outputs
+
+
+class RelevanceModel(ServedModel):
+    """query + product ids (looked up in the catalog) or product texts -> relevance and E/S/C/I probabilities."""
+
+    catalog: Catalog | None = None
+
+    def __init__(self, *args, catalog_loader: Callable[[], Catalog] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._catalog_loader = catalog_loader
+
+    def _after_load(self) -> None:
+        self.catalog = self._catalog_loader() if self._catalog_loader else None
+
+    def parse_v1(self, payload: Any) -> Parsed:
+        parsed = parse_v1(payload, {"query": "text", "product_ids": "ids", "product_texts": "texts"}, self.config)
+        allowed_parameters(parsed.parameters, ())
+        for i, instance in enumerate(parsed.instances):
+            if ("product_ids" in instance) == ("product_texts" in instance):
+                from kserve.errors import InvalidInput
+
+                raise InvalidInput(f"instances[{i}]: expected exactly one of product_ids or product_texts")
+        return parsed
+
+    def parse_v2(self, request: InferRequest) -> Parsed:
+        from kserve.errors import InvalidInput
+
+        queries = v2_input(request, "query", self.config)
+        texts = v2_input(request, "product_text", self.config)
+        if len(texts) != len(queries):
+            raise InvalidInput(f"inputs[product_text].data: {len(texts)} texts for {len(queries)} queries; "
+                               "expected one per query")
+        allowed_parameters(v2_parameters(request), ())
+        return Parsed([{"query": q, "product_texts": [t]} for q, t in zip(queries, texts)])
+
+    def warm_up(self) -> None:
+        self.infer(Parsed([{"query": self.config.warmup_query, "product_texts": [self.config.warmup_query]}]),
+                   "warm-up", log_events=False)
+
+    def _texts(self, instance: dict[str, Any], index: int) -> list[str]:
+        from kserve.errors import InvalidInput
+
+        if "product_texts" in instance:
+            return instance["product_texts"]
+        if self.catalog is None:
+            raise InvalidInput(f"instances[{index}].product_ids: this server has no catalog "
+                               "(serving.dataset_dir); send product_texts")
+        unknown = [pid for pid in instance["product_ids"] if pid not in self.catalog.texts]
+        if unknown:
+            raise InvalidInput(f"instances[{index}].product_ids: unknown product id {unknown[0]!r}")
+        return [self.catalog.texts[pid] for pid in instance["product_ids"]]
+
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+        texts = [self._texts(instance, i) for i, instance in enumerate(parsed.instances)]
+        pair_queries = [inst["query"] for inst, group in zip(parsed.instances, texts) for _ in group]
+        pair_texts = [t for group in texts for t in group]
+        probabilities = np.asarray(self.loaded.model.predict_proba(pair_queries, pair_texts)) if pair_texts else \
+            np.zeros((0, 4))
+        scores = np.asarray(self.loaded.model.score(pair_queries, pair_texts)) if pair_texts else np.zeros(0)
+        results, start = [], 0
+        for rid, instance, group in zip(instance_ids(request_id, len(texts)), parsed.instances, texts):
+            end = start + len(group)
+            result = {"request_id": rid, "query": instance["query"], "scores": scores[start:end].tolist(),
+                      "probabilities": probabilities[start:end].tolist()}
+            if "product_ids" in instance:
+                result["product_ids"] = instance["product_ids"]
+            results.append(result)
+            start = end
+        return results
+
+    def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
+        return [_fp32_output("score", [res["scores"][0] for res in results]),
+                _fp32_output("probabilities", [res["probabilities"][0] for res in results]),
+                _bytes_output("request_id", [res["request_id"] for res in results])]
+
+
+class RewriteSearchModel(ServedModel):
+    """The whole effect for a client: rewrite the query, search the catalog, (re)rank, return products.
+
+    The rewriter is this endpoint's model (name/version in the response and in the Kafka log); the
+    relevance model, when present, adds a relevance score per product and can re-rank (``rerank``).
+    """
+
+    PARAMETERS = ("k", "features", "rerank")
+
+    def __init__(self, name: str, settings: Settings, rewriter: RewriterModel, index_loader: Callable[[], Any],
+                 relevance: RelevanceModel | None = None, **kwargs) -> None:
+        super().__init__(name, settings, loader=lambda: rewriter.loaded, **kwargs)
+        self.rewriter = rewriter
+        self.relevance = relevance
+        self._index_loader = index_loader
+        self.index = None
+
+    @property
+    def rewriter_identity(self) -> tuple[str, str]:
+        return self.rewriter.name, self.rewriter.version
+
+    def envelope(self, request_id: str) -> dict[str, Any]:
+        envelope = {"model_name": self.rewriter.name, "model_version": self.rewriter.version,
+                    "request_id": request_id, "endpoint": self.name}
+        if self.relevance is not None:
+            envelope["relevance_model_name"] = self.relevance.name
+            envelope["relevance_model_version"] = self.relevance.version
+        return envelope
+
+    def load(self) -> bool:
+        if not self.rewriter.ready or (self.relevance is not None and not self.relevance.ready):
+            raise RuntimeError(f"{self.name}: load the rewriter and relevance models first")
+        return super().load()
+
+    def _after_load(self) -> None:
+        self.index = self._index_loader()
+
+    def parse_v1(self, payload: Any) -> Parsed:
+        parsed = parse_v1(payload, {"query": "text"}, self.config)
+        allowed_parameters(parsed.parameters, self.PARAMETERS)
+        return parsed
+
+    def parse_v2(self, request: InferRequest) -> Parsed:
+        queries = v2_input(request, "query", self.config)
+        parameters = v2_parameters(request)
+        allowed_parameters(parameters, self.PARAMETERS)
+        return Parsed([{"query": q} for q in queries], parameters)
+
+    def warm_up(self) -> None:
+        self.infer(Parsed([{"query": self.config.warmup_query}]), "warm-up", log_events=False)
+
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+        k = check_int(parsed.parameters.get("k", self.config.search_k), "parameters.k", 1, self.config.search_k)
+        use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
+        rerank = flag_parameter(parsed.parameters, "rerank", self.relevance is not None)
+        queries = [instance["query"] for instance in parsed.instances]
+        query_features = self._query_features(queries, use_features)
+        rewrites = [row[0] for row in self.rewriter.loaded.model.rewrite(queries, num_return=1)]
+        hits = self.index.search_with_scores(rewrites, k)
+        catalog = self.relevance.catalog if self.relevance is not None else None
+        results = []
+        for rid, query, rewrite, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, hits,
+                                                   query_features):
+            products = [{"product_id": pid, "search_score": float(score)} for pid, score in row]
+            if catalog is not None:
+                for product in products:
+                    product["title"] = catalog.titles.get(product["product_id"], "")
+            if self.relevance is not None and catalog is not None and products:
+                texts = [catalog.texts.get(p["product_id"], p.get("title", "")) for p in products]
+                relevance = np.asarray(self.relevance.loaded.model.score([query] * len(texts), texts))
+                for product, value in zip(products, relevance.tolist()):
+                    product["relevance"] = value
+                if rerank:
+                    products.sort(key=lambda p: -p["relevance"])
+            if use_features and self.features is not None and products:
+                for product, pf in zip(products, self.features.product_features([p["product_id"] for p in products])):
+                    product["features"] = pf
+            if log_events:
+                self._log(rid, query, rewrite, [p["product_id"] for p in products])
+            results.append({"request_id": rid, "query": query, "query_key": query_key(query), "rewrite": rewrite,
+                            "products": products, "query_features": feats})
+        return results
+
+    def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
+        width = max((len(res["products"]) for res in results), default=0)
+        ids = [[p["product_id"] for p in res["products"]] + [""] * (width - len(res["products"])) for res in results]
+        return [_bytes_output("rewrite", [res["rewrite"] for res in results]),
+                _bytes_output("product_ids", ids),
+                _bytes_output("request_id", [res["request_id"] for res in results])]

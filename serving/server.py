@@ -1,0 +1,233 @@
+"""The KServe ModelServer, bound to a chosen host, with MiniELM's metrics and input guards.
+
+KServe's ``ModelServer`` binds 0.0.0.0 and serves one process-global FastAPI app. :class:`LocalModelServer`
+keeps KServe's data plane, v1/v2 routes, ``/metrics`` and error handlers, but builds a fresh app per
+server (so tests and benchmarks can start several in one process), binds ``serving.host`` (127.0.0.1 by
+default), turns request-validation errors into 400s naming the field, rejects non-UTF-8 bodies with
+the offending field, and counts every inference request in the MiniELM metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, ORJSONResponse
+from kserve import ModelServer
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.rest.server import RESTServer
+
+from minielm.logs import get_logger
+from serving.metrics import ERRORS, LATENCY, REQUESTS, error_type
+
+log = get_logger(__name__)
+
+_INFER_PATH = re.compile(r"^/v(?P<v>[12])/models/(?P<model>[^/:]+)(?::predict|/infer)$")
+
+
+def _json_error(status: int, message: str) -> tuple[dict, bytes]:
+    body = json.dumps({"error": message}).encode()
+    return {"type": "http.response.start", "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}, body
+
+
+def _first_bad_text(value: Any, path: str) -> str | None:
+    """Path of the first string holding a lone surrogate (a byte that was not UTF-8)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return None
+        except UnicodeEncodeError:
+            return path or "request body"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_bad_text(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_bad_text(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def utf8_error(body: bytes) -> str | None:
+    """None for a UTF-8 body; else a message naming the field that carries the bad bytes."""
+    try:
+        body.decode("utf-8")
+        return None
+    except UnicodeDecodeError as error:
+        position = error.start
+    try:
+        field = _first_bad_text(json.loads(body.decode("utf-8", "surrogateescape")), "")
+    except ValueError:
+        field = None
+    where = field or "request body"
+    return f"{where}: expected UTF-8 text, got a non-UTF-8 byte at body offset {position}"
+
+
+class InferenceGuard:
+    """ASGI middleware on the inference routes: metrics for every request, 400 for non-UTF-8 bodies."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        match = _INFER_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        model, endpoint = match["model"], f"v{match['v']}"
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            headers = dict(scope.get("headers") or [])
+            if b"inference-header-content-length" in headers:  # v2 binary tensors are not text
+                await self.app(scope, receive, send_wrapper)
+                return
+            chunks, more = [], True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            problem = utf8_error(body)
+            if problem is not None:
+                start, payload = _json_error(400, problem)
+                await send_wrapper(start)
+                await send({"type": "http.response.body", "body": payload})
+                return
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send_wrapper)
+        finally:
+            code = status["code"]
+            REQUESTS.labels(model, endpoint, str(code)).inc()
+            LATENCY.labels(model, endpoint).observe(time.perf_counter() - started)
+            kind = error_type(code)
+            if kind:
+                ERRORS.labels(kind).inc()
+
+
+async def validation_error_handler(_request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a malformed v2 body becomes a 400 that names the field."""
+    first = error.errors()[0] if error.errors() else {}
+    location = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    field = ".".join(location) or "request body"
+    return JSONResponse(status_code=400, content={"error": f"{field}: {first.get('msg', 'invalid value')}"})
+
+
+class LocalModelServer(ModelServer):
+    """A ModelServer on ``host`` (not 0.0.0.0) with its own app; can run in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", http_port: int = 8080, **kwargs) -> None:
+        kwargs.setdefault("enable_grpc", False)
+        kwargs.setdefault("enable_latency_logging", False)
+        super().__init__(http_port=http_port, workers=1, **kwargs)
+        self.host = host
+        self._uvicorn: uvicorn.Server | None = None
+
+    def build_app(self) -> FastAPI:
+        rest = RESTServer(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port)
+        app = FastAPI(title="MiniELM model server", docs_url=None, redoc_url=None,
+                      default_response_class=ORJSONResponse)
+        rest._register_endpoints(app)
+        rest._add_exception_handlers(app)
+        app.add_exception_handler(RequestValidationError, validation_error_handler)
+        app.add_middleware(InferenceGuard)
+        return app
+
+    def start(self, models: list) -> None:
+        """Register the (already loaded) models and serve until :meth:`stop`; blocks."""
+        self._register_and_check_atleast_one_model_is_ready(models)
+        config = uvicorn.Config(self.build_app(), host=self.host, port=self.http_port, log_config=None,
+                                access_log=False, loop="asyncio", timeout_keep_alive=self.timeout_keep_alive,
+                                timeout_graceful_shutdown=self.grace_period)
+        self._uvicorn = uvicorn.Server(config)
+        asyncio.run(self._serve_app())
+
+    async def _serve_app(self) -> None:
+        self.setup_event_loop()
+        await self._uvicorn.serve()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._uvicorn and self._uvicorn.started)
+
+    @property
+    def bound_port(self) -> int:
+        return self._uvicorn.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self, sig: int | None = None) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        for name in list(self.registered_models.get_models().keys()):
+            self.registered_models.unload(name)
+
+
+@dataclass
+class RunningServer:
+    """A server running in a background thread: its base URL and how to stop it."""
+
+    url: str
+    server: LocalModelServer
+    thread: threading.Thread
+    on_stop: Callable[[], None] | None = None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.server.stop()
+        self.thread.join(timeout=timeout_s)
+        if self.on_stop is not None:
+            self.on_stop()
+            self.on_stop = None
+
+
+def serve_in_thread(models: list, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 30.0,
+                    on_stop: Callable[[], None] | None = None) -> RunningServer:
+    """Start a LocalModelServer for loaded models on ``host:port`` (0: a free port) and wait until it listens."""
+    server = LocalModelServer(host=host, http_port=port)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.start(models)
+        except BaseException as error:  # surfaced to the caller below
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name="model-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if errors or not thread.is_alive():
+            raise RuntimeError(f"model server failed to start: {errors[0] if errors else 'thread exited'}")
+        if time.monotonic() > deadline:
+            server.stop()
+            raise TimeoutError(f"model server did not listen on {host}:{port} within {start_timeout_s} s")
+        time.sleep(0.02)
+    url = f"http://{host}:{server.bound_port}"
+    log.info("model server listening", url=url, models=[m.name for m in models])
+    return RunningServer(url=url, server=server, thread=thread, on_stop=on_stop)
