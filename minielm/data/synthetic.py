@@ -56,6 +56,7 @@ class _Catalog:
     frame: pd.DataFrame
     type_codes: np.ndarray
     attributes: dict[str, np.ndarray]      # attribute name -> per-product string values
+    codes: dict[str, np.ndarray]           # attribute name -> per-product integer codes (fast matching)
     by_type: list[np.ndarray]              # product indices of each type
 
 
@@ -63,6 +64,29 @@ def _size_text(product_type, size: str) -> str:
     if not size:
         return ""
     return f"{size} {UNITS[product_type.unit][0]}" if product_type.unit else size
+
+
+def _title_case(values: np.ndarray) -> np.ndarray:
+    codes, uniques = pd.factorize(values)
+    return np.asarray([str(u).title() for u in uniques], dtype=object)[codes]
+
+
+def _prefixed(prefix: str, values: np.ndarray, suffix: str = "") -> np.ndarray:
+    """``prefix + value + suffix`` where the value is non-empty, else ''."""
+    return np.where(values != "", prefix + values + suffix, "")
+
+
+def _titles(templates, brand, type_names, size_text, material, colour, marketing) -> np.ndarray:
+    """Three title layouts, built column-wise (a Python call per product is too slow at 1M)."""
+    brand, type_names, material = _title_case(brand), _title_case(type_names), _title_case(material)
+    colour, size = _title_case(colour), _title_case(size_text)
+    layouts = (
+        brand + " " + type_names + _prefixed(" ", size) + ", " + material + ", " + colour,
+        brand + " " + colour + " " + material + " " + type_names + _prefixed(" - ", size),
+        type_names + " by " + brand + ", " + _prefixed("", size, " ") + colour + " " + material,
+    )
+    titles = np.where(templates == 0, layouts[0], np.where(templates == 1, layouts[1], layouts[2]))
+    return titles + _prefixed(", ", marketing)
 
 
 def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: bool) -> _Catalog:
@@ -75,7 +99,7 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
     price = np.empty(n_products, dtype=np.float64)
     colour = np.asarray(COLOURS, dtype=object)[rng.integers(0, len(COLOURS), n_products)]
     by_type = []
-    for code, product_type in enumerate(PRODUCT_TYPES):
+    for code, product_type in enumerate(tqdm(PRODUCT_TYPES, desc="catalog", disable=not show_progress, leave=False)):
         members = np.flatnonzero(type_codes == code)
         by_type.append(members)
         brands = BRANDS[product_type.category]
@@ -87,18 +111,16 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
         else:
             chosen = np.full(len(members), "", dtype=object)
         size[members] = chosen
-        size_text[members] = [_size_text(product_type, s) for s in chosen]
+        size_text[members] = chosen + " " + UNITS[product_type.unit][0] if product_type.unit else chosen
         price[members] = np.round(product_type.base_price * rng.lognormal(0.0, 0.3, len(members)), 2)
     type_names = np.asarray([t.name for t in PRODUCT_TYPES], dtype=object)[type_codes]
     categories = np.asarray([t.category for t in PRODUCT_TYPES], dtype=object)[type_codes]
     templates = rng.integers(0, 3, n_products)
     marketing = np.asarray(TITLE_MARKETING, dtype=object)[rng.integers(0, len(TITLE_MARKETING), n_products)]
-    rows = zip(templates, brand, type_names, size_text, material, colour, marketing)
-    titles = [_title(*row) for row in tqdm(rows, total=n_products, desc="titles", disable=not show_progress, leave=False)]
-    descriptions = [f"{b.title()} {t} made of {m} in {c}. {CATEGORY_BLURBS[cat]}"
-                    for b, t, m, c, cat in zip(brand, type_names, material, colour, categories)]
-    bullets = [f"Material: {m}\nColour: {c}" + (f"\nSize: {s}" if s else "")
-               for m, c, s in zip(material, colour, size_text)]
+    titles = _titles(templates, brand, type_names, size_text, material, colour, marketing)
+    blurbs = np.asarray([CATEGORY_BLURBS[t.category] for t in PRODUCT_TYPES], dtype=object)[type_codes]
+    descriptions = (_title_case(brand) + " " + type_names + " made of " + material + " in " + colour + ". " + blurbs)
+    bullets = "Material: " + material + "\nColour: " + colour + _prefixed("\nSize: ", size_text)
     frame = pd.DataFrame({
         esci.PRODUCT_ID: [f"P{i:09d}" for i in range(n_products)],
         esci.PRODUCT_LOCALE: "us",
@@ -116,19 +138,8 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
         "popularity": np.round(rng.beta(1.2, 6.0, n_products), 4),
     })
     attributes = {"brand": brand, "colour": colour, "material": material, "size": size}
-    return _Catalog(frame=frame, type_codes=type_codes, attributes=attributes, by_type=by_type)
-
-
-def _title(template: int, brand: str, type_name: str, size: str, material: str, colour: str, marketing: str) -> str:
-    tail = f", {marketing}" if marketing else ""
-    brand, type_name, material, colour = brand.title(), type_name.title(), material.title(), colour.title()
-    if template == 0:
-        core = f"{brand} {type_name}" + (f" {size.title()}" if size else "") + f", {material}, {colour}"
-    elif template == 1:
-        core = f"{brand} {colour} {material} {type_name}" + (f" - {size.title()}" if size else "")
-    else:
-        core = f"{type_name} by {brand}, " + (f"{size.title()} " if size else "") + f"{colour} {material}"
-    return core + tail
+    codes = {name: pd.factorize(values)[0] for name, values in attributes.items()}
+    return _Catalog(frame=frame, type_codes=type_codes, attributes=attributes, codes=codes, by_type=by_type)
 
 
 _ATTRIBUTE_PROBABILITY = {"brand": 0.3, "colour": 0.5, "material": 0.35, "size": 0.4}
@@ -151,9 +162,15 @@ def _canonical_slots(catalog: _Catalog, product: int, rng: random.Random) -> tup
 
 
 def _sample(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` distinct members of ``pool``, without permuting a large pool."""
     if n <= 0 or len(pool) == 0:
         return pool[:0]
-    return pool if len(pool) <= n else rng.choice(pool, n, replace=False)
+    if len(pool) <= n:
+        return pool
+    if len(pool) < 20 * n:
+        return rng.choice(pool, n, replace=False)
+    drawn = np.unique(rng.integers(0, len(pool), 2 * n))
+    return pool[rng.permutation(drawn)[:n]]
 
 
 def _judge(catalog: _Catalog, product: int, wanted: dict[str, str], sizes: JudgmentSizes,
@@ -163,8 +180,8 @@ def _judge(catalog: _Catalog, product: int, wanted: dict[str, str], sizes: Judgm
     product_type = PRODUCT_TYPES[code]
     members = catalog.by_type[code]
     exact_mask = np.ones(len(members), dtype=bool)
-    for name, value in wanted.items():
-        exact_mask &= catalog.attributes[name][members] == value
+    for name in wanted:
+        exact_mask &= catalog.codes[name][members] == catalog.codes[name][product]
     exact = members[exact_mask]
     exact = np.concatenate([[product], _sample(rng, exact[exact != product], sizes.max_exact - 1)])
     judged: list[tuple[int, str]] = [(int(i), "E") for i in exact]
@@ -178,7 +195,7 @@ def _judge(catalog: _Catalog, product: int, wanted: dict[str, str], sizes: Judgm
     shares = np.zeros(len(candidates), dtype=bool)
     for name in ("colour", "brand", "material"):
         if name in wanted:
-            shares |= catalog.attributes[name][candidates] == wanted[name]
+            shares |= catalog.codes[name][candidates] == catalog.codes[name][product]
     hard = np.unique(candidates[shares])[: sizes.hard_irrelevant]
     easy = np.unique(candidates[~shares])[: sizes.random_irrelevant]
     judged += [(int(i), "I") for i in np.concatenate([hard, easy])]
