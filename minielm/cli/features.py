@@ -1,0 +1,85 @@
+"""``minielm features apply|materialize``: the Feast repo of query and product features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+
+features_app = typer.Typer(help="Apply the Feast repo and load features into the online store.", no_args_is_help=True)
+
+
+@features_app.command("apply")
+def apply(ctx: typer.Context,
+          profile: Optional[str] = typer.Option(None, help="local (sqlite + duckdb) or cluster (Redis + S3); "
+                                                           "default feast.profile."),
+          repo_path: Optional[Path] = typer.Option(None, help="Applied repo directory (default feast.repo_path).")) -> None:
+    """Write feature_store.yaml with absolute paths for the profile and register every definition."""
+    from minielm.features.repo import FeatureRepoError, apply_repo
+
+    settings = settings_from(ctx).model_copy(deep=True)
+    try:
+        if profile is not None:
+            settings.feast.profile = profile
+        if repo_path is not None:
+            settings.feast.repo_path = repo_path
+    except ValueError as error:
+        raise fail(f"--profile/--repo-path: {error}") from None
+    try:
+        repo = apply_repo(settings)
+    except FeatureRepoError as error:
+        raise fail(str(error)) from None
+    typer.echo(f"applied Feast repo {repo} (profile {settings.feast.profile}, project {settings.feast.project})")
+
+
+@features_app.command("materialize")
+def materialize_cmd(ctx: typer.Context,
+                    dataset_dir: Optional[Path] = typer.Option(None, help="ESCI-layout dataset: product features "
+                                                                          "from its products and judgments."),
+                    from_feedback: bool = typer.Option(True, help="Rebuild query statistics from the feedback "
+                                                                  "windows on S3."),
+                    days: Optional[int] = typer.Option(None, min=1, help="Look-back in days (default feast.ttl_days).")) -> None:
+    """Write the offline tables (products, query statistics) and load them into the online store."""
+    from tqdm import tqdm
+
+    from minielm.features.repo import FeatureRepoError, materialize, write_offline_table
+    from minielm.features.tables import product_feature_table, query_stats_table
+
+    settings = settings_from(ctx)
+    if dataset_dir is not None and not dataset_dir.is_dir():
+        raise fail(f"--dataset-dir: {dataset_dir} is not a directory")
+    steps = tqdm(total=3, desc="features", unit="step")
+    try:
+        if dataset_dir is not None:
+            from minielm.data.esci import load_esci
+
+            data = load_esci(dataset_dir)
+            table = product_feature_table(data.products, data.examples)
+            write_offline_table(settings, "product_features.parquet", table)
+            typer.echo(f"product features: {len(table)} products")
+        steps.update()
+        if from_feedback:
+            from minielm.feedback.windows import list_windows, read_windows
+            from minielm.storage import ObjectStore
+
+            store = ObjectStore(settings.s3)
+            table = query_stats_table(read_windows(store, list_windows(store)))
+            write_offline_table(settings, "query_stats.parquet", table)
+            typer.echo(f"query statistics: {len(table)} queries from the feedback windows")
+        steps.update()
+        window = materialize(settings, days=days)
+        steps.update()
+    except FeatureRepoError as error:
+        raise fail(str(error)) from None
+    except Exception as error:
+        raise fail(f"materialisation failed: {type(error).__name__}: {error}", EXIT_FAILURE) from None
+    finally:
+        steps.close()
+    typer.echo(f"materialised {', '.join(window['views'])} from {window['start']} to {window['end']}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(features_app, name="features")
