@@ -60,3 +60,11 @@ def test_bad_input(products, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         SearchIndex.build(products.iloc[:0])
     assert index.search([], k=3) == []
+
+
+def test_ties_are_broken_by_catalog_order():
+    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(30)],
+                             "product_title": ["Black Kettle"] * 30})
+    index = SearchIndex.build(products)
+    assert index.search(["black kettle"], k=5) == [["p0", "p1", "p2", "p3", "p4"]]
+    assert len(index.search(["kettle"], k=100)[0]) == 30
