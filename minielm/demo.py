@@ -68,9 +68,12 @@ def kafka_round_trip(ctx: DemoContext) -> None:
 
 
 def default_steps() -> list[DemoStep]:
+    from minielm.data.demo_step import data_demo_step
+
     return [
         DemoStep("S3 round trip", s3_round_trip),
         DemoStep("Kafka round trip", kafka_round_trip),
+        DemoStep("Synthetic catalog, BM25 index, raw vs oracle", data_demo_step),
     ]
 
 
