@@ -30,8 +30,9 @@ PENALTIES = ("intent_drift", "degenerate")
 
 
 def clean_rewrite(completion: str) -> str:
-    """The rewrite a completion encodes: its first line, stripped (what serving would return)."""
-    return completion.strip().split("\n", 1)[0].strip()
+    """The rewrite a completion encodes: its first line, single-spaced (as ``minielm.models.prompts``
+    extracts it at serving time)."""
+    return " ".join(completion.strip().split("\n", 1)[0].split())
 
 
 def relevant_products(examples: pd.DataFrame, substitute_is_relevant: bool = False) -> dict[str, set[str]]:

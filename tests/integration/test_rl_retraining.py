@@ -125,3 +125,38 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
     assert result["canary"]["n_requests"] >= settings.rl.canary_min_requests
     assert not list((tmp_path / "runs").rglob("settings.json")), "the secrets file outlived the run"
     assert read_watermark(store, settings.rl.watermark_key) == {"minielm.rewrites/0": 11}
+
+
+@pytest.mark.slow
+def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_services, corpus, tmp_path):
+    from minielm.demo import DemoContext
+    from minielm.rl.demo_step import rl_demo_step
+
+    data, data_dir, index_dir = corpus
+    bucket = f"rl-demo-{uuid.uuid4().hex[:8]}"
+    settings = embedded_services.model_copy(update={
+        "s3": embedded_services.s3.model_copy(update={"bucket": bucket}),
+        "rl": embedded_services.rl.model_copy(update={
+            "intent_embedder": "ngram_overlap", "max_new_tokens": 8, "canary_min_requests": 4,
+            "reward_weights": embedded_services.rl.reward_weights.model_copy(update={"judge": 0.0})})})
+    store = ObjectStore(settings.s3)
+    store.ensure_bucket()
+    student = save_tiny_llama(tmp_path / "student", char_tokenizer(extra="QRW.,'\""))
+    lines: list[str] = []
+    ctx = DemoContext(settings=settings, workdir=tmp_path, store=store, echo=lines.append,
+                      results={"dataset_dir": str(data_dir), "index_dir": str(index_dir),
+                               "student_rewriter_dir": str(student), "student_relevance_dir": None})
+    registry = ModelRegistry(store)
+    ctx.results["feedback_window_keys"] = []
+    rl_demo_step(ctx)  # no windows yet: nothing to do, but the student is now production
+    assert ctx.results["rl_report"]["status"] == NOTHING_TO_DO
+    version = registry.stage(settings.models.student_rewriter, "production").version
+    queries = data.examples.drop_duplicates("query_id")["query"].tolist()
+    ctx.results["feedback_window_keys"] = [write_window(store, queries[:12], version)]
+    rl_demo_step(ctx)
+    report = ctx.results["rl_report"]
+    assert report["status"] == "gated"  # the random tiny student cannot beat the raw query
+    assert report["production_after"] == report["production_before"] == version
+    text = "\n".join(lines)
+    for label in ("raw", "distilled", "RL-tuned", "quality gate FAILED", "(unchanged)"):
+        assert label in text
