@@ -209,7 +209,7 @@ class DistillConfig(Section):
     relevance_learning_rate: float = Field(5e-5, gt=0.0)
     soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
     gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
-    zero_stage: Literal[0, 1, 2, 3] = 0
+    zero_stage: Literal[0, 1, 2] = Field(0, description="students are small: ZeRO 0-2 keep whole weights per rank")
     promote_to_production_when_none: bool = True
 
     @field_validator("triple_sources")
@@ -323,12 +323,17 @@ class DriftConfig(Section):
     checks: list[DriftCheckFamily] = ["embeddings", "descriptors", "outcomes", "rewrites"]
     # (a) semantic drift of query embeddings (all-MiniLM-L6-v2): a cheap method, on a row sample.
     embedding_model_path: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
-    embedding_sample_size: int = Field(1000, ge=20, description="rows per window whose queries are embedded")
-    embedding_method: Literal["model", "distance", "mmd"] = "model"
-    embedding_threshold: float = Field(0.62, gt=0, description="model: ROC AUC of a reference-vs-current "
-                                       "classifier; distance: euclidean distance of the mean embeddings; mmd: MMD^2")
-    embedding_pca_components: int | None = Field(16, ge=2)
+    embedding_sample_size: int = Field(500, ge=20, description="rows per window whose queries are embedded")
+    embedding_method: Literal["novelty", "model", "distance", "mmd"] = "novelty"
+    embedding_threshold: float = Field(0.08, gt=0, description="novelty: rise in the share of queries with no "
+                                       "reference query above embedding_similarity_floor; model: ROC AUC of a "
+                                       "reference-vs-current classifier; distance: euclidean distance of the mean "
+                                       "embeddings; mmd: MMD^2")
+    embedding_similarity_floor: float = Field(0.5, gt=0, lt=1, description="novelty: cosine similarity below "
+                                              "which a query has no similar reference query")
+    embedding_pca_components: int | None = Field(16, ge=2, description="model/distance/mmd only")
     embedding_batch_size: int = Field(256, ge=1)
+    embedding_cache: bool = Field(True, description="keep query vectors in <paths.state_dir>/drift/ across runs")
     # (b) text descriptors of queries and rewrites; (d) rewrite edit distance: distribution distance.
     distribution_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = "wasserstein"
     distribution_threshold: float = Field(0.2, gt=0, description="distance above which a distribution drifted")
@@ -354,6 +359,8 @@ class DriftConfig(Section):
     pushgateway_job: str = "minielm-drift"
     webhook_url: str | None = Field(None, description="Alertmanager-compatible webhook receiver")
     webhook_timeout_s: float = Field(5.0, gt=0)
+    silenced_checks: list[str] = Field([], description="checks still computed and reported but that neither "
+                                       "alert nor trigger retraining (a known false alarm)")
     # Drift-triggered retraining (the rl_retraining pipeline).
     trigger_retraining: bool = False
     retraining_checks: list[str] = Field([], description="checks whose drift triggers retraining; empty: any")
