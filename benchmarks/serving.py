@@ -1,0 +1,280 @@
+"""Bounded load test of the rewriter endpoints on 127.0.0.1: student vs teacher, with and without Feast.
+
+Both rewriters are served the same way (one LocalModelServer in a separate process, v1 ``:predict``, one
+query per request, Kafka logging off so the broker is not measured), and a client with C concurrent
+connections sends a fixed number of requests per level (C = 1, 8, 32). Feast enrichment is toggled per
+request (``parameters.features``) against a real applied repo (sqlite online store) that holds the
+benchmark queries. A direct in-process Feast lookup is timed too.
+
+Models: ``--student-dir``/``--teacher-dir`` serve real saved models (any directory the serving loader
+accepts). Without them the benchmark serves *shape stand-ins*: decoders with random weights at the
+teacher's shape (SmolLM2-135M) and at the student shape in ``settings.distill`` that greedily decode a
+fixed number of tokens per query, which is what the latency depends on (not what the text says).
+
+    .venv/bin/python benchmarks/serving.py            # writes benchmarks/results/serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+TEACHER_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048, rope_theta=100000.0,
+                     tie_word_embeddings=True)
+PROMPT_PREFIX_TOKENS = 24  # the instruction around the query in the rewrite prompt
+QUERIES = ["wireles hedphones noise cancel", "blu running shoos size 10", "mens leather wallet brown",
+           "usb c charger 65w", "kids rain boots yellow", "stainless steel water bottle 1l",
+           "bluetooth speaker waterproof", "womens yoga pants black", "coffee grinder burr",
+           "led desk lamp dimmable", "gaming mouse wireless rgb", "cast iron skillet 12 inch"]
+
+
+class ShapedRewriter:
+    """A decoder with random weights at a given shape; greedy-decodes ``max_new_tokens`` per query.
+
+    A latency stand-in with the compute profile of a real rewriter of that shape; its text is meaningless.
+    """
+
+    def __init__(self, model, max_new_tokens: int, version: str) -> None:
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.version = version
+
+    @classmethod
+    def save_shape(cls, directory: Path, shape: dict, max_new_tokens: int, version: str) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "shaped.json").write_text(json.dumps({"shape": shape, "max_new_tokens": max_new_tokens,
+                                                           "version": version}))
+        (directory / "metadata.json").write_text(json.dumps({"model_class": "benchmarks.serving:ShapedRewriter",
+                                                             "version": version}))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "ShapedRewriter":
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        spec = json.loads((Path(directory) / "shaped.json").read_text())
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**spec["shape"])).eval()
+        return cls(model, spec["max_new_tokens"], spec["version"])
+
+    def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
+        import torch
+
+        rows = [[1] * PROMPT_PREFIX_TOKENS + [3 + b for b in q.encode("utf-8")] for q in queries]
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+        attention = (input_ids != 0).long()
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
+                                      max_new_tokens=self.max_new_tokens, min_new_tokens=self.max_new_tokens,
+                                      num_return_sequences=num_return, pad_token_id=0)
+        new = out[:, width:].tolist()
+        texts = ["".join(chr(97 + t % 26) for t in row) for row in new]
+        return [texts[i * num_return:(i + 1) * num_return] for i in range(len(queries))]
+
+
+def _serve(settings_json: str, student_dir: str, teacher_name: str, teacher_dir: str, urls: mp.Queue,
+           stop: mp.Event) -> None:
+    """Server process: load both rewriters behind one ModelServer, report the URL, serve until told to stop."""
+    from minielm.config import Settings
+    from serving.app import build_stack, serve_stack
+
+    settings = Settings.model_validate_json(settings_json)
+    settings.serving.rewriter_path = Path(student_dir)
+    stack = build_stack(settings, extra_rewriters={teacher_name: Path(teacher_dir)}, with_relevance=False,
+                        with_pipeline=False)
+    running = serve_stack(stack, settings, port=0)
+    urls.put(running.url)
+    stop.wait()
+    running.stop()
+
+
+async def _load(url: str, model: str, features: bool, concurrency: int, n_requests: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(n_requests))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in counter:
+            body = {"instances": [QUERIES[i % len(QUERIES)]], "parameters": {"features": features}}
+            started = time.perf_counter()
+            response = await client.post(f"/v1/models/{model}:predict", json=body)
+            latencies.append(time.perf_counter() - started)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
+        for i in range(2):  # warm a connection and the model
+            await client.post(f"/v1/models/{model}:predict", json={"instances": [QUERIES[i]]})
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    values = np.array(latencies) * 1000
+    return {"model": model, "features": features, "concurrency": concurrency, "requests": n_requests,
+            "errors": errors, "throughput_rps": round(n_requests / wall, 2),
+            "p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3),
+            "mean_ms": round(float(values.mean()), 3)}
+
+
+def _server_fallbacks(url: str) -> dict[str, float]:
+    """minielm_feast_fallback_total by reason, as the server's /metrics reports it."""
+    import httpx
+
+    prefix = 'minielm_feast_fallback_total{reason="'
+    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
+            for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith(prefix)}
+
+
+def _feast_lookup_latency(settings, iterations: int) -> dict:
+    from minielm.features.online import OnlineFeatures
+
+    online = OnlineFeatures(settings)
+    online.warm_up()
+    budgeted, direct = [], []
+    sources: dict[str, int] = {}
+    for i in range(iterations):
+        query = QUERIES[i % len(QUERIES)]
+        started = time.perf_counter()
+        row = online.query_features([query])[0]
+        budgeted.append(time.perf_counter() - started)
+        sources[row["source"]] = sources.get(row["source"], 0) + 1
+        started = time.perf_counter()
+        online._read("query_stats", ["volume", "ctr"], "query_key", ["0" * 16])
+        direct.append(time.perf_counter() - started)
+    online.close()
+
+    def stats(values: list[float]) -> dict:
+        ms = np.array(values) * 1000
+        return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+    return {"iterations": iterations, "with_budget_pool": stats(budgeted), "direct_read": stats(direct),
+            "row_sources": sources}
+
+
+def _prepare_feast(settings) -> None:
+    import pandas as pd
+
+    from minielm.features.repo import apply_repo, feature_store
+    from minielm.features.tables import query_stats_table
+
+    apply_repo(settings)
+    now = time.time()
+    windows = pd.DataFrame({"query": QUERIES, "ts": now, "impressions": 10, "clicks": 2, "add_to_carts": 1,
+                            "reformulated": False, "n_results": 10})
+    feature_store(settings).push("query_stats_push", query_stats_table(windows))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--student-dir", type=Path, help="saved student rewriter (default: shape stand-in)")
+    parser.add_argument("--teacher-dir", type=Path, help="saved teacher rewriter (default: shape stand-in)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--student-requests", type=int, default=120, help="per concurrency level and Feast setting")
+    parser.add_argument("--teacher-requests", type=int, default=32, help="per concurrency level")
+    parser.add_argument("--max-new-tokens", type=int, default=12, help="tokens the stand-ins decode per query")
+    parser.add_argument("--feast-iterations", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serving.json")
+    args = parser.parse_args(argv)
+
+    from minielm.config import load_settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-serving-"))
+    settings = load_settings(overrides=[f"feast.repo_path={workdir / 'feature_repo'}", "serving.log_rewrites=false",
+                                        "serving.enable_feast=true", f"paths.models_dir={workdir / 'models'}"],
+                             environ={}, use_services_state=False)
+    distill = settings.distill
+    student_shape = {**TEACHER_SHAPE, "num_hidden_layers": distill.rewriter_num_layers,
+                     **{key: value for key, value in (
+                         ("hidden_size", distill.rewriter_hidden_size),
+                         ("intermediate_size", distill.rewriter_intermediate_size),
+                         ("num_attention_heads", distill.rewriter_num_attention_heads),
+                         ("num_key_value_heads", distill.rewriter_num_key_value_heads)) if value is not None}}
+    student_dir = args.student_dir or ShapedRewriter.save_shape(workdir / "student", student_shape,
+                                                                 args.max_new_tokens, "shape-student")
+    teacher_dir = args.teacher_dir or ShapedRewriter.save_shape(workdir / "teacher", TEACHER_SHAPE,
+                                                                 args.max_new_tokens, "shape-teacher")
+    _prepare_feast(settings)
+    feast_lookup = _feast_lookup_latency(settings, args.feast_iterations)
+    print(f"feast online lookup (1 row): {feast_lookup}")
+
+    teacher_name = settings.models.teacher_rewriter
+    ctx = mp.get_context("spawn")
+    urls, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_serve, args=(settings.model_dump_json(), str(student_dir), teacher_name,
+                                              str(teacher_dir), urls, stop), daemon=True)
+    server.start()
+    try:
+        url = urls.get(timeout=600)
+        runs = []
+        plan = [(settings.models.student_rewriter, True, args.student_requests),
+                (settings.models.student_rewriter, False, args.student_requests),
+                (teacher_name, True, args.teacher_requests)]
+        for concurrency in args.concurrency:
+            for model, features, n in plan:
+                result = asyncio.run(_load(url, model, features, concurrency, n))
+                runs.append(result)
+                print(f"{model:18s} feast={str(features):5s} c={concurrency:<3d} {result['throughput_rps']:8.1f} req/s "
+                      f"p50 {result['p50_ms']:8.2f} ms  p99 {result['p99_ms']:8.2f} ms  errors {result['errors']}")
+        server_fallbacks = _server_fallbacks(url)
+    finally:
+        stop.set()
+        server.join(timeout=30)
+        if server.is_alive():
+            server.terminate()
+
+    def find(model: str, features: bool, concurrency: int) -> dict:
+        return next(r for r in runs if r["model"] == model and r["features"] == features
+                    and r["concurrency"] == concurrency)
+
+    student = settings.models.student_rewriter
+    summary = {
+        "feast_added_p99_ms": {c: round(find(student, True, c)["p99_ms"] - find(student, False, c)["p99_ms"], 3)
+                               for c in args.concurrency},
+        "feast_added_p50_ms": {c: round(find(student, True, c)["p50_ms"] - find(student, False, c)["p50_ms"], 3)
+                               for c in args.concurrency},
+        "teacher_over_student_p99": {c: round(find(teacher_name, True, c)["p99_ms"] / find(student, True, c)["p99_ms"], 2)
+                                     for c in args.concurrency},
+        "targets": {"feast_added_p99_ms_below": 1.0, "teacher_over_student_p99_at_least": 10.0},
+    }
+    report = {
+        "benchmark": "serving",
+        "command": "python benchmarks/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "models": {"student": {"dir": str(student_dir), "shape": None if args.student_dir else student_shape},
+                   "teacher": {"dir": str(teacher_dir), "shape": None if args.teacher_dir else TEACHER_SHAPE},
+                   "stand_ins": not (args.student_dir and args.teacher_dir), "max_new_tokens": args.max_new_tokens},
+        "feast_online_lookup": feast_lookup,
+        "feast_budget_ms": settings.feast.online_timeout_ms,
+        "server_feast_fallbacks": server_fallbacks,
+        "runs": runs,
+        "summary": summary,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
