@@ -23,6 +23,7 @@ feature is fresh within about a second of its event.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 import pandas as pd
+import pyarrow.parquet as pq
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError
@@ -74,6 +76,7 @@ class Window:
     first_offset: int
     opened_at: float
     last_offset: int = -1
+    max_ts: float = 0.0
     rows: dict[str, RequestRow] = field(default_factory=dict)
     close_at: float | None = None  # set when the window stops collecting requests
 
@@ -154,6 +157,7 @@ class PartitionJoin:
         self.deferred: list[tuple[str, int, object]] = []
         self.inflight: Cut | None = None
         self.last_cut_at = time.monotonic()
+        self.last_feedback_at = 0.0
 
     # -- events --------------------------------------------------------------------------------
     def add_rewrite(self, offset: int, event: ServedRewrite, now: float) -> str | None:
@@ -176,6 +180,7 @@ class PartitionJoin:
         row = RequestRow(event, self.pending.pop(event.request_id, []))
         window.rows[event.request_id] = row
         window.last_offset = offset
+        window.max_ts = max(window.max_ts, event.ts)
         self.open_requests[event.request_id] = (window, row)
         return None
 
@@ -184,6 +189,7 @@ class PartitionJoin:
             self.deferred.append(("feedback", offset, event))
             return
         self.feedback_next = offset + 1
+        self.last_feedback_at = time.monotonic()
         self._place_feedback(offset, event)
 
     def _place_feedback(self, offset: int, event: FeedbackEvent) -> None:
@@ -224,12 +230,20 @@ class PartitionJoin:
         if self.forced:
             return self._forced_cut()
         self.seal_due(now)
-        if self.windows and self.windows[0].sealed and now >= self.windows[0].close_at:
+        if self.windows and self.windows[0].sealed and now >= self.windows[0].close_at \
+                and self._feedback_caught_up(self.windows[0], now):
             return self._make_cut(self.windows[0], self.feedback_next)
         idle = now - self.last_cut_at >= self.config.window_s
         if idle and self.feedback_next > self.committed[1] and (self.late or self._expire_unmatched(dry=True)):
             return self._make_cut(None, self.feedback_next)
         return None
+
+    def _feedback_caught_up(self, window: Window, now: float) -> bool:
+        """The feedback stream has passed the window's requests by the grace period in event time, or is idle.
+
+        Without this, a member catching up on a backlog would cut windows before reading their feedback."""
+        return (self.max_feedback_ts >= window.max_ts + self.config.grace_s
+                or now - self.last_feedback_at >= self.config.grace_s)
 
     def drain_cuts(self) -> Cut | None:
         """On shutdown: seal and cut every open window at once, oldest first."""
@@ -538,9 +552,11 @@ class Aggregator:
         begin = self.consumer.beginning_offsets([tp_r, tp_f])
         rewrites_next = committed_r if committed_r is not None else begin[tp_r]
         feedback_next = committed_f if committed_f is not None else begin[tp_f]
-        forced = self._written_but_uncommitted(partition, rewrites_next)
+        keys = self._window_keys(partition)
+        forced = self._written_but_uncommitted(keys, rewrites_next)
         join = PartitionJoin(partition, self.topics.rewrites, self.topics.feedback, rewrites_next, feedback_next,
                              self.config, forced, group_id=self.group_id)
+        join.closed.update(self._recently_closed(keys, rewrites_next))
         if committed_r is not None or committed_f is not None:
             join.restore(self._read_spill(join, rewrites_next, feedback_next))
         self.consumer.seek(tp_r, rewrites_next)
@@ -549,11 +565,30 @@ class Aggregator:
                  feedback_next=feedback_next, reproducing=forced["key"] if forced else None)
         return join
 
-    def _written_but_uncommitted(self, partition: int, rewrites_next: int) -> dict | None:
-        # Windows are committed one at a time, so at most one object can lie beyond the committed offset.
+    def _window_keys(self, partition: int) -> list:
         prefix = partition_prefix(self.config.windows_prefix, self.topics.rewrites, partition)
         keys = self._retry_s3(lambda: list(self.store.list_keys(prefix)), "list windows")
-        beyond = sorted(ref for ref in map(parse_key, keys) if ref.first_offset >= rewrites_next)
+        return sorted(parse_key(key) for key in keys if key.endswith(".parquet"))
+
+    def _recently_closed(self, refs: list, rewrites_next: int) -> dict[str, None]:
+        """Request ids of the latest committed windows, so that their feedback arriving after a restart is
+        recognised as late at once (instead of waiting ``unmatched_after_s`` as unknown)."""
+        closed: dict[str, None] = {}
+        newest_ts = None
+        for ref in reversed([r for r in refs if r.last_offset < rewrites_next]):
+            data = self._retry_s3(lambda: self.store.get_bytes(ref.key), "read window")
+            table = pq.read_table(io.BytesIO(data), columns=["request_id", "ts"]).to_pydict()
+            if not table["ts"]:
+                continue
+            newest_ts = newest_ts if newest_ts is not None else max(table["ts"])
+            closed.update(dict.fromkeys(table["request_id"]))
+            if len(closed) >= RECENTLY_CLOSED_LIMIT or max(table["ts"]) < newest_ts - self.config.unmatched_after_s:
+                break
+        return closed
+
+    def _written_but_uncommitted(self, refs: list, rewrites_next: int) -> dict | None:
+        # Windows are committed one at a time, so at most one object can lie beyond the committed offset.
+        beyond = [ref for ref in refs if ref.first_offset >= rewrites_next]
         if not beyond:
             return None
         ref = beyond[0]
