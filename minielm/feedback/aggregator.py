@@ -58,6 +58,8 @@ log = get_logger(__name__)
 
 SPILL_COLUMNS = {"offset": "int64", "event_json": "string"}
 RECENTLY_CLOSED_LIMIT = 200_000
+# A feedback partition silent this long counts as caught up (a busy one may pause between fetches).
+FEEDBACK_IDLE_S = 2.0
 
 
 class AggregatorError(RuntimeError):
@@ -243,7 +245,7 @@ class PartitionJoin:
 
         Without this, a member catching up on a backlog would cut windows before reading their feedback."""
         return (self.max_feedback_ts >= window.max_ts + self.config.grace_s
-                or now - self.last_feedback_at >= self.config.grace_s)
+                or now - self.last_feedback_at >= max(self.config.grace_s, FEEDBACK_IDLE_S))
 
     def drain_cuts(self) -> Cut | None:
         """On shutdown: seal and cut every open window at once, oldest first."""
