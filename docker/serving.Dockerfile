@@ -26,4 +26,4 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK NONE
-CMD ["minielm", "serve", "--model", "rewriter"]
+CMD ["minielm", "serve", "--no-services", "--no-apply-features"]

@@ -6,6 +6,8 @@ what is derived from it, so none of it is ever edited by hand:
 - the ``config`` part of ``values.schema.json``, from the JSON schema of ``minielm.config.Settings``
   (the chart's ``config:`` block has the shape of the typed settings, minus the S3 secrets);
 - ``manifests/<profile>.yaml``: the chart rendered with each profile's values (``helm template``);
+- ``files/drift-checks.json``: each drift check's runbook section (``minielm.drift.checks``), from
+  which the PrometheusRule makes one alert per section, linking it;
 - the values table of ``docs/install.md``, from ``values.schema.json`` and ``values.yaml``.
 
 ``--check`` writes nothing and exits 1 when any of them is out of date (the tests do the same).
@@ -31,6 +33,7 @@ from minielm.config import Settings
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "minielm"
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
+DRIFT_CHECKS_PATH = CHART_DIR / "files" / "drift-checks.json"
 MANIFESTS_DIR = REPO_ROOT / "manifests"
 INSTALL_DOC = REPO_ROOT / "docs" / "install.md"
 RELEASE_NAME = "minielm"
@@ -87,6 +90,16 @@ def schema_with_settings(schema: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in updated.get("definitions", {}).items() if not k.startswith(CONFIG_DEF_PREFIX)}
     updated["definitions"] = {**kept, **dict(sorted(definitions.items()))}
     return updated
+
+
+def drift_check_sections() -> dict[str, list[str]]:
+    """Runbook section -> the drift checks it explains (the PrometheusRule's alert groups)."""
+    from minielm.drift.checks import CHECKS
+
+    sections: dict[str, list[str]] = {}
+    for check in CHECKS:
+        sections.setdefault(check.runbook_section, []).append(check.name)
+    return sections
 
 
 def render_profile(profile: str, helm: str | None = None) -> str:
@@ -169,10 +182,12 @@ class Generated:
 def generated_files(helm: str | None = None) -> list[Generated]:
     """Every file this command owns, with the text it should have now."""
     schema = schema_with_settings(json.loads(SCHEMA_PATH.read_text()))
-    files = [Generated(SCHEMA_PATH, json.dumps(schema, indent=2, ensure_ascii=False) + "\n")]
+    files = [Generated(SCHEMA_PATH, json.dumps(schema, indent=2, ensure_ascii=False) + "\n"),
+             Generated(DRIFT_CHECKS_PATH, json.dumps({"sections": drift_check_sections()}, indent=2) + "\n")]
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     files.append(Generated(INSTALL_DOC, install_doc_with_table(INSTALL_DOC.read_text(), values_table(schema, values))))
-    # The schema is written before rendering: helm validates the values against it.
+    # These are written before rendering: helm validates the values against the schema and the
+    # PrometheusRule reads the drift checks.
     return files
 
 
@@ -184,6 +199,7 @@ def render(check: bool) -> list[Path]:
         if not item.is_current():
             stale.append(item.path)
             if not check:
+                item.path.parent.mkdir(parents=True, exist_ok=True)
                 item.path.write_text(item.text)
     for profile in PROFILES:
         item = Generated(MANIFESTS_DIR / f"{profile}.yaml", render_profile(profile, helm))
@@ -201,7 +217,7 @@ manifests_app = typer.Typer(help="Render the Kubernetes manifests (and the files
 
 @manifests_app.command("render")
 def render_cmd(check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if anything is stale.")) -> None:
-    """Regenerate values.schema.json's config part, docs/install.md's values table and manifests/*.yaml."""
+    """Regenerate values.schema.json's config part, the drift checks file, install.md's values table, manifests/*.yaml."""
     try:
         stale = render(check)
     except HelmNotFound as error:

@@ -16,7 +16,7 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 KSERVE_CRD_DIR = SHARED_DIR / "schemas" / "kserve"
 # Everything the chart can render: every optional part switched on.
 ALL_ON = [
-    "--set", "monitoring.serviceMonitor.enabled=true",
+    "--set", "monitoring.podMonitor.enabled=true",
     "--set", "monitoring.prometheusRule.enabled=true",
     "--set", "kafkaTopics.strimzi.enabled=true",
     "--set", "pipelineSchedules.drift_monitoring=true",

@@ -124,7 +124,7 @@ def test_inference_services_match_the_values():
     assert predictor["minReplicas"] == 2 and predictor["maxReplicas"] == 10
     assert predictor["canaryTrafficPercent"] == 10
     container = predictor["containers"][0]
-    assert container["command"][:2] == ["minielm", "serve"]
+    assert container["command"] == ["minielm", "serve", "--no-services", "--no-apply-features", "--no-relevance"]
     assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
     relevance = docs[values["config"]["models"]["student_relevance"]]["spec"]["predictor"]
     assert "canaryTrafficPercent" not in relevance
@@ -219,6 +219,14 @@ def test_prometheus_alerts_link_their_runbook_section():
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
     exprs = " ".join(a["expr"] for a in alerts)
     assert "minielm_drift_detected" in exprs and "minielm_requests_total" in exprs
+    from minielm.drift.checks import CHECKS
+
+    # Every drift check is covered by exactly one alert, which links that check's runbook section.
+    for check in CHECKS:
+        covering = [a for a in alerts if a["alert"] == "MiniELMDriftDetected"
+                    and check.name in re.search(r'check=~"([^"]*)"', a["expr"]).group(1).split("|")]
+        assert len(covering) == 1, check.name
+        assert covering[0]["annotations"]["runbook_url"].endswith("#" + check.runbook_section)
     for alert in alerts:
         assert re.match(r"^https?://.+/runbook\.md#[a-z0-9-]+$", alert["annotations"]["runbook_url"]), alert["alert"]
     runbook = REPO_ROOT / "docs" / "runbook.md"

@@ -23,15 +23,15 @@ BAD_VALUES = [
     ("kserve.deploymentMode=Knative", "deploymentMode"),
     ("kserve.inferenceServices.rewriter.minReplicas=-1", "minReplicas"),
     ("kserve.inferenceServices.rewriter.canaryTrafficPercent=101", "canaryTrafficPercent"),
-    ("kserve.inferenceServices.rewriter.model=teacher", "model"),
+    ("kserve.inferenceServices.rewriter.serveRelevance=maybe", "serveRelevance"),
     ("kserve.inferenceServices.relevance.resources.limits.cpu=lots", "cpu"),
     ("feedbackAggregator.replica=2", "replica"),
-    ("feedbackAggregator.metricsPort=80", "metricsPort"),
+    ("feedbackAggregator.replicas=-1", "replicas"),
     ("feast.port=abc", "port"),
     ("driftMonitor.schedule=every hour", "schedule"),
     ("driftMonitor.concurrencyPolicy=Sometimes", "concurrencyPolicy"),
     ("monitoring.prometheusRule.servingErrorRatio=2", "servingErrorRatio"),
-    ("monitoring.prometheusRule.runbookUrl=runbook.md", "runbookUrl"),
+    ("monitoring.serviceMonitor.enabled=true", "serviceMonitor"),
     ("networkPolicy.ingressNamespaces[0]=Not_A_Namespace", "ingressNamespaces"),
     ("runAsUser=0", "runAsUser"),
     ("s3.existingSecret=My Secret", "existingSecret"),
@@ -51,6 +51,12 @@ def test_schema_rejects_a_values_file_with_a_misplaced_section(tmp_path):
     bad.write_text("kafka:\n  bootstrap_servers: kafka:9092\n")  # belongs under config:
     done = run_helm("template", "minielm", str(CHART_DIR), "--values", str(bad))
     assert done.returncode != 0 and "kafka" in done.stderr, done.stderr
+
+
+def test_alerts_need_a_runbook_url():
+    done = run_helm("template", "minielm", str(CHART_DIR), "--set", "monitoring.prometheusRule.enabled=true",
+                    "--set", "config.drift.runbook_url=docs/runbook.md")
+    assert done.returncode != 0 and "config.drift.runbook_url must be an http(s) URL" in done.stderr, done.stderr
 
 
 def test_good_overrides_are_accepted():
