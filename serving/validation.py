@@ -7,6 +7,7 @@ was expected, so a bad request never turns into a 500.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -88,6 +89,11 @@ def parse_v1(payload: Any, fields: dict[str, str], config: ServingConfig) -> Par
     ``fields`` maps each allowed instance field to its kind: ``text`` (required query), ``texts`` or
     ``ids`` (optional lists of strings).
     """
+    if isinstance(payload, (bytes, str)):  # JSON sent with a non-JSON content-type: KServe passes it raw
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            raise InvalidInput("request body: expected JSON (content-type application/json)") from None
     if not isinstance(payload, dict):
         raise InvalidInput(f"request body: expected a JSON object with 'instances', got {_type_name(payload)}")
     if "instances" not in payload:

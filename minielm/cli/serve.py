@@ -28,7 +28,7 @@ def serve(ctx: typer.Context,
 
     settings = settings_from(ctx).model_copy(deep=True)
     try:
-        for section, field, value in (("serving", "http_port", port), ("serving", "model_stage", stage),
+        for section, field, value in (("serving", "http_port", port or None), ("serving", "model_stage", stage),
                                       ("serving", "rewriter_path", rewriter_path),
                                       ("serving", "relevance_path", relevance_path),
                                       ("serving", "index_dir", index_dir), ("serving", "dataset_dir", dataset_dir)):
@@ -44,12 +44,12 @@ def serve(ctx: typer.Context,
     if services:
         with running_services(settings) as live:
             live = live.model_copy(update={"serving": settings.serving, "feast": settings.feast})
-            _serve(live, relevance, apply_features)
+            _serve(live, relevance, apply_features, port)
     else:
-        _serve(settings, relevance, apply_features)
+        _serve(settings, relevance, apply_features, port)
 
 
-def _serve(settings, relevance: bool, apply_features: bool) -> None:
+def _serve(settings, relevance: bool, apply_features: bool, port: int | None) -> None:
     from minielm.features.repo import apply_repo
     from serving.app import build_stack, serve_stack
     from serving.loading import ModelLoadError
@@ -61,7 +61,7 @@ def _serve(settings, relevance: bool, apply_features: bool) -> None:
                             with_pipeline=settings.serving.index_dir is not None)
     except ModelLoadError as error:
         raise fail(str(error), EXIT_FAILURE) from None
-    running = serve_stack(stack, settings)
+    running = serve_stack(stack, settings, port=port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

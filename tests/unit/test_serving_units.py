@@ -51,6 +51,12 @@ def test_parse_v1_accepts_strings_and_objects():
     assert parsed.parameters == {"num_return": 2}
 
 
+def test_parse_v1_reads_json_sent_with_another_content_type():
+    assert parse_v1(b'{"instances": ["hat"]}', FIELDS, CONFIG).instances == [{"query": "hat"}]
+    with pytest.raises(InvalidInput, match="request body: expected JSON"):
+        parse_v1(b"query=hat", FIELDS, CONFIG)
+
+
 def test_check_text_decodes_bytes_strictly():
     assert check_text("café".encode(), "q", 10) == "café"
     with pytest.raises(InvalidInput, match="q: expected UTF-8 text, invalid byte at position 3"):
