@@ -209,6 +209,7 @@ class DistillConfig(Section):
     relevance_learning_rate: float = Field(5e-5, gt=0.0)
     soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
     gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
+    relevance_max_ndcg_gap: float = Field(0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much")
     zero_stage: Literal[0, 1, 2] = Field(0, description="students are small: ZeRO 0-2 keep whole weights per rank")
     promote_to_production_when_none: bool = True
 
@@ -331,10 +332,12 @@ class DriftConfig(Section):
                                        "reference query above embedding_similarity_floor; model: ROC AUC of a "
                                        "reference-vs-current classifier; distance: euclidean distance of the mean "
                                        "embeddings; mmd: MMD^2")
-    embedding_similarity_floor: float = Field(0.5, gt=0, lt=1, description="novelty: cosine similarity below "
+    embedding_similarity_floor: float = Field(0.4, gt=0, lt=1, description="novelty: cosine similarity below "
                                               "which a query has no similar reference query")
     embedding_pca_components: int | None = Field(16, ge=2, description="model/distance/mmd only")
     embedding_batch_size: int = Field(256, ge=1)
+    embedding_threads: int | None = Field(None, ge=1, description="torch threads while encoding; None: torch's "
+                                          "default (1 is faster on an oversubscribed machine)")
     embedding_cache: bool = Field(True, description="keep query vectors in <paths.state_dir>/drift/ across runs")
     # (b) text descriptors of queries and rewrites; (d) rewrite edit distance: distribution distance.
     distribution_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = "wasserstein"

@@ -49,9 +49,10 @@ class QueryEncoder:
     """
 
     def __init__(self, model_path: Path | None = None, batch_size: int = 256, cache_path: Path | None = None,
-                 max_cached: int = 50_000) -> None:
+                 max_cached: int = 50_000, threads: int | None = None) -> None:
         self.model_path = str(model_path) if model_path else None
         self.batch_size = batch_size
+        self.threads = threads
         self.cache_path = Path(cache_path) if cache_path else None
         self.max_cached = max_cached
         self._cache: dict[str, np.ndarray] = {}
@@ -80,13 +81,20 @@ class QueryEncoder:
         keys = [normalize_query(q) for q in queries]
         missing = [k for k in dict.fromkeys(keys) if k not in self._cache]
         if missing:
+            import torch
+
             encoder = load_encoder(self.model_path)
             vectors = []
-            for start in tqdm(range(0, len(missing), self.batch_size), desc="embedding queries",
-                              disable=not show_progress, leave=False):
-                batch = missing[start:start + self.batch_size]
-                vectors.append(encoder.encode(batch, batch_size=len(batch), convert_to_numpy=True,
-                                              normalize_embeddings=True))
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads or threads)
+            try:
+                for start in tqdm(range(0, len(missing), self.batch_size), desc="embedding queries",
+                                  disable=not show_progress, leave=False):
+                    batch = missing[start:start + self.batch_size]
+                    vectors.append(encoder.encode(batch, batch_size=len(batch), convert_to_numpy=True,
+                                                  normalize_embeddings=True))
+            finally:
+                torch.set_num_threads(threads)
             for key, vector in zip(missing, np.concatenate(vectors).astype(np.float32)):
                 self._cache[key] = vector
             self._dirty = True
@@ -97,12 +105,13 @@ class QueryEncoder:
 _shared_encoders: dict[tuple[str | None, int, str | None], QueryEncoder] = {}
 
 
-def shared_encoder(model_path: Path | None = None, batch_size: int = 256,
-                   cache_path: Path | None = None) -> QueryEncoder:
+def shared_encoder(model_path: Path | None = None, batch_size: int = 256, cache_path: Path | None = None,
+                   threads: int | None = None) -> QueryEncoder:
     """One QueryEncoder (and its cache) per model, batch size and cache file for the whole process."""
     key = (str(model_path) if model_path else None, batch_size, str(cache_path) if cache_path else None)
     if key not in _shared_encoders:
         _shared_encoders[key] = QueryEncoder(model_path, batch_size, cache_path)
+    _shared_encoders[key].threads = threads
     return _shared_encoders[key]
 
 

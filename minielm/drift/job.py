@@ -65,7 +65,7 @@ def job_encoder(settings: Settings) -> QueryEncoder:
     """The process-wide encoder, with its vectors kept under the state dir when drift.embedding_cache is on."""
     config = settings.drift
     cache = Path(settings.paths.state_dir) / "drift" / "embedding-cache.npz" if config.embedding_cache else None
-    return shared_encoder(config.embedding_model_path, config.embedding_batch_size, cache)
+    return shared_encoder(config.embedding_model_path, config.embedding_batch_size, cache, config.embedding_threads)
 
 
 def resolve_vocabulary(settings: Settings, catalog_path: Path | None) -> tuple[frozenset[str] | None, str | None]:

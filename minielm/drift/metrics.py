@@ -37,28 +37,28 @@ class QueryEmbeddingDrift(SingleValueMetric):
     column: str
     method: Literal["novelty", "model", "distance", "mmd"] = "novelty"
     pca_components: Optional[int] = None
-    similarity_floor: float = 0.7
+    similarity_floor: float = 0.4
 
 
 def novelty_score(current: np.ndarray, reference: np.ndarray, similarity_floor: float) -> float:
     """Rise in the share of "novel" queries: those whose most similar reference query has a cosine
     similarity below ``similarity_floor``.
 
-    The baseline is the reference itself: its distinct queries are split in two halves and one half
-    is scored against the other, so a current window from the same distribution scores about 0
-    whatever the floor (repeats of reference queries in the current window only lower its score).
-    Vectors are unit length.
+    The baseline is the reference itself: its distinct queries are split in two halves, each half is
+    scored against the other, and the current window against each half, so a current window from
+    the same distribution scores about 0 whatever the floor (repeats of reference queries in the
+    current window only lower its score). Vectors are unit length.
     """
     distinct = np.unique(reference, axis=0)
     half_a, half_b = distinct[0::2], distinct[1::2]
     if len(half_a) == 0 or len(half_b) == 0:
-        raise ValueError("novelty needs at least two reference vectors")
+        raise ValueError("novelty needs at least two distinct reference queries")
 
-    def novel_share(rows: np.ndarray) -> float:
-        nearest = np.max(rows @ half_a.T, axis=1)
-        return float(np.mean(nearest < similarity_floor))
+    def novel_share(rows: np.ndarray, half: np.ndarray) -> float:
+        return float(np.mean(np.max(rows @ half.T, axis=1) < similarity_floor))
 
-    return max(0.0, novel_share(current) - novel_share(half_b))
+    baseline = (novel_share(half_b, half_a) + novel_share(half_a, half_b)) / 2
+    return max(0.0, (novel_share(current, half_a) + novel_share(current, half_b)) / 2 - baseline)
 
 
 def drift_method(name: str, pca_components: Optional[int]) -> DriftMethod:
@@ -107,7 +107,7 @@ class QueryEmbeddingDriftCalculation(SingleValueCalculation[QueryEmbeddingDrift]
 
 
 def _contour_map(reference: np.ndarray, current: np.ndarray):
-    pca = PCA(n_components=2, random_state=0).fit(reference)
+    pca = PCA(n_components=2, svd_solver="randomized", random_state=0).fit(reference)
     ref_2d, cur_2d = pca.transform(reference), pca.transform(current)
     ref_density, _, _ = get_gaussian_kde(ref_2d[:, 0], ref_2d[:, 1])
     cur_density, _, _ = get_gaussian_kde(cur_2d[:, 0], cur_2d[:, 1])

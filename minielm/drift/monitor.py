@@ -171,7 +171,8 @@ def feature_frames(reference: pd.DataFrame, current: pd.DataFrame, specs: list[C
             frames[0][-1][f"{prefix}_oov_share"] = ref_oov.to_numpy()
             frames[1][-1][f"{prefix}_oov_share"] = cur_oov.to_numpy()
     if "query_embedding" in columns:
-        encoder = encoder or shared_encoder(config.embedding_model_path, config.embedding_batch_size)
+        encoder = encoder or shared_encoder(config.embedding_model_path, config.embedding_batch_size,
+                                            threads=config.embedding_threads)
         for offset, (window, parts) in enumerate(zip((reference, current), frames)):
             parts.append(pd.DataFrame({"query_embedding": embedding_column(
                 window["query"], encoder, config.embedding_sample_size, seed + offset, show_progress)}))
@@ -236,9 +237,8 @@ def run_drift(reference: pd.DataFrame | None, current: pd.DataFrame | None, conf
                                              spec.runbook_section, problem)
         else:
             runnable.append(spec)
-    for spec in specs:
-        if spec.name in results and not missing:
-            missing.append(f"{spec.name}: {results[spec.name].detail}")
+    if not missing:
+        missing = [f"{spec.name}: {results[spec.name].detail}" for spec in specs if spec.name in results]
     snapshot = None
     if runnable:
         ref_features, cur_features = feature_frames(ref, cur, runnable, vocabulary, config, seed, encoder,
