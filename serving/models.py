@@ -68,6 +68,16 @@ def instance_ids(request_id: str, n: int) -> list[str]:
     return [request_id] if n == 1 else [f"{request_id}.{i}" for i in range(n)]
 
 
+class _NoFeatures:
+    """Stands in for a lookup when enrichment is off."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def result(self) -> list[None]:
+        return [None] * self.n
+
+
 class ServedModel(Model):
     """What the three endpoints share: loading, readiness, warm-up, request ids, v1/v2 dispatch."""
 
@@ -152,10 +162,11 @@ class ServedModel(Model):
     def rewriter_identity(self) -> tuple[str, str]:
         return self.name, self.version
 
-    def _query_features(self, queries: list[str], enabled: bool) -> list[dict[str, Any] | None]:
+    def _start_query_features(self, queries: list[str], enabled: bool):
+        """The query_stats lookup runs while the model works; ``.result()`` collects it within the budget."""
         if not enabled or self.features is None:
-            return [None] * len(queries)
-        return self.features.query_features(queries)
+            return _NoFeatures(len(queries))
+        return self.features.submit_query_features(queries)
 
 
 def _bytes_output(name: str, rows: list[list[str]] | list[str]) -> InferOutput:
@@ -199,8 +210,9 @@ class RewriterModel(ServedModel):
         num_return = num_return_parameter(parsed.parameters, self.config)
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         queries = [instance["query"] for instance in parsed.instances]
-        features = self._query_features(queries, use_features)
+        pending = self._start_query_features(queries, use_features)
         rewrites = rewrite_with_scores(self.loaded.model, queries, num_return)
+        features = pending.result()
         results = []
         for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):
             if log_events:
@@ -349,8 +361,9 @@ class RewriteSearchModel(ServedModel):
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         rerank = flag_parameter(parsed.parameters, "rerank", self.relevance is not None)
         queries = [instance["query"] for instance in parsed.instances]
-        query_features = self._query_features(queries, use_features)
+        pending = self._start_query_features(queries, use_features)
         rewrites = [row[0] for row in self.rewriter.loaded.model.rewrite(queries, num_return=1)]
+        query_features = pending.result()
         hits = self.index.search_with_scores(rewrites, k)
         catalog = self.relevance.catalog if self.relevance is not None else None
         results = []

@@ -66,39 +66,17 @@ class OnlineFeatures:
             self._last_warning[reason] = now
             log.warning("feast lookup fell back to defaults", reason=reason, **fields)
 
+    def _submit(self, view: str, defaults: dict[str, Any], join_key: str, keys: Sequence[str]) -> "PendingLookup":
+        future = self._pool.submit(self._read, view, list(defaults), join_key, keys) if keys else None
+        return PendingLookup(self, view, defaults, len(keys), future, time.monotonic() + self.budget_s)
+
     def _lookup(self, view: str, defaults: dict[str, Any], join_key: str, keys: Sequence[str]) -> list[dict[str, Any]]:
-        if not keys:
-            return []
-        future = self._pool.submit(self._read, view, list(defaults), join_key, keys)
-        try:
-            values = future.result(timeout=self.budget_s)
-        except FutureTimeout:
-            future.cancel()
-            FEAST_FALLBACK.labels("timeout").inc(len(keys))
-            self._warn("timeout", view=view, budget_ms=self.settings.feast.online_timeout_ms)
-            return [{**defaults, "source": "default"} for _ in keys]
-        except Exception as error:  # Feast down or not applied: serve defaults, count and log it.
-            FEAST_FALLBACK.labels("error").inc(len(keys))
-            self._warn("error", view=view, error=f"{type(error).__name__}: {error}")
-            return [{**defaults, "source": "default"} for _ in keys]
-        rows = []
-        missing_rows = 0
-        for i in range(len(keys)):
-            row: dict[str, Any] = {}
-            found = 0
-            for name, default in defaults.items():
-                value = values.get(name, [None] * len(keys))[i]
-                if _missing(value):
-                    row[name] = default
-                else:
-                    row[name] = value
-                    found += 1
-            row["source"] = "feast" if found == len(defaults) else ("partial" if found else "default")
-            missing_rows += found < len(defaults)
-            rows.append(row)
-        if missing_rows:
-            FEAST_FALLBACK.labels("missing").inc(missing_rows)
-        return rows
+        return self._submit(view, defaults, join_key, keys).result()
+
+    def submit_query_features(self, queries: Sequence[str]) -> "PendingLookup":
+        """Start the query_stats lookup now and collect it later (``.result()``), so that the read
+        overlaps with the model's work; the budget counts from this call."""
+        return self._submit(QUERY_STATS_VIEW, QUERY_DEFAULTS, "query_key", [query_key(q) for q in queries])
 
     def query_features(self, queries: Sequence[str]) -> list[dict[str, Any]]:
         """``rewriter_v1`` features (query_stats) for each query, keyed by its normalised hash."""
@@ -116,3 +94,45 @@ class OnlineFeatures:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class PendingLookup:
+    """A lookup in flight: ``result()`` waits at most until its deadline, then serves defaults."""
+
+    def __init__(self, owner: OnlineFeatures, view: str, defaults: dict[str, Any], n: int, future, deadline: float) -> None:
+        self.owner, self.view, self.defaults, self.n = owner, view, defaults, n
+        self.future, self.deadline = future, deadline
+
+    def _defaults(self, reason: str, **fields: Any) -> list[dict[str, Any]]:
+        FEAST_FALLBACK.labels(reason).inc(self.n)
+        self.owner._warn(reason, view=self.view, **fields)
+        return [{**self.defaults, "source": "default"} for _ in range(self.n)]
+
+    def result(self) -> list[dict[str, Any]]:
+        if self.future is None:
+            return []
+        try:
+            values = self.future.result(timeout=max(self.deadline - time.monotonic(), 0.0))
+        except FutureTimeout:
+            self.future.cancel()
+            return self._defaults("timeout", budget_ms=self.owner.settings.feast.online_timeout_ms)
+        except Exception as error:  # Feast down or not applied: serve defaults, count and log it.
+            return self._defaults("error", error=f"{type(error).__name__}: {error}")
+        rows = []
+        missing_rows = 0
+        for i in range(self.n):
+            row: dict[str, Any] = {}
+            found = 0
+            for name, default in self.defaults.items():
+                value = values.get(name, [None] * self.n)[i]
+                if _missing(value):
+                    row[name] = default
+                else:
+                    row[name] = value
+                    found += 1
+            row["source"] = "feast" if found == len(self.defaults) else ("partial" if found else "default")
+            missing_rows += found < len(self.defaults)
+            rows.append(row)
+        if missing_rows:
+            FEAST_FALLBACK.labels("missing").inc(missing_rows)
+        return rows
