@@ -147,6 +147,9 @@ def test_every_check_and_alert_has_a_runbook_section():
     needed = {c.runbook_section for c in CHECKS} | {"no-data", "drift-alerts", "retrain", "rollback",
                                                     "widen-reference", "silence"}
     assert needed <= anchors
+    # Every section the chart's PrometheusRule links to exists too.
+    rules = (REPO / "helm" / "minielm" / "templates" / "monitoring.yaml").read_text()
+    assert set(re.findall(r'"%s#([a-z0-9-]+)"', rules)) <= anchors
     for check in CHECKS:
         assert f"`{check.name}`" in text
 
