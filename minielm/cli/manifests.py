@@ -135,19 +135,30 @@ def _type_of(node: dict[str, Any], definitions: dict[str, Any]) -> str:
     return kind + (f" ({', '.join(limits)})" if limits else "")
 
 
-def _rows(node: dict[str, Any], values: Any, path: str, definitions: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+_UNSET = object()
+
+
+def _rows(node: dict[str, Any], values: Any, fallback: Any, path: str,
+          definitions: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """One row per leaf: its default is the chart's value, else the Python default (``fallback``)."""
     if "$ref" in node:
         target = definitions[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _rows(merged, values, path, definitions)
+        return _rows(merged, values, fallback, path, definitions)
     props = node.get("properties")
     if node.get("type") == "object" and props:
         rows = []
         for key, child in props.items():
-            child_values = values.get(key) if isinstance(values, dict) else None
-            rows += _rows(child, child_values, f"{path}.{key}" if path else key, definitions)
+            child_values = values.get(key, _UNSET) if isinstance(values, dict) else _UNSET
+            child_fallback = fallback.get(key, _UNSET) if isinstance(fallback, dict) else _UNSET
+            rows += _rows(child, child_values, child_fallback, f"{path}.{key}" if path else key, definitions)
         return rows
-    default = "" if values is None and path.split(".")[0] != "config" else json.dumps(values)
+    if values is not _UNSET:
+        default = f"`{json.dumps(values)}`"
+    elif fallback is not _UNSET:
+        default = f"`{json.dumps(fallback)}` (Settings default)"
+    else:
+        default = ""
     description = " ".join(node.get("description", "").split())
     return [(path, _type_of(node, definitions), default, description)]
 
@@ -156,8 +167,9 @@ def values_table(schema: dict[str, Any], values: dict[str, Any]) -> str:
     """Markdown table of every leaf value: key, type and range, default, what it does."""
     definitions = schema.get("definitions", {})
     lines = ["| value | type | default | what it does |", "|---|---|---|---|"]
-    for path, kind, default, description in _rows(schema, values, "", definitions):
-        cells = [f"`{path}`", kind, f"`{default}`" if default else "", description]
+    fallback = {"config": Settings().public_dict()}
+    for path, kind, default, description in _rows(schema, values, fallback, "", definitions):
+        cells = [f"`{path}`", kind, default, description]
         lines.append("| " + " | ".join(c.replace("|", "\\|") if i != 1 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)
 

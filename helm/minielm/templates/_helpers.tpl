@@ -161,6 +161,7 @@ imagePullSecrets:
 {{/*
 Feast feature_store.yaml of the cluster profile (feature_repo/README.md): registry on S3, Redis
 online store, duckdb offline store over config.feast.offline_root. Feast expands ${VARS} in it.
+Kept equal to minielm.features.repo.render_feature_store_yaml (tested).
 */}}
 {{- define "minielm.featureStoreYaml" -}}
 {{- $feast := .Values.config.feast -}}
@@ -169,6 +170,7 @@ provider: local
 registry:
   registry_type: file
   path: s3://{{ .Values.config.s3.bucket }}/feast/registry.db
+  s3_additional_kwargs: {}
   cache_ttl_seconds: 60
 online_store:
   type: redis
