@@ -1,0 +1,81 @@
+"""Demo step: distil both teachers into the students production serves, at toy scale.
+
+Needs ``ctx.results``: ``dataset_dir`` and ``index_dir`` (data step), ``teacher_rewriter_dir`` and
+``teacher_relevance_dir`` (teacher step). Leaves ``student_rewriter_dir``, ``student_relevance_dir``,
+``student_rewriter_version``, ``student_relevance_version`` and ``distill_report`` there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from minielm.config import DistillConfig
+
+# Toy scale for 2 shared CPU cores: a 2-layer MiniLM student, a 2-layer student decoder.
+DEMO_OVERRIDES = {"relevance_num_layers": 2, "relevance_steps": 60, "relevance_batch_size": 16,
+                  "relevance_learning_rate": 1e-4, "relevance_max_length": 64, "triples_per_query": 4,
+                  "rewriter_num_layers": 1, "rewriter_steps": 120, "rewriter_batch_size": 32,
+                  "rewriter_learning_rate": 3e-3, "rewriter_kd_queries": 400}
+DEMO_EVAL_QUERIES = 120
+DEMO_EVAL_PAIRS = 600
+
+
+def demo_config(config: DistillConfig) -> DistillConfig:
+    return config.model_copy(update=DEMO_OVERRIDES)
+
+
+def distill_demo_step(ctx) -> None:
+    from minielm.distill.stages import (distill_relevance_student, distill_rewriter_student, evaluate_students,
+                                        gate_students, label_augmented_pairs, production_rewriter_metrics,
+                                        register_students)
+    from minielm.registry import ModelRegistry
+
+    for key in ("dataset_dir", "index_dir", "teacher_rewriter_dir", "teacher_relevance_dir"):
+        if key not in ctx.results:
+            raise RuntimeError(f"the distillation demo step needs ctx.results[{key!r}] from an earlier step")
+    settings = ctx.settings
+    config = demo_config(settings.distill)
+    workdir = Path(ctx.workdir) / "distill"
+    r = ctx.results
+    started = time.perf_counter()
+
+    labelled = label_augmented_pairs(r["dataset_dir"], r["index_dir"], r["teacher_relevance_dir"],
+                                     workdir / "triples", config, seed=settings.seed)
+    ctx.echo(f"  teacher labelled {labelled['n_triples']} augmented triples from {labelled['n_queries']} queries "
+             f"{labelled['by_source']} (mean margin {labelled['mean_margin']:.3f})")
+    relevance = distill_relevance_student(r["dataset_dir"], labelled["triples_path"], workdir / "relevance",
+                                          config, seed=settings.seed)
+    ctx.echo(f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "
+             f"{relevance['final_loss']} ({relevance['train_seconds']} s)")
+    rewriter = distill_rewriter_student(r["dataset_dir"], r["teacher_rewriter_dir"], workdir / "rewriter", config,
+                                        seed=settings.seed)
+    ctx.echo(f"  rewriter student: {rewriter['parameters']:,} params vs teacher {rewriter['teacher_parameters']:,} "
+             f"(teacher layers {rewriter['layer_map']}), loss {rewriter['first_loss']} -> {rewriter['final_loss']} "
+             f"({rewriter['train_seconds']} s)")
+
+    report = evaluate_students(r["dataset_dir"], r["index_dir"], r["teacher_rewriter_dir"], rewriter["model_dir"],
+                               r["teacher_relevance_dir"], relevance["model_dir"], settings.eval,
+                               max_queries=DEMO_EVAL_QUERIES, max_pairs=DEMO_EVAL_PAIRS, seed=settings.seed)
+    for line in report["table"].splitlines():
+        ctx.echo(f"  {line}")
+    registry = ModelRegistry(ctx.store)
+    production = production_rewriter_metrics(registry, settings.models.student_rewriter)
+    gate = gate_students(report, production, settings.gate, config)
+    ctx.echo(f"  quality gate {'PASSED' if gate['passed'] else 'FAILED'}: " + "; ".join(gate["reasons"]))
+    stage = "production" if production is None and config.promote_to_production_when_none else "candidate"
+    registered = register_students(settings, ctx.store, rewriter["model_dir"], relevance["model_dir"], report,
+                                   gate, stage=stage, extra_metadata={"source": "demo"})
+    if registered["registered"]:
+        ctx.echo(f"  registered {settings.models.student_rewriter} {registered['student_rewriter_version']} and "
+                 f"{settings.models.student_relevance} {registered['student_relevance_version']} as {stage}")
+    (workdir / "distill_report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "table"},
+                                                            indent=2, default=str))
+    r["student_rewriter_dir"] = rewriter["model_dir"]
+    r["student_relevance_dir"] = relevance["model_dir"]
+    r["student_rewriter_version"] = registered.get("student_rewriter_version")
+    r["student_relevance_version"] = registered.get("student_relevance_version")
+    r["distill_report"] = {k: v for k, v in report.items() if k != "table"}
+    r["distill_gate"] = gate
+    ctx.echo(f"  distillation step took {time.perf_counter() - started:.1f}s")

@@ -1,0 +1,213 @@
+"""The distillation stages as plain functions over directories: what the CLI, the KFP components and
+the demo call. Each validates its inputs before any model work and returns a JSON-able summary.
+
+  label_augmented_pairs  -> triples.parquet (teacher-labelled, augmented)
+  distill_relevance_student(triples) -> cross-encoder directory
+  distill_rewriter_student(teacher)  -> causal LM directory (same format as the teacher)
+  evaluate_students      -> teacher / student / raw / oracle report
+  gate_students          -> pass/fail with reasons
+  register_students      -> registry versions (candidate, or production when asked)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from minielm.config import DistillConfig, EvalConfig, GateConfig, Settings
+from minielm.data.esci import CANONICAL_QUERY, QUERY
+from minielm.distill.augment import AugmentedDataError, build_triples, label_triples, validate_labelled_triples
+from minielm.distill.evaluate import evaluate_relevance, evaluate_rewriters, format_quality_table
+from minielm.logs import get_logger
+
+log = get_logger(__name__)
+
+TRIPLES_FILE = "triples.parquet"
+MODEL_SUBDIR = "model"
+REPORT_FILE = "distill_report.json"
+
+
+def _load_data(dataset_dir: Path | str):
+    from minielm.teachers.data import load_teacher_data
+
+    return load_teacher_data(Path(dataset_dir))
+
+
+def _index(index_dir: Path | str | None, data):
+    from minielm.search import SearchIndex
+
+    return SearchIndex.load(index_dir) if index_dir else SearchIndex.build(data.products)
+
+
+def unlabelled_queries(data, split: str = "train") -> list[str]:
+    """The split's shopper queries (and their canonical forms, when the data has them), deduplicated."""
+    from minielm.teachers.data import split_examples
+
+    examples = split_examples(data, split, "distillation")
+    queries = examples[QUERY].astype(str).tolist()
+    if CANONICAL_QUERY in examples.columns:
+        queries += examples[CANONICAL_QUERY].dropna().astype(str).tolist()
+    return list(dict.fromkeys(q for q in queries if q.strip()))
+
+
+def label_augmented_pairs(dataset_dir: Path | str, index_dir: Path | str | None, teacher_relevance_dir: Path | str,
+                          output_dir: Path | str, config: DistillConfig, seed: int = 0) -> dict[str, Any]:
+    """Augmented (query, product+, product-) triples labelled by the relevance teacher -> parquet."""
+    from minielm.models.relevance_teacher import RelevanceTeacher
+    from minielm.teachers.data import product_texts
+
+    data = _load_data(dataset_dir)
+    queries = unlabelled_queries(data)
+    index = _index(index_dir, data)
+    triples = build_triples(queries, data.products, index.search, triples_per_query=config.triples_per_query,
+                            sources=config.triple_sources, retrieval_depth=config.retrieval_depth, seed=seed)
+    teacher = RelevanceTeacher.load(teacher_relevance_dir)
+    labelled = label_triples(triples, product_texts(data), teacher)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / TRIPLES_FILE
+    labelled.to_parquet(path, index=False)
+    summary = {"triples_path": str(path), "n_triples": len(labelled), "n_queries": len(queries),
+               "teacher_version": teacher.version, "mean_margin": float(labelled["margin"].mean()),
+               "by_source": {k: int(v) for k, v in labelled["source"].value_counts().items()}}
+    log.info("augmented pairs labelled", **summary)
+    return summary
+
+
+def distill_relevance_student(dataset_dir: Path | str, triples_path: Path | str, output_dir: Path | str,
+                              config: DistillConfig, seed: int = 0) -> dict[str, Any]:
+    """Train the cross-encoder on the labelled triples; the student lands in ``output_dir/model``."""
+    from minielm.distill.relevance_student import distill_relevance
+    from minielm.models.cross_encoder import CrossEncoderScorer
+    from minielm.teachers.data import product_texts
+
+    triples_path = Path(triples_path)
+    if not triples_path.is_file():
+        raise AugmentedDataError(f"labelled triples {triples_path} do not exist (run the labelling stage first)")
+    labelled = pd.read_parquet(triples_path)
+    validate_labelled_triples(labelled)
+    data = _load_data(dataset_dir)
+    gold = None
+    if config.gold_mix_weight > 0:
+        from minielm.teachers.data import split_examples
+
+        gold = split_examples(data, "train", "gold relevance labels")[["query", "product_id", "esci_label"]]
+    student = CrossEncoderScorer.from_backbone(config.relevance_backbone, max_length=config.relevance_max_length,
+                                               num_layers=config.relevance_num_layers)
+    output_dir = Path(output_dir)
+    result = distill_relevance(student, labelled, product_texts(data), config, work_dir=output_dir / "work",
+                               gold=gold, seed=seed)
+    model_dir = student.save(output_dir / MODEL_SUBDIR)
+    summary = {"model_dir": str(model_dir), "steps": result.steps, "train_seconds": round(result.seconds, 2),
+               "first_loss": _mean(result.losses[:5]), "final_loss": _mean(result.losses[-5:]),
+               "n_triples": result.n_triples, "parameters": sum(p.numel() for p in student.model.parameters())}
+    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 5) if values else None
+
+
+def distill_rewriter_student(dataset_dir: Path | str, teacher_rewriter_dir: Path | str, output_dir: Path | str,
+                             config: DistillConfig, seed: int = 0) -> dict[str, Any]:
+    """Distil the teacher rewriter on the train split's queries; the student lands in ``output_dir/model``."""
+    from minielm.distill.rewriter_student import distill_rewriter
+    from minielm.models.rewriter import CausalRewriter
+
+    data = _load_data(dataset_dir)
+    queries = unlabelled_queries(data)
+    teacher = CausalRewriter.load(teacher_rewriter_dir, max_new_tokens=config.rewriter_max_new_tokens)
+    output_dir = Path(output_dir)
+    result = distill_rewriter(teacher, queries, config, work_dir=output_dir / "work", seed=seed)
+    result.student.version = "unregistered"
+    model_dir = result.student.save(output_dir / MODEL_SUBDIR, metadata={
+        "role": "student-rewriter", "teacher_version": teacher.version, **result.build})
+    summary = {"model_dir": str(model_dir), "steps": result.steps, "train_seconds": round(result.seconds, 2),
+               "first_loss": _mean(result.losses[:5]), "final_loss": _mean(result.losses[-5:]),
+               "n_queries": result.n_queries, "teacher_version": teacher.version,
+               "parameters": result.build["student_parameters"],
+               "teacher_parameters": result.build["teacher_parameters"], "layer_map": result.build["layer_map"]}
+    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate_students(dataset_dir: Path | str, index_dir: Path | str | None, teacher_rewriter_dir: Path | str,
+                      student_rewriter_dir: Path | str, teacher_relevance_dir: Path | str,
+                      student_relevance_dir: Path | str, eval_config: EvalConfig, split: str = "test",
+                      max_queries: int = 300, max_pairs: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The held-out quality report of both pairs (teacher vs student), with the printable table."""
+    from minielm.models.cross_encoder import CrossEncoderScorer
+    from minielm.models.relevance_teacher import RelevanceTeacher
+    from minielm.models.rewriter import CausalRewriter
+    from minielm.teachers.data import product_texts, relevance_frame, split_examples
+
+    data = _load_data(dataset_dir)
+    examples = split_examples(data, split, "distillation evaluation")
+    index = _index(index_dir, data)
+    rewriters = evaluate_rewriters(index, examples, CausalRewriter.load(teacher_rewriter_dir),
+                                   CausalRewriter.load(student_rewriter_dir), k=eval_config.top_k,
+                                   substitute_is_relevant=eval_config.substitute_is_relevant, max_queries=max_queries)
+    frame = relevance_frame(data, split, product_texts(data), limit=max_pairs, seed=seed)
+    relevance = evaluate_relevance(frame, {"teacher": RelevanceTeacher.load(teacher_relevance_dir),
+                                           "student": CrossEncoderScorer.load(student_relevance_dir)},
+                                   k=eval_config.top_k)
+    report = {"split": split, "rewriter": rewriters, "relevance": relevance,
+              "table": format_quality_table(rewriters, relevance)}
+    log.info("students evaluated", rewriter_gain_share=rewriters["student_keeps_teacher_gain"],
+             relevance_student_ndcg=relevance["systems"]["student"][f"ndcg@{eval_config.top_k}"],
+             relevance_teacher_ndcg=relevance["systems"]["teacher"][f"ndcg@{eval_config.top_k}"])
+    return report
+
+
+def production_rewriter_metrics(registry, name: str) -> dict[str, Any] | None:
+    """The production student's held-out rewriter metrics, from its registry metadata (None if none)."""
+    entry = registry.stage(name, "production")
+    if entry is None:
+        return None
+    return entry.metadata.get("metrics", {}).get("rewriter", {}).get("systems", {}).get("student")
+
+
+def gate_students(report: dict[str, Any], production: dict[str, Any] | None, gate: GateConfig,
+                  config: DistillConfig) -> dict[str, Any]:
+    """Rewriter: the platform's quality gate (beat raw, no regression vs production). Relevance: the
+    student's nDCG may trail the teacher's by at most ``distill.relevance_max_ndcg_gap``."""
+    from minielm.gate import quality_gate
+
+    systems = report["rewriter"]["systems"]
+    rewriter = quality_gate(systems["student"], systems["raw"], production, gate)
+    k = report["relevance"]["k"]
+    student_ndcg = report["relevance"]["systems"]["student"][f"ndcg@{k}"]
+    teacher_ndcg = report["relevance"]["systems"]["teacher"][f"ndcg@{k}"]
+    relevance_ok = student_ndcg >= teacher_ndcg - config.relevance_max_ndcg_gap
+    relevance_reason = (f"relevance student nDCG@{k} {student_ndcg:.4f} vs teacher {teacher_ndcg:.4f} "
+                        f"(allowed gap {config.relevance_max_ndcg_gap})")
+    passed = rewriter.passed and relevance_ok
+    return {"passed": passed, "rewriter": rewriter.as_dict(),
+            "relevance": {"passed": relevance_ok, "reasons": [relevance_reason]},
+            "reasons": rewriter.reasons + [relevance_reason]}
+
+
+def register_students(settings: Settings, store, student_rewriter_dir: Path | str, student_relevance_dir: Path | str,
+                      report: dict[str, Any], gate: dict[str, Any], stage: str = "candidate",
+                      extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Register both students (only when the gate passed) and point ``stage`` at the new versions."""
+    from minielm.registry import ModelRegistry
+
+    if not gate["passed"]:
+        log.warning("quality gate failed: students not registered", reasons=gate["reasons"])
+        return {"registered": False, "reasons": gate["reasons"]}
+    registry = ModelRegistry(store)
+    names = settings.models
+    common = {"gate": gate, "split": report["split"], **(extra_metadata or {})}
+    rewriter = registry.register(names.student_rewriter, Path(student_rewriter_dir),
+                                 {"role": "student-rewriter", "metrics": {"rewriter": report["rewriter"]}, **common})
+    relevance = registry.register(names.student_relevance, Path(student_relevance_dir),
+                                  {"role": "student-relevance", "metrics": {"relevance": report["relevance"]}, **common})
+    for entry in (rewriter, relevance):
+        registry.promote(entry.name, entry.version, stage, reason="distillation passed the quality gate")
+    return {"registered": True, "stage": stage, "student_rewriter_version": rewriter.version,
+            "student_relevance_version": relevance.version}
