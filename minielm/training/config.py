@@ -40,6 +40,8 @@ class TrainingConfig(StrictConfig):
     log_every: int = Field(10, ge=1)
     seed: int = 0
     progress: bool = True
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on CPU; 1 avoids thread thrashing on busy shared hosts")
     cpu_shared_memory_comm: bool = Field(
         False, description="build DeepSpeed's shm all-reduce op on CPU (a ~30 s JIT build; only helps multi-rank)")
 

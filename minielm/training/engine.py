@@ -184,6 +184,8 @@ class DeepSpeedTrainer:
         ensure_process_group_env()
         if not torch.cuda.is_available() and not config.cpu_shared_memory_comm:
             skip_cpu_shared_memory_comm()
+        if config.cpu_threads and not torch.cuda.is_available():
+            torch.set_num_threads(config.cpu_threads)
         import deepspeed
 
         self.config = config

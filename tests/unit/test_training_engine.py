@@ -45,7 +45,7 @@ def test_loss_goes_down_parameters_change_and_export_reloads(tmp_path):
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     config = TrainingConfig(max_steps=24, micro_batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-3,
-                            warmup_steps=2, checkpoint_every=8, progress=False)
+                            warmup_steps=2, checkpoint_every=8, progress=False, cpu_threads=1)
     result = train(model, lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
 
     assert result.steps == 24 and len(result.losses) == 24
@@ -67,7 +67,7 @@ def test_zero_stages_and_bf16_train_and_export(tmp_path, zero_stage, precision):
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     config = TrainingConfig(max_steps=3, micro_batch_size=8, learning_rate=3e-3, warmup_steps=0,
-                            zero_stage=zero_stage, precision=precision, checkpoint_every=2, progress=False)
+                            zero_stage=zero_stage, precision=precision, checkpoint_every=2, progress=False, cpu_threads=1)
     result = train(model, lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
 
     assert result.steps == 3 and result.precision == precision
@@ -77,7 +77,7 @@ def test_zero_stages_and_bf16_train_and_export(tmp_path, zero_stage, precision):
 
 
 def test_run_that_already_finished_only_reexports(tmp_path):
-    config = TrainingConfig(max_steps=2, micro_batch_size=8, warmup_steps=0, progress=False)
+    config = TrainingConfig(max_steps=2, micro_batch_size=8, warmup_steps=0, progress=False, cpu_threads=1)
     train(tiny_llama(), lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
     again = train(tiny_llama(seed=1), lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
     assert again.resumed_from_step == 2 and again.losses == [] and again.steps == 2
@@ -91,7 +91,7 @@ KILLABLE_RUN = textwrap.dedent("""
     from minielm.training.engine import train
 
     config = TrainingConfig(max_steps=12, micro_batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-3,
-                            warmup_steps=2, checkpoint_every=3, progress=False)
+                            warmup_steps=2, checkpoint_every=3, progress=False, cpu_threads=1)
     delay = float(sys.argv[2])
     result = train(tiny_llama(), lm_loss, config, sys.argv[1], dataset=counting_data(), collate_fn=collate,
                    on_step=lambda step, loss: time.sleep(delay))

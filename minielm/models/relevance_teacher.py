@@ -1,0 +1,125 @@
+"""The LM relevance teacher: a decoder with a 4-way ESCI head on its last token.
+
+It reads ``format_relevance_input(query, product_text)`` and outputs probabilities over Exact,
+Substitute, Complement, Irrelevant; those soft targets (and their expected ESCI gain, the scalar
+score) label unlabelled pairs for the cross-encoder student and judge rewrites for RL. Trained with
+cross-entropy against soft targets, so hard labels (one-hot, optionally smoothed) and another
+teacher's probabilities use the same loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from minielm.models.prompts import format_relevance_input
+from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
+
+ESCI_CLASSES = ("E", "S", "C", "I")
+# The ESCI nDCG gains; the scalar relevance is their expectation under the predicted distribution.
+ESCI_GAINS = np.array([1.0, 0.1, 0.01, 0.0], dtype=np.float32)
+METADATA_FILE = "metadata.json"
+MODEL_CLASS = "minielm.models.relevance_teacher:RelevanceTeacher"
+
+
+def encode_relevance_example(tokenizer: PreTrainedTokenizerBase, query: str, product_text: str,
+                             max_length: int) -> list[int]:
+    """Token ids of one pair; the product text is cut so the answer cue at the end always survives."""
+    head = format_relevance_input(query, "")
+    cue_at = head.rindex("\nAnswer:")
+    prefix_ids = tokenizer(head[:cue_at].rstrip(), add_special_tokens=False)["input_ids"]
+    product_ids = tokenizer(" " + " ".join(str(product_text).split()), add_special_tokens=False)["input_ids"]
+    cue_ids = tokenizer("\nAnswer:", add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    room = max(0, max_length - len(bos) - len(prefix_ids) - len(cue_ids))
+    return (bos + prefix_ids + product_ids[:room] + cue_ids)[-max_length:]
+
+
+def soft_targets(labels: Sequence[str], smoothing: float = 0.0) -> torch.Tensor:
+    """One-hot ESCI targets with label smoothing spread over the other classes."""
+    index = {c: i for i, c in enumerate(ESCI_CLASSES)}
+    targets = torch.full((len(labels), len(ESCI_CLASSES)), smoothing / (len(ESCI_CLASSES) - 1))
+    for row, label in enumerate(labels):
+        targets[row, index[label]] = 1.0 - smoothing
+    return targets
+
+
+def collate_relevance_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad ``{"input_ids", "targets"}`` examples into a batch (targets: 4 probabilities each)."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"])
+        attention[row, :n] = 1
+    targets = torch.stack([torch.as_tensor(e["targets"], dtype=torch.float32) for e in examples])
+    return {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
+
+
+def class_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """ESCI logits, read by the head at each row's last non-pad token (the config's pad_token_id)."""
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+
+
+def soft_target_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the predicted ESCI distribution against the batch's soft targets."""
+    logits = class_logits(model, batch["input_ids"], batch["attention_mask"])
+    return -(batch["targets"] * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+class RelevanceTeacher:
+    """A :class:`~minielm.models.interfaces.RelevanceScorer` over a decoder sequence classifier."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: str = "unversioned",
+                 max_length: int = 128, batch_size: int = 64) -> None:
+        self.model = model.eval()
+        self.tokenizer = ensure_pad_token(tokenizer)
+        self.version = version
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> "RelevanceTeacher":
+        directory = Path(directory)
+        metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype=torch.float32)
+        if tuple(model.config.id2label[i] for i in range(model.config.num_labels)) != ESCI_CLASSES:
+            raise ValueError(f"{directory}: the classifier's labels are {model.config.id2label}, expected {ESCI_CLASSES}")
+        kwargs.setdefault("max_length", int(metadata.get("max_length", 128)))
+        return cls(model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")),
+                   **kwargs)
+
+    def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        record = {"model_class": MODEL_CLASS, "version": self.version, "max_length": self.max_length,
+                  **(metadata or {})}
+        (directory / METADATA_FILE).write_text(json.dumps(record, indent=2))
+        return directory
+
+    @torch.no_grad()
+    def predict_proba(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
+        if len(queries) != len(product_texts):
+            raise ValueError(f"got {len(queries)} queries but {len(product_texts)} product texts")
+        if not len(queries):
+            return np.zeros((0, len(ESCI_CLASSES)), dtype=np.float32)
+        device = next(self.model.parameters()).device
+        chunks = []
+        for start in range(0, len(queries), self.batch_size):
+            rows = [{"input_ids": encode_relevance_example(self.tokenizer, q, p, self.max_length),
+                     "targets": torch.zeros(len(ESCI_CLASSES))}
+                    for q, p in zip(queries[start:start + self.batch_size], product_texts[start:start + self.batch_size])]
+            batch = collate_relevance_examples(rows, self.tokenizer.pad_token_id)
+            logits = class_logits(self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            chunks.append(torch.softmax(logits, dim=-1).cpu().numpy())
+        return np.concatenate(chunks).astype(np.float32)
+
+    def score(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
+        return self.predict_proba(queries, product_texts) @ ESCI_GAINS

@@ -1,0 +1,122 @@
+"""A causal LM that rewrites shopper queries: the teacher rewriter (and any decoder student).
+
+It reads the prompt of :mod:`minielm.models.prompts` and generates the rewrite after it, in
+batches, greedily (beam search when several rewrites are asked for, so they come best first) or by
+sampling. A directory saved with :meth:`CausalRewriter.save` (or exported by the training engine,
+plus the tokenizer) loads with :meth:`CausalRewriter.load` and with plain transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from minielm.models.prompts import extract_rewrite, format_rewrite_answer, format_rewrite_prompt
+from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
+
+METADATA_FILE = "metadata.json"
+MODEL_CLASS = "minielm.models.rewriter:CausalRewriter"
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
+    """Token ids of the rewrite prompt, BOS first when the tokenizer has one; the same in training and generation."""
+    ids = tokenizer(format_rewrite_prompt(query), add_special_tokens=False)["input_ids"]
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+
+
+def encode_rewrite_example(tokenizer: PreTrainedTokenizerBase, query: str, rewrite: str,
+                           max_prompt_tokens: int, max_answer_tokens: int) -> dict[str, list[int]]:
+    """Prompt + answer + EOS, with labels only on the answer and EOS (prompt positions are -100)."""
+    prompt = encode_prompt(tokenizer, query)[-max_prompt_tokens:]
+    answer = tokenizer(format_rewrite_answer(rewrite), add_special_tokens=False)["input_ids"][:max_answer_tokens]
+    answer = answer + [tokenizer.eos_token_id]
+    return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+
+
+def collate_rewrite_examples(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch of encoded examples; padding is masked out of attention and loss."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example["input_ids"])
+        input_ids[row, :n] = torch.tensor(example["input_ids"])
+        labels[row, :n] = torch.tensor(example["labels"])
+        attention[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def answer_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens (the labels that are not -100)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shifted = logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1),
+                                             ignore_index=-100)
+
+
+class CausalRewriter:
+    """A :class:`~minielm.models.interfaces.QueryRewriter` over a causal LM and its tokenizer."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: str = "unversioned",
+                 max_new_tokens: int = 32, batch_size: int = 32, temperature: float = 0.8, top_p: float = 0.95) -> None:
+        self.model = model.eval()
+        self.tokenizer = ensure_pad_token(tokenizer)
+        self.version = version
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.top_p = top_p
+
+    @classmethod
+    def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> "CausalRewriter":
+        directory = Path(directory)
+        metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        return cls(model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")),
+                   **kwargs)
+
+    def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        record = {"model_class": MODEL_CLASS, "version": self.version, **(metadata or {})}
+        (directory / METADATA_FILE).write_text(json.dumps(record, indent=2))
+        return directory
+
+    def _left_padded(self, queries: Sequence[str]) -> dict[str, torch.Tensor]:
+        encoded = [encode_prompt(self.tokenizer, q) for q in queries]
+        width = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], dtype=torch.long)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], dtype=torch.long)
+        device = next(self.model.parameters()).device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+
+    @torch.no_grad()
+    def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
+        """``num_return`` rewrites per query; an empty generation falls back to the query itself."""
+        if num_return < 1:
+            raise ValueError(f"num_return must be at least 1, got {num_return}")
+        results: list[list[str]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = list(queries[start:start + self.batch_size])
+            inputs = self._left_padded(chunk)
+            options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_return_sequences": num_return,
+                                       "pad_token_id": self.tokenizer.pad_token_id,
+                                       "eos_token_id": self.tokenizer.eos_token_id}
+            if do_sample:
+                options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
+            else:
+                options.update(do_sample=False, num_beams=num_return)
+            output = self.model.generate(**inputs, **options)
+            texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            for row, query in enumerate(chunk):
+                rewrites = [extract_rewrite(t) for t in texts[row * num_return:(row + 1) * num_return]]
+                results.append([r or " ".join(query.split()) for r in rewrites])
+        return results

@@ -1,0 +1,49 @@
+"""Tokenizers: an offline byte-level BPE trained on catalog and query text, or a saved one.
+
+The tiny backbone gets its tokenizer this way (milliseconds on a toy catalog, no download); the
+SmolLM2 backbone brings its own (see :mod:`minielm.models.backbones`). Either way the model
+directory holds the tokenizer next to the weights, and :func:`load_tokenizer` reads it back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from minielm.models.prompts import RELEVANCE_INSTRUCTION, REWRITE_INSTRUCTION
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+    """A lower-casing byte-level BPE over ``texts`` (plus the prompt words), with pad/bos/eos tokens."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < 300:
+        raise ValueError(f"vocab_size must be at least 300 (256 bytes + specials), got {vocab_size}")
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=[PAD, BOS, EOS, UNK],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    prompt_words = [REWRITE_INSTRUCTION, RELEVANCE_INSTRUCTION, "Query: Rewrite: Product: Answer:"] * 10
+    core.train_from_iterator(list(prompt_words) + [str(t) for t in texts], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS,
+                                   unk_token=UNK, padding_side="right")
+
+
+def load_tokenizer(directory: Path | str) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a model directory, with a pad token guaranteed."""
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    return ensure_pad_token(tokenizer)
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Batching needs a pad token; reuse EOS when the tokenizer has none (attention masks hide it)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -1,0 +1,95 @@
+"""One validated config per teacher trainer (TRL style); ``Settings.teachers`` holds both.
+
+The defaults train the real teachers on SmolLM2-135M-Instruct. Tests, the demo and quick local
+runs select ``backbone: tiny`` (a small decoder that learns the toy rewrite mapping in seconds on
+CPU) together with a matching :data:`TINY_TRAINING` budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from minielm.training.config import StrictConfig, TrainingConfig
+
+
+class TinyBackboneConfig(StrictConfig):
+    """Shape of the tiny Llama-style decoder and its data-trained BPE vocabulary."""
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(384, ge=8)
+    max_positions: int = Field(256, ge=16)
+    vocab_size: int = Field(1024, ge=300, le=65536)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TinyBackboneConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        return self
+
+
+class RewriterTeacherConfig(StrictConfig):
+    """Fine-tune a causal LM on (noisy query -> canonical rewrite) pairs, loss on the answer only."""
+
+    backbone: Literal["smollm2", "tiny"] = "smollm2"
+    tiny: TinyBackboneConfig = TinyBackboneConfig()
+    training: TrainingConfig = TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=1e-4,
+                                              warmup_steps=10, checkpoint_every=50)
+    max_prompt_tokens: int = Field(64, ge=8)
+    max_answer_tokens: int = Field(32, ge=4)
+    train_split: Literal["train", "validation", "test"] = "train"
+    eval_split: Literal["train", "validation", "test"] = "test"
+    max_eval_queries: int = Field(500, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    identity_pairs: bool = Field(
+        True, description="also train canonical -> canonical, so clean queries are left as they are")
+
+
+class RelevanceTeacherConfig(StrictConfig):
+    """Fine-tune the LM with a 4-way ESCI head on labelled (query, product text) pairs."""
+
+    backbone: Literal["smollm2", "tiny"] = "smollm2"
+    tiny: TinyBackboneConfig = TinyBackboneConfig()
+    training: TrainingConfig = TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=5e-5,
+                                              warmup_steps=10, checkpoint_every=50)
+    max_length: int = Field(96, ge=16)
+    label_smoothing: float = Field(0.05, ge=0, lt=0.75)
+    train_split: Literal["train", "validation", "test"] = "train"
+    eval_split: Literal["train", "validation", "test"] = "test"
+    max_train_examples: int = Field(0, ge=0, description="0 = all labelled pairs of the train split")
+    max_eval_examples: int = Field(2000, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+
+
+class TeachersConfig(StrictConfig):
+    rewriter: RewriterTeacherConfig = RewriterTeacherConfig()
+    relevance: RelevanceTeacherConfig = RelevanceTeacherConfig()
+    models_cache_dir: Path = Field(Path(".cache/models"),
+                                   description="where setup.sh unpacks the SmolLM2 GGUF (relative: cwd, then repo)")
+
+
+TINY_TRAINING = {
+    "rewriter": TrainingConfig(max_steps=300, micro_batch_size=32, learning_rate=3e-3, warmup_steps=20,
+                               min_learning_rate_ratio=0.05, checkpoint_every=100, weight_decay=0.01,
+                               cpu_threads=1),
+    "relevance": TrainingConfig(max_steps=150, micro_batch_size=32, learning_rate=2e-3, warmup_steps=10,
+                                min_learning_rate_ratio=0.05, checkpoint_every=50, weight_decay=0.01,
+                                cpu_threads=1),
+}
+
+
+def tiny_rewriter_config(**overrides) -> RewriterTeacherConfig:
+    """The toy-scale rewriter teacher: tiny backbone and its training budget (overrides win)."""
+    return RewriterTeacherConfig(**{"backbone": "tiny", "training": TINY_TRAINING["rewriter"], **overrides})
+
+
+def tiny_relevance_config(**overrides) -> RelevanceTeacherConfig:
+    """The toy-scale relevance teacher: tiny backbone and its training budget (overrides win)."""
+    return RelevanceTeacherConfig(**{"backbone": "tiny", "training": TINY_TRAINING["relevance"], **overrides})

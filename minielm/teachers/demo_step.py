@@ -1,0 +1,59 @@
+"""The demo's teacher step: toy-scale fine-tunes of both teachers on the data step's catalog.
+
+Uses the tiny backbone (SmolLM2 learns only tens of steps in the demo's time budget on 2 cores;
+``minielm train teacher-rewriter`` defaults to it for real runs), trains through the DeepSpeed
+core, evaluates, registers both teachers and leaves their local directories and versions in
+``ctx.results`` for the distillation step.
+"""
+
+from __future__ import annotations
+
+import time
+
+from minielm.registry import ModelRegistry
+from minielm.teachers.config import tiny_relevance_config, tiny_rewriter_config
+from minielm.teachers.publish import register_teacher
+
+
+def teacher_demo_step(ctx) -> None:
+    """Needs ``dataset_dir`` and ``index_dir`` in ``ctx.results``; adds ``teacher_rewriter_dir``,
+    ``teacher_rewriter_version``, ``teacher_relevance_dir``, ``teacher_relevance_version`` and
+    ``teacher_metrics``."""
+    from minielm.teachers.relevance import train_relevance_teacher
+    from minielm.teachers.rewriter import train_rewriter_teacher
+
+    settings = ctx.settings
+    registry = ModelRegistry(ctx.store)
+    data_dir, index_dir = ctx.results["dataset_dir"], ctx.results["index_dir"]
+    cache_dir = settings.teachers.models_cache_dir
+    started = time.perf_counter()
+    rewriter = train_rewriter_teacher(
+        data_dir, ctx.workdir / "teachers" / "rewriter",
+        tiny_rewriter_config(tiny=settings.teachers.rewriter.tiny), cache_dir=cache_dir, index_dir=index_dir,
+        top_k=settings.eval.top_k, substitute_is_relevant=settings.eval.substitute_is_relevant)
+    rewriter_version = register_teacher(registry, settings.models.teacher_rewriter, rewriter)
+    m = rewriter.metrics
+    ctx.echo(f"  rewriter teacher (tiny, {rewriter.train['steps']} steps, loss {rewriter.train['first_loss']:.3f} -> "
+             f"{rewriter.train['final_loss']:.3f}, {rewriter.train['train_seconds']:.0f}s): relevant@{m['k']} per query "
+             f"raw {m['raw_relevant_per_query']:.3f} / teacher {m['teacher_relevant_per_query']:.3f} / oracle "
+             f"{m['oracle_relevant_per_query']:.3f}; exact match {m['exact_match']:.1%} (raw {m['raw_exact_match']:.1%}) "
+             f"on {m['n_queries']} {m['split']} queries")
+    for example in m["examples"][:3]:
+        ctx.echo(f"    {example['query']!r} -> {example['teacher']!r} (oracle {example['oracle']!r})")
+    ctx.echo(f"  registered {settings.models.teacher_rewriter} {rewriter_version.version}")
+
+    relevance = train_relevance_teacher(
+        data_dir, ctx.workdir / "teachers" / "relevance",
+        tiny_relevance_config(tiny=settings.teachers.relevance.tiny), cache_dir=cache_dir, top_k=settings.eval.top_k)
+    relevance_version = register_teacher(registry, settings.models.teacher_relevance, relevance)
+    r = relevance.metrics
+    ndcg_key = f"ndcg@{settings.eval.top_k}"
+    ctx.echo(f"  relevance teacher (tiny, {relevance.train['steps']} steps, {relevance.train['train_seconds']:.0f}s): "
+             f"accuracy {r['accuracy']:.3f} (majority {r['majority_accuracy']:.3f}), macro-F1 {r['macro_f1']:.3f}, "
+             f"{ndcg_key} {r[ndcg_key]:.3f} on {r['n_pairs']} {r['split']} pairs")
+    ctx.echo(f"  registered {settings.models.teacher_relevance} {relevance_version.version}")
+    ctx.results.update({
+        "teacher_rewriter_dir": str(rewriter.model_dir), "teacher_rewriter_version": rewriter_version.version,
+        "teacher_relevance_dir": str(relevance.model_dir), "teacher_relevance_version": relevance_version.version,
+        "teacher_metrics": {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r}})
+    ctx.echo(f"  teacher step took {time.perf_counter() - started:.1f}s")
