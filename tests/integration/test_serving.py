@@ -267,3 +267,43 @@ def test_feast_outage_degrades_to_defaults_and_counts(serving_settings, tmp_path
             assert _fallbacks(client.get("/metrics").text, "error") == before + 2
     finally:
         running.stop()
+
+
+def _tiny_cross_encoder(directory):
+    """A real CrossEncoderScorer on a 2-layer, 32-wide BERT with a word vocabulary (random weights)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from minielm.models.cross_encoder import CrossEncoderScorer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "hat", "wool", "blue", "shoes", "acme", "|"]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    scorer = CrossEncoderScorer.from_encoder(BertModel(config, add_pooling_layer=False), tokenizer, max_length=32)
+    return scorer, scorer.save(directory)
+
+
+def test_real_cross_encoder_from_the_registry(serving_settings, tmp_path):
+    settings, _ = serving_settings
+    settings = settings.model_copy(deep=True)
+    settings.serving.log_rewrites = False
+    scorer, directory = _tiny_cross_encoder(tmp_path / "cross-encoder")
+    registry = ModelRegistry(ObjectStore(settings.s3))
+    settings.models.student_relevance = f"tiny-cross-encoder-{uuid.uuid4().hex[:6]}"
+    # No model_class in the metadata: the loader recognises the cross-encoder by its files.
+    entry = registry.register(settings.models.student_relevance, directory)
+    registry.promote(settings.models.student_relevance, entry.version, "production")
+    stack = build_stack(settings, with_pipeline=False)
+    running = serve_stack(stack, settings, port=0)
+    try:
+        response = httpx.post(f"{running.url}/v1/models/{settings.models.student_relevance}:predict",
+                              json={"instances": [{"query": "red hat", "product_texts": ["Red wool hat", "Blue shoes"]}]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == entry.version
+        prediction = body["predictions"][0]
+        expected = scorer.score(["red hat"] * 2, ["Red wool hat", "Blue shoes"])
+        assert prediction["scores"] == pytest.approx(expected.tolist(), abs=1e-5)
+        assert [sum(p) for p in prediction["probabilities"]] == pytest.approx([1.0, 1.0], abs=1e-5)
+    finally:
+        running.stop()
