@@ -16,7 +16,7 @@ from serving.app import PIPELINE_NAME
 from serving.demo_step import serving_demo_step
 from tests.serving_standins import SPELLING, OverlapScorer, SpellingRewriter
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_serving_demo_step_leaves_a_running_server(embedded_services, tmp_path):
