@@ -161,6 +161,21 @@ def test_every_pod_is_locked_down(case):
     assert pods >= 5
 
 
+def test_rbac_is_least_privilege():
+    docs = rendered("production")
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    assert [r["kind"] for r in roles] == ["Role"]
+    isvcs = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "InferenceService")
+    assert roles[0]["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+                                  "resourceNames": isvcs, "verbs": ["get", "patch"]}]
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert {(s["name"], s["namespace"]) for s in binding["subjects"]} == {
+        ("minielm-pipeline", "minielm"), ("pipeline-runner", "kubeflow")}
+    assert not [d for d in docs if d["kind"] in ("ClusterRoleBinding",)]
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert accounts and all(a["automountServiceAccountToken"] is False for a in accounts)
+
+
 def test_no_secret_is_rendered():
     for case in RENDER_CASES:
         assert not [d for d in rendered(case) if d["kind"] == "Secret"]

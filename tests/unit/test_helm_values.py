@@ -35,6 +35,7 @@ BAD_VALUES = [
     ("networkPolicy.ingressNamespaces[0]=Not_A_Namespace", "ingressNamespaces"),
     ("runAsUser=0", "runAsUser"),
     ("s3.existingSecret=My Secret", "existingSecret"),
+    ("serviceAccount.rolloutSubjects[0].name=pipeline-runner", "namespace"),  # a subject needs its namespace
 ]
 
 
