@@ -22,8 +22,9 @@ DEMO_EVAL_QUERIES = 120
 DEMO_EVAL_PAIRS = 600
 
 
-def demo_config(config: DistillConfig) -> DistillConfig:
-    return config.model_copy(update=DEMO_OVERRIDES)
+def distill_config(config: DistillConfig, toy: bool = True) -> DistillConfig:
+    """The configured distillation settings, with the toy-scale budget when ``toy``."""
+    return config.model_copy(update=DEMO_OVERRIDES) if toy else config
 
 
 def distill_demo_step(ctx) -> None:
@@ -36,7 +37,7 @@ def distill_demo_step(ctx) -> None:
         if key not in ctx.results:
             raise RuntimeError(f"the distillation demo step needs ctx.results[{key!r}] from an earlier step")
     settings = ctx.settings
-    config = demo_config(settings.distill)
+    config = distill_config(settings.distill)
     workdir = Path(ctx.workdir) / "distill"
     r = ctx.results
     started = time.perf_counter()

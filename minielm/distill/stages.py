@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 TRIPLES_FILE = "triples.parquet"
 MODEL_SUBDIR = "model"
-REPORT_FILE = "distill_report.json"
+TEACHER_EXPORT = "final"  # where the teacher trainers export inside their output directory
 
 
 def _load_data(dataset_dir: Path | str):
@@ -51,6 +51,44 @@ def unlabelled_queries(data, split: str = "train") -> list[str]:
     if CANONICAL_QUERY in examples.columns:
         queries += examples[CANONICAL_QUERY].dropna().astype(str).tolist()
     return list(dict.fromkeys(q for q in queries if q.strip()))
+
+
+def validate_training_data(dataset_dir: Path | str) -> dict[str, int]:
+    """Both teachers' data checks, before any model is built; returns sizes per split."""
+    from minielm.teachers.data import relevance_frame, rewrite_pairs, split_examples, product_texts
+
+    data = _load_data(dataset_dir)
+    texts = product_texts(data)
+    pairs = rewrite_pairs(data, "train")
+    relevance_frame(data, "train", texts)
+    held_out = split_examples(data, "test", "held-out evaluation")
+    return {"n_examples": len(data.examples), "n_products": len(data.products), "n_rewrite_pairs": len(pairs),
+            "n_test_examples": len(held_out)}
+
+
+def train_teacher_rewriter_stage(settings: Settings, dataset_dir: Path | str, index_dir: Path | str | None,
+                                 output_dir: Path | str, toy: bool) -> dict[str, Any]:
+    """The rewriter teacher (tiny backbone and budget when ``toy``); exported to ``output_dir/final``."""
+    from minielm.teachers.config import tiny_rewriter_config
+    from minielm.teachers.rewriter import train_rewriter_teacher
+
+    config = tiny_rewriter_config(max_eval_queries=100) if toy else settings.teachers.rewriter
+    run = train_rewriter_teacher(dataset_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir,
+                                 index_dir=index_dir or None, top_k=settings.eval.top_k,
+                                 substitute_is_relevant=settings.eval.substitute_is_relevant)
+    return run.to_dict()
+
+
+def train_teacher_relevance_stage(settings: Settings, dataset_dir: Path | str, output_dir: Path | str,
+                                  toy: bool) -> dict[str, Any]:
+    """The LM relevance teacher (tiny backbone and budget when ``toy``); exported to ``output_dir/final``."""
+    from minielm.teachers.config import tiny_relevance_config
+    from minielm.teachers.relevance import train_relevance_teacher
+
+    config = tiny_relevance_config(max_eval_examples=500) if toy else settings.teachers.relevance
+    run = train_relevance_teacher(dataset_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir,
+                                  top_k=settings.eval.top_k)
+    return run.to_dict()
 
 
 def label_augmented_pairs(dataset_dir: Path | str, index_dir: Path | str | None, teacher_relevance_dir: Path | str,
@@ -113,16 +151,24 @@ def _mean(values: list[float]) -> float | None:
 
 
 def distill_rewriter_student(dataset_dir: Path | str, teacher_rewriter_dir: Path | str, output_dir: Path | str,
-                             config: DistillConfig, seed: int = 0) -> dict[str, Any]:
-    """Distil the teacher rewriter on the train split's queries; the student lands in ``output_dir/model``."""
+                             config: DistillConfig, seed: int = 0,
+                             student_tokenizer_dir: Path | str | None = None) -> dict[str, Any]:
+    """Distil the teacher rewriter on the train split's queries; the student lands in ``output_dir/model``.
+
+    ``student_tokenizer_dir``: a tokenizer the student must use; it is checked against the teacher's
+    before anything else runs.
+    """
     from minielm.distill.rewriter_student import distill_rewriter
     from minielm.models.rewriter import CausalRewriter
+    from minielm.models.tokenizer import load_tokenizer
 
+    student_tokenizer = load_tokenizer(student_tokenizer_dir) if student_tokenizer_dir else None
     data = _load_data(dataset_dir)
     queries = unlabelled_queries(data)
     teacher = CausalRewriter.load(teacher_rewriter_dir, max_new_tokens=config.rewriter_max_new_tokens)
     output_dir = Path(output_dir)
-    result = distill_rewriter(teacher, queries, config, work_dir=output_dir / "work", seed=seed)
+    result = distill_rewriter(teacher, queries, config, work_dir=output_dir / "work", seed=seed,
+                              student_tokenizer=student_tokenizer)
     result.student.version = "unregistered"
     model_dir = result.student.save(output_dir / MODEL_SUBDIR, metadata={
         "role": "student-rewriter", "teacher_version": teacher.version, **result.build})

@@ -1,0 +1,161 @@
+"""KFP components of the training pipeline: thin wrappers over ``minielm.distill.stages`` and the
+teacher trainers (no ``from __future__ import annotations``: KFP reads the real annotation objects).
+
+Every component reads the platform settings from ``config_file`` (empty: ``$MINIELM_CONFIG`` and
+``MINIELM_*`` variables, as set by the Helm chart). ``toy`` selects the toy-scale budgets (tiny
+teachers, short distillation) that run on a laptop in minutes.
+"""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def validate_data(config_file: str, data_dir: str, metrics: Output[Metrics]) -> int:
+    """Fail fast on a dataset that cannot train the teachers (columns, labels, splits, rewrites)."""
+    from minielm.distill.stages import validate_training_data
+
+    summary = validate_training_data(data_dir)
+    for name, value in summary.items():
+        metrics.log_metric(name, value)
+    return int(summary["n_examples"])
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def train_teacher_rewriter(config_file: str, data_dir: str, index_dir: str, toy: bool, n_examples: int,
+                           teacher: Output[Model], metrics: Output[Metrics]) -> None:
+    """Fine-tune the rewriter teacher through the DeepSpeed core (export in ``teacher.path/final``)."""
+    from minielm.config import load_settings
+    from minielm.distill.stages import train_teacher_rewriter_stage
+
+    settings = load_settings(config_file or None)
+    run = train_teacher_rewriter_stage(settings, data_dir, index_dir, teacher.path, toy)
+    teacher.metadata.update({"n_examples": n_examples, "role": "teacher-rewriter"})
+    for name in ("raw_relevant_per_query", "teacher_relevant_per_query", "gain_over_raw"):
+        if name in run["metrics"]:
+            metrics.log_metric(name, float(run["metrics"][name]))
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def train_teacher_relevance(config_file: str, data_dir: str, toy: bool, n_examples: int,
+                            teacher: Output[Model], metrics: Output[Metrics]) -> None:
+    """Fine-tune the LM relevance teacher (ESCI head) through the DeepSpeed core."""
+    from minielm.config import load_settings
+    from minielm.distill.stages import train_teacher_relevance_stage
+
+    settings = load_settings(config_file or None)
+    run = train_teacher_relevance_stage(settings, data_dir, teacher.path, toy)
+    teacher.metadata.update({"n_examples": n_examples, "role": "teacher-relevance"})
+    for name, value in run["metrics"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, float(value))
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def label_augmented_pairs(config_file: str, data_dir: str, index_dir: str, toy: bool,
+                          teacher_relevance: Input[Model], triples: Output[Dataset]) -> int:
+    """Augmented (query, product+, product-) triples labelled by the relevance teacher."""
+    from minielm.config import load_settings
+    from minielm.distill.demo_step import distill_config
+    from minielm.distill.stages import TEACHER_EXPORT, label_augmented_pairs
+
+    settings = load_settings(config_file or None)
+    summary = label_augmented_pairs(data_dir, index_dir or None, f"{teacher_relevance.path}/{TEACHER_EXPORT}",
+                                    triples.path, distill_config(settings.distill, toy), seed=settings.seed)
+    triples.metadata.update({k: v for k, v in summary.items() if k != "triples_path"})
+    return int(summary["n_triples"])
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def distill_relevance(config_file: str, data_dir: str, toy: bool, triples: Input[Dataset],
+                      student: Output[Model]) -> None:
+    """Cross-encoder student, Margin-MSE on the teacher margins (export in ``student.path/model``)."""
+    from minielm.config import load_settings
+    from minielm.distill.demo_step import distill_config
+    from minielm.distill.stages import TRIPLES_FILE, distill_relevance_student
+
+    settings = load_settings(config_file or None)
+    summary = distill_relevance_student(data_dir, f"{triples.path}/{TRIPLES_FILE}", student.path,
+                                        distill_config(settings.distill, toy), seed=settings.seed)
+    student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def distill_rewriter(config_file: str, data_dir: str, toy: bool, teacher_rewriter: Input[Model],
+                     student: Output[Model]) -> None:
+    """Smaller decoder, sequence-level KD + token KL to the teacher (export in ``student.path/model``)."""
+    from minielm.config import load_settings
+    from minielm.distill.demo_step import distill_config
+    from minielm.distill.stages import TEACHER_EXPORT, distill_rewriter_student
+
+    settings = load_settings(config_file or None)
+    summary = distill_rewriter_student(data_dir, f"{teacher_rewriter.path}/{TEACHER_EXPORT}", student.path,
+                                       distill_config(settings.distill, toy), seed=settings.seed)
+    student.metadata.update({k: v for k, v in summary.items() if k not in ("model_dir", "layer_map")})
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def evaluate_students(config_file: str, data_dir: str, index_dir: str, teacher_rewriter: Input[Model],
+                      student_rewriter: Input[Model], teacher_relevance: Input[Model],
+                      student_relevance: Input[Model], report: Output[Artifact], metrics: Output[Metrics]) -> None:
+    """Teacher / student / raw / oracle on the held-out split; the share of the teacher's gain kept."""
+    import json
+    from pathlib import Path
+
+    from minielm.config import load_settings
+    from minielm.distill.stages import MODEL_SUBDIR, TEACHER_EXPORT, evaluate_students
+
+    settings = load_settings(config_file or None)
+    result = evaluate_students(data_dir, index_dir or None, f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
+                               f"{student_rewriter.path}/{MODEL_SUBDIR}", f"{teacher_relevance.path}/{TEACHER_EXPORT}",
+                               f"{student_relevance.path}/{MODEL_SUBDIR}", settings.eval, seed=settings.seed)
+    print(result["table"])
+    Path(report.path).write_text(json.dumps(result, indent=2, default=str))
+    for system, values in result["rewriter"]["systems"].items():
+        metrics.log_metric(f"{system}_relevant_per_query", values["relevant_per_query"])
+    share = result["rewriter"]["student_keeps_teacher_gain"]
+    if share is not None:
+        metrics.log_metric("student_keeps_teacher_gain", share)
+    k = result["relevance"]["k"]
+    for system, values in result["relevance"]["systems"].items():
+        metrics.log_metric(f"relevance_{system}_ndcg", values[f"ndcg@{k}"])
+        metrics.log_metric(f"relevance_{system}_macro_f1", values["macro_f1"])
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def quality_gate(config_file: str, report: Input[Artifact], gate: Output[Artifact]) -> bool:
+    """Beat raw, no regression vs the production student, relevance student close to its teacher."""
+    import json
+    from pathlib import Path
+
+    from minielm.config import load_settings
+    from minielm.distill.stages import gate_students, production_rewriter_metrics
+    from minielm.registry import ModelRegistry
+    from minielm.storage import ObjectStore
+
+    settings = load_settings(config_file or None)
+    production = production_rewriter_metrics(ModelRegistry(ObjectStore(settings.s3)), settings.models.student_rewriter)
+    result = gate_students(json.loads(Path(report.path).read_text()), production, settings.gate, settings.distill)
+    Path(gate.path).write_text(json.dumps(result, indent=2))
+    return bool(result["passed"])
+
+
+@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+def register_candidates(config_file: str, run_id: str, student_rewriter: Input[Model],
+                        student_relevance: Input[Model], report: Input[Artifact], gate: Input[Artifact]) -> str:
+    """Register both students as ``candidate`` when the gate passed; returns the outcome as JSON."""
+    import json
+    from pathlib import Path
+
+    from minielm.config import load_settings
+    from minielm.distill.stages import MODEL_SUBDIR, register_students
+    from minielm.storage import ObjectStore
+
+    settings = load_settings(config_file or None)
+    result = register_students(settings, ObjectStore(settings.s3), f"{student_rewriter.path}/{MODEL_SUBDIR}",
+                               f"{student_relevance.path}/{MODEL_SUBDIR}", json.loads(Path(report.path).read_text()),
+                               json.loads(Path(gate.path).read_text()), stage="candidate",
+                               extra_metadata={"pipeline": "training", "pipeline_run": run_id})
+    return json.dumps(result)

@@ -1,0 +1,82 @@
+"""The training pipeline: data -> teachers -> augmented labels -> students -> evaluate -> gate -> register.
+
+validate data -> fine-tune the rewriter teacher and the relevance teacher (DeepSpeed) -> the relevance
+teacher labels augmented (query, product+, product-) triples -> distil the cross-encoder student
+(Margin-MSE) and the rewriter student (sequence KD + token KL) -> evaluate both against their
+teachers, raw and oracle -> quality gate -> register both students as ``candidate`` only if it passed.
+The pipeline's output is the registration outcome as JSON.
+
+Caching: the training and labelling tasks are pure functions of their inputs and may be cached on a
+cluster; the gate and the registration read the registry's current state and never are.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from kfp import dsl
+
+from components.distill import (distill_relevance, distill_rewriter, evaluate_students, label_augmented_pairs,
+                                quality_gate, register_candidates, train_teacher_relevance, train_teacher_rewriter,
+                                validate_data)
+from minielm.config import Settings
+
+NAME = "training"
+
+
+@dsl.pipeline(name="minielm-training",
+              description="Fine-tune the teachers, distil the students (sequence KD + token KL; Margin-MSE on "
+                          "teacher-labelled augmented triples), evaluate, gate and register candidates.")
+def pipeline_func(data_dir: str, index_dir: str = "", config_file: str = "", toy: bool = True,
+                  run_id: str = "") -> str:
+    checked = validate_data(config_file=config_file, data_dir=data_dir)
+    n_examples = checked.outputs["Output"]
+    teacher_rewriter = train_teacher_rewriter(config_file=config_file, data_dir=data_dir, index_dir=index_dir,
+                                              toy=toy, n_examples=n_examples)
+    teacher_relevance = train_teacher_relevance(config_file=config_file, data_dir=data_dir, toy=toy,
+                                                n_examples=n_examples)
+    labelled = label_augmented_pairs(config_file=config_file, data_dir=data_dir, index_dir=index_dir, toy=toy,
+                                     teacher_relevance=teacher_relevance.outputs["teacher"])
+    relevance_student = distill_relevance(config_file=config_file, data_dir=data_dir, toy=toy,
+                                          triples=labelled.outputs["triples"])
+    rewriter_student = distill_rewriter(config_file=config_file, data_dir=data_dir, toy=toy,
+                                        teacher_rewriter=teacher_rewriter.outputs["teacher"])
+    evaluation = evaluate_students(config_file=config_file, data_dir=data_dir, index_dir=index_dir,
+                                   teacher_rewriter=teacher_rewriter.outputs["teacher"],
+                                   student_rewriter=rewriter_student.outputs["student"],
+                                   teacher_relevance=teacher_relevance.outputs["teacher"],
+                                   student_relevance=relevance_student.outputs["student"])
+    gate = quality_gate(config_file=config_file, report=evaluation.outputs["report"])
+    gate.set_caching_options(False)
+    register = register_candidates(config_file=config_file, run_id=run_id,
+                                   student_rewriter=rewriter_student.outputs["student"],
+                                   student_relevance=relevance_student.outputs["student"],
+                                   report=evaluation.outputs["report"], gate=gate.outputs["gate"])
+    register.set_caching_options(False)
+    return register.output
+
+
+def default_arguments(settings: Settings) -> dict:
+    """Data and index where ``minielm data`` puts them; toy-scale budgets."""
+    data_dir = Path(settings.paths.data_dir)
+    return {"data_dir": str(data_dir / "synthetic"), "index_dir": str(data_dir / "index"), "toy": True}
+
+
+def run_local(settings: Settings, **params) -> dict:
+    """Run the pipeline with kfp.local (one subprocess per task) against the configured services."""
+    from kfp import local
+
+    from pipelines.rl_retraining import write_settings_file
+
+    run_id = params.pop("run_id", None) or time.strftime("training-%Y%m%d-%H%M%S", time.gmtime())
+    root = Path(settings.paths.runs_dir).resolve() / "kfp" / NAME
+    config_file = params.pop("config_file", None) or str(write_settings_file(settings, root / run_id / "settings.json"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    arguments = {**default_arguments(settings), **params}
+    try:
+        task = pipeline_func(config_file=config_file, run_id=run_id, **arguments)
+    finally:
+        if config_file.startswith(str(root)):
+            os.remove(config_file)
+    return json.loads(task.output)

@@ -1,0 +1,54 @@
+"""The training pipeline end to end with kfp.local against the embedded S3: it registers candidates."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from minielm.data.esci import write_esci
+from minielm.data.synthetic import generate_dataset
+from minielm.registry import ModelRegistry
+from minielm.search import SearchIndex
+from minielm.storage import ObjectStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_local_run_registers_both_students_as_candidates(embedded_services, tmp_path, monkeypatch):
+    from pipelines.training import run_local
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the task subprocesses share 2 cores with everyone
+    settings = embedded_services.model_copy(deep=True)
+    suffix = uuid.uuid4().hex[:6]
+    settings.models.student_rewriter = f"pipeline-rewriter-{suffix}"
+    settings.models.student_relevance = f"pipeline-relevance-{suffix}"
+    settings.paths.runs_dir = tmp_path / "runs"
+    settings.gate.min_gain_over_raw = -1.0  # toy teachers trained for seconds: the test checks the plumbing
+    settings.distill.relevance_max_ndcg_gap = 1.0
+    dataset = generate_dataset(n_products=300, n_queries=80, seed=5)
+    data_dir = write_esci(dataset, tmp_path / "data")
+    index_dir = SearchIndex.build(dataset.products).save(tmp_path / "index")
+
+    outcome = run_local(settings, data_dir=str(data_dir), index_dir=str(index_dir), toy=True)
+
+    assert outcome["registered"] is True and outcome["stage"] == "candidate"
+    registry = ModelRegistry(ObjectStore(settings.s3))
+    rewriter = registry.stage(settings.models.student_rewriter, "candidate")
+    relevance = registry.stage(settings.models.student_relevance, "candidate")
+    assert rewriter.version == outcome["student_rewriter_version"]
+    assert relevance.version == outcome["student_relevance_version"]
+    assert registry.stage(settings.models.student_rewriter, "production") is None
+    assert rewriter.metadata["pipeline"] == "training"
+    assert {"raw", "oracle", "teacher", "student"} <= set(rewriter.metadata["metrics"]["rewriter"]["systems"])
+
+
+def test_invalid_data_fails_at_validation(embedded_services, tmp_path):
+    from minielm.distill.stages import validate_training_data
+    from minielm.teachers.data import TeacherDataError
+
+    dataset = generate_dataset(n_products=100, n_queries=20, seed=5)
+    dataset.examples = dataset.examples.drop(columns=["canonical_query"])
+    data_dir = write_esci(dataset, tmp_path / "data")
+    with pytest.raises(TeacherDataError, match="canonical_query"):
+        validate_training_data(data_dir)

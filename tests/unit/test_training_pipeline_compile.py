@@ -1,0 +1,39 @@
+"""The training pipeline compiles to exactly the checked-in YAML, with its steps in dependency order."""
+
+from __future__ import annotations
+
+import yaml
+
+from pipelines.registry import compile_pipeline, compiled_path
+
+
+def test_compiled_yaml_is_up_to_date(tmp_path):
+    fresh = compile_pipeline("training", tmp_path).read_text()
+    assert fresh == compile_pipeline("training", tmp_path / "again").read_text()
+    assert fresh == compiled_path("training").read_text(), "run `minielm pipeline compile training` and commit the YAML"
+
+
+def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registration():
+    spec = yaml.safe_load(compiled_path("training").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+    assert deps["validate-data"] == set()
+    assert deps["train-teacher-rewriter"] == {"validate-data"}
+    assert deps["train-teacher-relevance"] == {"validate-data"}
+    assert deps["label-augmented-pairs"] == {"train-teacher-relevance"}
+    assert deps["distill-relevance"] == {"label-augmented-pairs"}
+    assert deps["distill-rewriter"] == {"train-teacher-rewriter"}
+    assert deps["evaluate-students"] == {"train-teacher-rewriter", "train-teacher-relevance", "distill-rewriter",
+                                         "distill-relevance"}
+    assert deps["quality-gate"] == {"evaluate-students"}
+    assert deps["register-candidates"] == {"quality-gate", "evaluate-students", "distill-rewriter",
+                                           "distill-relevance"}
+    # The gate and the registration read the registry's current state: never cached.
+    assert tasks["quality-gate"]["cachingOptions"] == {}
+    assert tasks["register-candidates"]["cachingOptions"] == {}
+    assert tasks["distill-rewriter"]["cachingOptions"] == {"enableCache": True}
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"ghcr.io/minielm/minielm-jobs:0.1.0"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"data_dir", "index_dir", "config_file", "toy", "run_id"}
+    assert params["toy"]["defaultValue"] is True
