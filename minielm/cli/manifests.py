@@ -237,7 +237,8 @@ def render_cmd(check: bool = typer.Option(False, "--check", help="Write nothing;
     except RuntimeError as error:
         raise fail(str(error), code=EXIT_FAILURE) from None
     for path in stale:
-        typer.echo(f"{'stale' if check else 'wrote'} {path.relative_to(REPO_ROOT)}")
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        typer.echo(f"{'stale' if check else 'wrote'} {shown}")
     if not stale:
         typer.echo("manifests, values schema and install doc are up to date")
     if check and stale:

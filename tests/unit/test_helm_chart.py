@@ -22,6 +22,7 @@ from tests.unit.helm_fixtures import (
     KSERVE_CRD_DIR,
     RENDER_CASES,
     REPO_ROOT,
+    helm,
     pod_specs,
     rendered,
     run_helm,
@@ -278,11 +279,11 @@ def test_network_policies_cover_every_pod():
 
 
 def test_generated_files_are_up_to_date():
-    """manifests/*.yaml, values.schema.json's config part and the install doc's values table."""
+    """manifests/*.yaml, values.schema.json's config part, drift-checks.json and the install doc's table."""
     stale = [str(g.path.relative_to(REPO_ROOT)) for g in generated_files() if not g.is_current()]
     for profile in PROFILES:
         path = REPO_ROOT / "manifests" / f"{profile}.yaml"
-        if not path.is_file() or path.read_text() != render_profile(profile):
+        if not path.is_file() or path.read_text() != render_profile(profile, helm()):
             stale.append(str(path.relative_to(REPO_ROOT)))
     assert not stale, f"out of date with the chart or minielm.config: {stale}; run `minielm manifests render`"
 
@@ -293,3 +294,22 @@ def test_values_schema_config_part_is_the_settings_schema():
     assert set(config["properties"]) == set(Settings.model_fields)
     s3 = schema["definitions"][config["properties"]["s3"]["$ref"].rsplit("/", 1)[1]]
     assert "access_key_id" not in s3["properties"] and s3["additionalProperties"] is False
+
+
+def test_manifests_render_command_checks_and_writes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import minielm.cli.manifests as manifests
+    from minielm.cli import app
+
+    helm()
+    monkeypatch.setattr(manifests, "MANIFESTS_DIR", tmp_path)
+    runner = CliRunner()
+    checked = runner.invoke(app, ["manifests", "render", "--check"])
+    assert checked.exit_code == 1, checked.output
+    assert f"stale {tmp_path / 'default.yaml'}" in checked.output and not list(tmp_path.iterdir())
+    written = runner.invoke(app, ["manifests", "render"])
+    assert written.exit_code == 0, written.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default.yaml", "production.yaml"]
+    assert (tmp_path / "default.yaml").read_text() == (REPO_ROOT / "manifests" / "default.yaml").read_text()
+    assert runner.invoke(app, ["manifests", "render", "--check"]).exit_code == 0
