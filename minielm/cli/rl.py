@@ -64,7 +64,7 @@ def status(ctx: typer.Context) -> None:
     for stage in ("production", "candidate"):
         entry = registry.stage(settings.models.student_rewriter, stage)
         stages[stage] = entry.version if entry else None
-    pending = new_windows(store, watermark)
+    pending = new_windows(store, watermark, settings.feedback.windows_prefix)
     typer.echo(json.dumps({"watermark": watermark, "pending_windows": [w.key for w in pending],
                            "stages": stages}, indent=2))
 

@@ -1,22 +1,21 @@
 """Feedback windows for RL: which ones are new since the last run, reading and validating them, and
 the observed reward of every served (query, rewrite) pair.
 
-Window keys are fixed by the aggregator contract:
-``feedback/windows/topic=<topic>/partition=<p>/offsets=<first>-<last>.parquet``. The watermark is one
+Window keys are fixed by the aggregator contract (``minielm.feedback.windows``):
+``<feedback.windows_prefix>/topic=<topic>/partition=<p>/offsets=<first>-<last>.parquet``. The watermark is one
 pointer object on S3 holding, per topic and partition, the last offset the RL stage consumed, so a
 window replayed by the aggregator (same key, same offsets) is never trained on twice.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
 from typing import Iterable
 
 import pandas as pd
 
 from minielm.features.keys import normalize_query, query_key
+from minielm.feedback import windows
 from minielm.logs import get_logger
 from minielm.registry import ModelRegistry
 from minielm.rl.errors import RLInputError
@@ -24,35 +23,23 @@ from minielm.storage import ObjectStore
 
 log = get_logger(__name__)
 
-WINDOWS_PREFIX = "feedback/windows/"
-_KEY = re.compile(r"^feedback/windows/topic=(?P<topic>[^/]+)/partition=(?P<partition>\d+)/"
-                  r"offsets=(?P<first>\d+)-(?P<last>\d+)\.parquet$")
-WINDOW_COLUMNS = ("request_id", "query", "query_key", "rewrite", "model_name", "model_version", "ts",
-                  "n_results", "impressions", "clicks", "add_to_carts", "purchases", "reformulated", "reward")
+WINDOW_COLUMNS = tuple(windows.WINDOW_COLUMNS)
 
 
-@dataclass(frozen=True, order=True)
-class WindowRef:
-    topic: str
-    partition: int
-    first_offset: int
-    last_offset: int
-    key: str
-
-    @property
-    def stream(self) -> str:
-        return f"{self.topic}/{self.partition}"
+def stream_of(ref: windows.ObjectRef) -> str:
+    """The watermark's key for a window's topic and partition."""
+    return f"{ref.topic}/{ref.partition}"
 
 
-def parse_window_key(key: str) -> WindowRef:
-    match = _KEY.match(key)
-    if not match:
-        raise RLInputError(f"feedback window key {key!r} does not follow "
-                           "feedback/windows/topic=<t>/partition=<p>/offsets=<first>-<last>.parquet")
-    first, last = int(match["first"]), int(match["last"])
-    if first > last:
-        raise RLInputError(f"feedback window {key!r}: first offset {first} is after last offset {last}")
-    return WindowRef(match["topic"], int(match["partition"]), first, last, key)
+def parse_window_key(key: str) -> windows.ObjectRef:
+    try:
+        ref = windows.parse_key(key)
+    except ValueError as error:
+        raise RLInputError(f"feedback window key does not follow the aggregator's layout: {error}") from None
+    if ref.first_offset > ref.last_offset:
+        raise RLInputError(f"feedback window {key!r}: first offset {ref.first_offset} is after last offset "
+                           f"{ref.last_offset}")
+    return ref
 
 
 def read_watermark(store: ObjectStore, key: str) -> dict[str, int]:
@@ -61,24 +48,24 @@ def read_watermark(store: ObjectStore, key: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in (pointer or {}).get("offsets", {}).items()}
 
 
-def new_windows(store: ObjectStore, watermark: dict[str, int]) -> list[WindowRef]:
-    """Windows whose offsets lie beyond the watermark, oldest first per partition."""
-    refs = [parse_window_key(k) for k in store.list_keys(WINDOWS_PREFIX) if k.endswith(".parquet")]
-    return sorted(r for r in refs if r.last_offset > watermark.get(r.stream, -1))
+def new_windows(store: ObjectStore, watermark: dict[str, int], prefix: str) -> list[windows.ObjectRef]:
+    """Windows under ``prefix`` whose offsets lie beyond the watermark, oldest first per partition."""
+    refs = [parse_window_key(k) for k in windows.list_windows(store, prefix=prefix)]
+    return sorted(r for r in refs if r.last_offset > watermark.get(stream_of(r), -1))
 
 
-def advance_watermark(store: ObjectStore, key: str, consumed: Iterable[WindowRef], run_id: str = "") -> dict:
+def advance_watermark(store: ObjectStore, key: str, consumed: Iterable[windows.ObjectRef], run_id: str = "") -> dict:
     """Move the watermark past the consumed windows (one PUT; never moves an offset backwards)."""
     offsets = read_watermark(store, key)
     for ref in consumed:
-        offsets[ref.stream] = max(offsets.get(ref.stream, -1), ref.last_offset)
+        offsets[stream_of(ref)] = max(offsets.get(stream_of(ref), -1), ref.last_offset)
     pointer = {"offsets": offsets, "run_id": run_id, "updated_at": time.time()}
     store.write_pointer(key, pointer)
     log.info("rl watermark advanced", key=key, offsets=offsets, run_id=run_id)
     return pointer
 
 
-def read_feedback(store: ObjectStore, refs: list[WindowRef], registry: ModelRegistry,
+def read_feedback(store: ObjectStore, refs: list[windows.ObjectRef], registry: ModelRegistry,
                   model_name: str) -> pd.DataFrame:
     """All rows of the windows, validated: every window non-empty with the contract's columns, and
     every row served by a registered version of ``model_name``."""

@@ -65,7 +65,7 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
     ``status: nothing_to_do`` (the watermark stays where it is)."""
     rl, out_dir = settings.rl, Path(out_dir)
     registry = ModelRegistry(store)
-    refs = new_windows(store, read_watermark(store, rl.watermark_key))
+    refs = new_windows(store, read_watermark(store, rl.watermark_key), settings.feedback.windows_prefix)
     feedback = read_feedback(store, refs, registry, settings.models.student_rewriter)
     summary: dict[str, Any] = {"windows": [r.key for r in refs], "n_requests": int(len(feedback)),
                                "min_new_requests": rl.min_new_requests}

@@ -8,7 +8,7 @@ import pytest
 
 from minielm.config import RLConfig
 from minielm.rl.errors import RLInputError
-from minielm.rl.feedback import observed_rewards, parse_window_key
+from minielm.rl.feedback import observed_rewards, parse_window_key, stream_of
 from minielm.rl.rewards import RewardModel, clean_rewrite, degenerate_penalty
 from minielm.rl.similarity import NgramOverlapSimilarity
 from minielm.search import SearchIndex
@@ -79,7 +79,7 @@ def test_observed_feedback_reward_matches_normalised_pairs():
 
 def test_window_keys_parse_or_fail_clearly():
     ref = parse_window_key("feedback/windows/topic=minielm.rewrites/partition=1/offsets=10-19.parquet")
-    assert (ref.stream, ref.first_offset, ref.last_offset) == ("minielm.rewrites/1", 10, 19)
+    assert (stream_of(ref), ref.first_offset, ref.last_offset) == ("minielm.rewrites/1", 10, 19)
     with pytest.raises(RLInputError, match="does not follow"):
         parse_window_key("feedback/windows/other.parquet")
     with pytest.raises(RLInputError, match="after last offset"):
