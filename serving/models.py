@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from kserve import Model
+from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from minielm.config import Settings
@@ -248,14 +249,10 @@ class RelevanceModel(ServedModel):
         allowed_parameters(parsed.parameters, ())
         for i, instance in enumerate(parsed.instances):
             if ("product_ids" in instance) == ("product_texts" in instance):
-                from kserve.errors import InvalidInput
-
                 raise InvalidInput(f"instances[{i}]: expected exactly one of product_ids or product_texts")
         return parsed
 
     def parse_v2(self, request: InferRequest) -> Parsed:
-        from kserve.errors import InvalidInput
-
         queries = v2_input(request, "query", self.config)
         texts = v2_input(request, "product_text", self.config)
         if len(texts) != len(queries):
@@ -269,8 +266,6 @@ class RelevanceModel(ServedModel):
                    "warm-up", log_events=False)
 
     def _texts(self, instance: dict[str, Any], index: int) -> list[str]:
-        from kserve.errors import InvalidInput
-
         if "product_texts" in instance:
             return instance["product_texts"]
         if self.catalog is None:
