@@ -34,10 +34,17 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.casefold())
 
 
+def map_distinct(values: pd.Series, function) -> np.ndarray:
+    """``function`` of each row, computed once per distinct value (traffic repeats queries a lot)."""
+    codes, distinct = pd.factorize(values.fillna("").astype(str), sort=False)
+    results = np.asarray([function(value) for value in distinct], dtype=object)
+    return results[codes] if len(codes) else np.asarray([], dtype=object)
+
+
 def build_vocabulary(texts: Iterable[str]) -> frozenset[str]:
     """Every token of the texts (case-folded)."""
     vocabulary: set[str] = set()
-    for text in texts:
+    for text in set(texts):
         if isinstance(text, str):
             vocabulary.update(tokens(text))
     return frozenset(vocabulary)
@@ -88,12 +95,13 @@ def rewrite_behaviour(queries: pd.Series, rewrites: pd.Series) -> pd.DataFrame:
     """Whether each rewrite equals its query (after case and space folding) and their edit distance."""
     from minielm.features.keys import normalize_query
 
-    query_text = queries.fillna("").astype(str).map(normalize_query).to_numpy()
-    rewrite_text = rewrites.fillna("").astype(str).map(normalize_query).to_numpy()
-    distance = np.fromiter((Levenshtein.distance(q, r) for q, r in zip(query_text, rewrite_text)),
-                           dtype=float, count=len(query_text))
+    query_text = map_distinct(queries, normalize_query)
+    rewrite_text = map_distinct(rewrites, normalize_query)
+    pairs = pd.Series(list(zip(query_text, rewrite_text)), dtype=object)
+    codes, distinct = pd.factorize(pairs, sort=False)
+    distances = np.fromiter((Levenshtein.distance(q, r) for q, r in distinct), dtype=float, count=len(distinct))
     return pd.DataFrame({"rewrite_identical": (query_text == rewrite_text).astype(float),
-                         "rewrite_edit_distance": distance})
+                         "rewrite_edit_distance": distances[codes] if len(codes) else np.zeros(0)})
 
 
 def outcome_columns(window: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,8 @@ import pandas as pd
 from minielm.config import DriftConfig
 from minielm.drift import checks as drift_checks
 from minielm.drift.checks import CheckSpec
-from minielm.drift.descriptors import build_vocabulary, outcome_columns, rewrite_behaviour, text_descriptors
+from minielm.drift.descriptors import (build_vocabulary, map_distinct, outcome_columns, rewrite_behaviour,
+                                      text_descriptors)
 from minielm.drift.embeddings import QueryEncoder, embedding_column, shared_encoder
 from minielm.logs import get_logger
 
@@ -136,8 +137,8 @@ def _cross_fitted_oov(reference: pd.DataFrame, current: pd.DataFrame, prefix: st
     """
     from minielm.features.keys import query_key
 
-    keys = reference[prefix].fillna("").astype(str).map(query_key)
-    half = (keys.map(lambda k: int(k, 16) + seed) % 2 == 0).to_numpy()
+    parity = map_distinct(reference[prefix], lambda text: (int(query_key(text), 16) + seed) % 2)
+    half = (parity == 0).astype(bool)
     words_a = build_vocabulary(reference.loc[half, prefix].dropna().astype(str))
     words_b = build_vocabulary(reference.loc[~half, prefix].dropna().astype(str))
     ref_oov = pd.Series(0.0, index=range(len(reference)))

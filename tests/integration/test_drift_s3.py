@@ -134,3 +134,17 @@ def test_model_rollback_command_moves_production_back(embedded_services, object_
     assert registry.stage(name, "production").version == versions[0]
     again = CliRunner().invoke(app, ["model", "rollback", name], env=env)
     assert again.exit_code == 2 and "no previous version" in again.output
+
+
+@pytest.mark.slow
+def test_drift_pipeline_runs_locally_with_kfp(drift_env):
+    from pipelines import drift_monitoring
+
+    settings, store = drift_env
+    _write_windows(store, settings, [reference_window(), reference_window(),
+                                     simulate.with_ctr_collapse(current_window(1), keep=0.3, seed=1),
+                                     current_window(2)])
+    summary = drift_monitoring.run_local(settings)
+    assert summary["status"] == "drift" and "ctr" in summary["drifted_checks"]
+    assert store.exists(f"{settings.drift.reports_prefix}/{summary['run_id']}/report.html")
+    assert summary["retraining"]["triggered"] is False

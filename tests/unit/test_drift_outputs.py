@@ -189,3 +189,24 @@ def test_compiled_pipeline_matches_the_code(tmp_path):
 
     fresh = compile_pipeline("drift_monitoring", tmp_path)
     assert fresh.read_text() == compiled_path("drift_monitoring").read_text()
+
+
+def test_demo_step_falls_back_to_the_dataset_splits(tmp_path):
+    from minielm.data.esci import write_esci
+    from minielm.demo import DemoContext
+    from minielm.drift.demo_step import drift_demo_step
+    from tests.unit.drift_fixtures import dataset, encoder
+
+    encoder()  # without a cache file the job uses the session's encoder and its vectors
+    write_esci(dataset(0), tmp_path / "dataset")
+    settings = settings_with(tmp_path, "drift.embedding_cache=false", "drift.embedding_threads=1")
+    lines = []
+    ctx = DemoContext(settings=settings, workdir=tmp_path, store=None, echo=lines.append,
+                      results={"dataset_dir": str(tmp_path / "dataset")})
+    drift_demo_step(ctx)
+    summary = ctx.results["drift_summary"]
+    assert summary["reference_label"] == "train split" and summary["vocabulary_source"].startswith("catalog")
+    assert {c["family"] for c in summary["checks"]} == {"embeddings", "descriptors", "rewrites"}
+    assert all(c["status"] != "no_data" for c in summary["checks"])
+    assert any("HTML report:" in line for line in lines)
+    assert Path(summary["outputs"]["report_path"]).is_file()
