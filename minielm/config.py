@@ -262,6 +262,9 @@ class RLConfig(Section):
     canary_traffic_percent: int = Field(10, ge=1, le=99)
     canary_min_requests: int = Field(20, ge=1)
     canary_max_regression: float = Field(0.02, ge=0.0)
+    kserve_rollout: bool = Field(False, description="canary on the cluster's InferenceService (else replayed traffic)")
+    canary_wait_s: float = Field(1800.0, gt=0, description="longest wait for live canary requests")
+    canary_poll_s: float = Field(60.0, gt=0)
     isvc_name: str = "student-rewriter"
     namespace: str = "minielm"
 

@@ -167,3 +167,47 @@ def patch_inference_service(name: str, namespace: str, patch: dict, api=None) ->
         api = client.CustomObjectsApi()
     return api.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices",
                                               name, patch)
+
+
+# -- the live canary on a cluster --------------------------------------------------------------------
+
+ISVC_API = ("serving.kserve.io", "v1beta1")
+
+
+def kube_api():
+    from kubernetes import client, config
+
+    config.load_incluster_config()
+    return client.CustomObjectsApi()
+
+
+def live_canary(settings, store, candidate_version: str, production_version: str, api=None,
+                sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None) -> CanaryDecision:
+    """Patch the InferenceService into a canary, wait for live feedback windows that carry the candidate's
+    requests, decide, then send the promotion or rollback patch. The registry is the caller's job."""
+    import time
+
+    from minielm.feedback.windows import list_windows, read_windows
+
+    rl = settings.rl
+    api = api or kube_api()
+    sleep = sleep or time.sleep
+    clock = clock or time.time
+    group, version = ISVC_API
+    isvc = api.get_namespaced_custom_object(group, version, rl.namespace, "inferenceservices", rl.isvc_name)
+    api.patch_namespaced_custom_object(group, version, rl.namespace, "inferenceservices", rl.isvc_name,
+                                       canary_patch(isvc, candidate_version, rl.canary_traffic_percent))
+    started = clock()
+    log.info("canary started", isvc=rl.isvc_name, version=candidate_version, percent=rl.canary_traffic_percent)
+    while True:
+        keys = list_windows(store, since=started, prefix=settings.feedback.windows_prefix)
+        frame = read_windows(store, keys)
+        decision = decide_from_feedback(frame, candidate_version, production_version, rl.canary_min_requests,
+                                        rl.canary_max_regression)
+        if decision.n_requests >= rl.canary_min_requests or clock() - started >= rl.canary_wait_s:
+            break
+        sleep(rl.canary_poll_s)
+    patch = promotion_patch(isvc, candidate_version) if decision.promote else rollback_patch()
+    api.patch_namespaced_custom_object(group, version, rl.namespace, "inferenceservices", rl.isvc_name, patch)
+    log.info("canary decided", **decision.as_dict())
+    return decision

@@ -275,13 +275,16 @@ def rollout_candidate(settings: Settings, store: ObjectStore, data_dir: Path, in
                     "feedback_windows": prepared["windows"], "trained_with": "grpo"}
         entry = registry.register(name, trained_dir / "model", metadata)
         registry.promote(name, entry.version, "candidate", reason=f"rl run {run_id}")
-        judge = load_judge(settings, store, judge_dir, out_dir)
-        rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "validation")
         rl = settings.rl
-        decision = canary.replay_canary(
-            replay_queries(data_dir, None), DirRewriter(trained_dir / "model", rl.max_new_tokens),
-            DirRewriter(trained_dir / "production", rl.max_new_tokens), rewards.total,
-            rl.canary_traffic_percent, rl.canary_min_requests, rl.canary_max_regression, seed=settings.seed)
+        if rl.kserve_rollout:
+            decision = canary.live_canary(settings, store, entry.version, train_summary["production_version"])
+        else:
+            judge = load_judge(settings, store, judge_dir, out_dir)
+            rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "validation")
+            decision = canary.replay_canary(
+                replay_queries(data_dir, None), DirRewriter(trained_dir / "model", rl.max_new_tokens),
+                DirRewriter(trained_dir / "production", rl.max_new_tokens), rewards.total,
+                rl.canary_traffic_percent, rl.canary_min_requests, rl.canary_max_regression, seed=settings.seed)
         outcome.update(candidate_version=entry.version, canary=decision.as_dict())
         if decision.promote:
             registry.promote(name, entry.version, "production", reason=f"rl canary won: {decision.reason}")
