@@ -11,14 +11,16 @@ from __future__ import annotations
 import time
 
 from minielm.registry import ModelRegistry
-from minielm.teachers.config import tiny_relevance_config, tiny_rewriter_config
+from minielm.teachers.config import (RelevanceTeacherConfig, RewriterTeacherConfig, tiny_relevance_config,
+                                     tiny_rewriter_config)
 from minielm.teachers.publish import register_teacher
 
 
-def teacher_demo_step(ctx) -> None:
+def teacher_demo_step(ctx, rewriter_config: RewriterTeacherConfig | None = None,
+                      relevance_config: RelevanceTeacherConfig | None = None) -> None:
     """Needs ``dataset_dir`` and ``index_dir`` in ``ctx.results``; adds ``teacher_rewriter_dir``,
     ``teacher_rewriter_version``, ``teacher_relevance_dir``, ``teacher_relevance_version`` and
-    ``teacher_metrics``."""
+    ``teacher_metrics``. The configs default to the toy presets (tests pass smaller ones)."""
     from minielm.teachers.relevance import train_relevance_teacher
     from minielm.teachers.rewriter import train_rewriter_teacher
 
@@ -29,11 +31,13 @@ def teacher_demo_step(ctx) -> None:
     started = time.perf_counter()
     rewriter = train_rewriter_teacher(
         data_dir, ctx.workdir / "teachers" / "rewriter",
-        tiny_rewriter_config(tiny=settings.teachers.rewriter.tiny), cache_dir=cache_dir, index_dir=index_dir,
+        rewriter_config or tiny_rewriter_config(tiny=settings.teachers.rewriter.tiny),
+        cache_dir=cache_dir, index_dir=index_dir,
         top_k=settings.eval.top_k, substitute_is_relevant=settings.eval.substitute_is_relevant)
     rewriter_version = register_teacher(registry, settings.models.teacher_rewriter, rewriter)
     m = rewriter.metrics
-    ctx.echo(f"  rewriter teacher (tiny, {rewriter.train['steps']} steps, loss {rewriter.train['first_loss']:.3f} -> "
+    ctx.echo(f"  rewriter teacher ({rewriter.metadata['backbone']}, {rewriter.train['steps']} steps, "
+             f"loss {rewriter.train['first_loss']:.3f} -> "
              f"{rewriter.train['final_loss']:.3f}, {rewriter.train['train_seconds']:.0f}s): relevant@{m['k']} per query "
              f"raw {m['raw_relevant_per_query']:.3f} / teacher {m['teacher_relevant_per_query']:.3f} / oracle "
              f"{m['oracle_relevant_per_query']:.3f}; exact match {m['exact_match']:.1%} (raw {m['raw_exact_match']:.1%}) "
@@ -44,11 +48,13 @@ def teacher_demo_step(ctx) -> None:
 
     relevance = train_relevance_teacher(
         data_dir, ctx.workdir / "teachers" / "relevance",
-        tiny_relevance_config(tiny=settings.teachers.relevance.tiny), cache_dir=cache_dir, top_k=settings.eval.top_k)
+        relevance_config or tiny_relevance_config(tiny=settings.teachers.relevance.tiny),
+        cache_dir=cache_dir, top_k=settings.eval.top_k)
     relevance_version = register_teacher(registry, settings.models.teacher_relevance, relevance)
     r = relevance.metrics
     ndcg_key = f"ndcg@{settings.eval.top_k}"
-    ctx.echo(f"  relevance teacher (tiny, {relevance.train['steps']} steps, {relevance.train['train_seconds']:.0f}s): "
+    ctx.echo(f"  relevance teacher ({relevance.metadata['backbone']}, {relevance.train['steps']} steps, "
+             f"{relevance.train['train_seconds']:.0f}s): "
              f"accuracy {r['accuracy']:.3f} (majority {r['majority_accuracy']:.3f}), macro-F1 {r['macro_f1']:.3f}, "
              f"{ndcg_key} {r[ndcg_key]:.3f} on {r['n_pairs']} {r['split']} pairs")
     ctx.echo(f"  registered {settings.models.teacher_relevance} {relevance_version.version}")
