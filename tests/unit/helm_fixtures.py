@@ -24,7 +24,8 @@ ALL_ON = [
 ]
 # Kinds whose schema comes from a CRD rather than Kubernetes itself.
 CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "KafkaTopic", "PrometheusRule", "ServiceMonitor", "PodMonitor"}
-RENDER_CASES = {"default": [], "production": [], "all-optional-parts": ALL_ON}
+RENDER_CASES = {"default": [], "production": [], "all-optional-parts": ALL_ON,
+                "raw-deployment": ["--set", "kserve.deploymentMode=RawDeployment"]}
 
 
 def helm() -> str:

@@ -77,13 +77,15 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Container-level security context: read-only root filesystem, no privilege, no capabilities. */}}
+{{/*
+Container-level security context: read-only root filesystem, no privilege escalation, no
+capabilities. Only fields Knative accepts by default, so the same block serves the InferenceServices.
+*/}}
 {{- define "minielm.containerSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: {{ .Values.runAsUser }}
 runAsGroup: {{ .Values.runAsUser }}
 allowPrivilegeEscalation: false
-privileged: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
@@ -182,12 +184,12 @@ entity_key_serialization_version: 3
 
 {{/* Variables that point Feast's S3 clients at the configured endpoint (none for AWS S3). */}}
 {{- define "minielm.feastEnv" -}}
-{{- with .Values.config.s3.endpoint_url }}
+{{- with .Values.config.s3.endpoint_url -}}
 - name: FEAST_S3_ENDPOINT_URL
   value: {{ . | quote }}
 - name: AWS_ENDPOINT_URL
   value: {{ . | quote }}
-{{- end }}
+{{ end -}}
 - name: AWS_DEFAULT_REGION
   value: {{ .Values.config.s3.region | quote }}
 {{- with .Values.feast.redis.existingSecret }}
