@@ -105,7 +105,14 @@ def _serve(settings_json: str, student_dir: str, teacher_name: str, teacher_dir:
     running.stop()
 
 
-async def _load(url: str, model: str, feature_modes: Sequence[bool], concurrency: int, n_requests: int) -> list[dict]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads), from /proc: robust to other load on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _load(url: str, model: str, feature_modes: Sequence[bool], concurrency: int, n_requests: int,
+                server_pid: int) -> list[dict]:
     """One run of ``n_requests``; request i uses ``feature_modes[i % len(feature_modes)]``, so with
     ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly."""
     import httpx
@@ -128,15 +135,16 @@ async def _load(url: str, model: str, feature_modes: Sequence[bool], concurrency
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
         for i in range(2):  # warm a connection and the model
             await client.post(f"/v1/models/{model}:predict", json={"instances": [QUERIES[i]]})
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds(server_pid)
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, _cpu_seconds(server_pid) - cpu_started
     results = []
     for features, values in latencies.items():
         ms = np.array(values) * 1000
         results.append({"model": model, "features": features, "concurrency": concurrency, "requests": len(values),
                         "run_requests": n_requests, "errors_in_run": errors,
                         "run_throughput_rps": round(n_requests / wall, 2),
+                        "run_server_cpu_ms_per_request": round(1000 * cpu / n_requests, 2),
                         "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
                         "mean_ms": round(float(ms.mean()), 3)})
     return results
@@ -237,11 +245,12 @@ def main(argv: list[str] | None = None) -> dict:
                 (teacher_name, (True,), args.teacher_requests)]
         for concurrency in args.concurrency:
             for model, modes, n in plan:
-                for result in asyncio.run(_load(url, model, modes, concurrency, n)):
+                for result in asyncio.run(_load(url, model, modes, concurrency, n, server.pid)):
                     runs.append(result)
                     print(f"{model:18s} feast={str(result['features']):5s} c={concurrency:<3d} "
                           f"{result['run_throughput_rps']:8.1f} req/s (run)  p50 {result['p50_ms']:9.2f} ms  "
-                          f"p99 {result['p99_ms']:9.2f} ms  errors {result['errors_in_run']}")
+                          f"p99 {result['p99_ms']:9.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
+                          f"ms/req  errors {result['errors_in_run']}")
         server_fallbacks = _server_fallbacks(url)
     finally:
         stop.set()
@@ -261,6 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
                                for c in args.concurrency},
         "teacher_over_student_p99": {c: round(find(teacher_name, True, c)["p99_ms"] / find(student, True, c)["p99_ms"], 2)
                                      for c in args.concurrency},
+        "teacher_over_student_server_cpu_per_request": {
+            c: round(find(teacher_name, True, c)["run_server_cpu_ms_per_request"]
+                     / find(student, True, c)["run_server_cpu_ms_per_request"], 2) for c in args.concurrency},
         "targets": {"feast_added_p99_ms_below": 1.0, "teacher_over_student_p99_at_least": 10.0},
     }
     report = {
