@@ -324,3 +324,16 @@ def test_manifests_render_command_checks_and_writes(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default.yaml", "production.yaml"]
     assert (tmp_path / "default.yaml").read_text() == (REPO_ROOT / "manifests" / "default.yaml").read_text()
     assert runner.invoke(app, ["manifests", "render", "--check"]).exit_code == 0
+
+
+def test_alert_metrics_are_the_ones_the_code_exports():
+    """A renamed metric in serving/ or minielm/drift/ must not leave an alert that never fires."""
+    rule = next(d for d in rendered("production") if d["kind"] == "PrometheusRule")
+    exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
+    sources = (REPO_ROOT / "serving" / "metrics.py").read_text() + (REPO_ROOT / "minielm" / "drift" / "alerts.py").read_text()
+    declared = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"(minielm_[a-z_]+)"', sources))
+    used = set(re.findall(r"\b(minielm_[a-z_]+)", exprs))
+    assert used, exprs
+    for metric in used:
+        base = metric.removesuffix("_total")
+        assert base in declared, f"{metric} is not a metric serving/metrics.py or minielm/drift/alerts.py declares"
