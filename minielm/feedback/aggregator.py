@@ -141,8 +141,10 @@ class PartitionJoin:
     """The join state of rewrites partition p with feedback partition p, between two commits."""
 
     def __init__(self, partition: int, rewrites_topic: str, feedback_topic: str, rewrites_next: int,
-                 feedback_next: int, config: FeedbackConfig, forced: dict | None = None, group_id: str = "") -> None:
+                 feedback_next: int, config: FeedbackConfig, forced: dict | None = None, group_id: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.partition = partition
+        self.clock = clock
         self.group_id = group_id
         self.rewrites_topic, self.feedback_topic = rewrites_topic, feedback_topic
         self.config = config
@@ -158,8 +160,9 @@ class PartitionJoin:
         self.forced = forced  # {"rewrites_last", "feedback_next", "first_request_id"} of a cut to reproduce
         self.deferred: list[tuple[str, int, object]] = []
         self.inflight: Cut | None = None
-        self.last_cut_at = time.monotonic()
-        self.last_feedback_at = 0.0
+        self.last_cut_at = clock()
+        self.last_feedback_at = clock()
+        self.feedback_highwater: int | None = None  # from the consumer's fetch responses, when known
 
     # -- events --------------------------------------------------------------------------------
     def add_rewrite(self, offset: int, event: ServedRewrite, now: float) -> str | None:
@@ -191,7 +194,7 @@ class PartitionJoin:
             self.deferred.append(("feedback", offset, event))
             return
         self.feedback_next = offset + 1
-        self.last_feedback_at = time.monotonic()
+        self.last_feedback_at = self.clock()
         self._place_feedback(offset, event)
 
     def _place_feedback(self, offset: int, event: FeedbackEvent) -> None:
@@ -241,16 +244,20 @@ class PartitionJoin:
         return None
 
     def _feedback_caught_up(self, window: Window, now: float) -> bool:
-        """The feedback stream has passed the window's requests by the grace period in event time, or is idle.
+        """The feedback stream has passed the window's requests by the grace period in event time, or has
+        been read to its end (high watermark; a long silence where the broker does not say).
 
         Without this, a member catching up on a backlog would cut windows before reading their feedback."""
-        return (self.max_feedback_ts >= window.max_ts + self.config.grace_s
-                or now - self.last_feedback_at >= max(self.config.grace_s, FEEDBACK_IDLE_S))
+        if self.max_feedback_ts >= window.max_ts + self.config.grace_s:
+            return True
+        if self.feedback_highwater is not None:
+            return self.feedback_next >= self.feedback_highwater
+        return now - self.last_feedback_at >= max(self.config.grace_s, FEEDBACK_IDLE_S)
 
     def drain_cuts(self) -> Cut | None:
         """On shutdown: seal and cut every open window at once, oldest first."""
         if self.inflight is not None or self.forced:
-            return self.next_cut(time.monotonic())
+            return self.next_cut(self.clock())
         if self.windows:
             self.windows[0].close_at = self.windows[0].close_at or 0.0
             return self._make_cut(self.windows[0], self.feedback_next)
@@ -325,13 +332,13 @@ class PartitionJoin:
         self.late = [item for item in self.late if id(item) not in written]
         self.committed = (cut.rewrites_next, cut.feedback_next)
         self.inflight = None
-        self.last_cut_at = time.monotonic()
+        self.last_cut_at = self.clock()
         if self.forced is not None:
             self.forced = None
             deferred, self.deferred = self.deferred, []
             for kind, offset, event in deferred:
                 if kind == "rewrite":
-                    self.add_rewrite(offset, event, time.monotonic())
+                    self.add_rewrite(offset, event, self.clock())
                 else:
                     self.add_feedback(offset, event)
 
@@ -488,8 +495,7 @@ class Aggregator:
         kafka = self.settings.kafka
         self.consumer = make_consumer(kafka, group_id=self.group_id, max_poll_records=self.config.max_poll_records,
                                       partition_assignment_strategy=(RangePartitionAssignor,),
-                                      reconnect_backoff_max_ms=2000, check_crcs=self.config.check_crcs,
-                                      max_partition_fetch_bytes=8 * 1024 * 1024)
+                                      reconnect_backoff_max_ms=2000, check_crcs=self.config.check_crcs)
         self.consumer.subscribe([self.topics.rewrites, self.topics.feedback], listener=_Rebalance(self))
         self.producer = make_producer(kafka)
 
@@ -569,7 +575,7 @@ class Aggregator:
         keys = self._window_keys(partition)
         forced = self._written_but_uncommitted(keys, rewrites_next)
         join = PartitionJoin(partition, self.topics.rewrites, self.topics.feedback, rewrites_next, feedback_next,
-                             self.config, forced, group_id=self.group_id)
+                             self.config, forced, group_id=self.group_id, clock=self.clock)
         join.closed.update(self._recently_closed(keys, rewrites_next))
         if committed_r is not None or committed_f is not None:
             join.restore(self._read_spill(join, rewrites_next, feedback_next))
@@ -662,6 +668,7 @@ class Aggregator:
     # -- cuts: write, then commit ---------------------------------------------------------------
     def _cuts(self, now: float) -> None:
         for join in list(self.joins.values()):
+            join.feedback_highwater = self.consumer.highwater(TopicPartition(self.topics.feedback, join.partition))
             cut = join.inflight or join.next_cut(now)
             if cut is not None and now >= cut.retry_at:
                 self._apply(join, cut, now)

@@ -59,7 +59,8 @@ class RateLimiter:
             if self.tokens >= n:
                 self.tokens -= n
                 return
-            self.sleep((n - self.tokens) / self.rate)
+            # at least a microsecond: a sub-ulp wait would never move a float clock forward
+            self.sleep(max((n - self.tokens) / self.rate, 1e-6))
 
 
 @dataclass
@@ -148,6 +149,7 @@ class SimulationReport:
     satisfied: int = 0
     zero_results: int = 0
     request_ids: list[str] = field(default_factory=list)
+    queries: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -186,6 +188,7 @@ def _record(report: SimulationReport, served: ServedRewrite, outcome: SessionOut
     report.satisfied += outcome.satisfied
     report.zero_results += not served.product_ids
     report.request_ids.append(served.request_id)
+    report.queries[served.query] += 1
 
 
 def drive_traffic(settings: Settings, simulator: ShopperSimulator, queries: Sequence[str],

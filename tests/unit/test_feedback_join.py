@@ -1,0 +1,198 @@
+"""The join state machine of one partition pair, without servers: windows, grace, late and unmatched
+events, the state a restart needs, and reproducing a cut that was written but not committed."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from minielm.config import FeedbackConfig
+from minielm.feedback.aggregator import AggregatorError, PartitionJoin, QueryStats, reward
+from minielm.feedback.events import FeedbackEvent, ServedRewrite
+from minielm.feedback.simulator import RateLimiter, ShopperSimulator, ubi_to_events
+from minielm.feedback.windows import object_key, parse_key, read_metadata
+
+CONFIG = FeedbackConfig(window_s=1.0, grace_s=0.5, unmatched_after_s=10.0)
+
+
+def served(rid: str, ts: float = 100.0, products=("p1", "p2")) -> ServedRewrite:
+    return ServedRewrite(request_id=rid, query=f"q {rid}", rewrite="w", model_name="m", model_version="1",
+                         product_ids=list(products), ts=ts)
+
+
+def fb(rid: str, kind: str = "click", ts: float = 100.5) -> FeedbackEvent:
+    product = None if kind == "reformulation" else "p1"
+    return FeedbackEvent(event_type=kind, request_id=rid, query=f"q {rid}", product_id=product,
+                         position=None if product is None else 0, ts=ts)
+
+
+def new_join(**kwargs) -> PartitionJoin:
+    return PartitionJoin(0, "rw", "fb", 0, 0, CONFIG, group_id="g", clock=lambda: 0.0, **kwargs)
+
+
+def window_rows(cut) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(cut.objects[0][1]))
+
+
+def test_window_joins_feedback_and_computes_reward_after_window_and_grace():
+    join = new_join()
+    join.add_rewrite(0, served("a"), now=0.0)
+    join.add_rewrite(1, served("b"), now=0.2)
+    join.add_feedback(0, fb("a", "click"))
+    join.add_feedback(1, fb("a", "add_to_cart"))
+    join.add_feedback(2, fb("b", "reformulation", ts=101.0))
+    assert join.next_cut(now=0.5) is None  # still collecting
+    assert join.next_cut(now=1.0) is None  # sealed, in grace
+    cut = join.next_cut(now=1.6)
+    assert cut is not None and (cut.rewrites_next, cut.feedback_next) == (2, 3)
+    rows = window_rows(cut).set_index("request_id")
+    assert rows.loc["a", "clicks"] == 1 and rows.loc["a", "add_to_carts"] == 1
+    assert rows.loc["a", "reward"] == pytest.approx(reward(1, 1, 0, False, CONFIG))
+    assert bool(rows.loc["b", "reformulated"]) and rows.loc["b", "reward"] == -CONFIG.reformulation_penalty
+    assert parse_key(cut.objects[0][0]).first_offset == 0 and parse_key(cut.objects[0][0]).last_offset == 1
+    assert read_metadata(cut.objects[0][1])["feedback_next"] == 3
+
+
+def test_feedback_after_the_cut_is_late_and_unknown_requests_expire_as_unmatched():
+    join = new_join()
+    join.add_rewrite(0, served("a"), now=0.0)
+    cut = join.next_cut(now=0.0) or join.next_cut(now=1.0) or join.next_cut(now=2.0)
+    join.cut_done(cut)
+    join.add_feedback(0, fb("a", "purchase", ts=101.0))          # its window is written: late
+    join.add_feedback(1, fb("ghost", "click", ts=101.0))         # no such request (yet)
+    join.add_feedback(2, fb("other", "click", ts=200.0))         # much later event time
+    cut = join.next_cut(now=10.0)
+    assert cut is not None and cut.window is None
+    reasons = sorted((offset, reason) for offset, _, reason in cut.late)
+    assert reasons == [(0, "late"), (1, "unmatched")]
+    late_key = [key for key, _ in cut.objects if "/late/" in key or key.startswith(CONFIG.late_prefix)]
+    assert late_key and parse_key(late_key[0]).first_offset == 0 and parse_key(late_key[0]).last_offset == 2
+    state = pd.read_parquet(io.BytesIO(cut.objects[-1][1]))
+    assert state["offset"].tolist() == [2]  # the event still waiting for its request
+
+
+def test_state_object_restores_pending_feedback_after_a_restart():
+    join = new_join()
+    join.add_feedback(0, fb("a"))           # feedback before its served rewrite
+    join.add_rewrite(0, served("x"), now=0.0)
+    cut = join.next_cut(now=0.0) or join.next_cut(now=1.0) or join.next_cut(now=2.0)
+    spilled = pd.read_parquet(io.BytesIO(cut.objects[-1][1]))
+    assert spilled["offset"].tolist() == [0]
+    restarted = PartitionJoin(0, "rw", "fb", cut.rewrites_next, cut.feedback_next, CONFIG, group_id="g",
+                              clock=lambda: 0.0)
+    restarted.restore([(int(o), FeedbackEvent.model_validate_json(j))
+                       for o, j in zip(spilled["offset"], spilled["event_json"])])
+    restarted.add_rewrite(1, served("a"), now=5.0)
+    cut = restarted.next_cut(5.0) or restarted.next_cut(6.0) or restarted.next_cut(7.0)
+    assert window_rows(cut).set_index("request_id").loc["a", "clicks"] == 1
+
+
+def test_a_written_but_uncommitted_cut_is_reproduced_exactly():
+    original = new_join()
+    events = [("r", 0, served("a")), ("f", 0, fb("a")), ("r", 1, served("b")), ("f", 1, fb("b")),
+              ("r", 2, served("c")), ("f", 2, fb("c")), ("f", 3, fb("a", "purchase"))]
+    for kind, offset, event in events[:4]:
+        original.add_rewrite(offset, event, 0.0) if kind == "r" else original.add_feedback(offset, event)
+    cut = original.next_cut(0.0) or original.next_cut(1.0) or original.next_cut(2.0)
+    metadata = read_metadata(cut.objects[0][1])
+    forced = {"key": cut.objects[0][0], "rewrites_first": 0, "rewrites_last": metadata["rewrites_last"],
+              "feedback_next": metadata["feedback_next"], "first_request_id": metadata["first_request_id"]}
+    replay = new_join(forced=forced)
+    for kind, offset, event in events:  # the replay reads further than the cut before it can close
+        replay.add_rewrite(offset, event, 50.0) if kind == "r" else replay.add_feedback(offset, event)
+    again = replay.next_cut(50.0)
+    assert again is not None and again.objects[0][0] == cut.objects[0][0]
+    assert window_rows(again).equals(window_rows(cut))
+    replay.cut_done(again)
+    assert set(replay.open_requests) == {"c"} and replay.late[0][0] == 3  # deferred events processed after
+
+
+def test_a_reset_broker_log_is_refused_instead_of_overwriting_windows():
+    forced = {"key": object_key("w", "rw", 0, 0, 5), "rewrites_first": 0, "rewrites_last": 5,
+              "feedback_next": 0, "first_request_id": "from-before"}
+    join = new_join(forced=forced)
+    with pytest.raises(AggregatorError, match="log was reset"):
+        join.add_rewrite(0, served("someone-else"), 0.0)
+
+
+def test_duplicate_request_id_is_reported_for_the_dead_letter_topic():
+    join = new_join()
+    assert join.add_rewrite(0, served("a"), 0.0) is None
+    assert "duplicate" in join.add_rewrite(1, served("a"), 0.0)
+
+
+def test_query_stats_rates():
+    stats = QueryStats()
+    stats.served(served("a", products=()))
+    stats.served(ServedRewrite(request_id="b", query="Q A", rewrite="w", model_name="m", model_version="1",
+                               product_ids=["p"], ts=1.0))
+    for kind in ("impression", "impression", "click", "add_to_cart", "reformulation"):
+        stats.feedback(FeedbackEvent(event_type=kind, request_id="a", query="q a",
+                                     product_id=None if kind == "reformulation" else "p", ts=2.0))
+    frame = stats.take_frame().set_index("query_key")
+    row = frame.iloc[0]
+    assert len(frame) == 1 and row["volume"] == 2  # "q a" and "Q A" share a key
+    assert row["ctr"] == pytest.approx(0.5) and row["add_to_cart_rate"] == pytest.approx(0.5)
+    assert row["zero_result_rate"] == pytest.approx(0.5) and row["reformulation_rate"] == pytest.approx(0.5)
+    assert str(frame["event_timestamp"].dtype).startswith("datetime64")
+    assert stats.take_frame().empty
+
+
+class ThresholdJudge:
+    """Stand-in judge for tests: products named 'good*' are relevant."""
+
+    version = "test"
+
+    def score(self, queries, texts):
+        return np.array([1.0 if t.startswith("good") else 0.0 for t in texts])
+
+    def predict_proba(self, queries, texts):
+        raise NotImplementedError
+
+
+def test_click_model_is_position_biased_relevance_driven_and_seeded():
+    config = FeedbackConfig(reformulation_prob=1.0)
+    texts = {f"good{i}": f"good {i}" for i in range(5)} | {f"bad{i}": f"bad {i}" for i in range(5)}
+
+    def run(seed):
+        sim = ShopperSimulator(ThresholdJudge(), texts, config, seed=seed)
+        outcomes = []
+        for i in range(400):
+            products = [f"good{j}" for j in range(5)] if i % 2 else [f"bad{j}" for j in range(5)]
+            outcomes.append(sim.react_batch([served(str(i), products=products)])[0])
+        return outcomes
+
+    outcomes = run(3)
+    assert [e.model_dump() for o in outcomes for e in o.events] == [e.model_dump() for o in run(3) for e in o.events]
+    good, bad = outcomes[1::2], outcomes[0::2]
+    clicks = lambda group: sum(e.event_type == "click" for o in group for e in o.events)
+    assert clicks(good) > 5 * max(1, clicks(bad))
+    by_rank = [sum(1 for o in good for e in o.events if e.event_type == "impression" and e.position == r)
+               for r in range(5)]
+    assert by_rank[0] == 200 and by_rank[0] > by_rank[2] > by_rank[4]
+    assert all(any(e.event_type == "reformulation" for e in o.events) for o in bad)
+    assert not any(e.event_type == "reformulation" for o in good if o.satisfied for e in o.events)
+
+
+def test_rate_limiter_spaces_calls():
+    now = [0.0]
+    limiter = RateLimiter(10.0, burst=1.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    for _ in range(21):
+        limiter.acquire()
+    assert now[0] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_ubi_replay_maps_real_behaviour_events(shared_dir):
+    from minielm.data.esci import read_ubi_events
+
+    queries, events = read_ubi_events(shared_dir / "data" / "esci-sample" / "ubi_queries_events.ndjson")
+    served_events, feedback, skipped = ubi_to_events(queries, events, retime_to=2e9)
+    assert len(served_events) > 200 and len(feedback) > 2000
+    ids = {s.request_id for s in served_events}
+    assert all(f.request_id in ids for f in feedback)
+    assert {f.event_type for f in feedback} <= {"impression", "click", "add_to_cart", "purchase"}
+    assert max(e.ts for e in served_events + feedback) == pytest.approx(2e9)
+    assert skipped["action search"] > 0
