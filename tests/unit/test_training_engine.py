@@ -177,3 +177,35 @@ def test_data_arguments_are_checked_before_the_engine_starts(tmp_path):
         train(tiny_llama(), lm_loss, TrainingConfig(), tmp_path)
     with pytest.raises(ValueError, match="collate_fn"):
         train(tiny_llama(), lm_loss, TrainingConfig(), tmp_path, dataset=[1, 2])
+
+
+TWO_RANK_RUN = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests_dir!r})
+    import torch.distributed as dist
+    from test_training_engine import tiny_llama, counting_data, collate, lm_loss
+    from minielm.training.config import TrainingConfig
+    from minielm.training.engine import train
+
+    config = TrainingConfig(max_steps=3, micro_batch_size=4, learning_rate=3e-3, warmup_steps=0, zero_stage=2,
+                            checkpoint_every=2, progress=False, cpu_threads=1)
+    result = train(tiny_llama(), lm_loss, config, sys.argv[1], dataset=counting_data(), collate_fn=collate)
+    print("RANK", dist.get_rank(), "WORLD", result.world_size, "STEPS", result.steps, flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_two_ranks_with_torchrun(tmp_path):
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANK_RUN.format(tests_dir=str(Path(__file__).parent)))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "RANK 0 WORLD 2 STEPS 3" in done.stdout and "RANK 1 WORLD 2 STEPS 3" in done.stdout
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    assert exported.num_parameters() == tiny_llama().num_parameters()
+    assert (tmp_path / "run" / "checkpoints" / "step-00000003").is_dir()
