@@ -87,8 +87,8 @@ def _no_data_html(result: DriftResult) -> str:
 
 def _report_url(settings: Settings, store: ObjectStore | None, key: str) -> str:
     if settings.drift.report_base_url:
-        prefix = settings.drift.reports_prefix
-        return f"{settings.drift.report_base_url.rstrip('/')}/{key[len(prefix) + 1:] if key.startswith(prefix + '/') else key}"
+        relative = key.removeprefix(settings.drift.reports_prefix + "/")
+        return f"{settings.drift.report_base_url.rstrip('/')}/{relative}"
     bucket = store.bucket if store is not None else settings.s3.bucket
     return f"s3://{bucket}/{key}"
 

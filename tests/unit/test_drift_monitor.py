@@ -21,6 +21,7 @@ def check(reference, current, config=None, **kwargs):
                      vocabulary_source="synthetic catalog", encoder=encoder(), **kwargs)
 
 
+@pytest.mark.slow
 def test_same_distribution_windows_raise_no_alert_in_n_of_n_runs():
     reference = reference_window()
     verdicts = {seed: check(reference, current_window(seed))[0] for seed in SAME_DISTRIBUTION_SEEDS}
