@@ -67,13 +67,34 @@ def kafka_round_trip(ctx: DemoContext) -> None:
     ctx.results["kafka_round_trip"] = {"partition": metadata.partition, "offset": metadata.offset}
 
 
+def stop_model_server(ctx: DemoContext) -> None:
+    stop = ctx.results.pop("serving_stop", None)
+    if stop is not None:
+        stop()
+        ctx.echo(f"  model server at {ctx.results.get('serving_url')} stopped")
+
+
 def default_steps() -> list[DemoStep]:
+    """The loop in order: data, teachers, students, serving, feedback, RL, drift."""
     from minielm.data.demo_step import data_demo_step
+    from minielm.distill.demo_step import distill_demo_step
+    from minielm.drift.demo_step import drift_demo_step
+    from minielm.feedback.demo_step import feedback_demo_step
+    from minielm.rl.demo_step import rl_demo_step
+    from minielm.teachers.demo_step import teacher_demo_step
+    from serving.demo_step import serving_demo_step
 
     return [
-        DemoStep("S3 round trip", s3_round_trip),
-        DemoStep("Kafka round trip", kafka_round_trip),
-        DemoStep("Synthetic catalog, BM25 index, raw vs oracle", data_demo_step),
+        DemoStep("Embedded services: S3 round trip", s3_round_trip),
+        DemoStep("Embedded services: Kafka round trip", kafka_round_trip),
+        DemoStep("Data: synthetic catalog, BM25 index, raw vs oracle", data_demo_step),
+        DemoStep("Teachers: DeepSpeed fine-tuning of the rewriter and relevance teachers", teacher_demo_step),
+        DemoStep("Students: distil the rewriter (KD + KL) and the cross-encoder (Margin-MSE)", distill_demo_step),
+        DemoStep("Serving: KServe ModelServer with Feast features, rewrites logged to Kafka", serving_demo_step),
+        DemoStep("Feedback: simulated shoppers through Kafka, aggregator windows to S3 and Feast", feedback_demo_step),
+        DemoStep("RL retraining: GRPO on feedback + judge rewards, gate, canary, promote", rl_demo_step),
+        DemoStep("Drift: Evidently report on the served window vs the reference", drift_demo_step),
+        DemoStep("Shut down the model server", stop_model_server),
     ]
 
 
@@ -100,10 +121,13 @@ def run_demo(settings: Settings | None = None, steps: list[DemoStep] | None = No
     echo("MiniELM demo: starting the embedded Kafka broker and S3 server")
     with running_services(settings) as live:
         ctx = DemoContext(settings=live, workdir=workdir, store=ObjectStore(live.s3), echo=echo)
-        for index, step in enumerate(steps, 1):
-            echo(f"[{index}/{len(steps)}] {step.name}")
-            started = time.monotonic()
-            step.run(ctx)
-            echo(f"  done in {time.monotonic() - started:.1f} s")
+        try:
+            for index, step in enumerate(steps, 1):
+                echo(f"[{index}/{len(steps)}] {step.name}")
+                started = time.monotonic()
+                step.run(ctx)
+                echo(f"  done in {time.monotonic() - started:.1f} s")
+        finally:
+            stop_model_server(ctx)
     echo("MiniELM demo finished")
     return ctx.results
