@@ -110,7 +110,7 @@ def outcome_columns(window: pd.DataFrame) -> pd.DataFrame:
     if "clicks" in window:
         out["clicked"] = (pd.to_numeric(window["clicks"], errors="coerce").fillna(0) > 0).astype(float)
     if "reformulated" in window:
-        out["reformulated"] = window["reformulated"].fillna(False).astype(bool).astype(float)
+        out["reformulated"] = window["reformulated"].astype("boolean").fillna(False).astype(float)
     if "n_results" in window:
         out["zero_results"] = (pd.to_numeric(window["n_results"], errors="coerce").fillna(0) <= 0).astype(float)
     if "reward" in window:
