@@ -196,6 +196,9 @@ class DeepSpeedTrainer:
         self.precision = resolve_precision(config)
         if self.rank == 0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+        if torch.cuda.is_available():
+            # Fused optimizers want their parameters on the GPU from the start.
+            model.to(torch.device("cuda", int(os.environ["LOCAL_RANK"])))
         optimizer = build_optimizer(model, config)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
