@@ -2,7 +2,7 @@
 the raw query, the student rewriter and the RL-tuned student, over several seeds.
 
 The student is ``--student-dir`` when given (a distilled student saved with save_pretrained).
-Without it, each seed trains a stand-in: a small character-level Llama fitted by supervised
+Without it, each seed trains a stand-in: a small Llama (byte-level BPE fitted here) trained by supervised
 sequence-level KD on the oracle rewrites of the train split (what distillation from a perfect
 teacher would give), so RL starts from a rewriter that already beats the raw query.
 RL: GRPO (minielm.rl.trainer) on train-split queries with the reward terms of minielm.rl.rewards:
@@ -34,18 +34,19 @@ from minielm.search import SearchIndex
 RESULTS = Path(__file__).resolve().parent / "results" / "rl_quality.json"
 
 
-def char_tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def bpe_tokenizer(texts: list[str], vocab_size: int):
+    """A small byte-level BPE fitted to the benchmark's own texts (no pretrained tokenizer ships here):
+    short sequences keep the stand-in student cheap, and bytes keep misspellings representable."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
-    for char in sorted(set("".join(texts))):
-        vocab.setdefault(char, len(vocab))
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
 def train_stand_in_student(pairs: list[tuple[str, str]], out_dir: Path, steps: int, seed: int,
@@ -55,7 +56,7 @@ def train_stand_in_student(pairs: list[tuple[str, str]], out_dir: Path, steps: i
 
     prompts = [format_rewrite_prompt(q) for q, _ in pairs]
     answers = [format_rewrite_answer(r) for _, r in pairs]
-    tokenizer = char_tokenizer(prompts + answers)
+    tokenizer = bpe_tokenizer(prompts + answers, vocab_size=1024)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
                          pad_token_id=0, bos_token_id=1, eos_token_id=2)
