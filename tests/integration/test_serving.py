@@ -307,3 +307,36 @@ def test_real_cross_encoder_from_the_registry(serving_settings, tmp_path):
         assert [sum(p) for p in prediction["probabilities"]] == pytest.approx([1.0, 1.0], abs=1e-5)
     finally:
         running.stop()
+
+
+def test_real_causal_rewriter_from_a_local_dir(serving_settings, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from minielm.models.backbones import tiny_llama_config
+    from minielm.models.rewriter import CausalRewriter
+    from minielm.models.tokenizer import train_bpe_tokenizer
+
+    settings, _ = serving_settings
+    settings = settings.model_copy(deep=True)
+    settings.serving.log_rewrites = False
+    tokenizer = train_bpe_tokenizer(["wireless headphones", "blue running shoes", "red wool hat"] * 5, vocab_size=300)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2,
+                                                               num_kv_heads=1, intermediate_size=64))
+    directory = CausalRewriter(model, tokenizer, version="tiny-1", max_new_tokens=6).save(tmp_path / "rewriter")
+    metadata = json.loads((directory / "metadata.json").read_text())
+    metadata.pop("model_class")  # the loader must recognise a causal LM by its config.json
+    (directory / "metadata.json").write_text(json.dumps(metadata))
+    settings.serving.rewriter_path = directory
+    stack = build_stack(settings, with_relevance=False, with_pipeline=False)
+    running = serve_stack(stack, settings, port=0)
+    try:
+        response = httpx.post(f"{running.url}/v1/models/{settings.models.student_rewriter}:predict",
+                              json={"instances": ["wireles hedphones"]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == "tiny-1"
+        served = stack.models[0].loaded.model
+        assert isinstance(served, CausalRewriter)
+        assert body["predictions"][0]["rewrites"][0]["text"] == served.rewrite(["wireles hedphones"])[0][0]
+    finally:
+        running.stop()
