@@ -64,8 +64,12 @@ class CausalRewriter:
     """A :class:`~minielm.models.interfaces.QueryRewriter` over a causal LM and its tokenizer."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: str = "unversioned",
-                 max_new_tokens: int = 32, batch_size: int = 32, temperature: float = 0.8, top_p: float = 0.95) -> None:
+                 max_new_tokens: int = 32, batch_size: int = 32, temperature: float = 0.8, top_p: float = 0.95,
+                 min_confidence: float = 0.0) -> None:
         self.model = model.eval()
+        # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
+        # rewriting: a small model's unsure rewrites hurt search more than they help).
+        self.min_confidence = min_confidence
         self.tokenizer = ensure_pad_token(tokenizer)
         self.version = version
         self.max_new_tokens = max_new_tokens
@@ -78,6 +82,7 @@ class CausalRewriter:
         directory = Path(directory)
         metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
         return cls(model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")),
                    **kwargs)
 
@@ -85,7 +90,8 @@ class CausalRewriter:
         directory = Path(directory)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        record = {"model_class": MODEL_CLASS, "version": self.version, **(metadata or {})}
+        record = {"model_class": MODEL_CLASS, "version": self.version, "min_confidence": self.min_confidence,
+                  **(metadata or {})}
         (directory / METADATA_FILE).write_text(json.dumps(record, indent=2))
         return directory
 
@@ -99,10 +105,37 @@ class CausalRewriter:
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
     @torch.no_grad()
+    def rewrite_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy rewrite of each query with its confidence: the probability of its least likely token."""
+        results: list[tuple[str, float]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = list(queries[start:start + self.batch_size])
+            inputs = self._left_padded(chunk)
+            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                         pad_token_id=self.tokenizer.pad_token_id,
+                                         eos_token_id=self.tokenizer.eos_token_id,
+                                         output_scores=True, return_dict_in_generate=True)
+            new_tokens = output.sequences[:, inputs["input_ids"].shape[1]:]
+            log_probs = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for row, query in enumerate(chunk):
+                # Tokens up to and including the first EOS count; padding after it does not.
+                ended = (new_tokens[row] == self.tokenizer.eos_token_id).nonzero()
+                length = int(ended[0]) + 1 if len(ended) else new_tokens.shape[1]
+                confidence = float(log_probs[row, :length].min().exp()) if length else 0.0
+                results.append((extract_rewrite(texts[row]) or " ".join(query.split()), confidence))
+        return results
+
+    @torch.no_grad()
     def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
-        """``num_return`` rewrites per query; an empty generation falls back to the query itself."""
+        """``num_return`` rewrites per query; an empty generation falls back to the query itself, and so
+        does a single greedy rewrite less confident than ``min_confidence``."""
         if num_return < 1:
             raise ValueError(f"num_return must be at least 1, got {num_return}")
+        if num_return == 1 and not do_sample and self.min_confidence > 0:
+            scored = self.rewrite_with_confidence(queries)
+            return [[text if confidence >= self.min_confidence else " ".join(query.split())]
+                    for query, (text, confidence) in zip(queries, scored)]
         results: list[list[str]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start:start + self.batch_size])

@@ -50,6 +50,10 @@ class RewriterTeacherConfig(StrictConfig):
     eval_batch_size: int = Field(32, ge=1)
     identity_pairs: bool = Field(
         True, description="also train canonical -> canonical, so clean queries are left as they are")
+    selective_rewriting: bool = Field(
+        True, description="after training, pick on calibration_split the min_confidence below which the "
+                          "rewriter keeps the raw query (the one that maximises relevant products per query)")
+    calibration_split: Literal["train", "validation", "test"] = "validation"
 
 
 class RelevanceTeacherConfig(StrictConfig):

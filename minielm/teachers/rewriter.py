@@ -54,6 +54,7 @@ def evaluate_rewriter(rewriter: CausalRewriter, data: EsciData, split: str, max_
         for name, value in values.items():
             metrics[f"{system}_{name}"] = value
     metrics["gain_over_raw"] = report["gain_over_raw"]["teacher"]["relevant_per_query"]
+    metrics["rewrite_rate"] = sum(teacher[q] != " ".join(raw[q].split()) for q in keep) / len(keep)
     if "oracle" in systems:
         oracle = systems["oracle"]
         metrics["exact_match"] = sum(teacher[q] == " ".join(oracle[q].split()) for q in keep) / len(keep)
@@ -61,6 +62,41 @@ def evaluate_rewriter(rewriter: CausalRewriter, data: EsciData, split: str, max_
     metrics["examples"] = [{"query": raw[q], "teacher": teacher[q], "oracle": systems.get("oracle", {}).get(q)}
                            for q in keep[:5]]
     return metrics
+
+
+def calibrate_min_confidence(rewriter: CausalRewriter, data: EsciData, split: str, max_queries: int, k: int,
+                             substitute_is_relevant: bool, index) -> dict[str, Any]:
+    """The confidence threshold that maximises relevant products per query on ``split`` (ties: rewrite more).
+
+    Candidates are quantiles of the rewrites' confidences, 0 (always rewrite) and above 1 (never).
+    """
+    import numpy as np
+
+    from minielm.evaluation import evaluate_queries, raw_queries
+
+    examples = data.examples[data.examples["split"] == split]
+    if examples.empty:
+        log.warning("no calibration split; the rewriter always rewrites", split=split)
+        return {"min_confidence": 0.0, "calibration_split": None}
+    raw = raw_queries(examples)
+    keep = sorted(raw)[:max_queries]
+    examples = examples[examples["query_id"].astype(str).isin(keep)]
+    scored = dict(zip(keep, rewriter.rewrite_with_confidence([raw[q] for q in keep])))
+    confidences = np.array([confidence for _, confidence in scored.values()])
+    candidates = sorted({0.0, 1.01, *np.quantile(confidences, np.linspace(0, 1, 21)).round(6).tolist()})
+
+    def relevant(threshold: float) -> float:
+        chosen = {q: text if confidence >= threshold else raw[q] for q, (text, confidence) in scored.items()}
+        return evaluate_queries(index, examples, chosen, k, substitute_is_relevant)["relevant_per_query"]
+
+    best_threshold, best = 0.0, relevant(0.0)
+    for threshold in candidates[1:]:
+        value = relevant(threshold)
+        if value > best + 1e-12:
+            best_threshold, best = threshold, value
+    return {"min_confidence": float(best_threshold), "calibration_split": split,
+            "calibration_relevant_per_query": best, "calibration_always_rewrite_relevant_per_query": relevant(0.0),
+            "calibration_raw_relevant_per_query": relevant(1.01)}
 
 
 def train_rewriter_teacher(data: EsciData | Path | str, output_dir: Path | str, config: RewriterTeacherConfig,
@@ -90,11 +126,18 @@ def train_rewriter_teacher(data: EsciData | Path | str, output_dir: Path | str, 
 
         rewriter = CausalRewriter.load(result.export_dir, batch_size=config.eval_batch_size,
                                        max_new_tokens=config.max_answer_tokens + 1)
-        index = SearchIndex.load(index_dir) if index_dir else None
+        index = SearchIndex.load(index_dir) if index_dir else SearchIndex.build(dataset.products)
+        calibration: dict[str, Any] = {"min_confidence": 0.0}
+        if config.selective_rewriting:
+            calibration = calibrate_min_confidence(rewriter, dataset, config.calibration_split,
+                                                   config.max_eval_queries, top_k, substitute_is_relevant, index)
+            rewriter.min_confidence = calibration["min_confidence"]
         metrics = evaluate_rewriter(rewriter, dataset, config.eval_split, config.max_eval_queries, top_k,
                                     substitute_is_relevant, index=index)
+        metrics.update(calibration)
         metrics.update({f"train_{k}": v for k, v in result.summary().items()})
         metadata = {"model_class": MODEL_CLASS, "role": "teacher-rewriter", "backbone": config.backbone,
+                    "min_confidence": rewriter.min_confidence,
                     "metrics": {k: v for k, v in metrics.items() if k != "examples"},
                     "data_hash": data_fingerprint(pairs), "config": config.model_dump(mode="json"),
                     "n_train_pairs": len(pairs)}

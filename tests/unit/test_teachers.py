@@ -63,6 +63,16 @@ def test_rewriter_trains_exports_and_rewrites(dataset, tmp_path):
     beams = rewriter.rewrite(["red tee"], num_return=2)
     assert len(beams[0]) == 2
 
+    scored = rewriter.rewrite_with_confidence(["red tee", "offiec chair"])
+    assert all(0.0 <= confidence <= 1.0 for _, confidence in scored)
+    rewriter.min_confidence = 1.01
+    assert rewriter.rewrite(["red  tee", "offiec chair"]) == [["red tee"], ["offiec chair"]]
+    rewriter.min_confidence = 0.0
+    assert rewriter.rewrite(["red tee", "offiec chair"]) == [[text] for text, _ in scored]
+    assert 0.0 <= run.metrics["min_confidence"] <= 1.01 and 0.0 <= run.metrics["rewrite_rate"] <= 1.0
+    rewriter.min_confidence = 0.5
+    assert CausalRewriter.load(rewriter.save(tmp_path / "saved")).min_confidence == 0.5
+
 
 def test_rewriter_parameters_change(dataset, tmp_path):
     config = tiny_rewriter_config(tiny=SMALL, training=quick_training(2), max_eval_queries=2)
