@@ -1,5 +1,6 @@
-"""KFP components of the training pipeline: thin wrappers over ``minielm.distill.stages`` and the
-teacher trainers (no ``from __future__ import annotations``: KFP reads the real annotation objects).
+"""KFP components of the training pipeline's data check and distillation: thin wrappers over
+``minielm.distill.stages`` (no ``from __future__ import annotations``: KFP reads the real annotation
+objects). The teachers are trained by :mod:`components.teachers`.
 
 Every component reads the platform settings from ``config_file`` (empty: ``$MINIELM_CONFIG`` and
 ``MINIELM_*`` variables, as set by the Helm chart). ``toy`` selects the toy-scale budgets (tiny
@@ -13,48 +14,22 @@ BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def validate_data(config_file: str, data_dir: str, metrics: Output[Metrics]) -> int:
-    """Fail fast on a dataset that cannot train the teachers (columns, labels, splits, rewrites)."""
+def validate_data(config_file: str, data_dir: str, data: Output[Dataset], metrics: Output[Metrics]) -> int:
+    """Fail fast on a dataset that cannot train the teachers; pass it on as the pipeline's Dataset."""
+    import shutil
+
     from minielm.distill.stages import validate_training_data
 
     summary = validate_training_data(data_dir)
+    shutil.copytree(data_dir, data.path, dirs_exist_ok=True)
+    data.metadata.update({"source": data_dir, **summary})
     for name, value in summary.items():
         metrics.log_metric(name, value)
     return int(summary["n_examples"])
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def train_teacher_rewriter(config_file: str, data_dir: str, index_dir: str, toy: bool, n_examples: int,
-                           teacher: Output[Model], metrics: Output[Metrics]) -> None:
-    """Fine-tune the rewriter teacher through the DeepSpeed core (export in ``teacher.path/final``)."""
-    from minielm.config import load_settings
-    from minielm.distill.stages import train_teacher_rewriter_stage
-
-    settings = load_settings(config_file or None)
-    run = train_teacher_rewriter_stage(settings, data_dir, index_dir, teacher.path, toy)
-    teacher.metadata.update({"n_examples": n_examples, "role": "teacher-rewriter"})
-    for name in ("raw_relevant_per_query", "teacher_relevant_per_query", "gain_over_raw"):
-        if name in run["metrics"]:
-            metrics.log_metric(name, float(run["metrics"][name]))
-
-
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def train_teacher_relevance(config_file: str, data_dir: str, toy: bool, n_examples: int,
-                            teacher: Output[Model], metrics: Output[Metrics]) -> None:
-    """Fine-tune the LM relevance teacher (ESCI head) through the DeepSpeed core."""
-    from minielm.config import load_settings
-    from minielm.distill.stages import train_teacher_relevance_stage
-
-    settings = load_settings(config_file or None)
-    run = train_teacher_relevance_stage(settings, data_dir, teacher.path, toy)
-    teacher.metadata.update({"n_examples": n_examples, "role": "teacher-relevance"})
-    for name, value in run["metrics"].items():
-        if isinstance(value, (int, float)):
-            metrics.log_metric(name, float(value))
-
-
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def label_augmented_pairs(config_file: str, data_dir: str, index_dir: str, toy: bool,
+def label_augmented_pairs(config_file: str, data: Input[Dataset], index_dir: str, toy: bool,
                           teacher_relevance: Input[Model], triples: Output[Dataset]) -> int:
     """Augmented (query, product+, product-) triples labelled by the relevance teacher."""
     from minielm.config import load_settings
@@ -62,14 +37,14 @@ def label_augmented_pairs(config_file: str, data_dir: str, index_dir: str, toy: 
     from minielm.distill.stages import TEACHER_EXPORT, label_augmented_pairs
 
     settings = load_settings(config_file or None)
-    summary = label_augmented_pairs(data_dir, index_dir or None, f"{teacher_relevance.path}/{TEACHER_EXPORT}",
+    summary = label_augmented_pairs(data.path, index_dir or None, f"{teacher_relevance.path}/{TEACHER_EXPORT}",
                                     triples.path, distill_config(settings.distill, toy), seed=settings.seed)
     triples.metadata.update({k: v for k, v in summary.items() if k != "triples_path"})
     return int(summary["n_triples"])
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def distill_relevance(config_file: str, data_dir: str, toy: bool, triples: Input[Dataset],
+def distill_relevance(config_file: str, data: Input[Dataset], toy: bool, triples: Input[Dataset],
                       student: Output[Model]) -> None:
     """Cross-encoder student, Margin-MSE on the teacher margins (export in ``student.path/model``)."""
     from minielm.config import load_settings
@@ -77,13 +52,13 @@ def distill_relevance(config_file: str, data_dir: str, toy: bool, triples: Input
     from minielm.distill.stages import TRIPLES_FILE, distill_relevance_student
 
     settings = load_settings(config_file or None)
-    summary = distill_relevance_student(data_dir, f"{triples.path}/{TRIPLES_FILE}", student.path,
+    summary = distill_relevance_student(data.path, f"{triples.path}/{TRIPLES_FILE}", student.path,
                                         distill_config(settings.distill, toy), seed=settings.seed)
     student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def distill_rewriter(config_file: str, data_dir: str, toy: bool, teacher_rewriter: Input[Model],
+def distill_rewriter(config_file: str, data: Input[Dataset], toy: bool, teacher_rewriter: Input[Model],
                      student: Output[Model]) -> None:
     """Smaller decoder, sequence-level KD + token KL to the teacher (export in ``student.path/model``)."""
     from minielm.config import load_settings
@@ -91,13 +66,13 @@ def distill_rewriter(config_file: str, data_dir: str, toy: bool, teacher_rewrite
     from minielm.distill.stages import TEACHER_EXPORT, distill_rewriter_student
 
     settings = load_settings(config_file or None)
-    summary = distill_rewriter_student(data_dir, f"{teacher_rewriter.path}/{TEACHER_EXPORT}", student.path,
+    summary = distill_rewriter_student(data.path, f"{teacher_rewriter.path}/{TEACHER_EXPORT}", student.path,
                                        distill_config(settings.distill, toy), seed=settings.seed)
     student.metadata.update({k: v for k, v in summary.items() if k not in ("model_dir", "layer_map")})
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def evaluate_students(config_file: str, data_dir: str, index_dir: str, teacher_rewriter: Input[Model],
+def evaluate_students(config_file: str, data: Input[Dataset], index_dir: str, teacher_rewriter: Input[Model],
                       student_rewriter: Input[Model], teacher_relevance: Input[Model],
                       student_relevance: Input[Model], report: Output[Artifact], metrics: Output[Metrics]) -> None:
     """Teacher / student / raw / oracle on the held-out split; the share of the teacher's gain kept."""
@@ -108,7 +83,7 @@ def evaluate_students(config_file: str, data_dir: str, index_dir: str, teacher_r
     from minielm.distill.stages import MODEL_SUBDIR, TEACHER_EXPORT, evaluate_students
 
     settings = load_settings(config_file or None)
-    result = evaluate_students(data_dir, index_dir or None, f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
+    result = evaluate_students(data.path, index_dir or None, f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
                                f"{student_rewriter.path}/{MODEL_SUBDIR}", f"{teacher_relevance.path}/{TEACHER_EXPORT}",
                                f"{student_relevance.path}/{MODEL_SUBDIR}", settings.eval, seed=settings.seed)
     print(result["table"])

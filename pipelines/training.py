@@ -18,8 +18,8 @@ from pathlib import Path
 from kfp import dsl
 
 from components.distill import (distill_relevance, distill_rewriter, evaluate_students, label_augmented_pairs,
-                                quality_gate, register_candidates, train_teacher_relevance, train_teacher_rewriter,
-                                validate_data)
+                                quality_gate, register_candidates, validate_data)
+from components.teachers import fine_tune_relevance_teacher, fine_tune_rewriter_teacher
 from minielm.config import Settings
 
 NAME = "training"
@@ -29,20 +29,21 @@ NAME = "training"
               description="Fine-tune the teachers, distil the students (sequence KD + token KL; Margin-MSE on "
                           "teacher-labelled augmented triples), evaluate, gate and register candidates.")
 def pipeline_func(data_dir: str, index_dir: str = "", config_file: str = "", toy: bool = True,
+                  rewriter_teacher_overrides: str = "", relevance_teacher_overrides: str = "",
                   run_id: str = "") -> str:
     checked = validate_data(config_file=config_file, data_dir=data_dir)
-    n_examples = checked.outputs["Output"]
-    teacher_rewriter = train_teacher_rewriter(config_file=config_file, data_dir=data_dir, index_dir=index_dir,
-                                              toy=toy, n_examples=n_examples)
-    teacher_relevance = train_teacher_relevance(config_file=config_file, data_dir=data_dir, toy=toy,
-                                                n_examples=n_examples)
-    labelled = label_augmented_pairs(config_file=config_file, data_dir=data_dir, index_dir=index_dir, toy=toy,
+    data = checked.outputs["data"]
+    teacher_rewriter = fine_tune_rewriter_teacher(data=data, config_file=config_file,
+                                                  overrides=rewriter_teacher_overrides, toy=toy, index_dir=index_dir)
+    teacher_relevance = fine_tune_relevance_teacher(data=data, config_file=config_file,
+                                                    overrides=relevance_teacher_overrides, toy=toy)
+    labelled = label_augmented_pairs(config_file=config_file, data=data, index_dir=index_dir, toy=toy,
                                      teacher_relevance=teacher_relevance.outputs["teacher"])
-    relevance_student = distill_relevance(config_file=config_file, data_dir=data_dir, toy=toy,
+    relevance_student = distill_relevance(config_file=config_file, data=data, toy=toy,
                                           triples=labelled.outputs["triples"])
-    rewriter_student = distill_rewriter(config_file=config_file, data_dir=data_dir, toy=toy,
+    rewriter_student = distill_rewriter(config_file=config_file, data=data, toy=toy,
                                         teacher_rewriter=teacher_rewriter.outputs["teacher"])
-    evaluation = evaluate_students(config_file=config_file, data_dir=data_dir, index_dir=index_dir,
+    evaluation = evaluate_students(config_file=config_file, data=data, index_dir=index_dir,
                                    teacher_rewriter=teacher_rewriter.outputs["teacher"],
                                    student_rewriter=rewriter_student.outputs["student"],
                                    teacher_relevance=teacher_relevance.outputs["teacher"],
@@ -58,7 +59,7 @@ def pipeline_func(data_dir: str, index_dir: str = "", config_file: str = "", toy
 
 
 def default_arguments(settings: Settings) -> dict:
-    """Data and index where ``minielm data`` puts them; toy-scale budgets."""
+    """Data and index where ``minielm data`` puts them; toy-scale budgets; teacher settings as configured."""
     data_dir = Path(settings.paths.data_dir)
     return {"data_dir": str(data_dir / "synthetic"), "index_dir": str(data_dir / "index"), "toy": True}
 

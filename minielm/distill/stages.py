@@ -66,31 +66,6 @@ def validate_training_data(dataset_dir: Path | str) -> dict[str, int]:
             "n_test_examples": len(held_out)}
 
 
-def train_teacher_rewriter_stage(settings: Settings, dataset_dir: Path | str, index_dir: Path | str | None,
-                                 output_dir: Path | str, toy: bool) -> dict[str, Any]:
-    """The rewriter teacher (tiny backbone and budget when ``toy``); exported to ``output_dir/final``."""
-    from minielm.teachers.config import tiny_rewriter_config
-    from minielm.teachers.rewriter import train_rewriter_teacher
-
-    config = tiny_rewriter_config(max_eval_queries=100) if toy else settings.teachers.rewriter
-    run = train_rewriter_teacher(dataset_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir,
-                                 index_dir=index_dir or None, top_k=settings.eval.top_k,
-                                 substitute_is_relevant=settings.eval.substitute_is_relevant)
-    return run.to_dict()
-
-
-def train_teacher_relevance_stage(settings: Settings, dataset_dir: Path | str, output_dir: Path | str,
-                                  toy: bool) -> dict[str, Any]:
-    """The LM relevance teacher (tiny backbone and budget when ``toy``); exported to ``output_dir/final``."""
-    from minielm.teachers.config import tiny_relevance_config
-    from minielm.teachers.relevance import train_relevance_teacher
-
-    config = tiny_relevance_config(max_eval_examples=500) if toy else settings.teachers.relevance
-    run = train_relevance_teacher(dataset_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir,
-                                  top_k=settings.eval.top_k)
-    return run.to_dict()
-
-
 def label_augmented_pairs(dataset_dir: Path | str, index_dir: Path | str | None, teacher_relevance_dir: Path | str,
                           output_dir: Path | str, config: DistillConfig, seed: int = 0) -> dict[str, Any]:
     """Augmented (query, product+, product-) triples labelled by the relevance teacher -> parquet."""

@@ -18,13 +18,13 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
     tasks = spec["root"]["dag"]["tasks"]
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps["validate-data"] == set()
-    assert deps["train-teacher-rewriter"] == {"validate-data"}
-    assert deps["train-teacher-relevance"] == {"validate-data"}
-    assert deps["label-augmented-pairs"] == {"train-teacher-relevance"}
-    assert deps["distill-relevance"] == {"label-augmented-pairs"}
-    assert deps["distill-rewriter"] == {"train-teacher-rewriter"}
-    assert deps["evaluate-students"] == {"train-teacher-rewriter", "train-teacher-relevance", "distill-rewriter",
-                                         "distill-relevance"}
+    assert deps["fine-tune-rewriter-teacher"] == {"validate-data"}
+    assert deps["fine-tune-relevance-teacher"] == {"validate-data"}
+    assert deps["label-augmented-pairs"] == {"validate-data", "fine-tune-relevance-teacher"}
+    assert deps["distill-relevance"] == {"validate-data", "label-augmented-pairs"}
+    assert deps["distill-rewriter"] == {"validate-data", "fine-tune-rewriter-teacher"}
+    assert deps["evaluate-students"] == {"validate-data", "fine-tune-rewriter-teacher", "fine-tune-relevance-teacher",
+                                         "distill-rewriter", "distill-relevance"}
     assert deps["quality-gate"] == {"evaluate-students"}
     assert deps["register-candidates"] == {"quality-gate", "evaluate-students", "distill-rewriter",
                                            "distill-relevance"}
@@ -35,5 +35,6 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/minielm/minielm-jobs:0.1.0"}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"data_dir", "index_dir", "config_file", "toy", "run_id"}
+    assert set(params) == {"data_dir", "index_dir", "config_file", "toy", "rewriter_teacher_overrides",
+                           "relevance_teacher_overrides", "run_id"}
     assert params["toy"]["defaultValue"] is True
