@@ -85,6 +85,7 @@ def test_unknown_model_version_and_empty_window_fail_clearly(rl_env, corpus, tmp
     assert registry.stage(settings.models.student_rewriter, "production").version == base.version
 
 
+@pytest.mark.slow
 def test_gate_blocks_a_degraded_candidate_and_production_stays(rl_env, corpus, tmp_path):
     settings, store, registry, base = rl_env
     data, data_dir, index_dir = corpus

@@ -37,6 +37,7 @@ def vowel_probability(model_dir) -> float:
     return float(probs[:, ids].sum(dim=-1).mean())
 
 
+@pytest.mark.slow
 def test_grpo_moves_policy_toward_rewarded_rewrites_with_bounded_kl(tmp_path):
     base = save_tiny_llama(tmp_path / "base")
     config = RLConfig(num_generations=4, queries_per_step=2, max_steps=8, learning_rate=2e-2, beta=0.05,
