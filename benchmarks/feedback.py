@@ -59,8 +59,8 @@ def produce(settings, n_requests: int, query_prefix: str = "bench query") -> flo
     producer = make_producer(settings.kafka, linger_ms=20, batch_size=256 * 1024, max_in_flight_requests_per_connection=5)
     topics = settings.kafka.topics
     started = time.perf_counter()
-    now = time.time()
     for i in range(n_requests):
+        now = time.time()
         rid = f"r{i}"
         key = rid.encode()
         query = f"{query_prefix} {i % 500}"
@@ -81,11 +81,13 @@ def read_to(aggregator) -> int:
     return sum(j.rewrites_next + j.feedback_next for j in aggregator.joins.values())
 
 
-def count_rows(store, settings) -> tuple[int, int]:
-    from minielm.feedback.windows import list_windows, read_windows
+def count_rows(store, settings) -> tuple[int, int, int]:
+    """(window rows, feedback events joined into them, feedback events in the late table) on S3."""
+    from minielm.feedback.windows import list_windows, read_late_events, read_windows
 
     frame = read_windows(store, list_windows(store, prefix=settings.feedback.windows_prefix))
-    return len(frame), int(frame["feedback_events"].sum()) if len(frame) else 0
+    late = read_late_events(store, prefix=settings.feedback.late_prefix)
+    return len(frame), int(frame["feedback_events"].sum()) if len(frame) else 0, len(late)
 
 
 def throughput_end_to_end(live, store, n_requests: int) -> dict:
@@ -106,12 +108,12 @@ def throughput_end_to_end(live, store, n_requests: int) -> dict:
     stats = aggregator.run(on_progress=done, max_seconds=600)
     elapsed = time.perf_counter() - started
     producer.join()
-    rows, joined = count_rows(store, settings)
+    rows, joined, late = count_rows(store, settings)
     return {"requests": n_requests, "events": total, "seconds": round(elapsed, 2),
             "events_per_s": round(total / elapsed), "produce_s": round(timings["produce_s"], 2),
             "produce_events_per_s": round(total / timings["produce_s"]), "windows": stats.windows_written,
-            "rows_on_s3": rows, "feedback_joined": joined, "late": stats.late_written,
-            "all_on_s3": rows == n_requests and joined == n_requests * FEEDBACK_PER_REQUEST}
+            "rows_on_s3": rows, "feedback_joined": joined, "feedback_late": late,
+            "all_on_s3": rows == n_requests and joined + late == n_requests * FEEDBACK_PER_REQUEST}
 
 
 def throughput_catch_up(live, store, n_requests: int, check_crcs: bool = True) -> dict:
@@ -132,12 +134,12 @@ def throughput_catch_up(live, store, n_requests: int, check_crcs: bool = True) -
 
     stats = aggregator.run(on_progress=progress, max_seconds=600)
     elapsed = time.perf_counter() - marks["first"]
-    rows, joined = count_rows(store, settings)
+    rows, joined, late = count_rows(store, settings)
     return {"requests": n_requests, "events": total, "check_crcs": check_crcs,
             "seconds_from_first_record": round(elapsed, 2),
             "events_per_s": round(total / elapsed), "produce_events_per_s": round(total / produce_s),
-            "windows": stats.windows_written, "rows_on_s3": rows, "feedback_joined": joined,
-            "all_on_s3": rows == n_requests and joined == n_requests * FEEDBACK_PER_REQUEST}
+            "windows": stats.windows_written, "rows_on_s3": rows, "feedback_joined": joined, "feedback_late": late,
+            "all_on_s3": rows == n_requests and joined + late == n_requests * FEEDBACK_PER_REQUEST}
 
 
 def freshness(live, store, probes: int, background_rate: float, workdir: Path) -> dict:
