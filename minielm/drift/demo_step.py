@@ -1,9 +1,9 @@
 """The demo's drift step: check the latest feedback windows against the first ones, print the verdict.
 
 Reads from ``ctx.results``: ``feedback_window_keys`` (window objects the feedback step wrote; the
-older half is the reference the production model was validated on, the newer half the current
-traffic) and ``dataset_dir`` (the synthetic dataset: its products give the catalog vocabulary, and
-without windows its train-split queries are the reference and its test-split queries the current
+older half of each partition's windows is the reference, the newer half the current traffic) and
+``dataset_dir`` (the synthetic dataset: its products give the catalog vocabulary, and without
+windows its train-split queries are the reference and its validation/test-split queries the current
 window, with the dataset's canonical rewrites). Writes ``ctx.results["drift_summary"]``.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from minielm.drift.job import run_drift_job
+from minielm.drift.sources import split_halves
 
 
 def _split_frames(dataset_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -35,10 +36,10 @@ def drift_demo_step(ctx) -> None:
     keys = list(ctx.results.get("feedback_window_keys") or [])
     out_dir = Path(ctx.workdir) / "drift"
     if len(keys) >= 2:
-        half = (len(keys) + 1) // 2
-        ctx.echo(f"  reference: {half} oldest feedback window(s); current: {len(keys) - half} newest")
-        result = run_drift_job(settings, store=ctx.store, out_dir=out_dir, reference_keys=keys[:half],
-                               current_keys=keys[half:], catalog_path=catalog)
+        reference_keys, current_keys = split_halves(keys)
+        ctx.echo(f"  reference: {len(reference_keys)} older feedback window(s); current: {len(current_keys)} newer")
+        result = run_drift_job(settings, store=ctx.store, out_dir=out_dir, reference_keys=reference_keys,
+                               current_keys=current_keys, catalog_path=catalog)
     elif dataset_dir:
         reference, current = _split_frames(Path(dataset_dir))
         ctx.echo(f"  no feedback windows yet: train-split queries ({len(reference)}) vs validation/test-split "

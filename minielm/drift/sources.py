@@ -50,6 +50,20 @@ def oldest_and_newest(keys: list[str], n_oldest: int, n_newest: int) -> tuple[li
     return oldest, newest
 
 
+def split_halves(keys: list[str]) -> tuple[list[str], list[str]]:
+    """Older and newer half of each partition's objects (by offset); by list order when each partition
+    holds a single object."""
+    older, newer = [], []
+    for group in _by_partition(keys).values():
+        half = (len(group) + 1) // 2
+        older += group[:half]
+        newer += group[half:]
+    if not newer and len(keys) >= 2:
+        half = (len(keys) + 1) // 2
+        return list(keys[:half]), list(keys[half:])
+    return older, newer
+
+
 def read_pinned_reference(store: ObjectStore, settings: Settings) -> list[str] | None:
     pointer = store.read_pointer(settings.drift.reference_pointer_key)
     return list(pointer["window_keys"]) if pointer and pointer.get("window_keys") else None

@@ -98,3 +98,16 @@ def test_novelty_is_zero_for_the_same_distribution_and_counts_new_regions():
 def test_bad_drift_settings_name_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_settings(overrides=[override], environ={}, use_services_state=False)
+
+
+def test_demo_halves_split_each_partition_by_offset():
+    from minielm.drift.sources import oldest_and_newest, split_halves
+
+    def key(partition, first):
+        return f"feedback/windows/topic=minielm.rewrites/partition={partition}/offsets={first}-{first + 9}.parquet"
+
+    keys = [key(1, 10), key(0, 0), key(0, 20), key(1, 0), key(0, 10)]
+    older, newer = split_halves(keys)
+    assert older == [key(0, 0), key(0, 10), key(1, 0)] and newer == [key(0, 20), key(1, 10)]
+    assert split_halves([key(0, 0), key(1, 0)]) == ([key(0, 0)], [key(1, 0)])
+    assert oldest_and_newest(keys, 1, 1) == ([key(0, 0), key(1, 0)], [key(0, 20), key(1, 10)])
