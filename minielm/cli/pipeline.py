@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -74,9 +75,11 @@ def run(ctx: typer.Context, name: str = typer.Argument(..., help="training, rl_r
     from pipelines.registry import compile_pipeline
 
     client = kfp.Client(host=host)
-    run_ = client.create_run_from_pipeline_package(str(compile_pipeline(name)), arguments=arguments,
-                                                   experiment_name=settings.pipelines.experiment,
-                                                   run_name=f"minielm-{name}")
+    with tempfile.TemporaryDirectory() as out_dir:  # the image's own tree is read-only
+        run_ = client.create_run_from_pipeline_package(str(compile_pipeline(name, Path(out_dir))),
+                                                       arguments=arguments,
+                                                       experiment_name=settings.pipelines.experiment,
+                                                       run_name=f"minielm-{name}")
     typer.echo(f"submitted {name}: run id {run_.run_id}")
 
 
@@ -101,8 +104,9 @@ def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="rl_retrai
     import kfp
 
     arguments = {**module.default_arguments(settings), **_params(param)}
-    run_id = upsert_recurring_run(kfp.Client(host=host), name, settings.pipelines.experiment, cron, arguments,
-                                  compile_pipeline(name))
+    with tempfile.TemporaryDirectory() as out_dir:  # the image's own tree is read-only
+        run_id = upsert_recurring_run(kfp.Client(host=host), name, settings.pipelines.experiment, cron, arguments,
+                                      compile_pipeline(name, Path(out_dir)))
     typer.echo(f"scheduled {name} ({cron}): recurring run id {run_id}")
 
 
