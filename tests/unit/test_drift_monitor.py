@@ -138,3 +138,10 @@ def test_real_esci_queries_against_a_synthetic_reference(shared_dir):
     assert {"query_embeddings", "query_oov_share"} <= drifted
     # The sample has queries only: rewrite checks say what is missing instead of passing.
     assert all(c.status == "no_data" and "'rewrite'" in c.detail for c in result.checks if c.name.startswith("rewrite"))
+
+
+def test_a_reference_of_one_repeated_query_is_no_data_for_embeddings():
+    reference = reference_window().assign(query="red shirt")
+    result, _ = check(reference, current_window(1), config=drift_config(checks=["embeddings"]))
+    assert result.status == "no_data"
+    assert result.checks[0].detail == "reference window has fewer than 2 distinct queries"
