@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-DEMO_SESSIONS = 240
+DEMO_SESSIONS = 200
 DEMO_TOP_K = 5  # products each simulated shopper looks at (judge calls = sessions x this)
 DEMO_BATCH = 16
 
