@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 REWRITE_INSTRUCTION = "Rewrite the shopping query for product search."
-RELEVANCE_INSTRUCTION = "Is the product relevant to the shopping query?"
 _SPACES = re.compile(r"\s+")
 
 
@@ -34,6 +33,15 @@ def extract_rewrite(generated: str) -> str:
     return clean_text(generated.strip().split("\n", 1)[0]) if generated.strip() else ""
 
 
+RELEVANCE_PRODUCT_PREFIX = "Product:"
+
+
+def relevance_query_suffix(query: str) -> str:
+    """The end of a relevance input: the query comes after the product so that, in a causal LM, the
+    query tokens can attend to the product text (a tiny model learns the match much faster that way)."""
+    return f"\nQuery: {clean_text(query)}\nAnswer:"
+
+
 def format_relevance_input(query: str, product_text: str) -> str:
     """What the relevance teacher classifies into E/S/C/I."""
-    return f"{RELEVANCE_INSTRUCTION}\nQuery: {clean_text(query)}\nProduct: {clean_text(product_text)}\nAnswer:"
+    return f"{RELEVANCE_PRODUCT_PREFIX} {clean_text(product_text)}{relevance_query_suffix(query)}"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from minielm.models.prompts import format_relevance_input
+from minielm.models.prompts import RELEVANCE_PRODUCT_PREFIX, clean_text, relevance_query_suffix
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
 
 ESCI_CLASSES = ("E", "S", "C", "I")
@@ -29,15 +29,14 @@ MODEL_CLASS = "minielm.models.relevance_teacher:RelevanceTeacher"
 
 def encode_relevance_example(tokenizer: PreTrainedTokenizerBase, query: str, product_text: str,
                              max_length: int) -> list[int]:
-    """Token ids of one pair; the product text is cut so the answer cue at the end always survives."""
-    head = format_relevance_input(query, "")
-    cue_at = head.rindex("\nAnswer:")
-    prefix_ids = tokenizer(head[:cue_at].rstrip(), add_special_tokens=False)["input_ids"]
-    product_ids = tokenizer(" " + " ".join(str(product_text).split()), add_special_tokens=False)["input_ids"]
-    cue_ids = tokenizer("\nAnswer:", add_special_tokens=False)["input_ids"]
+    """Token ids of ``format_relevance_input``; the product text is cut so the query and the answer cue
+    at the end always survive."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    room = max(0, max_length - len(bos) - len(prefix_ids) - len(cue_ids))
-    return (bos + prefix_ids + product_ids[:room] + cue_ids)[-max_length:]
+    prefix = tokenizer(RELEVANCE_PRODUCT_PREFIX, add_special_tokens=False)["input_ids"]
+    product = tokenizer(" " + clean_text(product_text), add_special_tokens=False)["input_ids"]
+    suffix = tokenizer(relevance_query_suffix(query), add_special_tokens=False)["input_ids"]
+    room = max(0, max_length - len(bos) - len(prefix) - len(suffix))
+    return (bos + prefix + product[:room] + suffix)[-max_length:]
 
 
 def soft_targets(labels: Sequence[str], smoothing: float = 0.0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from minielm.models.prompts import RELEVANCE_INSTRUCTION, REWRITE_INSTRUCTION
+from minielm.models.prompts import REWRITE_INSTRUCTION
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
@@ -30,7 +30,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_freque
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=[PAD, BOS, EOS, UNK],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    prompt_words = [REWRITE_INSTRUCTION, RELEVANCE_INSTRUCTION, "Query: Rewrite: Product: Answer:"] * 10
+    prompt_words = [REWRITE_INSTRUCTION, "Query: Rewrite: Product: Answer:"] * 10
     core.train_from_iterator(list(prompt_words) + [str(t) for t in texts], trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS,
                                    unk_token=UNK, padding_side="right")

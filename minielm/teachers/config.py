@@ -83,7 +83,7 @@ TINY_TRAINING = {
     "rewriter": TrainingConfig(max_steps=300, micro_batch_size=32, learning_rate=3e-3, warmup_steps=20,
                                min_learning_rate_ratio=0.05, checkpoint_every=100, weight_decay=0.01,
                                cpu_threads=1),
-    "relevance": TrainingConfig(max_steps=150, micro_batch_size=32, learning_rate=2e-3, warmup_steps=10,
+    "relevance": TrainingConfig(max_steps=300, micro_batch_size=32, learning_rate=3e-3, warmup_steps=10,
                                 min_learning_rate_ratio=0.05, checkpoint_every=50, weight_decay=0.01,
                                 cpu_threads=1),
 }
@@ -96,4 +96,5 @@ def tiny_rewriter_config(**overrides) -> RewriterTeacherConfig:
 
 def tiny_relevance_config(**overrides) -> RelevanceTeacherConfig:
     """The toy-scale relevance teacher: tiny backbone and its training budget (overrides win)."""
-    return RelevanceTeacherConfig(**{"backbone": "tiny", "training": TINY_TRAINING["relevance"], **overrides})
+    return RelevanceTeacherConfig(**{"backbone": "tiny", "training": TINY_TRAINING["relevance"], "max_length": 64,
+                                     **overrides})
