@@ -58,8 +58,8 @@ def distill_relevance(config_file: str, data: Input[Dataset], toy: bool, triples
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def distill_rewriter(config_file: str, data: Input[Dataset], toy: bool, teacher_rewriter: Input[Model],
-                     student: Output[Model]) -> None:
+def distill_rewriter(config_file: str, data: Input[Dataset], index_dir: str, toy: bool,
+                     teacher_rewriter: Input[Model], student: Output[Model]) -> None:
     """Smaller decoder, sequence-level KD + token KL to the teacher (export in ``student.path/model``)."""
     from minielm.config import load_settings
     from minielm.distill.demo_step import distill_config
@@ -67,7 +67,8 @@ def distill_rewriter(config_file: str, data: Input[Dataset], toy: bool, teacher_
 
     settings = load_settings(config_file or None)
     summary = distill_rewriter_student(data.path, f"{teacher_rewriter.path}/{TEACHER_EXPORT}", student.path,
-                                       distill_config(settings.distill, toy), seed=settings.seed)
+                                       distill_config(settings.distill, toy), seed=settings.seed,
+                                       index_dir=index_dir or None, eval_config=settings.eval)
     student.metadata.update({k: v for k, v in summary.items() if k not in ("model_dir", "layer_map")})
 
 

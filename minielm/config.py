@@ -212,6 +212,9 @@ class DistillConfig(Section):
     soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
     gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
     relevance_max_ndcg_gap: float = Field(0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much")
+    calibration_split: Literal["train", "validation", "test"] = Field(
+        "validation", description="split that sets the student rewriter's selective-rewriting threshold")
+    calibration_queries: int = Field(200, ge=1)
     zero_stage: Literal[0, 1, 2] = Field(0, description="students are small: ZeRO 0-2 keep whole weights per rank")
     promote_to_production_when_none: bool = True
 

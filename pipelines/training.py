@@ -41,7 +41,7 @@ def pipeline_func(data_dir: str, index_dir: str = "", config_file: str = "", toy
                                      teacher_relevance=teacher_relevance.outputs["teacher"])
     relevance_student = distill_relevance(config_file=config_file, data=data, toy=toy,
                                           triples=labelled.outputs["triples"])
-    rewriter_student = distill_rewriter(config_file=config_file, data=data, toy=toy,
+    rewriter_student = distill_rewriter(config_file=config_file, data=data, index_dir=index_dir, toy=toy,
                                         teacher_rewriter=teacher_rewriter.outputs["teacher"])
     evaluation = evaluate_students(config_file=config_file, data=data, index_dir=index_dir,
                                    teacher_rewriter=teacher_rewriter.outputs["teacher"],

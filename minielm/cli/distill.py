@@ -43,6 +43,8 @@ def rewriter(ctx: typer.Context,
              out: Path = typer.Option(..., "--out", help="Output directory; the student lands in OUT/model."),
              tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A tokenizer directory the student "
                                                       "must use; it must match the teacher's."),
+             index: Optional[Path] = typer.Option(None, "--index", help="BM25 index directory for calibrating "
+                                                  "selective rewriting (built from the catalog when omitted)."),
              toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop).")) -> None:
     """Sequence-level KD + token-level KL from the teacher into a smaller decoder (settings: distill.*)."""
     from minielm.distill.stages import distill_rewriter_student
@@ -51,7 +53,8 @@ def rewriter(ctx: typer.Context,
     _require_dir(teacher, "--teacher")
     try:
         summary = distill_rewriter_student(data, teacher, out, _config(ctx, toy), seed=settings_from(ctx).seed,
-                                           student_tokenizer_dir=tokenizer)
+                                           student_tokenizer_dir=tokenizer, index_dir=index,
+                                           eval_config=settings_from(ctx).eval)
     except _errors() as error:
         raise fail(str(error)) from None
     typer.echo(json.dumps(summary, indent=2, default=str))

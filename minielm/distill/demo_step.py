@@ -51,10 +51,10 @@ def distill_demo_step(ctx) -> None:
     ctx.echo(f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "
              f"{relevance['final_loss']} ({relevance['train_seconds']} s)")
     rewriter = distill_rewriter_student(r["dataset_dir"], r["teacher_rewriter_dir"], workdir / "rewriter", config,
-                                        seed=settings.seed)
+                                        seed=settings.seed, index_dir=r["index_dir"], eval_config=settings.eval)
     ctx.echo(f"  rewriter student: {rewriter['parameters']:,} params vs teacher {rewriter['teacher_parameters']:,} "
              f"(teacher layers {rewriter['layer_map']}), loss {rewriter['first_loss']} -> {rewriter['final_loss']} "
-             f"({rewriter['train_seconds']} s)")
+             f"({rewriter['train_seconds']} s), rewrites when confidence >= {rewriter['min_confidence']:.3f}")
 
     report = evaluate_students(r["dataset_dir"], r["index_dir"], r["teacher_rewriter_dir"], rewriter["model_dir"],
                                r["teacher_relevance_dir"], relevance["model_dir"], settings.eval,

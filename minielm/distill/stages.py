@@ -127,11 +127,14 @@ def _mean(values: list[float]) -> float | None:
 
 def distill_rewriter_student(dataset_dir: Path | str, teacher_rewriter_dir: Path | str, output_dir: Path | str,
                              config: DistillConfig, seed: int = 0,
-                             student_tokenizer_dir: Path | str | None = None) -> dict[str, Any]:
+                             student_tokenizer_dir: Path | str | None = None,
+                             index_dir: Path | str | None = None, eval_config: EvalConfig | None = None
+                             ) -> dict[str, Any]:
     """Distil the teacher rewriter on the train split's queries; the student lands in ``output_dir/model``.
 
     ``student_tokenizer_dir``: a tokenizer the student must use; it is checked against the teacher's
-    before anything else runs.
+    before anything else runs. Like the teacher, the student then gets its own confidence threshold
+    for selective rewriting, calibrated on the validation split (below it, the query is kept as typed).
     """
     from minielm.distill.rewriter_student import distill_rewriter
     from minielm.models.rewriter import CausalRewriter
@@ -144,16 +147,31 @@ def distill_rewriter_student(dataset_dir: Path | str, teacher_rewriter_dir: Path
     output_dir = Path(output_dir)
     result = distill_rewriter(teacher, queries, config, work_dir=output_dir / "work", seed=seed,
                               student_tokenizer=student_tokenizer)
+    calibration = _calibrate(result.student, data, index_dir, eval_config or EvalConfig(), config)
     result.student.version = "unregistered"
     model_dir = result.student.save(output_dir / MODEL_SUBDIR, metadata={
-        "role": "student-rewriter", "teacher_version": teacher.version, **result.build})
+        "role": "student-rewriter", "teacher_version": teacher.version, **calibration, **result.build})
     summary = {"model_dir": str(model_dir), "steps": result.steps, "train_seconds": round(result.seconds, 2),
                "first_loss": _mean(result.losses[:5]), "final_loss": _mean(result.losses[-5:]),
                "n_queries": result.n_queries, "teacher_version": teacher.version,
                "parameters": result.build["student_parameters"],
-               "teacher_parameters": result.build["teacher_parameters"], "layer_map": result.build["layer_map"]}
+               "teacher_parameters": result.build["teacher_parameters"], "layer_map": result.build["layer_map"],
+               "min_confidence": calibration["min_confidence"]}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _calibrate(student, data, index_dir, eval_config: EvalConfig, config: DistillConfig) -> dict[str, Any]:
+    """The teacher trainer's calibration, applied to the student (no validation split: always rewrite)."""
+    from minielm.teachers.rewriter import calibrate_min_confidence
+
+    if not (data.examples["split"] == config.calibration_split).any():
+        return {"min_confidence": 0.0, "calibration_split": None}
+    calibration = calibrate_min_confidence(student, data, config.calibration_split, config.calibration_queries,
+                                           eval_config.top_k, eval_config.substitute_is_relevant,
+                                           _index(index_dir, data))
+    student.min_confidence = calibration["min_confidence"]
+    return calibration
 
 
 def evaluate_students(dataset_dir: Path | str, index_dir: Path | str | None, teacher_rewriter_dir: Path | str,
