@@ -33,6 +33,8 @@ def _teacher_config(section, backbone: Optional[str], max_steps: Optional[int], 
             config = config.model_copy(update={"training": TINY_TRAINING[role]})
         update = {k: v for k, v in {"max_steps": max_steps, "zero_stage": zero_stage, "precision": precision}.items()
                   if v is not None}
+        if max_steps is not None:
+            update["warmup_steps"] = min(config.training.warmup_steps, max_steps)
         training = type(config.training).model_validate({**config.training.model_dump(), **update})
         fields = {**config.model_dump(), "training": training.model_dump()}
         if backbone is not None:
