@@ -150,6 +150,25 @@ async def _load(url: str, model: str, feature_modes: Sequence[bool], concurrency
     return results
 
 
+def _server_feast_wait(url: str, view: str = "query_stats") -> dict:
+    """From the server's minielm_feast_wait_seconds histogram: how long requests waited for Feast."""
+    import httpx
+
+    buckets, count = [], 0.0
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("minielm_feast_wait_seconds_bucket") and f'view="{view}"' in line:
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1])))
+        elif line.startswith("minielm_feast_wait_seconds_count") and f'view="{view}"' in line:
+            count = float(line.split()[-1])
+    buckets.sort()
+    if not count:
+        return {"count": 0}
+    p99 = next(bound for bound, cumulative in buckets if cumulative >= 0.99 * count)
+    within_1ms = next(cumulative for bound, cumulative in buckets if bound >= 0.001) / count
+    return {"count": int(count), "p99_upper_bound_ms": p99 * 1000, "share_within_1ms": round(within_1ms, 4)}
+
+
 def _server_fallbacks(url: str) -> dict[str, float]:
     """minielm_feast_fallback_total by reason, as the server's /metrics reports it."""
     import httpx
@@ -252,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
                           f"p99 {result['p99_ms']:9.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
                           f"ms/req  errors {result['errors_in_run']}")
         server_fallbacks = _server_fallbacks(url)
+        server_feast_wait = _server_feast_wait(url)
+        print(f"server-side wait for Feast on the request path: {server_feast_wait}")
     finally:
         stop.set()
         server.join(timeout=30)
@@ -264,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     student = settings.models.student_rewriter
     summary = {
+        "server_feast_wait_p99_upper_bound_ms": server_feast_wait.get("p99_upper_bound_ms"),
         "feast_added_p99_ms": {c: round(find(student, True, c)["p99_ms"] - find(student, False, c)["p99_ms"], 3)
                                for c in args.concurrency},
         "feast_added_p50_ms": {c: round(find(student, True, c)["p50_ms"] - find(student, False, c)["p50_ms"], 3)
@@ -286,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
         "feast_online_lookup": feast_lookup,
         "feast_budget_ms": settings.feast.online_timeout_ms,
         "server_feast_fallbacks": server_fallbacks,
+        "server_feast_wait": server_feast_wait,
         "runs": runs,
         "summary": summary,
     }

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Sequence
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from minielm.config import Settings
 from minielm.features.keys import query_key
@@ -27,6 +27,10 @@ log = get_logger(__name__)
 
 FEAST_FALLBACK = Counter("minielm_feast_fallback", "Feature rows served with defaults instead of Feast values",
                          ["reason"])
+
+FEAST_WAIT = Histogram("minielm_feast_wait_seconds",
+                       "Time a request waited for its Feast lookup (what enrichment adds to the request path)",
+                       ["view"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
 
 QUERY_DEFAULTS: dict[str, Any] = {"volume": 0, "ctr": 0.0, "add_to_cart_rate": 0.0, "reformulation_rate": 0.0,
                                   "zero_result_rate": 0.0, "last_seen_ts": 0.0}
@@ -111,6 +115,10 @@ class PendingLookup:
     def result(self) -> list[dict[str, Any]]:
         if self.future is None:
             return []
+        with FEAST_WAIT.labels(self.view).time():
+            return self._collect()
+
+    def _collect(self) -> list[dict[str, Any]]:
         try:
             values = self.future.result(timeout=max(self.deadline - time.monotonic(), 0.0))
         except FutureTimeout:

@@ -232,6 +232,7 @@ def test_bad_input_corpus_gets_400_naming_the_field_and_server_stays_up(server):
     assert 'minielm_errors_total{type="invalid_input"}' in metrics
     assert "minielm_request_latency_seconds_bucket" in metrics
     assert "minielm_kafka_dropped_total" in metrics
+    assert 'minielm_feast_wait_seconds_bucket{le="0.001",view="query_stats"}' in metrics
 
 
 def test_readiness_only_for_loaded_models(server):
