@@ -31,7 +31,7 @@ from minielm.rl.retraining import build_reward_model, heldout_metrics
 from minielm.rl.trainer import train_grpo
 from minielm.search import SearchIndex
 
-RESULTS = Path(__file__).resolve().parent / "results" / "rl_quality.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def bpe_tokenizer(texts: list[str], vocab_size: int):
@@ -95,7 +95,7 @@ def run_seed(seed: int, args, workdir: Path) -> dict:
     settings = load_settings(environ={}, use_services_state=False, overrides=[
         f"seed={seed}", f"rl.max_steps={args.rl_steps}", f"rl.learning_rate={args.rl_lr}",
         f"rl.num_generations={args.group}", f"rl.queries_per_step={args.queries_per_step}",
-        f"rl.beta={args.beta}", "rl.max_new_tokens=40", "rl.reward_weights.judge=0",
+        f"rl.beta={args.beta}", f"rl.temperature={args.temperature}", "rl.max_new_tokens=40", "rl.reward_weights.judge=0",
         "rl.reward_weights.feedback=0", f"rl.intent_embedder={args.embedder}"])
     data = generate_dataset(n_products=args.products, n_queries=args.queries, seed=seed)
     data_dir = write_esci(data, workdir / f"seed{seed}" / "data")
@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--queries-per-step", type=int, default=4)
     parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature of the GRPO groups (an overconfident student needs > 1 to explore)")
     parser.add_argument("--embedder", default="ngram_overlap", choices=["ngram_overlap", "minilm"])
     parser.add_argument("--workdir", default=".minielm/runs/bench-rl")
     args = parser.parse_args()
@@ -152,9 +154,10 @@ def main() -> None:
               f"{(r['rl'] / r['distilled'] - 1) if r['distilled'] else float('nan'):>+14.1%}")
     print(f"{'mean':>6} {summary['raw']:>8.3f} {summary['distilled']:>8.3f} {summary['rl']:>8.3f} "
           f"{summary['rl_vs_distilled'] or float('nan'):>+14.1%}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "rows": rows, "mean": summary}, indent=2))
-    print(f"written to {RESULTS}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"rl_quality_t{args.temperature:g}.json"
+    path.write_text(json.dumps({"args": vars(args), "rows": rows, "mean": summary}, indent=2))
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":
