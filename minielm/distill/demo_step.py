@@ -14,8 +14,10 @@ from pathlib import Path
 from minielm.config import DistillConfig
 
 # Toy scale for 2 shared CPU cores: a 2-layer MiniLM student, a 2-layer student decoder.
-DEMO_OVERRIDES = {"relevance_num_layers": 2, "relevance_steps": 60, "relevance_batch_size": 16,
-                  "relevance_learning_rate": 1e-4, "relevance_max_length": 64, "triples_per_query": 4,
+# The toy relevance teacher is weak (tens of steps), so the student also sees the gold labels.
+DEMO_OVERRIDES = {"relevance_num_layers": 2, "relevance_steps": 80, "relevance_batch_size": 16,
+                  "relevance_learning_rate": 2e-4, "relevance_max_length": 64, "triples_per_query": 4,
+                  "gold_mix_weight": 1.0,
                   "rewriter_num_layers": 1, "rewriter_steps": 120, "rewriter_batch_size": 32,
                   "rewriter_learning_rate": 3e-3, "rewriter_kd_queries": 400}
 DEMO_EVAL_QUERIES = 120
