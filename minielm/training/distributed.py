@@ -17,14 +17,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ensure_process_group_env() -> dict[str, str]:
-    """Set MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK for a single process when unset."""
+def ensure_process_group_env() -> list[str]:
+    """Set MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK for a single process when unset.
+
+    Returns the names it set, so the caller can drop MASTER_PORT again once the process group
+    exists: left in the environment, it would make a child process (a kfp.local task) try to listen
+    on this process's port.
+    """
     defaults = {"MASTER_ADDR": "127.0.0.1", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    added = [key for key in (*defaults, "MASTER_PORT") if key not in os.environ]
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     if "MASTER_PORT" not in os.environ:
         os.environ["MASTER_PORT"] = str(_free_port())
-    return {key: os.environ[key] for key in (*defaults, "MASTER_PORT")}
+    return added
+
+
+def drop_env(names: list[str]) -> None:
+    for name in names:
+        os.environ.pop(name, None)
 
 
 def skip_cpu_shared_memory_comm() -> None:

@@ -39,7 +39,7 @@ import torch
 
 from minielm.logs import get_logger
 from minielm.training.config import TrainingConfig
-from minielm.training.distributed import ensure_process_group_env, skip_cpu_shared_memory_comm
+from minielm.training.distributed import drop_env, ensure_process_group_env, skip_cpu_shared_memory_comm
 
 log = get_logger(__name__)
 
@@ -181,7 +181,7 @@ class DeepSpeedTrainer:
     """A model wrapped in a DeepSpeed engine, with checkpoints under ``output_dir/checkpoints``."""
 
     def __init__(self, model: torch.nn.Module, config: TrainingConfig, output_dir: Path | str) -> None:
-        ensure_process_group_env()
+        defaulted = ensure_process_group_env()
         if not torch.cuda.is_available() and not config.cpu_shared_memory_comm:
             skip_cpu_shared_memory_comm()
         if config.cpu_threads and not torch.cuda.is_available():
@@ -204,6 +204,9 @@ class DeepSpeedTrainer:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler,
             config=deepspeed_config(config, self.world_size))
+        # The process group is up; a child process (a kfp.local task) must not inherit its port and try to
+        # listen on it. RANK/WORLD_SIZE/LOCAL_RANK stay: ZeRO-3 reads LOCAL_RANK while it runs.
+        drop_env([name for name in defaulted if name == "MASTER_PORT"])
         self.device = self.engine.device
         log.info("deepspeed engine ready", rank=self.rank, world_size=self.world_size, device=str(self.device),
                  precision=self.precision, zero_stage=config.zero_stage,

@@ -209,3 +209,14 @@ def test_two_ranks_with_torchrun(tmp_path):
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
     assert exported.num_parameters() == tiny_llama().num_parameters()
     assert (tmp_path / "run" / "checkpoints" / "step-00000003").is_dir()
+
+
+def test_defaulted_process_group_variables_do_not_leak_to_child_processes(tmp_path, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    config = TrainingConfig(max_steps=1, micro_batch_size=8, warmup_steps=0, progress=False, cpu_threads=1)
+    train(tiny_llama(), lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate, export=False)
+    assert "MASTER_PORT" not in os.environ
+    again = train(tiny_llama(), lm_loss, config.model_copy(update={"max_steps": 2}), tmp_path,
+                  dataset=counting_data(), collate_fn=collate, export=False)
+    assert again.steps == 2
