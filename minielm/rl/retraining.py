@@ -42,6 +42,7 @@ TRAIN_FILE = "train_queries.parquet"
 FEEDBACK_FILE = "feedback.parquet"
 PREPARED_FILE = "prepared.json"
 REPLAY_QUERIES = 64
+REWRITER_SETTINGS = ("model_class", "min_confidence")  # what CausalRewriter.load reads from metadata.json
 
 
 def _write_json(path: Path, value: dict) -> dict:
@@ -212,7 +213,7 @@ def evaluate_and_gate(settings: Settings, store: ObjectStore, data_dir: Path, in
 
     from minielm.gate import quality_gate
     from minielm.rl.policy import DirRewriter
-    from minielm.rl.trainer import default_prompt_fn, mean_token_kl
+    from minielm.rl.trainer import bos_prefix, default_prompt_fn, mean_token_kl
 
     trained_dir, out_dir = Path(trained_dir), Path(out_dir)
     index = _load_index(index_dir)
@@ -227,8 +228,9 @@ def evaluate_and_gate(settings: Settings, store: ObjectStore, data_dir: Path, in
     prompt_fn = default_prompt_fn()
     reference = AutoModelForCausalLM.from_pretrained(str(trained_dir / "reference")).eval()
     cand_rewrites = candidate(replay)
-    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, [prompt_fn(q) for q in replay],
-                       cand_rewrites)
+    prefix = bos_prefix(candidate.tokenizer)
+    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, [prefix + prompt_fn(q) for q in replay],
+                       [" " + r for r in cand_rewrites])
     replay_report = {"n_queries": len(replay),
                      "candidate_reward": float(np.mean(replay_rewards.total(replay, cand_rewrites))),
                      "production_reward": float(np.mean(replay_rewards.total(replay, production(replay)))),
@@ -269,7 +271,9 @@ def rollout_candidate(settings: Settings, store: ObjectStore, data_dir: Path, in
     if not evaluation["gate"]["passed"]:
         outcome.update(status="gated", reasons=evaluation["gate"]["reasons"])
     else:
-        metadata = {"parent_version": train_summary["production_version"],
+        parent = registry.get(name, train_summary["production_version"]).metadata
+        inherited = {k: parent[k] for k in REWRITER_SETTINGS if k in parent}
+        metadata = {**inherited, "parent_version": train_summary["production_version"],
                     "rl_reference_version": train_summary["reference_version"], "pipeline_run": run_id,
                     "metrics": evaluation["heldout"]["candidate"], "replay": evaluation["replay"],
                     "feedback_windows": prepared["windows"], "trained_with": "grpo"}

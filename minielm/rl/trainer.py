@@ -20,26 +20,16 @@ import torch
 from minielm.config import RLConfig
 from minielm.logs import get_logger
 from minielm.rl.errors import RLInputError
-from minielm.rl.rewards import RewardModel, clean_rewrite
+from minielm.rl.rewards import RewardModel
 
 log = get_logger(__name__)
 
 PromptFn = Callable[[str], str]
-SKIP_FILES = {"metadata.json"}
-
-
-def _interim_prompt(query: str) -> str:
-    return f"Rewrite the shopping query for search.\nQuery: {query}\nRewrite:"
 
 
 def default_prompt_fn() -> PromptFn:
-    """The platform's prompt format (``minielm.models.prompts``); until that module is installed, an
-    interim format of the same shape, with a warning, so RL can run against a stand-in rewriter."""
-    try:
-        from minielm.models.prompts import format_rewrite_prompt
-    except ImportError:
-        log.warning("minielm.models.prompts is not available; using the interim RL prompt format")
-        return _interim_prompt
+    from minielm.models.prompts import format_rewrite_prompt
+
     return format_rewrite_prompt
 
 
@@ -83,10 +73,19 @@ class TrainResult:
                 "kl_mean": sum(kls) / len(kls) if kls else None, "kl_max": max(kls) if kls else None}
 
 
-def _training_rows(queries: Sequence[str], query_ids: Sequence[str | None], prompt_fn: PromptFn) -> list[dict]:
+def bos_prefix(tokenizer) -> str:
+    """The BOS text to put before a prompt so its ids start with BOS, as the serving rewriter's prompts do
+    (empty when the tokenizer adds BOS itself or has none)."""
+    if tokenizer.bos_token is None or tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        return ""
+    return tokenizer.bos_token
+
+
+def _training_rows(queries: Sequence[str], query_ids: Sequence[str | None], prompt_fn: PromptFn,
+                   prefix: str = "") -> list[dict]:
     if len(queries) != len(query_ids):
         raise RLInputError(f"training set: {len(queries)} queries but {len(query_ids)} query ids")
-    rows = [{"prompt": prompt_fn(q), "query": q, "query_id": qid or ""} for q, qid in zip(queries, query_ids)]
+    rows = [{"prompt": prefix + prompt_fn(q), "query": q, "query_id": qid or ""} for q, qid in zip(queries, query_ids)]
     if not rows:
         raise RLInputError("training set is empty: no queries to sample rewrites for")
     return rows
@@ -104,10 +103,10 @@ def train_grpo(policy_dir: Path, reference_dir: Path, queries: Sequence[str], qu
     if config.beta > 0:
         check_same_tokenizer(policy_dir, reference_dir)
     prompt_fn = prompt_fn or default_prompt_fn()
-    dataset = Dataset.from_list(_training_rows(queries, query_ids, prompt_fn))
     tokenizer = load_tokenizer(policy_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dataset = Dataset.from_list(_training_rows(queries, query_ids, prompt_fn, bos_prefix(tokenizer)))
     torch.manual_seed(seed)
     policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
     policy.config._name_or_path = str(reference_dir)  # TRL builds the KL reference from this id
@@ -134,30 +133,15 @@ def train_grpo(policy_dir: Path, reference_dir: Path, queries: Sequence[str], qu
 
 
 def _export(policy_dir: Path, model, tokenizer, output_dir: Path) -> None:
-    """Keep every side file of the policy (e.g. the rewriter's own settings), then the new weights."""
+    """Keep every side file of the policy (e.g. the rewriter's metadata.json with its selective-rewriting
+    threshold), then the new weights."""
     output_dir.mkdir(parents=True, exist_ok=True)
     for path in policy_dir.iterdir():
-        if path.is_file() and path.name not in SKIP_FILES:
+        if path.is_file():
             shutil.copy2(path, output_dir / path.name)
     model.config._name_or_path = str(output_dir)
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
-
-
-@torch.no_grad()
-def greedy_rewrites(model, tokenizer, queries: Sequence[str], prompt_fn: PromptFn, max_new_tokens: int,
-                    batch_size: int = 32) -> list[str]:
-    """One greedy rewrite per query (left-padded batches)."""
-    tokenizer.padding_side = "left"
-    rewrites: list[str] = []
-    for start in range(0, len(queries), batch_size):
-        chunk = list(queries[start:start + batch_size])
-        encoded = tokenizer([prompt_fn(q) for q in chunk], return_tensors="pt", padding=True)
-        out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
-        rewrites += [clean_rewrite(t) for t in texts]
-    return rewrites
 
 
 @torch.no_grad()
