@@ -26,6 +26,7 @@ from minielm.config import load_settings
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.models.prompts import format_rewrite_answer, format_rewrite_prompt
+from minielm.models.rewriter import encode_rewrite_example
 from minielm.rl.policy import DirRewriter
 from minielm.rl.retraining import build_reward_model, heldout_metrics
 from minielm.rl.trainer import train_grpo
@@ -63,10 +64,9 @@ def train_stand_in_student(pairs: list[tuple[str, str]], out_dir: Path, steps: i
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     encoded = []
-    for prompt, answer in zip(prompts, answers):
-        p_ids = tokenizer(prompt)["input_ids"]
-        a_ids = tokenizer(answer)["input_ids"] + [tokenizer.eos_token_id]
-        encoded.append((p_ids + a_ids, [-100] * len(p_ids) + a_ids))
+    for query, rewrite in pairs:  # the serving rewriter's own encoding (BOS, prompt, answer, EOS)
+        example = encode_rewrite_example(tokenizer, query, rewrite, max_prompt_tokens=128, max_answer_tokens=48)
+        encoded.append((example["input_ids"], example["labels"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     model.train()
