@@ -121,7 +121,7 @@ def quality_gate(config_file: str, report: Input[Artifact], gate: Output[Artifac
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
 def register_candidates(config_file: str, run_id: str, student_rewriter: Input[Model],
                         student_relevance: Input[Model], report: Input[Artifact], gate: Input[Artifact]) -> str:
-    """Register both students as ``candidate`` when the gate passed; returns the outcome as JSON."""
+    """Register each student whose gate passed as ``candidate``; returns the outcome as JSON."""
     import json
     from pathlib import Path
 

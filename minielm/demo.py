@@ -6,6 +6,7 @@ with a progress line per step, prints what each did, and stops what it started.
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -99,9 +100,9 @@ def default_steps() -> list[DemoStep]:
 
 
 @contextmanager
-def running_services(settings: Settings) -> Iterator[Settings]:
-    """Use the embedded services if they run; otherwise start them for the duration."""
-    services = EmbeddedServices(settings)
+def running_services(settings: Settings, data_dir: Path | None = None) -> Iterator[Settings]:
+    """Use the embedded services if they run; otherwise start them (on data_dir) for the duration."""
+    services = EmbeddedServices(settings, data_dir=data_dir)
     if all(s.healthy for s in services.status()):
         yield settings
         return
@@ -117,9 +118,11 @@ def run_demo(settings: Settings | None = None, steps: list[DemoStep] | None = No
     settings = settings or load_settings()
     steps = steps or default_steps()
     workdir = Path(settings.paths.runs_dir) / "demo"
-    workdir.mkdir(parents=True, exist_ok=True)
+    # Each run starts clean: no checkpoint to resume, no registry or feedback windows from a previous run.
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     echo("MiniELM demo: starting the embedded Kafka broker and S3 server")
-    with running_services(settings) as live:
+    with running_services(settings, workdir / "services") as live:
         ctx = DemoContext(settings=live, workdir=workdir, store=ObjectStore(live.s3), echo=echo)
         try:
             for index, step in enumerate(steps, 1):

@@ -11,7 +11,7 @@ from minielm.evaluation import compare_rewriters, format_report_table, oracle_qu
 from minielm.search import SearchIndex
 
 DEMO_PRODUCTS = 2000
-DEMO_QUERIES = 600
+DEMO_QUERIES = 5000  # the tiny teacher needs thousands of pairs to learn the noise and beat raw queries
 
 
 def data_demo_step(ctx) -> None:

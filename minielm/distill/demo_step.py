@@ -18,9 +18,9 @@ from minielm.config import DistillConfig
 DEMO_OVERRIDES = {"relevance_num_layers": 2, "relevance_steps": 80, "relevance_batch_size": 16,
                   "relevance_learning_rate": 2e-4, "relevance_max_length": 64, "triples_per_query": 4,
                   "gold_mix_weight": 1.0,
-                  "rewriter_num_layers": 1, "rewriter_steps": 120, "rewriter_batch_size": 32,
-                  "rewriter_learning_rate": 3e-3, "rewriter_kd_queries": 400}
-DEMO_EVAL_QUERIES = 120
+                  "rewriter_num_layers": 1, "rewriter_steps": 400, "rewriter_batch_size": 32,
+                  "rewriter_learning_rate": 3e-3, "rewriter_kd_queries": 2000}
+DEMO_EVAL_QUERIES = 500
 DEMO_EVAL_PAIRS = 600
 
 
@@ -70,9 +70,12 @@ def distill_demo_step(ctx) -> None:
     stage = "production" if production is None and config.promote_to_production_when_none else "candidate"
     registered = register_students(settings, ctx.store, rewriter["model_dir"], relevance["model_dir"], report,
                                    gate, stage=stage, extra_metadata={"source": "demo"})
-    if registered["registered"]:
-        ctx.echo(f"  registered {settings.models.student_rewriter} {registered['student_rewriter_version']} and "
-                 f"{settings.models.student_relevance} {registered['student_relevance_version']} as {stage}")
+    for name, key in ((settings.models.student_rewriter, "student_rewriter_version"),
+                      (settings.models.student_relevance, "student_relevance_version")):
+        if registered[key]:
+            ctx.echo(f"  registered {name} {registered[key]} as {stage}")
+        else:
+            ctx.echo(f"  {name} not registered: its gate failed")
     (workdir / "distill_report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "table"},
                                                             indent=2, default=str))
     r["student_rewriter_dir"] = rewriter["model_dir"]

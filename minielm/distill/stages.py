@@ -233,20 +233,29 @@ def gate_students(report: dict[str, Any], production: dict[str, Any] | None, gat
 def register_students(settings: Settings, store, student_rewriter_dir: Path | str, student_relevance_dir: Path | str,
                       report: dict[str, Any], gate: dict[str, Any], stage: str = "candidate",
                       extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Register both students (only when the gate passed) and point ``stage`` at the new versions."""
+    """Register each student whose own gate passed and point ``stage`` at it.
+
+    The two students are separate models served separately, so a relevance student that trails its
+    teacher does not hold back a rewriter that passed (and the reverse)."""
     from minielm.registry import ModelRegistry
 
-    if not gate["passed"]:
-        log.warning("quality gate failed: students not registered", reasons=gate["reasons"])
-        return {"registered": False, "reasons": gate["reasons"]}
     registry = ModelRegistry(store)
     names = settings.models
     common = {"gate": gate, "split": report["split"], **(extra_metadata or {})}
-    rewriter = registry.register(names.student_rewriter, Path(student_rewriter_dir),
-                                 {"role": "student-rewriter", "metrics": {"rewriter": report["rewriter"]}, **common})
-    relevance = registry.register(names.student_relevance, Path(student_relevance_dir),
-                                  {"role": "student-relevance", "metrics": {"relevance": report["relevance"]}, **common})
-    for entry in (rewriter, relevance):
+    candidates = {
+        "student_rewriter": (names.student_rewriter, student_rewriter_dir, gate["rewriter"]["passed"],
+                             {"role": "student-rewriter", "metrics": {"rewriter": report["rewriter"]}}),
+        "student_relevance": (names.student_relevance, student_relevance_dir, gate["relevance"]["passed"],
+                              {"role": "student-relevance", "metrics": {"relevance": report["relevance"]}}),
+    }
+    outcome: dict[str, Any] = {"stage": stage, "reasons": gate["reasons"]}
+    for key, (name, model_dir, passed, metadata) in candidates.items():
+        if not passed:
+            log.warning("quality gate failed: student not registered", model=name, reasons=gate["reasons"])
+            outcome[f"{key}_version"] = None
+            continue
+        entry = registry.register(name, Path(model_dir), {**metadata, **common})
         registry.promote(entry.name, entry.version, stage, reason="distillation passed the quality gate")
-    return {"registered": True, "stage": stage, "student_rewriter_version": rewriter.version,
-            "student_relevance_version": relevance.version}
+        outcome[f"{key}_version"] = entry.version
+    outcome["registered"] = all(outcome[f"{key}_version"] for key in candidates)
+    return outcome

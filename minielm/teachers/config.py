@@ -80,7 +80,7 @@ class TeachersConfig(StrictConfig):
 
 
 TINY_TRAINING = {
-    "rewriter": TrainingConfig(max_steps=300, micro_batch_size=32, learning_rate=3e-3, warmup_steps=20,
+    "rewriter": TrainingConfig(max_steps=600, micro_batch_size=32, learning_rate=3e-3, warmup_steps=20,
                                min_learning_rate_ratio=0.05, checkpoint_every=100, weight_decay=0.01,
                                cpu_threads=1),
     "relevance": TrainingConfig(max_steps=300, micro_batch_size=32, learning_rate=3e-3, warmup_steps=10,
