@@ -3,16 +3,13 @@
 validate data -> fine-tune the rewriter teacher and the relevance teacher (DeepSpeed) -> the relevance
 teacher labels augmented (query, product+, product-) triples -> distil the cross-encoder student
 (Margin-MSE) and the rewriter student (sequence KD + token KL) -> evaluate both against their
-teachers, raw and oracle -> quality gate -> register both students as ``candidate`` only if it passed.
+teachers, raw and oracle -> quality gate -> register each student whose gate passed as ``candidate``.
 The pipeline's output is the registration outcome as JSON.
 
 Caching: the training and labelling tasks are pure functions of their inputs and may be cached on a
 cluster; the gate and the registration read the registry's current state and never are.
 """
 
-import json
-import os
-import time
 from pathlib import Path
 
 from kfp import dsl
@@ -21,6 +18,7 @@ from components.distill import (distill_relevance, distill_rewriter, evaluate_st
                                 quality_gate, register_candidates, validate_data)
 from components.teachers import fine_tune_relevance_teacher, fine_tune_rewriter_teacher
 from minielm.config import Settings
+from pipelines.local_run import run_locally
 
 NAME = "training"
 
@@ -66,18 +64,4 @@ def default_arguments(settings: Settings) -> dict:
 
 def run_local(settings: Settings, **params) -> dict:
     """Run the pipeline with kfp.local (one subprocess per task) against the configured services."""
-    from kfp import local
-
-    from pipelines.rl_retraining import write_settings_file
-
-    run_id = params.pop("run_id", None) or time.strftime("training-%Y%m%d-%H%M%S", time.gmtime())
-    root = Path(settings.paths.runs_dir).resolve() / "kfp" / NAME
-    config_file = params.pop("config_file", None) or str(write_settings_file(settings, root / run_id / "settings.json"))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    arguments = {**default_arguments(settings), **params}
-    try:
-        task = pipeline_func(config_file=config_file, run_id=run_id, **arguments)
-    finally:
-        if config_file.startswith(str(root)):
-            os.remove(config_file)
-    return json.loads(task.output)
+    return run_locally(pipeline_func, NAME, settings, default_arguments(settings), params, "training")
