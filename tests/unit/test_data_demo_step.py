@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from minielm.config import load_settings
-from minielm.data.demo_step import data_demo_step
+from minielm.data.demo_step import DEMO_PRODUCTS, DEMO_QUERIES, data_demo_step
 from minielm.data.esci import load_esci
 from minielm.demo import DemoContext
 from minielm.search import SearchIndex
@@ -15,8 +15,8 @@ def test_data_demo_step_leaves_dataset_index_and_report(tmp_path):
     ctx = DemoContext(settings=settings, workdir=tmp_path, store=None, echo=lines.append)
     data_demo_step(ctx)
     data = load_esci(ctx.results["dataset_dir"])
-    assert len(data.products) == 2000 and data.examples["query_id"].nunique() == 600
-    assert len(SearchIndex.load(ctx.results["index_dir"])) == 2000
+    assert len(data.products) == DEMO_PRODUCTS and data.examples["query_id"].nunique() == DEMO_QUERIES
+    assert len(SearchIndex.load(ctx.results["index_dir"])) == DEMO_PRODUCTS
     report = ctx.results["eval_raw_oracle"]
     assert report["systems"]["oracle"]["relevant_per_query"] > report["systems"]["raw"]["relevant_per_query"]
     assert any("oracle" in line and "%" in line for line in lines)
