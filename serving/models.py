@@ -188,10 +188,10 @@ def rewrite_with_scores(model: Any, queries: list[str], num_return: int) -> list
     return [[(text, None) for text in row] for row in model.rewrite(queries, num_return=num_return)]
 
 
-class RewriterModel(ServedModel):
-    """query (+ Feast query_stats) -> ``num_return`` rewrites, batched."""
+class QueryModel(ServedModel):
+    """Endpoints whose instances are one ``query`` each, with the parameters the subclass names."""
 
-    PARAMETERS = ("num_return", "features")
+    PARAMETERS: tuple[str, ...] = ()
 
     def parse_v1(self, payload: Any) -> Parsed:
         parsed = parse_v1(payload, {"query": "text"}, self.config)
@@ -206,6 +206,12 @@ class RewriterModel(ServedModel):
 
     def warm_up(self) -> None:
         self.infer(Parsed([{"query": self.config.warmup_query}]), "warm-up", log_events=False)
+
+
+class RewriterModel(QueryModel):
+    """query (+ Feast query_stats) -> ``num_return`` rewrites, batched."""
+
+    PARAMETERS = ("num_return", "features")
 
     def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
         num_return = num_return_parameter(parsed.parameters, self.config)
@@ -300,7 +306,7 @@ class RelevanceModel(ServedModel):
                 _bytes_output("request_id", [res["request_id"] for res in results])]
 
 
-class RewriteSearchModel(ServedModel):
+class RewriteSearchModel(QueryModel):
     """The whole effect for a client: rewrite the query, search the catalog, (re)rank, return products.
 
     The rewriter is this endpoint's model (name/version in the response and in the Kafka log); the
@@ -336,20 +342,6 @@ class RewriteSearchModel(ServedModel):
 
     def _after_load(self) -> None:
         self.index = self._index_loader()
-
-    def parse_v1(self, payload: Any) -> Parsed:
-        parsed = parse_v1(payload, {"query": "text"}, self.config)
-        allowed_parameters(parsed.parameters, self.PARAMETERS)
-        return parsed
-
-    def parse_v2(self, request: InferRequest) -> Parsed:
-        queries = v2_input(request, "query", self.config)
-        parameters = v2_parameters(request)
-        allowed_parameters(parameters, self.PARAMETERS)
-        return Parsed([{"query": q} for q in queries], parameters)
-
-    def warm_up(self) -> None:
-        self.infer(Parsed([{"query": self.config.warmup_query}]), "warm-up", log_events=False)
 
     def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
         k = check_int(parsed.parameters.get("k", self.config.search_k), "parameters.k", 1, self.config.search_k)
