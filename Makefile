@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up first (idempotent).
-.PHONY: setup demo test test-all
+.PHONY: setup demo lint test test-all
 
 setup:
 	bash scripts/setup.sh
@@ -7,7 +7,11 @@ setup:
 demo: setup
 	.venv/bin/minielm demo
 
-test: setup
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
 	.venv/bin/python -m pytest -m "not gpu"
 
 test-all: setup

@@ -61,10 +61,16 @@ def measure(n_products: int, n_queries: int, n_search: int, batch: int, k: int, 
     texts = [raw[q] for q in ids]
     started = time.perf_counter()
     for offset in range(0, len(texts), batch):
-        index.search(texts[offset:offset + batch], k)
+        index.search(texts[offset : offset + batch], k)
     elapsed = time.perf_counter() - started
-    result.update(search_queries=len(texts), search_batch=batch, k=k, search_s=elapsed,
-                  search_qps=len(texts) / elapsed, search_ms_per_query=1000 * elapsed / len(texts))
+    result.update(
+        search_queries=len(texts),
+        search_batch=batch,
+        k=k,
+        search_s=elapsed,
+        search_qps=len(texts) / elapsed,
+        search_ms_per_query=1000 * elapsed / len(texts),
+    )
     subset = data.examples[data.examples["query_id"].isin(set(ids))]
     report = compare_rewriters(index, subset, {"raw": raw_queries(subset), "oracle": oracle_queries(subset)}, k)
     result["relevant_at_k"] = {name: m["relevant_per_query"] for name, m in report["systems"].items()}
@@ -73,11 +79,26 @@ def measure(n_products: int, n_queries: int, n_search: int, batch: int, k: int, 
 
 
 def _run_child(args, size: int) -> dict:
-    command = [sys.executable, __file__, "--single", str(size), "--queries", str(args.queries),
-               "--search-queries", str(args.search_queries), "--batch", str(args.batch), "--k", str(args.k),
-               "--seed", str(args.seed)]
+    command = [
+        sys.executable,
+        __file__,
+        "--single",
+        str(size),
+        "--queries",
+        str(args.queries),
+        "--search-queries",
+        str(args.search_queries),
+        "--batch",
+        str(args.batch),
+        "--k",
+        str(args.k),
+        "--seed",
+        str(args.seed),
+    ]
     started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MINIELM_LOG_LEVEL": "warning"})
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "MINIELM_LOG_LEVEL": "warning"}
+    )
     if completed.returncode != 0:
         return {"n_products": size, "error": completed.stderr[-2000:], "wall_s": time.perf_counter() - started}
     result = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -86,17 +107,21 @@ def _run_child(args, size: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    header = (f"{'products':>10} {'generate s':>10} {'parquet s':>9} {'index s':>8} {'index MB':>8} "
-              f"{'search q/s':>10} {'ms/query':>8} {'raw@k':>6} {'oracle@k':>8} {'peak MB':>8}")
+    header = (
+        f"{'products':>10} {'generate s':>10} {'parquet s':>9} {'index s':>8} {'index MB':>8} "
+        f"{'search q/s':>10} {'ms/query':>8} {'raw@k':>6} {'oracle@k':>8} {'peak MB':>8}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['n_products']:>10} failed after {r['wall_s']:.0f}s: {r['error'].splitlines()[-1:]}")
             continue
-        lines.append(f"{r['n_products']:>10} {r['generate_s']:>10.1f} {r['write_parquet_s']:>9.1f} "
-                     f"{r['index_build_s']:>8.1f} {r['index_mb']:>8.1f} {r['search_qps']:>10.0f} "
-                     f"{r['search_ms_per_query']:>8.2f} {r['relevant_at_k']['raw']:>6.2f} "
-                     f"{r['relevant_at_k']['oracle']:>8.2f} {r['peak_rss_mb']:>8.0f}")
+        lines.append(
+            f"{r['n_products']:>10} {r['generate_s']:>10.1f} {r['write_parquet_s']:>9.1f} "
+            f"{r['index_build_s']:>8.1f} {r['index_mb']:>8.1f} {r['search_qps']:>10.0f} "
+            f"{r['search_ms_per_query']:>8.2f} {r['relevant_at_k']['raw']:>6.2f} "
+            f"{r['relevant_at_k']['oracle']:>8.2f} {r['peak_rss_mb']:>8.0f}"
+        )
     return "\n".join(lines)
 
 
@@ -115,8 +140,13 @@ def main() -> None:
         print(json.dumps(measure(args.single, args.queries, args.search_queries, args.batch, args.k, args.seed)))
         return
     rows = []
-    meta = {"benchmark": "data_scale", "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    meta = {
+        "benchmark": "data_scale",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     for size in args.sizes:
         print(f"measuring {size} products ...", flush=True)
         rows.append(_run_child(args, size))

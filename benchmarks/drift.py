@@ -42,8 +42,9 @@ def measure(n_requests: int, dataset, settings, threads: int | None) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         encoder = QueryEncoder(config.embedding_model_path, config.embedding_batch_size, threads=threads)
         started = time.perf_counter()
-        cold = run_drift_job(settings, reference=reference, current=current, use_windows=False,
-                             out_dir=Path(workdir), encoder=encoder)
+        cold = run_drift_job(
+            settings, reference=reference, current=current, use_windows=False, out_dir=Path(workdir), encoder=encoder
+        )
         row["cold_s"] = time.perf_counter() - started
         # Warm: only the reference's vectors are kept, as in a scheduled run against a fixed reference.
         positions = sample_positions(len(reference), config.embedding_sample_size, settings.seed)
@@ -51,8 +52,14 @@ def measure(n_requests: int, dataset, settings, threads: int | None) -> dict:
         warm_encoder = QueryEncoder(config.embedding_model_path, config.embedding_batch_size, threads=threads)
         warm_encoder._cache = {k: v for k, v in encoder._cache.items() if k in keep}
         started = time.perf_counter()
-        warm = run_drift_job(settings, reference=reference, current=current, use_windows=False,
-                             out_dir=Path(workdir), encoder=warm_encoder)
+        warm = run_drift_job(
+            settings,
+            reference=reference,
+            current=current,
+            use_windows=False,
+            out_dir=Path(workdir),
+            encoder=warm_encoder,
+        )
         row["warm_s"] = time.perf_counter() - started
         row["html_mb"] = Path(warm.outputs["report_path"]).stat().st_size / 2**20
     row["status"] = cold.status
@@ -84,18 +91,25 @@ def main() -> None:
     from minielm.config import load_settings
     from minielm.data.synthetic import generate_dataset
 
-    settings = load_settings(overrides=["drift.upload_report=false", "drift.embedding_cache=false"], environ={},
-                             use_services_state=False)
+    settings = load_settings(
+        overrides=["drift.upload_report=false", "drift.embedding_cache=false"], environ={}, use_services_state=False
+    )
     started = time.perf_counter()
     dataset = generate_dataset(n_products=5000, n_queries=20000, seed=0)
     generate_s = time.perf_counter() - started
     queries = dataset.examples["query"].drop_duplicates().tolist()[:528]
     report = {
-        "machine": {"cpus": os.cpu_count(), "torch_threads": args.threads or torch.get_num_threads(),
-                    "python": platform.python_version(), "load_average_at_start": os.getloadavg()},
-        "settings": {"embedding_sample_size": settings.drift.embedding_sample_size,
-                     "embedding_method": settings.drift.embedding_method,
-                     "distribution_method": settings.drift.distribution_method},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads or torch.get_num_threads(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "settings": {
+            "embedding_sample_size": settings.drift.embedding_sample_size,
+            "embedding_method": settings.drift.embedding_method,
+            "distribution_method": settings.drift.distribution_method,
+        },
         "dataset": {"n_products": 5000, "n_queries": 20000, "generate_s": generate_s},
         "encoder_queries_per_s": encoder_throughput(queries, args.threads),
         "sizes": [],
@@ -107,13 +121,19 @@ def main() -> None:
     report["machine"]["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(report, indent=2))
     rate = report["encoder_queries_per_s"]
-    print(f"encoder: {rate:.0f} queries/s ({report['machine']['torch_threads']} torch threads, "
-          f"load average {report['machine']['load_average_at_start'][0]:.1f})")
-    print(f"{'requests':>9} {'distinct':>9} {'cold s':>7} {'warm s':>7} {'html MB':>8}  status  "
-          f"(embedding every distinct query instead would take ~s)")
+    print(
+        f"encoder: {rate:.0f} queries/s ({report['machine']['torch_threads']} torch threads, "
+        f"load average {report['machine']['load_average_at_start'][0]:.1f})"
+    )
+    print(
+        f"{'requests':>9} {'distinct':>9} {'cold s':>7} {'warm s':>7} {'html MB':>8}  status  "
+        f"(embedding every distinct query instead would take ~s)"
+    )
     for row in report["sizes"]:
-        print(f"{row['n_requests']:>9} {row['distinct_queries']:>9} {row['cold_s']:>7.1f} {row['warm_s']:>7.1f} "
-              f"{row['html_mb']:>8.1f}  {row['status']:<6}  ~{2 * row['distinct_queries'] / rate:.0f}")
+        print(
+            f"{row['n_requests']:>9} {row['distinct_queries']:>9} {row['cold_s']:>7.1f} {row['warm_s']:>7.1f} "
+            f"{row['html_mb']:>8.1f}  {row['status']:<6}  ~{2 * row['distinct_queries'] / rate:.0f}"
+        )
     print(f"wrote {args.out}")
 
 

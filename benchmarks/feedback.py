@@ -45,8 +45,9 @@ def isolated(live, tag: str, **feedback):
     for name, value in feedback.items():
         setattr(settings.feedback, name, value)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    admin.create_topics([NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1)
-                         for t in topics.all()])
+    admin.create_topics(
+        [NewTopic(t, num_partitions=settings.kafka.partitions, replication_factor=1) for t in topics.all()]
+    )
     admin.close()
     return settings
 
@@ -56,7 +57,9 @@ def produce(settings, n_requests: int, query_prefix: str = "bench query") -> flo
     from minielm.feedback.events import FeedbackEvent, ServedRewrite
     from minielm.kafka_io import make_producer
 
-    producer = make_producer(settings.kafka, linger_ms=20, batch_size=256 * 1024, max_in_flight_requests_per_connection=5)
+    producer = make_producer(
+        settings.kafka, linger_ms=20, batch_size=256 * 1024, max_in_flight_requests_per_connection=5
+    )
     topics = settings.kafka.topics
     started = time.perf_counter()
     for i in range(n_requests):
@@ -64,13 +67,33 @@ def produce(settings, n_requests: int, query_prefix: str = "bench query") -> flo
         rid = f"r{i}"
         key = rid.encode()
         query = f"{query_prefix} {i % 500}"
-        producer.send(topics.rewrites, key=key, value=ServedRewrite(
-            request_id=rid, query=query, rewrite=query, model_name="bench", model_version="1",
-            product_ids=["p1", "p2", "p3"], ts=now).to_bytes())
-        producer.send(topics.feedback, key=key, value=FeedbackEvent(
-            event_type="impression", request_id=rid, query=query, product_id="p1", position=0, ts=now).to_bytes())
-        producer.send(topics.feedback, key=key, value=FeedbackEvent(
-            event_type="click", request_id=rid, query=query, product_id="p1", position=0, ts=now).to_bytes())
+        producer.send(
+            topics.rewrites,
+            key=key,
+            value=ServedRewrite(
+                request_id=rid,
+                query=query,
+                rewrite=query,
+                model_name="bench",
+                model_version="1",
+                product_ids=["p1", "p2", "p3"],
+                ts=now,
+            ).to_bytes(),
+        )
+        producer.send(
+            topics.feedback,
+            key=key,
+            value=FeedbackEvent(
+                event_type="impression", request_id=rid, query=query, product_id="p1", position=0, ts=now
+            ).to_bytes(),
+        )
+        producer.send(
+            topics.feedback,
+            key=key,
+            value=FeedbackEvent(
+                event_type="click", request_id=rid, query=query, product_id="p1", position=0, ts=now
+            ).to_bytes(),
+        )
     producer.flush()
     producer.close()
     return time.perf_counter() - started
@@ -109,18 +132,27 @@ def throughput_end_to_end(live, store, n_requests: int) -> dict:
     elapsed = time.perf_counter() - started
     producer.join()
     rows, joined, late = count_rows(store, settings)
-    return {"requests": n_requests, "events": total, "seconds": round(elapsed, 2),
-            "events_per_s": round(total / elapsed), "produce_s": round(timings["produce_s"], 2),
-            "produce_events_per_s": round(total / timings["produce_s"]), "windows": stats.windows_written,
-            "rows_on_s3": rows, "feedback_joined": joined, "feedback_late": late,
-            "all_on_s3": rows == n_requests and joined + late == n_requests * FEEDBACK_PER_REQUEST}
+    return {
+        "requests": n_requests,
+        "events": total,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(total / elapsed),
+        "produce_s": round(timings["produce_s"], 2),
+        "produce_events_per_s": round(total / timings["produce_s"]),
+        "windows": stats.windows_written,
+        "rows_on_s3": rows,
+        "feedback_joined": joined,
+        "feedback_late": late,
+        "all_on_s3": rows == n_requests and joined + late == n_requests * FEEDBACK_PER_REQUEST,
+    }
 
 
 def throughput_catch_up(live, store, n_requests: int, check_crcs: bool = True) -> dict:
     from minielm.feedback.aggregator import Aggregator
 
-    settings = isolated(live, f"catchup{time.time_ns()}", push_to_feast=False, window_s=2.0, grace_s=1.0,
-                        check_crcs=check_crcs)
+    settings = isolated(
+        live, f"catchup{time.time_ns()}", push_to_feast=False, window_s=2.0, grace_s=1.0, check_crcs=check_crcs
+    )
     produce_s = produce(settings, n_requests)
     total = n_requests * (1 + FEEDBACK_PER_REQUEST)
     aggregator = Aggregator(settings, store=store, sink=None)
@@ -135,11 +167,19 @@ def throughput_catch_up(live, store, n_requests: int, check_crcs: bool = True) -
     stats = aggregator.run(on_progress=progress, max_seconds=600)
     elapsed = time.perf_counter() - marks["first"]
     rows, joined, late = count_rows(store, settings)
-    return {"requests": n_requests, "events": total, "check_crcs": check_crcs,
-            "seconds_from_first_record": round(elapsed, 2),
-            "events_per_s": round(total / elapsed), "produce_events_per_s": round(total / produce_s),
-            "windows": stats.windows_written, "rows_on_s3": rows, "feedback_joined": joined, "feedback_late": late,
-            "all_on_s3": rows == n_requests and joined + late == n_requests * FEEDBACK_PER_REQUEST}
+    return {
+        "requests": n_requests,
+        "events": total,
+        "check_crcs": check_crcs,
+        "seconds_from_first_record": round(elapsed, 2),
+        "events_per_s": round(total / elapsed),
+        "produce_events_per_s": round(total / produce_s),
+        "windows": stats.windows_written,
+        "rows_on_s3": rows,
+        "feedback_joined": joined,
+        "feedback_late": late,
+        "all_on_s3": rows == n_requests and joined + late == n_requests * FEEDBACK_PER_REQUEST,
+    }
 
 
 def freshness(live, store, probes: int, background_rate: float, workdir: Path) -> dict:
@@ -169,8 +209,15 @@ def freshness(live, store, probes: int, background_rate: float, workdir: Path) -
         i = 0
         while flowing.is_set():
             limiter.acquire()
-            event = ServedRewrite(request_id=f"bg{i}", query=f"background {i % 200}", rewrite="x", model_name="b",
-                                  model_version="1", product_ids=["p"], ts=time.time())
+            event = ServedRewrite(
+                request_id=f"bg{i}",
+                query=f"background {i % 200}",
+                rewrite="x",
+                model_name="b",
+                model_version="1",
+                product_ids=["p"],
+                ts=time.time(),
+            )
             producer.send(topic, key=event.request_id.encode(), value=event.to_bytes())
             i += 1
 
@@ -182,13 +229,21 @@ def freshness(live, store, probes: int, background_rate: float, workdir: Path) -
             query = f"fresh probe {n} {time.time_ns()}"
             key = query_key(query)
             sent = time.time()
-            event = ServedRewrite(request_id=f"probe{n}", query=query, rewrite=query, model_name="b",
-                                  model_version="1", product_ids=[], ts=sent)
+            event = ServedRewrite(
+                request_id=f"probe{n}",
+                query=query,
+                rewrite=query,
+                model_name="b",
+                model_version="1",
+                product_ids=[],
+                ts=sent,
+            )
             producer.send(topic, key=event.request_id.encode(), value=event.to_bytes())
             producer.flush()
             while True:
-                values = reader.get_online_features(features=[f"{QUERY_STATS_VIEW}:volume"],
-                                                    entity_rows=[{"query_key": key}]).to_dict()
+                values = reader.get_online_features(
+                    features=[f"{QUERY_STATS_VIEW}:volume"], entity_rows=[{"query_key": key}]
+                ).to_dict()
                 if values["volume"][0]:
                     delays.append(time.time() - sent)
                     break
@@ -204,12 +259,16 @@ def freshness(live, store, probes: int, background_rate: float, workdir: Path) -
         aggregator.stop()
         thread.join(60)
     ordered = sorted(delays)
-    return {"probes": probes, "background_requests_per_s": background_rate,
-            "push_interval_s": settings.feedback.push_interval_s,
-            "p50_s": round(statistics.median(ordered), 3),
-            "p99_s": round(ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))], 3),
-            "max_s": round(ordered[-1], 3), "pushes": aggregator.stats.pushes,
-            "push_failures": aggregator.stats.push_failures}
+    return {
+        "probes": probes,
+        "background_requests_per_s": background_rate,
+        "push_interval_s": settings.feedback.push_interval_s,
+        "p50_s": round(statistics.median(ordered), 3),
+        "p99_s": round(ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))], 3),
+        "max_s": round(ordered[-1], 3),
+        "pushes": aggregator.stats.pushes,
+        "push_failures": aggregator.stats.push_failures,
+    }
 
 
 def main() -> None:
@@ -234,8 +293,12 @@ def main() -> None:
         try:
             store = ObjectStore(live.s3)
             results = {
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform(), "note": "2 cores shared with other work"},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "note": "2 cores shared with other work",
+                },
                 "partitions": live.kafka.partitions,
                 "aggregator_members": 1,
             }
@@ -252,10 +315,15 @@ def main() -> None:
             print(json.dumps(results["freshness"]), flush=True)
         finally:
             services.stop()
-    results["targets"] = {"events_per_s": 50000, "freshness_p99_s": 5.0,
-                          "events_per_s_met": max(results["throughput_catch_up"]["events_per_s"],
-                                                  results["throughput_catch_up_no_crc"]["events_per_s"]) >= 50000,
-                          "freshness_met": results["freshness"]["p99_s"] < 5.0}
+    results["targets"] = {
+        "events_per_s": 50000,
+        "freshness_p99_s": 5.0,
+        "events_per_s_met": max(
+            results["throughput_catch_up"]["events_per_s"], results["throughput_catch_up_no_crc"]["events_per_s"]
+        )
+        >= 50000,
+        "freshness_met": results["freshness"]["p99_s"] < 5.0,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

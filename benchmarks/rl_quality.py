@@ -44,23 +44,37 @@ def bpe_tokenizer(texts: list[str], vocab_size: int):
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     core.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
-def train_stand_in_student(pairs: list[tuple[str, str]], out_dir: Path, steps: int, seed: int,
-                           hidden: int = 96) -> Path:
+def train_stand_in_student(
+    pairs: list[tuple[str, str]], out_dir: Path, steps: int, seed: int, hidden: int = 96
+) -> Path:
     """Supervised sequence-level KD on (noisy query -> oracle rewrite); loss on the answer tokens only."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     prompts = [format_rewrite_prompt(q) for q, _ in pairs]
     answers = [format_rewrite_answer(r) for _, r in pairs]
     tokenizer = bpe_tokenizer(prompts + answers, vocab_size=1024)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=3 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     encoded = []
@@ -92,11 +106,23 @@ def train_stand_in_student(pairs: list[tuple[str, str]], out_dir: Path, steps: i
 
 def run_seed(seed: int, args, workdir: Path) -> dict:
     started = time.perf_counter()
-    settings = load_settings(environ={}, use_services_state=False, overrides=[
-        f"seed={seed}", f"rl.max_steps={args.rl_steps}", f"rl.learning_rate={args.rl_lr}",
-        f"rl.num_generations={args.group}", f"rl.queries_per_step={args.queries_per_step}",
-        f"rl.beta={args.beta}", f"rl.temperature={args.temperature}", "rl.max_new_tokens=40", "rl.reward_weights.judge=0",
-        "rl.reward_weights.feedback=0", f"rl.intent_embedder={args.embedder}"])
+    settings = load_settings(
+        environ={},
+        use_services_state=False,
+        overrides=[
+            f"seed={seed}",
+            f"rl.max_steps={args.rl_steps}",
+            f"rl.learning_rate={args.rl_lr}",
+            f"rl.num_generations={args.group}",
+            f"rl.queries_per_step={args.queries_per_step}",
+            f"rl.beta={args.beta}",
+            f"rl.temperature={args.temperature}",
+            "rl.max_new_tokens=40",
+            "rl.reward_weights.judge=0",
+            "rl.reward_weights.feedback=0",
+            f"rl.intent_embedder={args.embedder}",
+        ],
+    )
     data = generate_dataset(n_products=args.products, n_queries=args.queries, seed=seed)
     data_dir = write_esci(data, workdir / f"seed{seed}" / "data")
     index = SearchIndex.build(data.products)
@@ -105,21 +131,44 @@ def run_seed(seed: int, args, workdir: Path) -> dict:
         student_dir = Path(args.student_dir)
     else:
         print(f"  seed {seed}: training the stand-in student on {len(train)} oracle rewrites", flush=True)
-        student_dir = train_stand_in_student(list(zip(train["query"], train["canonical_query"])),
-                                             workdir / f"seed{seed}" / "student", args.student_steps, seed,
-                                             args.student_hidden)
+        student_dir = train_stand_in_student(
+            list(zip(train["query"], train["canonical_query"])),
+            workdir / f"seed{seed}" / "student",
+            args.student_steps,
+            seed,
+            args.student_hidden,
+        )
     rewards = build_reward_model(settings, index, data_dir, None, "train")
     rl_queries = train.sample(n=min(args.rl_queries, len(train)), random_state=seed)
     print(f"  seed {seed}: GRPO on {len(rl_queries)} train queries", flush=True)
-    result = train_grpo(student_dir, student_dir, rl_queries["query"].tolist(), rl_queries["query_id"].tolist(),
-                        rewards, settings.rl, workdir / f"seed{seed}" / "rl", seed=seed)
-    metrics = heldout_metrics(settings, index, data_dir, {
-        "raw": None, "distilled": DirRewriter(student_dir, 40), "rl": DirRewriter(workdir / f"seed{seed}" / "rl", 40)})
-    row = {"seed": seed, "seconds": round(time.perf_counter() - started, 1), "train": result.summary(),
-           **{name: m["relevant_per_query"] for name, m in metrics.items()},
-           "by_noise": {name: m["by_noise"] for name, m in metrics.items()}}
-    print(f"  seed {seed}: raw {row['raw']:.3f}  student {row['distilled']:.3f}  RL {row['rl']:.3f}  "
-          f"({row['seconds']} s)", flush=True)
+    result = train_grpo(
+        student_dir,
+        student_dir,
+        rl_queries["query"].tolist(),
+        rl_queries["query_id"].tolist(),
+        rewards,
+        settings.rl,
+        workdir / f"seed{seed}" / "rl",
+        seed=seed,
+    )
+    metrics = heldout_metrics(
+        settings,
+        index,
+        data_dir,
+        {"raw": None, "distilled": DirRewriter(student_dir, 40), "rl": DirRewriter(workdir / f"seed{seed}" / "rl", 40)},
+    )
+    row = {
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 1),
+        "train": result.summary(),
+        **{name: m["relevant_per_query"] for name, m in metrics.items()},
+        "by_noise": {name: m["by_noise"] for name, m in metrics.items()},
+    }
+    print(
+        f"  seed {seed}: raw {row['raw']:.3f}  student {row['distilled']:.3f}  RL {row['rl']:.3f}  "
+        f"({row['seconds']} s)",
+        flush=True,
+    )
     return row
 
 
@@ -138,8 +187,12 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--queries-per-step", type=int, default=4)
     parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="sampling temperature of the GRPO groups (an overconfident student needs > 1 to explore)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature of the GRPO groups (an overconfident student needs > 1 to explore)",
+    )
     parser.add_argument("--embedder", default="ngram_overlap", choices=["ngram_overlap", "minilm"])
     parser.add_argument("--workdir", default=".minielm/runs/bench-rl")
     args = parser.parse_args()
@@ -150,10 +203,14 @@ def main() -> None:
     summary["rl_vs_distilled"] = summary["rl"] / summary["distilled"] - 1 if summary["distilled"] else None
     print(f"\n{'seed':>6} {'raw':>8} {'student':>8} {'RL':>8} {'RL vs student':>14}")
     for r in rows:
-        print(f"{r['seed']:>6} {r['raw']:>8.3f} {r['distilled']:>8.3f} {r['rl']:>8.3f} "
-              f"{(r['rl'] / r['distilled'] - 1) if r['distilled'] else float('nan'):>+14.1%}")
-    print(f"{'mean':>6} {summary['raw']:>8.3f} {summary['distilled']:>8.3f} {summary['rl']:>8.3f} "
-          f"{summary['rl_vs_distilled'] or float('nan'):>+14.1%}")
+        print(
+            f"{r['seed']:>6} {r['raw']:>8.3f} {r['distilled']:>8.3f} {r['rl']:>8.3f} "
+            f"{(r['rl'] / r['distilled'] - 1) if r['distilled'] else float('nan'):>+14.1%}"
+        )
+    print(
+        f"{'mean':>6} {summary['raw']:>8.3f} {summary['distilled']:>8.3f} {summary['rl']:>8.3f} "
+        f"{summary['rl_vs_distilled'] or float('nan'):>+14.1%}"
+    )
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"rl_quality_t{args.temperature:g}.json"
     path.write_text(json.dumps({"args": vars(args), "rows": rows, "mean": summary}, indent=2))

@@ -25,22 +25,40 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-TEACHER_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048, rope_theta=100000.0,
-                     tie_word_embeddings=True)
+TEACHER_SHAPE = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    max_position_embeddings=2048,
+    rope_theta=100000.0,
+    tie_word_embeddings=True,
+)
 PROMPT_PREFIX_TOKENS = 24  # the instruction around the query in the rewrite prompt
-QUERIES = ["wireles hedphones noise cancel", "blu running shoos size 10", "mens leather wallet brown",
-           "usb c charger 65w", "kids rain boots yellow", "stainless steel water bottle 1l",
-           "bluetooth speaker waterproof", "womens yoga pants black", "coffee grinder burr",
-           "led desk lamp dimmable", "gaming mouse wireless rgb", "cast iron skillet 12 inch"]
+QUERIES = [
+    "wireles hedphones noise cancel",
+    "blu running shoos size 10",
+    "mens leather wallet brown",
+    "usb c charger 65w",
+    "kids rain boots yellow",
+    "stainless steel water bottle 1l",
+    "bluetooth speaker waterproof",
+    "womens yoga pants black",
+    "coffee grinder burr",
+    "led desk lamp dimmable",
+    "gaming mouse wireless rgb",
+    "cast iron skillet 12 inch",
+]
 
 
 class ShapedRewriter:
@@ -57,14 +75,16 @@ class ShapedRewriter:
     @classmethod
     def save_shape(cls, directory: Path, shape: dict, max_new_tokens: int, version: str) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "shaped.json").write_text(json.dumps({"shape": shape, "max_new_tokens": max_new_tokens,
-                                                           "version": version}))
-        (directory / "metadata.json").write_text(json.dumps({"model_class": "benchmarks.serving:ShapedRewriter",
-                                                             "version": version}))
+        (directory / "shaped.json").write_text(
+            json.dumps({"shape": shape, "max_new_tokens": max_new_tokens, "version": version})
+        )
+        (directory / "metadata.json").write_text(
+            json.dumps({"model_class": "benchmarks.serving:ShapedRewriter", "version": version})
+        )
         return directory
 
     @classmethod
-    def load(cls, directory) -> "ShapedRewriter":
+    def load(cls, directory) -> ShapedRewriter:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -81,24 +101,32 @@ class ShapedRewriter:
         input_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
         attention = (input_ids != 0).long()
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False,
-                                      max_new_tokens=self.max_new_tokens, min_new_tokens=self.max_new_tokens,
-                                      num_return_sequences=num_return, pad_token_id=0)
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                min_new_tokens=self.max_new_tokens,
+                num_return_sequences=num_return,
+                pad_token_id=0,
+            )
         new = out[:, width:].tolist()
         texts = ["".join(chr(97 + t % 26) for t in row) for row in new]
-        return [texts[i * num_return:(i + 1) * num_return] for i in range(len(queries))]
+        return [texts[i * num_return : (i + 1) * num_return] for i in range(len(queries))]
 
 
-def _serve(settings_json: str, student_dir: str, teacher_name: str, teacher_dir: str, urls: mp.Queue,
-           stop: mp.Event) -> None:
+def _serve(
+    settings_json: str, student_dir: str, teacher_name: str, teacher_dir: str, urls: mp.Queue, stop: mp.Event
+) -> None:
     """Server process: load both rewriters behind one ModelServer, report the URL, serve until told to stop."""
     from minielm.config import Settings
     from serving.app import build_stack, serve_stack
 
     settings = Settings.model_validate_json(settings_json)
     settings.serving.rewriter_path = Path(student_dir)
-    stack = build_stack(settings, extra_rewriters={teacher_name: Path(teacher_dir)}, with_relevance=False,
-                        with_pipeline=False)
+    stack = build_stack(
+        settings, extra_rewriters={teacher_name: Path(teacher_dir)}, with_relevance=False, with_pipeline=False
+    )
     running = serve_stack(stack, settings, port=0)
     urls.put(running.url)
     stop.wait()
@@ -111,8 +139,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _load(url: str, model: str, feature_modes: Sequence[bool], concurrency: int, n_requests: int,
-                server_pid: int) -> list[dict]:
+async def _load(
+    url: str, model: str, feature_modes: Sequence[bool], concurrency: int, n_requests: int, server_pid: int
+) -> list[dict]:
     """One run of ``n_requests``; request i uses ``feature_modes[i % len(feature_modes)]``, so with
     ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly."""
     import httpx
@@ -141,12 +170,21 @@ async def _load(url: str, model: str, feature_modes: Sequence[bool], concurrency
     results = []
     for features, values in latencies.items():
         ms = np.array(values) * 1000
-        results.append({"model": model, "features": features, "concurrency": concurrency, "requests": len(values),
-                        "run_requests": n_requests, "errors_in_run": errors,
-                        "run_throughput_rps": round(n_requests / wall, 2),
-                        "run_server_cpu_ms_per_request": round(1000 * cpu / n_requests, 2),
-                        "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-                        "mean_ms": round(float(ms.mean()), 3)})
+        results.append(
+            {
+                "model": model,
+                "features": features,
+                "concurrency": concurrency,
+                "requests": len(values),
+                "run_requests": n_requests,
+                "errors_in_run": errors,
+                "run_throughput_rps": round(n_requests / wall, 2),
+                "run_server_cpu_ms_per_request": round(1000 * cpu / n_requests, 2),
+                "p50_ms": round(float(np.percentile(ms, 50)), 3),
+                "p99_ms": round(float(np.percentile(ms, 99)), 3),
+                "mean_ms": round(float(ms.mean()), 3),
+            }
+        )
     return results
 
 
@@ -174,8 +212,11 @@ def _server_fallbacks(url: str) -> dict[str, float]:
     import httpx
 
     prefix = 'minielm_feast_fallback_total{reason="'
-    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
-            for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith(prefix)}
+    return {
+        line[len(prefix) :].split('"')[0]: float(line.split()[-1])
+        for line in httpx.get(f"{url}/metrics").text.splitlines()
+        if line.startswith(prefix)
+    }
 
 
 def _feast_lookup_latency(settings, iterations: int) -> dict:
@@ -200,8 +241,12 @@ def _feast_lookup_latency(settings, iterations: int) -> dict:
         ms = np.array(values) * 1000
         return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
-    return {"iterations": iterations, "with_budget_pool": stats(budgeted), "direct_read": stats(direct),
-            "row_sources": sources}
+    return {
+        "iterations": iterations,
+        "with_budget_pool": stats(budgeted),
+        "direct_read": stats(direct),
+        "row_sources": sources,
+    }
 
 
 def _prepare_feast(settings) -> None:
@@ -212,8 +257,17 @@ def _prepare_feast(settings) -> None:
 
     apply_repo(settings)
     now = time.time()
-    windows = pd.DataFrame({"query": QUERIES, "ts": now, "impressions": 10, "clicks": 2, "add_to_carts": 1,
-                            "reformulated": False, "n_results": 10})
+    windows = pd.DataFrame(
+        {
+            "query": QUERIES,
+            "ts": now,
+            "impressions": 10,
+            "clicks": 2,
+            "add_to_carts": 1,
+            "reformulated": False,
+            "n_results": 10,
+        }
+    )
     feature_store(settings).push("query_stats_push", query_stats_table(windows))
 
 
@@ -222,8 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--student-dir", type=Path, help="saved student rewriter (default: shape stand-in)")
     parser.add_argument("--teacher-dir", type=Path, help="saved teacher rewriter (default: shape stand-in)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--student-requests", type=int, default=120,
-                        help="per concurrency level and Feast setting (the two settings interleave in one run)")
+    parser.add_argument(
+        "--student-requests",
+        type=int,
+        default=120,
+        help="per concurrency level and Feast setting (the two settings interleave in one run)",
+    )
     parser.add_argument("--teacher-requests", type=int, default=32, help="per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=12, help="tokens the stand-ins decode per query")
     parser.add_argument("--feast-iterations", type=int, default=2000)
@@ -233,20 +291,37 @@ def main(argv: list[str] | None = None) -> dict:
     from minielm.config import load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-serving-"))
-    settings = load_settings(overrides=[f"feast.repo_path={workdir / 'feature_repo'}", "serving.log_rewrites=false",
-                                        "serving.enable_feast=true", f"paths.models_dir={workdir / 'models'}"],
-                             environ={}, use_services_state=False)
+    settings = load_settings(
+        overrides=[
+            f"feast.repo_path={workdir / 'feature_repo'}",
+            "serving.log_rewrites=false",
+            "serving.enable_feast=true",
+            f"paths.models_dir={workdir / 'models'}",
+        ],
+        environ={},
+        use_services_state=False,
+    )
     distill = settings.distill
-    student_shape = {**TEACHER_SHAPE, "num_hidden_layers": distill.rewriter_num_layers,
-                     **{key: value for key, value in (
-                         ("hidden_size", distill.rewriter_hidden_size),
-                         ("intermediate_size", distill.rewriter_intermediate_size),
-                         ("num_attention_heads", distill.rewriter_num_attention_heads),
-                         ("num_key_value_heads", distill.rewriter_num_key_value_heads)) if value is not None}}
-    student_dir = args.student_dir or ShapedRewriter.save_shape(workdir / "student", student_shape,
-                                                                 args.max_new_tokens, "shape-student")
-    teacher_dir = args.teacher_dir or ShapedRewriter.save_shape(workdir / "teacher", TEACHER_SHAPE,
-                                                                 args.max_new_tokens, "shape-teacher")
+    student_shape = {
+        **TEACHER_SHAPE,
+        "num_hidden_layers": distill.rewriter_num_layers,
+        **{
+            key: value
+            for key, value in (
+                ("hidden_size", distill.rewriter_hidden_size),
+                ("intermediate_size", distill.rewriter_intermediate_size),
+                ("num_attention_heads", distill.rewriter_num_attention_heads),
+                ("num_key_value_heads", distill.rewriter_num_key_value_heads),
+            )
+            if value is not None
+        },
+    }
+    student_dir = args.student_dir or ShapedRewriter.save_shape(
+        workdir / "student", student_shape, args.max_new_tokens, "shape-student"
+    )
+    teacher_dir = args.teacher_dir or ShapedRewriter.save_shape(
+        workdir / "teacher", TEACHER_SHAPE, args.max_new_tokens, "shape-teacher"
+    )
     _prepare_feast(settings)
     feast_lookup = _feast_lookup_latency(settings, args.feast_iterations)
     print(f"feast online lookup (1 row): {feast_lookup}")
@@ -254,22 +329,29 @@ def main(argv: list[str] | None = None) -> dict:
     teacher_name = settings.models.teacher_rewriter
     ctx = mp.get_context("spawn")
     urls, stop = ctx.Queue(), ctx.Event()
-    server = ctx.Process(target=_serve, args=(settings.model_dump_json(), str(student_dir), teacher_name,
-                                              str(teacher_dir), urls, stop), daemon=True)
+    server = ctx.Process(
+        target=_serve,
+        args=(settings.model_dump_json(), str(student_dir), teacher_name, str(teacher_dir), urls, stop),
+        daemon=True,
+    )
     server.start()
     try:
         url = urls.get(timeout=600)
         runs = []
-        plan = [(settings.models.student_rewriter, (True, False), 2 * args.student_requests),
-                (teacher_name, (True,), args.teacher_requests)]
+        plan = [
+            (settings.models.student_rewriter, (True, False), 2 * args.student_requests),
+            (teacher_name, (True,), args.teacher_requests),
+        ]
         for concurrency in args.concurrency:
             for model, modes, n in plan:
                 for result in asyncio.run(_load(url, model, modes, concurrency, n, server.pid)):
                     runs.append(result)
-                    print(f"{model:18s} feast={str(result['features']):5s} c={concurrency:<3d} "
-                          f"{result['run_throughput_rps']:8.1f} req/s (run)  p50 {result['p50_ms']:9.2f} ms  "
-                          f"p99 {result['p99_ms']:9.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
-                          f"ms/req  errors {result['errors_in_run']}")
+                    print(
+                        f"{model:18s} feast={str(result['features']):5s} c={concurrency:<3d} "
+                        f"{result['run_throughput_rps']:8.1f} req/s (run)  p50 {result['p50_ms']:9.2f} ms  "
+                        f"p99 {result['p99_ms']:9.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
+                        f"ms/req  errors {result['errors_in_run']}"
+                    )
         server_fallbacks = _server_fallbacks(url)
         server_feast_wait = _server_feast_wait(url)
         print(f"server-side wait for Feast on the request path: {server_feast_wait}")
@@ -280,31 +362,48 @@ def main(argv: list[str] | None = None) -> dict:
             server.terminate()
 
     def find(model: str, features: bool, concurrency: int) -> dict:
-        return next(r for r in runs if r["model"] == model and r["features"] == features
-                    and r["concurrency"] == concurrency)
+        return next(
+            r for r in runs if r["model"] == model and r["features"] == features and r["concurrency"] == concurrency
+        )
 
     student = settings.models.student_rewriter
     summary = {
         "server_feast_wait_p99_upper_bound_ms": server_feast_wait.get("p99_upper_bound_ms"),
-        "feast_added_p99_ms": {c: round(find(student, True, c)["p99_ms"] - find(student, False, c)["p99_ms"], 3)
-                               for c in args.concurrency},
-        "feast_added_p50_ms": {c: round(find(student, True, c)["p50_ms"] - find(student, False, c)["p50_ms"], 3)
-                               for c in args.concurrency},
-        "teacher_over_student_p99": {c: round(find(teacher_name, True, c)["p99_ms"] / find(student, True, c)["p99_ms"], 2)
-                                     for c in args.concurrency},
+        "feast_added_p99_ms": {
+            c: round(find(student, True, c)["p99_ms"] - find(student, False, c)["p99_ms"], 3) for c in args.concurrency
+        },
+        "feast_added_p50_ms": {
+            c: round(find(student, True, c)["p50_ms"] - find(student, False, c)["p50_ms"], 3) for c in args.concurrency
+        },
+        "teacher_over_student_p99": {
+            c: round(find(teacher_name, True, c)["p99_ms"] / find(student, True, c)["p99_ms"], 2)
+            for c in args.concurrency
+        },
         "teacher_over_student_server_cpu_per_request": {
-            c: round(find(teacher_name, True, c)["run_server_cpu_ms_per_request"]
-                     / find(student, True, c)["run_server_cpu_ms_per_request"], 2) for c in args.concurrency},
+            c: round(
+                find(teacher_name, True, c)["run_server_cpu_ms_per_request"]
+                / find(student, True, c)["run_server_cpu_ms_per_request"],
+                2,
+            )
+            for c in args.concurrency
+        },
         "targets": {"feast_added_p99_ms_below": 1.0, "teacher_over_student_p99_at_least": 10.0},
     }
     report = {
         "benchmark": "serving",
         "command": "python benchmarks/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "models": {"student": {"dir": str(student_dir), "shape": None if args.student_dir else student_shape},
-                   "teacher": {"dir": str(teacher_dir), "shape": None if args.teacher_dir else TEACHER_SHAPE},
-                   "stand_ins": not (args.student_dir and args.teacher_dir), "max_new_tokens": args.max_new_tokens},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "models": {
+            "student": {"dir": str(student_dir), "shape": None if args.student_dir else student_shape},
+            "teacher": {"dir": str(teacher_dir), "shape": None if args.teacher_dir else TEACHER_SHAPE},
+            "stand_ins": not (args.student_dir and args.teacher_dir),
+            "max_new_tokens": args.max_new_tokens,
+        },
         "feast_online_lookup": feast_lookup,
         "feast_budget_ms": settings.feast.online_timeout_ms,
         "server_feast_fallbacks": server_fallbacks,

@@ -29,15 +29,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUERIES = ["wireles hedphones noise cancel", "blk leather office chair", "7qt instant pot", "bed side lamp wht",
-           "mens running shoes sz 10", "stainles steel water botle", "kids lego set", "usb c charger 65w"]
+QUERIES = [
+    "wireles hedphones noise cancel",
+    "blk leather office chair",
+    "7qt instant pot",
+    "bed side lamp wht",
+    "mens running shoes sz 10",
+    "stainles steel water botle",
+    "kids lego set",
+    "usb c charger 65w",
+]
 PRODUCT = "Acme Stainless Steel Water Bottle 32 oz, insulated, black. Keeps drinks cold for 24 hours."
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     values = np.asarray(samples) * 1000.0
-    return {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3),
-            "mean_ms": round(float(values.mean()), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+        "mean_ms": round(float(values.mean()), 3),
+    }
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
@@ -55,14 +66,22 @@ def measure(fn_single, fn_batch, batch: int, repeats: int) -> dict:
     single = percentiles(timed(fn_single, repeats))
     batched_samples = timed(fn_batch, max(3, repeats // 3))
     batched = percentiles(batched_samples)
-    return {"single": single, "batched": {**batched, "batch_size": batch},
-            "throughput_per_s": round(batch / float(np.median(batched_samples)), 2)}
+    return {
+        "single": single,
+        "batched": {**batched, "batch_size": batch},
+        "throughput_per_s": round(batch / float(np.median(batched_samples)), 2),
+    }
 
 
 def rewriter_generate(rewriter, queries: list[str], new_tokens: int):
     inputs = rewriter._left_padded(queries)
-    return rewriter.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                   pad_token_id=rewriter.tokenizer.pad_token_id)
+    return rewriter.model.generate(
+        **inputs,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=rewriter.tokenizer.pad_token_id,
+    )
 
 
 def load_rewriters(args):
@@ -98,10 +117,14 @@ def load_scorers(args):
         path = smollm2_dir(args.models_cache)
         tokenizer = load_tokenizer(path)
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), num_labels=len(ESCI_CLASSES), pad_token_id=tokenizer.pad_token_id, dtype=torch.float32)
+            str(path), num_labels=len(ESCI_CLASSES), pad_token_id=tokenizer.pad_token_id, dtype=torch.float32
+        )
         teacher = RelevanceTeacher(model, tokenizer)
-    student = (CrossEncoderScorer.load(args.student_relevance) if args.student_relevance
-               else CrossEncoderScorer.from_backbone())
+    student = (
+        CrossEncoderScorer.load(args.student_relevance)
+        if args.student_relevance
+        else CrossEncoderScorer.from_backbone()
+    )
     student.model.eval()
     return teacher, student
 
@@ -111,10 +134,12 @@ def params(model) -> int:
 
 
 def ratio(teacher: dict, student: dict) -> dict:
-    return {"single_p50_speedup": round(teacher["single"]["p50_ms"] / student["single"]["p50_ms"], 2),
-            "single_p99_speedup": round(teacher["single"]["p99_ms"] / student["single"]["p99_ms"], 2),
-            "batched_p50_speedup": round(teacher["batched"]["p50_ms"] / student["batched"]["p50_ms"], 2),
-            "throughput_ratio": round(student["throughput_per_s"] / teacher["throughput_per_s"], 2)}
+    return {
+        "single_p50_speedup": round(teacher["single"]["p50_ms"] / student["single"]["p50_ms"], 2),
+        "single_p99_speedup": round(teacher["single"]["p99_ms"] / student["single"]["p99_ms"], 2),
+        "batched_p50_speedup": round(teacher["batched"]["p50_ms"] / student["batched"]["p50_ms"], 2),
+        "throughput_ratio": round(student["throughput_per_s"] / teacher["throughput_per_s"], 2),
+    }
 
 
 def quality(path: Path | None) -> dict | None:
@@ -123,11 +148,15 @@ def quality(path: Path | None) -> dict | None:
     report = json.loads(Path(path).read_text())
     rewriter, relevance = report["rewriter"], report["relevance"]
     k = relevance["k"]
-    return {"rewriter_relevant_per_query": {s: m["relevant_per_query"] for s, m in rewriter["systems"].items()},
-            "student_keeps_teacher_gain": rewriter["student_keeps_teacher_gain"],
-            "relevance": {s: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], f"ndcg@{k}": m[f"ndcg@{k}"]}
-                          for s, m in relevance["systems"].items()},
-            "source": str(path)}
+    return {
+        "rewriter_relevant_per_query": {s: m["relevant_per_query"] for s, m in rewriter["systems"].items()},
+        "student_keeps_teacher_gain": rewriter["student_keeps_teacher_gain"],
+        "relevance": {
+            s: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], f"ndcg@{k}": m[f"ndcg@{k}"]}
+            for s, m in relevance["systems"].items()
+        },
+        "source": str(path),
+    }
 
 
 def main() -> None:
@@ -155,11 +184,17 @@ def main() -> None:
         batch_queries = (QUERIES * (args.batch // len(QUERIES) + 1))[: args.batch]
         rewriter = {}
         for name, model in (("teacher", teacher_rw), ("student", student_rw)):
-            rewriter[name] = {"parameters": params(model.model), "layers": model.model.config.num_hidden_layers,
-                              "hidden_size": model.model.config.hidden_size,
-                              **measure(lambda m=model: rewriter_generate(m, QUERIES[:1], args.new_tokens),
-                                        lambda m=model: rewriter_generate(m, batch_queries, args.new_tokens),
-                                        args.batch, args.repeats)}
+            rewriter[name] = {
+                "parameters": params(model.model),
+                "layers": model.model.config.num_hidden_layers,
+                "hidden_size": model.model.config.hidden_size,
+                **measure(
+                    lambda m=model: rewriter_generate(m, QUERIES[:1], args.new_tokens),
+                    lambda m=model: rewriter_generate(m, batch_queries, args.new_tokens),
+                    args.batch,
+                    args.repeats,
+                ),
+            }
             print(f"rewriter {name}: {rewriter[name]}", flush=True)
         rewriter["speedup"] = ratio(rewriter["teacher"], rewriter["student"])
         del teacher_rw, student_rw
@@ -168,18 +203,33 @@ def main() -> None:
         pairs_q, pairs_p = batch_queries, [PRODUCT] * args.batch
         relevance = {}
         for name, scorer in (("teacher", teacher_rel), ("student", student_rel)):
-            relevance[name] = {"parameters": params(scorer.model),
-                               **measure(lambda s=scorer: s.predict_proba(pairs_q[:1], pairs_p[:1]),
-                                         lambda s=scorer: s.predict_proba(pairs_q, pairs_p), args.batch, args.repeats)}
+            relevance[name] = {
+                "parameters": params(scorer.model),
+                **measure(
+                    lambda s=scorer: s.predict_proba(pairs_q[:1], pairs_p[:1]),
+                    lambda s=scorer: s.predict_proba(pairs_q, pairs_p),
+                    args.batch,
+                    args.repeats,
+                ),
+            }
             print(f"relevance {name}: {relevance[name]}", flush=True)
         relevance["speedup"] = ratio(relevance["teacher"], relevance["student"])
 
-    result = {"benchmark": "student_vs_teacher", "label": args.label, "device": "cpu",
-              "cpu": platform.processor() or platform.machine(), "torch_threads": args.threads,
-              "torch": torch.__version__, "new_tokens": args.new_tokens, "repeats": args.repeats,
-              "command": " ".join(["benchmarks/student_vs_teacher.py", *sys.argv[1:]]),
-              "rewriter": rewriter, "relevance": relevance, "quality": quality(args.quality),
-              "targets": {"rewriter_speedup": 10, "rewriter_gain_share": 0.95, "relevance_speedup": 20}}
+    result = {
+        "benchmark": "student_vs_teacher",
+        "label": args.label,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "command": " ".join(["benchmarks/student_vs_teacher.py", *sys.argv[1:]]),
+        "rewriter": rewriter,
+        "relevance": relevance,
+        "quality": quality(args.quality),
+        "targets": {"rewriter_speedup": 10, "rewriter_gain_share": 0.95, "relevance_speedup": 20},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"rewriter speedup {rewriter['speedup']}")

@@ -39,17 +39,31 @@ def model_config(shape: str, seq_len: int, attn: str):
     if shape == "qwen2-0.5b":
         config = qwen2_0_5b_config(max_positions=max(seq_len, 4096))
     elif shape == "smollm2":  # SmolLM2-135M(-Instruct)
-        config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                             num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=max(seq_len, 2048),
-                             tie_word_embeddings=True, rope_theta=100000.0)
+        config = LlamaConfig(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=max(seq_len, 2048),
+            tie_word_embeddings=True,
+            rope_theta=100000.0,
+        )
     elif shape == "tiny":  # the toy teacher (TinyBackboneConfig defaults)
         from minielm.teachers.config import TinyBackboneConfig
 
         tiny = TinyBackboneConfig()
-        config = LlamaConfig(vocab_size=tiny.vocab_size, hidden_size=tiny.hidden_size,
-                             intermediate_size=tiny.intermediate_size, num_hidden_layers=tiny.num_layers,
-                             num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_kv_heads,
-                             max_position_embeddings=max(seq_len, tiny.max_positions), tie_word_embeddings=True)
+        config = LlamaConfig(
+            vocab_size=tiny.vocab_size,
+            hidden_size=tiny.hidden_size,
+            intermediate_size=tiny.intermediate_size,
+            num_hidden_layers=tiny.num_layers,
+            num_attention_heads=tiny.num_heads,
+            num_key_value_heads=tiny.num_kv_heads,
+            max_position_embeddings=max(seq_len, tiny.max_positions),
+            tie_word_embeddings=True,
+        )
     else:
         raise SystemExit(f"--shape must be qwen2-0.5b, smollm2 or tiny, got {shape!r}")
     config._attn_implementation = attn
@@ -78,16 +92,23 @@ def run(args: argparse.Namespace) -> dict:
         model.gradient_checkpointing_enable()
     n_params = sum(p.numel() for p in model.parameters())
     n_embedding = model.get_input_embeddings().weight.numel()
-    training = TrainingConfig(max_steps=args.warmup + args.steps, micro_batch_size=args.micro_batch,
-                              gradient_accumulation_steps=args.grad_accum, learning_rate=1e-4, warmup_steps=0,
-                              precision=args.precision, zero_stage=args.zero_stage,
-                              optimizer=args.optimizer if cuda or args.optimizer != "fused_adamw" else "torch_adamw",
-                              checkpoint_every=0, progress=False, cpu_threads=args.cpu_threads)
+    training = TrainingConfig(
+        max_steps=args.warmup + args.steps,
+        micro_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=1e-4,
+        warmup_steps=0,
+        precision=args.precision,
+        zero_stage=args.zero_stage,
+        optimizer=args.optimizer if cuda or args.optimizer != "fused_adamw" else "torch_adamw",
+        checkpoint_every=0,
+        progress=False,
+        cpu_threads=args.cpu_threads,
+    )
     with tempfile.TemporaryDirectory() as workdir:
         trainer = DeepSpeedTrainer(model, training, workdir)
         if args.compile:
             trainer.engine.compile()
-        device = trainer.device
         generator = torch.Generator().manual_seed(1)
 
         def micro_batch():
@@ -115,18 +136,34 @@ def run(args: argparse.Namespace) -> dict:
     device_name = torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine()
     peak = peak_flops(device_name, args.peak_tflops) if cuda or args.peak_tflops else None
     record = {
-        "shape": args.shape, "parameters": n_params, "non_embedding_parameters": n_params - n_embedding,
-        "device": "cuda" if cuda else "cpu", "device_name": device_name, "world_size": trainer.world_size,
-        "zero_stage": args.zero_stage, "precision": trainer.precision, "optimizer": training.optimizer,
-        "attention": config._attn_implementation, "activation_checkpointing": args.activation_checkpointing,
-        "compile": args.compile, "micro_batch": args.micro_batch, "grad_accum": args.grad_accum,
-        "seq_len": args.seq_len, "packing": True, "cpu_threads": args.cpu_threads if not cuda else None,
-        "timed_steps": len(step_times), "warmup_steps": args.warmup,
-        "seconds_per_step": round(seconds / len(step_times), 4), "tokens_per_s": round(tokens_per_s, 1),
+        "shape": args.shape,
+        "parameters": n_params,
+        "non_embedding_parameters": n_params - n_embedding,
+        "device": "cuda" if cuda else "cpu",
+        "device_name": device_name,
+        "world_size": trainer.world_size,
+        "zero_stage": args.zero_stage,
+        "precision": trainer.precision,
+        "optimizer": training.optimizer,
+        "attention": config._attn_implementation,
+        "activation_checkpointing": args.activation_checkpointing,
+        "compile": args.compile,
+        "micro_batch": args.micro_batch,
+        "grad_accum": args.grad_accum,
+        "seq_len": args.seq_len,
+        "packing": True,
+        "cpu_threads": args.cpu_threads if not cuda else None,
+        "timed_steps": len(step_times),
+        "warmup_steps": args.warmup,
+        "seconds_per_step": round(seconds / len(step_times), 4),
+        "tokens_per_s": round(tokens_per_s, 1),
         "mfu": round(6 * n_params * tokens_per_s / peak, 4) if peak else None,
-        "peak_flops": peak, "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-        "host_load_average_1m": round(os.getloadavg()[0], 2), "host_cpus": os.cpu_count(),
-        "torch": torch.__version__, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "peak_flops": peak,
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "host_load_average_1m": round(os.getloadavg()[0], 2),
+        "host_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]),
     }
     return record

@@ -29,53 +29,91 @@ def validate_data(config_file: str, data_dir: str, data: Output[Dataset], metric
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def label_augmented_pairs(config_file: str, data: Input[Dataset], index_dir: str, toy: bool,
-                          teacher_relevance: Input[Model], triples: Output[Dataset]) -> int:
+def label_augmented_pairs(
+    config_file: str,
+    data: Input[Dataset],
+    index_dir: str,
+    toy: bool,
+    teacher_relevance: Input[Model],
+    triples: Output[Dataset],
+) -> int:
     """Augmented (query, product+, product-) triples labelled by the relevance teacher."""
     from minielm.config import load_settings
     from minielm.distill.demo_step import distill_config
     from minielm.distill.stages import TEACHER_EXPORT, label_augmented_pairs
 
     settings = load_settings(config_file or None)
-    summary = label_augmented_pairs(data.path, index_dir or None, f"{teacher_relevance.path}/{TEACHER_EXPORT}",
-                                    triples.path, distill_config(settings.distill, toy), seed=settings.seed)
+    summary = label_augmented_pairs(
+        data.path,
+        index_dir or None,
+        f"{teacher_relevance.path}/{TEACHER_EXPORT}",
+        triples.path,
+        distill_config(settings.distill, toy),
+        seed=settings.seed,
+    )
     triples.metadata.update({k: v for k, v in summary.items() if k != "triples_path"})
     return int(summary["n_triples"])
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def distill_relevance(config_file: str, data: Input[Dataset], toy: bool, triples: Input[Dataset],
-                      student: Output[Model]) -> None:
+def distill_relevance(
+    config_file: str, data: Input[Dataset], toy: bool, triples: Input[Dataset], student: Output[Model]
+) -> None:
     """Cross-encoder student, Margin-MSE on the teacher margins (export in ``student.path/model``)."""
     from minielm.config import load_settings
     from minielm.distill.demo_step import distill_config
     from minielm.distill.stages import TRIPLES_FILE, distill_relevance_student
 
     settings = load_settings(config_file or None)
-    summary = distill_relevance_student(data.path, f"{triples.path}/{TRIPLES_FILE}", student.path,
-                                        distill_config(settings.distill, toy), seed=settings.seed)
+    summary = distill_relevance_student(
+        data.path,
+        f"{triples.path}/{TRIPLES_FILE}",
+        student.path,
+        distill_config(settings.distill, toy),
+        seed=settings.seed,
+    )
     student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def distill_rewriter(config_file: str, data: Input[Dataset], index_dir: str, toy: bool,
-                     teacher_rewriter: Input[Model], student: Output[Model]) -> None:
+def distill_rewriter(
+    config_file: str,
+    data: Input[Dataset],
+    index_dir: str,
+    toy: bool,
+    teacher_rewriter: Input[Model],
+    student: Output[Model],
+) -> None:
     """Smaller decoder, sequence-level KD + token KL to the teacher (export in ``student.path/model``)."""
     from minielm.config import load_settings
     from minielm.distill.demo_step import distill_config
     from minielm.distill.stages import TEACHER_EXPORT, distill_rewriter_student
 
     settings = load_settings(config_file or None)
-    summary = distill_rewriter_student(data.path, f"{teacher_rewriter.path}/{TEACHER_EXPORT}", student.path,
-                                       distill_config(settings.distill, toy), seed=settings.seed,
-                                       index_dir=index_dir or None, eval_config=settings.eval)
+    summary = distill_rewriter_student(
+        data.path,
+        f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
+        student.path,
+        distill_config(settings.distill, toy),
+        seed=settings.seed,
+        index_dir=index_dir or None,
+        eval_config=settings.eval,
+    )
     student.metadata.update({k: v for k, v in summary.items() if k not in ("model_dir", "layer_map")})
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def evaluate_students(config_file: str, data: Input[Dataset], index_dir: str, teacher_rewriter: Input[Model],
-                      student_rewriter: Input[Model], teacher_relevance: Input[Model],
-                      student_relevance: Input[Model], report: Output[Artifact], metrics: Output[Metrics]) -> None:
+def evaluate_students(
+    config_file: str,
+    data: Input[Dataset],
+    index_dir: str,
+    teacher_rewriter: Input[Model],
+    student_rewriter: Input[Model],
+    teacher_relevance: Input[Model],
+    student_relevance: Input[Model],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+) -> None:
     """Teacher / student / raw / oracle on the held-out split; the share of the teacher's gain kept."""
     import json
     from pathlib import Path
@@ -84,9 +122,16 @@ def evaluate_students(config_file: str, data: Input[Dataset], index_dir: str, te
     from minielm.distill.stages import MODEL_SUBDIR, TEACHER_EXPORT, evaluate_students
 
     settings = load_settings(config_file or None)
-    result = evaluate_students(data.path, index_dir or None, f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
-                               f"{student_rewriter.path}/{MODEL_SUBDIR}", f"{teacher_relevance.path}/{TEACHER_EXPORT}",
-                               f"{student_relevance.path}/{MODEL_SUBDIR}", settings.eval, seed=settings.seed)
+    result = evaluate_students(
+        data.path,
+        index_dir or None,
+        f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
+        f"{student_rewriter.path}/{MODEL_SUBDIR}",
+        f"{teacher_relevance.path}/{TEACHER_EXPORT}",
+        f"{student_relevance.path}/{MODEL_SUBDIR}",
+        settings.eval,
+        seed=settings.seed,
+    )
     print(result["table"])
     Path(report.path).write_text(json.dumps(result, indent=2, default=str))
     for system, values in result["rewriter"]["systems"].items():
@@ -119,8 +164,14 @@ def quality_gate(config_file: str, report: Input[Artifact], gate: Output[Artifac
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def register_candidates(config_file: str, run_id: str, student_rewriter: Input[Model],
-                        student_relevance: Input[Model], report: Input[Artifact], gate: Input[Artifact]) -> str:
+def register_candidates(
+    config_file: str,
+    run_id: str,
+    student_rewriter: Input[Model],
+    student_relevance: Input[Model],
+    report: Input[Artifact],
+    gate: Input[Artifact],
+) -> str:
     """Register each student whose gate passed as ``candidate``; returns the outcome as JSON."""
     import json
     from pathlib import Path
@@ -130,8 +181,14 @@ def register_candidates(config_file: str, run_id: str, student_rewriter: Input[M
     from minielm.storage import ObjectStore
 
     settings = load_settings(config_file or None)
-    result = register_students(settings, ObjectStore(settings.s3), f"{student_rewriter.path}/{MODEL_SUBDIR}",
-                               f"{student_relevance.path}/{MODEL_SUBDIR}", json.loads(Path(report.path).read_text()),
-                               json.loads(Path(gate.path).read_text()), stage="candidate",
-                               extra_metadata={"pipeline": "training", "pipeline_run": run_id})
+    result = register_students(
+        settings,
+        ObjectStore(settings.s3),
+        f"{student_rewriter.path}/{MODEL_SUBDIR}",
+        f"{student_relevance.path}/{MODEL_SUBDIR}",
+        json.loads(Path(report.path).read_text()),
+        json.loads(Path(gate.path).read_text()),
+        stage="candidate",
+        extra_metadata={"pipeline": "training", "pipeline_run": run_id},
+    )
     return json.dumps(result)

@@ -15,9 +15,14 @@ BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def drift_check(config_file: str, reference_keys: str, current_keys: str, catalog_path: str,
-                report: Output[HTML], metrics: Output[Metrics]) -> NamedTuple(
-        "DriftOutputs", [("status", str), ("drifted_checks", str), ("summary", str)]):
+def drift_check(
+    config_file: str,
+    reference_keys: str,
+    current_keys: str,
+    catalog_path: str,
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> NamedTuple("DriftOutputs", [("status", str), ("drifted_checks", str), ("summary", str)]):
     """Reference vs current feedback windows -> Evidently report, summary, Prometheus metrics, alerts."""
     import json
     import shutil
@@ -30,18 +35,28 @@ def drift_check(config_file: str, reference_keys: str, current_keys: str, catalo
 
     settings = load_settings(config_file or None)
     result = run_drift_job(
-        settings, out_dir=Path(tempfile.mkdtemp(prefix="drift-")),
+        settings,
+        out_dir=Path(tempfile.mkdtemp(prefix="drift-")),
         reference_keys=[k for k in reference_keys.split(",") if k] or None,
         current_keys=[k for k in current_keys.split(",") if k] or None,
-        catalog_path=Path(catalog_path) if catalog_path else None)
+        catalog_path=Path(catalog_path) if catalog_path else None,
+    )
     shutil.copyfile(result.outputs["report_path"], report.path)
     for check in result.checks:
         if check.score is not None:
             metrics.log_metric(f"drift_score_{check.name}", check.score)
     metrics.log_metric("drifted_checks", len(result.drifted))
-    summary = json.dumps({"status": result.status, "run_id": result.run_id,
-                          "drifted_checks": [c.name for c in result.drifted], "missing": result.missing,
-                          "report_url": result.outputs.get("report_url", ""), "retraining": result.retraining},
-                         default=str)
+    summary = json.dumps(
+        {
+            "status": result.status,
+            "run_id": result.run_id,
+            "drifted_checks": [c.name for c in result.drifted],
+            "missing": result.missing,
+            "report_url": result.outputs.get("report_url", ""),
+            "retraining": result.retraining,
+        },
+        default=str,
+    )
     return namedtuple("DriftOutputs", ["status", "drifted_checks", "summary"])(
-        result.status, ",".join(c.name for c in result.drifted), summary)
+        result.status, ",".join(c.name for c in result.drifted), summary
+    )

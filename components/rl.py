@@ -17,7 +17,8 @@ BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
 def rl_prepare(config_file: str, data_dir: str, prepared: Output[Dataset]) -> NamedTuple(
-        "PrepareOutputs", [("status", str), ("n_requests", int)]):
+    "PrepareOutputs", [("status", str), ("n_requests", int)]
+):
     """New feedback windows since the watermark -> training queries, or status nothing_to_do."""
     from collections import namedtuple
     from pathlib import Path
@@ -33,8 +34,15 @@ def rl_prepare(config_file: str, data_dir: str, prepared: Output[Dataset]) -> Na
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def rl_train(config_file: str, status: str, data_dir: str, index_dir: str, judge_dir: str,
-             prepared: Input[Dataset], trained: Output[Model]) -> None:
+def rl_train(
+    config_file: str,
+    status: str,
+    data_dir: str,
+    index_dir: str,
+    judge_dir: str,
+    prepared: Input[Dataset],
+    trained: Output[Model],
+) -> None:
     """GRPO update of the production rewriter (KL to its reference); exports the candidate."""
     from pathlib import Path
 
@@ -46,14 +54,29 @@ def rl_train(config_file: str, status: str, data_dir: str, index_dir: str, judge
     if status != READY:
         return
     settings = load_settings(config_file or None)
-    summary = train_candidate(settings, ObjectStore(settings.s3), Path(data_dir), Path(index_dir),
-                              judge_dir or None, Path(prepared.path), Path(trained.path))
+    summary = train_candidate(
+        settings,
+        ObjectStore(settings.s3),
+        Path(data_dir),
+        Path(index_dir),
+        judge_dir or None,
+        Path(prepared.path),
+        Path(trained.path),
+    )
     trained.metadata.update({k: v for k, v in summary.items() if k != "history"})
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def rl_evaluate(config_file: str, status: str, data_dir: str, index_dir: str, judge_dir: str,
-                trained: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics]) -> bool:
+def rl_evaluate(
+    config_file: str,
+    status: str,
+    data_dir: str,
+    index_dir: str,
+    judge_dir: str,
+    trained: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+) -> bool:
     """Held-out relevant products per query, replay reward and KL; the quality gate."""
     from pathlib import Path
 
@@ -65,8 +88,15 @@ def rl_evaluate(config_file: str, status: str, data_dir: str, index_dir: str, ju
     if status != READY:
         return False
     settings = load_settings(config_file or None)
-    report = evaluate_and_gate(settings, ObjectStore(settings.s3), Path(data_dir), Path(index_dir),
-                               judge_dir or None, Path(trained.path), Path(evaluation.path))
+    report = evaluate_and_gate(
+        settings,
+        ObjectStore(settings.s3),
+        Path(data_dir),
+        Path(index_dir),
+        judge_dir or None,
+        Path(trained.path),
+        Path(evaluation.path),
+    )
     for system, values in report["heldout"].items():
         metrics.log_metric(f"{system}_relevant_per_query", values["relevant_per_query"])
     metrics.log_metric("replay_candidate_reward", report["replay"]["candidate_reward"])
@@ -75,8 +105,17 @@ def rl_evaluate(config_file: str, status: str, data_dir: str, index_dir: str, ju
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def rl_rollout(config_file: str, status: str, data_dir: str, index_dir: str, judge_dir: str, run_id: str,
-               prepared: Input[Dataset], trained: Input[Model], evaluation: Input[Artifact]) -> str:
+def rl_rollout(
+    config_file: str,
+    status: str,
+    data_dir: str,
+    index_dir: str,
+    judge_dir: str,
+    run_id: str,
+    prepared: Input[Dataset],
+    trained: Input[Model],
+    evaluation: Input[Artifact],
+) -> str:
     """Register the gated candidate, canary it, promote or roll back; advance the watermark."""
     import json
     from pathlib import Path
@@ -90,7 +129,16 @@ def rl_rollout(config_file: str, status: str, data_dir: str, index_dir: str, jud
         return json.dumps({"status": status, "reason": prepare_summary.get("reason", "")})
     settings = load_settings(config_file or None)
     report = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
-    outcome = rollout_candidate(settings, ObjectStore(settings.s3), Path(data_dir), Path(index_dir),
-                                judge_dir or None, Path(trained.path), report, prepare_summary, run_id,
-                                Path(evaluation.path).parent / "rollout")
+    outcome = rollout_candidate(
+        settings,
+        ObjectStore(settings.s3),
+        Path(data_dir),
+        Path(index_dir),
+        judge_dir or None,
+        Path(trained.path),
+        report,
+        prepare_summary,
+        run_id,
+        Path(evaluation.path).parent / "rollout",
+    )
     return json.dumps(outcome, default=str)

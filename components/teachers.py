@@ -13,15 +13,22 @@ BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def fine_tune_rewriter_teacher(data: Input[Dataset], teacher: Output[Model], metrics: Output[Metrics],
-                               config_file: str = "", overrides: str = "", toy: bool = False,
-                               index_dir: str = "") -> float:
+def fine_tune_rewriter_teacher(
+    data: Input[Dataset],
+    teacher: Output[Model],
+    metrics: Output[Metrics],
+    config_file: str = "",
+    overrides: str = "",
+    toy: bool = False,
+    index_dir: str = "",
+) -> float:
     """Rewriter teacher through the DeepSpeed core; returns the relevant products per query it reaches."""
     from minielm.config import load_settings
     from minielm.teachers.stages import numeric_metrics, run_teacher_stage
 
-    run = run_teacher_stage(load_settings(config_file or None), "rewriter", data.path, teacher.path, toy,
-                            overrides, index_dir)
+    run = run_teacher_stage(
+        load_settings(config_file or None), "rewriter", data.path, teacher.path, toy, overrides, index_dir
+    )
     teacher.metadata.update({"role": "teacher-rewriter", "export": "final", **run.metadata})
     for name, value in numeric_metrics(run).items():
         metrics.log_metric(name, value)
@@ -29,8 +36,14 @@ def fine_tune_rewriter_teacher(data: Input[Dataset], teacher: Output[Model], met
 
 
 @dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def fine_tune_relevance_teacher(data: Input[Dataset], teacher: Output[Model], metrics: Output[Metrics],
-                                config_file: str = "", overrides: str = "", toy: bool = False) -> float:
+def fine_tune_relevance_teacher(
+    data: Input[Dataset],
+    teacher: Output[Model],
+    metrics: Output[Metrics],
+    config_file: str = "",
+    overrides: str = "",
+    toy: bool = False,
+) -> float:
     """LM relevance teacher (4-way ESCI head) through the DeepSpeed core; returns its macro-F1."""
     from minielm.config import load_settings
     from minielm.teachers.stages import numeric_metrics, run_teacher_stage

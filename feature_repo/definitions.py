@@ -80,8 +80,10 @@ product_features = FeatureView(
     description="Catalog attributes and popularity per product, materialised from the offline store.",
 )
 
-rewriter_v1 = FeatureService(name="rewriter_v1", features=[query_stats],
-                             description="What the query rewriter reads per request.")
+rewriter_v1 = FeatureService(
+    name="rewriter_v1", features=[query_stats], description="What the query rewriter reads per request."
+)
 
-ranker_v1 = FeatureService(name="ranker_v1", features=[query_stats, product_features],
-                           description="What ranking reads per (query, product).")
+ranker_v1 = FeatureService(
+    name="ranker_v1", features=[query_stats, product_features], description="What ranking reads per (query, product)."
+)

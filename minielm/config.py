@@ -191,8 +191,7 @@ class DistillConfig(Section):
     rewriter_intermediate_size: int | None = Field(None, ge=8)
     rewriter_num_attention_heads: int | None = Field(None, ge=1)
     rewriter_num_key_value_heads: int | None = Field(None, ge=1)
-    seq_kd_weight: float = Field(0.5, ge=0.0, le=1.0,
-                                 description="loss = w * sequence-KD CE + (1 - w) * token KL")
+    seq_kd_weight: float = Field(0.5, ge=0.0, le=1.0, description="loss = w * sequence-KD CE + (1 - w) * token KL")
     kl_temperature: float = Field(2.0, gt=0.0)
     rewriter_kd_queries: int = Field(256, ge=1, description="unlabelled queries the teacher rewrites")
     rewriter_steps: int = Field(60, ge=1)
@@ -211,9 +210,12 @@ class DistillConfig(Section):
     relevance_learning_rate: float = Field(5e-5, gt=0.0)
     soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
     gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
-    relevance_max_ndcg_gap: float = Field(0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much")
+    relevance_max_ndcg_gap: float = Field(
+        0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much"
+    )
     calibration_split: Literal["train", "validation", "test"] = Field(
-        "validation", description="split that sets the student rewriter's selective-rewriting threshold")
+        "validation", description="split that sets the student rewriter's selective-rewriting threshold"
+    )
     calibration_queries: int = Field(200, ge=1)
     zero_stage: Literal[0, 1, 2] = Field(0, description="students are small: ZeRO 0-2 keep whole weights per rank")
     promote_to_production_when_none: bool = True
@@ -278,8 +280,11 @@ class FeedbackConfig(Section):
     # Aggregator windows: requests collect for window_s, then wait grace_s for their feedback.
     window_s: float = Field(5.0, gt=0, description="seconds a window collects served requests")
     grace_s: float = Field(5.0, ge=0, description="seconds a closed window still accepts feedback")
-    unmatched_after_s: float = Field(60.0, gt=0, description="event-time age after which feedback with no "
-                                     "served request goes to the late-events table")
+    unmatched_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="event-time age after which feedback with no served request goes to the late-events table",
+    )
     windows_prefix: str = Field("feedback/windows", min_length=1)
     late_prefix: str = Field("feedback/late", min_length=1)
     state_prefix: str = Field("feedback/state", min_length=1)
@@ -294,8 +299,10 @@ class FeedbackConfig(Section):
     s3_retry_max_s: float = Field(10.0, gt=0)
     poll_timeout_ms: int = Field(200, ge=1)
     max_poll_records: int = Field(5000, ge=1)
-    check_crcs: bool = Field(True, description="verify record CRCs on consume (pure-Python CRC32C costs "
-                             "about a tenth of the aggregator's CPU)")
+    check_crcs: bool = Field(
+        True,
+        description="verify record CRCs on consume (pure-Python CRC32C costs about a tenth of the aggregator's CPU)",
+    )
     # Shopper simulator: position-biased clicks on the relevance judge's scores.
     sim_rate_per_s: float = Field(200.0, gt=0, description="served requests per second the simulator sends")
     sim_top_k: int = Field(10, ge=1, description="results a simulated shopper sees")
@@ -303,8 +310,9 @@ class FeedbackConfig(Section):
     click_floor: float = Field(0.02, ge=0, le=1, description="click probability of an irrelevant examined item")
     add_to_cart_given_click: float = Field(0.4, ge=0, le=1)
     purchase_given_cart: float = Field(0.5, ge=0, le=1)
-    satisfied_score: float = Field(0.5, ge=0, le=1, description="a click on a product scored at least this "
-                                   "satisfies the shopper")
+    satisfied_score: float = Field(
+        0.5, ge=0, le=1, description="a click on a product scored at least this satisfies the shopper"
+    )
     reformulation_prob: float = Field(0.7, ge=0, le=1, description="P(reformulate | unsatisfied)")
 
     @field_validator("windows_prefix", "late_prefix", "state_prefix")
@@ -336,44 +344,65 @@ class DriftConfig(Section):
     embedding_model_path: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
     embedding_sample_size: int = Field(500, ge=20, description="rows per window whose queries are embedded")
     embedding_method: Literal["novelty", "model", "distance", "mmd"] = "novelty"
-    embedding_threshold: float = Field(0.08, gt=0, description="novelty: rise in the share of queries with no "
-                                       "reference query above embedding_similarity_floor; model: ROC AUC of a "
-                                       "reference-vs-current classifier; distance: euclidean distance of the mean "
-                                       "embeddings; mmd: MMD^2")
-    embedding_similarity_floor: float = Field(0.4, gt=0, lt=1, description="novelty: cosine similarity below "
-                                              "which a query has no similar reference query")
+    embedding_threshold: float = Field(
+        0.08,
+        gt=0,
+        description="novelty: rise in the share of queries with no "
+        "reference query above embedding_similarity_floor; model: ROC AUC of a "
+        "reference-vs-current classifier; distance: euclidean distance of the mean "
+        "embeddings; mmd: MMD^2",
+    )
+    embedding_similarity_floor: float = Field(
+        0.4, gt=0, lt=1, description="novelty: cosine similarity below which a query has no similar reference query"
+    )
     embedding_pca_components: int | None = Field(16, ge=2, description="model/distance/mmd only")
     embedding_batch_size: int = Field(256, ge=1)
-    embedding_threads: int | None = Field(None, ge=1, description="torch threads while encoding; None: torch's "
-                                          "default (1 is faster on an oversubscribed machine)")
+    embedding_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads while encoding; None: torch's default (1 is faster on an oversubscribed machine)",
+    )
     embedding_cache: bool = Field(True, description="keep query vectors in <paths.state_dir>/drift/ across runs")
     # (b) text descriptors of queries and rewrites; (d) rewrite edit distance: distribution distance.
     distribution_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = "wasserstein"
     distribution_threshold: float = Field(0.2, gt=0, description="distance above which a distribution drifted")
-    share_tolerance: float = Field(0.05, gt=0, le=1, description="max change of a mean share (digits/units, "
-                                   "non-ASCII, out-of-catalog words) before it counts as drift")
-    catalog_path: Path | None = Field(None, description="ESCI products parquet (or its folder) whose words "
-                                      "are the catalog vocabulary; None: the reference window's words")
+    share_tolerance: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="max change of a mean share (digits/units, "
+        "non-ASCII, out-of-catalog words) before it counts as drift",
+    )
+    catalog_path: Path | None = Field(
+        None,
+        description="ESCI products parquet (or its folder) whose words "
+        "are the catalog vocabulary; None: the reference window's words",
+    )
     # (c) outcomes: absolute change of a rate; reward distribution.
     ctr_tolerance: float = Field(0.1, gt=0, le=1)
     reformulation_tolerance: float = Field(0.1, gt=0, le=1)
     zero_result_tolerance: float = Field(0.1, gt=0, le=1)
     reward_threshold: float = Field(0.3, gt=0, description="distribution distance of the per-request reward")
     # (d) rewrite behaviour.
-    identical_rewrite_tolerance: float = Field(0.15, gt=0, le=1, description="max change of the share of "
-                                               "rewrites identical to their query")
+    identical_rewrite_tolerance: float = Field(
+        0.15, gt=0, le=1, description="max change of the share of rewrites identical to their query"
+    )
     # Outputs and alerts.
     reports_prefix: str = Field("drift/reports", min_length=1)
     upload_report: bool = True
-    report_base_url: str | None = Field(None, description="URL under which reports_prefix is browsable; "
-                                        "None: links are s3:// URIs")
+    report_base_url: str | None = Field(
+        None, description="URL under which reports_prefix is browsable; None: links are s3:// URIs"
+    )
     runbook_url: str = "docs/runbook.md"
     pushgateway_url: str | None = None
     pushgateway_job: str = "minielm-drift"
     webhook_url: str | None = Field(None, description="Alertmanager-compatible webhook receiver")
     webhook_timeout_s: float = Field(5.0, gt=0)
-    silenced_checks: list[str] = Field([], description="checks still computed and reported but that neither "
-                                       "alert nor trigger retraining (a known false alarm)")
+    silenced_checks: list[str] = Field(
+        [],
+        description="checks still computed and reported but that neither "
+        "alert nor trigger retraining (a known false alarm)",
+    )
     # Drift-triggered retraining (the rl_retraining pipeline).
     trigger_retraining: bool = False
     retraining_checks: list[str] = Field([], description="checks whose drift triggers retraining; empty: any")
@@ -455,7 +484,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for key, raw in environ.items():
         if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and "__" in key:
-            dotted = key[len(ENV_PREFIX):].lower()
+            dotted = key[len(ENV_PREFIX) :].lower()
             layer = _deep_merge(layer, _nested(dotted, _parse_scalar(raw), sep="__"))
     # The AWS SDK's own variables are honoured for the S3 credentials.
     for field, env_key in (("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY")):

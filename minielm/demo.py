@@ -9,10 +9,11 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from minielm.config import Settings, load_settings
 from minielm.logs import get_logger
@@ -63,8 +64,9 @@ def kafka_round_trip(ctx: DemoContext) -> None:
     consumer.close()
     if received is None or received.key != marker.encode():
         raise RuntimeError(f"the demo message did not come back from {topic}")
-    ctx.echo(f"  produced and consumed one message on {topic} (partition {metadata.partition}, "
-             f"offset {metadata.offset})")
+    ctx.echo(
+        f"  produced and consumed one message on {topic} (partition {metadata.partition}, offset {metadata.offset})"
+    )
     ctx.results["kafka_round_trip"] = {"partition": metadata.partition, "offset": metadata.offset}
 
 
@@ -113,8 +115,9 @@ def running_services(settings: Settings, data_dir: Path | None = None) -> Iterat
         services.stop()
 
 
-def run_demo(settings: Settings | None = None, steps: list[DemoStep] | None = None,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    settings: Settings | None = None, steps: list[DemoStep] | None = None, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     settings = settings or load_settings()
     steps = steps or default_steps()
     workdir = Path(settings.paths.runs_dir) / "demo"

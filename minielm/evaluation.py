@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from minielm.logs import get_logger
 log = get_logger(__name__)
 
 METRICS = ("relevant_per_query", "ndcg", "recall", "zero_result_rate")
-RewriteSource = Union[Mapping[str, str], Callable[[list[str]], list[str]], Any]
+RewriteSource = Mapping[str, str] | Callable[[list[str]], list[str]] | Any
 
 
 def relevant_labels(substitute_is_relevant: bool) -> frozenset[str]:
@@ -50,22 +50,25 @@ def _judgments(examples: pd.DataFrame) -> dict[str, dict[str, str]]:
     if missing:
         raise ValueError(f"evaluate: the examples frame lacks column(s) {missing}")
     judged: dict[str, dict[str, str]] = {}
-    for query_id, product_id, label in zip(examples[QUERY_ID].astype(str), examples[PRODUCT_ID].astype(str),
-                                           examples[ESCI_LABEL]):
+    for query_id, product_id, label in zip(
+        examples[QUERY_ID].astype(str), examples[PRODUCT_ID].astype(str), examples[ESCI_LABEL]
+    ):
         judged.setdefault(query_id, {})[product_id] = label
     return judged
 
 
-def evaluate_queries(index, examples: pd.DataFrame, queries_by_query_id: Mapping[str, str], k: int,
-                     substitute_is_relevant: bool = False) -> dict[str, Any]:
+def evaluate_queries(
+    index, examples: pd.DataFrame, queries_by_query_id: Mapping[str, str], k: int, substitute_is_relevant: bool = False
+) -> dict[str, Any]:
     """Search each query id's text, judge the top ``k`` against ``examples``; metrics plus per-query detail."""
     if k < 1:
         raise ValueError(f"evaluate: k must be >= 1, got {k}")
     judged = _judgments(examples)
     unknown = [q for q in queries_by_query_id if str(q) not in judged]
     if unknown:
-        raise ValueError(f"evaluate: query ids without judgments in the examples: {unknown[:5]}"
-                         f"{' ...' if len(unknown) > 5 else ''}")
+        raise ValueError(
+            f"evaluate: query ids without judgments in the examples: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+        )
     query_ids = [str(q) for q in queries_by_query_id]
     texts = [str(queries_by_query_id[q]) if queries_by_query_id[q] is not None else "" for q in queries_by_query_id]
     results = index.search(texts, k) if texts else []
@@ -76,14 +79,16 @@ def evaluate_queries(index, examples: pd.DataFrame, queries_by_query_id: Mapping
         retrieved = [labels.get(pid) for pid in hits[:k]]
         n_relevant = sum(label in relevant for label in retrieved)
         total_relevant = sum(label in relevant for label in labels.values())
-        detail.append({
-            "query_id": query_id,
-            "query": text,
-            "n_results": len(hits),
-            "relevant": n_relevant,
-            "ndcg": ndcg_at_k(retrieved, list(labels.values()), k),
-            "recall": n_relevant / total_relevant if total_relevant else None,
-        })
+        detail.append(
+            {
+                "query_id": query_id,
+                "query": text,
+                "n_results": len(hits),
+                "relevant": n_relevant,
+                "ndcg": ndcg_at_k(retrieved, list(labels.values()), k),
+                "recall": n_relevant / total_relevant if total_relevant else None,
+            }
+        )
     recalls = [d["recall"] for d in detail if d["recall"] is not None]
     n = len(detail)
     report = {
@@ -128,22 +133,30 @@ def rewrite_queries(source: RewriteSource, raw: Mapping[str, str]) -> dict[str, 
     elif callable(source):
         rewrites = list(source(queries))
     else:
-        raise TypeError(f"a rewrite source must be a mapping, a QueryRewriter or a callable, got {type(source).__name__}")
+        raise TypeError(
+            f"a rewrite source must be a mapping, a QueryRewriter or a callable, got {type(source).__name__}"
+        )
     if len(rewrites) != len(queries):
         raise ValueError(f"the rewriter returned {len(rewrites)} rewrites for {len(queries)} queries")
     return dict(zip(ids, rewrites))
 
 
-def compare_rewriters(index, examples: pd.DataFrame, systems: Mapping[str, RewriteSource], k: int,
-                      substitute_is_relevant: bool = False) -> dict[str, Any]:
+def compare_rewriters(
+    index, examples: pd.DataFrame, systems: Mapping[str, RewriteSource], k: int, substitute_is_relevant: bool = False
+) -> dict[str, Any]:
     """Evaluate several rewrite sources on the same queries; ``"raw"`` is the baseline for gains.
 
     ``systems`` maps a name to a mapping (query id -> text), a QueryRewriter or a batch callable.
     Callables and rewriters receive the raw queries of ``examples``.
     """
     raw = raw_queries(examples)
-    report: dict[str, Any] = {"k": k, "substitute_is_relevant": substitute_is_relevant,
-                              "n_queries": len(raw), "systems": {}, "per_query": {}}
+    report: dict[str, Any] = {
+        "k": k,
+        "substitute_is_relevant": substitute_is_relevant,
+        "n_queries": len(raw),
+        "systems": {},
+        "per_query": {},
+    }
     for name, source in systems.items():
         result = evaluate_queries(index, examples, rewrite_queries(source, raw), k, substitute_is_relevant)
         report["per_query"][name] = result.pop("per_query")
@@ -152,22 +165,33 @@ def compare_rewriters(index, examples: pd.DataFrame, systems: Mapping[str, Rewri
     if "raw" in report["systems"]:
         base = report["systems"]["raw"]["relevant_per_query"]
         report["gain_over_raw"] = {
-            name: {"relevant_per_query": m["relevant_per_query"] - base,
-                   "relative": (m["relevant_per_query"] / base - 1.0) if base else None}
-            for name, m in report["systems"].items()}
+            name: {
+                "relevant_per_query": m["relevant_per_query"] - base,
+                "relative": (m["relevant_per_query"] / base - 1.0) if base else None,
+            }
+            for name, m in report["systems"].items()
+        }
     return report
 
 
 def format_report_table(report: Mapping[str, Any]) -> str:
     """A plain-text table of a :func:`compare_rewriters` report."""
     k = report["k"]
-    header = f"{'system':<12} {'relevant@' + str(k):>12} {'nDCG@' + str(k):>9} {'recall@' + str(k):>10} {'zero-result':>12} {'vs raw':>8}"
-    lines = [f"{report['n_queries']} queries, k={k}, relevant = E{'+S' if report['substitute_is_relevant'] else ''}",
-             header, "-" * len(header)]
+    header = (
+        f"{'system':<12} {'relevant@' + str(k):>12} {'nDCG@' + str(k):>9} {'recall@' + str(k):>10} "
+        f"{'zero-result':>12} {'vs raw':>8}"
+    )
+    lines = [
+        f"{report['n_queries']} queries, k={k}, relevant = E{'+S' if report['substitute_is_relevant'] else ''}",
+        header,
+        "-" * len(header),
+    ]
     gains = report.get("gain_over_raw", {})
     for name, m in report["systems"].items():
         relative = gains.get(name, {}).get("relative")
         shown = f"{relative:+.1%}" if relative is not None else "n/a"
-        lines.append(f"{name:<12} {m['relevant_per_query']:>12.3f} {m['ndcg']:>9.3f} {m['recall']:>10.3f} "
-                     f"{m['zero_result_rate']:>12.1%} {shown:>8}")
+        lines.append(
+            f"{name:<12} {m['relevant_per_query']:>12.3f} {m['ndcg']:>9.3f} {m['recall']:>10.3f} "
+            f"{m['zero_result_rate']:>12.1%} {shown:>8}"
+        )
     return "\n".join(lines)

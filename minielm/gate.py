@@ -8,8 +8,9 @@ entry of a :func:`~minielm.evaluation.compare_rewriters` report), measured on th
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from minielm.config import GateConfig
 from minielm.logs import get_logger
@@ -27,8 +28,14 @@ class GateResult:
     production: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": list(self.reasons), "metric": self.metric,
-                "candidate": self.candidate, "raw": self.raw, "production": self.production}
+        return {
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "metric": self.metric,
+            "candidate": self.candidate,
+            "raw": self.raw,
+            "production": self.production,
+        }
 
 
 def _value(metrics: Mapping[str, Any], metric: str, what: str) -> float:
@@ -42,8 +49,9 @@ def _value(metrics: Mapping[str, Any], metric: str, what: str) -> float:
         raise ValueError(f"quality_gate: {what}[{metric!r}] is not a number: {metrics[metric]!r}") from None
 
 
-def quality_gate(candidate: Mapping[str, Any], raw: Mapping[str, Any], production: Mapping[str, Any] | None,
-                 config: GateConfig) -> GateResult:
+def quality_gate(
+    candidate: Mapping[str, Any], raw: Mapping[str, Any], production: Mapping[str, Any] | None, config: GateConfig
+) -> GateResult:
     """Pass when ``candidate - raw > min_gain_over_raw`` and, if a production model exists,
     ``candidate >= production - max_regression_vs_production`` (both on ``config.metric``)."""
     metric = config.metric
@@ -56,12 +64,16 @@ def quality_gate(candidate: Mapping[str, Any], raw: Mapping[str, Any], productio
         reasons.append(f"candidate {metric} is NaN")
     gain = value - baseline
     if gain > config.min_gain_over_raw:
-        reasons.append(f"{metric} {value:.4f} beats raw {baseline:.4f} by {gain:+.4f} "
-                       f"(> min_gain_over_raw {config.min_gain_over_raw})")
+        reasons.append(
+            f"{metric} {value:.4f} beats raw {baseline:.4f} by {gain:+.4f} "
+            f"(> min_gain_over_raw {config.min_gain_over_raw})"
+        )
     else:
         passed = False
-        reasons.append(f"{metric} {value:.4f} does not beat raw {baseline:.4f} by more than "
-                       f"min_gain_over_raw {config.min_gain_over_raw} (gain {gain:+.4f})")
+        reasons.append(
+            f"{metric} {value:.4f} does not beat raw {baseline:.4f} by more than "
+            f"min_gain_over_raw {config.min_gain_over_raw} (gain {gain:+.4f})"
+        )
     current = None
     if production is None:
         reasons.append("no production model: nothing to regress against")
@@ -69,13 +81,18 @@ def quality_gate(candidate: Mapping[str, Any], raw: Mapping[str, Any], productio
         current = _value(production, metric, "production")
         floor = current - config.max_regression_vs_production
         if value >= floor:
-            reasons.append(f"{metric} {value:.4f} is within max_regression_vs_production "
-                           f"{config.max_regression_vs_production} of production {current:.4f}")
+            reasons.append(
+                f"{metric} {value:.4f} is within max_regression_vs_production "
+                f"{config.max_regression_vs_production} of production {current:.4f}"
+            )
         else:
             passed = False
-            reasons.append(f"{metric} {value:.4f} regresses production {current:.4f} by {current - value:.4f} "
-                           f"(> max_regression_vs_production {config.max_regression_vs_production})")
-    result = GateResult(passed=passed, reasons=reasons, metric=metric,
-                        candidate=value, raw=baseline, production=current)
+            reasons.append(
+                f"{metric} {value:.4f} regresses production {current:.4f} by {current - value:.4f} "
+                f"(> max_regression_vs_production {config.max_regression_vs_production})"
+            )
+    result = GateResult(
+        passed=passed, reasons=reasons, metric=metric, candidate=value, raw=baseline, production=current
+    )
     log.info("quality gate", passed=result.passed, metric=metric, candidate=value, raw=baseline, production=current)
     return result

@@ -17,8 +17,13 @@ class _StructFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, "fields", {})
         if self.as_json:
-            payload = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                       "logger": record.name, "event": record.getMessage(), **fields}
+            payload = {
+                "ts": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "event": record.getMessage(),
+                **fields,
+            }
             if record.exc_info:
                 payload["exc"] = self.formatException(record.exc_info)
             return json.dumps(payload, default=str)

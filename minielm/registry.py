@@ -47,18 +47,21 @@ class ModelRegistry:
             raise RegistryError(f"stage must be one of {STAGES}, got {stage!r}")
         return f"models/{name}/stages/{stage}.json"
 
-    def register(self, name: str, local_dir: Path, metadata: dict[str, Any] | None = None,
-                 version: str | None = None) -> ModelVersion:
+    def register(
+        self, name: str, local_dir: Path, metadata: dict[str, Any] | None = None, version: str | None = None
+    ) -> ModelVersion:
         """Upload a saved model directory as a new version; metadata.json is written last."""
         local_dir = Path(local_dir)
         if not local_dir.is_dir() or not any(local_dir.iterdir()):
             raise RegistryError(f"model directory {local_dir} is missing or empty")
         version = version or time.strftime("v%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**6:06d}"
-        entry = ModelVersion(name, version, {**(metadata or {}), "name": name, "version": version,
-                                             "registered_at": time.time()})
+        entry = ModelVersion(
+            name, version, {**(metadata or {}), "name": name, "version": version, "registered_at": time.time()}
+        )
         for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != METADATA_FILE):
-            self.store.client.upload_file(str(path), self.store.bucket,
-                                          f"{entry.prefix}/{path.relative_to(local_dir).as_posix()}")
+            self.store.client.upload_file(
+                str(path), self.store.bucket, f"{entry.prefix}/{path.relative_to(local_dir).as_posix()}"
+            )
         self.store.put_json(f"{entry.prefix}/{METADATA_FILE}", entry.metadata)
         log.info("model registered", name=name, version=version)
         return entry
@@ -72,8 +75,11 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[str]:
         suffix = f"/{METADATA_FILE}"
-        return sorted(k[len(f"models/{name}/"):-len(suffix)] for k in self.store.list_keys(f"models/{name}/")
-                      if k.endswith(suffix) and "/stages/" not in k)
+        return sorted(
+            k[len(f"models/{name}/") : -len(suffix)]
+            for k in self.store.list_keys(f"models/{name}/")
+            if k.endswith(suffix) and "/stages/" not in k
+        )
 
     def stage(self, name: str, stage: str) -> ModelVersion | None:
         pointer = self.store.read_pointer(self._stage_key(name, stage))
@@ -84,11 +90,15 @@ class ModelRegistry:
         self.get(name, version)
         previous = self.store.read_pointer(self._stage_key(name, stage))
         history = ([previous["version"]] + previous.get("history", []))[:20] if previous else []
-        pointer = {"version": version, "previous": previous["version"] if previous else None,
-                   "history": history, "reason": reason, "updated_at": time.time()}
+        pointer = {
+            "version": version,
+            "previous": previous["version"] if previous else None,
+            "history": history,
+            "reason": reason,
+            "updated_at": time.time(),
+        }
         self.store.write_pointer(self._stage_key(name, stage), pointer)
-        log.info("stage updated", name=name, stage=stage, version=version,
-                 previous=pointer["previous"], reason=reason)
+        log.info("stage updated", name=name, stage=stage, version=version, previous=pointer["previous"], reason=reason)
         return pointer
 
     def rollback(self, name: str, stage: str = "production") -> dict[str, Any]:
@@ -97,8 +107,13 @@ class ModelRegistry:
         if not pointer or not pointer.get("history"):
             raise RegistryError(f"{name}/{stage} has no previous version to roll back to")
         target, *rest = pointer["history"]
-        new_pointer = {"version": target, "previous": pointer["version"], "history": rest,
-                       "reason": f"rollback from {pointer['version']}", "updated_at": time.time()}
+        new_pointer = {
+            "version": target,
+            "previous": pointer["version"],
+            "history": rest,
+            "reason": f"rollback from {pointer['version']}",
+            "updated_at": time.time(),
+        }
         self.store.write_pointer(self._stage_key(name, stage), new_pointer)
         log.info("stage rolled back", name=name, stage=stage, version=target, was=pointer["version"])
         return new_pointer

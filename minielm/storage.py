@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pandas as pd
@@ -129,7 +130,7 @@ class ObjectStore:
         prefix = prefix.rstrip("/") + "/"
         paths = []
         for key in self.list_keys(prefix):
-            target = Path(local_dir) / key[len(prefix):]
+            target = Path(local_dir) / key[len(prefix) :]
             target.parent.mkdir(parents=True, exist_ok=True)
             self.client.download_file(self.bucket, key, str(target))
             paths.append(target)

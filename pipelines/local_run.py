@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from minielm.config import Settings
 
@@ -23,8 +23,15 @@ def write_settings_file(settings: Settings, path: Path) -> Path:
     return path
 
 
-def run_locally(pipeline_func: Callable, name: str, settings: Settings, default_arguments: dict, params: dict,
-                run_id_prefix: str, takes_run_id: bool = True) -> dict:
+def run_locally(
+    pipeline_func: Callable,
+    name: str,
+    settings: Settings,
+    default_arguments: dict,
+    params: dict,
+    run_id_prefix: str,
+    takes_run_id: bool = True,
+) -> dict:
     """Run ``pipeline_func`` under kfp.local; returns its JSON output. The settings file it writes for the
     tasks (it holds the S3 keys) is removed afterwards; ``params`` may name ``run_id`` and ``config_file``."""
     from kfp import local

@@ -45,8 +45,7 @@ def compile_pipeline(name: str, out_dir: Path = COMPILED_DIR) -> Path:
     return path
 
 
-def upsert_recurring_run(client, name: str, experiment: str, cron: str, arguments: dict,
-                         package_path: Path) -> str:
+def upsert_recurring_run(client, name: str, experiment: str, cron: str, arguments: dict, package_path: Path) -> str:
     """Create the recurring run ``minielm-<name>``, replacing an existing one of that name (idempotent)."""
     experiment_id = client.create_experiment(name=experiment).experiment_id
     display_name = f"minielm-{name}"
@@ -55,7 +54,12 @@ def upsert_recurring_run(client, name: str, experiment: str, cron: str, argument
         if run.display_name == display_name:
             client.delete_recurring_run(run.recurring_run_id)
     created = client.create_recurring_run(
-        experiment_id=experiment_id, job_name=display_name, cron_expression=cron,
-        pipeline_package_path=str(package_path), params=arguments, max_concurrency=1, no_catchup=True,
+        experiment_id=experiment_id,
+        job_name=display_name,
+        cron_expression=cron,
+        pipeline_package_path=str(package_path),
+        params=arguments,
+        max_concurrency=1,
+        no_catchup=True,
     )
     return created.recurring_run_id

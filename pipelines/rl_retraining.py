@@ -17,20 +17,41 @@ from pipelines.local_run import run_locally
 NAME = "rl_retraining"
 
 
-@dsl.pipeline(name="minielm-rl-retraining",
-              description="Online RL (GRPO) of the student rewriter from feedback windows and the relevance judge, "
-                          "gated and rolled out as a canary.")
-def pipeline_func(data_dir: str, index_dir: str, config_file: str = "", judge_dir: str = "",
-                  run_id: str = "") -> str:
+@dsl.pipeline(
+    name="minielm-rl-retraining",
+    description="Online RL (GRPO) of the student rewriter from feedback windows and the relevance judge, "
+    "gated and rolled out as a canary.",
+)
+def pipeline_func(data_dir: str, index_dir: str, config_file: str = "", judge_dir: str = "", run_id: str = "") -> str:
     prepare = rl_prepare(config_file=config_file, data_dir=data_dir)
     status = prepare.outputs["status"]
-    train = rl_train(config_file=config_file, status=status, data_dir=data_dir, index_dir=index_dir,
-                     judge_dir=judge_dir, prepared=prepare.outputs["prepared"])
-    evaluate = rl_evaluate(config_file=config_file, status=status, data_dir=data_dir, index_dir=index_dir,
-                           judge_dir=judge_dir, trained=train.outputs["trained"])
-    rollout = rl_rollout(config_file=config_file, status=status, data_dir=data_dir, index_dir=index_dir,
-                         judge_dir=judge_dir, run_id=run_id, prepared=prepare.outputs["prepared"],
-                         trained=train.outputs["trained"], evaluation=evaluate.outputs["evaluation"])
+    train = rl_train(
+        config_file=config_file,
+        status=status,
+        data_dir=data_dir,
+        index_dir=index_dir,
+        judge_dir=judge_dir,
+        prepared=prepare.outputs["prepared"],
+    )
+    evaluate = rl_evaluate(
+        config_file=config_file,
+        status=status,
+        data_dir=data_dir,
+        index_dir=index_dir,
+        judge_dir=judge_dir,
+        trained=train.outputs["trained"],
+    )
+    rollout = rl_rollout(
+        config_file=config_file,
+        status=status,
+        data_dir=data_dir,
+        index_dir=index_dir,
+        judge_dir=judge_dir,
+        run_id=run_id,
+        prepared=prepare.outputs["prepared"],
+        trained=train.outputs["trained"],
+        evaluation=evaluate.outputs["evaluation"],
+    )
     return rollout.output
 
 

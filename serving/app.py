@@ -47,8 +47,12 @@ def _load_index(index_dir: Path):
     return SearchIndex.load(index_dir)
 
 
-def build_stack(settings: Settings, extra_rewriters: dict[str, Path | None] | None = None,
-                with_relevance: bool = True, with_pipeline: bool = True) -> ServingStack:
+def build_stack(
+    settings: Settings,
+    extra_rewriters: dict[str, Path | None] | None = None,
+    with_relevance: bool = True,
+    with_pipeline: bool = True,
+) -> ServingStack:
     """Load every model (registry stage or local path), warm it up, and return them ready to serve.
 
     ``extra_rewriters`` adds more rewriter endpoints by registry name (path or None for the registry),
@@ -59,9 +63,11 @@ def build_stack(settings: Settings, extra_rewriters: dict[str, Path | None] | No
     rewrite_log = RewriteLog(settings) if config.log_rewrites else None
     common = dict(settings=settings, features=features, rewrite_log=rewrite_log)
     try:
-        rewriter = RewriterModel(settings.models.student_rewriter,
-                                 loader=partial(resolve, settings, settings.models.student_rewriter, "rewriter",
-                                                config.rewriter_path), **common)
+        rewriter = RewriterModel(
+            settings.models.student_rewriter,
+            loader=partial(resolve, settings, settings.models.student_rewriter, "rewriter", config.rewriter_path),
+            **common,
+        )
         rewriter.load()
         models: list[ServedModel] = [rewriter]
         for name, path in (extra_rewriters or {}).items():
@@ -71,16 +77,26 @@ def build_stack(settings: Settings, extra_rewriters: dict[str, Path | None] | No
         relevance = None
         if with_relevance:
             catalog_loader = partial(Catalog.load, config.dataset_dir) if config.dataset_dir else None
-            relevance = RelevanceModel(settings.models.student_relevance, catalog_loader=catalog_loader,
-                                       loader=partial(resolve, settings, settings.models.student_relevance,
-                                                      "relevance", config.relevance_path), **common)
+            relevance = RelevanceModel(
+                settings.models.student_relevance,
+                catalog_loader=catalog_loader,
+                loader=partial(
+                    resolve, settings, settings.models.student_relevance, "relevance", config.relevance_path
+                ),
+                **common,
+            )
             relevance.load()
             models.append(relevance)
         if with_pipeline:
             if config.index_dir is None:
                 raise ModelLoadError("serving.index_dir: the rewrite-search endpoint needs a search index directory")
-            pipeline = RewriteSearchModel(PIPELINE_NAME, rewriter=rewriter, relevance=relevance,
-                                          index_loader=partial(_load_index, config.index_dir), **common)
+            pipeline = RewriteSearchModel(
+                PIPELINE_NAME,
+                rewriter=rewriter,
+                relevance=relevance,
+                index_loader=partial(_load_index, config.index_dir),
+                **common,
+            )
             pipeline.load()
             models.append(pipeline)
     except BaseException:
@@ -94,5 +110,9 @@ def build_stack(settings: Settings, extra_rewriters: dict[str, Path | None] | No
 
 def serve_stack(stack: ServingStack, settings: Settings, port: int | None = None) -> RunningServer:
     """Serve a loaded stack in a background thread; ``stop()`` also flushes the Kafka log."""
-    return serve_in_thread(stack.models, host=settings.serving.host,
-                           port=settings.serving.http_port if port is None else port, on_stop=stack.close)
+    return serve_in_thread(
+        stack.models,
+        host=settings.serving.host,
+        port=settings.serving.http_port if port is None else port,
+        on_stop=stack.close,
+    )

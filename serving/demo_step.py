@@ -51,25 +51,35 @@ def serving_demo_step(ctx) -> None:
     ctx.results["serving_url"] = running.url
     ctx.results["serving_stop"] = running.stop
     ctx.results["serving_models"] = {m.name: m.version for m in stack.models}
-    ctx.echo(f"  model server at {running.url}: " + ", ".join(f"{n} {v}" for n, v in ctx.results["serving_models"].items()))
+    ctx.echo(
+        f"  model server at {running.url}: " + ", ".join(f"{n} {v}" for n, v in ctx.results["serving_models"].items())
+    )
 
     held_out = data.examples[data.examples["split"] == "test"]
     queries = (held_out if len(held_out) else data.examples)["query"].drop_duplicates().head(DEMO_QUERIES).tolist()
     with httpx.Client(base_url=running.url, timeout=60) as client:
-        response = client.post(f"/v1/models/{PIPELINE_NAME}:predict",
-                               json={"instances": [{"query": q} for q in queries], "parameters": {"k": 3}})
+        response = client.post(
+            f"/v1/models/{PIPELINE_NAME}:predict",
+            json={"instances": [{"query": q} for q in queries], "parameters": {"k": 3}},
+        )
         response.raise_for_status()
         body = response.json()
-        ctx.echo(f"  POST /v1/models/{PIPELINE_NAME}:predict -> {body['model_name']} {body['model_version']} "
-                 f"(request {body['request_id']})")
+        ctx.echo(
+            f"  POST /v1/models/{PIPELINE_NAME}:predict -> {body['model_name']} {body['model_version']} "
+            f"(request {body['request_id']})"
+        )
         for prediction in body["predictions"]:
             ctx.echo(f"    {prediction['query']!r} -> {prediction['rewrite']!r}")
             for product in prediction["products"]:
                 relevance = product.get("relevance")
-                ctx.echo(f"        {product['product_id']}  {product.get('title', '')[:60]}"
-                         + (f"  (relevance {relevance:.2f})" if relevance is not None else ""))
-        v2 = client.post(f"/v2/models/{settings.models.student_rewriter}/infer",
-                         json={"inputs": [{"name": "query", "shape": [1], "datatype": "BYTES", "data": [queries[0]]}]})
+                ctx.echo(
+                    f"        {product['product_id']}  {product.get('title', '')[:60]}"
+                    + (f"  (relevance {relevance:.2f})" if relevance is not None else "")
+                )
+        v2 = client.post(
+            f"/v2/models/{settings.models.student_rewriter}/infer",
+            json={"inputs": [{"name": "query", "shape": [1], "datatype": "BYTES", "data": [queries[0]]}]},
+        )
         v2.raise_for_status()
         rewrite = next(o for o in v2.json()["outputs"] if o["name"] == "rewrite")["data"][0]
         ctx.echo(f"  POST /v2/models/{settings.models.student_rewriter}/infer -> {rewrite!r}")

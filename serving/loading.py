@@ -28,8 +28,10 @@ from minielm.storage import ObjectStore
 log = get_logger(__name__)
 
 Role = Literal["rewriter", "relevance"]
-CAUSAL_CLASSES = {"rewriter": "minielm.models.rewriter:CausalRewriter",
-                  "relevance": "minielm.models.relevance_teacher:RelevanceTeacher"}
+CAUSAL_CLASSES = {
+    "rewriter": "minielm.models.rewriter:CausalRewriter",
+    "relevance": "minielm.models.relevance_teacher:RelevanceTeacher",
+}
 CROSS_ENCODER_CLASS = "minielm.models.cross_encoder:CrossEncoderScorer"
 PROTOCOLS = {"rewriter": QueryRewriter, "relevance": RelevanceScorer}
 
@@ -62,8 +64,10 @@ def model_class_for(directory: Path, role: Role) -> str:
     architectures = _read_json(directory / "config.json").get("architectures") or []
     if any(str(a).endswith("ForCausalLM") for a in architectures):
         return CAUSAL_CLASSES[role]
-    raise ModelLoadError(f"{directory}: cannot tell what model this is (expected metadata.json 'model_class', "
-                         "cross_encoder.json, or a config.json with a *ForCausalLM architecture)")
+    raise ModelLoadError(
+        f"{directory}: cannot tell what model this is (expected metadata.json 'model_class', "
+        "cross_encoder.json, or a config.json with a *ForCausalLM architecture)"
+    )
 
 
 def load_model_dir(directory: Path, role: Role) -> Any:
@@ -82,8 +86,9 @@ def load_model_dir(directory: Path, role: Role) -> Any:
     return model
 
 
-def resolve(settings: Settings, name: str, role: Role, local_path: Path | None,
-            stage: str | None = None) -> LoadedModel:
+def resolve(
+    settings: Settings, name: str, role: Role, local_path: Path | None, stage: str | None = None
+) -> LoadedModel:
     """Load ``name`` from ``local_path`` if given, else the version the registry stage points at."""
     if local_path is not None:
         directory = Path(local_path)

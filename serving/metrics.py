@@ -6,11 +6,17 @@ from prometheus_client import Counter, Histogram
 
 from minielm.features.online import FEAST_FALLBACK
 
-REQUESTS = Counter("minielm_requests", "Inference requests by model, endpoint (v1, v2) and HTTP status code",
-                   ["model", "endpoint", "code"])
-LATENCY = Histogram("minielm_request_latency_seconds", "Inference request latency, from first byte in to response",
-                    ["model", "endpoint"],
-                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+REQUESTS = Counter(
+    "minielm_requests",
+    "Inference requests by model, endpoint (v1, v2) and HTTP status code",
+    ["model", "endpoint", "code"],
+)
+LATENCY = Histogram(
+    "minielm_request_latency_seconds",
+    "Inference request latency, from first byte in to response",
+    ["model", "endpoint"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 ERRORS = Counter("minielm_errors", "Failed requests and background failures by type", ["type"])
 KAFKA_DROPPED = Counter("minielm_kafka_dropped", "Rewrite-log events dropped (buffer full or broker unreachable)")
 
@@ -21,4 +27,6 @@ def error_type(status: int) -> str | None:
     """The ``minielm_errors_total{type}`` label for an HTTP status, or None for success."""
     if status < 400:
         return None
-    return {400: "invalid_input", 404: "not_found", 503: "not_ready"}.get(status, "internal" if status >= 500 else "client")
+    return {400: "invalid_input", 404: "not_found", 503: "not_ready"}.get(
+        status, "internal" if status >= 500 else "client"
+    )

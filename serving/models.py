@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,15 +51,17 @@ class Catalog:
     texts: dict[str, str]
 
     @classmethod
-    def from_products(cls, products: pd.DataFrame) -> "Catalog":
+    def from_products(cls, products: pd.DataFrame) -> Catalog:
         from minielm.data.text import product_text
 
         ids = products["product_id"].astype(str).tolist()
-        return cls(dict(zip(ids, products["product_title"].fillna("").astype(str))),
-                   dict(zip(ids, product_text(products).tolist())))
+        return cls(
+            dict(zip(ids, products["product_title"].fillna("").astype(str))),
+            dict(zip(ids, product_text(products).tolist())),
+        )
 
     @classmethod
-    def load(cls, dataset_dir) -> "Catalog":
+    def load(cls, dataset_dir) -> Catalog:
         from minielm.data.esci import load_esci
 
         return cls.from_products(load_esci(dataset_dir).products)
@@ -84,8 +87,14 @@ class ServedModel(Model):
 
     loaded: LoadedModel | None = None
 
-    def __init__(self, name: str, settings: Settings, loader: Callable[[], LoadedModel],
-                 features: OnlineFeatures | None = None, rewrite_log: RewriteLog | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        loader: Callable[[], LoadedModel],
+        features: OnlineFeatures | None = None,
+        rewrite_log: RewriteLog | None = None,
+    ) -> None:
         super().__init__(name, return_response_headers=True)
         self.settings = settings
         self.config = settings.serving
@@ -104,12 +113,16 @@ class ServedModel(Model):
             try:
                 self.features.warm_up()
             except Exception as error:  # Feast down at start: serve with defaults, visibly
-                log.warning("feast unavailable at start; serving default features",
-                            model=self.name, error=f"{type(error).__name__}: {error}")
+                log.warning(
+                    "feast unavailable at start; serving default features",
+                    model=self.name,
+                    error=f"{type(error).__name__}: {error}",
+                )
         self.warm_up()
         self.ready = True
-        log.info("model ready", model=self.name, version=self.loaded.version,
-                 load_s=round(time.monotonic() - started, 3))
+        log.info(
+            "model ready", model=self.name, version=self.loaded.version, load_s=round(time.monotonic() - started, 3)
+        )
         return self.ready
 
     def _after_load(self) -> None:
@@ -125,8 +138,9 @@ class ServedModel(Model):
     def envelope(self, request_id: str) -> dict[str, Any]:
         return {"model_name": self.name, "model_version": self.version, "request_id": request_id}
 
-    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> Any:
+    async def predict(
+        self, payload: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> Any:
         is_v2 = isinstance(payload, InferRequest)
         request_id = request_id_from(headers, payload.id if is_v2 else None)
         parsed = self.parse_v2(payload) if is_v2 else self.parse_v1(payload)
@@ -135,8 +149,13 @@ class ServedModel(Model):
         if response_headers is not None:
             response_headers["x-request-id"] = request_id
         if is_v2:
-            return InferResponse(response_id=request_id, model_name=self.name, model_version=self.version,
-                                 infer_outputs=self.v2_outputs(results), parameters={"request_id": request_id})
+            return InferResponse(
+                response_id=request_id,
+                model_name=self.name,
+                model_version=self.version,
+                infer_outputs=self.v2_outputs(results),
+                parameters={"request_id": request_id},
+            )
         return {**self.envelope(request_id), "predictions": results}
 
     def parse_v1(self, payload: Any) -> Parsed:
@@ -154,10 +173,17 @@ class ServedModel(Model):
     def _log(self, request_id: str, query: str, rewrite: str, product_ids: list[str]) -> None:
         if self.rewrite_log is None:
             return
-        self.rewrite_log.submit(ServedRewrite(request_id=request_id, query=query, rewrite=rewrite,
-                                              model_name=self.rewriter_identity[0],
-                                              model_version=self.rewriter_identity[1],
-                                              product_ids=product_ids, ts=time.time()))
+        self.rewrite_log.submit(
+            ServedRewrite(
+                request_id=request_id,
+                query=query,
+                rewrite=rewrite,
+                model_name=self.rewriter_identity[0],
+                model_version=self.rewriter_identity[1],
+                product_ids=product_ids,
+                ts=time.time(),
+            )
+        )
 
     @property
     def rewriter_identity(self) -> tuple[str, str]:
@@ -183,8 +209,10 @@ def _fp32_output(name: str, rows) -> InferOutput:
 def rewrite_with_scores(model: Any, queries: list[str], num_return: int) -> list[list[tuple[str, float | None]]]:
     """Rewrites with the model's own sequence scores when it offers them, else ``None`` scores."""
     if hasattr(model, "rewrite_with_scores"):
-        return [[(text, float(score)) for text, score in row]
-                for row in model.rewrite_with_scores(queries, num_return=num_return)]
+        return [
+            [(text, float(score)) for text, score in row]
+            for row in model.rewrite_with_scores(queries, num_return=num_return)
+        ]
     return [[(text, None) for text in row] for row in model.rewrite(queries, num_return=num_return)]
 
 
@@ -224,15 +252,23 @@ class RewriterModel(QueryModel):
         for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):
             if log_events:
                 self._log(rid, query, row[0][0], [])
-            results.append({"request_id": rid, "query": query, "query_key": query_key(query),
-                            "rewrites": [{"text": text, "score": score} for text, score in row],
-                            "features": feats})
+            results.append(
+                {
+                    "request_id": rid,
+                    "query": query,
+                    "query_key": query_key(query),
+                    "rewrites": [{"text": text, "score": score} for text, score in row],
+                    "features": feats,
+                }
+            )
         return results
 
     def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
-        outputs = [_bytes_output("rewrite", [[r["text"] for r in res["rewrites"]] for res in results]),
-                   _bytes_output("request_id", [res["request_id"] for res in results]),
-                   _bytes_output("query_key", [res["query_key"] for res in results])]
+        outputs = [
+            _bytes_output("rewrite", [[r["text"] for r in res["rewrites"]] for res in results]),
+            _bytes_output("request_id", [res["request_id"] for res in results]),
+            _bytes_output("query_key", [res["query_key"] for res in results]),
+        ]
         if all(r["score"] is not None for res in results for r in res["rewrites"]):
             outputs.append(_fp32_output("score", [[r["score"] for r in res["rewrites"]] for res in results]))
         return outputs
@@ -262,21 +298,26 @@ class RelevanceModel(ServedModel):
         queries = v2_input(request, "query", self.config)
         texts = v2_input(request, "product_text", self.config)
         if len(texts) != len(queries):
-            raise InvalidInput(f"inputs[product_text].data: {len(texts)} texts for {len(queries)} queries; "
-                               "expected one per query")
+            raise InvalidInput(
+                f"inputs[product_text].data: {len(texts)} texts for {len(queries)} queries; expected one per query"
+            )
         allowed_parameters(v2_parameters(request), ())
         return Parsed([{"query": q, "product_texts": [t]} for q, t in zip(queries, texts)])
 
     def warm_up(self) -> None:
-        self.infer(Parsed([{"query": self.config.warmup_query, "product_texts": [self.config.warmup_query]}]),
-                   "warm-up", log_events=False)
+        self.infer(
+            Parsed([{"query": self.config.warmup_query, "product_texts": [self.config.warmup_query]}]),
+            "warm-up",
+            log_events=False,
+        )
 
     def _texts(self, instance: dict[str, Any], index: int) -> list[str]:
         if "product_texts" in instance:
             return instance["product_texts"]
         if self.catalog is None:
-            raise InvalidInput(f"instances[{index}].product_ids: this server has no catalog "
-                               "(serving.dataset_dir); send product_texts")
+            raise InvalidInput(
+                f"instances[{index}].product_ids: this server has no catalog (serving.dataset_dir); send product_texts"
+            )
         unknown = [pid for pid in instance["product_ids"] if pid not in self.catalog.texts]
         if unknown:
             raise InvalidInput(f"instances[{index}].product_ids: unknown product id {unknown[0]!r}")
@@ -286,14 +327,19 @@ class RelevanceModel(ServedModel):
         texts = [self._texts(instance, i) for i, instance in enumerate(parsed.instances)]
         pair_queries = [inst["query"] for inst, group in zip(parsed.instances, texts) for _ in group]
         pair_texts = [t for group in texts for t in group]
-        probabilities = np.asarray(self.loaded.model.predict_proba(pair_queries, pair_texts)) if pair_texts else \
-            np.zeros((0, 4))
+        probabilities = (
+            np.asarray(self.loaded.model.predict_proba(pair_queries, pair_texts)) if pair_texts else np.zeros((0, 4))
+        )
         scores = np.asarray(self.loaded.model.score(pair_queries, pair_texts)) if pair_texts else np.zeros(0)
         results, start = [], 0
         for rid, instance, group in zip(instance_ids(request_id, len(texts)), parsed.instances, texts):
             end = start + len(group)
-            result = {"request_id": rid, "query": instance["query"], "scores": scores[start:end].tolist(),
-                      "probabilities": probabilities[start:end].tolist()}
+            result = {
+                "request_id": rid,
+                "query": instance["query"],
+                "scores": scores[start:end].tolist(),
+                "probabilities": probabilities[start:end].tolist(),
+            }
             if "product_ids" in instance:
                 result["product_ids"] = instance["product_ids"]
             results.append(result)
@@ -301,9 +347,11 @@ class RelevanceModel(ServedModel):
         return results
 
     def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
-        return [_fp32_output("score", [res["scores"][0] for res in results]),
-                _fp32_output("probabilities", [res["probabilities"][0] for res in results]),
-                _bytes_output("request_id", [res["request_id"] for res in results])]
+        return [
+            _fp32_output("score", [res["scores"][0] for res in results]),
+            _fp32_output("probabilities", [res["probabilities"][0] for res in results]),
+            _bytes_output("request_id", [res["request_id"] for res in results]),
+        ]
 
 
 class RewriteSearchModel(QueryModel):
@@ -315,8 +363,15 @@ class RewriteSearchModel(QueryModel):
 
     PARAMETERS = ("k", "features", "rerank")
 
-    def __init__(self, name: str, settings: Settings, rewriter: RewriterModel, index_loader: Callable[[], Any],
-                 relevance: RelevanceModel | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        rewriter: RewriterModel,
+        index_loader: Callable[[], Any],
+        relevance: RelevanceModel | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(name, settings, loader=lambda: rewriter.loaded, **kwargs)
         self.rewriter = rewriter
         self.relevance = relevance
@@ -328,8 +383,12 @@ class RewriteSearchModel(QueryModel):
         return self.rewriter.name, self.rewriter.version
 
     def envelope(self, request_id: str) -> dict[str, Any]:
-        envelope = {"model_name": self.rewriter.name, "model_version": self.rewriter.version,
-                    "request_id": request_id, "endpoint": self.name}
+        envelope = {
+            "model_name": self.rewriter.name,
+            "model_version": self.rewriter.version,
+            "request_id": request_id,
+            "endpoint": self.name,
+        }
         if self.relevance is not None:
             envelope["relevance_model_name"] = self.relevance.name
             envelope["relevance_model_version"] = self.relevance.version
@@ -354,8 +413,9 @@ class RewriteSearchModel(QueryModel):
         hits = self.index.search_with_scores(rewrites, k)
         catalog = self.relevance.catalog if self.relevance is not None else None
         results = []
-        for rid, query, rewrite, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, hits,
-                                                   query_features):
+        for rid, query, rewrite, row, feats in zip(
+            instance_ids(request_id, len(queries)), queries, rewrites, hits, query_features
+        ):
             products = [{"product_id": pid, "search_score": float(score)} for pid, score in row]
             if catalog is not None:
                 for product in products:
@@ -372,13 +432,23 @@ class RewriteSearchModel(QueryModel):
                     product["features"] = pf
             if log_events:
                 self._log(rid, query, rewrite, [p["product_id"] for p in products])
-            results.append({"request_id": rid, "query": query, "query_key": query_key(query), "rewrite": rewrite,
-                            "products": products, "query_features": feats})
+            results.append(
+                {
+                    "request_id": rid,
+                    "query": query,
+                    "query_key": query_key(query),
+                    "rewrite": rewrite,
+                    "products": products,
+                    "query_features": feats,
+                }
+            )
         return results
 
     def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
         width = max((len(res["products"]) for res in results), default=0)
         ids = [[p["product_id"] for p in res["products"]] + [""] * (width - len(res["products"])) for res in results]
-        return [_bytes_output("rewrite", [res["rewrite"] for res in results]),
-                _bytes_output("product_ids", ids),
-                _bytes_output("request_id", [res["request_id"] for res in results])]
+        return [
+            _bytes_output("rewrite", [res["rewrite"] for res in results]),
+            _bytes_output("product_ids", ids),
+            _bytes_output("request_id", [res["request_id"] for res in results]),
+        ]

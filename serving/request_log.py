@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from minielm.config import Settings
 from minielm.feedback.events import ServedRewrite
@@ -28,8 +28,13 @@ _STOP = object()
 class RewriteLog:
     """Bounded, non-blocking Kafka producer of :class:`ServedRewrite` events."""
 
-    def __init__(self, settings: Settings, producer_factory: Callable | None = None,
-                 reconnect_backoff_s: float = 2.0, max_block_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer_factory: Callable | None = None,
+        reconnect_backoff_s: float = 2.0,
+        max_block_ms: int = 1000,
+    ) -> None:
         self.topic = settings.kafka.topics.rewrites
         self._settings = settings
         self._factory = producer_factory or (lambda: make_producer(settings.kafka, max_block_ms=max_block_ms))
@@ -63,8 +68,12 @@ class RewriteLog:
             return True
         except Exception as error:  # broker down: keep the queue, retry after the back-off
             ERRORS.labels("kafka_connect").inc()
-            log.warning("rewrite log cannot reach Kafka", error=f"{type(error).__name__}: {error}",
-                        retry_in_s=self._backoff_s, queued=self._queue.qsize())
+            log.warning(
+                "rewrite log cannot reach Kafka",
+                error=f"{type(error).__name__}: {error}",
+                retry_in_s=self._backoff_s,
+                queued=self._queue.qsize(),
+            )
             return False
 
     def _on_error(self, error: Exception) -> None:

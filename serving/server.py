@@ -14,8 +14,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -35,8 +36,11 @@ _INFER_PATH = re.compile(r"^/v(?P<v>[12])/models/(?P<model>[^/:]+)(?::predict|/i
 
 def _json_error(status: int, message: str) -> tuple[dict, bytes]:
     body = json.dumps({"error": message}).encode()
-    return {"type": "http.response.start", "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}, body
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }, body
 
 
 def _first_bad_text(value: Any, path: str) -> str | None:
@@ -153,8 +157,9 @@ class LocalModelServer(ModelServer):
 
     def build_app(self) -> FastAPI:
         rest = RESTServer(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port)
-        app = FastAPI(title="MiniELM model server", docs_url=None, redoc_url=None,
-                      default_response_class=ORJSONResponse)
+        app = FastAPI(
+            title="MiniELM model server", docs_url=None, redoc_url=None, default_response_class=ORJSONResponse
+        )
         rest._register_endpoints(app)
         rest._add_exception_handlers(app)
         app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -164,9 +169,16 @@ class LocalModelServer(ModelServer):
     def start(self, models: list) -> None:
         """Register the (already loaded) models and serve until :meth:`stop`; blocks."""
         self._register_and_check_atleast_one_model_is_ready(models)
-        config = uvicorn.Config(self.build_app(), host=self.host, port=self.http_port, log_config=None,
-                                access_log=False, loop="asyncio", timeout_keep_alive=self.timeout_keep_alive,
-                                timeout_graceful_shutdown=self.grace_period)
+        config = uvicorn.Config(
+            self.build_app(),
+            host=self.host,
+            port=self.http_port,
+            log_config=None,
+            access_log=False,
+            loop="asyncio",
+            timeout_keep_alive=self.timeout_keep_alive,
+            timeout_graceful_shutdown=self.grace_period,
+        )
         self._uvicorn = uvicorn.Server(config)
         asyncio.run(self._serve_app())
 
@@ -206,8 +218,13 @@ class RunningServer:
             self.on_stop = None
 
 
-def serve_in_thread(models: list, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 30.0,
-                    on_stop: Callable[[], None] | None = None) -> RunningServer:
+def serve_in_thread(
+    models: list,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    start_timeout_s: float = 30.0,
+    on_stop: Callable[[], None] | None = None,
+) -> RunningServer:
     """Start a LocalModelServer for loaded models on ``host:port`` (0: a free port) and wait until it listens."""
     server = LocalModelServer(host=host, http_port=port)
     errors: list[BaseException] = []

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
@@ -97,7 +98,7 @@ def parse_v1(payload: Any, fields: dict[str, str], config: ServingConfig) -> Par
     if not isinstance(payload, dict):
         raise InvalidInput(f"request body: expected a JSON object with 'instances', got {_type_name(payload)}")
     if "instances" not in payload:
-        raise InvalidInput("instances: required, a list of objects like {\"query\": \"...\"}")
+        raise InvalidInput('instances: required, a list of objects like {"query": "..."}')
     instances = payload["instances"]
     if not isinstance(instances, list):
         raise InvalidInput(f"instances: expected a list, got {_type_name(instances)}")
@@ -118,8 +119,9 @@ def parse_v1(payload: Any, fields: dict[str, str], config: ServingConfig) -> Par
     return Parsed(parsed, parameters)
 
 
-def _check_instance(instance: dict[str, Any], fields: dict[str, str], where: str,
-                    config: ServingConfig) -> dict[str, Any]:
+def _check_instance(
+    instance: dict[str, Any], fields: dict[str, str], where: str, config: ServingConfig
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, kind in fields.items():
         if name not in instance:
@@ -133,8 +135,9 @@ def _check_instance(instance: dict[str, Any], fields: dict[str, str], where: str
             if not isinstance(value, list):
                 raise InvalidInput(f"{where}.{name}: expected a list of strings, got {_type_name(value)}")
             if len(value) > config.max_batch_size:
-                raise InvalidInput(f"{where}.{name}: {len(value)} items exceeds serving.max_batch_size="
-                                   f"{config.max_batch_size}")
+                raise InvalidInput(
+                    f"{where}.{name}: {len(value)} items exceeds serving.max_batch_size={config.max_batch_size}"
+                )
             limit = config.max_query_chars if kind == "ids" else 64 * config.max_query_chars
             out[name] = [check_text(v, f"{where}.{name}[{j}]", limit) for j, v in enumerate(value)]
     return out

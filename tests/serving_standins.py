@@ -7,8 +7,8 @@ HTTP, Feast and Kafka without training anything. Their outputs are computable, s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class SpellingRewriter:
         self.version = version
 
     @classmethod
-    def load(cls, directory: Path | str) -> "SpellingRewriter":
+    def load(cls, directory: Path | str) -> SpellingRewriter:
         config = json.loads((Path(directory) / "spelling.json").read_text())
         return cls(config["table"], config.get("version", "standin"))
 
@@ -50,7 +50,7 @@ class OverlapScorer:
         self.version = version
 
     @classmethod
-    def load(cls, directory: Path | str) -> "OverlapScorer":
+    def load(cls, directory: Path | str) -> OverlapScorer:
         return cls(json.loads((Path(directory) / "overlap.json").read_text())["version"])
 
     def save(self, directory: Path | str) -> Path:
@@ -72,4 +72,3 @@ class OverlapScorer:
         s = self.score(queries, product_texts)
         rest = 1.0 - s
         return np.stack([s, rest * 0.3, rest * 0.2, rest * 0.5], axis=1)
-

@@ -11,7 +11,6 @@ import importlib
 import pkgutil
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,7 +30,7 @@ app = typer.Typer(
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings file (or $MINIELM_CONFIG)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings file (or $MINIELM_CONFIG)."),
     set_: list[str] = typer.Option([], "--set", help="Override one setting: section.field=value (repeatable)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,8 +29,10 @@ def default_index_dir(settings: Settings) -> Path:
 def _summary(examples, products) -> str:
     labels = examples["esci_label"].value_counts().to_dict()
     splits = examples.drop_duplicates("query_id")["split"].value_counts().to_dict()
-    return (f"{examples['query_id'].nunique()} queries, {len(examples)} judgments {labels}, "
-            f"{len(products)} products; queries per split {splits}")
+    return (
+        f"{examples['query_id'].nunique()} queries, {len(examples)} judgments {labels}, "
+        f"{len(products)} products; queries per split {splits}"
+    )
 
 
 @data_app.command("generate")
@@ -39,16 +40,17 @@ def generate(
     ctx: typer.Context,
     products: int = typer.Option(2000, "--products", min=1, help="Number of catalog products."),
     queries: int = typer.Option(600, "--queries", min=1, help="Number of noisy queries (with canonical rewrites)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the `seed` setting)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default <paths.data_dir>/synthetic)."),
-    index: Optional[Path] = typer.Option(None, "--index", help="Also build the BM25 index into this dir."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the `seed` setting)."),
+    out: Path | None = typer.Option(None, "--out", help="Output dir (default <paths.data_dir>/synthetic)."),
+    index: Path | None = typer.Option(None, "--index", help="Also build the BM25 index into this dir."),
 ) -> None:
     """Generate a synthetic catalog with noisy queries and ESCI labels, written as ESCI parquet."""
     settings = settings_from(ctx)
     out = out or default_dataset_dir(settings)
     started = time.perf_counter()
-    data = generate_dataset(n_products=products, n_queries=queries,
-                            seed=settings.seed if seed is None else seed, show_progress=True)
+    data = generate_dataset(
+        n_products=products, n_queries=queries, seed=settings.seed if seed is None else seed, show_progress=True
+    )
     write_esci(data, out)
     typer.echo(f"wrote {out} in {time.perf_counter() - started:.1f}s: {_summary(data.examples, data.products)}")
     if index is not None:
@@ -59,8 +61,8 @@ def generate(
 @data_app.command("index")
 def build_index(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Index dir (default <paths.data_dir>/index)."),
+    data: Path | None = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
+    out: Path | None = typer.Option(None, "--out", help="Index dir (default <paths.data_dir>/index)."),
     locale: str = typer.Option("us", help="Product locale to index: us, es or jp."),
 ) -> None:
     """Build the BM25 search index over a catalog's product text and save it."""
@@ -80,9 +82,9 @@ def build_index(
 def load_esci_command(
     data_dir: Path = typer.Argument(..., help="Dir with shopping_queries_dataset_{examples,products}.parquet."),
     locale: str = typer.Option("us", help="us, es or jp."),
-    split: Optional[str] = typer.Option(None, help="train, validation or test (default: all)."),
+    split: str | None = typer.Option(None, help="train, validation or test (default: all)."),
     small_version_only: bool = typer.Option(False, "--small-version-only", help="Keep the 'small' task subset only."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the validated, filtered frames here (ESCI layout)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the validated, filtered frames here (ESCI layout)."),
 ) -> None:
     """Load and validate the published Amazon ESCI files; optionally write a filtered copy."""
     if split is not None and split not in SPLITS:
@@ -100,7 +102,7 @@ def load_esci_command(
 @data_app.command("sample")
 def sample(
     ctx: typer.Context,
-    sample_dir: Optional[Path] = typer.Argument(None, help="Default: the paths.esci_sample_dir setting."),
+    sample_dir: Path | None = typer.Argument(None, help="Default: the paths.esci_sample_dir setting."),
 ) -> None:
     """Summarise the shipped ESCI sample: judgments, query set and UBI query/event logs."""
     sample_dir = sample_dir or Path(settings_from(ctx).paths.esci_sample_dir)
@@ -150,17 +152,22 @@ def _named_paths(values: list[str], option: str) -> dict[str, Path]:
 
 def eval_command(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
-    index: Optional[Path] = typer.Option(None, "--index", help="Saved index (default <paths.data_dir>/index; "
-                                                                "built from the catalog when absent)."),
-    split: Optional[str] = typer.Option("test", help="Split to evaluate: train, validation, test or 'all'."),
-    k: Optional[int] = typer.Option(None, "--k", min=1, help="Top k (default: the eval.top_k setting)."),
-    substitute_is_relevant: Optional[bool] = typer.Option(
-        None, "--substitute-is-relevant/--exact-only", help="Count Substitutes as relevant (default: the setting)."),
-    rewrites: list[str] = typer.Option([], "--rewrites", help="NAME=FILE of rewrites (JSON {query_id: text} or JSONL "
-                                                               "with query_id, rewrite); repeatable."),
+    data: Path | None = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
+    index: Path | None = typer.Option(
+        None, "--index", help="Saved index (default <paths.data_dir>/index; built from the catalog when absent)."
+    ),
+    split: str | None = typer.Option("test", help="Split to evaluate: train, validation, test or 'all'."),
+    k: int | None = typer.Option(None, "--k", min=1, help="Top k (default: the eval.top_k setting)."),
+    substitute_is_relevant: bool | None = typer.Option(
+        None, "--substitute-is-relevant/--exact-only", help="Count Substitutes as relevant (default: the setting)."
+    ),
+    rewrites: list[str] = typer.Option(
+        [],
+        "--rewrites",
+        help="NAME=FILE of rewrites (JSON {query_id: text} or JSONL with query_id, rewrite); repeatable.",
+    ),
     model: list[str] = typer.Option([], "--model", help="NAME=DIR of a saved CausalRewriter to run; repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", help="JSON report path (default <paths.reports_dir>/eval.json)."),
+    out: Path | None = typer.Option(None, "--out", help="JSON report path (default <paths.reports_dir>/eval.json)."),
 ) -> None:
     """Score raw queries, oracle rewrites and given rewrites or models by relevant products per query @k.
 
@@ -184,8 +191,10 @@ def eval_command(
     if (index_dir / "minielm_index.json").is_file():
         search_index = SearchIndex.load(index_dir)
         if len(search_index) != len(dataset.products):
-            raise fail(f"--index: {index_dir} holds {len(search_index)} products but the catalog in {data} has "
-                       f"{len(dataset.products)}; rebuild it with `minielm data index`")
+            raise fail(
+                f"--index: {index_dir} holds {len(search_index)} products but the catalog in {data} has "
+                f"{len(dataset.products)}; rebuild it with `minielm data index`"
+            )
     elif index is not None:
         raise fail(f"--index: {index} is not a saved index (run `minielm data index`)")
     else:

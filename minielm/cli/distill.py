@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from minielm.cli.common import fail, settings_from
 
-distill_app = typer.Typer(help="Distil the teachers into the small students production serves.",
-                          no_args_is_help=True)
+distill_app = typer.Typer(help="Distil the teachers into the small students production serves.", no_args_is_help=True)
 
 DATA_HELP = "Dataset directory in the ESCI layout (minielm data generate writes one)."
 
@@ -37,37 +35,53 @@ def _config(ctx: typer.Context, toy: bool):
 
 
 @distill_app.command("rewriter")
-def rewriter(ctx: typer.Context,
-             data: Path = typer.Option(..., "--data", help=DATA_HELP),
-             teacher: Path = typer.Option(..., "--teacher", help="The teacher rewriter's exported directory."),
-             out: Path = typer.Option(..., "--out", help="Output directory; the student lands in OUT/model."),
-             tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A tokenizer directory the student "
-                                                      "must use; it must match the teacher's."),
-             index: Optional[Path] = typer.Option(None, "--index", help="BM25 index directory for calibrating "
-                                                  "selective rewriting (built from the catalog when omitted)."),
-             toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop).")) -> None:
+def rewriter(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    teacher: Path = typer.Option(..., "--teacher", help="The teacher rewriter's exported directory."),
+    out: Path = typer.Option(..., "--out", help="Output directory; the student lands in OUT/model."),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="A tokenizer directory the student must use; it must match the teacher's."
+    ),
+    index: Path | None = typer.Option(
+        None,
+        "--index",
+        help="BM25 index directory for calibrating selective rewriting (built from the catalog when omitted).",
+    ),
+    toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop)."),
+) -> None:
     """Sequence-level KD + token-level KL from the teacher into a smaller decoder (settings: distill.*)."""
     from minielm.distill.stages import distill_rewriter_student
 
     _require_dir(data, "--data")
     _require_dir(teacher, "--teacher")
     try:
-        summary = distill_rewriter_student(data, teacher, out, _config(ctx, toy), seed=settings_from(ctx).seed,
-                                           student_tokenizer_dir=tokenizer, index_dir=index,
-                                           eval_config=settings_from(ctx).eval)
+        summary = distill_rewriter_student(
+            data,
+            teacher,
+            out,
+            _config(ctx, toy),
+            seed=settings_from(ctx).seed,
+            student_tokenizer_dir=tokenizer,
+            index_dir=index,
+            eval_config=settings_from(ctx).eval,
+        )
     except _errors() as error:
         raise fail(str(error)) from None
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 @distill_app.command("relevance")
-def relevance(ctx: typer.Context,
-              data: Path = typer.Option(..., "--data", help=DATA_HELP),
-              teacher: Path = typer.Option(..., "--teacher", help="The relevance teacher's exported directory."),
-              out: Path = typer.Option(..., "--out", help="Output directory: OUT/triples.parquet, OUT/model."),
-              index: Optional[Path] = typer.Option(None, "--index", help="BM25 index directory (built from the "
-                                                   "catalog when omitted)."),
-              toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop).")) -> None:
+def relevance(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    teacher: Path = typer.Option(..., "--teacher", help="The relevance teacher's exported directory."),
+    out: Path = typer.Option(..., "--out", help="Output directory: OUT/triples.parquet, OUT/model."),
+    index: Path | None = typer.Option(
+        None, "--index", help="BM25 index directory (built from the catalog when omitted)."
+    ),
+    toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop)."),
+) -> None:
     """Label augmented triples with the teacher, then train the cross-encoder with Margin-MSE."""
     from minielm.distill.stages import distill_relevance_student, label_augmented_pairs
 
@@ -85,25 +99,39 @@ def relevance(ctx: typer.Context,
 
 
 @distill_app.command("evaluate")
-def evaluate(ctx: typer.Context,
-             data: Path = typer.Option(..., "--data", help=DATA_HELP),
-             teacher_rewriter: Path = typer.Option(..., help="Teacher rewriter directory."),
-             student_rewriter: Path = typer.Option(..., help="Student rewriter directory."),
-             teacher_relevance: Path = typer.Option(..., help="Teacher relevance directory."),
-             student_relevance: Path = typer.Option(..., help="Student cross-encoder directory."),
-             index: Optional[Path] = typer.Option(None, "--index", help="BM25 index directory."),
-             report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here.")) -> None:
+def evaluate(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
+    teacher_rewriter: Path = typer.Option(..., help="Teacher rewriter directory."),
+    student_rewriter: Path = typer.Option(..., help="Student rewriter directory."),
+    teacher_relevance: Path = typer.Option(..., help="Teacher relevance directory."),
+    student_relevance: Path = typer.Option(..., help="Student cross-encoder directory."),
+    index: Path | None = typer.Option(None, "--index", help="BM25 index directory."),
+    report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+) -> None:
     """Print the teacher / student / raw / oracle table on the held-out split."""
     from minielm.distill.stages import evaluate_students
 
-    for path, option in ((data, "--data"), (teacher_rewriter, "--teacher-rewriter"),
-                         (student_rewriter, "--student-rewriter"), (teacher_relevance, "--teacher-relevance"),
-                         (student_relevance, "--student-relevance")):
+    for path, option in (
+        (data, "--data"),
+        (teacher_rewriter, "--teacher-rewriter"),
+        (student_rewriter, "--student-rewriter"),
+        (teacher_relevance, "--teacher-relevance"),
+        (student_relevance, "--student-relevance"),
+    ):
         _require_dir(path, option)
     settings = settings_from(ctx)
     try:
-        result = evaluate_students(data, index, teacher_rewriter, student_rewriter, teacher_relevance,
-                                   student_relevance, settings.eval, seed=settings.seed)
+        result = evaluate_students(
+            data,
+            index,
+            teacher_rewriter,
+            student_rewriter,
+            teacher_relevance,
+            student_relevance,
+            settings.eval,
+            seed=settings.seed,
+        )
     except _errors() as error:
         raise fail(str(error)) from None
     typer.echo(result["table"])

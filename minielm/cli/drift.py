@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from minielm.cli.common import EXIT_FAILURE, fail, settings_from
 
-drift_app = typer.Typer(help="Drift monitoring of served traffic (Evidently report, alerts, retraining trigger).",
-                        no_args_is_help=True)
+drift_app = typer.Typer(
+    help="Drift monitoring of served traffic (Evidently report, alerts, retraining trigger).", no_args_is_help=True
+)
 model_app = typer.Typer(help="Model registry operations for on-call.", no_args_is_help=True)
 
 
@@ -30,22 +30,29 @@ def _read_frame(path: Path, option: str):
 
 
 @drift_app.command("check")
-def check(ctx: typer.Context,
-          reference_key: list[str] = typer.Option([], "--reference-key", help="Feedback window object to use as "
-                                                  "reference (repeatable; default: pinned or oldest windows)."),
-          current_key: list[str] = typer.Option([], "--current-key", help="Feedback window object to check "
-                                                "(repeatable; default: newest windows)."),
-          reference_file: Optional[Path] = typer.Option(None, help="Local reference window (parquet/csv/jsonl) "
-                                                        "instead of S3 windows."),
-          current_file: Optional[Path] = typer.Option(None, help="Local current window instead of S3 windows."),
-          catalog: Optional[Path] = typer.Option(None, help="ESCI products parquet (or folder) for the catalog "
-                                                 "vocabulary (default drift.catalog_path)."),
-          out_dir: Optional[Path] = typer.Option(None, help="Where the run folder goes (default "
-                                                 "<paths.reports_dir>/drift)."),
-          as_json: bool = typer.Option(False, "--json", help="Print the JSON summary instead of the table."),
-          fail_on_drift: bool = typer.Option(False, help="Exit 1 when drift is found or data is missing "
-                                             "(for cron jobs and CI)."),
-          ) -> None:
+def check(
+    ctx: typer.Context,
+    reference_key: list[str] = typer.Option(
+        [],
+        "--reference-key",
+        help="Feedback window object to use as reference (repeatable; default: pinned or oldest windows).",
+    ),
+    current_key: list[str] = typer.Option(
+        [], "--current-key", help="Feedback window object to check (repeatable; default: newest windows)."
+    ),
+    reference_file: Path | None = typer.Option(
+        None, help="Local reference window (parquet/csv/jsonl) instead of S3 windows."
+    ),
+    current_file: Path | None = typer.Option(None, help="Local current window instead of S3 windows."),
+    catalog: Path | None = typer.Option(
+        None, help="ESCI products parquet (or folder) for the catalog vocabulary (default drift.catalog_path)."
+    ),
+    out_dir: Path | None = typer.Option(None, help="Where the run folder goes (default <paths.reports_dir>/drift)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary instead of the table."),
+    fail_on_drift: bool = typer.Option(
+        False, help="Exit 1 when drift is found or data is missing (for cron jobs and CI)."
+    ),
+) -> None:
     """Compare the current window with the reference: report, summary, metrics, alerts, optional retraining."""
     from minielm.drift.job import DriftInputError, run_drift_job
     from minielm.storage import ObjectStore
@@ -57,10 +64,19 @@ def check(ctx: typer.Context,
     store = None if local_only and not settings.drift.upload_report else ObjectStore(settings.s3)
     try:
         result = run_drift_job(
-            settings, store=store, out_dir=out_dir, reference=reference, current=current,
-            reference_keys=list(reference_key) or None, current_keys=list(current_key) or None,
-            reference_label=str(reference_file or ""), current_label=str(current_file or ""),
-            catalog_path=catalog, use_windows=not local_only, show_progress=True)
+            settings,
+            store=store,
+            out_dir=out_dir,
+            reference=reference,
+            current=current,
+            reference_keys=list(reference_key) or None,
+            current_keys=list(current_key) or None,
+            reference_label=str(reference_file or ""),
+            current_label=str(current_file or ""),
+            catalog_path=catalog,
+            use_windows=not local_only,
+            show_progress=True,
+        )
     except DriftInputError as error:
         raise fail(str(error)) from None
     if as_json:
@@ -70,18 +86,23 @@ def check(ctx: typer.Context,
             typer.echo(line)
         typer.echo(f"report: {result.outputs['report_path']}  ({result.outputs.get('report_url', '')})")
         if result.retraining:
-            typer.echo(f"retraining: {'triggered' if result.retraining['triggered'] else 'not triggered'} "
-                       f"({result.retraining['reason']})")
+            typer.echo(
+                f"retraining: {'triggered' if result.retraining['triggered'] else 'not triggered'} "
+                f"({result.retraining['reason']})"
+            )
     if fail_on_drift and result.status != "ok":
         raise typer.Exit(EXIT_FAILURE)
 
 
 @drift_app.command("pin-reference")
-def pin_reference_cmd(ctx: typer.Context,
-                      window_key: list[str] = typer.Argument(None, help="Window objects to pin (default: the "
-                                                             "oldest --oldest windows of each partition)."),
-                      oldest: int = typer.Option(0, min=0, help="Pin the N oldest windows of each partition."),
-                      reason: str = typer.Option("", help="Why (kept in the pointer).")) -> None:
+def pin_reference_cmd(
+    ctx: typer.Context,
+    window_key: list[str] = typer.Argument(
+        None, help="Window objects to pin (default: the oldest --oldest windows of each partition)."
+    ),
+    oldest: int = typer.Option(0, min=0, help="Pin the N oldest windows of each partition."),
+    reason: str = typer.Option("", help="Why (kept in the pointer)."),
+) -> None:
     """Pin the reference window (e.g. the traffic the production model was validated on; widen it here)."""
     from minielm.drift.sources import oldest_and_newest, pin_reference
     from minielm.feedback.windows import list_windows
@@ -98,8 +119,10 @@ def pin_reference_cmd(ctx: typer.Context,
         pointer = pin_reference(store, settings, keys, reason)
     except ValueError as error:
         raise fail(str(error)) from None
-    typer.echo(f"pinned {len(pointer['window_keys'])} window(s) as reference at "
-               f"s3://{store.bucket}/{settings.drift.reference_pointer_key}")
+    typer.echo(
+        f"pinned {len(pointer['window_keys'])} window(s) as reference at "
+        f"s3://{store.bucket}/{settings.drift.reference_pointer_key}"
+    )
 
 
 @drift_app.command("latest")
@@ -110,15 +133,19 @@ def latest(ctx: typer.Context) -> None:
     settings = settings_from(ctx)
     summary = ObjectStore(settings.s3).read_pointer(f"{settings.drift.reports_prefix}/latest.json")
     if summary is None:
-        raise fail(f"no drift run yet: s3://{settings.s3.bucket}/{settings.drift.reports_prefix}/latest.json "
-                   "does not exist", EXIT_FAILURE)
+        raise fail(
+            f"no drift run yet: s3://{settings.s3.bucket}/{settings.drift.reports_prefix}/latest.json does not exist",
+            EXIT_FAILURE,
+        )
     typer.echo(json.dumps(summary, indent=2))
 
 
 @model_app.command("rollback")
-def rollback(ctx: typer.Context, name: str = typer.Argument(..., help="Registered model name, e.g. "
-                                                            "student-rewriter."),
-             stage: str = typer.Option("production", help="Stage to roll back (production or candidate).")) -> None:
+def rollback(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Registered model name, e.g. student-rewriter."),
+    stage: str = typer.Option("production", help="Stage to roll back (production or candidate)."),
+) -> None:
     """Point the stage back at the version it held before the last promotion (one atomic pointer write)."""
     from minielm.registry import ModelRegistry, RegistryError
     from minielm.storage import ObjectStore

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,10 +12,13 @@ features_app = typer.Typer(help="Apply the Feast repo and load features into the
 
 
 @features_app.command("apply")
-def apply(ctx: typer.Context,
-          profile: Optional[str] = typer.Option(None, help="local (sqlite + duckdb) or cluster (Redis + S3); "
-                                                           "default feast.profile."),
-          repo_path: Optional[Path] = typer.Option(None, help="Applied repo directory (default feast.repo_path).")) -> None:
+def apply(
+    ctx: typer.Context,
+    profile: str | None = typer.Option(
+        None, help="local (sqlite + duckdb) or cluster (Redis + S3); default feast.profile."
+    ),
+    repo_path: Path | None = typer.Option(None, help="Applied repo directory (default feast.repo_path)."),
+) -> None:
     """Write feature_store.yaml with absolute paths for the profile and register every definition."""
     from minielm.features.repo import FeatureRepoError, apply_repo
 
@@ -36,12 +38,14 @@ def apply(ctx: typer.Context,
 
 
 @features_app.command("materialize")
-def materialize_cmd(ctx: typer.Context,
-                    dataset_dir: Optional[Path] = typer.Option(None, help="ESCI-layout dataset: product features "
-                                                                          "from its products and judgments."),
-                    from_feedback: bool = typer.Option(True, help="Rebuild query statistics from the feedback "
-                                                                  "windows on S3."),
-                    days: Optional[int] = typer.Option(None, min=1, help="Look-back in days (default feast.ttl_days).")) -> None:
+def materialize_cmd(
+    ctx: typer.Context,
+    dataset_dir: Path | None = typer.Option(
+        None, help="ESCI-layout dataset: product features from its products and judgments."
+    ),
+    from_feedback: bool = typer.Option(True, help="Rebuild query statistics from the feedback windows on S3."),
+    days: int | None = typer.Option(None, min=1, help="Look-back in days (default feast.ttl_days)."),
+) -> None:
     """Write the offline tables (products, query statistics) and load them into the online store."""
     from tqdm import tqdm
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from tqdm import tqdm
 
 from minielm.cli.common import EXIT_FAILURE, fail, settings_from
 
-feedback_app = typer.Typer(help="Simulated or replayed shopper feedback, and the aggregator that turns it into "
-                                "reward windows on S3 and query features in Feast.", no_args_is_help=True)
+feedback_app = typer.Typer(
+    help="Simulated or replayed shopper feedback, and the aggregator that turns it into "
+    "reward windows on S3 and query features in Feast.",
+    no_args_is_help=True,
+)
 
 
 def _require_dir(path: Path | None, option: str) -> Path:
@@ -44,22 +46,29 @@ def load_rewriter(rewriter_dir: Path | None):
 def simulate(
     ctx: typer.Context,
     judge_dir: Path = typer.Option(..., help="Saved relevance model (cross-encoder) that judges the products."),
-    dataset_dir: Optional[Path] = typer.Option(None, help="ESCI-layout dataset (queries and product texts); "
-                                               "default paths.data_dir."),
-    index_dir: Optional[Path] = typer.Option(None, help="Saved SearchIndex (drive mode); default serving.index_dir."),
-    rewriter_dir: Optional[Path] = typer.Option(None, help="Saved rewriter; without it the raw query is served."),
+    dataset_dir: Path | None = typer.Option(
+        None, help="ESCI-layout dataset (queries and product texts); default paths.data_dir."
+    ),
+    index_dir: Path | None = typer.Option(None, help="Saved SearchIndex (drive mode); default serving.index_dir."),
+    rewriter_dir: Path | None = typer.Option(None, help="Saved rewriter; without it the raw query is served."),
     sessions: int = typer.Option(200, min=1, help="Shopper sessions to simulate."),
-    rate: Optional[float] = typer.Option(None, help="Sessions per second (default feedback.sim_rate_per_s)."),
-    respond: bool = typer.Option(False, help="Do not drive traffic: react to the served rewrites that serving "
-                                 "logs on the rewrites topic."),
+    rate: float | None = typer.Option(None, help="Sessions per second (default feedback.sim_rate_per_s)."),
+    respond: bool = typer.Option(
+        False, help="Do not drive traffic: react to the served rewrites that serving logs on the rewrites topic."
+    ),
     group: str = typer.Option("minielm-shoppers", help="Consumer group of --respond."),
-    split: Optional[str] = typer.Option(None, help="Only queries of this split (train, validation, test)."),
+    split: str | None = typer.Option(None, help="Only queries of this split (train, validation, test)."),
 ) -> None:
     """Simulated shoppers: a relevance judge scores the served products, a position-biased click model makes
     impressions, clicks, add-to-carts, purchases and reformulations, all sent to Kafka."""
     from minielm.data.esci import load_esci
-    from minielm.feedback.simulator import (ShopperSimulator, drive_traffic, intents_from, product_texts_from,
-                                            respond_to_served)
+    from minielm.feedback.simulator import (
+        ShopperSimulator,
+        drive_traffic,
+        intents_from,
+        product_texts_from,
+        respond_to_served,
+    )
 
     settings = settings_from(ctx)
     if rate is not None:
@@ -69,30 +78,36 @@ def simulate(
     data_dir = _require_dir(dataset_dir or settings.paths.data_dir, "--dataset-dir")
     judge = load_judge(_require_dir(judge_dir, "--judge-dir"))
     data = load_esci(data_dir, split=split)
-    simulator = ShopperSimulator(judge, product_texts_from(data.products), settings.feedback, seed=settings.seed,
-                                 intents=intents_from(data.examples))
+    simulator = ShopperSimulator(
+        judge,
+        product_texts_from(data.products),
+        settings.feedback,
+        seed=settings.seed,
+        intents=intents_from(data.examples),
+    )
     with tqdm(total=sessions, desc="shopper sessions", unit="session") as bar:
         if respond:
-            report = respond_to_served(settings, simulator, group_id=group, max_sessions=sessions,
-                                       progress=bar.update)
+            report = respond_to_served(settings, simulator, group_id=group, max_sessions=sessions, progress=bar.update)
         else:
             from minielm.search import SearchIndex
 
             index = SearchIndex.load(_require_dir(index_dir or settings.serving.index_dir, "--index-dir"))
-            rewrite, name, version = load_rewriter(_require_dir(rewriter_dir, "--rewriter-dir") if rewriter_dir
-                                                   else None)
+            rewrite, name, version = load_rewriter(
+                _require_dir(rewriter_dir, "--rewriter-dir") if rewriter_dir else None
+            )
             queries = sorted(set(data.examples["query"]))
-            report = drive_traffic(settings, simulator, queries, rewrite, index.search, sessions, name, version,
-                                   progress=bar.update)
+            report = drive_traffic(
+                settings, simulator, queries, rewrite, index.search, sessions, name, version, progress=bar.update
+            )
     typer.echo(json.dumps(report.summary(), indent=2))
 
 
 @feedback_app.command("aggregate")
 def aggregate(
     ctx: typer.Context,
-    group: Optional[str] = typer.Option(None, help="Consumer group (default kafka.consumer_group)."),
-    until_idle: Optional[float] = typer.Option(None, help="Stop after this many seconds without new events."),
-    max_seconds: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    group: str | None = typer.Option(None, help="Consumer group (default kafka.consumer_group)."),
+    until_idle: float | None = typer.Option(None, help="Stop after this many seconds without new events."),
+    max_seconds: float | None = typer.Option(None, help="Stop after this many seconds."),
     feast: bool = typer.Option(True, help="Push query statistics to Feast (feedback.push_to_feast)."),
 ) -> None:
     """Join served rewrites with feedback, write reward windows to S3 (offsets committed only after the
@@ -127,9 +142,10 @@ def aggregate(
 @feedback_app.command("replay")
 def replay(
     ctx: typer.Context,
-    file: Optional[Path] = typer.Option(None, "--file", help="UBI NDJSON log (default "
-                                        "<paths.esci_sample_dir>/ubi_queries_events.ndjson)."),
-    rate: Optional[float] = typer.Option(None, help="Requests per second (default: as fast as possible)."),
+    file: Path | None = typer.Option(
+        None, "--file", help="UBI NDJSON log (default <paths.esci_sample_dir>/ubi_queries_events.ndjson)."
+    ),
+    rate: float | None = typer.Option(None, help="Requests per second (default: as fast as possible)."),
     retime: bool = typer.Option(True, help="Shift timestamps so the newest event is now."),
 ) -> None:
     """Send real User Behavior Insights events (queries, impressions, clicks, add-to-carts, purchases) to the

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import typer
 import yaml
 
 from minielm.cli.common import fail, settings_from
 
-pipeline_app = typer.Typer(help="Compile, run and schedule the KFP pipelines (training, rl_retraining, "
-                                "drift_monitoring).", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="Compile, run and schedule the KFP pipelines (training, rl_retraining, drift_monitoring).",
+    no_args_is_help=True,
+)
 
 
 def _params(items: list[str]) -> dict:
@@ -46,8 +47,10 @@ def list_pipelines() -> None:
 
 
 @pipeline_app.command("compile")
-def compile_cmd(names: Optional[list[str]] = typer.Argument(None, help="Pipelines to compile (default: all)."),
-                out_dir: Optional[Path] = typer.Option(None, help="Output folder (default pipelines/compiled).")) -> None:
+def compile_cmd(
+    names: list[str] | None = typer.Argument(None, help="Pipelines to compile (default: all)."),
+    out_dir: Path | None = typer.Option(None, help="Output folder (default pipelines/compiled)."),
+) -> None:
     """Compile pipelines to KFP YAML (the files a cluster runs; checked into the repo)."""
     from pipelines.registry import COMPILED_DIR, PIPELINE_MODULES, compile_pipeline
 
@@ -57,10 +60,14 @@ def compile_cmd(names: Optional[list[str]] = typer.Argument(None, help="Pipeline
 
 
 @pipeline_app.command("run")
-def run(ctx: typer.Context, name: str = typer.Argument(..., help="training, rl_retraining or drift_monitoring."),
-        param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value (repeatable)."),
-        host: Optional[str] = typer.Option(None, help="KFP API URL; without it (and without "
-                                           "pipelines.kfp_host) the pipeline runs locally with kfp.local.")) -> None:
+def run(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="training, rl_retraining or drift_monitoring."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value (repeatable)."),
+    host: str | None = typer.Option(
+        None, help="KFP API URL; without it (and without pipelines.kfp_host) the pipeline runs locally with kfp.local."
+    ),
+) -> None:
     """Run a pipeline locally (kfp.local on the embedded services) or submit it to Kubeflow Pipelines."""
     settings = settings_from(ctx)
     module = _load(name)
@@ -76,18 +83,23 @@ def run(ctx: typer.Context, name: str = typer.Argument(..., help="training, rl_r
 
     client = kfp.Client(host=host)
     with tempfile.TemporaryDirectory() as out_dir:  # the image's own tree is read-only
-        run_ = client.create_run_from_pipeline_package(str(compile_pipeline(name, Path(out_dir))),
-                                                       arguments=arguments,
-                                                       experiment_name=settings.pipelines.experiment,
-                                                       run_name=f"minielm-{name}")
+        run_ = client.create_run_from_pipeline_package(
+            str(compile_pipeline(name, Path(out_dir))),
+            arguments=arguments,
+            experiment_name=settings.pipelines.experiment,
+            run_name=f"minielm-{name}",
+        )
     typer.echo(f"submitted {name}: run id {run_.run_id}")
 
 
 @pipeline_app.command("schedule")
-def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="rl_retraining or drift_monitoring."),
-             host: Optional[str] = typer.Option(None, help="KFP API URL (default pipelines.kfp_host)."),
-             cron: Optional[str] = typer.Option(None, help="6-field cron; default from pipelines.<name>_cron."),
-             param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value.")) -> None:
+def schedule(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="rl_retraining or drift_monitoring."),
+    host: str | None = typer.Option(None, help="KFP API URL (default pipelines.kfp_host)."),
+    cron: str | None = typer.Option(None, help="6-field cron; default from pipelines.<name>_cron."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value."),
+) -> None:
     """Create or replace the recurring run of a pipeline on Kubeflow Pipelines (idempotent)."""
     from pipelines.registry import SCHEDULE_SETTINGS, compile_pipeline, upsert_recurring_run
 
@@ -105,8 +117,14 @@ def schedule(ctx: typer.Context, name: str = typer.Argument(..., help="rl_retrai
 
     arguments = {**module.default_arguments(settings), **_params(param)}
     with tempfile.TemporaryDirectory() as out_dir:  # the image's own tree is read-only
-        run_id = upsert_recurring_run(kfp.Client(host=host), name, settings.pipelines.experiment, cron, arguments,
-                                      compile_pipeline(name, Path(out_dir)))
+        run_id = upsert_recurring_run(
+            kfp.Client(host=host),
+            name,
+            settings.pipelines.experiment,
+            cron,
+            arguments,
+            compile_pipeline(name, Path(out_dir)),
+        )
     typer.echo(f"scheduled {name} ({cron}): recurring run id {run_id}")
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 import yaml
 
 from minielm.cli.common import EXIT_FAILURE, fail, settings_from
 
-rl_app = typer.Typer(help="Online RL (GRPO) of the student rewriter from feedback windows and the relevance "
-                          "judge, gated and rolled out as a canary.", no_args_is_help=True)
+rl_app = typer.Typer(
+    help="Online RL (GRPO) of the student rewriter from feedback windows and the relevance "
+    "judge, gated and rolled out as a canary.",
+    no_args_is_help=True,
+)
 
 
 def _existing_dir(path: Path, option: str) -> Path:
@@ -22,18 +24,21 @@ def _existing_dir(path: Path, option: str) -> Path:
 
 
 @rl_app.command("train")
-def train(ctx: typer.Context,
-          data_dir: Path = typer.Option(..., help="ESCI-format data dir (with train/validation/test splits)."),
-          index_dir: Path = typer.Option(..., help="Saved SearchIndex dir."),
-          judge_dir: Optional[Path] = typer.Option(None, help="Cross-encoder judge dir (default: the registry's "
-                                                   "production relevance student)."),
-          workdir: Optional[Path] = typer.Option(None, help="Scratch dir (default <runs_dir>/rl)."),
-          run_id: Optional[str] = typer.Option(None, help="Run id recorded in the registry metadata.")) -> None:
+def train(
+    ctx: typer.Context,
+    data_dir: Path = typer.Option(..., help="ESCI-format data dir (with train/validation/test splits)."),
+    index_dir: Path = typer.Option(..., help="Saved SearchIndex dir."),
+    judge_dir: Path | None = typer.Option(
+        None, help="Cross-encoder judge dir (default: the registry's production relevance student)."
+    ),
+    workdir: Path | None = typer.Option(None, help="Scratch dir (default <runs_dir>/rl)."),
+    run_id: str | None = typer.Option(None, help="Run id recorded in the registry metadata."),
+) -> None:
     """One retraining run in this process: windows since the watermark -> GRPO -> evaluate -> gate -> canary
     -> promote or roll back. Exit 0 also for "nothing to do"; the JSON summary goes to stdout."""
+    from minielm.registry import RegistryError
     from minielm.rl.errors import RLInputError
     from minielm.rl.retraining import run_retraining
-    from minielm.registry import RegistryError
     from minielm.storage import ObjectStore
 
     settings = settings_from(ctx)
@@ -42,8 +47,15 @@ def train(ctx: typer.Context,
     if judge_dir is not None:
         _existing_dir(judge_dir, "--judge-dir")
     try:
-        result = run_retraining(settings, ObjectStore(settings.s3), data_dir, index_dir, judge_dir,
-                                workdir or Path(settings.paths.runs_dir) / "rl", run_id)
+        result = run_retraining(
+            settings,
+            ObjectStore(settings.s3),
+            data_dir,
+            index_dir,
+            judge_dir,
+            workdir or Path(settings.paths.runs_dir) / "rl",
+            run_id,
+        )
     except (RLInputError, RegistryError) as error:
         raise fail(str(error)) from None
     typer.echo(json.dumps(result, indent=2, default=str))
@@ -65,17 +77,21 @@ def status(ctx: typer.Context) -> None:
         entry = registry.stage(settings.models.student_rewriter, stage)
         stages[stage] = entry.version if entry else None
     pending = new_windows(store, watermark, settings.feedback.windows_prefix)
-    typer.echo(json.dumps({"watermark": watermark, "pending_windows": [w.key for w in pending],
-                           "stages": stages}, indent=2))
+    typer.echo(
+        json.dumps({"watermark": watermark, "pending_windows": [w.key for w in pending], "stages": stages}, indent=2)
+    )
 
 
 @rl_app.command("kserve-patch")
-def kserve_patch(ctx: typer.Context,
-                 action: str = typer.Argument(..., help="canary, promote or rollback."),
-                 isvc_file: Path = typer.Option(..., help="The rewriter's InferenceService as YAML "
-                                                "(kubectl get isvc NAME -o yaml)."),
-                 version: str = typer.Option("", help="The model version (canary and promote)."),
-                 apply: bool = typer.Option(False, help="Send the patch to the cluster (in-cluster credentials).")) -> None:
+def kserve_patch(
+    ctx: typer.Context,
+    action: str = typer.Argument(..., help="canary, promote or rollback."),
+    isvc_file: Path = typer.Option(
+        ..., help="The rewriter's InferenceService as YAML (kubectl get isvc NAME -o yaml)."
+    ),
+    version: str = typer.Option("", help="The model version (canary and promote)."),
+    apply: bool = typer.Option(False, help="Send the patch to the cluster (in-cluster credentials)."),
+) -> None:
     """Print (or apply) the merge patch that starts a canary, promotes it or rolls it back."""
     from minielm.rl import canary
     from minielm.rl.errors import RLInputError
@@ -85,7 +101,10 @@ def kserve_patch(ctx: typer.Context,
         raise fail(f"--isvc-file: {isvc_file} does not exist")
     isvc = yaml.safe_load(isvc_file.read_text())
     if not isinstance(isvc, dict) or isvc.get("kind") != "InferenceService":
-        raise fail(f"--isvc-file: {isvc_file} is not an InferenceService (kind: {isvc.get('kind') if isinstance(isvc, dict) else None!r})")
+        raise fail(
+            f"--isvc-file: {isvc_file} is not an InferenceService "
+            f"(kind: {isvc.get('kind') if isinstance(isvc, dict) else None!r})"
+        )
     if action in ("canary", "promote") and not version:
         raise fail(f"--version is required for {action}")
     try:
@@ -102,8 +121,9 @@ def kserve_patch(ctx: typer.Context,
     typer.echo(json.dumps(patch, indent=2))
     if apply:
         try:
-            canary.patch_inference_service(isvc["metadata"]["name"], isvc["metadata"].get("namespace",
-                                           settings.rl.namespace), patch)
+            canary.patch_inference_service(
+                isvc["metadata"]["name"], isvc["metadata"].get("namespace", settings.rl.namespace), patch
+            )
         except Exception as error:  # noqa: BLE001 - the API error is shown, then a failure exit
             raise fail(f"patching the InferenceService failed: {error}", EXIT_FAILURE) from None
 

@@ -5,40 +5,49 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from minielm.cli.common import EXIT_FAILURE, fail, settings_from
 
 
-def serve(ctx: typer.Context,
-          port: Optional[int] = typer.Option(None, help="HTTP port (default serving.http_port; 0 picks a free one)."),
-          stage: Optional[str] = typer.Option(None, help="Registry stage to serve: production or candidate."),
-          rewriter_path: Optional[Path] = typer.Option(None, help="Serve this local rewriter dir instead of the registry."),
-          relevance_path: Optional[Path] = typer.Option(None, help="Serve this local relevance dir instead of the registry."),
-          index_dir: Optional[Path] = typer.Option(None, help="Search index for the rewrite-search endpoint."),
-          dataset_dir: Optional[Path] = typer.Option(None, help="ESCI-layout dataset: product titles and texts."),
-          relevance: bool = typer.Option(True, help="Host the relevance model."),
-          feast: bool = typer.Option(True, help="Enrich requests with Feast features."),
-          apply_features: bool = typer.Option(True, help="Apply the Feast repo before serving."),
-          services: bool = typer.Option(True, help="Start the embedded Kafka and S3 unless they already run.")) -> None:
+def serve(
+    ctx: typer.Context,
+    port: int | None = typer.Option(None, help="HTTP port (default serving.http_port; 0 picks a free one)."),
+    stage: str | None = typer.Option(None, help="Registry stage to serve: production or candidate."),
+    rewriter_path: Path | None = typer.Option(None, help="Serve this local rewriter dir instead of the registry."),
+    relevance_path: Path | None = typer.Option(None, help="Serve this local relevance dir instead of the registry."),
+    index_dir: Path | None = typer.Option(None, help="Search index for the rewrite-search endpoint."),
+    dataset_dir: Path | None = typer.Option(None, help="ESCI-layout dataset: product titles and texts."),
+    relevance: bool = typer.Option(True, help="Host the relevance model."),
+    feast: bool = typer.Option(True, help="Enrich requests with Feast features."),
+    apply_features: bool = typer.Option(True, help="Apply the Feast repo before serving."),
+    services: bool = typer.Option(True, help="Start the embedded Kafka and S3 unless they already run."),
+) -> None:
     """Serve the rewriter, relevance and rewrite-search endpoints (v1 :predict and v2 /infer) until Ctrl-C."""
     from minielm.demo import running_services
 
     settings = settings_from(ctx).model_copy(deep=True)
     try:
-        for section, field, value in (("serving", "http_port", port or None), ("serving", "model_stage", stage),
-                                      ("serving", "rewriter_path", rewriter_path),
-                                      ("serving", "relevance_path", relevance_path),
-                                      ("serving", "index_dir", index_dir), ("serving", "dataset_dir", dataset_dir)):
+        for section, field, value in (
+            ("serving", "http_port", port or None),
+            ("serving", "model_stage", stage),
+            ("serving", "rewriter_path", rewriter_path),
+            ("serving", "relevance_path", relevance_path),
+            ("serving", "index_dir", index_dir),
+            ("serving", "dataset_dir", dataset_dir),
+        ):
             if value is not None:
                 setattr(getattr(settings, section), field, value)
         settings.serving.enable_feast = feast
     except ValueError as error:
         raise fail(f"invalid option: {error}") from None
-    for option, path in (("--rewriter-path", rewriter_path), ("--relevance-path", relevance_path),
-                         ("--index-dir", index_dir), ("--dataset-dir", dataset_dir)):
+    for option, path in (
+        ("--rewriter-path", rewriter_path),
+        ("--relevance-path", relevance_path),
+        ("--index-dir", index_dir),
+        ("--dataset-dir", dataset_dir),
+    ):
         if path is not None and not path.is_dir():
             raise fail(f"{option}: {path} is not a directory")
     if services:
@@ -57,17 +66,18 @@ def _serve(settings, relevance: bool, apply_features: bool, port: int | None) ->
     if apply_features and settings.serving.enable_feast:
         apply_repo(settings)
     try:
-        stack = build_stack(settings, with_relevance=relevance,
-                            with_pipeline=settings.serving.index_dir is not None)
+        stack = build_stack(settings, with_relevance=relevance, with_pipeline=settings.serving.index_dir is not None)
     except ModelLoadError as error:
         raise fail(str(error), EXIT_FAILURE) from None
     running = serve_stack(stack, settings, port=port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"serving {', '.join(m.name for m in stack.models)} at {running.url} "
-               f"(v1: {running.url}/v1/models/<name>:predict, v2: {running.url}/v2/models/<name>/infer, "
-               f"metrics: {running.url}/metrics); Ctrl-C stops")
+    typer.echo(
+        f"serving {', '.join(m.name for m in stack.models)} at {running.url} "
+        f"(v1: {running.url}/v1/models/<name>:predict, v2: {running.url}/v2/models/<name>/infer, "
+        f"metrics: {running.url}/metrics); Ctrl-C stops"
+    )
     stop.wait()
     running.stop()
     typer.echo("model server stopped")

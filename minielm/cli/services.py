@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,13 +10,16 @@ from minielm.cli.common import EXIT_FAILURE, fail, settings_from
 from minielm.config import load_settings
 from minielm.services import EmbeddedServices, ServicesError
 
-services_app = typer.Typer(help="Start, check and stop the embedded Kafka (Tansu) and S3 (SeaweedFS) servers.",
-                           no_args_is_help=True)
+services_app = typer.Typer(
+    help="Start, check and stop the embedded Kafka (Tansu) and S3 (SeaweedFS) servers.", no_args_is_help=True
+)
 
 
 @services_app.command("up")
-def up(ctx: typer.Context,
-       data_dir: Optional[Path] = typer.Option(None, help="Keep server data here (default <state_dir>/services).")) -> None:
+def up(
+    ctx: typer.Context,
+    data_dir: Path | None = typer.Option(None, help="Keep server data here (default <state_dir>/services)."),
+) -> None:
     """Start both servers on 127.0.0.1, wait for health, create topics and the bucket."""
     settings = settings_from(ctx)
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,8 +20,14 @@ from minielm.config import Settings
 train_app = typer.Typer(help="Fine-tune models (teachers) through the DeepSpeed training core.", no_args_is_help=True)
 
 
-def _teacher_config(section, backbone: Optional[str], max_steps: Optional[int], zero_stage: Optional[int],
-                    precision: Optional[str], role: str):
+def _teacher_config(
+    section,
+    backbone: str | None,
+    max_steps: int | None,
+    zero_stage: int | None,
+    precision: str | None,
+    role: str,
+):
     from pydantic import ValidationError
 
     from minielm.teachers.config import TINY_TRAINING
@@ -31,8 +36,11 @@ def _teacher_config(section, backbone: Optional[str], max_steps: Optional[int], 
         config = section
         if backbone == "tiny" and section.backbone != "tiny":
             config = config.model_copy(update={"training": TINY_TRAINING[role]})
-        update = {k: v for k, v in {"max_steps": max_steps, "zero_stage": zero_stage, "precision": precision}.items()
-                  if v is not None}
+        update = {
+            k: v
+            for k, v in {"max_steps": max_steps, "zero_stage": zero_stage, "precision": precision}.items()
+            if v is not None
+        }
         if max_steps is not None:
             update["warmup_steps"] = min(config.training.warmup_steps, max_steps)
         training = type(config.training).model_validate({**config.training.model_dump(), **update})
@@ -46,7 +54,7 @@ def _teacher_config(section, backbone: Optional[str], max_steps: Optional[int], 
         raise fail(format_validation_error(error)) from None
 
 
-def _dirs(settings: Settings, data: Optional[Path], output: Optional[Path], name: str) -> tuple[Path, Path]:
+def _dirs(settings: Settings, data: Path | None, output: Path | None, name: str) -> tuple[Path, Path]:
     data = data or Path(settings.paths.data_dir) / "synthetic"
     if not data.is_dir():
         raise fail(f"--data: {data} is not a directory (make one with `minielm data generate`)")
@@ -71,13 +79,19 @@ BACKBONE_HELP = "smollm2 (SmolLM2-135M-Instruct, default) or tiny (toy-scale dec
 @train_app.command("teacher-rewriter")
 def teacher_rewriter(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, "--data", help="ESCI dir with canonical_query (default <data_dir>/synthetic)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Run dir, resumable (default <runs_dir>/teacher-rewriter)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help=BACKBONE_HELP),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
-    zero_stage: Optional[int] = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage 0-3."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
-    index_dir: Optional[Path] = typer.Option(None, "--index-dir", help="BM25 index for the evaluation (default: built from the data)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="ESCI dir with canonical_query (default <data_dir>/synthetic)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", help="Run dir, resumable (default <runs_dir>/teacher-rewriter)."
+    ),
+    backbone: str | None = typer.Option(None, "--backbone", help=BACKBONE_HELP),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps."),
+    zero_stage: int | None = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage 0-3."),
+    precision: str | None = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
+    index_dir: Path | None = typer.Option(
+        None, "--index-dir", help="BM25 index for the evaluation (default: built from the data)."
+    ),
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
 ) -> None:
     """Fine-tune the rewriter teacher on (noisy query -> canonical rewrite) pairs and evaluate it."""
@@ -88,9 +102,15 @@ def teacher_rewriter(
     config = _teacher_config(settings.teachers.rewriter, backbone, max_steps, zero_stage, precision, "rewriter")
     data, output = _dirs(settings, data, output, "teacher-rewriter")
     try:
-        run = train_rewriter_teacher(data, output, config, cache_dir=settings.teachers.models_cache_dir,
-                                     index_dir=index_dir, top_k=settings.eval.top_k,
-                                     substitute_is_relevant=settings.eval.substitute_is_relevant)
+        run = train_rewriter_teacher(
+            data,
+            output,
+            config,
+            cache_dir=settings.teachers.models_cache_dir,
+            index_dir=index_dir,
+            top_k=settings.eval.top_k,
+            substitute_is_relevant=settings.eval.substitute_is_relevant,
+        )
     except TeacherDataError as error:
         raise fail(str(error)) from None
     _finish(settings, run, register, settings.models.teacher_rewriter)
@@ -99,12 +119,14 @@ def teacher_rewriter(
 @train_app.command("teacher-relevance")
 def teacher_relevance(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, "--data", help="ESCI dir (default <data_dir>/synthetic)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Run dir, resumable (default <runs_dir>/teacher-relevance)."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help=BACKBONE_HELP),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
-    zero_stage: Optional[int] = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage 0-3."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
+    data: Path | None = typer.Option(None, "--data", help="ESCI dir (default <data_dir>/synthetic)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Run dir, resumable (default <runs_dir>/teacher-relevance)."
+    ),
+    backbone: str | None = typer.Option(None, "--backbone", help=BACKBONE_HELP),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps."),
+    zero_stage: int | None = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage 0-3."),
+    precision: str | None = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
 ) -> None:
     """Fine-tune the LM relevance teacher (4-way ESCI head) on labelled pairs and evaluate it."""
@@ -115,8 +137,9 @@ def teacher_relevance(
     config = _teacher_config(settings.teachers.relevance, backbone, max_steps, zero_stage, precision, "relevance")
     data, output = _dirs(settings, data, output, "teacher-relevance")
     try:
-        run = train_relevance_teacher(data, output, config, cache_dir=settings.teachers.models_cache_dir,
-                                      top_k=settings.eval.top_k)
+        run = train_relevance_teacher(
+            data, output, config, cache_dir=settings.teachers.models_cache_dir, top_k=settings.eval.top_k
+        )
     except TeacherDataError as error:
         raise fail(str(error)) from None
     _finish(settings, run, register, settings.models.teacher_relevance)

@@ -27,13 +27,21 @@ def data_demo_step(ctx) -> None:
     index = SearchIndex.build(dataset.products)
     index_dir = index.save(ctx.workdir / "index")
     queries = dataset.queries()
-    ctx.echo(f"  generated {len(dataset.products)} products and {len(queries)} queries "
-             f"({ {k: int(v) for k, v in queries['split'].value_counts().items()} }) into {dataset_dir}; BM25 index in {index_dir}")
+    ctx.echo(
+        f"  generated {len(dataset.products)} products and {len(queries)} queries "
+        f"({ {k: int(v) for k, v in queries['split'].value_counts().items()} }) into {dataset_dir}; "
+        f"BM25 index in {index_dir}"
+    )
     for _, row in queries[queries["noise"] != ""].head(3).iterrows():
         ctx.echo(f"    {row['query']!r} -> oracle {row['canonical_query']!r} ({row['noise']})")
     test = dataset.split("test").examples
-    report = compare_rewriters(index, test, {"raw": raw_queries(test), "oracle": oracle_queries(test)},
-                               k=settings.eval.top_k, substitute_is_relevant=settings.eval.substitute_is_relevant)
+    report = compare_rewriters(
+        index,
+        test,
+        {"raw": raw_queries(test), "oracle": oracle_queries(test)},
+        k=settings.eval.top_k,
+        substitute_is_relevant=settings.eval.substitute_is_relevant,
+    )
     report.pop("per_query")
     report["split"] = "test"
     for line in format_report_table(report).splitlines():

@@ -45,10 +45,26 @@ PRODUCT_BULLET_POINT = "product_bullet_point"
 PRODUCT_BRAND = "product_brand"
 PRODUCT_COLOR = "product_color"
 
-EXAMPLE_COLUMNS = (EXAMPLE_ID, QUERY, QUERY_ID, PRODUCT_ID, PRODUCT_LOCALE, ESCI_LABEL,
-                   SMALL_VERSION, LARGE_VERSION, SPLIT)
-PRODUCT_COLUMNS = (PRODUCT_ID, PRODUCT_LOCALE, PRODUCT_TITLE, PRODUCT_DESCRIPTION,
-                   PRODUCT_BULLET_POINT, PRODUCT_BRAND, PRODUCT_COLOR)
+EXAMPLE_COLUMNS = (
+    EXAMPLE_ID,
+    QUERY,
+    QUERY_ID,
+    PRODUCT_ID,
+    PRODUCT_LOCALE,
+    ESCI_LABEL,
+    SMALL_VERSION,
+    LARGE_VERSION,
+    SPLIT,
+)
+PRODUCT_COLUMNS = (
+    PRODUCT_ID,
+    PRODUCT_LOCALE,
+    PRODUCT_TITLE,
+    PRODUCT_DESCRIPTION,
+    PRODUCT_BULLET_POINT,
+    PRODUCT_BRAND,
+    PRODUCT_COLOR,
+)
 PRODUCT_TEXT_COLUMNS = (PRODUCT_TITLE, PRODUCT_DESCRIPTION, PRODUCT_BULLET_POINT, PRODUCT_BRAND, PRODUCT_COLOR)
 
 # Synthetic extras (kept when present, never required).
@@ -79,7 +95,7 @@ class EsciData:
         columns = [c for c in (QUERY_ID, QUERY, CANONICAL_QUERY, NOISE, SPLIT) if c in self.examples.columns]
         return self.examples[columns].drop_duplicates(QUERY_ID).reset_index(drop=True)
 
-    def split(self, name: str) -> "EsciData":
+    def split(self, name: str) -> EsciData:
         """The examples of one split, with the whole catalog."""
         if name not in SPLITS:
             raise EsciFormatError(f"split: expected one of {SPLITS}, got {name!r}")
@@ -103,7 +119,9 @@ def validate_examples(frame: pd.DataFrame, what: str = "examples") -> pd.DataFra
             raise EsciFormatError(f"{what}: column {column!r} has missing values (rows {rows})")
     bad_labels = sorted(set(frame[ESCI_LABEL].astype(str)) - set(ESCI_LABELS))
     if bad_labels:
-        raise EsciFormatError(f"{what}: column {ESCI_LABEL!r} has values {bad_labels[:5]}; expected one of {ESCI_LABELS}")
+        raise EsciFormatError(
+            f"{what}: column {ESCI_LABEL!r} has values {bad_labels[:5]}; expected one of {ESCI_LABELS}"
+        )
     bad_splits = sorted(set(frame[SPLIT].astype(str)) - set(SPLITS))
     if bad_splits:
         raise EsciFormatError(f"{what}: column {SPLIT!r} has values {bad_splits[:5]}; expected one of {SPLITS}")
@@ -135,8 +153,9 @@ def validate_products(frame: pd.DataFrame, what: str = "products") -> pd.DataFra
     return frame
 
 
-def load_esci(data_dir: Path | str, locale: str = "us", split: str | None = None,
-              small_version_only: bool = False) -> EsciData:
+def load_esci(
+    data_dir: Path | str, locale: str = "us", split: str | None = None, small_version_only: bool = False
+) -> EsciData:
     """Read the two ESCI parquet files from ``data_dir``, filtered by locale and (optionally) split.
 
     Extra columns (such as the synthetic ``canonical_query``) are kept.
@@ -159,8 +178,15 @@ def load_esci(data_dir: Path | str, locale: str = "us", split: str | None = None
         keep &= examples[SMALL_VERSION] == 1
     examples = examples[keep].reset_index(drop=True)
     products = products[products[PRODUCT_LOCALE] == locale].reset_index(drop=True)
-    log.info("esci loaded", data_dir=str(data_dir), locale=locale, split=split,
-             examples=len(examples), queries=examples[QUERY_ID].nunique(), products=len(products))
+    log.info(
+        "esci loaded",
+        data_dir=str(data_dir),
+        locale=locale,
+        split=split,
+        examples=len(examples),
+        queries=examples[QUERY_ID].nunique(),
+        products=len(products),
+    )
     return EsciData(examples=examples, products=products)
 
 
@@ -193,8 +219,9 @@ def read_judgments(path: Path | str) -> pd.DataFrame:
         for rating in entry["ratings"]:
             value = float(rating["rating"])
             if value not in RATING_TO_LABEL:
-                raise EsciFormatError(f"{path}: rating {value} for {rating.get('docId')!r} is not one of "
-                                      f"{sorted(RATING_TO_LABEL)}")
+                raise EsciFormatError(
+                    f"{path}: rating {value} for {rating.get('docId')!r} is not one of {sorted(RATING_TO_LABEL)}"
+                )
             rows.append((entry["query"], str(rating["docId"]), value, RATING_TO_LABEL[value]))
     return pd.DataFrame(rows, columns=[QUERY, PRODUCT_ID, "rating", ESCI_LABEL])
 
@@ -237,8 +264,10 @@ def read_ubi_events(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
                 document["position"] = (attributes.get("position") or {}).get("ordinal")
                 events.append(document)
             else:
-                raise EsciFormatError(f"{path}:{number}: document without a preceding ubi_queries/ubi_events "
-                                      f"index line (got {index_name!r})")
+                raise EsciFormatError(
+                    f"{path}:{number}: document without a preceding ubi_queries/ubi_events "
+                    f"index line (got {index_name!r})"
+                )
             index_name = None
     return pd.DataFrame(queries), pd.DataFrame(events)
 
@@ -267,15 +296,17 @@ def load_esci_sample(sample_dir: Path | str) -> EsciSample:
 def judgments_to_examples(judgments: pd.DataFrame, locale: str = "us", split: str = "test") -> pd.DataFrame:
     """Judgment rows in the ESCI examples layout (query ids numbered by first appearance)."""
     query_ids = {q: str(i) for i, q in enumerate(dict.fromkeys(judgments[QUERY]))}
-    examples = pd.DataFrame({
-        EXAMPLE_ID: range(len(judgments)),
-        QUERY: judgments[QUERY].values,
-        QUERY_ID: judgments[QUERY].map(query_ids).values,
-        PRODUCT_ID: judgments[PRODUCT_ID].values,
-        PRODUCT_LOCALE: locale,
-        ESCI_LABEL: judgments[ESCI_LABEL].values,
-        SMALL_VERSION: 1,
-        LARGE_VERSION: 1,
-        SPLIT: split,
-    })
+    examples = pd.DataFrame(
+        {
+            EXAMPLE_ID: range(len(judgments)),
+            QUERY: judgments[QUERY].values,
+            QUERY_ID: judgments[QUERY].map(query_ids).values,
+            PRODUCT_ID: judgments[PRODUCT_ID].values,
+            PRODUCT_LOCALE: locale,
+            ESCI_LABEL: judgments[ESCI_LABEL].values,
+            SMALL_VERSION: 1,
+            LARGE_VERSION: 1,
+            SPLIT: split,
+        }
+    )
     return validate_examples(examples)

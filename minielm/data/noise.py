@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import Stemmer
 
@@ -33,14 +33,14 @@ MISSPELLING_VARIANTS = 2
 
 @dataclass
 class Slot:
-    role: str          # brand | colour | material | type | size | filler
+    role: str  # brand | colour | material | type | size | filler
     text: str
-    number: str = ""   # the size value, when the size has a unit
-    unit: str = ""     # the size unit key in UNITS
+    number: str = ""  # the size value, when the size has a unit
+    unit: str = ""  # the size unit key in UNITS
     touched: bool = False
 
 
-@lru_cache(maxsize=None)
+@cache
 def misspell(word: str, variant: int) -> str:
     """A fixed misspelling of ``word`` (variant 0: a dropped letter, 1: two swapped letters)
     whose stem differs from the word's stem; the word itself when none exists."""
@@ -50,9 +50,9 @@ def misspell(word: str, variant: int) -> str:
     for attempt in range(n):
         position = 1 + (digest + attempt) % max(1, n - 2)
         if variant % MISSPELLING_VARIANTS == 0:
-            candidate = word[:position] + word[position + 1:]
+            candidate = word[:position] + word[position + 1 :]
         else:
-            candidate = word[:position] + word[position + 1:position + 2] + word[position] + word[position + 2:]
+            candidate = word[:position] + word[position + 1 : position + 2] + word[position] + word[position + 2 :]
         if candidate != word and _STEMMER.stemWord(candidate) != stem:
             return candidate
     return word
@@ -63,8 +63,13 @@ def _words(text: str) -> list[str]:
 
 
 def _misspelling(slots: list[Slot], rng: random.Random) -> bool:
-    choices = [(i, j) for i, slot in enumerate(slots) if not slot.touched and slot.role not in ("size", "filler")
-               for j, word in enumerate(_words(slot.text)) if len(word) >= 4 and word.isalpha()]
+    choices = [
+        (i, j)
+        for i, slot in enumerate(slots)
+        if not slot.touched and slot.role not in ("size", "filler")
+        for j, word in enumerate(_words(slot.text))
+        if len(word) >= 4 and word.isalpha()
+    ]
     if not choices:
         return False
     i, j = rng.choice(choices)
@@ -140,7 +145,7 @@ def _split_join(slots: list[Slot], rng: random.Random) -> bool:
     if how == "split":
         words[j] = SPLITS[words[j]]
     else:
-        words[j:j + 2] = [words[j] + words[j + 1]]
+        words[j : j + 2] = [words[j] + words[j + 1]]
     slots[i].text, slots[i].touched = " ".join(words), True
     return True
 
@@ -157,8 +162,9 @@ def _over_specification(slots: list[Slot], rng: random.Random) -> bool:
 
 
 def _under_specification(slots: list[Slot], rng: random.Random) -> bool:
-    choices = [i for i, slot in enumerate(slots)
-               if not slot.touched and slot.role == "type" and TYPES_BY_NAME[slot.text].short]
+    choices = [
+        i for i, slot in enumerate(slots) if not slot.touched and slot.role == "type" and TYPES_BY_NAME[slot.text].short
+    ]
     if not choices:
         return False
     i = choices[0]
@@ -167,9 +173,13 @@ def _under_specification(slots: list[Slot], rng: random.Random) -> bool:
 
 
 _APPLY = {
-    "misspelling": _misspelling, "synonym": _synonym, "abbreviation": _abbreviation,
-    "unit_variant": _unit_variant, "split_join": _split_join,
-    "over_specification": _over_specification, "under_specification": _under_specification,
+    "misspelling": _misspelling,
+    "synonym": _synonym,
+    "abbreviation": _abbreviation,
+    "unit_variant": _unit_variant,
+    "split_join": _split_join,
+    "over_specification": _over_specification,
+    "under_specification": _under_specification,
 }
 assert set(_APPLY) == set(NOISE_KINDS)
 

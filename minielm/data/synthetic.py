@@ -55,9 +55,9 @@ class JudgmentSizes:
 class _Catalog:
     frame: pd.DataFrame
     type_codes: np.ndarray
-    attributes: dict[str, np.ndarray]      # attribute name -> per-product string values
-    codes: dict[str, np.ndarray]           # attribute name -> per-product integer codes (fast matching)
-    by_type: list[np.ndarray]              # product indices of each type
+    attributes: dict[str, np.ndarray]  # attribute name -> per-product string values
+    codes: dict[str, np.ndarray]  # attribute name -> per-product integer codes (fast matching)
+    by_type: list[np.ndarray]  # product indices of each type
 
 
 def _size_text(product_type, size: str) -> str:
@@ -105,9 +105,12 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
         brands = BRANDS[product_type.category]
         brand[members] = np.asarray(brands, dtype=object)[rng.integers(0, len(brands), len(members))]
         material[members] = np.asarray(product_type.materials, dtype=object)[
-            rng.integers(0, len(product_type.materials), len(members))]
+            rng.integers(0, len(product_type.materials), len(members))
+        ]
         if product_type.sizes:
-            chosen = np.asarray(product_type.sizes, dtype=object)[rng.integers(0, len(product_type.sizes), len(members))]
+            chosen = np.asarray(product_type.sizes, dtype=object)[
+                rng.integers(0, len(product_type.sizes), len(members))
+            ]
         else:
             chosen = np.full(len(members), "", dtype=object)
         size[members] = chosen
@@ -119,24 +122,26 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
     marketing = np.asarray(TITLE_MARKETING, dtype=object)[rng.integers(0, len(TITLE_MARKETING), n_products)]
     titles = _titles(templates, brand, type_names, size_text, material, colour, marketing)
     blurbs = np.asarray([CATEGORY_BLURBS[t.category] for t in PRODUCT_TYPES], dtype=object)[type_codes]
-    descriptions = (_title_case(brand) + " " + type_names + " made of " + material + " in " + colour + ". " + blurbs)
+    descriptions = _title_case(brand) + " " + type_names + " made of " + material + " in " + colour + ". " + blurbs
     bullets = "Material: " + material + "\nColour: " + colour + _prefixed("\nSize: ", size_text)
-    frame = pd.DataFrame({
-        esci.PRODUCT_ID: [f"P{i:09d}" for i in range(n_products)],
-        esci.PRODUCT_LOCALE: "us",
-        esci.PRODUCT_TITLE: titles,
-        esci.PRODUCT_DESCRIPTION: descriptions,
-        esci.PRODUCT_BULLET_POINT: bullets,
-        esci.PRODUCT_BRAND: brand,
-        esci.PRODUCT_COLOR: colour,
-        "product_type": type_names,
-        "category": categories,
-        "material": material,
-        "size": size_text,
-        "price": price,
-        "rating": np.round(np.clip(rng.normal(4.2, 0.5, n_products), 1.0, 5.0), 1),
-        "popularity": np.round(rng.beta(1.2, 6.0, n_products), 4),
-    })
+    frame = pd.DataFrame(
+        {
+            esci.PRODUCT_ID: [f"P{i:09d}" for i in range(n_products)],
+            esci.PRODUCT_LOCALE: "us",
+            esci.PRODUCT_TITLE: titles,
+            esci.PRODUCT_DESCRIPTION: descriptions,
+            esci.PRODUCT_BULLET_POINT: bullets,
+            esci.PRODUCT_BRAND: brand,
+            esci.PRODUCT_COLOR: colour,
+            "product_type": type_names,
+            "category": categories,
+            "material": material,
+            "size": size_text,
+            "price": price,
+            "rating": np.round(np.clip(rng.normal(4.2, 0.5, n_products), 1.0, 5.0), 1),
+            "popularity": np.round(rng.beta(1.2, 6.0, n_products), 4),
+        }
+    )
     attributes = {"brand": brand, "colour": colour, "material": material, "size": size}
     codes = {name: pd.factorize(values)[0] for name, values in attributes.items()}
     return _Catalog(frame=frame, type_codes=type_codes, attributes=attributes, codes=codes, by_type=by_type)
@@ -148,8 +153,11 @@ _ATTRIBUTE_PROBABILITY = {"brand": 0.3, "colour": 0.5, "material": 0.35, "size":
 def _canonical_slots(catalog: _Catalog, product: int, rng: random.Random) -> tuple[list[Slot], dict[str, str]]:
     """The canonical query for one seed product: its type plus a random subset of its attributes."""
     product_type = PRODUCT_TYPES[catalog.type_codes[product]]
-    wanted = {name: catalog.attributes[name][product] for name, p in _ATTRIBUTE_PROBABILITY.items()
-              if rng.random() < p and catalog.attributes[name][product]}
+    wanted = {
+        name: catalog.attributes[name][product]
+        for name, p in _ATTRIBUTE_PROBABILITY.items()
+        if rng.random() < p and catalog.attributes[name][product]
+    }
     slots = [Slot(role, wanted[role]) for role in ("brand", "colour", "material") if role in wanted]
     slots.append(Slot("type", product_type.name))
     if "size" in wanted:
@@ -173,8 +181,9 @@ def _sample(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
     return pool[rng.permutation(drawn)[:n]]
 
 
-def _judge(catalog: _Catalog, product: int, wanted: dict[str, str], sizes: JudgmentSizes,
-           rng: np.random.Generator) -> list[tuple[int, str]]:
+def _judge(
+    catalog: _Catalog, product: int, wanted: dict[str, str], sizes: JudgmentSizes, rng: np.random.Generator
+) -> list[tuple[int, str]]:
     """(product index, ESCI label) pairs judged for one query."""
     code = catalog.type_codes[product]
     product_type = PRODUCT_TYPES[code]
@@ -227,9 +236,14 @@ def _assign_splits(canonical_queries: list[str], seed: int) -> dict[str, str]:
     return splits
 
 
-def generate_dataset(n_products: int = 2000, n_queries: int = 600, seed: int = 0,
-                     noise: NoiseRates | None = None, judgments: JudgmentSizes | None = None,
-                     show_progress: bool = False) -> EsciData:
+def generate_dataset(
+    n_products: int = 2000,
+    n_queries: int = 600,
+    seed: int = 0,
+    noise: NoiseRates | None = None,
+    judgments: JudgmentSizes | None = None,
+    show_progress: bool = False,
+) -> EsciData:
     """A synthetic catalog and labelled noisy queries in the ESCI layout.
 
     Examples carry ``canonical_query`` (the oracle rewrite) and ``noise`` (the noise kinds applied,
@@ -257,8 +271,9 @@ def generate_dataset(n_products: int = 2000, n_queries: int = 600, seed: int = 0
         for index, label in _judge(catalog, int(product), wanted, judgments, rng):
             rows.append((noisy, query_id, index, label, canonical, ",".join(kinds)))
     splits = _assign_splits(canonical_queries, seed)
-    examples = pd.DataFrame(rows, columns=[esci.QUERY, esci.QUERY_ID, "_index", esci.ESCI_LABEL,
-                                           esci.CANONICAL_QUERY, esci.NOISE])
+    examples = pd.DataFrame(
+        rows, columns=[esci.QUERY, esci.QUERY_ID, "_index", esci.ESCI_LABEL, esci.CANONICAL_QUERY, esci.NOISE]
+    )
     examples.insert(0, esci.EXAMPLE_ID, np.arange(len(examples), dtype=np.int64))
     examples.insert(3, esci.PRODUCT_ID, catalog.frame[esci.PRODUCT_ID].to_numpy()[examples.pop("_index").to_numpy()])
     examples.insert(4, esci.PRODUCT_LOCALE, "us")

@@ -5,7 +5,7 @@ Kept in one place so the BM25 index, the relevance models and the feedback simul
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import pandas as pd
 

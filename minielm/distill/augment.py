@@ -14,7 +14,7 @@ product the teacher prefers, and its margin is what Margin-MSE teaches.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,9 +54,15 @@ def _source_counts(weights: Mapping[str, float], n: int) -> dict[str, int]:
     return counts
 
 
-def build_triples(queries: Sequence[str], products: pd.DataFrame, retrieve: Retriever,
-                  triples_per_query: int = 8, sources: Mapping[str, float] | None = None,
-                  retrieval_depth: int = 20, seed: int = 0) -> pd.DataFrame:
+def build_triples(
+    queries: Sequence[str],
+    products: pd.DataFrame,
+    retrieve: Retriever,
+    triples_per_query: int = 8,
+    sources: Mapping[str, float] | None = None,
+    retrieval_depth: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Unlabelled triples: columns query, product_a, product_b, source.
 
     ``retrieve(queries, k)`` returns product ids, best first (e.g. ``SearchIndex.search``).
@@ -78,16 +84,21 @@ def build_triples(queries: Sequence[str], products: pd.DataFrame, retrieve: Retr
         raise AugmentedDataError("no non-empty queries to augment")
     category = _category_of(products)
     if category is None and sources.get("same_category", 0) > 0:
-        log.warning("no category column in products; same_category draws fall back to random",
-                    expected=list(CATEGORY_COLUMNS))
-    by_category = ({c: ids.to_numpy() for c, ids in category.index.to_series().groupby(category.values)}
-                   if category is not None else {})
+        log.warning(
+            "no category column in products; same_category draws fall back to random", expected=list(CATEGORY_COLUMNS)
+        )
+    by_category = (
+        {c: ids.to_numpy() for c, ids in category.index.to_series().groupby(category.values)}
+        if category is not None
+        else {}
+    )
     rng = np.random.default_rng(seed)
     counts = _source_counts(sources, triples_per_query)
     rows: list[tuple[str, str, str, str]] = []
     retrieved_lists = retrieve(queries, retrieval_depth)
-    for query, candidates in tqdm(zip(queries, retrieved_lists), total=len(queries), desc="augment",
-                                  disable=len(queries) < 200):
+    for query, candidates in tqdm(
+        zip(queries, retrieved_lists), total=len(queries), desc="augment", disable=len(queries) < 200
+    ):
         candidates = [str(c) for c in candidates]
         if not candidates:
             candidates = [str(rng.choice(catalog))]
@@ -98,14 +109,25 @@ def build_triples(queries: Sequence[str], products: pd.DataFrame, retrieve: Retr
                 b, used = _draw_second(source, a, candidates, retrieved_set, by_category, category, catalog, rng)
                 rows.append((query, a, b, used))
     triples = pd.DataFrame(rows, columns=["query", "product_a", "product_b", "source"])
-    log.info("triples built", queries=len(queries), triples=len(triples),
-             **{f"from_{s}": int((triples["source"] == s).sum()) for s in TRIPLE_SOURCES})
+    log.info(
+        "triples built",
+        queries=len(queries),
+        triples=len(triples),
+        **{f"from_{s}": int((triples["source"] == s).sum()) for s in TRIPLE_SOURCES},
+    )
     return triples
 
 
-def _draw_second(source: str, a: str, candidates: list[str], retrieved_set: set[str],
-                 by_category: dict, category: pd.Series | None, catalog: np.ndarray,
-                 rng: np.random.Generator) -> tuple[str, str]:
+def _draw_second(
+    source: str,
+    a: str,
+    candidates: list[str],
+    retrieved_set: set[str],
+    by_category: dict,
+    category: pd.Series | None,
+    catalog: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[str, str]:
     if source == "retrieved":
         others = [c for c in candidates if c != a]
         if others:
@@ -120,8 +142,9 @@ def _draw_second(source: str, a: str, candidates: list[str], retrieved_set: set[
             return b, "random"
 
 
-def label_triples(triples: pd.DataFrame, product_texts: Mapping[str, str], teacher: RelevanceScorer,
-                  batch_size: int = 64) -> pd.DataFrame:
+def label_triples(
+    triples: pd.DataFrame, product_texts: Mapping[str, str], teacher: RelevanceScorer, batch_size: int = 64
+) -> pd.DataFrame:
     """Score both products of every triple with the teacher; orient so ``pos`` is the preferred one.
 
     The teacher's score here is the expected ESCI gain of its class probabilities, the same scalar
@@ -131,20 +154,26 @@ def label_triples(triples: pd.DataFrame, product_texts: Mapping[str, str], teach
     probabilities ``pos_E..pos_I``, ``neg_E..neg_I`` (soft labels).
     """
     if triples is None or len(triples) == 0:
-        raise AugmentedDataError("augmented data is empty: no triples to label (check the queries, the "
-                                 "catalog and distill.triples_per_query)")
+        raise AugmentedDataError(
+            "augmented data is empty: no triples to label (check the queries, the "
+            "catalog and distill.triples_per_query)"
+        )
     missing = sorted({p for p in pd.concat([triples["product_a"], triples["product_b"]]) if p not in product_texts})
     if missing:
-        raise AugmentedDataError(f"{len(missing)} product ids in the triples have no product text, "
-                                 f"e.g. {missing[:3]}")
-    pairs = pd.concat([triples[["query", "product_a"]].rename(columns={"product_a": "product_id"}),
-                       triples[["query", "product_b"]].rename(columns={"product_b": "product_id"})],
-                      ignore_index=True).drop_duplicates(ignore_index=True)
+        raise AugmentedDataError(f"{len(missing)} product ids in the triples have no product text, e.g. {missing[:3]}")
+    pairs = pd.concat(
+        [
+            triples[["query", "product_a"]].rename(columns={"product_a": "product_id"}),
+            triples[["query", "product_b"]].rename(columns={"product_b": "product_id"}),
+        ],
+        ignore_index=True,
+    ).drop_duplicates(ignore_index=True)
     probs = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="teacher labels", disable=len(pairs) < 4 * batch_size):
-        chunk = pairs.iloc[start:start + batch_size]
-        probs.append(np.asarray(teacher.predict_proba(chunk["query"].tolist(),
-                                                      [product_texts[p] for p in chunk["product_id"]])))
+        chunk = pairs.iloc[start : start + batch_size]
+        probs.append(
+            np.asarray(teacher.predict_proba(chunk["query"].tolist(), [product_texts[p] for p in chunk["product_id"]]))
+        )
     prob = np.concatenate(probs).reshape(len(pairs), len(PROB_COLUMNS))
     # The margin is taken on the scalar the student outputs (expected ESCI gain), so both share a scale.
     scores = prob @ np.asarray(ESCI_GAINS, dtype=np.float64)
@@ -155,20 +184,23 @@ def label_triples(triples: pd.DataFrame, product_texts: Mapping[str, str], teach
     swap = (b["score"] > a["score"]).to_numpy()
     pos = {c: np.where(swap, b[c], a[c]) for c in ("score", *PROB_COLUMNS)}
     neg = {c: np.where(swap, a[c], b[c]) for c in ("score", *PROB_COLUMNS)}
-    out = pd.DataFrame({
-        "query": triples["query"].to_numpy(),
-        "source": triples["source"].to_numpy(),
-        "pos_product_id": np.where(swap, triples["product_b"], triples["product_a"]),
-        "neg_product_id": np.where(swap, triples["product_a"], triples["product_b"]),
-        "pos_score": pos["score"].astype(np.float32),
-        "neg_score": neg["score"].astype(np.float32),
-    })
+    out = pd.DataFrame(
+        {
+            "query": triples["query"].to_numpy(),
+            "source": triples["source"].to_numpy(),
+            "pos_product_id": np.where(swap, triples["product_b"], triples["product_a"]),
+            "neg_product_id": np.where(swap, triples["product_a"], triples["product_b"]),
+            "pos_score": pos["score"].astype(np.float32),
+            "neg_score": neg["score"].astype(np.float32),
+        }
+    )
     out["margin"] = out["pos_score"] - out["neg_score"]
     for c in PROB_COLUMNS:
         out[f"pos_{c}"] = pos[c].astype(np.float32)
         out[f"neg_{c}"] = neg[c].astype(np.float32)
-    log.info("triples labelled", triples=len(out), unique_pairs=len(pairs),
-             mean_margin=round(float(out["margin"].mean()), 4))
+    log.info(
+        "triples labelled", triples=len(out), unique_pairs=len(pairs), mean_margin=round(float(out["margin"].mean()), 4)
+    )
     return out
 
 

@@ -15,11 +15,20 @@ from minielm.config import DistillConfig
 
 # Toy scale for 2 shared CPU cores: a 2-layer MiniLM student, a 2-layer student decoder.
 # The toy relevance teacher is weak (tens of steps), so the student also sees the gold labels.
-DEMO_OVERRIDES = {"relevance_num_layers": 2, "relevance_steps": 80, "relevance_batch_size": 16,
-                  "relevance_learning_rate": 2e-4, "relevance_max_length": 64, "triples_per_query": 4,
-                  "gold_mix_weight": 1.0,
-                  "rewriter_num_layers": 1, "rewriter_steps": 400, "rewriter_batch_size": 32,
-                  "rewriter_learning_rate": 3e-3, "rewriter_kd_queries": 2000}
+DEMO_OVERRIDES = {
+    "relevance_num_layers": 2,
+    "relevance_steps": 80,
+    "relevance_batch_size": 16,
+    "relevance_learning_rate": 2e-4,
+    "relevance_max_length": 64,
+    "triples_per_query": 4,
+    "gold_mix_weight": 1.0,
+    "rewriter_num_layers": 1,
+    "rewriter_steps": 400,
+    "rewriter_batch_size": 32,
+    "rewriter_learning_rate": 3e-3,
+    "rewriter_kd_queries": 2000,
+}
 DEMO_EVAL_QUERIES = 500
 DEMO_EVAL_PAIRS = 600
 
@@ -30,9 +39,15 @@ def distill_config(config: DistillConfig, toy: bool = True) -> DistillConfig:
 
 
 def distill_demo_step(ctx) -> None:
-    from minielm.distill.stages import (distill_relevance_student, distill_rewriter_student, evaluate_students,
-                                        gate_students, label_augmented_pairs, production_rewriter_metrics,
-                                        register_students)
+    from minielm.distill.stages import (
+        distill_relevance_student,
+        distill_rewriter_student,
+        evaluate_students,
+        gate_students,
+        label_augmented_pairs,
+        production_rewriter_metrics,
+        register_students,
+    )
     from minielm.registry import ModelRegistry
 
     for key in ("dataset_dir", "index_dir", "teacher_rewriter_dir", "teacher_relevance_dir"):
@@ -44,23 +59,47 @@ def distill_demo_step(ctx) -> None:
     r = ctx.results
     started = time.perf_counter()
 
-    labelled = label_augmented_pairs(r["dataset_dir"], r["index_dir"], r["teacher_relevance_dir"],
-                                     workdir / "triples", config, seed=settings.seed)
-    ctx.echo(f"  teacher labelled {labelled['n_triples']} augmented triples from {labelled['n_queries']} queries "
-             f"{labelled['by_source']} (mean margin {labelled['mean_margin']:.3f})")
-    relevance = distill_relevance_student(r["dataset_dir"], labelled["triples_path"], workdir / "relevance",
-                                          config, seed=settings.seed)
-    ctx.echo(f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "
-             f"{relevance['final_loss']} ({relevance['train_seconds']} s)")
-    rewriter = distill_rewriter_student(r["dataset_dir"], r["teacher_rewriter_dir"], workdir / "rewriter", config,
-                                        seed=settings.seed, index_dir=r["index_dir"], eval_config=settings.eval)
-    ctx.echo(f"  rewriter student: {rewriter['parameters']:,} params vs teacher {rewriter['teacher_parameters']:,} "
-             f"(teacher layers {rewriter['layer_map']}), loss {rewriter['first_loss']} -> {rewriter['final_loss']} "
-             f"({rewriter['train_seconds']} s), rewrites when confidence >= {rewriter['min_confidence']:.3f}")
+    labelled = label_augmented_pairs(
+        r["dataset_dir"], r["index_dir"], r["teacher_relevance_dir"], workdir / "triples", config, seed=settings.seed
+    )
+    ctx.echo(
+        f"  teacher labelled {labelled['n_triples']} augmented triples from {labelled['n_queries']} queries "
+        f"{labelled['by_source']} (mean margin {labelled['mean_margin']:.3f})"
+    )
+    relevance = distill_relevance_student(
+        r["dataset_dir"], labelled["triples_path"], workdir / "relevance", config, seed=settings.seed
+    )
+    ctx.echo(
+        f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "
+        f"{relevance['final_loss']} ({relevance['train_seconds']} s)"
+    )
+    rewriter = distill_rewriter_student(
+        r["dataset_dir"],
+        r["teacher_rewriter_dir"],
+        workdir / "rewriter",
+        config,
+        seed=settings.seed,
+        index_dir=r["index_dir"],
+        eval_config=settings.eval,
+    )
+    ctx.echo(
+        f"  rewriter student: {rewriter['parameters']:,} params vs teacher {rewriter['teacher_parameters']:,} "
+        f"(teacher layers {rewriter['layer_map']}), loss {rewriter['first_loss']} -> {rewriter['final_loss']} "
+        f"({rewriter['train_seconds']} s), rewrites when confidence >= {rewriter['min_confidence']:.3f}"
+    )
 
-    report = evaluate_students(r["dataset_dir"], r["index_dir"], r["teacher_rewriter_dir"], rewriter["model_dir"],
-                               r["teacher_relevance_dir"], relevance["model_dir"], settings.eval,
-                               max_queries=DEMO_EVAL_QUERIES, max_pairs=DEMO_EVAL_PAIRS, seed=settings.seed)
+    report = evaluate_students(
+        r["dataset_dir"],
+        r["index_dir"],
+        r["teacher_rewriter_dir"],
+        rewriter["model_dir"],
+        r["teacher_relevance_dir"],
+        relevance["model_dir"],
+        settings.eval,
+        max_queries=DEMO_EVAL_QUERIES,
+        max_pairs=DEMO_EVAL_PAIRS,
+        seed=settings.seed,
+    )
     for line in report["table"].splitlines():
         ctx.echo(f"  {line}")
     registry = ModelRegistry(ctx.store)
@@ -68,16 +107,27 @@ def distill_demo_step(ctx) -> None:
     gate = gate_students(report, production, settings.gate, config)
     ctx.echo(f"  quality gate {'PASSED' if gate['passed'] else 'FAILED'}: " + "; ".join(gate["reasons"]))
     stage = "production" if production is None and config.promote_to_production_when_none else "candidate"
-    registered = register_students(settings, ctx.store, rewriter["model_dir"], relevance["model_dir"], report,
-                                   gate, stage=stage, extra_metadata={"source": "demo"})
-    for name, key in ((settings.models.student_rewriter, "student_rewriter_version"),
-                      (settings.models.student_relevance, "student_relevance_version")):
+    registered = register_students(
+        settings,
+        ctx.store,
+        rewriter["model_dir"],
+        relevance["model_dir"],
+        report,
+        gate,
+        stage=stage,
+        extra_metadata={"source": "demo"},
+    )
+    for name, key in (
+        (settings.models.student_rewriter, "student_rewriter_version"),
+        (settings.models.student_relevance, "student_relevance_version"),
+    ):
         if registered[key]:
             ctx.echo(f"  registered {name} {registered[key]} as {stage}")
         else:
             ctx.echo(f"  {name} not registered: its gate failed")
-    (workdir / "distill_report.json").write_text(json.dumps({k: v for k, v in report.items() if k != "table"},
-                                                            indent=2, default=str))
+    (workdir / "distill_report.json").write_text(
+        json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2, default=str)
+    )
     r["student_rewriter_dir"] = rewriter["model_dir"]
     r["student_relevance_dir"] = relevance["model_dir"]
     r["student_rewriter_version"] = registered.get("student_rewriter_version")

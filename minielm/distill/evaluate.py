@@ -7,7 +7,8 @@ teacher's gain. Relevance: accuracy, macro-F1 and nDCG@k of teacher and student 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -26,8 +27,15 @@ def gain_share(student: float, teacher: float, raw: float) -> float | None:
     return (student - raw) / teacher_gain
 
 
-def evaluate_rewriters(index, examples: pd.DataFrame, teacher: QueryRewriter, student: QueryRewriter, k: int,
-                       substitute_is_relevant: bool = False, max_queries: int | None = None) -> dict[str, Any]:
+def evaluate_rewriters(
+    index,
+    examples: pd.DataFrame,
+    teacher: QueryRewriter,
+    student: QueryRewriter,
+    k: int,
+    substitute_is_relevant: bool = False,
+    max_queries: int | None = None,
+) -> dict[str, Any]:
     """raw / oracle / teacher / student on the same queries; per-system metrics plus the gain share."""
     if max_queries is not None:
         keep = sorted(raw_queries(examples))[:max_queries]
@@ -40,8 +48,9 @@ def evaluate_rewriters(index, examples: pd.DataFrame, teacher: QueryRewriter, st
     report = compare_rewriters(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
     report.pop("per_query")
     metrics = report["systems"]
-    report["student_keeps_teacher_gain"] = gain_share(metrics["student"][GAIN_METRIC], metrics["teacher"][GAIN_METRIC],
-                                                      metrics["raw"][GAIN_METRIC])
+    report["student_keeps_teacher_gain"] = gain_share(
+        metrics["student"][GAIN_METRIC], metrics["teacher"][GAIN_METRIC], metrics["raw"][GAIN_METRIC]
+    )
     return report
 
 
@@ -68,20 +77,28 @@ def format_quality_table(rewriters: Mapping[str, Any] | None, relevance: Mapping
     if rewriters:
         k = rewriters["k"]
         lines.append(f"rewriter, {rewriters['n_queries']} held-out queries, k={k}")
-        header = f"  {'system':<9} {'relevant@' + str(k):>12} {'nDCG@' + str(k):>9} {'recall@' + str(k):>10} {'zero-res':>9}"
+        header = (
+            f"  {'system':<9} {'relevant@' + str(k):>12} {'nDCG@' + str(k):>9} {'recall@' + str(k):>10} {'zero-res':>9}"
+        )
         lines += [header, "  " + "-" * (len(header) - 2)]
         for name, m in rewriters["systems"].items():
-            lines.append(f"  {name:<9} {m['relevant_per_query']:>12.3f} {m['ndcg']:>9.3f} {m['recall']:>10.3f} "
-                         f"{m['zero_result_rate']:>9.1%}")
+            lines.append(
+                f"  {name:<9} {m['relevant_per_query']:>12.3f} {m['ndcg']:>9.3f} {m['recall']:>10.3f} "
+                f"{m['zero_result_rate']:>9.1%}"
+            )
         share = rewriters.get("student_keeps_teacher_gain")
-        lines.append("  student keeps " + (f"{share:.1%}" if share is not None else "n/a (teacher gains nothing)")
-                     + " of the teacher's gain over raw")
+        lines.append(
+            "  student keeps "
+            + (f"{share:.1%}" if share is not None else "n/a (teacher gains nothing)")
+            + " of the teacher's gain over raw"
+        )
     if relevance:
         k = relevance["k"]
         lines.append(f"relevance, held-out labelled pairs, k={k}")
         header = f"  {'system':<9} {'accuracy':>9} {'macro-F1':>9} {'nDCG@' + str(k):>9} {'pairs':>7}"
         lines += [header, "  " + "-" * (len(header) - 2)]
         for name, m in relevance["systems"].items():
-            lines.append(f"  {name:<9} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m[f'ndcg@{k}']:>9.3f} "
-                         f"{m['n_pairs']:>7d}")
+            lines.append(
+                f"  {name:<9} {m['accuracy']:>9.3f} {m['macro_f1']:>9.3f} {m[f'ndcg@{k}']:>9.3f} {m['n_pairs']:>7d}"
+            )
     return "\n".join(lines)

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def margin_mse(student_pos: torch.Tensor, student_neg: torch.Tensor,
-               teacher_pos: torch.Tensor, teacher_neg: torch.Tensor) -> torch.Tensor:
+def margin_mse(
+    student_pos: torch.Tensor, student_neg: torch.Tensor, teacher_pos: torch.Tensor, teacher_neg: torch.Tensor
+) -> torch.Tensor:
     """Mean of ((s+ - s-) - (t+ - t-))^2 over the batch."""
     if not student_pos.shape == student_neg.shape == teacher_pos.shape == teacher_neg.shape:
-        raise ValueError("margin_mse expects four tensors of one shape, got "
-                         f"{[tuple(t.shape) for t in (student_pos, student_neg, teacher_pos, teacher_neg)]}")
+        raise ValueError(
+            "margin_mse expects four tensors of one shape, got "
+            f"{[tuple(t.shape) for t in (student_pos, student_neg, teacher_pos, teacher_neg)]}"
+        )
     return F.mse_loss(student_pos - student_neg, (teacher_pos - teacher_neg).to(student_pos.dtype))
 
 
@@ -44,14 +47,17 @@ def sequence_kd_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torc
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
-def token_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                  temperature: float = 1.0) -> torch.Tensor:
+def token_kl_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T) averaged over the answer positions (where labels != -100)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ: the vocabularies must match")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ: the vocabularies must match"
+        )
     student, targets = _shift(student_logits, labels)
     teacher = teacher_logits[:, :-1, :]
     mask = targets != IGNORE_INDEX
@@ -60,11 +66,16 @@ def token_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
     log_p_student = F.log_softmax(student[mask].float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher[mask].float() / temperature, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
-    return kl * temperature ** 2
+    return kl * temperature**2
 
 
-def rewriter_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                          seq_kd_weight: float, temperature: float) -> tuple[torch.Tensor, dict[str, float]]:
+def rewriter_distill_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    seq_kd_weight: float,
+    temperature: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """w * sequence-KD CE + (1 - w) * token KL; returns the loss and its parts for logging."""
     if not 0.0 <= seq_kd_weight <= 1.0:
         raise ValueError(f"seq_kd_weight must be in [0, 1], got {seq_kd_weight}")

@@ -8,9 +8,9 @@ Loss per batch of triples (query, pos, neg):
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -49,22 +49,32 @@ def _gold_frame(gold: pd.DataFrame | None, product_texts: Mapping[str, str]) -> 
     return gold.reset_index(drop=True) if len(gold) else None
 
 
-def distill_relevance(student: CrossEncoderScorer, labelled: pd.DataFrame, product_texts: Mapping[str, str],
-                      config: DistillConfig, work_dir: Path, gold: pd.DataFrame | None = None, seed: int = 0,
-                      steps: int | None = None) -> RelevanceDistillResult:
+def distill_relevance(
+    student: CrossEncoderScorer,
+    labelled: pd.DataFrame,
+    product_texts: Mapping[str, str],
+    config: DistillConfig,
+    work_dir: Path,
+    gold: pd.DataFrame | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+) -> RelevanceDistillResult:
     """Train ``student`` in place through the DeepSpeed engine; returns the loss history.
 
     All inputs are checked before the engine starts, so bad data fails in milliseconds.
     """
     validate_labelled_triples(labelled)
-    missing = sorted({p for p in pd.concat([labelled["pos_product_id"], labelled["neg_product_id"]])
-                      if p not in product_texts})
+    missing = sorted(
+        {p for p in pd.concat([labelled["pos_product_id"], labelled["neg_product_id"]]) if p not in product_texts}
+    )
     if missing:
         raise AugmentedDataError(f"{len(missing)} product ids in the triples have no product text, e.g. {missing[:3]}")
     has_soft = all(f"{side}_{c}" in labelled.columns for side in ("pos", "neg") for c in PROB_COLUMNS)
     if config.soft_label_weight > 0 and not has_soft:
-        raise AugmentedDataError("distill.soft_label_weight > 0 needs the teacher's class probabilities "
-                                 "(pos_E..neg_I columns) in the labelled triples")
+        raise AugmentedDataError(
+            "distill.soft_label_weight > 0 needs the teacher's class probabilities "
+            "(pos_E..neg_I columns) in the labelled triples"
+        )
     gold = _gold_frame(gold, product_texts) if config.gold_mix_weight > 0 else None
     steps = steps or config.relevance_steps
     size = config.relevance_batch_size
@@ -78,17 +88,23 @@ def distill_relevance(student: CrossEncoderScorer, labelled: pd.DataFrame, produ
             rng = np.random.default_rng([seed, micro_step])
             rows = labelled.iloc[rng.integers(0, len(labelled), size=size)]
             queries = rows["query"].tolist()
-            texts = [product_texts[p] for p in rows["pos_product_id"]] + [product_texts[p] for p in rows["neg_product_id"]]
-            batch = {"inputs": dict(student.encode(queries + queries, texts)),
-                     "t_pos": torch.tensor(rows["pos_score"].to_numpy(np.float32)),
-                     "t_neg": torch.tensor(rows["neg_score"].to_numpy(np.float32))}
+            texts = [product_texts[p] for p in rows["pos_product_id"]] + [
+                product_texts[p] for p in rows["neg_product_id"]
+            ]
+            batch = {
+                "inputs": dict(student.encode(queries + queries, texts)),
+                "t_pos": torch.tensor(rows["pos_score"].to_numpy(np.float32)),
+                "t_neg": torch.tensor(rows["neg_score"].to_numpy(np.float32)),
+            }
             if config.soft_label_weight > 0:
-                batch["soft"] = torch.tensor(np.concatenate([rows[pos_cols].to_numpy(np.float32),
-                                                             rows[neg_cols].to_numpy(np.float32)]))
+                batch["soft"] = torch.tensor(
+                    np.concatenate([rows[pos_cols].to_numpy(np.float32), rows[neg_cols].to_numpy(np.float32)])
+                )
             if gold is not None:
                 picked = gold.iloc[rng.integers(0, len(gold), size=size)]
-                batch["gold_inputs"] = dict(student.encode(picked["query"].tolist(),
-                                                           [product_texts[p] for p in picked["product_id"]]))
+                batch["gold_inputs"] = dict(
+                    student.encode(picked["query"].tolist(), [product_texts[p] for p in picked["product_id"]])
+                )
                 batch["gold_target"] = torch.tensor([label_index[v] for v in picked["esci_label"]])
             yield batch
             micro_step += 1
@@ -116,9 +132,16 @@ def distill_relevance(student: CrossEncoderScorer, labelled: pd.DataFrame, produ
     result = run_engine(student.model, loss_fn, batches, engine_config, Path(work_dir), "distill relevance")
     student.model.eval()
     remove_checkpoints(Path(work_dir))
-    out = RelevanceDistillResult(losses=result.losses, parts=parts, steps=result.steps, seconds=result.seconds,
-                                 n_triples=len(labelled))
+    out = RelevanceDistillResult(
+        losses=result.losses, parts=parts, steps=result.steps, seconds=result.seconds, n_triples=len(labelled)
+    )
     if out.losses:
-        log.info("relevance student distilled", steps=out.steps, triples=len(labelled), seconds=round(out.seconds, 1),
-                 first_loss=round(out.losses[0], 4), last_loss=round(out.losses[-1], 4))
+        log.info(
+            "relevance student distilled",
+            steps=out.steps,
+            triples=len(labelled),
+            seconds=round(out.seconds, 1),
+            first_loss=round(out.losses[0], 4),
+            last_loss=round(out.losses[-1], 4),
+        )
     return out

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,11 +55,14 @@ def check_tokenizers_match(teacher: PreTrainedTokenizerBase, student: PreTrained
         raise TokenizerMismatch(
             f"the student's tokenizer does not match the teacher's: vocab sizes {len(t_vocab)} vs {len(s_vocab)}; "
             f"only in teacher {only_t}, only in student {only_s}, different ids for {moved}. "
-            "The student must share the teacher's tokenizer.")
+            "The student must share the teacher's tokenizer."
+        )
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if getattr(teacher, name) != getattr(student, name):
-            raise TokenizerMismatch(f"the student's tokenizer has {name}={getattr(student, name)} but the teacher's "
-                                    f"has {getattr(teacher, name)}")
+            raise TokenizerMismatch(
+                f"the student's tokenizer has {name}={getattr(student, name)} but the teacher's "
+                f"has {getattr(teacher, name)}"
+            )
     for text in PROBE_TEXTS:
         if teacher(text, add_special_tokens=False)["input_ids"] != student(text, add_special_tokens=False)["input_ids"]:
             raise TokenizerMismatch(f"the tokenizers split {text!r} differently (same vocabulary, different rules)")
@@ -68,15 +72,19 @@ def check_teacher_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokeni
     """The teacher's output layer must cover every id its tokenizer can produce."""
     vocab = model.get_output_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
-        raise TokenizerMismatch(f"the teacher checkpoint predicts {vocab} tokens but its tokenizer has {len(tokenizer)}: "
-                                "the checkpoint does not belong to this tokenizer")
+        raise TokenizerMismatch(
+            f"the teacher checkpoint predicts {vocab} tokens but its tokenizer has {len(tokenizer)}: "
+            "the checkpoint does not belong to this tokenizer"
+        )
 
 
 def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     """Evenly spaced teacher layers for the student, keeping the first and the last."""
     if not 1 <= student_layers <= teacher_layers:
-        raise DistillError(f"distill.rewriter_num_layers must be between 1 and the teacher's {teacher_layers} "
-                           f"layers, got {student_layers}")
+        raise DistillError(
+            f"distill.rewriter_num_layers must be between 1 and the teacher's {teacher_layers} "
+            f"layers, got {student_layers}"
+        )
     if student_layers == 1:
         return [teacher_layers - 1]
     return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
@@ -89,21 +97,27 @@ def student_config(teacher: PretrainedConfig, config: DistillConfig) -> Pretrain
     head_dim = getattr(teacher, "head_dim", None) or teacher.hidden_size // heads
     hidden = config.rewriter_hidden_size or teacher.hidden_size
     if hidden > teacher.hidden_size:
-        raise DistillError(f"distill.rewriter_hidden_size ({hidden}) must not exceed the teacher's "
-                           f"{teacher.hidden_size}: the student is smaller")
+        raise DistillError(
+            f"distill.rewriter_hidden_size ({hidden}) must not exceed the teacher's "
+            f"{teacher.hidden_size}: the student is smaller"
+        )
     n_heads = config.rewriter_num_attention_heads or max(1, hidden // head_dim)
     kv_heads = config.rewriter_num_key_value_heads or max(
-        1, min(n_heads, getattr(teacher, "num_key_value_heads", heads) * n_heads // heads))
+        1, min(n_heads, getattr(teacher, "num_key_value_heads", heads) * n_heads // heads)
+    )
     if hidden % n_heads or n_heads % kv_heads:
-        raise DistillError(f"student shape: hidden_size {hidden} must be a multiple of num_attention_heads {n_heads}, "
-                           f"which must be a multiple of num_key_value_heads {kv_heads}")
+        raise DistillError(
+            f"student shape: hidden_size {hidden} must be a multiple of num_attention_heads {n_heads}, "
+            f"which must be a multiple of num_key_value_heads {kv_heads}"
+        )
     shape.num_hidden_layers = config.rewriter_num_layers
     shape.hidden_size = hidden
     shape.num_attention_heads = n_heads
     shape.num_key_value_heads = kv_heads
     shape.head_dim = hidden // n_heads
     shape.intermediate_size = config.rewriter_intermediate_size or (
-        teacher.intermediate_size * hidden // teacher.hidden_size)
+        teacher.intermediate_size * hidden // teacher.hidden_size
+    )
     layer_types = getattr(teacher, "layer_types", None)
     if layer_types:
         shape.layer_types = list(layer_types)[: config.rewriter_num_layers]
@@ -135,12 +149,19 @@ def build_student(teacher: PreTrainedModel, config: DistillConfig) -> tuple[PreT
     counts = init_from_teacher(student, teacher, mapping)
     if getattr(shape, "tie_word_embeddings", False):
         student.tie_weights()
-    info = {"layer_map": mapping, "init": counts,
-            "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
-            "student_parameters": sum(p.numel() for p in student.parameters()),
-            "student_shape": {"layers": shape.num_hidden_layers, "hidden_size": shape.hidden_size,
-                              "heads": shape.num_attention_heads, "kv_heads": shape.num_key_value_heads,
-                              "intermediate_size": shape.intermediate_size}}
+    info = {
+        "layer_map": mapping,
+        "init": counts,
+        "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
+        "student_parameters": sum(p.numel() for p in student.parameters()),
+        "student_shape": {
+            "layers": shape.num_hidden_layers,
+            "hidden_size": shape.hidden_size,
+            "heads": shape.num_attention_heads,
+            "kv_heads": shape.num_key_value_heads,
+            "intermediate_size": shape.intermediate_size,
+        },
+    }
     log.info("student rewriter built", **info)
     return student, info
 
@@ -157,9 +178,16 @@ class RewriterDistillResult:
     examples: list[dict[str, str]] = field(default_factory=list)
 
 
-def distill_rewriter(teacher: CausalRewriter, queries: Sequence[str], config: DistillConfig, work_dir: Path,
-                     student_tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0,
-                     steps: int | None = None, max_prompt_tokens: int = 64) -> RewriterDistillResult:
+def distill_rewriter(
+    teacher: CausalRewriter,
+    queries: Sequence[str],
+    config: DistillConfig,
+    work_dir: Path,
+    student_tokenizer: PreTrainedTokenizerBase | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    max_prompt_tokens: int = 64,
+) -> RewriterDistillResult:
     """Teacher rewrites the unlabelled queries, then the student learns them (CE) and the teacher's
     token distributions (KL). All checks run before the teacher generates anything."""
     tokenizer = teacher.tokenizer
@@ -175,8 +203,10 @@ def distill_rewriter(teacher: CausalRewriter, queries: Sequence[str], config: Di
 
     teacher.model.eval()
     targets = [r[0] for r in teacher.rewrite(queries)]
-    encoded = [encode_rewrite_example(tokenizer, q, r, max_prompt_tokens, config.rewriter_max_new_tokens)
-               for q, r in zip(queries, targets)]
+    encoded = [
+        encode_rewrite_example(tokenizer, q, r, max_prompt_tokens, config.rewriter_max_new_tokens)
+        for q, r in zip(queries, targets)
+    ]
     torch.manual_seed(seed)
     model, build = build_student(teacher.model, config)
     pad = tokenizer.pad_token_id
@@ -195,10 +225,17 @@ def distill_rewriter(teacher: CausalRewriter, queries: Sequence[str], config: Di
     def loss_fn(engine, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         student_logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         with torch.no_grad():
-            teacher_logits = teacher.model(input_ids=batch["input_ids"].to(teacher.model.device),
-                                           attention_mask=batch["attention_mask"].to(teacher.model.device)).logits
-        loss, record = rewriter_distill_loss(student_logits.float(), teacher_logits.float().to(student_logits.device),
-                                             batch["labels"], config.seq_kd_weight, config.kl_temperature)
+            teacher_logits = teacher.model(
+                input_ids=batch["input_ids"].to(teacher.model.device),
+                attention_mask=batch["attention_mask"].to(teacher.model.device),
+            ).logits
+        loss, record = rewriter_distill_loss(
+            student_logits.float(),
+            teacher_logits.float().to(student_logits.device),
+            batch["labels"],
+            config.seq_kd_weight,
+            config.kl_temperature,
+        )
         parts.append(record)
         return loss
 
@@ -207,9 +244,21 @@ def distill_rewriter(teacher: CausalRewriter, queries: Sequence[str], config: Di
     remove_checkpoints(Path(work_dir))
     model.eval()
     student = CausalRewriter(model, tokenizer, max_new_tokens=teacher.max_new_tokens, batch_size=teacher.batch_size)
-    log.info("rewriter student distilled", steps=result.steps, queries=len(queries), seconds=round(result.seconds, 1),
-             first_loss=round(result.losses[0], 4) if result.losses else None,
-             last_loss=round(result.losses[-1], 4) if result.losses else None)
-    return RewriterDistillResult(student=student, losses=result.losses, parts=parts, steps=result.steps,
-                                 seconds=result.seconds, n_queries=len(queries), build=build,
-                                 examples=[{"query": q, "teacher": t} for q, t in zip(queries[:5], targets[:5])])
+    log.info(
+        "rewriter student distilled",
+        steps=result.steps,
+        queries=len(queries),
+        seconds=round(result.seconds, 1),
+        first_loss=round(result.losses[0], 4) if result.losses else None,
+        last_loss=round(result.losses[-1], 4) if result.losses else None,
+    )
+    return RewriterDistillResult(
+        student=student,
+        losses=result.losses,
+        parts=parts,
+        steps=result.steps,
+        seconds=result.seconds,
+        n_queries=len(queries),
+        build=build,
+        examples=[{"query": q, "teacher": t} for q, t in zip(queries[:5], targets[:5])],
+    )

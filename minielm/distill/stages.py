@@ -55,19 +55,29 @@ def unlabelled_queries(data, split: str = "train") -> list[str]:
 
 def validate_training_data(dataset_dir: Path | str) -> dict[str, int]:
     """Both teachers' data checks, before any model is built; returns sizes per split."""
-    from minielm.teachers.data import relevance_frame, rewrite_pairs, split_examples, product_texts
+    from minielm.teachers.data import product_texts, relevance_frame, rewrite_pairs, split_examples
 
     data = _load_data(dataset_dir)
     texts = product_texts(data)
     pairs = rewrite_pairs(data, "train")
     relevance_frame(data, "train", texts)
     held_out = split_examples(data, "test", "held-out evaluation")
-    return {"n_examples": len(data.examples), "n_products": len(data.products), "n_rewrite_pairs": len(pairs),
-            "n_test_examples": len(held_out)}
+    return {
+        "n_examples": len(data.examples),
+        "n_products": len(data.products),
+        "n_rewrite_pairs": len(pairs),
+        "n_test_examples": len(held_out),
+    }
 
 
-def label_augmented_pairs(dataset_dir: Path | str, index_dir: Path | str | None, teacher_relevance_dir: Path | str,
-                          output_dir: Path | str, config: DistillConfig, seed: int = 0) -> dict[str, Any]:
+def label_augmented_pairs(
+    dataset_dir: Path | str,
+    index_dir: Path | str | None,
+    teacher_relevance_dir: Path | str,
+    output_dir: Path | str,
+    config: DistillConfig,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Augmented (query, product+, product-) triples labelled by the relevance teacher -> parquet."""
     from minielm.models.relevance_teacher import RelevanceTeacher
     from minielm.teachers.data import product_texts
@@ -75,23 +85,36 @@ def label_augmented_pairs(dataset_dir: Path | str, index_dir: Path | str | None,
     data = _load_data(dataset_dir)
     queries = unlabelled_queries(data)
     index = _index(index_dir, data)
-    triples = build_triples(queries, data.products, index.search, triples_per_query=config.triples_per_query,
-                            sources=config.triple_sources, retrieval_depth=config.retrieval_depth, seed=seed)
+    triples = build_triples(
+        queries,
+        data.products,
+        index.search,
+        triples_per_query=config.triples_per_query,
+        sources=config.triple_sources,
+        retrieval_depth=config.retrieval_depth,
+        seed=seed,
+    )
     teacher = RelevanceTeacher.load(teacher_relevance_dir)
     labelled = label_triples(triples, product_texts(data), teacher)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / TRIPLES_FILE
     labelled.to_parquet(path, index=False)
-    summary = {"triples_path": str(path), "n_triples": len(labelled), "n_queries": len(queries),
-               "teacher_version": teacher.version, "mean_margin": float(labelled["margin"].mean()),
-               "by_source": {k: int(v) for k, v in labelled["source"].value_counts().items()}}
+    summary = {
+        "triples_path": str(path),
+        "n_triples": len(labelled),
+        "n_queries": len(queries),
+        "teacher_version": teacher.version,
+        "mean_margin": float(labelled["margin"].mean()),
+        "by_source": {k: int(v) for k, v in labelled["source"].value_counts().items()},
+    }
     log.info("augmented pairs labelled", **summary)
     return summary
 
 
-def distill_relevance_student(dataset_dir: Path | str, triples_path: Path | str, output_dir: Path | str,
-                              config: DistillConfig, seed: int = 0) -> dict[str, Any]:
+def distill_relevance_student(
+    dataset_dir: Path | str, triples_path: Path | str, output_dir: Path | str, config: DistillConfig, seed: int = 0
+) -> dict[str, Any]:
     """Train the cross-encoder on the labelled triples; the student lands in ``output_dir/model``."""
     from minielm.distill.relevance_student import distill_relevance
     from minielm.models.cross_encoder import CrossEncoderScorer
@@ -108,15 +131,23 @@ def distill_relevance_student(dataset_dir: Path | str, triples_path: Path | str,
         from minielm.teachers.data import split_examples
 
         gold = split_examples(data, "train", "gold relevance labels")[["query", "product_id", "esci_label"]]
-    student = CrossEncoderScorer.from_backbone(config.relevance_backbone, max_length=config.relevance_max_length,
-                                               num_layers=config.relevance_num_layers)
+    student = CrossEncoderScorer.from_backbone(
+        config.relevance_backbone, max_length=config.relevance_max_length, num_layers=config.relevance_num_layers
+    )
     output_dir = Path(output_dir)
-    result = distill_relevance(student, labelled, product_texts(data), config, work_dir=output_dir / "work",
-                               gold=gold, seed=seed)
+    result = distill_relevance(
+        student, labelled, product_texts(data), config, work_dir=output_dir / "work", gold=gold, seed=seed
+    )
     model_dir = student.save(output_dir / MODEL_SUBDIR)
-    summary = {"model_dir": str(model_dir), "steps": result.steps, "train_seconds": round(result.seconds, 2),
-               "first_loss": _mean(result.losses[:5]), "final_loss": _mean(result.losses[-5:]),
-               "n_triples": result.n_triples, "parameters": sum(p.numel() for p in student.model.parameters())}
+    summary = {
+        "model_dir": str(model_dir),
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 2),
+        "first_loss": _mean(result.losses[:5]),
+        "final_loss": _mean(result.losses[-5:]),
+        "n_triples": result.n_triples,
+        "parameters": sum(p.numel() for p in student.model.parameters()),
+    }
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -125,11 +156,16 @@ def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 5) if values else None
 
 
-def distill_rewriter_student(dataset_dir: Path | str, teacher_rewriter_dir: Path | str, output_dir: Path | str,
-                             config: DistillConfig, seed: int = 0,
-                             student_tokenizer_dir: Path | str | None = None,
-                             index_dir: Path | str | None = None, eval_config: EvalConfig | None = None
-                             ) -> dict[str, Any]:
+def distill_rewriter_student(
+    dataset_dir: Path | str,
+    teacher_rewriter_dir: Path | str,
+    output_dir: Path | str,
+    config: DistillConfig,
+    seed: int = 0,
+    student_tokenizer_dir: Path | str | None = None,
+    index_dir: Path | str | None = None,
+    eval_config: EvalConfig | None = None,
+) -> dict[str, Any]:
     """Distil the teacher rewriter on the train split's queries; the student lands in ``output_dir/model``.
 
     ``student_tokenizer_dir``: a tokenizer the student must use; it is checked against the teacher's
@@ -145,18 +181,28 @@ def distill_rewriter_student(dataset_dir: Path | str, teacher_rewriter_dir: Path
     queries = unlabelled_queries(data)
     teacher = CausalRewriter.load(teacher_rewriter_dir, max_new_tokens=config.rewriter_max_new_tokens)
     output_dir = Path(output_dir)
-    result = distill_rewriter(teacher, queries, config, work_dir=output_dir / "work", seed=seed,
-                              student_tokenizer=student_tokenizer)
+    result = distill_rewriter(
+        teacher, queries, config, work_dir=output_dir / "work", seed=seed, student_tokenizer=student_tokenizer
+    )
     calibration = _calibrate(result.student, data, index_dir, eval_config or EvalConfig(), config)
     result.student.version = "unregistered"
-    model_dir = result.student.save(output_dir / MODEL_SUBDIR, metadata={
-        "role": "student-rewriter", "teacher_version": teacher.version, **calibration, **result.build})
-    summary = {"model_dir": str(model_dir), "steps": result.steps, "train_seconds": round(result.seconds, 2),
-               "first_loss": _mean(result.losses[:5]), "final_loss": _mean(result.losses[-5:]),
-               "n_queries": result.n_queries, "teacher_version": teacher.version,
-               "parameters": result.build["student_parameters"],
-               "teacher_parameters": result.build["teacher_parameters"], "layer_map": result.build["layer_map"],
-               "min_confidence": calibration["min_confidence"]}
+    model_dir = result.student.save(
+        output_dir / MODEL_SUBDIR,
+        metadata={"role": "student-rewriter", "teacher_version": teacher.version, **calibration, **result.build},
+    )
+    summary = {
+        "model_dir": str(model_dir),
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 2),
+        "first_loss": _mean(result.losses[:5]),
+        "final_loss": _mean(result.losses[-5:]),
+        "n_queries": result.n_queries,
+        "teacher_version": teacher.version,
+        "parameters": result.build["student_parameters"],
+        "teacher_parameters": result.build["teacher_parameters"],
+        "layer_map": result.build["layer_map"],
+        "min_confidence": calibration["min_confidence"],
+    }
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -167,17 +213,32 @@ def _calibrate(student, data, index_dir, eval_config: EvalConfig, config: Distil
 
     if not (data.examples["split"] == config.calibration_split).any():
         return {"min_confidence": 0.0, "calibration_split": None}
-    calibration = calibrate_min_confidence(student, data, config.calibration_split, config.calibration_queries,
-                                           eval_config.top_k, eval_config.substitute_is_relevant,
-                                           _index(index_dir, data))
+    calibration = calibrate_min_confidence(
+        student,
+        data,
+        config.calibration_split,
+        config.calibration_queries,
+        eval_config.top_k,
+        eval_config.substitute_is_relevant,
+        _index(index_dir, data),
+    )
     student.min_confidence = calibration["min_confidence"]
     return calibration
 
 
-def evaluate_students(dataset_dir: Path | str, index_dir: Path | str | None, teacher_rewriter_dir: Path | str,
-                      student_rewriter_dir: Path | str, teacher_relevance_dir: Path | str,
-                      student_relevance_dir: Path | str, eval_config: EvalConfig, split: str = "test",
-                      max_queries: int = 300, max_pairs: int = 2000, seed: int = 0) -> dict[str, Any]:
+def evaluate_students(
+    dataset_dir: Path | str,
+    index_dir: Path | str | None,
+    teacher_rewriter_dir: Path | str,
+    student_rewriter_dir: Path | str,
+    teacher_relevance_dir: Path | str,
+    student_relevance_dir: Path | str,
+    eval_config: EvalConfig,
+    split: str = "test",
+    max_queries: int = 300,
+    max_pairs: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The held-out quality report of both pairs (teacher vs student), with the printable table."""
     from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.models.relevance_teacher import RelevanceTeacher
@@ -187,18 +248,36 @@ def evaluate_students(dataset_dir: Path | str, index_dir: Path | str | None, tea
     data = _load_data(dataset_dir)
     examples = split_examples(data, split, "distillation evaluation")
     index = _index(index_dir, data)
-    rewriters = evaluate_rewriters(index, examples, CausalRewriter.load(teacher_rewriter_dir),
-                                   CausalRewriter.load(student_rewriter_dir), k=eval_config.top_k,
-                                   substitute_is_relevant=eval_config.substitute_is_relevant, max_queries=max_queries)
+    rewriters = evaluate_rewriters(
+        index,
+        examples,
+        CausalRewriter.load(teacher_rewriter_dir),
+        CausalRewriter.load(student_rewriter_dir),
+        k=eval_config.top_k,
+        substitute_is_relevant=eval_config.substitute_is_relevant,
+        max_queries=max_queries,
+    )
     frame = relevance_frame(data, split, product_texts(data), limit=max_pairs, seed=seed)
-    relevance = evaluate_relevance(frame, {"teacher": RelevanceTeacher.load(teacher_relevance_dir),
-                                           "student": CrossEncoderScorer.load(student_relevance_dir)},
-                                   k=eval_config.top_k)
-    report = {"split": split, "rewriter": rewriters, "relevance": relevance,
-              "table": format_quality_table(rewriters, relevance)}
-    log.info("students evaluated", rewriter_gain_share=rewriters["student_keeps_teacher_gain"],
-             relevance_student_ndcg=relevance["systems"]["student"][f"ndcg@{eval_config.top_k}"],
-             relevance_teacher_ndcg=relevance["systems"]["teacher"][f"ndcg@{eval_config.top_k}"])
+    relevance = evaluate_relevance(
+        frame,
+        {
+            "teacher": RelevanceTeacher.load(teacher_relevance_dir),
+            "student": CrossEncoderScorer.load(student_relevance_dir),
+        },
+        k=eval_config.top_k,
+    )
+    report = {
+        "split": split,
+        "rewriter": rewriters,
+        "relevance": relevance,
+        "table": format_quality_table(rewriters, relevance),
+    }
+    log.info(
+        "students evaluated",
+        rewriter_gain_share=rewriters["student_keeps_teacher_gain"],
+        relevance_student_ndcg=relevance["systems"]["student"][f"ndcg@{eval_config.top_k}"],
+        relevance_teacher_ndcg=relevance["systems"]["teacher"][f"ndcg@{eval_config.top_k}"],
+    )
     return report
 
 
@@ -210,8 +289,9 @@ def production_rewriter_metrics(registry, name: str) -> dict[str, Any] | None:
     return entry.metadata.get("metrics", {}).get("rewriter", {}).get("systems", {}).get("student")
 
 
-def gate_students(report: dict[str, Any], production: dict[str, Any] | None, gate: GateConfig,
-                  config: DistillConfig) -> dict[str, Any]:
+def gate_students(
+    report: dict[str, Any], production: dict[str, Any] | None, gate: GateConfig, config: DistillConfig
+) -> dict[str, Any]:
     """Rewriter: the platform's quality gate (beat raw, no regression vs production). Relevance: the
     student's nDCG may trail the teacher's by at most ``distill.relevance_max_ndcg_gap``."""
     from minielm.gate import quality_gate
@@ -222,17 +302,29 @@ def gate_students(report: dict[str, Any], production: dict[str, Any] | None, gat
     student_ndcg = report["relevance"]["systems"]["student"][f"ndcg@{k}"]
     teacher_ndcg = report["relevance"]["systems"]["teacher"][f"ndcg@{k}"]
     relevance_ok = student_ndcg >= teacher_ndcg - config.relevance_max_ndcg_gap
-    relevance_reason = (f"relevance student nDCG@{k} {student_ndcg:.4f} vs teacher {teacher_ndcg:.4f} "
-                        f"(allowed gap {config.relevance_max_ndcg_gap})")
+    relevance_reason = (
+        f"relevance student nDCG@{k} {student_ndcg:.4f} vs teacher {teacher_ndcg:.4f} "
+        f"(allowed gap {config.relevance_max_ndcg_gap})"
+    )
     passed = rewriter.passed and relevance_ok
-    return {"passed": passed, "rewriter": rewriter.as_dict(),
-            "relevance": {"passed": relevance_ok, "reasons": [relevance_reason]},
-            "reasons": rewriter.reasons + [relevance_reason]}
+    return {
+        "passed": passed,
+        "rewriter": rewriter.as_dict(),
+        "relevance": {"passed": relevance_ok, "reasons": [relevance_reason]},
+        "reasons": rewriter.reasons + [relevance_reason],
+    }
 
 
-def register_students(settings: Settings, store, student_rewriter_dir: Path | str, student_relevance_dir: Path | str,
-                      report: dict[str, Any], gate: dict[str, Any], stage: str = "candidate",
-                      extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def register_students(
+    settings: Settings,
+    store,
+    student_rewriter_dir: Path | str,
+    student_relevance_dir: Path | str,
+    report: dict[str, Any],
+    gate: dict[str, Any],
+    stage: str = "candidate",
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Register each student whose own gate passed and point ``stage`` at it.
 
     The two students are separate models served separately, so a relevance student that trails its
@@ -243,10 +335,18 @@ def register_students(settings: Settings, store, student_rewriter_dir: Path | st
     names = settings.models
     common = {"gate": gate, "split": report["split"], **(extra_metadata or {})}
     candidates = {
-        "student_rewriter": (names.student_rewriter, student_rewriter_dir, gate["rewriter"]["passed"],
-                             {"role": "student-rewriter", "metrics": {"rewriter": report["rewriter"]}}),
-        "student_relevance": (names.student_relevance, student_relevance_dir, gate["relevance"]["passed"],
-                              {"role": "student-relevance", "metrics": {"relevance": report["relevance"]}}),
+        "student_rewriter": (
+            names.student_rewriter,
+            student_rewriter_dir,
+            gate["rewriter"]["passed"],
+            {"role": "student-rewriter", "metrics": {"rewriter": report["rewriter"]}},
+        ),
+        "student_relevance": (
+            names.student_relevance,
+            student_relevance_dir,
+            gate["relevance"]["passed"],
+            {"role": "student-relevance", "metrics": {"relevance": report["relevance"]}},
+        ),
     }
     outcome: dict[str, Any] = {"stage": stage, "reasons": gate["reasons"]}
     for key, (name, model_dir, passed, metadata) in candidates.items():

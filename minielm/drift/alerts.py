@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,17 @@ NO_DATA_ALERT = "MiniELMDriftNoData"
 
 def metrics_registry(result: DriftResult) -> CollectorRegistry:
     registry = CollectorRegistry()
-    score = Gauge("minielm_drift_score", "Drift score of a check (higher means more drift; NaN when no data)",
-                  ["check"], registry=registry)
-    detected = Gauge("minielm_drift_detected", "1 when the check's Evidently test failed", ["check"],
-                     registry=registry)
-    no_data = Gauge("minielm_drift_no_data", "1 when the check could not run for lack of data", ["check"],
-                    registry=registry)
-    last_run = Gauge("minielm_drift_last_run_timestamp_seconds", "When the drift job last finished",
-                     registry=registry)
+    score = Gauge(
+        "minielm_drift_score",
+        "Drift score of a check (higher means more drift; NaN when no data)",
+        ["check"],
+        registry=registry,
+    )
+    detected = Gauge("minielm_drift_detected", "1 when the check's Evidently test failed", ["check"], registry=registry)
+    no_data = Gauge(
+        "minielm_drift_no_data", "1 when the check could not run for lack of data", ["check"], registry=registry
+    )
+    last_run = Gauge("minielm_drift_last_run_timestamp_seconds", "When the drift job last finished", registry=registry)
     for check in result.checks:
         score.labels(check=check.name).set(float("nan") if check.score is None else check.score)
         detected.labels(check=check.name).set(1 if check.status == "drift" else 0)
@@ -68,7 +71,7 @@ def runbook_link(config: DriftConfig, section: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _fingerprint(labels: dict[str, str]) -> str:
@@ -76,33 +79,58 @@ def _fingerprint(labels: dict[str, str]) -> str:
 
 
 def _alert(labels: dict[str, str], annotations: dict[str, str], starts_at: float, link: str) -> dict[str, Any]:
-    return {"status": "firing", "labels": labels, "annotations": annotations, "startsAt": _iso(starts_at),
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": link, "fingerprint": _fingerprint(labels)}
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": _iso(starts_at),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": link,
+        "fingerprint": _fingerprint(labels),
+    }
 
 
 def _check_alert(check: CheckResult, result: DriftResult, config: DriftConfig) -> dict[str, Any]:
     report = result.outputs.get("report_url", "")
     score = "n/a" if check.score is None else f"{check.score:.4f}"
-    labels = {"alertname": DRIFT_ALERT, "check": check.name, "family": check.family, "severity": "warning",
-              "service": "minielm"}
+    labels = {
+        "alertname": DRIFT_ALERT,
+        "check": check.name,
+        "family": check.family,
+        "severity": "warning",
+        "service": "minielm",
+    }
     annotations = {
         "summary": f"Drift in {check.name}: score {score} > threshold {check.threshold:.4f}",
         "description": f"{check.what}. {check.detail}".strip(),
-        "check": check.name, "score": score, "threshold": f"{check.threshold:.4f}",
-        "report_url": report, "runbook_url": runbook_link(config, check.runbook_section),
-        "runbook_section": check.runbook_section, "run_id": result.run_id,
+        "check": check.name,
+        "score": score,
+        "threshold": f"{check.threshold:.4f}",
+        "report_url": report,
+        "runbook_url": runbook_link(config, check.runbook_section),
+        "runbook_section": check.runbook_section,
+        "run_id": result.run_id,
     }
     return _alert(labels, annotations, result.started_at, report)
 
 
 def _no_data_alert(result: DriftResult, config: DriftConfig) -> dict[str, Any]:
     report = result.outputs.get("report_url", "")
-    labels = {"alertname": NO_DATA_ALERT, "check": ",".join(c.name for c in result.no_data) or "all",
-              "severity": "warning", "service": "minielm"}
+    labels = {
+        "alertname": NO_DATA_ALERT,
+        "check": ",".join(c.name for c in result.no_data) or "all",
+        "severity": "warning",
+        "service": "minielm",
+    }
     annotations = {
         "summary": f"Drift job could not run {len(result.no_data)} check(s): no data",
-        "description": "; ".join(result.missing), "check": labels["check"], "score": "n/a", "threshold": "n/a",
-        "report_url": report, "runbook_url": runbook_link(config, "no-data"), "runbook_section": "no-data",
+        "description": "; ".join(result.missing),
+        "check": labels["check"],
+        "score": "n/a",
+        "threshold": "n/a",
+        "report_url": report,
+        "runbook_url": runbook_link(config, "no-data"),
+        "runbook_section": "no-data",
         "run_id": result.run_id,
     }
     return _alert(labels, annotations, result.started_at, report)
@@ -117,12 +145,19 @@ def webhook_payload(result: DriftResult, config: DriftConfig) -> dict[str, Any] 
         return None
     common = {"service": "minielm", "severity": "warning"}
     return {
-        "version": "4", "groupKey": f"{{}}:{{service=\"minielm\", run=\"{result.run_id}\"}}",
-        "truncatedAlerts": 0, "status": "firing", "receiver": "minielm-drift",
-        "groupLabels": {"service": "minielm"}, "commonLabels": common,
-        "commonAnnotations": {"report_url": result.outputs.get("report_url", ""),
-                              "runbook_url": runbook_link(config, "drift-alerts")},
-        "externalURL": result.outputs.get("report_url", ""), "alerts": alerts,
+        "version": "4",
+        "groupKey": f'{{}}:{{service="minielm", run="{result.run_id}"}}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "minielm-drift",
+        "groupLabels": {"service": "minielm"},
+        "commonLabels": common,
+        "commonAnnotations": {
+            "report_url": result.outputs.get("report_url", ""),
+            "runbook_url": runbook_link(config, "drift-alerts"),
+        },
+        "externalURL": result.outputs.get("report_url", ""),
+        "alerts": alerts,
     }
 
 

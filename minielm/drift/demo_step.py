@@ -23,10 +23,13 @@ def _split_frames(dataset_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     examples = load_esci(dataset_dir).examples
     queries = examples.drop_duplicates("query_id")
     rewrites = queries["canonical_query"] if "canonical_query" in queries else queries["query"]
-    frame = pd.DataFrame({"query": queries["query"].to_numpy(), "rewrite": rewrites.to_numpy(),
-                          "split": queries["split"].to_numpy()})
-    return (frame[frame["split"] == "train"].reset_index(drop=True),
-            frame[frame["split"] != "train"].reset_index(drop=True))
+    frame = pd.DataFrame(
+        {"query": queries["query"].to_numpy(), "rewrite": rewrites.to_numpy(), "split": queries["split"].to_numpy()}
+    )
+    return (
+        frame[frame["split"] == "train"].reset_index(drop=True),
+        frame[frame["split"] != "train"].reset_index(drop=True),
+    )
 
 
 def drift_demo_step(ctx) -> None:
@@ -38,20 +41,38 @@ def drift_demo_step(ctx) -> None:
     if len(keys) >= 2:
         reference_keys, current_keys = split_halves(keys)
         ctx.echo(f"  reference: {len(reference_keys)} older feedback window(s); current: {len(current_keys)} newer")
-        result = run_drift_job(settings, store=ctx.store, out_dir=out_dir, reference_keys=reference_keys,
-                               current_keys=current_keys, catalog_path=catalog)
+        result = run_drift_job(
+            settings,
+            store=ctx.store,
+            out_dir=out_dir,
+            reference_keys=reference_keys,
+            current_keys=current_keys,
+            catalog_path=catalog,
+        )
     elif dataset_dir:
         reference, current = _split_frames(Path(dataset_dir))
-        ctx.echo(f"  no feedback windows yet: train-split queries ({len(reference)}) vs validation/test-split "
-                 f"queries ({len(current)}) of {dataset_dir}, with its canonical rewrites")
-        settings = settings.model_copy(update={"drift": settings.drift.model_copy(
-            update={"checks": ["embeddings", "descriptors", "rewrites"]})})
-        result = run_drift_job(settings, store=ctx.store, out_dir=out_dir, reference=reference, current=current,
-                               reference_label="train split", current_label="validation+test split",
-                               catalog_path=catalog, use_windows=False)
+        ctx.echo(
+            f"  no feedback windows yet: train-split queries ({len(reference)}) vs validation/test-split "
+            f"queries ({len(current)}) of {dataset_dir}, with its canonical rewrites"
+        )
+        settings = settings.model_copy(
+            update={"drift": settings.drift.model_copy(update={"checks": ["embeddings", "descriptors", "rewrites"]})}
+        )
+        result = run_drift_job(
+            settings,
+            store=ctx.store,
+            out_dir=out_dir,
+            reference=reference,
+            current=current,
+            reference_label="train split",
+            current_label="validation+test split",
+            catalog_path=catalog,
+            use_windows=False,
+        )
     else:
-        raise RuntimeError("drift demo step needs ctx.results['feedback_window_keys'] (two or more) or "
-                           "ctx.results['dataset_dir']")
+        raise RuntimeError(
+            "drift demo step needs ctx.results['feedback_window_keys'] (two or more) or ctx.results['dataset_dir']"
+        )
     for line in result.summary_lines():
         ctx.echo(f"  {line}")
     ctx.echo(f"  HTML report: {result.outputs['report_path']}")

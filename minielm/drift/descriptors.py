@@ -9,8 +9,8 @@ given: shoppers using words the catalog never uses is what a rewriter has to cop
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,16 +18,78 @@ from rapidfuzz.distance import Levenshtein
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 # Size and count units shoppers write after a number ("12 oz", "6qt", "1.5 l").
-UNIT_WORDS = frozenset({
-    "in", "inch", "inches", "ft", "foot", "feet", "cm", "mm", "m", "meter", "meters", "yd", "yard", "yards",
-    "oz", "ounce", "ounces", "lb", "lbs", "pound", "pounds", "g", "gram", "grams", "kg", "mg",
-    "l", "liter", "liters", "litre", "litres", "ml", "qt", "quart", "quarts", "gal", "gallon", "gallons",
-    "cup", "cups", "ct", "count", "pack", "pk", "pcs", "piece", "pieces", "w", "watt", "watts", "v", "volt",
-    "mah", "gb", "tb", "mb", "hz", "x",
-})
+UNIT_WORDS = frozenset(
+    {
+        "in",
+        "inch",
+        "inches",
+        "ft",
+        "foot",
+        "feet",
+        "cm",
+        "mm",
+        "m",
+        "meter",
+        "meters",
+        "yd",
+        "yard",
+        "yards",
+        "oz",
+        "ounce",
+        "ounces",
+        "lb",
+        "lbs",
+        "pound",
+        "pounds",
+        "g",
+        "gram",
+        "grams",
+        "kg",
+        "mg",
+        "l",
+        "liter",
+        "liters",
+        "litre",
+        "litres",
+        "ml",
+        "qt",
+        "quart",
+        "quarts",
+        "gal",
+        "gallon",
+        "gallons",
+        "cup",
+        "cups",
+        "ct",
+        "count",
+        "pack",
+        "pk",
+        "pcs",
+        "piece",
+        "pieces",
+        "w",
+        "watt",
+        "watts",
+        "v",
+        "volt",
+        "mah",
+        "gb",
+        "tb",
+        "mb",
+        "hz",
+        "x",
+    }
+)
 TEXT_DESCRIPTORS = ("length", "tokens", "digit_unit_share", "non_ascii_share", "oov_share")
-CATALOG_TEXT_COLUMNS = ("product_title", "product_brand", "product_color", "product_type", "category",
-                        "material", "size")
+CATALOG_TEXT_COLUMNS = (
+    "product_title",
+    "product_brand",
+    "product_color",
+    "product_type",
+    "category",
+    "material",
+    "size",
+)
 
 
 def tokens(text: str) -> list[str]:
@@ -83,8 +145,15 @@ def text_descriptors(texts: pd.Series, vocabulary: frozenset[str], prefix: str) 
         digit_unit = sum(_is_digit_or_unit(w, words[i - 1] if i else None) for i, w in enumerate(words))
         unknown = sum(w not in vocabulary for w in words)
         non_ascii = sum(ord(ch) > 127 for ch in text)
-        rows.append((len(text), n_words, digit_unit / n_words if n_words else 0.0,
-                     non_ascii / len(text) if text else 0.0, unknown / n_words if n_words else 0.0))
+        rows.append(
+            (
+                len(text),
+                n_words,
+                digit_unit / n_words if n_words else 0.0,
+                non_ascii / len(text) if text else 0.0,
+                unknown / n_words if n_words else 0.0,
+            )
+        )
     table = pd.DataFrame(rows, columns=[f"{prefix}_{name}" for name in TEXT_DESCRIPTORS], index=unique)
     table[f"{prefix}_length"] = table[f"{prefix}_length"].astype(float)
     table[f"{prefix}_tokens"] = table[f"{prefix}_tokens"].astype(float)
@@ -100,8 +169,12 @@ def rewrite_behaviour(queries: pd.Series, rewrites: pd.Series) -> pd.DataFrame:
     pairs = pd.Series(list(zip(query_text, rewrite_text)), dtype=object)
     codes, distinct = pd.factorize(pairs, sort=False)
     distances = np.fromiter((Levenshtein.distance(q, r) for q, r in distinct), dtype=float, count=len(distinct))
-    return pd.DataFrame({"rewrite_identical": (query_text == rewrite_text).astype(float),
-                         "rewrite_edit_distance": distances[codes] if len(codes) else np.zeros(0)})
+    return pd.DataFrame(
+        {
+            "rewrite_identical": (query_text == rewrite_text).astype(float),
+            "rewrite_edit_distance": distances[codes] if len(codes) else np.zeros(0),
+        }
+    )
 
 
 def outcome_columns(window: pd.DataFrame) -> pd.DataFrame:

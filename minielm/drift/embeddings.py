@@ -48,8 +48,14 @@ class QueryEncoder:
     ``max_cached`` queries), so a scheduled job does not re-encode the same reference every time.
     """
 
-    def __init__(self, model_path: Path | None = None, batch_size: int = 256, cache_path: Path | None = None,
-                 max_cached: int = 50_000, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        batch_size: int = 256,
+        cache_path: Path | None = None,
+        max_cached: int = 50_000,
+        threads: int | None = None,
+    ) -> None:
         self.model_path = str(model_path) if model_path else None
         self.batch_size = batch_size
         self.threads = threads
@@ -65,11 +71,14 @@ class QueryEncoder:
         """Write the cache file (newest entries win when over ``max_cached``)."""
         if self.cache_path is None or not self._dirty:
             return
-        keys = list(self._cache)[-self.max_cached:]
+        keys = list(self._cache)[-self.max_cached :]
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.cache_path.with_suffix(".partial.npz")
-        np.savez(partial, keys=np.asarray(keys, dtype=str),
-                 vectors=np.stack([self._cache[k] for k in keys]).astype(np.float16))
+        np.savez(
+            partial,
+            keys=np.asarray(keys, dtype=str),
+            vectors=np.stack([self._cache[k] for k in keys]).astype(np.float16),
+        )
         partial.replace(self.cache_path)
         self._dirty = False
 
@@ -88,11 +97,16 @@ class QueryEncoder:
             threads = torch.get_num_threads()
             torch.set_num_threads(self.threads or threads)
             try:
-                for start in tqdm(range(0, len(missing), self.batch_size), desc="embedding queries",
-                                  disable=not show_progress, leave=False):
-                    batch = missing[start:start + self.batch_size]
-                    vectors.append(encoder.encode(batch, batch_size=len(batch), convert_to_numpy=True,
-                                                  normalize_embeddings=True))
+                for start in tqdm(
+                    range(0, len(missing), self.batch_size),
+                    desc="embedding queries",
+                    disable=not show_progress,
+                    leave=False,
+                ):
+                    batch = missing[start : start + self.batch_size]
+                    vectors.append(
+                        encoder.encode(batch, batch_size=len(batch), convert_to_numpy=True, normalize_embeddings=True)
+                    )
             finally:
                 torch.set_num_threads(threads)
             for key, vector in zip(missing, np.concatenate(vectors).astype(np.float32)):
@@ -105,8 +119,9 @@ class QueryEncoder:
 _shared_encoders: dict[tuple[str | None, int, str | None], QueryEncoder] = {}
 
 
-def shared_encoder(model_path: Path | None = None, batch_size: int = 256, cache_path: Path | None = None,
-                   threads: int | None = None) -> QueryEncoder:
+def shared_encoder(
+    model_path: Path | None = None, batch_size: int = 256, cache_path: Path | None = None, threads: int | None = None
+) -> QueryEncoder:
     """One QueryEncoder (and its cache) per model, batch size and cache file for the whole process."""
     key = (str(model_path) if model_path else None, batch_size, str(cache_path) if cache_path else None)
     if key not in _shared_encoders:
@@ -122,8 +137,9 @@ def sample_positions(n_rows: int, sample_size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_rows, size=sample_size, replace=False))
 
 
-def embedding_column(queries: pd.Series, encoder: QueryEncoder, sample_size: int, seed: int,
-                     show_progress: bool = False) -> pd.Series:
+def embedding_column(
+    queries: pd.Series, encoder: QueryEncoder, sample_size: int, seed: int, show_progress: bool = False
+) -> pd.Series:
     """An object column holding the vector of each sampled row and None elsewhere."""
     positions = sample_positions(len(queries), sample_size, seed)
     values: list[np.ndarray | None] = [None] * len(queries)

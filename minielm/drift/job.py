@@ -38,8 +38,9 @@ def _describe(keys: list[str]) -> str:
     return f"{len(keys)} window object(s), {keys[0]}" + (f" .. {keys[-1]}" if len(keys) > 1 else "")
 
 
-def load_windows(store: ObjectStore, settings: Settings, reference_keys: list[str] | None,
-                 current_keys: list[str] | None) -> dict[str, Any]:
+def load_windows(
+    store: ObjectStore, settings: Settings, reference_keys: list[str] | None, current_keys: list[str] | None
+) -> dict[str, Any]:
     """Reference and current frames from S3 (None where absent) with labels and a reason when missing."""
     selection = None
     if reference_keys is None or current_keys is None:
@@ -47,8 +48,11 @@ def load_windows(store: ObjectStore, settings: Settings, reference_keys: list[st
     ref_keys = reference_keys if reference_keys is not None else selection.reference_keys
     cur_keys = current_keys if current_keys is not None else selection.current_keys
     missing_reason = selection.problem if selection is not None and reference_keys is None else None
-    frames: dict[str, Any] = {"reference_label": _describe(ref_keys), "current_label": _describe(cur_keys),
-                              "missing_reference_reason": missing_reason}
+    frames: dict[str, Any] = {
+        "reference_label": _describe(ref_keys),
+        "current_label": _describe(cur_keys),
+        "missing_reference_reason": missing_reason,
+    }
     for name, keys in (("reference", ref_keys), ("current", cur_keys)):
         try:
             frames[name] = read_keys(store, keys)
@@ -80,9 +84,11 @@ def resolve_vocabulary(settings: Settings, catalog_path: Path | None) -> tuple[f
 
 def _no_data_html(result: DriftResult) -> str:
     items = "".join(f"<li>{html.escape(item)}</li>" for item in result.missing)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MiniELM drift {result.run_id}: no data"
-            f"</title></head><body><h1>Drift run {html.escape(result.run_id)}: NO DATA</h1>"
-            f"<p>No check could run. What is missing:</p><ul>{items}</ul></body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MiniELM drift {result.run_id}: no data"
+        f"</title></head><body><h1>Drift run {html.escape(result.run_id)}: NO DATA</h1>"
+        f"<p>No check could run. What is missing:</p><ul>{items}</ul></body></html>"
+    )
 
 
 def _report_url(settings: Settings, store: ObjectStore | None, key: str) -> str:
@@ -93,8 +99,9 @@ def _report_url(settings: Settings, store: ObjectStore | None, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def write_outputs(result: DriftResult, snapshot, settings: Settings, out_dir: Path,
-                  store: ObjectStore | None) -> dict[str, str]:
+def write_outputs(
+    result: DriftResult, snapshot, settings: Settings, out_dir: Path, store: ObjectStore | None
+) -> dict[str, str]:
     """The HTML report, the metrics textfile and (re)the summary, locally and on S3."""
     run_dir = Path(out_dir) / result.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,8 +110,11 @@ def write_outputs(result: DriftResult, snapshot, settings: Settings, out_dir: Pa
         snapshot.save_html(str(report))
     else:
         report.write_text(_no_data_html(result), encoding="utf-8")
-    outputs = {"report_path": str(report), "summary_path": str(run_dir / "summary.json"),
-               "metrics_path": str(run_dir / "metrics.prom")}
+    outputs = {
+        "report_path": str(report),
+        "summary_path": str(run_dir / "summary.json"),
+        "metrics_path": str(run_dir / "metrics.prom"),
+    }
     prefix = f"{settings.drift.reports_prefix}/{result.run_id}"
     if store is not None and settings.drift.upload_report:
         store.put_bytes(f"{prefix}/report.html", report.read_bytes(), "text/html; charset=utf-8")
@@ -123,18 +133,31 @@ def write_summary(result: DriftResult, settings: Settings, store: ObjectStore | 
     if store is not None and settings.drift.upload_report:
         prefix = settings.drift.reports_prefix
         store.put_json(f"{prefix}/{result.run_id}/summary.json", summary)
-        store.put_bytes(f"{prefix}/{result.run_id}/metrics.prom", Path(result.outputs["metrics_path"]).read_bytes(),
-                        "text/plain; version=0.0.4")
+        store.put_bytes(
+            f"{prefix}/{result.run_id}/metrics.prom",
+            Path(result.outputs["metrics_path"]).read_bytes(),
+            "text/plain; version=0.0.4",
+        )
         store.write_pointer(f"{prefix}/latest.json", summary)
     return summary
 
 
-def run_drift_job(settings: Settings, *, store: ObjectStore | None = None, out_dir: Path | None = None,
-                  reference: pd.DataFrame | None = None, current: pd.DataFrame | None = None,
-                  reference_keys: list[str] | None = None, current_keys: list[str] | None = None,
-                  reference_label: str = "", current_label: str = "", catalog_path: Path | None = None,
-                  use_windows: bool = True, encoder: QueryEncoder | None = None,
-                  show_progress: bool = False) -> DriftResult:
+def run_drift_job(
+    settings: Settings,
+    *,
+    store: ObjectStore | None = None,
+    out_dir: Path | None = None,
+    reference: pd.DataFrame | None = None,
+    current: pd.DataFrame | None = None,
+    reference_keys: list[str] | None = None,
+    current_keys: list[str] | None = None,
+    reference_label: str = "",
+    current_label: str = "",
+    catalog_path: Path | None = None,
+    use_windows: bool = True,
+    encoder: QueryEncoder | None = None,
+    show_progress: bool = False,
+) -> DriftResult:
     """Check drift, write the outputs, send alerts and metrics, and trigger retraining if configured.
 
     Frames given directly are used as they are; otherwise windows are read from S3 (``use_windows``).
@@ -151,10 +174,19 @@ def run_drift_job(settings: Settings, *, store: ObjectStore | None = None, out_d
             current, current_label = loaded["current"], loaded["current_label"]
     vocabulary, vocabulary_source = resolve_vocabulary(settings, catalog_path)
     encoder = encoder or job_encoder(settings)
-    result, snapshot = run_drift(reference, current, settings.drift, seed=settings.seed, vocabulary=vocabulary,
-                                 vocabulary_source=vocabulary_source, encoder=encoder,
-                                 reference_label=reference_label, current_label=current_label,
-                                 missing_reference_reason=missing_reason, show_progress=show_progress)
+    result, snapshot = run_drift(
+        reference,
+        current,
+        settings.drift,
+        seed=settings.seed,
+        vocabulary=vocabulary,
+        vocabulary_source=vocabulary_source,
+        encoder=encoder,
+        reference_label=reference_label,
+        current_label=current_label,
+        missing_reference_reason=missing_reason,
+        show_progress=show_progress,
+    )
     encoder.save()
     write_outputs(result, snapshot, settings, out_dir, store)
     if alerts.push_metrics(result, settings.drift):

@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
-
 from evidently import Dataset
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
 from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
@@ -29,6 +27,7 @@ from evidently.legacy.metrics.data_drift.embedding_drift_methods import (
 from evidently.legacy.renderers.html_widgets import CounterData, WidgetSize, counter, plotly_figure
 from evidently.legacy.utils.visualizations import get_gaussian_kde, plot_contour_single
 from evidently.metrics.column_statistics import distribution
+from sklearn.decomposition import PCA
 
 
 class QueryEmbeddingDrift(SingleValueMetric):
@@ -36,7 +35,7 @@ class QueryEmbeddingDrift(SingleValueMetric):
 
     column: str
     method: Literal["novelty", "model", "distance", "mmd"] = "novelty"
-    pca_components: Optional[int] = None
+    pca_components: int | None = None
     similarity_floor: float = 0.4
 
 
@@ -61,7 +60,7 @@ def novelty_score(current: np.ndarray, reference: np.ndarray, similarity_floor: 
     return max(0.0, (novel_share(current, half_a) + novel_share(current, half_b)) / 2 - baseline)
 
 
-def drift_method(name: str, pca_components: Optional[int]) -> DriftMethod:
+def drift_method(name: str, pca_components: int | None) -> DriftMethod:
     """Evidently's method; the decision is ours (the test on the score), so its own threshold is unused."""
     if name == "model":
         return ModelDriftMethod(pca_components=pca_components)
@@ -80,7 +79,7 @@ def _vectors(dataset: Dataset, column: str) -> np.ndarray:
 
 
 class QueryEmbeddingDriftCalculation(SingleValueCalculation[QueryEmbeddingDrift]):
-    def calculate(self, context, current_data: Dataset, reference_data: Optional[Dataset]):
+    def calculate(self, context, current_data: Dataset, reference_data: Dataset | None):
         if reference_data is None:
             raise ValueError("QueryEmbeddingDrift needs reference data")
         current = _vectors(current_data, self.metric.column)
@@ -95,10 +94,19 @@ class QueryEmbeddingDriftCalculation(SingleValueCalculation[QueryEmbeddingDrift]
             score, _, _ = method(pd.DataFrame(current), pd.DataFrame(reference))
         result = self.result(float(score))
         result.widget = [
-            counter(counters=[CounterData(f"{score:.3f}", f"{self.display_name()} "
-                                          f"({len(reference)} reference vs {len(current)} current queries)")]),
-            plotly_figure(title="Query embeddings, first two principal components of the reference",
-                          figure=_contour_map(reference, current), size=WidgetSize.FULL),
+            counter(
+                counters=[
+                    CounterData(
+                        f"{score:.3f}",
+                        f"{self.display_name()} ({len(reference)} reference vs {len(current)} current queries)",
+                    )
+                ]
+            ),
+            plotly_figure(
+                title="Query embeddings, first two principal components of the reference",
+                figure=_contour_map(reference, current),
+                size=WidgetSize.FULL,
+            ),
         ]
         return result
 
@@ -122,7 +130,7 @@ class MeanShift(SingleValueMetric):
 
 
 class MeanShiftCalculation(SingleValueCalculation[MeanShift]):
-    def calculate(self, context, current_data: Dataset, reference_data: Optional[Dataset]):
+    def calculate(self, context, current_data: Dataset, reference_data: Dataset | None):
         if reference_data is None:
             raise ValueError("MeanShift needs reference data")
         current = current_data.column(self.metric.column)
@@ -136,7 +144,9 @@ class MeanShiftCalculation(SingleValueCalculation[MeanShift]):
         result = self.result(abs(change))
         result.widget = distribution(
             f"Mean of '{self.metric.column}': current {current_mean:.3f}, reference {reference_mean:.3f}",
-            current, reference)
+            current,
+            reference,
+        )
         return result
 
     def display_name(self) -> str:

@@ -17,14 +17,18 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from minielm.config import DriftConfig
 from minielm.drift import checks as drift_checks
 from minielm.drift.checks import CheckSpec
-from minielm.drift.descriptors import (build_vocabulary, map_distinct, outcome_columns, rewrite_behaviour,
-                                      text_descriptors)
+from minielm.drift.descriptors import (
+    build_vocabulary,
+    map_distinct,
+    outcome_columns,
+    rewrite_behaviour,
+    text_descriptors,
+)
 from minielm.drift.embeddings import QueryEncoder, embedding_column, shared_encoder
 from minielm.logs import get_logger
 
@@ -79,13 +83,17 @@ class DriftResult:
 
     def summary_lines(self) -> list[str]:
         """What on-call reads first: the verdict, then each check's score against its threshold."""
-        lines = [f"drift status: {self.status.upper()}  (run {self.run_id}; reference {self.reference_rows} "
-                 f"requests, current {self.current_rows} requests)"]
+        lines = [
+            f"drift status: {self.status.upper()}  (run {self.run_id}; reference {self.reference_rows} "
+            f"requests, current {self.current_rows} requests)"
+        ]
         lines += [f"  missing: {item}" for item in self.missing]
         for check in self.checks:
             score = "-" if check.score is None else f"{check.score:.3f}"
-            lines.append(f"  {check.status:<7} {check.name:<26} score {score:>7}  threshold {check.threshold:.3f}"
-                         + (f"  ({check.detail})" if check.status == "no_data" else ""))
+            lines.append(
+                f"  {check.status:<7} {check.name:<26} score {score:>7}  threshold {check.threshold:.3f}"
+                + (f"  ({check.detail})" if check.status == "no_data" else "")
+            )
         return lines
 
 
@@ -103,8 +111,9 @@ def _usable(window: pd.DataFrame | None) -> pd.DataFrame | None:
     return kept.reset_index(drop=True)
 
 
-def _window_problem(name: str, raw: pd.DataFrame | None, usable: pd.DataFrame | None, min_rows: int,
-                    label: str) -> str | None:
+def _window_problem(
+    name: str, raw: pd.DataFrame | None, usable: pd.DataFrame | None, min_rows: int, label: str
+) -> str | None:
     where = f" ({label})" if label else ""
     if raw is None:
         return f"{name} window{where} does not exist"
@@ -129,8 +138,9 @@ def _check_problem(check: CheckSpec, reference: pd.DataFrame, current: pd.DataFr
     return None
 
 
-def _cross_fitted_oov(reference: pd.DataFrame, current: pd.DataFrame, prefix: str, seed: int
-                      ) -> tuple[pd.Series, pd.Series]:
+def _cross_fitted_oov(
+    reference: pd.DataFrame, current: pd.DataFrame, prefix: str, seed: int
+) -> tuple[pd.Series, pd.Series]:
     """OOV share against the reference's own words without scoring the reference against itself.
 
     The reference is split in two halves by query (repeats of a query stay together); each half is
@@ -150,9 +160,16 @@ def _cross_fitted_oov(reference: pd.DataFrame, current: pd.DataFrame, prefix: st
     return ref_oov, cur_oov
 
 
-def feature_frames(reference: pd.DataFrame, current: pd.DataFrame, specs: list[CheckSpec],
-                   vocabulary: frozenset[str] | None, config: DriftConfig, seed: int,
-                   encoder: QueryEncoder | None, show_progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def feature_frames(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    specs: list[CheckSpec],
+    vocabulary: frozenset[str] | None,
+    config: DriftConfig,
+    seed: int,
+    encoder: QueryEncoder | None,
+    show_progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The per-request columns the enabled checks read, for both windows."""
     columns = {s.column for s in specs}
     frames = []
@@ -174,11 +191,19 @@ def feature_frames(reference: pd.DataFrame, current: pd.DataFrame, specs: list[C
             frames[0][-1][f"{prefix}_oov_share"] = ref_oov.to_numpy()
             frames[1][-1][f"{prefix}_oov_share"] = cur_oov.to_numpy()
     if "query_embedding" in columns:
-        encoder = encoder or shared_encoder(config.embedding_model_path, config.embedding_batch_size,
-                                            threads=config.embedding_threads)
+        encoder = encoder or shared_encoder(
+            config.embedding_model_path, config.embedding_batch_size, threads=config.embedding_threads
+        )
         for offset, (window, parts) in enumerate(zip((reference, current), frames)):
-            parts.append(pd.DataFrame({"query_embedding": embedding_column(
-                window["query"], encoder, config.embedding_sample_size, seed + offset, show_progress)}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "query_embedding": embedding_column(
+                            window["query"], encoder, config.embedding_sample_size, seed + offset, show_progress
+                        )
+                    }
+                )
+            )
     return tuple(pd.concat(parts, axis=1) for parts in frames)  # type: ignore[return-value]
 
 
@@ -201,7 +226,8 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, specs: list[Check
     keep = list(dict.fromkeys(s.column for s in specs))
     snapshot = Report(metrics, include_tests=True).run(
         Dataset.from_pandas(current[keep], data_definition=definition),
-        Dataset.from_pandas(reference[keep], data_definition=definition))
+        Dataset.from_pandas(reference[keep], data_definition=definition),
+    )
     data = snapshot.dict()
     outcome: dict[str, tuple[str, float | None, str]] = {}
     tests_by_metric = {t["metric_config"]["metric_id"]: t for t in data["tests"]}
@@ -216,16 +242,29 @@ def run_report(reference: pd.DataFrame, current: pd.DataFrame, specs: list[Check
     return snapshot, outcome
 
 
-def run_drift(reference: pd.DataFrame | None, current: pd.DataFrame | None, config: DriftConfig, *,
-              seed: int = 0, vocabulary: frozenset[str] | None = None, vocabulary_source: str | None = None,
-              encoder: QueryEncoder | None = None, reference_label: str = "", current_label: str = "",
-              missing_reference_reason: str | None = None, show_progress: bool = False):
+def run_drift(
+    reference: pd.DataFrame | None,
+    current: pd.DataFrame | None,
+    config: DriftConfig,
+    *,
+    seed: int = 0,
+    vocabulary: frozenset[str] | None = None,
+    vocabulary_source: str | None = None,
+    encoder: QueryEncoder | None = None,
+    reference_label: str = "",
+    current_label: str = "",
+    missing_reference_reason: str | None = None,
+    show_progress: bool = False,
+):
     """Decide drift for every enabled check. Returns (DriftResult, Evidently snapshot or None)."""
     started = time.time()
     specs = drift_checks.enabled_checks(config)
     ref, cur = _usable(reference), _usable(current)
-    reference_problem = (missing_reference_reason if reference is None and missing_reference_reason
-                         else _window_problem("reference", reference, ref, config.min_rows, reference_label))
+    reference_problem = (
+        missing_reference_reason
+        if reference is None and missing_reference_reason
+        else _window_problem("reference", reference, ref, config.min_rows, reference_label)
+    )
     current_problem = _window_problem("current", current, cur, config.min_rows, current_label)
     missing = [p for p in (reference_problem, current_problem) if p]
     if vocabulary is None:
@@ -235,23 +274,38 @@ def run_drift(reference: pd.DataFrame | None, current: pd.DataFrame | None, conf
     for spec in specs:
         problem = "; ".join(missing) if missing else _check_problem(spec, ref, cur)
         if problem:
-            results[spec.name] = CheckResult(spec.name, spec.family, "no_data", None,
-                                             drift_checks.threshold(spec, config), spec.what,
-                                             spec.runbook_section, problem)
+            results[spec.name] = CheckResult(
+                spec.name,
+                spec.family,
+                "no_data",
+                None,
+                drift_checks.threshold(spec, config),
+                spec.what,
+                spec.runbook_section,
+                problem,
+            )
         else:
             runnable.append(spec)
     if not missing:
         missing = [f"{spec.name}: {results[spec.name].detail}" for spec in specs if spec.name in results]
     snapshot = None
     if runnable:
-        ref_features, cur_features = feature_frames(ref, cur, runnable, vocabulary, config, seed, encoder,
-                                                    show_progress)
+        ref_features, cur_features = feature_frames(
+            ref, cur, runnable, vocabulary, config, seed, encoder, show_progress
+        )
         snapshot, outcome = run_report(ref_features, cur_features, runnable, config)
         for spec in runnable:
             status, score, detail = outcome[spec.name]
-            results[spec.name] = CheckResult(spec.name, spec.family, status, score,  # type: ignore[arg-type]
-                                             drift_checks.threshold(spec, config), spec.what,
-                                             spec.runbook_section, detail)
+            results[spec.name] = CheckResult(
+                spec.name,
+                spec.family,
+                status,
+                score,  # type: ignore[arg-type]
+                drift_checks.threshold(spec, config),
+                spec.what,
+                spec.runbook_section,
+                detail,
+            )
     ordered = [results[s.name] for s in specs]
     for check in ordered:
         if check.status == "drift" and check.name in config.silenced_checks:
@@ -262,11 +316,24 @@ def run_drift(reference: pd.DataFrame | None, current: pd.DataFrame | None, conf
         status = "no_data"
     else:
         status = "ok"
-    result = DriftResult(run_id=new_run_id(), status=status, checks=ordered, missing=missing,
-                         reference_rows=0 if ref is None else len(ref), current_rows=0 if cur is None else len(cur),
-                         reference_label=reference_label, current_label=current_label,
-                         vocabulary_source=vocabulary_source or "", started_at=started,
-                         duration_s=round(time.time() - started, 3))
-    log.info("drift checked", status=status, drifted=[c.name for c in result.drifted],
-             no_data=[c.name for c in result.no_data], seconds=result.duration_s)
+    result = DriftResult(
+        run_id=new_run_id(),
+        status=status,
+        checks=ordered,
+        missing=missing,
+        reference_rows=0 if ref is None else len(ref),
+        current_rows=0 if cur is None else len(cur),
+        reference_label=reference_label,
+        current_label=current_label,
+        vocabulary_source=vocabulary_source or "",
+        started_at=started,
+        duration_s=round(time.time() - started, 3),
+    )
+    log.info(
+        "drift checked",
+        status=status,
+        drifted=[c.name for c in result.drifted],
+        no_data=[c.name for c in result.no_data],
+        seconds=result.duration_s,
+    )
     return result, snapshot

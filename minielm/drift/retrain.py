@@ -24,8 +24,9 @@ def retraining_decision(result: DriftResult, settings: Settings) -> tuple[bool, 
     config = settings.drift
     unknown = [name for name in config.retraining_checks if name not in CHECKS_BY_NAME]
     if unknown:
-        raise ValueError(f"drift.retraining_checks: unknown check(s) {unknown}; expected names from "
-                         f"{sorted(CHECKS_BY_NAME)}")
+        raise ValueError(
+            f"drift.retraining_checks: unknown check(s) {unknown}; expected names from {sorted(CHECKS_BY_NAME)}"
+        )
     if not config.trigger_retraining:
         return False, "drift.trigger_retraining is off"
     if result.status != "drift":
@@ -54,8 +55,11 @@ def trigger_retraining(result: DriftResult, settings: Settings) -> dict[str, Any
 
         client = kfp.Client(host=settings.pipelines.kfp_host)
         run = client.create_run_from_pipeline_package(
-            str(compile_pipeline(RETRAINING_PIPELINE)), arguments=module.default_arguments(settings),
-            experiment_name=settings.pipelines.experiment, run_name=f"minielm-{RETRAINING_PIPELINE}-drift-{result.run_id}")
+            str(compile_pipeline(RETRAINING_PIPELINE)),
+            arguments=module.default_arguments(settings),
+            experiment_name=settings.pipelines.experiment,
+            run_name=f"minielm-{RETRAINING_PIPELINE}-drift-{result.run_id}",
+        )
         outcome.update(mode="kfp", kfp_run_id=run.run_id)
     else:
         outcome.update(mode="local", result=module.run_local(settings))

@@ -17,29 +17,91 @@ from minielm.config import FeedbackConfig
 from minielm.features.keys import query_key
 
 # Product kinds the synthetic catalog never sells, with attributes shoppers add.
-NEW_CATEGORY_HEADS = ("garden hose", "dog food", "cat litter", "lawn mower", "car seat cover", "fishing rod",
-                      "guitar strings", "baby stroller", "printer ink", "aquarium filter", "bike helmet",
-                      "motor oil", "tent stakes", "yoga mat bag", "ski goggles", "phone tripod")
-NEW_CATEGORY_MODIFIERS = ("50 ft", "grain free", "clumping", "self propelled", "waterproof", "telescopic",
-                          "nickel wound", "lightweight", "black xl", "for 20 gallon", "adult", "5w-30",
-                          "heavy duty", "with light", "anti fog", "bluetooth")
+NEW_CATEGORY_HEADS = (
+    "garden hose",
+    "dog food",
+    "cat litter",
+    "lawn mower",
+    "car seat cover",
+    "fishing rod",
+    "guitar strings",
+    "baby stroller",
+    "printer ink",
+    "aquarium filter",
+    "bike helmet",
+    "motor oil",
+    "tent stakes",
+    "yoga mat bag",
+    "ski goggles",
+    "phone tripod",
+)
+NEW_CATEGORY_MODIFIERS = (
+    "50 ft",
+    "grain free",
+    "clumping",
+    "self propelled",
+    "waterproof",
+    "telescopic",
+    "nickel wound",
+    "lightweight",
+    "black xl",
+    "for 20 gallon",
+    "adult",
+    "5w-30",
+    "heavy duty",
+    "with light",
+    "anti fog",
+    "bluetooth",
+)
 # Queries in other languages (Spanish, German, French, Portuguese, Chinese, Japanese, Korean).
 FOREIGN_QUERIES = (
-    "zapatos de cuero para hombre", "cafetera de acero inoxidable 12 tazas", "sartén antiadherente 28 cm",
-    "toallas de cocina algodón", "auriculares inalámbricos con cancelación de ruido", "mochila impermeable niños",
-    "kaffeemaschine edelstahl 12 tassen", "bratpfanne gusseisen 28 cm", "kopfhörer kabellos geräuschunterdrückung",
-    "wasserflasche edelstahl 1 liter", "bettwäsche baumwolle 200x200", "schreibtischstuhl ergonomisch",
-    "poêle antiadhésive 28 cm", "cafetière inox programmable", "écouteurs sans fil réduction de bruit",
-    "gourde isotherme acier inoxydable", "chaussures de course femme", "panela de pressão elétrica 6 litros",
-    "fone de ouvido sem fio", "garrafa térmica inox", "不粘锅 平底锅 28厘米", "无线 降噪 耳机", "不锈钢 保温杯 500毫升",
-    "电热水壶 1.7升", "纯棉 毛巾 套装", "ワイヤレスイヤホン ノイズキャンセリング", "ステンレス 水筒 500ml",
-    "フライパン 26cm IH対応", "電気ケトル 1.2L", "무선 이어폰 노이즈캔슬링", "스테인리스 텀블러", "프라이팬 28cm",
+    "zapatos de cuero para hombre",
+    "cafetera de acero inoxidable 12 tazas",
+    "sartén antiadherente 28 cm",
+    "toallas de cocina algodón",
+    "auriculares inalámbricos con cancelación de ruido",
+    "mochila impermeable niños",
+    "kaffeemaschine edelstahl 12 tassen",
+    "bratpfanne gusseisen 28 cm",
+    "kopfhörer kabellos geräuschunterdrückung",
+    "wasserflasche edelstahl 1 liter",
+    "bettwäsche baumwolle 200x200",
+    "schreibtischstuhl ergonomisch",
+    "poêle antiadhésive 28 cm",
+    "cafetière inox programmable",
+    "écouteurs sans fil réduction de bruit",
+    "gourde isotherme acier inoxydable",
+    "chaussures de course femme",
+    "panela de pressão elétrica 6 litros",
+    "fone de ouvido sem fio",
+    "garrafa térmica inox",
+    "不粘锅 平底锅 28厘米",
+    "无线 降噪 耳机",
+    "不锈钢 保温杯 500毫升",
+    "电热水壶 1.7升",
+    "纯棉 毛巾 套装",
+    "ワイヤレスイヤホン ノイズキャンセリング",
+    "ステンレス 水筒 500ml",
+    "フライパン 26cm IH対応",
+    "電気ケトル 1.2L",
+    "무선 이어폰 노이즈캔슬링",
+    "스테인리스 텀블러",
+    "프라이팬 28cm",
 )
 
 
-def served_requests(data, n_requests: int, seed: int, *, broken_rewriter: bool = False, ctr: float = 0.45,
-                    reformulation_rate: float = 0.25, zero_result_rate: float = 0.05,
-                    model_version: str = "v1", start_ts: float = 1.7e9) -> pd.DataFrame:
+def served_requests(
+    data,
+    n_requests: int,
+    seed: int,
+    *,
+    broken_rewriter: bool = False,
+    ctr: float = 0.45,
+    reformulation_rate: float = 0.25,
+    zero_result_rate: float = 0.05,
+    model_version: str = "v1",
+    start_ts: float = 1.7e9,
+) -> pd.DataFrame:
     """``n_requests`` served requests drawn from the dataset's queries (one row each, window layout).
 
     The rewriter is the oracle (the canonical query) unless ``broken_rewriter`` (it echoes the query).
@@ -53,9 +115,16 @@ def served_requests(data, n_requests: int, seed: int, *, broken_rewriter: bool =
     return _with_outcomes(queries, rewrites, rng, ctr, reformulation_rate, zero_result_rate, model_version, start_ts)
 
 
-def _with_outcomes(queries: pd.Series, rewrites: pd.Series, rng: np.random.Generator, ctr: float,
-                   reformulation_rate: float, zero_result_rate: float, model_version: str,
-                   start_ts: float) -> pd.DataFrame:
+def _with_outcomes(
+    queries: pd.Series,
+    rewrites: pd.Series,
+    rng: np.random.Generator,
+    ctr: float,
+    reformulation_rate: float,
+    zero_result_rate: float,
+    model_version: str,
+    start_ts: float,
+) -> pd.DataFrame:
     n = len(queries)
     weights = FeedbackConfig()
     zero = rng.random(n) < zero_result_rate
@@ -65,17 +134,30 @@ def _with_outcomes(queries: pd.Series, rewrites: pd.Series, rng: np.random.Gener
     carts = clicked & (rng.random(n) < weights.add_to_cart_given_click)
     purchases = carts & (rng.random(n) < weights.purchase_given_cart)
     reformulated = ~clicked & (rng.random(n) < min(1.0, reformulation_rate / max(1e-9, 1 - ctr)))
-    reward = (weights.click_weight * clicks + weights.add_to_cart_weight * carts
-              + weights.purchase_weight * purchases - weights.reformulation_penalty * reformulated)
-    return pd.DataFrame({
-        "request_id": [uuid.UUID(int=int(x)).hex for x in rng.integers(0, 2**63, n)],
-        "query": queries.to_numpy(), "query_key": [query_key(q) for q in queries],
-        "rewrite": rewrites.to_numpy(), "model_name": "student-rewriter", "model_version": model_version,
-        "ts": start_ts + np.sort(rng.random(n)) * 3600, "n_results": n_results.astype(np.int64),
-        "impressions": np.minimum(n_results, 10).astype(np.int64), "clicks": clicks.astype(np.int64),
-        "add_to_carts": carts.astype(np.int64), "purchases": purchases.astype(np.int64),
-        "reformulated": reformulated, "reward": reward.astype(float),
-    })
+    reward = (
+        weights.click_weight * clicks
+        + weights.add_to_cart_weight * carts
+        + weights.purchase_weight * purchases
+        - weights.reformulation_penalty * reformulated
+    )
+    return pd.DataFrame(
+        {
+            "request_id": [uuid.UUID(int=int(x)).hex for x in rng.integers(0, 2**63, n)],
+            "query": queries.to_numpy(),
+            "query_key": [query_key(q) for q in queries],
+            "rewrite": rewrites.to_numpy(),
+            "model_name": "student-rewriter",
+            "model_version": model_version,
+            "ts": start_ts + np.sort(rng.random(n)) * 3600,
+            "n_results": n_results.astype(np.int64),
+            "impressions": np.minimum(n_results, 10).astype(np.int64),
+            "clicks": clicks.astype(np.int64),
+            "add_to_carts": carts.astype(np.int64),
+            "purchases": purchases.astype(np.int64),
+            "reformulated": reformulated,
+            "reward": reward.astype(float),
+        }
+    )
 
 
 def _replace_share(window: pd.DataFrame, share: float, queries: list[str], rng: np.random.Generator) -> pd.DataFrame:

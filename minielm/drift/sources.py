@@ -22,8 +22,8 @@ from minielm.storage import ObjectStore
 class WindowSelection:
     reference_keys: list[str]
     current_keys: list[str]
-    reference_origin: str          # "pinned <pointer key>", "oldest windows", "given"
-    problem: str | None = None     # why the reference could not be found
+    reference_origin: str  # "pinned <pointer key>", "oldest windows", "given"
+    problem: str | None = None  # why the reference could not be found
 
 
 def _parse(key: str):
@@ -94,8 +94,10 @@ def select_windows(store: ObjectStore, settings: Settings) -> WindowSelection:
     reference, current = oldest_and_newest(keys, settings.drift.reference_windows, settings.drift.current_windows)
     problem = None
     if not reference:
-        problem = (f"reference: no feedback windows under {where} and no pinned reference at "
-                   f"s3://{store.bucket}/{settings.drift.reference_pointer_key}")
+        problem = (
+            f"reference: no feedback windows under {where} and no pinned reference at "
+            f"s3://{store.bucket}/{settings.drift.reference_pointer_key}"
+        )
     return WindowSelection(reference, current, "oldest windows", problem)
 
 

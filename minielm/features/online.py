@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Sequence
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -25,15 +26,25 @@ from minielm.logs import get_logger
 
 log = get_logger(__name__)
 
-FEAST_FALLBACK = Counter("minielm_feast_fallback", "Feature rows served with defaults instead of Feast values",
-                         ["reason"])
+FEAST_FALLBACK = Counter(
+    "minielm_feast_fallback", "Feature rows served with defaults instead of Feast values", ["reason"]
+)
 
-FEAST_WAIT = Histogram("minielm_feast_wait_seconds",
-                       "Time a request waited for its Feast lookup (what enrichment adds to the request path)",
-                       ["view"], buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+FEAST_WAIT = Histogram(
+    "minielm_feast_wait_seconds",
+    "Time a request waited for its Feast lookup (what enrichment adds to the request path)",
+    ["view"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
 
-QUERY_DEFAULTS: dict[str, Any] = {"volume": 0, "ctr": 0.0, "add_to_cart_rate": 0.0, "reformulation_rate": 0.0,
-                                  "zero_result_rate": 0.0, "last_seen_ts": 0.0}
+QUERY_DEFAULTS: dict[str, Any] = {
+    "volume": 0,
+    "ctr": 0.0,
+    "add_to_cart_rate": 0.0,
+    "reformulation_rate": 0.0,
+    "zero_result_rate": 0.0,
+    "last_seen_ts": 0.0,
+}
 PRODUCT_DEFAULTS: dict[str, Any] = {"category": "", "brand": "", "price": 0.0, "popularity": 0.0, "rating": 0.0}
 WARN_EVERY_S = 30.0
 
@@ -70,14 +81,14 @@ class OnlineFeatures:
             self._last_warning[reason] = now
             log.warning("feast lookup fell back to defaults", reason=reason, **fields)
 
-    def _submit(self, view: str, defaults: dict[str, Any], join_key: str, keys: Sequence[str]) -> "PendingLookup":
+    def _submit(self, view: str, defaults: dict[str, Any], join_key: str, keys: Sequence[str]) -> PendingLookup:
         future = self._pool.submit(self._read, view, list(defaults), join_key, keys) if keys else None
         return PendingLookup(self, view, defaults, len(keys), future, time.monotonic() + self.budget_s)
 
     def _lookup(self, view: str, defaults: dict[str, Any], join_key: str, keys: Sequence[str]) -> list[dict[str, Any]]:
         return self._submit(view, defaults, join_key, keys).result()
 
-    def submit_query_features(self, queries: Sequence[str]) -> "PendingLookup":
+    def submit_query_features(self, queries: Sequence[str]) -> PendingLookup:
         """Start the query_stats lookup now and collect it later (``.result()``), so that the read
         overlaps with the model's work; the budget counts from this call."""
         return self._submit(QUERY_STATS_VIEW, QUERY_DEFAULTS, "query_key", [query_key(q) for q in queries])
@@ -103,7 +114,9 @@ class OnlineFeatures:
 class PendingLookup:
     """A lookup in flight: ``result()`` waits at most until its deadline, then serves defaults."""
 
-    def __init__(self, owner: OnlineFeatures, view: str, defaults: dict[str, Any], n: int, future, deadline: float) -> None:
+    def __init__(
+        self, owner: OnlineFeatures, view: str, defaults: dict[str, Any], n: int, future, deadline: float
+    ) -> None:
         self.owner, self.view, self.defaults, self.n = owner, view, defaults, n
         self.future, self.deadline = future, deadline
 

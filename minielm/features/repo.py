@@ -14,10 +14,11 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -38,10 +39,23 @@ REWRITER_SERVICE = "rewriter_v1"
 RANKER_SERVICE = "ranker_v1"
 
 # Offline table layouts (column -> pandas dtype); the feature views declare the same fields.
-QUERY_STATS_COLUMNS = {"query_key": "string", "volume": "int64", "ctr": "float32", "add_to_cart_rate": "float32",
-                       "reformulation_rate": "float32", "zero_result_rate": "float32", "last_seen_ts": "float64"}
-PRODUCT_FEATURE_COLUMNS = {"product_id": "string", "category": "string", "brand": "string", "price": "float32",
-                           "popularity": "float32", "rating": "float32"}
+QUERY_STATS_COLUMNS = {
+    "query_key": "string",
+    "volume": "int64",
+    "ctr": "float32",
+    "add_to_cart_rate": "float32",
+    "reformulation_rate": "float32",
+    "zero_result_rate": "float32",
+    "last_seen_ts": "float64",
+}
+PRODUCT_FEATURE_COLUMNS = {
+    "product_id": "string",
+    "category": "string",
+    "brand": "string",
+    "price": "float32",
+    "popularity": "float32",
+    "rating": "float32",
+}
 OFFLINE_TABLES = {"query_stats.parquet": QUERY_STATS_COLUMNS, "product_features.parquet": PRODUCT_FEATURE_COLUMNS}
 
 
@@ -74,13 +88,19 @@ def render_feature_store_yaml(settings: Settings) -> dict[str, Any]:
             "entity_key_serialization_version": 3,
         }
     if not feast.offline_root or not feast.offline_root.startswith("s3://"):
-        raise FeatureRepoError("feast.offline_root: the cluster profile needs an s3:// URI for the offline store, "
-                               f"got {feast.offline_root!r}")
+        raise FeatureRepoError(
+            "feast.offline_root: the cluster profile needs an s3:// URI for the offline store, "
+            f"got {feast.offline_root!r}"
+        )
     return {
         "project": feast.project,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": f"s3://{settings.s3.bucket}/feast/registry.db",
-                     "s3_additional_kwargs": {}, "cache_ttl_seconds": 60},
+        "registry": {
+            "registry_type": "file",
+            "path": f"s3://{settings.s3.bucket}/feast/registry.db",
+            "s3_additional_kwargs": {},
+            "cache_ttl_seconds": 60,
+        },
         "online_store": {"type": "redis", "connection_string": feast.redis_connection_string},
         "offline_store": {"type": "duckdb"},
         "entity_key_serialization_version": 3,
@@ -90,7 +110,10 @@ def render_feature_store_yaml(settings: Settings) -> dict[str, Any]:
 @contextmanager
 def _definition_environment(settings: Settings) -> Iterator[None]:
     """The environment definitions.py reads: offline root, S3 endpoint and TTL."""
-    values = {"MINIELM_FEAST_OFFLINE_ROOT": offline_root(settings), "MINIELM_FEAST_TTL_DAYS": str(settings.feast.ttl_days)}
+    values = {
+        "MINIELM_FEAST_OFFLINE_ROOT": offline_root(settings),
+        "MINIELM_FEAST_TTL_DAYS": str(settings.feast.ttl_days),
+    }
     if settings.feast.profile == "cluster" and settings.s3.endpoint_url:
         values["MINIELM_FEAST_S3_ENDPOINT"] = settings.s3.endpoint_url
     saved = {key: os.environ.get(key) for key in values}
@@ -143,7 +166,7 @@ def write_offline_table(settings: Settings, file_name: str, frame: pd.DataFrame)
     if target.startswith("s3://"):
         from minielm.storage import ObjectStore
 
-        bucket, _, key = target[len("s3://"):].partition("/")
+        bucket, _, key = target[len("s3://") :].partition("/")
         store = ObjectStore(settings.s3.model_copy(update={"bucket": bucket}))
         store.put_bytes(key, typed.to_parquet(index=False))
     else:
@@ -172,8 +195,13 @@ def apply_repo(settings: Settings) -> Path:
         objects = load_definitions(repo)
         store = FeatureStore(repo_path=str(repo))
         store.apply(objects)
-    log.info("feast repo applied", repo=str(repo), profile=settings.feast.profile,
-             objects=len(objects), project=settings.feast.project)
+    log.info(
+        "feast repo applied",
+        repo=str(repo),
+        profile=settings.feast.profile,
+        objects=len(objects),
+        project=settings.feast.project,
+    )
     return repo
 
 
@@ -189,11 +217,10 @@ def feature_store(settings: Settings):
 
 def materialize(settings: Settings, end: datetime | None = None, days: int | None = None) -> dict[str, Any]:
     """Load the offline tables into the online store for the last ``days`` (default: the TTL)."""
-    end = end or datetime.now(timezone.utc)
+    end = end or datetime.now(UTC)
     start = end - timedelta(days=days or settings.feast.ttl_days)
     with _definition_environment(settings):
         store = feature_store(settings)
-        store.materialize(start_date=start, end_date=end,
-                          feature_views=[QUERY_STATS_VIEW, PRODUCT_FEATURES_VIEW])
+        store.materialize(start_date=start, end_date=end, feature_views=[QUERY_STATS_VIEW, PRODUCT_FEATURES_VIEW])
     log.info("feast materialised", start=start.isoformat(), end=end.isoformat())
     return {"start": start.isoformat(), "end": end.isoformat(), "views": [QUERY_STATS_VIEW, PRODUCT_FEATURES_VIEW]}

@@ -12,8 +12,9 @@ from minielm.features.keys import query_key
 WINDOW_COLUMNS = ("query", "ts", "impressions", "clicks", "add_to_carts", "reformulated", "n_results")
 
 
-def product_feature_table(products: pd.DataFrame, examples: pd.DataFrame | None = None,
-                          now: float | None = None) -> pd.DataFrame:
+def product_feature_table(
+    products: pd.DataFrame, examples: pd.DataFrame | None = None, now: float | None = None
+) -> pd.DataFrame:
     """category, brand, price, popularity, rating per product.
 
     Popularity is the product's share of Exact judgments, scaled so the most judged product has 1.
@@ -58,13 +59,15 @@ def query_stats_table(windows: pd.DataFrame) -> pd.DataFrame:
     grouped = rows.groupby("query_key")
     impressions = grouped["impressions"].sum()
     safe = impressions.where(impressions > 0)
-    table = pd.DataFrame({
-        "volume": grouped.size().astype("int64"),
-        "ctr": (grouped["clicks"].sum() / safe).fillna(0.0),
-        "add_to_cart_rate": (grouped["add_to_carts"].sum() / safe).fillna(0.0),
-        "reformulation_rate": grouped["reformulated"].mean(),
-        "zero_result_rate": grouped["zero"].mean(),
-        "last_seen_ts": grouped["ts"].max().astype("float64"),
-    }).reset_index()
+    table = pd.DataFrame(
+        {
+            "volume": grouped.size().astype("int64"),
+            "ctr": (grouped["clicks"].sum() / safe).fillna(0.0),
+            "add_to_cart_rate": (grouped["add_to_carts"].sum() / safe).fillna(0.0),
+            "reformulation_rate": grouped["reformulated"].mean(),
+            "zero_result_rate": grouped["zero"].mean(),
+            "last_seen_ts": grouped["ts"].max().astype("float64"),
+        }
+    ).reset_index()
     table["event_timestamp"] = pd.to_datetime(table["last_seen_ts"], unit="s", utc=True)
     return table

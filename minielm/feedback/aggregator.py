@@ -28,14 +28,15 @@ import json
 import threading
 import time
 from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import pandas as pd
 import pyarrow.parquet as pq
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 from minielm.config import FeedbackConfig, Settings
@@ -46,8 +47,8 @@ from minielm.feedback.windows import (
     WINDOW_COLUMNS,
     encode_frame,
     object_key,
-    partition_prefix,
     parse_key,
+    partition_prefix,
     read_metadata,
 )
 from minielm.kafka_io import make_consumer, make_producer
@@ -89,8 +90,12 @@ class Window:
 
 def reward(clicks: int, add_to_carts: int, purchases: int, reformulated: bool, config: FeedbackConfig) -> float:
     """Weighted engagement minus the reformulation penalty (weights from the feedback config)."""
-    return (config.click_weight * clicks + config.add_to_cart_weight * add_to_carts
-            + config.purchase_weight * purchases - config.reformulation_penalty * float(reformulated))
+    return (
+        config.click_weight * clicks
+        + config.add_to_cart_weight * add_to_carts
+        + config.purchase_weight * purchases
+        - config.reformulation_penalty * float(reformulated)
+    )
 
 
 def window_frame(rows: Iterable[RequestRow], config: FeedbackConfig) -> pd.DataFrame:
@@ -102,23 +107,46 @@ def window_frame(rows: Iterable[RequestRow], config: FeedbackConfig) -> pd.DataF
         for _, event in row.feedback:
             counts[event.event_type] += 1
         reformulated = counts["reformulation"] > 0
-        records.append({
-            "request_id": served.request_id, "query": served.query, "query_key": query_key(served.query),
-            "rewrite": served.rewrite, "model_name": served.model_name, "model_version": served.model_version,
-            "ts": served.ts, "n_results": len(served.product_ids), "impressions": counts["impression"],
-            "clicks": counts["click"], "add_to_carts": counts["add_to_cart"], "purchases": counts["purchase"],
-            "reformulated": reformulated,
-            "reward": reward(counts["click"], counts["add_to_cart"], counts["purchase"], reformulated, config),
-            "feedback_events": len(row.feedback),
-        })
+        records.append(
+            {
+                "request_id": served.request_id,
+                "query": served.query,
+                "query_key": query_key(served.query),
+                "rewrite": served.rewrite,
+                "model_name": served.model_name,
+                "model_version": served.model_version,
+                "ts": served.ts,
+                "n_results": len(served.product_ids),
+                "impressions": counts["impression"],
+                "clicks": counts["click"],
+                "add_to_carts": counts["add_to_cart"],
+                "purchases": counts["purchase"],
+                "reformulated": reformulated,
+                "reward": reward(counts["click"], counts["add_to_cart"], counts["purchase"], reformulated, config),
+                "feedback_events": len(row.feedback),
+            }
+        )
     return pd.DataFrame.from_records(records, columns=list(WINDOW_COLUMNS))
 
 
 def late_frame(late: list[tuple[int, FeedbackEvent, str]]) -> pd.DataFrame:
-    return pd.DataFrame.from_records([{
-        "offset": offset, "event_type": event.event_type, "request_id": event.request_id, "query": event.query,
-        "product_id": event.product_id, "position": event.position, "ts": event.ts, "reason": reason,
-        "event_json": event.model_dump_json()} for offset, event, reason in late], columns=list(LATE_COLUMNS))
+    return pd.DataFrame.from_records(
+        [
+            {
+                "offset": offset,
+                "event_type": event.event_type,
+                "request_id": event.request_id,
+                "query": event.query,
+                "product_id": event.product_id,
+                "position": event.position,
+                "ts": event.ts,
+                "reason": reason,
+                "event_json": event.model_dump_json(),
+            }
+            for offset, event, reason in late
+        ],
+        columns=list(LATE_COLUMNS),
+    )
 
 
 @dataclass
@@ -140,9 +168,18 @@ class Cut:
 class PartitionJoin:
     """The join state of rewrites partition p with feedback partition p, between two commits."""
 
-    def __init__(self, partition: int, rewrites_topic: str, feedback_topic: str, rewrites_next: int,
-                 feedback_next: int, config: FeedbackConfig, forced: dict | None = None, group_id: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        partition: int,
+        rewrites_topic: str,
+        feedback_topic: str,
+        rewrites_next: int,
+        feedback_next: int,
+        config: FeedbackConfig,
+        forced: dict | None = None,
+        group_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.partition = partition
         self.clock = clock
         self.group_id = group_id
@@ -171,12 +208,16 @@ class PartitionJoin:
             self.deferred.append(("rewrite", offset, event))
             return None
         self.rewrites_next = offset + 1
-        if self.forced and offset == self.forced["rewrites_first"] and \
-                event.request_id != self.forced["first_request_id"]:
+        if (
+            self.forced
+            and offset == self.forced["rewrites_first"]
+            and event.request_id != self.forced["first_request_id"]
+        ):
             raise AggregatorError(
                 f"rewrites partition {self.partition} offset {offset} holds request {event.request_id!r}, but the "
                 f"window object written for that offset starts with {self.forced['first_request_id']!r}: the "
-                "broker's log was reset under the aggregator; point feedback.windows_prefix at a new prefix")
+                "broker's log was reset under the aggregator; point feedback.windows_prefix at a new prefix"
+            )
         if event.request_id in self.open_requests or event.request_id in self.closed:
             return f"duplicate request_id {event.request_id!r} (already served in this partition)"
         if not self.windows or self.windows[-1].sealed:
@@ -235,8 +276,12 @@ class PartitionJoin:
         if self.forced:
             return self._forced_cut()
         self.seal_due(now)
-        if self.windows and self.windows[0].sealed and now >= self.windows[0].close_at \
-                and self._feedback_caught_up(self.windows[0], now):
+        if (
+            self.windows
+            and self.windows[0].sealed
+            and now >= self.windows[0].close_at
+            and self._feedback_caught_up(self.windows[0], now)
+        ):
             return self._make_cut(self.windows[0], self.feedback_next)
         idle = now - self.last_cut_at >= self.config.window_s
         if idle and self.feedback_next > self.committed[1] and (self.late or self._expire_unmatched(dry=True)):
@@ -271,8 +316,9 @@ class PartitionJoin:
             return None
         window = self.windows[0] if self.windows else Window(first_offset=-1, opened_at=0.0)
         if window.first_offset != forced["rewrites_first"] or window.last_offset != forced["rewrites_last"]:
-            raise AggregatorError(f"cannot reproduce window {forced['key']}: re-read offsets "
-                                  f"{window.first_offset}-{window.last_offset}")
+            raise AggregatorError(
+                f"cannot reproduce window {forced['key']}: re-read offsets {window.first_offset}-{window.last_offset}"
+            )
         window.close_at = window.close_at or 0.0
         return self._make_cut(window, forced["feedback_next"])
 
@@ -298,26 +344,39 @@ class PartitionJoin:
         objects: list[tuple[str, bytes]] = []
         config = self.config
         if window is not None:
-            metadata = {"rewrites_first": window.first_offset, "rewrites_last": window.last_offset,
-                        "feedback_prev": self.committed[1], "feedback_next": feedback_next,
-                        "first_request_id": next(iter(window.rows))}
-            key = object_key(config.windows_prefix, self.rewrites_topic, self.partition, window.first_offset,
-                             window.last_offset)
+            metadata = {
+                "rewrites_first": window.first_offset,
+                "rewrites_last": window.last_offset,
+                "feedback_prev": self.committed[1],
+                "feedback_next": feedback_next,
+                "first_request_id": next(iter(window.rows)),
+            }
+            key = object_key(
+                config.windows_prefix, self.rewrites_topic, self.partition, window.first_offset, window.last_offset
+            )
             objects.append((key, encode_frame(window_frame(window.rows.values(), config), WINDOW_COLUMNS, metadata)))
         if late:
-            key = object_key(config.late_prefix, self.feedback_topic, self.partition, self.committed[1],
-                             feedback_next - 1)
+            key = object_key(
+                config.late_prefix, self.feedback_topic, self.partition, self.committed[1], feedback_next - 1
+            )
             objects.append((key, encode_frame(late_frame(late), LATE_COLUMNS)))
-        held = [(offset, event) for w in self.windows if w is not window for row in w.rows.values()
-                for offset, event in row.feedback]
+        held = [
+            (offset, event)
+            for w in self.windows
+            if w is not window
+            for row in w.rows.values()
+            for offset, event in row.feedback
+        ]
         held += [item for events in self.pending.values() for item in events]
         spill = pd.DataFrame({"offset": [o for o, _ in held], "event_json": [e.model_dump_json() for _, e in held]})
         objects.append((self.state_key(config, rewrites_next, feedback_next), encode_frame(spill, SPILL_COLUMNS)))
         return Cut(self.partition, window, rewrites_next, feedback_next, late, objects)
 
     def state_key(self, config: FeedbackConfig, rewrites_next: int, feedback_next: int) -> str:
-        return (f"{config.state_prefix}/group={self.group_id}/topic={self.rewrites_topic}/partition={self.partition}/"
-                f"cut={rewrites_next}-{feedback_next}.parquet")
+        return (
+            f"{config.state_prefix}/group={self.group_id}/topic={self.rewrites_topic}/partition={self.partition}/"
+            f"cut={rewrites_next}-{feedback_next}.parquet"
+        )
 
     def cut_done(self, cut: Cut) -> None:
         """The cut is written and committed: forget what it made durable."""
@@ -425,15 +484,39 @@ class QueryStats:
         for key in keys:
             c = self.counts[key]
             volume = max(c.volume, 1)
-            rows.append({"query_key": key, "volume": c.volume,
-                         "ctr": c.clicks / c.impressions if c.impressions else c.clicks / volume,
-                         "add_to_cart_rate": c.add_to_carts / volume, "reformulation_rate": c.reformulations / volume,
-                         "zero_result_rate": c.zero_results / volume, "last_seen_ts": c.last_seen_ts})
-        frame = pd.DataFrame.from_records(rows, columns=["query_key", "volume", "ctr", "add_to_cart_rate",
-                                                         "reformulation_rate", "zero_result_rate", "last_seen_ts"])
-        frame = frame.astype({"volume": "int64", "ctr": "float32", "add_to_cart_rate": "float32",
-                              "reformulation_rate": "float32", "zero_result_rate": "float32",
-                              "last_seen_ts": "float64"})
+            rows.append(
+                {
+                    "query_key": key,
+                    "volume": c.volume,
+                    "ctr": c.clicks / c.impressions if c.impressions else c.clicks / volume,
+                    "add_to_cart_rate": c.add_to_carts / volume,
+                    "reformulation_rate": c.reformulations / volume,
+                    "zero_result_rate": c.zero_results / volume,
+                    "last_seen_ts": c.last_seen_ts,
+                }
+            )
+        frame = pd.DataFrame.from_records(
+            rows,
+            columns=[
+                "query_key",
+                "volume",
+                "ctr",
+                "add_to_cart_rate",
+                "reformulation_rate",
+                "zero_result_rate",
+                "last_seen_ts",
+            ],
+        )
+        frame = frame.astype(
+            {
+                "volume": "int64",
+                "ctr": "float32",
+                "add_to_cart_rate": "float32",
+                "reformulation_rate": "float32",
+                "zero_result_rate": "float32",
+                "last_seen_ts": "float64",
+            }
+        )
         frame["event_timestamp"] = pd.Timestamp.now(tz="UTC").floor("us")
         return frame
 
@@ -455,7 +538,7 @@ class AggregatorStats:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, aggregator: "Aggregator") -> None:
+    def __init__(self, aggregator: Aggregator) -> None:
         self.aggregator = aggregator
 
     def on_partitions_revoked(self, revoked):
@@ -468,8 +551,14 @@ class _Rebalance(ConsumerRebalanceListener):
 class Aggregator:
     """Consume, join, write windows, commit; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: Settings, store: ObjectStore | None = None, sink: QueryStatsSink | None = None,
-                 group_id: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore | None = None,
+        sink: QueryStatsSink | None = None,
+        group_id: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.config = settings.feedback
         self.topics = settings.kafka.topics
@@ -493,14 +582,23 @@ class Aggregator:
     # -- lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> None:
         kafka = self.settings.kafka
-        self.consumer = make_consumer(kafka, group_id=self.group_id, max_poll_records=self.config.max_poll_records,
-                                      partition_assignment_strategy=(RangePartitionAssignor,),
-                                      reconnect_backoff_max_ms=2000, check_crcs=self.config.check_crcs)
+        self.consumer = make_consumer(
+            kafka,
+            group_id=self.group_id,
+            max_poll_records=self.config.max_poll_records,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            reconnect_backoff_max_ms=2000,
+            check_crcs=self.config.check_crcs,
+        )
         self.consumer.subscribe([self.topics.rewrites, self.topics.feedback], listener=_Rebalance(self))
         self.producer = make_producer(kafka)
 
-    def run(self, until_idle_s: float | None = None, max_seconds: float | None = None,
-            on_progress: Callable[[AggregatorStats], None] | None = None) -> AggregatorStats:
+    def run(
+        self,
+        until_idle_s: float | None = None,
+        max_seconds: float | None = None,
+        on_progress: Callable[[AggregatorStats], None] | None = None,
+    ) -> AggregatorStats:
         """Consume until stopped (``stop()``, ``until_idle_s`` without records, or ``max_seconds``), then
         drain: cut every open window so nothing consumed stays unwritten."""
         self._connect()
@@ -556,9 +654,11 @@ class Aggregator:
             by_topic[tp.topic].add(tp.partition)
         rewrites, feedback = by_topic[self.topics.rewrites], by_topic[self.topics.feedback]
         if rewrites != feedback:
-            raise AggregatorError(f"topics {self.topics.rewrites} and {self.topics.feedback} are not co-partitioned: "
-                                  f"assigned partitions {sorted(rewrites)} vs {sorted(feedback)}; create both with "
-                                  "kafka.partitions partitions")
+            raise AggregatorError(
+                f"topics {self.topics.rewrites} and {self.topics.feedback} are not co-partitioned: "
+                f"assigned partitions {sorted(rewrites)} vs {sorted(feedback)}; create both with "
+                "kafka.partitions partitions"
+            )
         for partition in sorted(rewrites):
             if partition not in self.joins:
                 self.joins[partition] = self._open_partition(partition)
@@ -574,15 +674,29 @@ class Aggregator:
         feedback_next = committed_f if committed_f is not None else begin[tp_f]
         keys = self._window_keys(partition)
         forced = self._written_but_uncommitted(keys, rewrites_next)
-        join = PartitionJoin(partition, self.topics.rewrites, self.topics.feedback, rewrites_next, feedback_next,
-                             self.config, forced, group_id=self.group_id, clock=self.clock)
+        join = PartitionJoin(
+            partition,
+            self.topics.rewrites,
+            self.topics.feedback,
+            rewrites_next,
+            feedback_next,
+            self.config,
+            forced,
+            group_id=self.group_id,
+            clock=self.clock,
+        )
         join.closed.update(self._recently_closed(keys, rewrites_next))
         if committed_r is not None or committed_f is not None:
             join.restore(self._read_spill(join, rewrites_next, feedback_next))
         self.consumer.seek(tp_r, rewrites_next)
         self.consumer.seek(tp_f, feedback_next)
-        log.info("partition assigned", partition=partition, rewrites_next=rewrites_next,
-                 feedback_next=feedback_next, reproducing=forced["key"] if forced else None)
+        log.info(
+            "partition assigned",
+            partition=partition,
+            rewrites_next=rewrites_next,
+            feedback_next=feedback_next,
+            reproducing=forced["key"] if forced else None,
+        )
         return join
 
     def _window_keys(self, partition: int) -> list:
@@ -596,7 +710,7 @@ class Aggregator:
         closed: dict[str, None] = {}
         newest_ts = None
         for ref in reversed([r for r in refs if r.last_offset < rewrites_next]):
-            data = self._retry_s3(lambda: self.store.get_bytes(ref.key), "read window")
+            data = self._retry_s3(lambda key=ref.key: self.store.get_bytes(key), "read window")
             table = pq.read_table(io.BytesIO(data), columns=["request_id", "ts"]).to_pydict()
             if not table["ts"]:
                 continue
@@ -613,8 +727,13 @@ class Aggregator:
             return None
         ref = beyond[0]
         metadata = read_metadata(self._retry_s3(lambda: self.store.get_bytes(ref.key), "read window"))
-        return {"key": ref.key, "rewrites_first": ref.first_offset, "rewrites_last": ref.last_offset,
-                "feedback_next": metadata["feedback_next"], "first_request_id": metadata["first_request_id"]}
+        return {
+            "key": ref.key,
+            "rewrites_first": ref.first_offset,
+            "rewrites_last": ref.last_offset,
+            "feedback_next": metadata["feedback_next"],
+            "first_request_id": metadata["first_request_id"],
+        }
 
     def _read_spill(self, join: PartitionJoin, rewrites_next: int, feedback_next: int) -> list:
         key = join.state_key(self.config, rewrites_next, feedback_next)
@@ -638,9 +757,14 @@ class Aggregator:
             event = parse_event(record.value, topic=tp.topic, partition=tp.partition, offset=record.offset)
             if not isinstance(event, DeadLetter) and is_rewrites != (event.event_type == "served_rewrite"):
                 expected = "served_rewrite" if is_rewrites else "a feedback event"
-                event = DeadLetter(reason=f"event_type {event.event_type!r} on topic {tp.topic}, which carries "
-                                   f"{expected}", error_kind="wrong_topic", original=record.value,
-                                   source_topic=tp.topic, source_partition=tp.partition, source_offset=record.offset)
+                event = DeadLetter(
+                    reason=f"event_type {event.event_type!r} on topic {tp.topic}, which carries {expected}",
+                    error_kind="wrong_topic",
+                    original=record.value,
+                    source_topic=tp.topic,
+                    source_partition=tp.partition,
+                    source_offset=record.offset,
+                )
             if isinstance(event, DeadLetter):
                 self._dead_letter(event, record.key)
                 join.skip(is_rewrites, record.offset)
@@ -648,9 +772,17 @@ class Aggregator:
             if is_rewrites:
                 problem = join.add_rewrite(record.offset, event, now)
                 if problem:
-                    self._dead_letter(DeadLetter(reason=problem, error_kind="duplicate", original=record.value,
-                                                 source_topic=tp.topic, source_partition=tp.partition,
-                                                 source_offset=record.offset), record.key)
+                    self._dead_letter(
+                        DeadLetter(
+                            reason=problem,
+                            error_kind="duplicate",
+                            original=record.value,
+                            source_topic=tp.topic,
+                            source_partition=tp.partition,
+                            source_offset=record.offset,
+                        ),
+                        record.key,
+                    )
                     continue
                 stats.served += 1
                 self.query_stats.served(event)
@@ -662,8 +794,14 @@ class Aggregator:
     def _dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         self.stats.dead_letters += 1
         self.producer.send(self.topics.dead_letter, key=key, value=letter.to_bytes())
-        log.warning("event sent to the dead-letter topic", reason=letter.reason[:200], kind=letter.error_kind,
-                    topic=letter.source_topic, partition=letter.source_partition, offset=letter.source_offset)
+        log.warning(
+            "event sent to the dead-letter topic",
+            reason=letter.reason[:200],
+            kind=letter.error_kind,
+            topic=letter.source_topic,
+            partition=letter.source_partition,
+            offset=letter.source_offset,
+        )
 
     # -- cuts: write, then commit ---------------------------------------------------------------
     def _cuts(self, now: float) -> None:
@@ -686,18 +824,28 @@ class Aggregator:
     def _apply(self, join: PartitionJoin, cut: Cut, now: float) -> bool:
         """Write the cut's objects, flush dead letters, commit; on failure retry later, never commit."""
         join.inflight = cut
-        tps = [TopicPartition(self.topics.rewrites, join.partition), TopicPartition(self.topics.feedback, join.partition)]
+        tps = [
+            TopicPartition(self.topics.rewrites, join.partition),
+            TopicPartition(self.topics.feedback, join.partition),
+        ]
         try:
             if not cut.written:
                 for key, data in cut.objects:
                     self.store.put_bytes(key, data, "application/vnd.apache.parquet")
                 cut.written = True
             self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
-            self.consumer.commit({tps[0]: OffsetAndMetadata(cut.rewrites_next, "", -1),
-                                  tps[1]: OffsetAndMetadata(cut.feedback_next, "", -1)})
+            self.consumer.commit(
+                {
+                    tps[0]: OffsetAndMetadata(cut.rewrites_next, "", -1),
+                    tps[1]: OffsetAndMetadata(cut.feedback_next, "", -1),
+                }
+            )
         except CommitFailedError as error:
-            log.warning("commit rejected (rebalance); the next owner replays this cut", partition=join.partition,
-                        error=str(error))
+            log.warning(
+                "commit rejected (rebalance); the next owner replays this cut",
+                partition=join.partition,
+                error=str(error),
+            )
             self.joins.pop(join.partition, None)
             return False
         except Exception as error:  # S3 or broker unavailable: back off, keep polling, do not commit.
@@ -706,9 +854,14 @@ class Aggregator:
             delay = min(self.config.s3_retry_initial_s * 2 ** (cut.attempts - 1), self.config.s3_retry_max_s)
             cut.retry_at = now + delay
             self.consumer.pause(*tps)
-            log.warning("cut not durable yet; retrying with backoff", partition=join.partition,
-                        stage="commit" if cut.written else "s3 write", attempt=cut.attempts, retry_in_s=delay,
-                        error=f"{type(error).__name__}: {error}"[:300])
+            log.warning(
+                "cut not durable yet; retrying with backoff",
+                partition=join.partition,
+                stage="commit" if cut.written else "s3 write",
+                attempt=cut.attempts,
+                retry_in_s=delay,
+                error=f"{type(error).__name__}: {error}"[:300],
+            )
             return False
         if cut.attempts:
             self.consumer.resume(*tps)
@@ -720,9 +873,15 @@ class Aggregator:
         if cut.late:
             self.stats.late_written += len(cut.late)
         self._delete_old_state(join, cut)
-        log.info("window cut", partition=join.partition, key=cut.objects[0][0] if cut.window else None,
-                 requests=len(cut.window.rows) if cut.window else 0, late=len(cut.late),
-                 rewrites_next=cut.rewrites_next, feedback_next=cut.feedback_next)
+        log.info(
+            "window cut",
+            partition=join.partition,
+            key=cut.objects[0][0] if cut.window else None,
+            requests=len(cut.window.rows) if cut.window else 0,
+            late=len(cut.late),
+            rewrites_next=cut.rewrites_next,
+            feedback_next=cut.feedback_next,
+        )
         return True
 
     def _delete_old_state(self, join: PartitionJoin, cut: Cut) -> None:

@@ -17,9 +17,14 @@ def _query_features(settings, queries: list[str]) -> list[dict]:
     from minielm.features.repo import QUERY_STATS_VIEW, feature_store
 
     names = ["volume", "ctr", "add_to_cart_rate", "reformulation_rate"]
-    values = feature_store(settings).get_online_features(
-        features=[f"{QUERY_STATS_VIEW}:{n}" for n in names],
-        entity_rows=[{"query_key": query_key(q)} for q in queries]).to_dict()
+    values = (
+        feature_store(settings)
+        .get_online_features(
+            features=[f"{QUERY_STATS_VIEW}:{n}" for n in names],
+            entity_rows=[{"query_key": query_key(q)} for q in queries],
+        )
+        .to_dict()
+    )
     return [{n: values[n][i] for n in names} for i in range(len(queries))]
 
 
@@ -35,9 +40,13 @@ def _serve_over_http(url: str, queries: list[str], model: str = "rewrite-search"
     """Send the queries to the running server; it logs one served rewrite per query to Kafka."""
     sent = 0
     for start in range(0, len(queries), DEMO_BATCH):
-        body = json.dumps({"instances": [{"query": q} for q in queries[start:start + DEMO_BATCH]]}).encode()
-        request = urllib.request.Request(f"{url.rstrip('/')}/v1/models/{model}:predict", data=body,
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        body = json.dumps({"instances": [{"query": q} for q in queries[start : start + DEMO_BATCH]]}).encode()
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/v1/models/{model}:predict",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             sent += len(json.loads(response.read())["predictions"])
     return sent
@@ -67,8 +76,14 @@ def feedback_demo_step(ctx) -> None:
     """
     from minielm.data.esci import load_esci
     from minielm.feedback.aggregator import Aggregator
-    from minielm.feedback.simulator import (EventSink, ShopperSimulator, drive_traffic, intents_from,
-                                            product_texts_from, respond_to_served)
+    from minielm.feedback.simulator import (
+        EventSink,
+        ShopperSimulator,
+        drive_traffic,
+        intents_from,
+        product_texts_from,
+        respond_to_served,
+    )
     from minielm.feedback.windows import list_windows, read_windows, rewards_by_query
     from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.search import SearchIndex
@@ -80,10 +95,16 @@ def feedback_demo_step(ctx) -> None:
     settings.feedback.window_s, settings.feedback.grace_s = 2.0, 1.0
     data = load_esci(ctx.results["dataset_dir"])
     judge = CrossEncoderScorer.load(ctx.results["student_relevance_dir"])
-    simulator = ShopperSimulator(judge, product_texts_from(data.products), settings.feedback, seed=settings.seed,
-                                 intents=intents_from(data.examples))
-    queries = sorted(set(data.examples.loc[data.examples["split"] == "test", "query"])) or \
-        sorted(set(data.examples["query"]))
+    simulator = ShopperSimulator(
+        judge,
+        product_texts_from(data.products),
+        settings.feedback,
+        seed=settings.seed,
+        intents=intents_from(data.examples),
+    )
+    queries = sorted(set(data.examples.loc[data.examples["split"] == "test", "query"])) or sorted(
+        set(data.examples["query"])
+    )
     _ensure_feast(settings, ctx.echo)
 
     serving_url = ctx.results.get("serving_url")
@@ -91,42 +112,57 @@ def feedback_demo_step(ctx) -> None:
         picks = [simulator.rng.choice(queries) for _ in range(DEMO_SESSIONS)]
         sent = _serve_over_http(serving_url, picks)
         ctx.echo(f"  sent {sent} queries to {serving_url}; shoppers react to the served rewrites it logged")
-        report = respond_to_served(settings, simulator, group_id=f"{settings.kafka.consumer_group}-shoppers",
-                                   max_sessions=sent, until_idle_s=10.0)
+        report = respond_to_served(
+            settings,
+            simulator,
+            group_id=f"{settings.kafka.consumer_group}-shoppers",
+            max_sessions=sent,
+            until_idle_s=10.0,
+        )
     else:
         rewrite, name, version = _in_process_rewriter(ctx.results.get("student_rewriter_dir"), ctx.echo)
         index = SearchIndex.load(ctx.results["index_dir"])
         sink = EventSink(settings)
         try:
-            report = drive_traffic(settings, simulator, queries, rewrite, index.search, DEMO_SESSIONS, name,
-                                   version, sink=sink)
+            report = drive_traffic(
+                settings, simulator, queries, rewrite, index.search, DEMO_SESSIONS, name, version, sink=sink
+            )
         finally:
             sink.close()
     summary = report.summary()
-    ctx.echo(f"  {summary['sessions']} shopper sessions judged by the relevance student: {summary['by_type']}, "
-             f"satisfied {summary['satisfaction_rate']:.0%}")
+    ctx.echo(
+        f"  {summary['sessions']} shopper sessions judged by the relevance student: {summary['by_type']}, "
+        f"satisfied {summary['satisfaction_rate']:.0%}"
+    )
 
     watched = [q for q, _ in report.queries.most_common(3)] or queries[:3]
     before = _query_features(settings, watched)
     stats = Aggregator(settings).run(until_idle_s=4.0, max_seconds=120)
-    ctx.echo(f"  aggregator: {stats.consumed} events consumed, {stats.windows_written} windows written, "
-             f"{stats.dead_letters} dead letters, {stats.late_written} late, {stats.pushes} Feast pushes")
+    ctx.echo(
+        f"  aggregator: {stats.consumed} events consumed, {stats.windows_written} windows written, "
+        f"{stats.dead_letters} dead letters, {stats.late_written} late, {stats.pushes} Feast pushes"
+    )
     keys = list_windows(ctx.store, prefix=settings.feedback.windows_prefix)
     for key in stats.window_keys[:4]:
         ctx.echo(f"    s3://{ctx.store.bucket}/{key}")
     after = _query_features(settings, watched)
     for query, old, new in zip(watched, before, after):
-        ctx.echo(f"  Feast query_stats for {query!r}: volume {old['volume']} -> {new['volume']}, "
-                 f"ctr {_fmt(old['ctr'])} -> {_fmt(new['ctr'])}, "
-                 f"reformulation_rate {_fmt(old['reformulation_rate'])} -> {_fmt(new['reformulation_rate'])}")
+        ctx.echo(
+            f"  Feast query_stats for {query!r}: volume {old['volume']} -> {new['volume']}, "
+            f"ctr {_fmt(old['ctr'])} -> {_fmt(new['ctr'])}, "
+            f"reformulation_rate {_fmt(old['reformulation_rate'])} -> {_fmt(new['reformulation_rate'])}"
+        )
     frame = read_windows(ctx.store, stats.window_keys)
     if len(frame):
         top = rewards_by_query(frame).sort_values("requests", ascending=False).head(3)
         for row in top.itertuples(index=False):
             ctx.echo(f"  reward {row.reward:+.2f} over {row.requests} requests for query key {row.query_key}")
     ctx.results["feedback_window_keys"] = keys
-    ctx.results["feedback_summary"] = {**summary, "windows_written": stats.windows_written,
-                                       "events_consumed": stats.consumed}
+    ctx.results["feedback_summary"] = {
+        **summary,
+        "windows_written": stats.windows_written,
+        "events_consumed": stats.consumed,
+    }
     ctx.echo(f"  feedback step took {time.perf_counter() - started:.1f}s")
 
 

@@ -13,7 +13,7 @@ import base64
 import json
 import math
 import time
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -60,8 +60,9 @@ class ServedRewrite(_Event):
     rewrite: Text
     model_name: Annotated[str, Field(min_length=1, max_length=256)]
     model_version: Annotated[str, Field(min_length=1, max_length=256)]
-    product_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]],
-                           Field(max_length=MAX_PRODUCTS)] = []
+    product_ids: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=MAX_PRODUCTS)
+    ] = []
 
 
 class FeedbackEvent(_Event):
@@ -77,7 +78,7 @@ class FeedbackEvent(_Event):
     reformulated_query: Text | None = None
 
     @model_validator(mode="after")
-    def _product_fields_match_type(self) -> "FeedbackEvent":
+    def _product_fields_match_type(self) -> FeedbackEvent:
         if self.event_type == "reformulation":
             if self.product_id is not None:
                 raise ValueError("product_id must be null for a reformulation")
@@ -86,7 +87,7 @@ class FeedbackEvent(_Event):
         return self
 
 
-Event = Annotated[Union[ServedRewrite, FeedbackEvent], Field(discriminator="event_type")]
+Event = Annotated[ServedRewrite | FeedbackEvent, Field(discriminator="event_type")]
 _EVENT_ADAPTER: TypeAdapter[ServedRewrite | FeedbackEvent] = TypeAdapter(Event)
 
 
@@ -97,8 +98,9 @@ class DeadLetter(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     reason: str
-    error_kind: Literal["too_large", "invalid_json", "not_an_object", "unknown_version", "invalid_fields",
-                        "wrong_topic", "duplicate"]
+    error_kind: Literal[
+        "too_large", "invalid_json", "not_an_object", "unknown_version", "invalid_fields", "wrong_topic", "duplicate"
+    ]
     original: bytes
     source_topic: str | None = None
     source_partition: int | None = None
@@ -113,7 +115,7 @@ class DeadLetter(BaseModel):
         return json.dumps(record).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "DeadLetter":
+    def from_bytes(cls, data: bytes) -> DeadLetter:
         record = json.loads(data)
         record["original"] = base64.b64decode(record.pop("original_b64"))
         record.pop("original_size", None)
@@ -146,20 +148,26 @@ def _classify(raw: bytes, error: ValidationError) -> tuple[str, str]:
     if version is None:
         return "invalid_fields", "schema_version: Field required"
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
-        return "unknown_version", (f"unknown schema_version {version!r}; this consumer understands "
-                                   f"{list(SUPPORTED_VERSIONS)}")
+        return "unknown_version", (
+            f"unknown schema_version {version!r}; this consumer understands {list(SUPPORTED_VERSIONS)}"
+        )
     return "invalid_fields", _describe(error)
 
 
-def parse_event(raw: bytes, *, topic: str | None = None, partition: int | None = None,
-                offset: int | None = None) -> ServedRewrite | FeedbackEvent | DeadLetter:
+def parse_event(
+    raw: bytes, *, topic: str | None = None, partition: int | None = None, offset: int | None = None
+) -> ServedRewrite | FeedbackEvent | DeadLetter:
     """Validate one message value; a :class:`DeadLetter` instead of an exception when it is bad."""
     source = dict(source_topic=topic, source_partition=partition, source_offset=offset)
     if raw is None:
         return DeadLetter(reason="empty message (null value)", error_kind="invalid_json", original=b"", **source)
     if len(raw) > MAX_EVENT_BYTES:
-        return DeadLetter(reason=f"payload of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
-                          error_kind="too_large", original=bytes(raw), **source)
+        return DeadLetter(
+            reason=f"payload of {len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit",
+            error_kind="too_large",
+            original=bytes(raw),
+            **source,
+        )
     try:
         event = _EVENT_ADAPTER.validate_json(raw)
     except ValidationError as error:
@@ -167,6 +175,7 @@ def parse_event(raw: bytes, *, topic: str | None = None, partition: int | None =
         return DeadLetter(reason=reason, error_kind=kind, original=bytes(raw), **source)
     # Python callers get the current version by default; a message on the wire must say which it is.
     if "schema_version" not in event.model_fields_set:
-        return DeadLetter(reason="schema_version: Field required", error_kind="invalid_fields",
-                          original=bytes(raw), **source)
+        return DeadLetter(
+            reason="schema_version: Field required", error_kind="invalid_fields", original=bytes(raw), **source
+        )
     return event

@@ -20,9 +20,9 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,13 @@ UBI_ACTIONS = {"impression", "click", "add_to_cart", "purchase"}
 class RateLimiter:
     """Token bucket: ``acquire()`` blocks so that at most ``rate_per_s`` calls pass per second."""
 
-    def __init__(self, rate_per_s: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate_per_s <= 0:
             raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
         self.rate = rate_per_s
@@ -82,8 +87,14 @@ class ShopperSimulator:
     probability ``reformulation_prob``.
     """
 
-    def __init__(self, judge: RelevanceScorer, product_texts: Mapping[str, str], config: FeedbackConfig,
-                 seed: int = 0, intents: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        judge: RelevanceScorer,
+        product_texts: Mapping[str, str],
+        config: FeedbackConfig,
+        seed: int = 0,
+        intents: Mapping[str, str] | None = None,
+    ) -> None:
         self.judge = judge
         self.product_texts = product_texts
         self.config = config
@@ -96,13 +107,16 @@ class ShopperSimulator:
 
     def judge_scores(self, served: Sequence[ServedRewrite]) -> list[list[float]]:
         """Relevance in [0, 1] of each shown product to the shopper's intent, one judge call for the batch."""
-        pairs = [(self.intent(s.query), self.product_texts.get(pid, pid))
-                 for s in served for pid in s.product_ids[: self.config.sim_top_k]]
+        pairs = [
+            (self.intent(s.query), self.product_texts.get(pid, pid))
+            for s in served
+            for pid in s.product_ids[: self.config.sim_top_k]
+        ]
         flat = np.asarray(self.judge.score([q for q, _ in pairs], [t for _, t in pairs]), dtype=float) if pairs else []
         scores, start = [], 0
         for s in served:
             n = len(s.product_ids[: self.config.sim_top_k])
-            scores.append([min(1.0, max(0.0, float(x))) for x in flat[start:start + n]])
+            scores.append([min(1.0, max(0.0, float(x))) for x in flat[start : start + n]])
             start += n
         return scores
 
@@ -115,8 +129,17 @@ class ShopperSimulator:
         def emit(kind: str, product_id: str | None = None, position: int | None = None, **extra) -> None:
             nonlocal step
             step += 0.001 + rng.random() * 0.01
-            events.append(FeedbackEvent(event_type=kind, request_id=served.request_id, query=served.query,
-                                        product_id=product_id, position=position, ts=served.ts + step, **extra))
+            events.append(
+                FeedbackEvent(
+                    event_type=kind,
+                    request_id=served.request_id,
+                    query=served.query,
+                    product_id=product_id,
+                    position=position,
+                    ts=served.ts + step,
+                    **extra,
+                )
+            )
 
         satisfied = False
         for rank, (product_id, score) in enumerate(zip(served.product_ids, scores)):
@@ -153,10 +176,15 @@ class SimulationReport:
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        return {"sessions": self.sessions, "served_events": self.served_events,
-                "feedback_events": self.feedback_events, "by_type": dict(self.by_type),
-                "satisfaction_rate": self.satisfied / self.sessions if self.sessions else 0.0,
-                "zero_results": self.zero_results, "seconds": round(self.seconds, 3)}
+        return {
+            "sessions": self.sessions,
+            "served_events": self.served_events,
+            "feedback_events": self.feedback_events,
+            "by_type": dict(self.by_type),
+            "satisfaction_rate": self.satisfied / self.sessions if self.sessions else 0.0,
+            "zero_results": self.zero_results,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 class EventSink:
@@ -191,11 +219,20 @@ def _record(report: SimulationReport, served: ServedRewrite, outcome: SessionOut
     report.queries[served.query] += 1
 
 
-def drive_traffic(settings: Settings, simulator: ShopperSimulator, queries: Sequence[str],
-                  rewrite: Callable[[list[str]], list[str]], search: Callable[[list[str], int], list[list[str]]],
-                  n_sessions: int, model_name: str, model_version: str, batch_size: int = 16,
-                  rate_per_s: float | None = None, sink: EventSink | None = None,
-                  progress: Callable[[int], None] | None = None) -> SimulationReport:
+def drive_traffic(
+    settings: Settings,
+    simulator: ShopperSimulator,
+    queries: Sequence[str],
+    rewrite: Callable[[list[str]], list[str]],
+    search: Callable[[list[str], int], list[list[str]]],
+    n_sessions: int,
+    model_name: str,
+    model_version: str,
+    batch_size: int = 16,
+    rate_per_s: float | None = None,
+    sink: EventSink | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimulationReport:
     """Play serving and shoppers: pick queries (seeded), rewrite, search, log the served rewrite, react."""
     if not queries:
         raise ValueError("drive_traffic: no queries to send")
@@ -212,9 +249,15 @@ def drive_traffic(settings: Settings, simulator: ShopperSimulator, queries: Sequ
             served = []
             for query, rewritten, product_ids in zip(batch, rewrites, results):
                 limiter.acquire()
-                event = ServedRewrite(request_id=uuid.UUID(int=simulator.rng.getrandbits(128)).hex, query=query,
-                                      rewrite=rewritten, model_name=model_name, model_version=model_version,
-                                      product_ids=list(product_ids), ts=time.time())
+                event = ServedRewrite(
+                    request_id=uuid.UUID(int=simulator.rng.getrandbits(128)).hex,
+                    query=query,
+                    rewrite=rewritten,
+                    model_name=model_name,
+                    model_version=model_version,
+                    product_ids=list(product_ids),
+                    ts=time.time(),
+                )
                 sink.served(event)
                 report.served_events += 1
                 served.append(event)
@@ -232,9 +275,15 @@ def drive_traffic(settings: Settings, simulator: ShopperSimulator, queries: Sequ
     return report
 
 
-def respond_to_served(settings: Settings, simulator: ShopperSimulator, group_id: str, max_sessions: int | None = None,
-                      until_idle_s: float = 5.0, sink: EventSink | None = None,
-                      progress: Callable[[int], None] | None = None) -> SimulationReport:
+def respond_to_served(
+    settings: Settings,
+    simulator: ShopperSimulator,
+    group_id: str,
+    max_sessions: int | None = None,
+    until_idle_s: float = 5.0,
+    sink: EventSink | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SimulationReport:
     """Consume the served rewrites that serving logged and send each one's simulated feedback."""
     consumer = make_consumer(settings.kafka, settings.kafka.topics.rewrites, group_id=group_id)
     own_sink = sink is None
@@ -245,8 +294,9 @@ def respond_to_served(settings: Settings, simulator: ShopperSimulator, group_id:
     try:
         while max_sessions is None or report.sessions < max_sessions:
             records = consumer.poll(timeout_ms=500)
-            served = [e for batch in records.values() for r in batch
-                      if isinstance(e := parse_event(r.value), ServedRewrite)]
+            served = [
+                e for batch in records.values() for r in batch if isinstance(e := parse_event(r.value), ServedRewrite)
+            ]
             if max_sessions is not None:
                 served = served[: max_sessions - report.sessions]
             if not served:
@@ -277,8 +327,9 @@ def _epoch_seconds(value) -> float:
     return pd.Timestamp(value).timestamp()
 
 
-def ubi_to_events(queries: pd.DataFrame, events: pd.DataFrame, retime_to: float | None = None
-                  ) -> tuple[list[ServedRewrite], list[FeedbackEvent], Counter]:
+def ubi_to_events(
+    queries: pd.DataFrame, events: pd.DataFrame, retime_to: float | None = None
+) -> tuple[list[ServedRewrite], list[FeedbackEvent], Counter]:
     """Map User Behavior Insights query/event logs onto served rewrites (rewrite = the query itself, as
     no rewriter ran) and feedback events. Returns the events, oldest first, and what was skipped why."""
     skipped: Counter = Counter()
@@ -307,8 +358,11 @@ def ubi_to_events(queries: pd.DataFrame, events: pd.DataFrame, retime_to: float 
             continue
         ts = _epoch_seconds(row.timestamp)
         first_ts[query_id] = min(first_ts.get(query_id, ts), ts)
-        position = None if row.position is None or (isinstance(row.position, float) and math.isnan(row.position)) \
+        position = (
+            None
+            if row.position is None or (isinstance(row.position, float) and math.isnan(row.position))
             else int(row.position)
+        )
         behaviour.append((ts, query_id, row.action_name, row.object_id, position))
     shown: dict[str, dict[str, int]] = {}
     for _, query_id, action, product_id, position in behaviour:
@@ -321,19 +375,41 @@ def ubi_to_events(queries: pd.DataFrame, events: pd.DataFrame, retime_to: float 
     served = []
     for query_id, query in text.items():
         product_ids = hits.get(query_id) or sorted(shown.get(query_id, {}), key=shown.get(query_id, {}).get)
-        served.append(ServedRewrite(request_id=query_id, query=query, rewrite=query, model_name="ubi-replay",
-                                    model_version="logged", product_ids=product_ids,
-                                    ts=first_ts[query_id] + shift))
-    feedback = [FeedbackEvent(event_type=action, request_id=query_id, query=text[query_id], product_id=product_id,
-                              position=position, ts=max(ts + shift, first_ts[query_id] + shift))
-                for ts, query_id, action, product_id, position in behaviour]
+        served.append(
+            ServedRewrite(
+                request_id=query_id,
+                query=query,
+                rewrite=query,
+                model_name="ubi-replay",
+                model_version="logged",
+                product_ids=product_ids,
+                ts=first_ts[query_id] + shift,
+            )
+        )
+    feedback = [
+        FeedbackEvent(
+            event_type=action,
+            request_id=query_id,
+            query=text[query_id],
+            product_id=product_id,
+            position=position,
+            ts=max(ts + shift, first_ts[query_id] + shift),
+        )
+        for ts, query_id, action, product_id, position in behaviour
+    ]
     served.sort(key=lambda e: e.ts)
     feedback.sort(key=lambda e: e.ts)
     return served, feedback, skipped
 
 
-def replay_ubi(settings: Settings, path: Path | str, rate_per_s: float | None = None, retime: bool = True,
-               sink: EventSink | None = None, progress: Callable[[int], None] | None = None) -> dict:
+def replay_ubi(
+    settings: Settings,
+    path: Path | str,
+    rate_per_s: float | None = None,
+    retime: bool = True,
+    sink: EventSink | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Send the real UBI behaviour log (e.g. ``esci-sample/ubi_queries_events.ndjson``) to the topics."""
     from minielm.data.esci import read_ubi_events
 
@@ -380,4 +456,3 @@ def intents_from(examples: pd.DataFrame) -> dict[str, str]:
         return {}
     pairs = examples[["query", "canonical_query"]].drop_duplicates("query")
     return dict(zip(pairs["query"], pairs["canonical_query"]))
-

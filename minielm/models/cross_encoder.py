@@ -12,8 +12,8 @@ encoder and its tokenizer), ``head.safetensors`` and ``cross_encoder.json``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -54,8 +54,9 @@ class CrossEncoderModel(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size, len(ESCI_CLASSES))
         self.register_buffer("gains", torch.tensor(ESCI_GAINS), persistent=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """ESCI logits, shape (batch, 4)."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -73,8 +74,14 @@ class CrossEncoderModel(nn.Module):
 class CrossEncoderScorer:
     """``RelevanceScorer`` over a :class:`CrossEncoderModel` and its tokenizer."""
 
-    def __init__(self, model: CrossEncoderModel, tokenizer: PreTrainedTokenizerBase,
-                 max_length: int = 96, version: str = "unversioned", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: CrossEncoderModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 96,
+        version: str = "unversioned",
+        batch_size: int = 64,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -83,9 +90,14 @@ class CrossEncoderScorer:
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
-    def from_encoder(cls, encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                     max_length: int = 96, num_layers: int | None = None, version: str = "unversioned"
-                     ) -> "CrossEncoderScorer":
+    def from_encoder(
+        cls,
+        encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int = 96,
+        num_layers: int | None = None,
+        version: str = "unversioned",
+    ) -> CrossEncoderScorer:
         """A fresh head on an encoder; ``num_layers`` keeps only the first N layers (a shallower student)."""
         if num_layers is not None:
             layers = encoder.encoder.layer
@@ -96,20 +108,25 @@ class CrossEncoderScorer:
         return cls(CrossEncoderModel(encoder), tokenizer, max_length=max_length, version=version)
 
     @classmethod
-    def from_backbone(cls, backbone: Path | str | None = None, max_length: int = 96,
-                      num_layers: int | None = None) -> "CrossEncoderScorer":
+    def from_backbone(
+        cls, backbone: Path | str | None = None, max_length: int = 96, num_layers: int | None = None
+    ) -> CrossEncoderScorer:
         """A new student on a pretrained encoder directory (default: all-MiniLM-L6-v2 from its wheel)."""
         path = Path(backbone) if backbone is not None else default_backbone_path()
         if not (path / "config.json").is_file():
             raise CrossEncoderError(f"relevance backbone {path} has no config.json")
         encoder = AutoModel.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        log.info("cross-encoder backbone loaded", path=str(path), layers=encoder.config.num_hidden_layers,
-                 hidden=encoder.config.hidden_size)
+        log.info(
+            "cross-encoder backbone loaded",
+            path=str(path),
+            layers=encoder.config.num_hidden_layers,
+            hidden=encoder.config.hidden_size,
+        )
         return cls.from_encoder(encoder, tokenizer, max_length=max_length, num_layers=num_layers)
 
     @classmethod
-    def load(cls, directory: Path | str, version: str | None = None) -> "CrossEncoderScorer":
+    def load(cls, directory: Path | str, version: str | None = None) -> CrossEncoderScorer:
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
@@ -120,19 +137,30 @@ class CrossEncoderScorer:
         model = CrossEncoderModel(encoder)
         model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         model.eval()
-        return cls(model, tokenizer, max_length=config["max_length"],
-                   version=version or config.get("version", "unversioned"))
+        return cls(
+            model, tokenizer, max_length=config["max_length"], version=version or config.get("version", "unversioned")
+        )
 
     def save(self, directory: Path | str) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.encoder.save_pretrained(directory / ENCODER_DIR)
         self.tokenizer.save_pretrained(directory / ENCODER_DIR)
-        save_file({k: v.detach().contiguous() for k, v in self.model.head.state_dict().items()},
-                  str(directory / HEAD_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(
-            {"kind": "cross_encoder", "classes": list(ESCI_CLASSES), "gains": list(ESCI_GAINS),
-             "max_length": self.max_length, "version": self.version}, indent=2))
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.model.head.state_dict().items()}, str(directory / HEAD_FILE)
+        )
+        (directory / CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    "kind": "cross_encoder",
+                    "classes": list(ESCI_CLASSES),
+                    "gains": list(ESCI_GAINS),
+                    "max_length": self.max_length,
+                    "version": self.version,
+                },
+                indent=2,
+            )
+        )
         return directory
 
     # -- inference -------------------------------------------------------------------------------
@@ -140,14 +168,21 @@ class CrossEncoderScorer:
         """Tokenise pairs as ``[CLS] query [SEP] product [SEP]``, truncating the product text first."""
         queries, product_texts = list(queries), list(product_texts)
         if len(queries) != len(product_texts):
-            raise CrossEncoderError(f"queries ({len(queries)}) and product_texts ({len(product_texts)}) "
-                                    "must have the same length")
+            raise CrossEncoderError(
+                f"queries ({len(queries)}) and product_texts ({len(product_texts)}) must have the same length"
+            )
         for name, values in (("queries", queries), ("product_texts", product_texts)):
             bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
             if bad is not None:
                 raise CrossEncoderError(f"{name}[{bad}] must be a string, got {type(values[bad]).__name__}")
-        return self.tokenizer(queries, product_texts, padding=True, truncation="longest_first",
-                              max_length=self.max_length, return_tensors="pt")
+        return self.tokenizer(
+            queries,
+            product_texts,
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
 
     def logits(self, queries: Sequence[str], product_texts: Sequence[str]) -> torch.Tensor:
         """Logits with gradients (training path); the caller sets train/eval mode."""
@@ -158,16 +193,20 @@ class CrossEncoderScorer:
     def predict_proba(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
         queries, product_texts = list(queries), list(product_texts)
         if len(queries) != len(product_texts):
-            raise CrossEncoderError(f"queries ({len(queries)}) and product_texts ({len(product_texts)}) "
-                                    "must have the same length")
+            raise CrossEncoderError(
+                f"queries ({len(queries)}) and product_texts ({len(product_texts)}) must have the same length"
+            )
         if not queries:
             return np.zeros((0, len(ESCI_CLASSES)), dtype=np.float32)
         was_training = self.model.training
         self.model.eval()
         try:
-            parts = [torch.softmax(self.logits(queries[i:i + self.batch_size],
-                                               product_texts[i:i + self.batch_size]), dim=-1)
-                     for i in range(0, len(queries), self.batch_size)]
+            parts = [
+                torch.softmax(
+                    self.logits(queries[i : i + self.batch_size], product_texts[i : i + self.batch_size]), dim=-1
+                )
+                for i in range(0, len(queries), self.batch_size)
+            ]
         finally:
             self.model.train(was_training)
         return torch.cat(parts).float().numpy()

@@ -10,8 +10,9 @@ teacher's probabilities use the same loss.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,9 @@ METADATA_FILE = "metadata.json"
 MODEL_CLASS = "minielm.models.relevance_teacher:RelevanceTeacher"
 
 
-def encode_relevance_example(tokenizer: PreTrainedTokenizerBase, query: str, product_text: str,
-                             max_length: int) -> list[int]:
+def encode_relevance_example(
+    tokenizer: PreTrainedTokenizerBase, query: str, product_text: str, max_length: int
+) -> list[int]:
     """Token ids of ``format_relevance_input``; the product text is cut so the query and the answer cue
     at the end always survive."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -75,8 +77,14 @@ def soft_target_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor
 class RelevanceTeacher:
     """A :class:`~minielm.models.interfaces.RelevanceScorer` over a decoder sequence classifier."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: str = "unversioned",
-                 max_length: int = 128, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        version: str = "unversioned",
+        max_length: int = 128,
+        batch_size: int = 64,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = ensure_pad_token(tokenizer)
         self.version = version
@@ -84,22 +92,29 @@ class RelevanceTeacher:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> "RelevanceTeacher":
+    def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> RelevanceTeacher:
         directory = Path(directory)
         metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
         model = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype=torch.float32)
         if tuple(model.config.id2label[i] for i in range(model.config.num_labels)) != ESCI_CLASSES:
-            raise ValueError(f"{directory}: the classifier's labels are {model.config.id2label}, expected {ESCI_CLASSES}")
+            raise ValueError(
+                f"{directory}: the classifier's labels are {model.config.id2label}, expected {ESCI_CLASSES}"
+            )
         kwargs.setdefault("max_length", int(metadata.get("max_length", 128)))
-        return cls(model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")),
-                   **kwargs)
+        return cls(
+            model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")), **kwargs
+        )
 
     def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
         directory = Path(directory)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        record = {"model_class": MODEL_CLASS, "version": self.version, "max_length": self.max_length,
-                  **(metadata or {})}
+        record = {
+            "model_class": MODEL_CLASS,
+            "version": self.version,
+            "max_length": self.max_length,
+            **(metadata or {}),
+        }
         (directory / METADATA_FILE).write_text(json.dumps(record, indent=2))
         return directory
 
@@ -112,9 +127,15 @@ class RelevanceTeacher:
         device = next(self.model.parameters()).device
         chunks = []
         for start in range(0, len(queries), self.batch_size):
-            rows = [{"input_ids": encode_relevance_example(self.tokenizer, q, p, self.max_length),
-                     "targets": torch.zeros(len(ESCI_CLASSES))}
-                    for q, p in zip(queries[start:start + self.batch_size], product_texts[start:start + self.batch_size])]
+            rows = [
+                {
+                    "input_ids": encode_relevance_example(self.tokenizer, q, p, self.max_length),
+                    "targets": torch.zeros(len(ESCI_CLASSES)),
+                }
+                for q, p in zip(
+                    queries[start : start + self.batch_size], product_texts[start : start + self.batch_size]
+                )
+            ]
             batch = collate_relevance_examples(rows, self.tokenizer.pad_token_id)
             logits = class_logits(self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
             chunks.append(torch.softmax(logits, dim=-1).cpu().numpy())

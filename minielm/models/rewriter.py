@@ -9,8 +9,9 @@ plus the tokenizer) loads with :meth:`CausalRewriter.load` and with plain transf
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
@@ -28,8 +29,9 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
     return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
 
 
-def encode_rewrite_example(tokenizer: PreTrainedTokenizerBase, query: str, rewrite: str,
-                           max_prompt_tokens: int, max_answer_tokens: int) -> dict[str, list[int]]:
+def encode_rewrite_example(
+    tokenizer: PreTrainedTokenizerBase, query: str, rewrite: str, max_prompt_tokens: int, max_answer_tokens: int
+) -> dict[str, list[int]]:
     """Prompt + answer + EOS, with labels only on the answer and EOS (prompt positions are -100)."""
     prompt = encode_prompt(tokenizer, query)[-max_prompt_tokens:]
     answer = tokenizer(format_rewrite_answer(rewrite), add_special_tokens=False)["input_ids"][:max_answer_tokens]
@@ -56,16 +58,25 @@ def answer_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shifted = logits[:, :-1].float()
     targets = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1),
-                                             ignore_index=-100)
+    return torch.nn.functional.cross_entropy(
+        shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1), ignore_index=-100
+    )
 
 
 class CausalRewriter:
     """A :class:`~minielm.models.interfaces.QueryRewriter` over a causal LM and its tokenizer."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: str = "unversioned",
-                 max_new_tokens: int = 32, batch_size: int = 32, temperature: float = 0.8, top_p: float = 0.95,
-                 min_confidence: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        version: str = "unversioned",
+        max_new_tokens: int = 32,
+        batch_size: int = 32,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_confidence: float = 0.0,
+    ) -> None:
         self.model = model.eval()
         # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
         # rewriting: a small model's unsure rewrites hurt search more than they help).
@@ -78,20 +89,25 @@ class CausalRewriter:
         self.top_p = top_p
 
     @classmethod
-    def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> "CausalRewriter":
+    def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> CausalRewriter:
         directory = Path(directory)
         metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
         kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
-        return cls(model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")),
-                   **kwargs)
+        return cls(
+            model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")), **kwargs
+        )
 
     def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
         directory = Path(directory)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        record = {"model_class": MODEL_CLASS, "version": self.version, "min_confidence": self.min_confidence,
-                  **(metadata or {})}
+        record = {
+            "model_class": MODEL_CLASS,
+            "version": self.version,
+            "min_confidence": self.min_confidence,
+            **(metadata or {}),
+        }
         (directory / METADATA_FILE).write_text(json.dumps(record, indent=2))
         return directory
 
@@ -109,13 +125,19 @@ class CausalRewriter:
         """Greedy rewrite of each query with its confidence: the probability of its least likely token."""
         results: list[tuple[str, float]] = []
         for start in range(0, len(queries), self.batch_size):
-            chunk = list(queries[start:start + self.batch_size])
+            chunk = list(queries[start : start + self.batch_size])
             inputs = self._left_padded(chunk)
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                                         pad_token_id=self.tokenizer.pad_token_id,
-                                         eos_token_id=self.tokenizer.eos_token_id,
-                                         output_scores=True, return_dict_in_generate=True)
-            new_tokens = output.sequences[:, inputs["input_ids"].shape[1]:]
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+            new_tokens = output.sequences[:, inputs["input_ids"].shape[1] :]
             log_probs = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for row, query in enumerate(chunk):
@@ -134,22 +156,27 @@ class CausalRewriter:
             raise ValueError(f"num_return must be at least 1, got {num_return}")
         if num_return == 1 and not do_sample and self.min_confidence > 0:
             scored = self.rewrite_with_confidence(queries)
-            return [[text if confidence >= self.min_confidence else " ".join(query.split())]
-                    for query, (text, confidence) in zip(queries, scored)]
+            return [
+                [text if confidence >= self.min_confidence else " ".join(query.split())]
+                for query, (text, confidence) in zip(queries, scored)
+            ]
         results: list[list[str]] = []
         for start in range(0, len(queries), self.batch_size):
-            chunk = list(queries[start:start + self.batch_size])
+            chunk = list(queries[start : start + self.batch_size])
             inputs = self._left_padded(chunk)
-            options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_return_sequences": num_return,
-                                       "pad_token_id": self.tokenizer.pad_token_id,
-                                       "eos_token_id": self.tokenizer.eos_token_id}
+            options: dict[str, Any] = {
+                "max_new_tokens": self.max_new_tokens,
+                "num_return_sequences": num_return,
+                "pad_token_id": self.tokenizer.pad_token_id,
+                "eos_token_id": self.tokenizer.eos_token_id,
+            }
             if do_sample:
                 options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
                 options.update(do_sample=False, num_beams=num_return)
             output = self.model.generate(**inputs, **options)
-            texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             for row, query in enumerate(chunk):
-                rewrites = [extract_rewrite(t) for t in texts[row * num_return:(row + 1) * num_return]]
+                rewrites = [extract_rewrite(t) for t in texts[row * num_return : (row + 1) * num_return]]
                 results.append([r or " ".join(query.split()) for r in rewrites])
         return results

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,22 +49,34 @@ class CanaryDecision:
         return {**asdict(self), "delta": self.delta}
 
 
-def decide_canary(candidate_rewards: Sequence[float], production_rewards: Sequence[float], min_requests: int,
-                  max_regression: float) -> CanaryDecision:
+def decide_canary(
+    candidate_rewards: Sequence[float], production_rewards: Sequence[float], min_requests: int, max_regression: float
+) -> CanaryDecision:
     """Promote when enough paired canary requests show no regression beyond the tolerance."""
     if len(candidate_rewards) != len(production_rewards):
-        raise RLInputError(f"canary: {len(candidate_rewards)} candidate rewards but {len(production_rewards)} "
-                           "production rewards; the comparison is per request")
+        raise RLInputError(
+            f"canary: {len(candidate_rewards)} candidate rewards but {len(production_rewards)} "
+            "production rewards; the comparison is per request"
+        )
     n = len(candidate_rewards)
     cand = float(np.mean(candidate_rewards)) if n else float("nan")
     prod = float(np.mean(production_rewards)) if n else float("nan")
     if n < min_requests:
-        return CanaryDecision(False, f"only {n} canary requests, fewer than rl.canary_min_requests={min_requests}",
-                              n, cand, prod)
+        return CanaryDecision(
+            False, f"only {n} canary requests, fewer than rl.canary_min_requests={min_requests}", n, cand, prod
+        )
     if cand < prod - max_regression:
-        return CanaryDecision(False, f"candidate reward {cand:.4f} is below production {prod:.4f} by more than "
-                                     f"rl.canary_max_regression={max_regression}", n, cand, prod)
-    return CanaryDecision(True, f"candidate reward {cand:.4f} vs production {prod:.4f} over {n} requests", n, cand, prod)
+        return CanaryDecision(
+            False,
+            f"candidate reward {cand:.4f} is below production {prod:.4f} by more than "
+            f"rl.canary_max_regression={max_regression}",
+            n,
+            cand,
+            prod,
+        )
+    return CanaryDecision(
+        True, f"candidate reward {cand:.4f} vs production {prod:.4f} over {n} requests", n, cand, prod
+    )
 
 
 def canary_slice(n_requests: int, traffic_percent: int, seed: int) -> np.ndarray:
@@ -72,9 +85,16 @@ def canary_slice(n_requests: int, traffic_percent: int, seed: int) -> np.ndarray
     return np.sort(np.random.default_rng(seed).choice(n_requests, size=count, replace=False))
 
 
-def replay_canary(queries: Sequence[str], candidate: Callable[[list[str]], list[str]],
-                  production: Callable[[list[str]], list[str]], reward: Callable[[list[str], list[str]], np.ndarray],
-                  traffic_percent: int, min_requests: int, max_regression: float, seed: int = 0) -> CanaryDecision:
+def replay_canary(
+    queries: Sequence[str],
+    candidate: Callable[[list[str]], list[str]],
+    production: Callable[[list[str]], list[str]],
+    reward: Callable[[list[str], list[str]], np.ndarray],
+    traffic_percent: int,
+    min_requests: int,
+    max_regression: float,
+    seed: int = 0,
+) -> CanaryDecision:
     """Replay traffic through a canary split and decide. The replay is sized so the canary sees at least
     ``min_requests`` requests (queries repeat when the log is shorter)."""
     if not queries:
@@ -92,25 +112,33 @@ def replay_canary(queries: Sequence[str], candidate: Callable[[list[str]], list[
     return decision
 
 
-def decide_from_feedback(feedback, candidate_version: str, production_version: str, min_requests: int,
-                         max_regression: float) -> CanaryDecision:
+def decide_from_feedback(
+    feedback, candidate_version: str, production_version: str, min_requests: int, max_regression: float
+) -> CanaryDecision:
     """Decide from live feedback windows: the candidate's requests against production's mean reward on
     the same queries (queries production did not serve in the window are left out)."""
     cand = feedback[feedback["model_version"] == candidate_version]
     prod_mean = feedback[feedback["model_version"] == production_version].groupby("query_key")["reward"].mean()
     paired = cand[cand["query_key"].isin(prod_mean.index)]
-    return decide_canary(paired["reward"].astype(float).tolist(),
-                         prod_mean.loc[paired["query_key"]].astype(float).tolist(), min_requests, max_regression)
+    return decide_canary(
+        paired["reward"].astype(float).tolist(),
+        prod_mean.loc[paired["query_key"]].astype(float).tolist(),
+        min_requests,
+        max_regression,
+    )
 
 
 # -- KServe InferenceService patches ---------------------------------------------------------------
+
 
 def _predictor_container(isvc: dict) -> dict:
     for container in isvc.get("spec", {}).get("predictor", {}).get("containers", []):
         if container.get("name") == PREDICTOR_CONTAINER:
             return container
-    raise RLInputError(f"InferenceService {isvc.get('metadata', {}).get('name')!r} has no predictor container "
-                       f"named {PREDICTOR_CONTAINER!r} (spec.predictor.containers)")
+    raise RLInputError(
+        f"InferenceService {isvc.get('metadata', {}).get('name')!r} has no predictor container "
+        f"named {PREDICTOR_CONTAINER!r} (spec.predictor.containers)"
+    )
 
 
 def _containers_serving(isvc: dict, stage: str) -> list[dict]:
@@ -128,16 +156,20 @@ def canary_patch(isvc: dict, version: str, traffic_percent: int) -> dict:
     """Merge patch: a new revision serving the candidate stage takes ``traffic_percent`` of the traffic."""
     if not 1 <= traffic_percent <= 99:
         raise RLInputError(f"rl.canary_traffic_percent: expected 1-99, got {traffic_percent}")
-    return {"metadata": {"annotations": {f"{VERSION_ANNOTATION}-candidate": version}},
-            "spec": {"predictor": {"canaryTrafficPercent": traffic_percent,
-                                   "containers": _containers_serving(isvc, "candidate")}}}
+    return {
+        "metadata": {"annotations": {f"{VERSION_ANNOTATION}-candidate": version}},
+        "spec": {
+            "predictor": {"canaryTrafficPercent": traffic_percent, "containers": _containers_serving(isvc, "candidate")}
+        },
+    }
 
 
 def promotion_patch(isvc: dict, version: str) -> dict:
     """Merge patch: drop the canary split and serve the production stage (now the promoted version)."""
-    return {"metadata": {"annotations": {VERSION_ANNOTATION: version, f"{VERSION_ANNOTATION}-candidate": None}},
-            "spec": {"predictor": {"canaryTrafficPercent": None,
-                                   "containers": _containers_serving(isvc, "production")}}}
+    return {
+        "metadata": {"annotations": {VERSION_ANNOTATION: version, f"{VERSION_ANNOTATION}-candidate": None}},
+        "spec": {"predictor": {"canaryTrafficPercent": None, "containers": _containers_serving(isvc, "production")}},
+    }
 
 
 def rollback_patch() -> dict:
@@ -165,8 +197,9 @@ def patch_inference_service(name: str, namespace: str, patch: dict, api=None) ->
     if api is None:
         config.load_incluster_config()
         api = client.CustomObjectsApi()
-    return api.patch_namespaced_custom_object("serving.kserve.io", "v1beta1", namespace, "inferenceservices",
-                                              name, patch)
+    return api.patch_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", name, patch
+    )
 
 
 # -- the live canary on a cluster --------------------------------------------------------------------
@@ -181,8 +214,15 @@ def kube_api():
     return client.CustomObjectsApi()
 
 
-def live_canary(settings, store, candidate_version: str, production_version: str, api=None,
-                sleep: Callable[[float], None] | None = None, clock: Callable[[], float] | None = None) -> CanaryDecision:
+def live_canary(
+    settings,
+    store,
+    candidate_version: str,
+    production_version: str,
+    api=None,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> CanaryDecision:
     """Patch the InferenceService into a canary, wait for live feedback windows that carry the candidate's
     requests, decide, then send the promotion or rollback patch. The registry is the caller's job."""
     import time
@@ -195,15 +235,22 @@ def live_canary(settings, store, candidate_version: str, production_version: str
     clock = clock or time.time
     group, version = ISVC_API
     isvc = api.get_namespaced_custom_object(group, version, rl.namespace, "inferenceservices", rl.isvc_name)
-    api.patch_namespaced_custom_object(group, version, rl.namespace, "inferenceservices", rl.isvc_name,
-                                       canary_patch(isvc, candidate_version, rl.canary_traffic_percent))
+    api.patch_namespaced_custom_object(
+        group,
+        version,
+        rl.namespace,
+        "inferenceservices",
+        rl.isvc_name,
+        canary_patch(isvc, candidate_version, rl.canary_traffic_percent),
+    )
     started = clock()
     log.info("canary started", isvc=rl.isvc_name, version=candidate_version, percent=rl.canary_traffic_percent)
     while True:
         keys = list_windows(store, since=started, prefix=settings.feedback.windows_prefix)
         frame = read_windows(store, keys)
-        decision = decide_from_feedback(frame, candidate_version, production_version, rl.canary_min_requests,
-                                        rl.canary_max_regression)
+        decision = decide_from_feedback(
+            frame, candidate_version, production_version, rl.canary_min_requests, rl.canary_max_regression
+        )
         if decision.n_requests >= rl.canary_min_requests or clock() - started >= rl.canary_wait_s:
             break
         sleep(rl.canary_poll_s)

@@ -13,16 +13,23 @@ from pathlib import Path
 
 from minielm.registry import ModelRegistry
 
-DEMO_OVERRIDES = {"max_steps": 6, "queries_per_step": 2, "num_generations": 4, "labelled_queries_per_run": 16,
-                  "max_train_queries": 64, "min_new_requests": 10}
+DEMO_OVERRIDES = {
+    "max_steps": 6,
+    "queries_per_step": 2,
+    "num_generations": 4,
+    "labelled_queries_per_run": 16,
+    "max_train_queries": 64,
+    "min_new_requests": 10,
+}
 
 
 def _ensure_production(ctx, registry: ModelRegistry, name: str) -> str:
     entry = registry.stage(name, "production")
     if entry is not None:
         return entry.version
-    registered = registry.register(name, Path(ctx.results["student_rewriter_dir"]),
-                                   {"source": "distilled student (demo)"})
+    registered = registry.register(
+        name, Path(ctx.results["student_rewriter_dir"]), {"source": "distilled student (demo)"}
+    )
     registry.promote(name, registered.version, "production", reason="demo: distilled student")
     ctx.echo(f"  registered the distilled student as {name} {registered.version} (production)")
     return registered.version
@@ -31,14 +38,19 @@ def _ensure_production(ctx, registry: ModelRegistry, name: str) -> str:
 def format_rl_table(heldout: dict, k: int) -> list[str]:
     raw = heldout["raw"]["relevant_per_query"]
     distilled = heldout["production"]["relevant_per_query"]
-    header = f"{'system':<12} {'relevant@' + str(k):>12} {'nDCG@' + str(k):>9} {'zero-result':>12} {'vs raw':>8} {'vs distilled':>13}"
+    header = (
+        f"{'system':<12} {'relevant@' + str(k):>12} {'nDCG@' + str(k):>9} {'zero-result':>12} {'vs raw':>8} "
+        f"{'vs distilled':>13}"
+    )
     lines = [header, "-" * len(header)]
     for label, key in (("raw", "raw"), ("distilled", "production"), ("RL-tuned", "candidate")):
         m = heldout[key]
         vs_raw = f"{m['relevant_per_query'] / raw - 1:+.1%}" if raw else "n/a"
         vs_distilled = f"{m['relevant_per_query'] / distilled - 1:+.1%}" if distilled else "n/a"
-        lines.append(f"{label:<12} {m['relevant_per_query']:>12.3f} {m['ndcg']:>9.3f} {m['zero_result_rate']:>12.1%} "
-                     f"{vs_raw:>8} {vs_distilled:>13}")
+        lines.append(
+            f"{label:<12} {m['relevant_per_query']:>12.3f} {m['ndcg']:>9.3f} {m['zero_result_rate']:>12.1%} "
+            f"{vs_raw:>8} {vs_distilled:>13}"
+        )
     return lines
 
 
@@ -52,32 +64,51 @@ def rl_demo_step(ctx) -> None:
     before = _ensure_production(ctx, registry, name)
     windows = ctx.results.get("feedback_window_keys", [])
     ctx.echo(f"  {len(windows)} feedback windows from the aggregator; production {name} is {before}")
-    result = run_retraining(settings, ctx.store, Path(ctx.results["dataset_dir"]), Path(ctx.results["index_dir"]),
-                            ctx.results.get("student_relevance_dir"), ctx.workdir / "rl")
+    result = run_retraining(
+        settings,
+        ctx.store,
+        Path(ctx.results["dataset_dir"]),
+        Path(ctx.results["index_dir"]),
+        ctx.results.get("student_relevance_dir"),
+        ctx.workdir / "rl",
+    )
     report = {"status": result["status"], "production_before": before, "seconds": result.get("seconds")}
     if result["status"] == NOTHING_TO_DO:
         ctx.echo(f"  nothing to do: {result['prepare']['reason']}")
     else:
         prepared, train, evaluation, rollout = (result[k] for k in ("prepare", "train", "evaluation", "rollout"))
-        ctx.echo(f"  training set: {prepared['n_train_queries']} queries ({prepared['n_feedback_queries']} from "
-                 f"{prepared['n_requests']} served requests, {prepared['n_excluded_held_out']} held-out requests left out)")
-        ctx.echo(f"  GRPO: {train['steps']} steps, reward {train['reward_first']:.3f} -> {train['reward_last']:.3f}, "
-                 f"mean KL {train['kl_mean']:.4f}")
+        ctx.echo(
+            f"  training set: {prepared['n_train_queries']} queries ({prepared['n_feedback_queries']} from "
+            f"{prepared['n_requests']} served requests, {prepared['n_excluded_held_out']} held-out requests left out)"
+        )
+        ctx.echo(
+            f"  GRPO: {train['steps']} steps, reward {train['reward_first']:.3f} -> {train['reward_last']:.3f}, "
+            f"mean KL {train['kl_mean']:.4f}"
+        )
         replay = evaluation["replay"]
-        ctx.echo(f"  replay reward: candidate {replay['candidate_reward']:.3f} vs production "
-                 f"{replay['production_reward']:.3f}; KL to reference {replay['kl_to_reference']:.4f}")
-        ctx.echo(f"  quality gate {'passed' if evaluation['gate']['passed'] else 'FAILED'}: "
-                 + "; ".join(evaluation["gate"]["reasons"]))
+        ctx.echo(
+            f"  replay reward: candidate {replay['candidate_reward']:.3f} vs production "
+            f"{replay['production_reward']:.3f}; KL to reference {replay['kl_to_reference']:.4f}"
+        )
+        ctx.echo(
+            f"  quality gate {'passed' if evaluation['gate']['passed'] else 'FAILED'}: "
+            + "; ".join(evaluation["gate"]["reasons"])
+        )
         if "canary" in rollout:
             c = rollout["canary"]
-            ctx.echo(f"  canary ({settings.rl.canary_traffic_percent}% of replayed traffic, {c['n_requests']} "
-                     f"requests): {'promote' if c['promote'] else 'roll back'}: {c['reason']}")
+            ctx.echo(
+                f"  canary ({settings.rl.canary_traffic_percent}% of replayed traffic, {c['n_requests']} "
+                f"requests): {'promote' if c['promote'] else 'roll back'}: {c['reason']}"
+            )
         for line in format_rl_table(evaluation["heldout"], settings.eval.top_k):
             ctx.echo(f"  {line}")
-        report.update(heldout={k: {m: v for m, v in d.items() if m != "by_noise"}
-                               for k, d in evaluation["heldout"].items()},
-                      gate=evaluation["gate"], replay=replay, canary=rollout.get("canary"),
-                      candidate_version=rollout.get("candidate_version"))
+        report.update(
+            heldout={k: {m: v for m, v in d.items() if m != "by_noise"} for k, d in evaluation["heldout"].items()},
+            gate=evaluation["gate"],
+            replay=replay,
+            canary=rollout.get("canary"),
+            candidate_version=rollout.get("candidate_version"),
+        )
     after = registry.stage(name, "production").version
     report["production_after"] = after
     ctx.echo(f"  production {name}: {before} -> {after}" + (" (changed)" if after != before else " (unchanged)"))

@@ -10,7 +10,7 @@ window replayed by the aggregator (same key, same offsets) is never trained on t
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -37,8 +37,9 @@ def parse_window_key(key: str) -> windows.ObjectRef:
     except ValueError as error:
         raise RLInputError(f"feedback window key does not follow the aggregator's layout: {error}") from None
     if ref.first_offset > ref.last_offset:
-        raise RLInputError(f"feedback window {key!r}: first offset {ref.first_offset} is after last offset "
-                           f"{ref.last_offset}")
+        raise RLInputError(
+            f"feedback window {key!r}: first offset {ref.first_offset} is after last offset {ref.last_offset}"
+        )
     return ref
 
 
@@ -65,8 +66,9 @@ def advance_watermark(store: ObjectStore, key: str, consumed: Iterable[windows.O
     return pointer
 
 
-def read_feedback(store: ObjectStore, refs: list[windows.ObjectRef], registry: ModelRegistry,
-                  model_name: str) -> pd.DataFrame:
+def read_feedback(
+    store: ObjectStore, refs: list[windows.ObjectRef], registry: ModelRegistry, model_name: str
+) -> pd.DataFrame:
     """All rows of the windows, validated: every window non-empty with the contract's columns, and
     every row served by a registered version of ``model_name``."""
     frames = []
@@ -76,8 +78,11 @@ def read_feedback(store: ObjectStore, refs: list[windows.ObjectRef], registry: M
         if missing:
             raise RLInputError(f"feedback window {ref.key} lacks columns {missing}")
         if frame.empty:
-            raise RLInputError(f"feedback window {ref.key} is empty: a window must hold at least one "
-                               "served request (offsets " f"{ref.first_offset}-{ref.last_offset})")
+            raise RLInputError(
+                f"feedback window {ref.key} is empty: a window must hold at least one "
+                "served request (offsets "
+                f"{ref.first_offset}-{ref.last_offset})"
+            )
         frames.append(frame.assign(window_key=ref.key))
     if not frames:
         return pd.DataFrame(columns=[*WINDOW_COLUMNS, "window_key"])
@@ -90,8 +95,10 @@ def read_feedback(store: ObjectStore, refs: list[windows.ObjectRef], registry: M
     unknown = feedback.loc[~feedback["model_version"].isin(known)]
     if not unknown.empty:
         examples = unknown.groupby("model_version")["window_key"].first().to_dict()
-        raise RLInputError(f"feedback rows name model_version(s) {sorted(examples)} that the registry does "
-                           f"not hold for {model_name!r} (e.g. in {examples}); known versions: {sorted(known)}")
+        raise RLInputError(
+            f"feedback rows name model_version(s) {sorted(examples)} that the registry does "
+            f"not hold for {model_name!r} (e.g. in {examples}); known versions: {sorted(known)}"
+        )
     return feedback
 
 
@@ -99,8 +106,12 @@ def observed_rewards(feedback: pd.DataFrame) -> dict[tuple[str, str], float]:
     """Mean observed reward per served (query key, normalised rewrite) pair."""
     if feedback.empty:
         return {}
-    frame = pd.DataFrame({"query_key": feedback["query"].map(query_key),
-                          "rewrite": feedback["rewrite"].astype(str).map(normalize_query),
-                          "reward": feedback["reward"].astype(float)})
+    frame = pd.DataFrame(
+        {
+            "query_key": feedback["query"].map(query_key),
+            "rewrite": feedback["rewrite"].astype(str).map(normalize_query),
+            "reward": feedback["reward"].astype(float),
+        }
+    )
     means = frame.groupby(["query_key", "rewrite"])["reward"].mean()
     return {(q, r): float(v) for (q, r), v in means.items()}

@@ -5,8 +5,8 @@ It is the serving rewriter (:class:`minielm.models.rewriter.CausalRewriter`, gre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 class DirRewriter:

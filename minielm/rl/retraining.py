@@ -25,11 +25,17 @@ from minielm.config import Settings
 from minielm.data.esci import QUERY, QUERY_ID, SPLIT, load_esci
 from minielm.features.keys import normalize_query
 from minielm.logs import get_logger
-from minielm.registry import ModelRegistry, RegistryError
+from minielm.registry import ModelRegistry
 from minielm.rl import canary
 from minielm.rl.errors import RLInputError
-from minielm.rl.feedback import advance_watermark, new_windows, observed_rewards, parse_window_key, read_feedback, \
-    read_watermark
+from minielm.rl.feedback import (
+    advance_watermark,
+    new_windows,
+    observed_rewards,
+    parse_window_key,
+    read_feedback,
+    read_watermark,
+)
 from minielm.rl.rewards import RewardModel, relevant_products
 from minielm.rl.similarity import make_similarity
 from minielm.storage import ObjectStore
@@ -61,6 +67,7 @@ def _queries_frame(data_dir: Path) -> pd.DataFrame:
 
 # -- prepare ----------------------------------------------------------------------------------------
 
+
 def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path, out_dir: Path) -> dict:
     """Read the windows past the watermark and build the training queries; too few new requests ->
     ``status: nothing_to_do`` (the watermark stays where it is)."""
@@ -68,11 +75,17 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
     registry = ModelRegistry(store)
     refs = new_windows(store, read_watermark(store, rl.watermark_key), settings.feedback.windows_prefix)
     feedback = read_feedback(store, refs, registry, settings.models.student_rewriter)
-    summary: dict[str, Any] = {"windows": [r.key for r in refs], "n_requests": int(len(feedback)),
-                               "min_new_requests": rl.min_new_requests}
+    summary: dict[str, Any] = {
+        "windows": [r.key for r in refs],
+        "n_requests": int(len(feedback)),
+        "min_new_requests": rl.min_new_requests,
+    }
     if len(feedback) < rl.min_new_requests or len(feedback) == 0:
-        summary.update(status=NOTHING_TO_DO, reason=f"{len(feedback)} new served requests in {len(refs)} windows "
-                       f"since the watermark; rl.min_new_requests={rl.min_new_requests}")
+        summary.update(
+            status=NOTHING_TO_DO,
+            reason=f"{len(feedback)} new served requests in {len(refs)} windows "
+            f"since the watermark; rl.min_new_requests={rl.min_new_requests}",
+        )
         log.info("rl nothing to do", **summary)
         return _write_json(out_dir / PREPARED_FILE, summary)
     queries = _queries_frame(data_dir)
@@ -80,24 +93,32 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
     train_ids = queries[queries[SPLIT] == "train"].drop_duplicates("norm").set_index("norm")[QUERY_ID]
     served = feedback.assign(norm=feedback["query"].map(normalize_query)).drop_duplicates("norm")
     served = served[~served["norm"].isin(held_out)]
-    rows = [{"query": q, "query_id": str(train_ids.get(n, "")), "source": "feedback"}
-            for q, n in zip(served["query"], served["norm"])]
+    rows = [
+        {"query": q, "query_id": str(train_ids.get(n, "")), "source": "feedback"}
+        for q, n in zip(served["query"], served["norm"])
+    ]
     seen = {normalize_query(r["query"]) for r in rows}
     labelled = queries[(queries[SPLIT] == "train") & ~queries["norm"].isin(seen)]
     labelled = labelled.sample(n=min(rl.labelled_queries_per_run, len(labelled)), random_state=settings.seed)
-    rows += [{"query": q, "query_id": str(i), "source": "labelled"} for q, i in zip(labelled[QUERY], labelled[QUERY_ID])]
+    rows += [
+        {"query": q, "query_id": str(i), "source": "labelled"} for q, i in zip(labelled[QUERY], labelled[QUERY_ID])
+    ]
     train = pd.DataFrame(rows).head(rl.max_train_queries)
     out_dir.mkdir(parents=True, exist_ok=True)
     train.to_parquet(out_dir / TRAIN_FILE, index=False)
     feedback.to_parquet(out_dir / FEEDBACK_FILE, index=False)
-    summary.update(status=READY, n_train_queries=int(len(train)),
-                   n_feedback_queries=int((train["source"] == "feedback").sum()),
-                   n_excluded_held_out=int(feedback["query"].map(normalize_query).isin(held_out).sum()))
+    summary.update(
+        status=READY,
+        n_train_queries=int(len(train)),
+        n_feedback_queries=int((train["source"] == "feedback").sum()),
+        n_excluded_held_out=int(feedback["query"].map(normalize_query).isin(held_out).sum()),
+    )
     log.info("rl training set built", **{k: v for k, v in summary.items() if k != "windows"})
     return _write_json(out_dir / PREPARED_FILE, summary)
 
 
 # -- shared loading ---------------------------------------------------------------------------------
+
 
 def load_judge(settings: Settings, store: ObjectStore, judge_dir: str | Path | None, workdir: Path):
     """The relevance judge: a local cross-encoder dir, else the registry's production relevance student."""
@@ -110,23 +131,31 @@ def load_judge(settings: Settings, store: ObjectStore, judge_dir: str | Path | N
     registry = ModelRegistry(store)
     entry = registry.stage(settings.models.student_relevance, "production")
     if entry is None:
-        raise RLInputError(f"rl.reward_weights.judge > 0 but no judge: pass a judge dir or promote a "
-                           f"{settings.models.student_relevance!r} version to production")
+        raise RLInputError(
+            f"rl.reward_weights.judge > 0 but no judge: pass a judge dir or promote a "
+            f"{settings.models.student_relevance!r} version to production"
+        )
     return CrossEncoderScorer.load(registry.download(entry.name, entry.version, workdir / "judge"), entry.version)
 
 
-def build_reward_model(settings: Settings, index, data_dir: Path, judge, labels_split: str,
-                       feedback: pd.DataFrame | None = None) -> RewardModel:
+def build_reward_model(
+    settings: Settings, index, data_dir: Path, judge, labels_split: str, feedback: pd.DataFrame | None = None
+) -> RewardModel:
     data = load_esci(data_dir)
     from minielm.data.text import product_text
 
     texts = dict(zip(data.products["product_id"].astype(str), product_text(data.products)))
     labelled = data.examples[data.examples[SPLIT] == labels_split]
-    return RewardModel(config=settings.rl, index=index, product_texts=texts,
-                       similarity=make_similarity(settings.rl.intent_embedder), judge=judge,
-                       relevant=relevant_products(labelled, settings.eval.substitute_is_relevant),
-                       observed=observed_rewards(feedback) if feedback is not None else {},
-                       top_k=settings.eval.top_k)
+    return RewardModel(
+        config=settings.rl,
+        index=index,
+        product_texts=texts,
+        similarity=make_similarity(settings.rl.intent_embedder),
+        judge=judge,
+        relevant=relevant_products(labelled, settings.eval.substitute_is_relevant),
+        observed=observed_rewards(feedback) if feedback is not None else {},
+        top_k=settings.eval.top_k,
+    )
 
 
 def _load_index(index_dir: Path):
@@ -136,6 +165,7 @@ def _load_index(index_dir: Path):
 
 
 # -- train ------------------------------------------------------------------------------------------
+
 
 def fetch_production(settings: Settings, store: ObjectStore, out_dir: Path) -> dict:
     """Download the production rewriter and its KL reference (the distilled student it descends from)."""
@@ -150,8 +180,15 @@ def fetch_production(settings: Settings, store: ObjectStore, out_dir: Path) -> d
     return {"production_version": production.version, "reference_version": reference_version}
 
 
-def train_candidate(settings: Settings, store: ObjectStore, data_dir: Path, index_dir: Path,
-                    judge_dir: str | Path | None, prepared_dir: Path, out_dir: Path) -> dict:
+def train_candidate(
+    settings: Settings,
+    store: ObjectStore,
+    data_dir: Path,
+    index_dir: Path,
+    judge_dir: str | Path | None,
+    prepared_dir: Path,
+    out_dir: Path,
+) -> dict:
     from minielm.rl.trainer import train_grpo
 
     out_dir = Path(out_dir)
@@ -160,14 +197,22 @@ def train_candidate(settings: Settings, store: ObjectStore, data_dir: Path, inde
     feedback = pd.read_parquet(Path(prepared_dir) / FEEDBACK_FILE)
     judge = load_judge(settings, store, judge_dir, out_dir)
     rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "train", feedback)
-    result = train_grpo(out_dir / "production", out_dir / "reference", train["query"].tolist(),
-                        [q or None for q in train["query_id"]], rewards, settings.rl, out_dir / "model",
-                        seed=settings.seed)
+    result = train_grpo(
+        out_dir / "production",
+        out_dir / "reference",
+        train["query"].tolist(),
+        [q or None for q in train["query_id"]],
+        rewards,
+        settings.rl,
+        out_dir / "model",
+        seed=settings.seed,
+    )
     summary = {**versions, **result.summary(), "history": result.history}
     return _write_json(out_dir / "train.json", summary)
 
 
 # -- evaluate and gate --------------------------------------------------------------------------------
+
 
 def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]:
     if "noise" not in examples.columns:
@@ -190,11 +235,13 @@ def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str
     report = {}
     for name, fn in systems.items():
         texts = [raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids])
-        result = evaluate_queries(index, examples, dict(zip(ids, texts)), settings.eval.top_k,
-                                  settings.eval.substitute_is_relevant)
-        report[name] = {**{k: result[k] for k in ("relevant_per_query", "ndcg", "recall", "zero_result_rate",
-                                                   "n_queries")},
-                        "by_noise": _by_noise(examples, result["per_query"])}
+        result = evaluate_queries(
+            index, examples, dict(zip(ids, texts)), settings.eval.top_k, settings.eval.substitute_is_relevant
+        )
+        report[name] = {
+            **{k: result[k] for k in ("relevant_per_query", "ndcg", "recall", "zero_result_rate", "n_queries")},
+            "by_noise": _by_noise(examples, result["per_query"]),
+        }
     return report
 
 
@@ -205,8 +252,15 @@ def replay_queries(data_dir: Path, feedback: pd.DataFrame | None, limit: int = R
     return replay or queries.loc[queries[SPLIT] != "train", QUERY].drop_duplicates().tolist()[:limit]
 
 
-def evaluate_and_gate(settings: Settings, store: ObjectStore, data_dir: Path, index_dir: Path,
-                      judge_dir: str | Path | None, trained_dir: Path, out_dir: Path) -> dict:
+def evaluate_and_gate(
+    settings: Settings,
+    store: ObjectStore,
+    data_dir: Path,
+    index_dir: Path,
+    judge_dir: str | Path | None,
+    trained_dir: Path,
+    out_dir: Path,
+) -> dict:
     """Held-out metrics, replay reward and KL; then the quality gate (plus the KL ceiling and the
     per-noise-class tolerance)."""
     from transformers import AutoModelForCausalLM
@@ -220,8 +274,9 @@ def evaluate_and_gate(settings: Settings, store: ObjectStore, data_dir: Path, in
     max_new = settings.rl.max_new_tokens
     candidate = DirRewriter(trained_dir / "model", max_new)
     production = DirRewriter(trained_dir / "production", max_new)
-    metrics = heldout_metrics(settings, index, data_dir, {"raw": None, "production": production,
-                                                          "candidate": candidate})
+    metrics = heldout_metrics(
+        settings, index, data_dir, {"raw": None, "production": production, "candidate": candidate}
+    )
     judge = load_judge(settings, store, judge_dir, out_dir)
     replay_rewards = build_reward_model(settings, index, data_dir, judge, "validation")
     replay = replay_queries(data_dir, None)
@@ -229,12 +284,19 @@ def evaluate_and_gate(settings: Settings, store: ObjectStore, data_dir: Path, in
     reference = AutoModelForCausalLM.from_pretrained(str(trained_dir / "reference")).eval()
     cand_rewrites = candidate(replay)
     prefix = bos_prefix(candidate.tokenizer)
-    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, [prefix + prompt_fn(q) for q in replay],
-                       [" " + r for r in cand_rewrites])
-    replay_report = {"n_queries": len(replay),
-                     "candidate_reward": float(np.mean(replay_rewards.total(replay, cand_rewrites))),
-                     "production_reward": float(np.mean(replay_rewards.total(replay, production(replay)))),
-                     "kl_to_reference": kl}
+    kl = mean_token_kl(
+        candidate.model,
+        reference,
+        candidate.tokenizer,
+        [prefix + prompt_fn(q) for q in replay],
+        [" " + r for r in cand_rewrites],
+    )
+    replay_report = {
+        "n_queries": len(replay),
+        "candidate_reward": float(np.mean(replay_rewards.total(replay, cand_rewrites))),
+        "production_reward": float(np.mean(replay_rewards.total(replay, production(replay)))),
+        "kl_to_reference": kl,
+    }
     gate = quality_gate(metrics["candidate"], metrics["raw"], metrics["production"], settings.gate)
     reasons = list(gate.reasons)
     passed = bool(gate.passed)
@@ -248,17 +310,33 @@ def evaluate_and_gate(settings: Settings, store: ObjectStore, data_dir: Path, in
             passed = False
             reasons.append(f"noise class {noise!r}: relevant@k {value:.3f} < production {before:.3f} - {tolerance}")
     report = {"heldout": metrics, "replay": replay_report, "gate": {"passed": passed, "reasons": reasons}}
-    log.info("rl candidate evaluated", passed=passed, reasons=reasons,
-             candidate=metrics["candidate"]["relevant_per_query"], production=metrics["production"]["relevant_per_query"],
-             raw=metrics["raw"]["relevant_per_query"], kl=kl)
+    log.info(
+        "rl candidate evaluated",
+        passed=passed,
+        reasons=reasons,
+        candidate=metrics["candidate"]["relevant_per_query"],
+        production=metrics["production"]["relevant_per_query"],
+        raw=metrics["raw"]["relevant_per_query"],
+        kl=kl,
+    )
     return _write_json(out_dir / "evaluation.json", report)
 
 
 # -- rollout ----------------------------------------------------------------------------------------
 
-def rollout_candidate(settings: Settings, store: ObjectStore, data_dir: Path, index_dir: Path,
-                      judge_dir: str | Path | None, trained_dir: Path, evaluation: dict, prepared: dict,
-                      run_id: str, out_dir: Path) -> dict:
+
+def rollout_candidate(
+    settings: Settings,
+    store: ObjectStore,
+    data_dir: Path,
+    index_dir: Path,
+    judge_dir: str | Path | None,
+    trained_dir: Path,
+    evaluation: dict,
+    prepared: dict,
+    run_id: str,
+    out_dir: Path,
+) -> dict:
     """Register a gated candidate, canary it, then promote or roll back; advance the watermark.
     The production pointer moves only on a passed gate AND a won canary."""
     from minielm.rl.policy import DirRewriter
@@ -273,10 +351,16 @@ def rollout_candidate(settings: Settings, store: ObjectStore, data_dir: Path, in
     else:
         parent = registry.get(name, train_summary["production_version"]).metadata
         inherited = {k: parent[k] for k in REWRITER_SETTINGS if k in parent}
-        metadata = {**inherited, "parent_version": train_summary["production_version"],
-                    "rl_reference_version": train_summary["reference_version"], "pipeline_run": run_id,
-                    "metrics": evaluation["heldout"]["candidate"], "replay": evaluation["replay"],
-                    "feedback_windows": prepared["windows"], "trained_with": "grpo"}
+        metadata = {
+            **inherited,
+            "parent_version": train_summary["production_version"],
+            "rl_reference_version": train_summary["reference_version"],
+            "pipeline_run": run_id,
+            "metrics": evaluation["heldout"]["candidate"],
+            "replay": evaluation["replay"],
+            "feedback_windows": prepared["windows"],
+            "trained_with": "grpo",
+        }
         entry = registry.register(name, trained_dir / "model", metadata)
         registry.promote(name, entry.version, "candidate", reason=f"rl run {run_id}")
         rl = settings.rl
@@ -286,9 +370,15 @@ def rollout_candidate(settings: Settings, store: ObjectStore, data_dir: Path, in
             judge = load_judge(settings, store, judge_dir, out_dir)
             rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "validation")
             decision = canary.replay_canary(
-                replay_queries(data_dir, None), DirRewriter(trained_dir / "model", rl.max_new_tokens),
-                DirRewriter(trained_dir / "production", rl.max_new_tokens), rewards.total,
-                rl.canary_traffic_percent, rl.canary_min_requests, rl.canary_max_regression, seed=settings.seed)
+                replay_queries(data_dir, None),
+                DirRewriter(trained_dir / "model", rl.max_new_tokens),
+                DirRewriter(trained_dir / "production", rl.max_new_tokens),
+                rewards.total,
+                rl.canary_traffic_percent,
+                rl.canary_min_requests,
+                rl.canary_max_regression,
+                seed=settings.seed,
+            )
         outcome.update(candidate_version=entry.version, canary=decision.as_dict())
         if decision.promote:
             registry.promote(name, entry.version, "production", reason=f"rl canary won: {decision.reason}")
@@ -302,8 +392,15 @@ def rollout_candidate(settings: Settings, store: ObjectStore, data_dir: Path, in
     return _write_json(out_dir / "rollout.json", outcome)
 
 
-def run_retraining(settings: Settings, store: ObjectStore, data_dir: Path, index_dir: Path,
-                   judge_dir: str | Path | None, workdir: Path, run_id: str | None = None) -> dict:
+def run_retraining(
+    settings: Settings,
+    store: ObjectStore,
+    data_dir: Path,
+    index_dir: Path,
+    judge_dir: str | Path | None,
+    workdir: Path,
+    run_id: str | None = None,
+) -> dict:
     """The whole stage in one process (the CLI and the demo); the pipeline runs the same steps as tasks."""
     run_id = run_id or time.strftime("rl-%Y%m%d-%H%M%S", time.gmtime())
     workdir = Path(workdir) / run_id
@@ -312,11 +409,28 @@ def run_retraining(settings: Settings, store: ObjectStore, data_dir: Path, index
     if prepared["status"] == NOTHING_TO_DO:
         return {"run_id": run_id, "status": NOTHING_TO_DO, "prepare": prepared}
     train = train_candidate(settings, store, data_dir, index_dir, judge_dir, workdir / "prepared", workdir / "trained")
-    evaluation = evaluate_and_gate(settings, store, data_dir, index_dir, judge_dir, workdir / "trained",
-                                   workdir / "evaluation")
-    rollout = rollout_candidate(settings, store, data_dir, index_dir, judge_dir, workdir / "trained", evaluation,
-                                prepared, run_id, workdir / "rollout")
+    evaluation = evaluate_and_gate(
+        settings, store, data_dir, index_dir, judge_dir, workdir / "trained", workdir / "evaluation"
+    )
+    rollout = rollout_candidate(
+        settings,
+        store,
+        data_dir,
+        index_dir,
+        judge_dir,
+        workdir / "trained",
+        evaluation,
+        prepared,
+        run_id,
+        workdir / "rollout",
+    )
     shutil.rmtree(workdir / "trained" / "trl", ignore_errors=True)
-    return {"run_id": run_id, "status": rollout["status"], "prepare": prepared,
-            "train": {k: v for k, v in train.items() if k != "history"}, "evaluation": evaluation,
-            "rollout": rollout, "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "run_id": run_id,
+        "status": rollout["status"],
+        "prepare": prepared,
+        "train": {k: v for k, v in train.items() if k != "history"},
+        "evaluation": evaluation,
+        "rollout": rollout,
+        "seconds": round(time.monotonic() - started, 1),
+    }

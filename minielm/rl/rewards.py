@@ -14,8 +14,8 @@ Penalties (0 = none, 1 = full; subtracted):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,8 +72,10 @@ class RewardModel:
         return [self._search_cache[t] for t in texts]
 
     def feedback(self, queries: Sequence[str], rewrites: Sequence[str]) -> np.ndarray:
-        return np.asarray([self.observed.get((query_key(q), normalize_query(r)), 0.0)
-                           for q, r in zip(queries, rewrites)], dtype=np.float64)
+        return np.asarray(
+            [self.observed.get((query_key(q), normalize_query(r)), 0.0) for q, r in zip(queries, rewrites)],
+            dtype=np.float64,
+        )
 
     def judge_score(self, queries: Sequence[str], rewrites: Sequence[str]) -> np.ndarray:
         if self.judge is None:
@@ -94,8 +96,9 @@ class RewardModel:
             self._judge_cache[pair] = sums.get(pair, 0.0) / self.config.judge_top_k
         return np.asarray([self._judge_cache[p] for p in pairs])
 
-    def retrieval_gain(self, queries: Sequence[str], rewrites: Sequence[str],
-                       query_ids: Sequence[str | None]) -> np.ndarray:
+    def retrieval_gain(
+        self, queries: Sequence[str], rewrites: Sequence[str], query_ids: Sequence[str | None]
+    ) -> np.ndarray:
         gains = np.zeros(len(queries))
         labelled = [i for i, q in enumerate(query_ids) if q is not None and str(q) in self.relevant]
         if not labelled:
@@ -117,22 +120,26 @@ class RewardModel:
     def degenerate(self, rewrites: Sequence[str]) -> np.ndarray:
         return np.asarray([degenerate_penalty(r, self.config.max_rewrite_words) for r in rewrites])
 
-    def terms(self, queries: Sequence[str], rewrites: Sequence[str],
-              query_ids: Sequence[str | None] | None = None) -> dict[str, np.ndarray]:
+    def terms(
+        self, queries: Sequence[str], rewrites: Sequence[str], query_ids: Sequence[str | None] | None = None
+    ) -> dict[str, np.ndarray]:
         """Every term for every pair, unweighted (penalties as positive amounts)."""
         query_ids = list(query_ids) if query_ids is not None else [None] * len(queries)
-        return {"feedback": self.feedback(queries, rewrites),
-                "judge": self.judge_score(queries, rewrites),
-                "retrieval_gain": self.retrieval_gain(queries, rewrites, query_ids),
-                "intent_drift": self.intent_drift(queries, rewrites),
-                "degenerate": self.degenerate(rewrites)}
+        return {
+            "feedback": self.feedback(queries, rewrites),
+            "judge": self.judge_score(queries, rewrites),
+            "retrieval_gain": self.retrieval_gain(queries, rewrites, query_ids),
+            "intent_drift": self.intent_drift(queries, rewrites),
+            "degenerate": self.degenerate(rewrites),
+        }
 
     def signed_weights(self) -> dict[str, float]:
         weights = self.config.reward_weights.model_dump()
         return {t: -weights[t] if t in PENALTIES else weights[t] for t in TERMS}
 
-    def total(self, queries: Sequence[str], rewrites: Sequence[str],
-              query_ids: Sequence[str | None] | None = None) -> np.ndarray:
+    def total(
+        self, queries: Sequence[str], rewrites: Sequence[str], query_ids: Sequence[str | None] | None = None
+    ) -> np.ndarray:
         weights = self.signed_weights()
         terms = self.terms(queries, rewrites, query_ids)
         return sum(weights[t] * terms[t] for t in TERMS)
@@ -146,8 +153,9 @@ class RewardModel:
         return funcs, [weights[t] for t in TERMS]
 
     def _trl_function(self, term: str) -> Callable[..., list[float]]:
-        def reward(completions: list[str], query: list[str], query_id: list[str] | None = None,
-                   **_: object) -> list[float]:
+        def reward(
+            completions: list[str], query: list[str], query_id: list[str] | None = None, **_: object
+        ) -> list[float]:
             rewrites = [clean_rewrite(c) for c in completions]
             ids = [q or None for q in query_id] if query_id is not None else None
             if term == "retrieval_gain":

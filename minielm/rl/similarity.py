@@ -3,7 +3,8 @@ a character-trigram overlap where loading an encoder is not worth it (tests, toy
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -18,7 +19,7 @@ class Similarity(Protocol):
 
 def _trigrams(text: str) -> set[str]:
     padded = f"  {normalize_query(text)} "
-    return {padded[i:i + 3] for i in range(len(padded) - 2)} if text.strip() else set()
+    return {padded[i : i + 3] for i in range(len(padded) - 2)} if text.strip() else set()
 
 
 class NgramOverlapSimilarity:

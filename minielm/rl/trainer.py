@@ -11,9 +11,9 @@ different vocabularies is meaningless, so a mismatch fails before any training.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -50,11 +50,14 @@ def check_same_tokenizer(policy_dir: Path, reference_dir: Path) -> None:
         differing = sorted(set(policy_vocab.items()) ^ set(reference_vocab.items()))[:5]
         raise RLInputError(
             f"reference model {reference_dir} does not match the policy's tokenizer ({policy_dir}): "
-            f"vocab sizes {len(reference_vocab)} vs {len(policy_vocab)}, differing entries e.g. {differing}")
+            f"vocab sizes {len(reference_vocab)} vs {len(policy_vocab)}, differing entries e.g. {differing}"
+        )
     for name in ("eos_token", "pad_token", "bos_token"):
         if getattr(policy, name) != getattr(reference, name):
-            raise RLInputError(f"reference model {reference_dir} does not match the policy's tokenizer: "
-                               f"{name} {getattr(reference, name)!r} vs {getattr(policy, name)!r}")
+            raise RLInputError(
+                f"reference model {reference_dir} does not match the policy's tokenizer: "
+                f"{name} {getattr(reference, name)!r} vs {getattr(policy, name)!r}"
+            )
 
 
 @dataclass
@@ -68,9 +71,13 @@ class TrainResult:
 
     def summary(self) -> dict:
         rewards, kls = self.series("reward"), self.series("kl")
-        return {"steps": self.steps, "reward_first": rewards[0] if rewards else None,
-                "reward_last": rewards[-1] if rewards else None,
-                "kl_mean": sum(kls) / len(kls) if kls else None, "kl_max": max(kls) if kls else None}
+        return {
+            "steps": self.steps,
+            "reward_first": rewards[0] if rewards else None,
+            "reward_last": rewards[-1] if rewards else None,
+            "kl_mean": sum(kls) / len(kls) if kls else None,
+            "kl_max": max(kls) if kls else None,
+        }
 
 
 def bos_prefix(tokenizer) -> str:
@@ -81,8 +88,9 @@ def bos_prefix(tokenizer) -> str:
     return tokenizer.bos_token
 
 
-def _training_rows(queries: Sequence[str], query_ids: Sequence[str | None], prompt_fn: PromptFn,
-                   prefix: str = "") -> list[dict]:
+def _training_rows(
+    queries: Sequence[str], query_ids: Sequence[str | None], prompt_fn: PromptFn, prefix: str = ""
+) -> list[dict]:
     if len(queries) != len(query_ids):
         raise RLInputError(f"training set: {len(queries)} queries but {len(query_ids)} query ids")
     rows = [{"prompt": prefix + prompt_fn(q), "query": q, "query_id": qid or ""} for q, qid in zip(queries, query_ids)]
@@ -91,9 +99,17 @@ def _training_rows(queries: Sequence[str], query_ids: Sequence[str | None], prom
     return rows
 
 
-def train_grpo(policy_dir: Path, reference_dir: Path, queries: Sequence[str], query_ids: Sequence[str | None],
-               rewards: RewardModel, config: RLConfig, output_dir: Path, prompt_fn: PromptFn | None = None,
-               seed: int = 0) -> TrainResult:
+def train_grpo(
+    policy_dir: Path,
+    reference_dir: Path,
+    queries: Sequence[str],
+    query_ids: Sequence[str | None],
+    rewards: RewardModel,
+    config: RLConfig,
+    output_dir: Path,
+    prompt_fn: PromptFn | None = None,
+    seed: int = 0,
+) -> TrainResult:
     """Run ``config.max_steps`` GRPO steps from ``policy_dir``; save the tuned model to ``output_dir``."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -112,17 +128,35 @@ def train_grpo(policy_dir: Path, reference_dir: Path, queries: Sequence[str], qu
     policy.config._name_or_path = str(reference_dir)  # TRL builds the KL reference from this id
     funcs, weights = rewards.trl_reward_functions()
     args = GRPOConfig(
-        output_dir=str(output_dir / "trl"), use_cpu=not torch.cuda.is_available(), report_to=[],
+        output_dir=str(output_dir / "trl"),
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
         per_device_train_batch_size=config.queries_per_step * config.num_generations,
-        num_generations=config.num_generations, max_completion_length=config.max_new_tokens,
-        max_steps=config.max_steps, learning_rate=config.learning_rate, beta=config.beta,
-        epsilon=config.epsilon, temperature=config.temperature, reward_weights=weights,
-        logging_steps=1, save_strategy="no", seed=seed, data_seed=seed, disable_tqdm=False,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_new_tokens,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        temperature=config.temperature,
+        reward_weights=weights,
+        logging_steps=1,
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=False,
     )
-    trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer)
-    log.info("rl training started", policy=str(policy_dir), reference=str(reference_dir),
-             queries=len(dataset), steps=config.max_steps, group=config.num_generations)
+    trainer = GRPOTrainer(
+        model=policy, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
+    log.info(
+        "rl training started",
+        policy=str(policy_dir),
+        reference=str(reference_dir),
+        queries=len(dataset),
+        steps=config.max_steps,
+        group=config.num_generations,
+    )
     trainer.train()
     history = [row for row in trainer.state.log_history if "reward" in row]
     _export(policy_dir, trainer.model, tokenizer, output_dir)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -35,8 +36,9 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def run_tokenizer(output_dir: Path, backbone: str, corpus: Iterable[str], cache_dir: Path,
-                  vocab_size: int) -> PreTrainedTokenizerBase:
+def run_tokenizer(
+    output_dir: Path, backbone: str, corpus: Iterable[str], cache_dir: Path, vocab_size: int
+) -> PreTrainedTokenizerBase:
     """The tokenizer of this run: the one saved by an earlier (killed) attempt, else a new one, saved.
 
     Reusing the saved one keeps token ids stable across a resume even if the corpus changed order.

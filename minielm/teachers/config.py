@@ -27,7 +27,7 @@ class TinyBackboneConfig(StrictConfig):
     vocab_size: int = Field(1024, ge=300, le=65536)
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyBackboneConfig":
+    def _heads_divide(self) -> TinyBackboneConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
         if self.num_heads % self.num_kv_heads:
@@ -40,8 +40,9 @@ class RewriterTeacherConfig(StrictConfig):
 
     backbone: Literal["smollm2", "tiny"] = "smollm2"
     tiny: TinyBackboneConfig = TinyBackboneConfig()
-    training: TrainingConfig = TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=1e-4,
-                                              warmup_steps=10, checkpoint_every=50)
+    training: TrainingConfig = TrainingConfig(
+        max_steps=200, micro_batch_size=8, learning_rate=1e-4, warmup_steps=10, checkpoint_every=50
+    )
     max_prompt_tokens: int = Field(64, ge=8)
     max_answer_tokens: int = Field(32, ge=4)
     train_split: Literal["train", "validation", "test"] = "train"
@@ -49,10 +50,13 @@ class RewriterTeacherConfig(StrictConfig):
     max_eval_queries: int = Field(500, ge=1)
     eval_batch_size: int = Field(32, ge=1)
     identity_pairs: bool = Field(
-        True, description="also train canonical -> canonical, so clean queries are left as they are")
+        True, description="also train canonical -> canonical, so clean queries are left as they are"
+    )
     selective_rewriting: bool = Field(
-        True, description="after training, pick on calibration_split the min_confidence below which the "
-                          "rewriter keeps the raw query (the one that maximises relevant products per query)")
+        True,
+        description="after training, pick on calibration_split the min_confidence below which the "
+        "rewriter keeps the raw query (the one that maximises relevant products per query)",
+    )
     calibration_split: Literal["train", "validation", "test"] = "validation"
 
 
@@ -61,8 +65,9 @@ class RelevanceTeacherConfig(StrictConfig):
 
     backbone: Literal["smollm2", "tiny"] = "smollm2"
     tiny: TinyBackboneConfig = TinyBackboneConfig()
-    training: TrainingConfig = TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=5e-5,
-                                              warmup_steps=10, checkpoint_every=50)
+    training: TrainingConfig = TrainingConfig(
+        max_steps=200, micro_batch_size=8, learning_rate=5e-5, warmup_steps=10, checkpoint_every=50
+    )
     max_length: int = Field(96, ge=16)
     label_smoothing: float = Field(0.05, ge=0, lt=0.75)
     train_split: Literal["train", "validation", "test"] = "train"
@@ -75,17 +80,32 @@ class RelevanceTeacherConfig(StrictConfig):
 class TeachersConfig(StrictConfig):
     rewriter: RewriterTeacherConfig = RewriterTeacherConfig()
     relevance: RelevanceTeacherConfig = RelevanceTeacherConfig()
-    models_cache_dir: Path = Field(Path(".cache/models"),
-                                   description="where setup.sh unpacks the SmolLM2 GGUF (relative: cwd, then repo)")
+    models_cache_dir: Path = Field(
+        Path(".cache/models"), description="where setup.sh unpacks the SmolLM2 GGUF (relative: cwd, then repo)"
+    )
 
 
 TINY_TRAINING = {
-    "rewriter": TrainingConfig(max_steps=600, micro_batch_size=32, learning_rate=3e-3, warmup_steps=20,
-                               min_learning_rate_ratio=0.05, checkpoint_every=100, weight_decay=0.01,
-                               cpu_threads=1),
-    "relevance": TrainingConfig(max_steps=300, micro_batch_size=32, learning_rate=3e-3, warmup_steps=10,
-                                min_learning_rate_ratio=0.05, checkpoint_every=50, weight_decay=0.01,
-                                cpu_threads=1),
+    "rewriter": TrainingConfig(
+        max_steps=600,
+        micro_batch_size=32,
+        learning_rate=3e-3,
+        warmup_steps=20,
+        min_learning_rate_ratio=0.05,
+        checkpoint_every=100,
+        weight_decay=0.01,
+        cpu_threads=1,
+    ),
+    "relevance": TrainingConfig(
+        max_steps=300,
+        micro_batch_size=32,
+        learning_rate=3e-3,
+        warmup_steps=10,
+        min_learning_rate_ratio=0.05,
+        checkpoint_every=50,
+        weight_decay=0.01,
+        cpu_threads=1,
+    ),
 }
 
 
@@ -96,5 +116,6 @@ def tiny_rewriter_config(**overrides) -> RewriterTeacherConfig:
 
 def tiny_relevance_config(**overrides) -> RelevanceTeacherConfig:
     """The toy-scale relevance teacher: tiny backbone and its training budget (overrides win)."""
-    return RelevanceTeacherConfig(**{"backbone": "tiny", "training": TINY_TRAINING["relevance"], "max_length": 64,
-                                     **overrides})
+    return RelevanceTeacherConfig(
+        **{"backbone": "tiny", "training": TINY_TRAINING["relevance"], "max_length": 64, **overrides}
+    )

@@ -12,8 +12,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from minielm.data.esci import (CANONICAL_QUERY, ESCI_LABEL, ESCI_LABELS, PRODUCT_ID, QUERY, QUERY_ID, SPLIT,
-                               EsciData, EsciFormatError, load_esci, validate_examples, validate_products)
+from minielm.data.esci import (
+    CANONICAL_QUERY,
+    ESCI_LABEL,
+    ESCI_LABELS,
+    PRODUCT_ID,
+    QUERY,
+    QUERY_ID,
+    SPLIT,
+    EsciData,
+    EsciFormatError,
+    load_esci,
+    validate_examples,
+    validate_products,
+)
 from minielm.data.text import product_text
 
 
@@ -36,8 +48,9 @@ def _check_labels(examples: pd.DataFrame) -> None:
     if ESCI_LABEL in examples.columns:
         bad = sorted(set(examples[ESCI_LABEL].dropna().astype(str)) - set(ESCI_LABELS))
         if bad:
-            raise TeacherDataError(f"teacher data: column {ESCI_LABEL!r} has labels {bad[:5]} outside "
-                                   f"{list(ESCI_LABELS)}")
+            raise TeacherDataError(
+                f"teacher data: column {ESCI_LABEL!r} has labels {bad[:5]} outside {list(ESCI_LABELS)}"
+            )
 
 
 def split_examples(data: EsciData, split: str, purpose: str) -> pd.DataFrame:
@@ -51,14 +64,18 @@ def split_examples(data: EsciData, split: str, purpose: str) -> pd.DataFrame:
 def rewrite_pairs(data: EsciData, split: str, identity_pairs: bool = False) -> list[tuple[str, str]]:
     """(noisy query, canonical rewrite) per query of the split; identity pairs teach leaving clean queries be."""
     if CANONICAL_QUERY not in data.examples.columns:
-        raise TeacherDataError(f"teacher data: the rewriter needs a {CANONICAL_QUERY!r} column (the target rewrite "
-                               f"of each query); the examples have {sorted(data.examples.columns)}")
+        raise TeacherDataError(
+            f"teacher data: the rewriter needs a {CANONICAL_QUERY!r} column (the target rewrite "
+            f"of each query); the examples have {sorted(data.examples.columns)}"
+        )
     examples = split_examples(data, split, "rewriter training" if split == "train" else "rewriter")
     queries = examples.drop_duplicates(QUERY_ID)
     blank = queries[CANONICAL_QUERY].isna() | (queries[CANONICAL_QUERY].astype(str).str.strip() == "")
     if blank.any():
-        raise TeacherDataError(f"teacher data: column {CANONICAL_QUERY!r} is empty for query ids "
-                               f"{queries.loc[blank, QUERY_ID].head(5).tolist()}")
+        raise TeacherDataError(
+            f"teacher data: column {CANONICAL_QUERY!r} is empty for query ids "
+            f"{queries.loc[blank, QUERY_ID].head(5).tolist()}"
+        )
     pairs = list(zip(queries[QUERY].astype(str), queries[CANONICAL_QUERY].astype(str)))
     if identity_pairs:
         pairs += [(canonical, canonical) for canonical in sorted({c for _, c in pairs})]
@@ -79,8 +96,10 @@ def relevance_frame(data: EsciData, split: str, texts: dict[str, str], limit: in
     examples = split_examples(data, split, "relevance")
     missing = sorted(set(examples[PRODUCT_ID].astype(str)) - set(texts))
     if missing:
-        raise TeacherDataError(f"teacher data: {len(missing)} product id(s) of split {split!r} are not in the "
-                               f"products file, e.g. {missing[:5]}")
+        raise TeacherDataError(
+            f"teacher data: {len(missing)} product id(s) of split {split!r} are not in the "
+            f"products file, e.g. {missing[:5]}"
+        )
     if limit and len(examples) > limit:
         query_ids = examples[QUERY_ID].drop_duplicates().sample(frac=1.0, random_state=seed)
         sizes = examples.groupby(QUERY_ID).size().reindex(query_ids)

@@ -11,13 +11,18 @@ from __future__ import annotations
 import time
 
 from minielm.registry import ModelRegistry
-from minielm.teachers.config import (RelevanceTeacherConfig, RewriterTeacherConfig, tiny_relevance_config,
-                                     tiny_rewriter_config)
+from minielm.teachers.config import (
+    RelevanceTeacherConfig,
+    RewriterTeacherConfig,
+    tiny_relevance_config,
+    tiny_rewriter_config,
+)
 from minielm.teachers.publish import register_teacher
 
 
-def teacher_demo_step(ctx, rewriter_config: RewriterTeacherConfig | None = None,
-                      relevance_config: RelevanceTeacherConfig | None = None) -> None:
+def teacher_demo_step(
+    ctx, rewriter_config: RewriterTeacherConfig | None = None, relevance_config: RelevanceTeacherConfig | None = None
+) -> None:
     """Needs ``dataset_dir`` and ``index_dir`` in ``ctx.results``; adds ``teacher_rewriter_dir``,
     ``teacher_rewriter_version``, ``teacher_relevance_dir``, ``teacher_relevance_version`` and
     ``teacher_metrics``. The configs default to the toy presets (tests pass smaller ones)."""
@@ -30,36 +35,52 @@ def teacher_demo_step(ctx, rewriter_config: RewriterTeacherConfig | None = None,
     cache_dir = settings.teachers.models_cache_dir
     started = time.perf_counter()
     rewriter = train_rewriter_teacher(
-        data_dir, ctx.workdir / "teachers" / "rewriter",
+        data_dir,
+        ctx.workdir / "teachers" / "rewriter",
         rewriter_config or tiny_rewriter_config(tiny=settings.teachers.rewriter.tiny),
-        cache_dir=cache_dir, index_dir=index_dir,
-        top_k=settings.eval.top_k, substitute_is_relevant=settings.eval.substitute_is_relevant)
+        cache_dir=cache_dir,
+        index_dir=index_dir,
+        top_k=settings.eval.top_k,
+        substitute_is_relevant=settings.eval.substitute_is_relevant,
+    )
     rewriter_version = register_teacher(registry, settings.models.teacher_rewriter, rewriter)
     m = rewriter.metrics
-    ctx.echo(f"  rewriter teacher ({rewriter.metadata['backbone']}, {rewriter.train['steps']} steps, "
-             f"loss {rewriter.train['first_loss']:.3f} -> "
-             f"{rewriter.train['final_loss']:.3f}, {rewriter.train['train_seconds']:.0f}s): relevant@{m['k']} per query "
-             f"raw {m['raw_relevant_per_query']:.3f} / teacher {m['teacher_relevant_per_query']:.3f} / oracle "
-             f"{m['oracle_relevant_per_query']:.3f}; exact match {m['exact_match']:.1%} (raw {m['raw_exact_match']:.1%}) "
-             f"on {m['n_queries']} {m['split']} queries")
+    ctx.echo(
+        f"  rewriter teacher ({rewriter.metadata['backbone']}, {rewriter.train['steps']} steps, "
+        f"loss {rewriter.train['first_loss']:.3f} -> "
+        f"{rewriter.train['final_loss']:.3f}, {rewriter.train['train_seconds']:.0f}s): relevant@{m['k']} per query "
+        f"raw {m['raw_relevant_per_query']:.3f} / teacher {m['teacher_relevant_per_query']:.3f} / oracle "
+        f"{m['oracle_relevant_per_query']:.3f}; exact match {m['exact_match']:.1%} (raw {m['raw_exact_match']:.1%}) "
+        f"on {m['n_queries']} {m['split']} queries"
+    )
     for example in m["examples"][:3]:
         ctx.echo(f"    {example['query']!r} -> {example['teacher']!r} (oracle {example['oracle']!r})")
     ctx.echo(f"  registered {settings.models.teacher_rewriter} {rewriter_version.version}")
 
     relevance = train_relevance_teacher(
-        data_dir, ctx.workdir / "teachers" / "relevance",
+        data_dir,
+        ctx.workdir / "teachers" / "relevance",
         relevance_config or tiny_relevance_config(tiny=settings.teachers.relevance.tiny),
-        cache_dir=cache_dir, top_k=settings.eval.top_k)
+        cache_dir=cache_dir,
+        top_k=settings.eval.top_k,
+    )
     relevance_version = register_teacher(registry, settings.models.teacher_relevance, relevance)
     r = relevance.metrics
     ndcg_key = f"ndcg@{settings.eval.top_k}"
-    ctx.echo(f"  relevance teacher ({relevance.metadata['backbone']}, {relevance.train['steps']} steps, "
-             f"{relevance.train['train_seconds']:.0f}s): "
-             f"accuracy {r['accuracy']:.3f} (majority {r['majority_accuracy']:.3f}), macro-F1 {r['macro_f1']:.3f}, "
-             f"{ndcg_key} {r[ndcg_key]:.3f} on {r['n_pairs']} {r['split']} pairs")
+    ctx.echo(
+        f"  relevance teacher ({relevance.metadata['backbone']}, {relevance.train['steps']} steps, "
+        f"{relevance.train['train_seconds']:.0f}s): "
+        f"accuracy {r['accuracy']:.3f} (majority {r['majority_accuracy']:.3f}), macro-F1 {r['macro_f1']:.3f}, "
+        f"{ndcg_key} {r[ndcg_key]:.3f} on {r['n_pairs']} {r['split']} pairs"
+    )
     ctx.echo(f"  registered {settings.models.teacher_relevance} {relevance_version.version}")
-    ctx.results.update({
-        "teacher_rewriter_dir": str(rewriter.model_dir), "teacher_rewriter_version": rewriter_version.version,
-        "teacher_relevance_dir": str(relevance.model_dir), "teacher_relevance_version": relevance_version.version,
-        "teacher_metrics": {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r}})
+    ctx.results.update(
+        {
+            "teacher_rewriter_dir": str(rewriter.model_dir),
+            "teacher_rewriter_version": rewriter_version.version,
+            "teacher_relevance_dir": str(relevance.model_dir),
+            "teacher_relevance_version": relevance_version.version,
+            "teacher_metrics": {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r},
+        }
+    )
     ctx.echo(f"  teacher step took {time.perf_counter() - started:.1f}s")

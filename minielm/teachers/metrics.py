@@ -32,6 +32,12 @@ def relevance_metrics(frame: pd.DataFrame, probabilities: np.ndarray, scores: np
         ranked = rows.sort_values("_score", ascending=False)["esci_label"].tolist()
         ndcgs.append(ndcg_at_k(ranked, rows["esci_label"].tolist(), k))
     majority = np.bincount(truth, minlength=len(ESCI_CLASSES)).max() / max(1, len(truth))
-    return {"accuracy": float(np.mean(predicted == truth)), "macro_f1": macro_f1(truth, predicted),
-            "log_loss": float(-np.mean(np.log(picked))), f"ndcg@{k}": float(np.mean(ndcgs)) if ndcgs else 0.0,
-            "majority_accuracy": float(majority), "n_pairs": int(len(truth)), "n_queries": len(ndcgs)}
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "macro_f1": macro_f1(truth, predicted),
+        "log_loss": float(-np.mean(np.log(picked))),
+        f"ndcg@{k}": float(np.mean(ndcgs)) if ndcgs else 0.0,
+        "majority_accuracy": float(majority),
+        "n_pairs": int(len(truth)),
+        "n_queries": len(ndcgs),
+    }

@@ -10,17 +10,23 @@ returns for the raw queries, the teacher's rewrites and the oracle rewrites.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from minielm.data.esci import CANONICAL_QUERY, EsciData
 from minielm.logs import get_logger
 from minielm.models.backbones import causal_lm
-from minielm.models.rewriter import (MODEL_CLASS, CausalRewriter, answer_token_loss, collate_rewrite_examples,
-                                     encode_rewrite_example)
+from minielm.models.rewriter import (
+    MODEL_CLASS,
+    CausalRewriter,
+    answer_token_loss,
+    collate_rewrite_examples,
+    encode_rewrite_example,
+)
 from minielm.teachers.common import TeacherRun, is_main_process, run_tokenizer, write_metrics, write_model_metadata
 from minielm.teachers.config import RewriterTeacherConfig
 from minielm.teachers.data import data_fingerprint, load_teacher_data, product_texts, rewrite_pairs, split_examples
@@ -28,8 +34,15 @@ from minielm.teachers.data import data_fingerprint, load_teacher_data, product_t
 log = get_logger(__name__)
 
 
-def evaluate_rewriter(rewriter: CausalRewriter, data: EsciData, split: str, max_queries: int, k: int,
-                      substitute_is_relevant: bool = False, index=None) -> dict[str, Any]:
+def evaluate_rewriter(
+    rewriter: CausalRewriter,
+    data: EsciData,
+    split: str,
+    max_queries: int,
+    k: int,
+    substitute_is_relevant: bool = False,
+    index=None,
+) -> dict[str, Any]:
     """Relevant products per query (and nDCG, recall, zero-result rate) for raw, teacher and oracle queries."""
     from minielm.evaluation import compare_rewriters, oracle_queries, raw_queries
     from minielm.search import SearchIndex
@@ -48,8 +61,12 @@ def evaluate_rewriter(rewriter: CausalRewriter, data: EsciData, split: str, max_
     if CANONICAL_QUERY in examples.columns:
         systems["oracle"] = oracle_queries(examples)
     report = compare_rewriters(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
-    metrics: dict[str, Any] = {"k": k, "split": split, "n_queries": len(keep),
-                               "generation_queries_per_s": round(len(keep) / max(generation_s, 1e-9), 2)}
+    metrics: dict[str, Any] = {
+        "k": k,
+        "split": split,
+        "n_queries": len(keep),
+        "generation_queries_per_s": round(len(keep) / max(generation_s, 1e-9), 2),
+    }
     for system, values in report["systems"].items():
         for name, value in values.items():
             metrics[f"{system}_{name}"] = value
@@ -59,13 +76,15 @@ def evaluate_rewriter(rewriter: CausalRewriter, data: EsciData, split: str, max_
         oracle = systems["oracle"]
         metrics["exact_match"] = sum(teacher[q] == " ".join(oracle[q].split()) for q in keep) / len(keep)
         metrics["raw_exact_match"] = sum(raw[q] == oracle[q] for q in keep) / len(keep)
-    metrics["examples"] = [{"query": raw[q], "teacher": teacher[q], "oracle": systems.get("oracle", {}).get(q)}
-                           for q in keep[:5]]
+    metrics["examples"] = [
+        {"query": raw[q], "teacher": teacher[q], "oracle": systems.get("oracle", {}).get(q)} for q in keep[:5]
+    ]
     return metrics
 
 
-def calibrate_min_confidence(rewriter: CausalRewriter, data: EsciData, split: str, max_queries: int, k: int,
-                             substitute_is_relevant: bool, index) -> dict[str, Any]:
+def calibrate_min_confidence(
+    rewriter: CausalRewriter, data: EsciData, split: str, max_queries: int, k: int, substitute_is_relevant: bool, index
+) -> dict[str, Any]:
     """The confidence threshold that maximises relevant products per query on ``split`` (ties: rewrite more).
 
     Candidates are quantiles of the rewrites' confidences, 0 (always rewrite) and above 1 (never).
@@ -94,15 +113,26 @@ def calibrate_min_confidence(rewriter: CausalRewriter, data: EsciData, split: st
         value = relevant(threshold)
         if value > best + 1e-12:
             best_threshold, best = threshold, value
-    return {"min_confidence": float(best_threshold), "calibration_split": split,
-            "calibration_relevant_per_query": best, "calibration_always_rewrite_relevant_per_query": relevant(0.0),
-            "calibration_raw_relevant_per_query": relevant(1.01)}
+    return {
+        "min_confidence": float(best_threshold),
+        "calibration_split": split,
+        "calibration_relevant_per_query": best,
+        "calibration_always_rewrite_relevant_per_query": relevant(0.0),
+        "calibration_raw_relevant_per_query": relevant(1.01),
+    }
 
 
-def train_rewriter_teacher(data: EsciData | Path | str, output_dir: Path | str, config: RewriterTeacherConfig,
-                           *, cache_dir: Path | str = ".cache/models", index_dir: Path | str | None = None,
-                           top_k: int = 10, substitute_is_relevant: bool = False,
-                           on_step: Callable[[int, float], None] | None = None) -> TeacherRun:
+def train_rewriter_teacher(
+    data: EsciData | Path | str,
+    output_dir: Path | str,
+    config: RewriterTeacherConfig,
+    *,
+    cache_dir: Path | str = ".cache/models",
+    index_dir: Path | str | None = None,
+    top_k: int = 10,
+    substitute_is_relevant: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TeacherRun:
     """Validate the data, fine-tune, export to ``output_dir/final`` and evaluate; resumable."""
     from minielm.training.engine import train
 
@@ -115,34 +145,62 @@ def train_rewriter_teacher(data: EsciData | Path | str, output_dir: Path | str, 
     tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
     torch.manual_seed(config.training.seed)
     model = causal_lm(config.backbone, tokenizer, cache_dir, config.tiny)
-    encoded = [encode_rewrite_example(tokenizer, q, r, config.max_prompt_tokens, config.max_answer_tokens)
-               for q, r in pairs]
-    result = train(model, answer_token_loss, config.training, output_dir, dataset=encoded,
-                   collate_fn=partial(collate_rewrite_examples, pad_token_id=tokenizer.pad_token_id),
-                   tokenizer=tokenizer, on_step=on_step, description="teacher-rewriter")
+    encoded = [
+        encode_rewrite_example(tokenizer, q, r, config.max_prompt_tokens, config.max_answer_tokens) for q, r in pairs
+    ]
+    result = train(
+        model,
+        answer_token_loss,
+        config.training,
+        output_dir,
+        dataset=encoded,
+        collate_fn=partial(collate_rewrite_examples, pad_token_id=tokenizer.pad_token_id),
+        tokenizer=tokenizer,
+        on_step=on_step,
+        description="teacher-rewriter",
+    )
     metrics: dict[str, Any] = {}
     if is_main_process():
         from minielm.search import SearchIndex
 
-        rewriter = CausalRewriter.load(result.export_dir, batch_size=config.eval_batch_size,
-                                       max_new_tokens=config.max_answer_tokens + 1)
+        rewriter = CausalRewriter.load(
+            result.export_dir, batch_size=config.eval_batch_size, max_new_tokens=config.max_answer_tokens + 1
+        )
         index = SearchIndex.load(index_dir) if index_dir else SearchIndex.build(dataset.products)
         calibration: dict[str, Any] = {"min_confidence": 0.0}
         if config.selective_rewriting:
-            calibration = calibrate_min_confidence(rewriter, dataset, config.calibration_split,
-                                                   config.max_eval_queries, top_k, substitute_is_relevant, index)
+            calibration = calibrate_min_confidence(
+                rewriter,
+                dataset,
+                config.calibration_split,
+                config.max_eval_queries,
+                top_k,
+                substitute_is_relevant,
+                index,
+            )
             rewriter.min_confidence = calibration["min_confidence"]
-        metrics = evaluate_rewriter(rewriter, dataset, config.eval_split, config.max_eval_queries, top_k,
-                                    substitute_is_relevant, index=index)
+        metrics = evaluate_rewriter(
+            rewriter, dataset, config.eval_split, config.max_eval_queries, top_k, substitute_is_relevant, index=index
+        )
         metrics.update(calibration)
         metrics.update({f"train_{k}": v for k, v in result.summary().items()})
-        metadata = {"model_class": MODEL_CLASS, "role": "teacher-rewriter", "backbone": config.backbone,
-                    "min_confidence": rewriter.min_confidence,
-                    "metrics": {k: v for k, v in metrics.items() if k != "examples"},
-                    "data_hash": data_fingerprint(pairs), "config": config.model_dump(mode="json"),
-                    "n_train_pairs": len(pairs)}
+        metadata = {
+            "model_class": MODEL_CLASS,
+            "role": "teacher-rewriter",
+            "backbone": config.backbone,
+            "min_confidence": rewriter.min_confidence,
+            "metrics": {k: v for k, v in metrics.items() if k != "examples"},
+            "data_hash": data_fingerprint(pairs),
+            "config": config.model_dump(mode="json"),
+            "n_train_pairs": len(pairs),
+        }
         write_model_metadata(result.export_dir, metadata)
         write_metrics(output_dir, metrics)
         log.info("rewriter teacher evaluated", **{k: v for k, v in metrics.items() if k != "examples"})
-    return TeacherRun(name="teacher-rewriter", model_dir=Path(output_dir) / "final", metrics=metrics,
-                      train=result.summary(), metadata={"backbone": config.backbone})
+    return TeacherRun(
+        name="teacher-rewriter",
+        model_dir=Path(output_dir) / "final",
+        metrics=metrics,
+        train=result.summary(),
+        metadata={"backbone": config.backbone},
+    )

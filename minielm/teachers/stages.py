@@ -13,7 +13,12 @@ from pydantic import ValidationError
 
 from minielm.config import ConfigError, Settings, format_validation_error
 from minielm.teachers.common import TeacherRun
-from minielm.teachers.config import RelevanceTeacherConfig, RewriterTeacherConfig, tiny_relevance_config, tiny_rewriter_config
+from minielm.teachers.config import (
+    RelevanceTeacherConfig,
+    RewriterTeacherConfig,
+    tiny_relevance_config,
+    tiny_rewriter_config,
+)
 
 Role = Literal["rewriter", "relevance"]
 
@@ -21,12 +26,15 @@ Role = Literal["rewriter", "relevance"]
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
-def teacher_config(settings: Settings, role: Role, toy: bool = False,
-                   overrides: dict[str, Any] | str | None = None) -> RewriterTeacherConfig | RelevanceTeacherConfig:
+def teacher_config(
+    settings: Settings, role: Role, toy: bool = False, overrides: dict[str, Any] | str | None = None
+) -> RewriterTeacherConfig | RelevanceTeacherConfig:
     """``settings.teachers.<role>`` (or the toy preset), with overrides merged in and validated."""
     if role not in ("rewriter", "relevance"):
         raise ConfigError(f"role: expected 'rewriter' or 'relevance', got {role!r}")
@@ -36,8 +44,11 @@ def teacher_config(settings: Settings, role: Role, toy: bool = False,
         except json.JSONDecodeError as error:
             raise ConfigError(f"teacher config overrides: not valid JSON ({error})") from None
     section = getattr(settings.teachers, role)
-    base = (tiny_rewriter_config(tiny=section.tiny) if role == "rewriter" else tiny_relevance_config(tiny=section.tiny)) \
-        if toy else section
+    base = (
+        (tiny_rewriter_config(tiny=section.tiny) if role == "rewriter" else tiny_relevance_config(tiny=section.tiny))
+        if toy
+        else section
+    )
     try:
         return type(base).model_validate(_merge(base.model_dump(), overrides or {}))
     except ValidationError as error:
@@ -49,18 +60,31 @@ def numeric_metrics(run: TeacherRun) -> dict[str, float]:
     return {k: float(v) for k, v in run.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_teacher_stage(settings: Settings, role: Role, data_dir: Path | str, output_dir: Path | str,
-                      toy: bool = False, overrides: dict[str, Any] | str | None = None,
-                      index_dir: Path | str | None = None) -> TeacherRun:
+def run_teacher_stage(
+    settings: Settings,
+    role: Role,
+    data_dir: Path | str,
+    output_dir: Path | str,
+    toy: bool = False,
+    overrides: dict[str, Any] | str | None = None,
+    index_dir: Path | str | None = None,
+) -> TeacherRun:
     """Train one teacher into ``output_dir`` (export in ``output_dir/final``); resumable."""
     config = teacher_config(settings, role, toy, overrides)
     if role == "rewriter":
         from minielm.teachers.rewriter import train_rewriter_teacher
 
-        return train_rewriter_teacher(data_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir,
-                                      index_dir=index_dir or None, top_k=settings.eval.top_k,
-                                      substitute_is_relevant=settings.eval.substitute_is_relevant)
+        return train_rewriter_teacher(
+            data_dir,
+            output_dir,
+            config,
+            cache_dir=settings.teachers.models_cache_dir,
+            index_dir=index_dir or None,
+            top_k=settings.eval.top_k,
+            substitute_is_relevant=settings.eval.substitute_is_relevant,
+        )
     from minielm.teachers.relevance import train_relevance_teacher
 
-    return train_relevance_teacher(data_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir,
-                                   top_k=settings.eval.top_k)
+    return train_relevance_teacher(
+        data_dir, output_dir, config, cache_dir=settings.teachers.models_cache_dir, top_k=settings.eval.top_k
+    )

@@ -31,22 +31,26 @@ class TrainingConfig(StrictConfig):
     adam_betas: tuple[float, float] = (0.9, 0.95)
     max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto: bf16 on CUDA devices that support it, fp32 otherwise")
+        "auto", description="auto: bf16 on CUDA devices that support it, fp32 otherwise"
+    )
     zero_stage: int = Field(0, ge=0, le=3)
     optimizer: Literal["torch_adamw", "fused_adamw", "deepspeed_adam"] = Field(
-        "torch_adamw", description="torch_adamw avoids DeepSpeed's JIT-built Adam ops (slow to build on CPU)")
+        "torch_adamw", description="torch_adamw avoids DeepSpeed's JIT-built Adam ops (slow to build on CPU)"
+    )
     checkpoint_every: int = Field(50, ge=0, description="optimizer steps between checkpoints; 0 = only at the end")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     seed: int = 0
     progress: bool = True
     cpu_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads on CPU; 1 avoids thread thrashing on busy shared hosts")
+        None, ge=1, description="torch intra-op threads on CPU; 1 avoids thread thrashing on busy shared hosts"
+    )
     cpu_shared_memory_comm: bool = Field(
-        False, description="build DeepSpeed's shm all-reduce op on CPU (a ~30 s JIT build; only helps multi-rank)")
+        False, description="build DeepSpeed's shm all-reduce op on CPU (a ~30 s JIT build; only helps multi-rank)"
+    )
 
     @model_validator(mode="after")
-    def _warmup_within_run(self) -> "TrainingConfig":
+    def _warmup_within_run(self) -> TrainingConfig:
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed max_steps ({self.max_steps})")
         return self

@@ -31,9 +31,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -96,12 +97,11 @@ def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opt
     """AdamW with weight decay on matrices only (not on norms and biases)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     kwargs = {"lr": config.learning_rate, "betas": config.adam_betas}
     if config.optimizer == "deepspeed_adam":
-        from deepspeed.ops.adam import FusedAdam, DeepSpeedCPUAdam
+        from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
 
         cls = FusedAdam if torch.cuda.is_available() else DeepSpeedCPUAdam
         return cls(groups, adamw_mode=True, **kwargs)
@@ -126,8 +126,15 @@ class ShardedMicroBatches:
     what lets a resumed run continue exactly where the killed one stopped.
     """
 
-    def __init__(self, dataset: Sequence[Any], collate_fn: Callable[[list[Any]], Any], micro_batch_size: int,
-                 rank: int, world_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        dataset: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        micro_batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+    ) -> None:
         per_rank = len(dataset) // world_size
         if per_rank == 0:
             raise ValueError(f"the dataset has {len(dataset)} examples, fewer than the {world_size} ranks")
@@ -139,14 +146,14 @@ class ShardedMicroBatches:
     def _epoch_indices(self, epoch: int) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.dataset), generator=generator).tolist()
-        return order[self.rank:self.per_rank * self.world_size:self.world_size]
+        return order[self.rank : self.per_rank * self.world_size : self.world_size]
 
     def __call__(self, start_micro_step: int) -> Iterator[Any]:
         epoch, offset = divmod(start_micro_step, self.batches_per_epoch)
         while True:
             indices = self._epoch_indices(epoch)
             for position in range(offset, self.batches_per_epoch):
-                chunk = indices[position * self.micro_batch_size:(position + 1) * self.micro_batch_size]
+                chunk = indices[position * self.micro_batch_size : (position + 1) * self.micro_batch_size]
                 yield self.collate_fn([self.dataset[i] for i in chunk])
             epoch, offset = epoch + 1, 0
 
@@ -169,12 +176,17 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         head = self.losses[: max(1, len(self.losses) // 10)]
-        tail = self.losses[-max(1, len(self.losses) // 10):]
-        return {"steps": self.steps, "resumed_from_step": self.resumed_from_step,
-                "first_loss": round(sum(head) / len(head), 5) if self.losses else None,
-                "final_loss": round(sum(tail) / len(tail), 5) if self.losses else None,
-                "train_seconds": round(self.seconds, 2), "precision": self.precision,
-                "zero_stage": self.zero_stage, "world_size": self.world_size}
+        tail = self.losses[-max(1, len(self.losses) // 10) :]
+        return {
+            "steps": self.steps,
+            "resumed_from_step": self.resumed_from_step,
+            "first_loss": round(sum(head) / len(head), 5) if self.losses else None,
+            "final_loss": round(sum(tail) / len(tail), 5) if self.losses else None,
+            "train_seconds": round(self.seconds, 2),
+            "precision": self.precision,
+            "zero_stage": self.zero_stage,
+            "world_size": self.world_size,
+        }
 
 
 class DeepSpeedTrainer:
@@ -202,15 +214,21 @@ class DeepSpeedTrainer:
         optimizer = build_optimizer(model, config)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler,
-            config=deepspeed_config(config, self.world_size))
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config, self.world_size)
+        )
         # The process group is up; a child process (a kfp.local task) must not inherit its port and try to
         # listen on it. RANK/WORLD_SIZE/LOCAL_RANK stay: ZeRO-3 reads LOCAL_RANK while it runs.
         drop_env([name for name in defaulted if name == "MASTER_PORT"])
         self.device = self.engine.device
-        log.info("deepspeed engine ready", rank=self.rank, world_size=self.world_size, device=str(self.device),
-                 precision=self.precision, zero_stage=config.zero_stage,
-                 parameters=sum(p.numel() for p in model.parameters()))
+        log.info(
+            "deepspeed engine ready",
+            rank=self.rank,
+            world_size=self.world_size,
+            device=str(self.device),
+            precision=self.precision,
+            zero_stage=config.zero_stage,
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
 
     @property
     def global_step(self) -> int:
@@ -237,8 +255,9 @@ class DeepSpeedTrainer:
     def step(self, loss_fn: LossFn, micro_batches: Sequence[Any]) -> float:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns the mean loss."""
         if len(micro_batches) != self.config.gradient_accumulation_steps:
-            raise ValueError(f"expected {self.config.gradient_accumulation_steps} micro-batches, "
-                             f"got {len(micro_batches)}")
+            raise ValueError(
+                f"expected {self.config.gradient_accumulation_steps} micro-batches, got {len(micro_batches)}"
+            )
         self.engine.train()
         total = 0.0
         for batch in micro_batches:
@@ -256,7 +275,7 @@ class DeepSpeedTrainer:
         self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag)
         if self.rank == 0:
             tags = sorted(p for p in self.checkpoint_dir.glob("step-*") if p.is_dir())
-            for stale in tags[:-self.config.keep_checkpoints]:
+            for stale in tags[: -self.config.keep_checkpoints]:
                 shutil.rmtree(stale, ignore_errors=True)
         return self.checkpoint_dir / tag
 
@@ -324,8 +343,9 @@ def train(
     if trainer.rank == 0:
         log.info("training config", description=description, **config.model_dump(mode="json"))
     if batches is None:
-        batches = ShardedMicroBatches(dataset, collate_fn, config.micro_batch_size, trainer.rank,
-                                      trainer.world_size, config.seed)
+        batches = ShardedMicroBatches(
+            dataset, collate_fn, config.micro_batch_size, trainer.rank, trainer.world_size, config.seed
+        )
     start_step = trainer.resume()
     accumulation = config.gradient_accumulation_steps
     stream = batches(start_step * accumulation)
@@ -333,8 +353,14 @@ def train(
     log_path = trainer.output_dir / TRAIN_LOG
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.max_steps, initial=start_step, desc=description, unit="step",
-               disable=not config.progress or trainer.rank != 0, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.max_steps,
+        initial=start_step,
+        desc=description,
+        unit="step",
+        disable=not config.progress or trainer.rank != 0,
+        dynamic_ncols=True,
+    )
     try:
         while trainer.global_step < config.max_steps:
             micro_batches = [next(stream) for _ in range(accumulation)]
@@ -357,9 +383,16 @@ def train(
     if start_step < config.max_steps:
         trainer.save_checkpoint()
     export_dir = trainer.export(trainer.output_dir / EXPORT_DIR, tokenizer) if export else None
-    result = TrainResult(steps=trainer.global_step, losses=losses, resumed_from_step=start_step,
-                         seconds=time.perf_counter() - started, export_dir=export_dir,
-                         precision=trainer.precision, zero_stage=config.zero_stage, world_size=trainer.world_size)
+    result = TrainResult(
+        steps=trainer.global_step,
+        losses=losses,
+        resumed_from_step=start_step,
+        seconds=time.perf_counter() - started,
+        export_dir=export_dir,
+        precision=trainer.precision,
+        zero_stage=config.zero_stage,
+        world_size=trainer.world_size,
+    )
     if trainer.rank == 0:
         log.info("training finished", description=description, **result.summary())
     return result

@@ -42,8 +42,9 @@ def create_topics(settings: Settings, partitions: int = 2) -> None:
 
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, client_id="feedback-tests")
     try:
-        admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1)
-                             for t in settings.kafka.topics.all()])
+        admin.create_topics(
+            [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in settings.kafka.topics.all()]
+        )
     finally:
         admin.close()
 
@@ -77,15 +78,27 @@ class CountedStream:
         for i in range(start, start + count):
             rid = f"{prefix}-{i}"
             now = time.time()
-            served = ServedRewrite(request_id=rid, query=f"query {i % 37}", rewrite=f"rewrite {i % 37}",
-                                   model_name="student-rewriter", model_version="1",
-                                   product_ids=[f"p{i % 11}", f"p{i % 13}"] if i % 7 else [], ts=now)
+            served = ServedRewrite(
+                request_id=rid,
+                query=f"query {i % 37}",
+                rewrite=f"rewrite {i % 37}",
+                model_name="student-rewriter",
+                model_version="1",
+                product_ids=[f"p{i % 11}", f"p{i % 13}"] if i % 7 else [],
+                ts=now,
+            )
             self.producer.send(topics.rewrites, key=message_key(served), value=served.to_bytes())
             kinds = expected_feedback(i)
             for kind in kinds:
                 product = None if kind == "reformulation" else f"p{i % 11}"
-                event = FeedbackEvent(event_type=kind, request_id=rid, query=served.query, product_id=product,
-                                      position=None if product is None else 0, ts=now + 0.001)
+                event = FeedbackEvent(
+                    event_type=kind,
+                    request_id=rid,
+                    query=served.query,
+                    product_id=product,
+                    position=None if product is None else 0,
+                    ts=now + 0.001,
+                )
                 self.producer.send(topics.feedback, key=message_key(event), value=event.to_bytes())
             self.expected[rid] = Counter(kinds)
             ids.append(rid)
@@ -120,8 +133,14 @@ def count_per_request(windows, late) -> dict[str, Counter]:
     """Every feedback event the objects hold, per request id and kind."""
     counts: dict[str, Counter] = {}
     for row in windows.itertuples(index=False):
-        counts[row.request_id] = Counter({"impression": row.impressions, "click": row.clicks,
-                                          "add_to_cart": row.add_to_carts, "purchase": row.purchases})
+        counts[row.request_id] = Counter(
+            {
+                "impression": row.impressions,
+                "click": row.clicks,
+                "add_to_cart": row.add_to_carts,
+                "purchase": row.purchases,
+            }
+        )
         counts[row.request_id]["_events"] = row.feedback_events
     for row in late.itertuples(index=False):
         counts.setdefault(row.request_id, Counter())["_late"] += 1

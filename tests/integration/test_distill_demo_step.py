@@ -49,8 +49,12 @@ def test_distill_demo_step_registers_students_and_promotes_the_first(embedded_se
         teacher_rewriter_dir, teacher_relevance_dir = tiny_teachers(dataset_dir, index_dir, tmp_path)
         lines: list[str] = []
         ctx = DemoContext(settings=settings, workdir=tmp_path, store=ObjectStore(settings.s3), echo=lines.append)
-        ctx.results.update(dataset_dir=dataset_dir, index_dir=index_dir, teacher_rewriter_dir=teacher_rewriter_dir,
-                           teacher_relevance_dir=teacher_relevance_dir)
+        ctx.results.update(
+            dataset_dir=dataset_dir,
+            index_dir=index_dir,
+            teacher_rewriter_dir=teacher_rewriter_dir,
+            teacher_relevance_dir=teacher_relevance_dir,
+        )
         distill_demo_step(ctx)
     finally:
         torch.set_num_threads(threads)
@@ -59,8 +63,10 @@ def test_distill_demo_step_registers_students_and_promotes_the_first(embedded_se
         assert f"  {system}" in output
     assert "of the teacher's gain over raw" in output and "quality gate PASSED" in output
     registry = ModelRegistry(ctx.store)
-    for name, key in ((settings.models.student_rewriter, "student_rewriter_version"),
-                      (settings.models.student_relevance, "student_relevance_version")):
+    for name, key in (
+        (settings.models.student_rewriter, "student_rewriter_version"),
+        (settings.models.student_relevance, "student_relevance_version"),
+    ):
         production = registry.stage(name, "production")
         assert production is not None and production.version == ctx.results[key]
         assert "gate" in production.metadata

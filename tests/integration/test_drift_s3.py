@@ -21,10 +21,16 @@ TOPIC = "minielm.rewrites"
 
 
 def _settings(live, tmp_path, prefix, *checks):
-    drift = live.drift.model_copy(update={"reference_windows": 2, "current_windows": 2, "embedding_sample_size": 300,
-                                          "reference_pointer_key": f"{prefix}/reference.json",
-                                          "reports_prefix": f"{prefix}/reports",
-                                          **({"checks": list(checks)} if checks else {})})
+    drift = live.drift.model_copy(
+        update={
+            "reference_windows": 2,
+            "current_windows": 2,
+            "embedding_sample_size": 300,
+            "reference_pointer_key": f"{prefix}/reference.json",
+            "reports_prefix": f"{prefix}/reports",
+            **({"checks": list(checks)} if checks else {}),
+        }
+    )
     feedback = live.feedback.model_copy(update={"windows_prefix": f"{prefix}/windows"})
     paths = live.paths.model_copy(update={"reports_dir": tmp_path / "reports", "state_dir": tmp_path / "state"})
     return live.model_copy(update={"drift": drift, "feedback": feedback, "paths": paths})
@@ -52,8 +58,9 @@ def test_job_reads_windows_from_s3_and_uploads_report_and_summary(drift_env):
     settings, store = drift_env
     reference = reference_window()
     collapsed = simulate.with_ctr_collapse(current_window(1), keep=0.3, seed=1)
-    keys = _write_windows(store, settings, [reference.iloc[:300], reference.iloc[300:],
-                                            collapsed.iloc[:300], collapsed.iloc[300:]])
+    keys = _write_windows(
+        store, settings, [reference.iloc[:300], reference.iloc[300:], collapsed.iloc[:300], collapsed.iloc[300:]]
+    )
     selection = select_windows(store, settings)
     assert selection.reference_keys == keys[:2] and selection.current_keys == keys[2:]
     result = run_drift_job(settings, store=store)
@@ -98,15 +105,25 @@ def test_demo_step_checks_windows_and_records_the_summary(drift_env, tmp_path):
     from minielm.drift.demo_step import drift_demo_step
 
     settings, store = drift_env
-    settings = settings.model_copy(update={"drift": settings.drift.model_copy(
-        update={"checks": ["embeddings", "descriptors", "outcomes", "rewrites"], "embedding_cache": False,
-                "embedding_threads": 1})})
+    settings = settings.model_copy(
+        update={
+            "drift": settings.drift.model_copy(
+                update={
+                    "checks": ["embeddings", "descriptors", "outcomes", "rewrites"],
+                    "embedding_cache": False,
+                    "embedding_threads": 1,
+                }
+            )
+        }
+    )
     encoder()  # without a cache file the job uses the session's encoder and its vectors
-    keys = _write_windows(store, settings, [reference_window(),
-                                            simulate.with_language_mix(current_window(1), 0.3, seed=1)])
+    keys = _write_windows(
+        store, settings, [reference_window(), simulate.with_language_mix(current_window(1), 0.3, seed=1)]
+    )
     lines = []
-    ctx = DemoContext(settings=settings, workdir=tmp_path, store=store,
-                      results={"feedback_window_keys": keys}, echo=lines.append)
+    ctx = DemoContext(
+        settings=settings, workdir=tmp_path, store=store, results={"feedback_window_keys": keys}, echo=lines.append
+    )
     drift_demo_step(ctx)
     summary = ctx.results["drift_summary"]
     assert summary["status"] == "drift" and "query_embeddings" in summary["drifted_checks"]
@@ -127,9 +144,12 @@ def test_model_rollback_command_moves_production_back(embedded_services, object_
         versions.append(registry.register(name, folder).version)
         registry.promote(name, versions[-1], "production")
     s3 = embedded_services.s3
-    env = {"MINIELM_S3__ENDPOINT_URL": s3.endpoint_url, "MINIELM_S3__BUCKET": s3.bucket,
-           "AWS_ACCESS_KEY_ID": s3.access_key_id.get_secret_value(),
-           "AWS_SECRET_ACCESS_KEY": s3.secret_access_key.get_secret_value()}
+    env = {
+        "MINIELM_S3__ENDPOINT_URL": s3.endpoint_url,
+        "MINIELM_S3__BUCKET": s3.bucket,
+        "AWS_ACCESS_KEY_ID": s3.access_key_id.get_secret_value(),
+        "AWS_SECRET_ACCESS_KEY": s3.secret_access_key.get_secret_value(),
+    }
     result = CliRunner().invoke(app, ["model", "rollback", name], env=env)
     assert result.exit_code == 0, result.output
     assert registry.stage(name, "production").version == versions[0]
@@ -142,9 +162,16 @@ def test_drift_pipeline_runs_locally_with_kfp(drift_env):
     from pipelines import drift_monitoring
 
     settings, store = drift_env
-    _write_windows(store, settings, [reference_window(), reference_window(),
-                                     simulate.with_ctr_collapse(current_window(1), keep=0.3, seed=1),
-                                     current_window(2)])
+    _write_windows(
+        store,
+        settings,
+        [
+            reference_window(),
+            reference_window(),
+            simulate.with_ctr_collapse(current_window(1), keep=0.3, seed=1),
+            current_window(2),
+        ],
+    )
     summary = drift_monitoring.run_local(settings)
     assert summary["status"] == "drift" and "ctr" in summary["drifted_checks"]
     assert store.exists(f"{settings.drift.reports_prefix}/{summary['run_id']}/report.html")

@@ -41,15 +41,17 @@ def assert_exactly_once(stream: CountedStream, windows, late) -> None:
     assert not duplicated, f"requests in more than one window: {duplicated[:5]}"
     assert set(windows["request_id"]) == set(stream.expected), (
         f"missing {sorted(set(stream.expected) - set(windows['request_id']))[:5]}, "
-        f"unexpected {sorted(set(windows['request_id']) - set(stream.expected))[:5]}")
+        f"unexpected {sorted(set(windows['request_id']) - set(stream.expected))[:5]}"
+    )
     counted = count_per_request(windows, late)
     wrong = []
     for rid, expected in stream.expected.items():
         got = counted[rid]
         if got["_events"] + got["_late"] != sum(expected.values()):
             wrong.append((rid, dict(expected), dict(got)))
-        elif not got["_late"] and any(got[k] != expected[k] for k in ("impression", "click", "add_to_cart",
-                                                                       "purchase")):
+        elif not got["_late"] and any(
+            got[k] != expected[k] for k in ("impression", "click", "add_to_cart", "purchase")
+        ):
             wrong.append((rid, dict(expected), dict(got)))
     assert not wrong, f"{len(wrong)} requests with wrong feedback counts, e.g. {wrong[:3]}"
 
@@ -58,8 +60,10 @@ def all_accounted(stream: CountedStream, store, settings) -> bool:
     """Every produced request has its window row and every feedback event is in a row or the late table."""
     windows, late, _ = landed(store, settings)
     produced = sum(sum(c.values()) for c in stream.expected.values())
-    return (set(windows["request_id"]) >= set(stream.expected)
-            and int(windows["feedback_events"].sum()) + len(late) >= produced)
+    return (
+        set(windows["request_id"]) >= set(stream.expected)
+        and int(windows["feedback_events"].sum()) + len(late) >= produced
+    )
 
 
 def run_in_thread(aggregator: Aggregator, **kwargs) -> tuple[threading.Thread, dict]:
@@ -79,9 +83,21 @@ def run_in_thread(aggregator: Aggregator, **kwargs) -> tuple[threading.Thread, d
 def start_aggregator_process(config: Path, group: str, log_path: Path) -> subprocess.Popen:
     log_file = open(log_path, "ab")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "minielm"), "--config", str(config), "feedback", "aggregate",
-         "--group", group, "--no-feast"],
-        cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "MINIELM_CONFIG": ""})
+        [
+            str(Path(sys.executable).parent / "minielm"),
+            "--config",
+            str(config),
+            "feedback",
+            "aggregate",
+            "--group",
+            group,
+            "--no-feast",
+        ],
+        cwd=REPO_ROOT,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MINIELM_CONFIG": ""},
+    )
     log_file.close()
     return process
 
@@ -127,18 +143,36 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(embedded_se
     assert windows_at_kill >= 2 and len(keys) > windows_at_kill
     assert_exactly_once(stream, windows, late)
     produced_feedback = sum(sum(c.values()) for c in stream.expected.values())
-    print(f"\nkill -9: {len(stream.expected)} requests, {produced_feedback} feedback events, {len(keys)} windows "
-          f"({windows_at_kill} before the kill), {len(late)} late; each request in exactly one window, "
-          f"{int(windows['feedback_events'].sum()) + len(late)} feedback events counted")
+    print(
+        f"\nkill -9: {len(stream.expected)} requests, {produced_feedback} feedback events, {len(keys)} windows "
+        f"({windows_at_kill} before the kill), {len(late)} late; each request in exactly one window, "
+        f"{int(windows['feedback_events'].sum()) + len(late)} feedback events counted"
+    )
 
 
 # -- (b) malformed events --------------------------------------------------------------------------
 def malformed_corpus() -> list[tuple[str, bytes, str]]:
     """(topic kind, bytes, expected error_kind) for every way an event can be bad."""
-    good_click = {"schema_version": 1, "event_type": "click", "request_id": "bad-1", "query": "q",
-                  "product_id": "p", "position": 0, "ts": 1.7e9}
-    served = {"schema_version": 1, "event_type": "served_rewrite", "request_id": "bad-2", "query": "q",
-              "rewrite": "w", "model_name": "m", "model_version": "1", "product_ids": [], "ts": 1.7e9}
+    good_click = {
+        "schema_version": 1,
+        "event_type": "click",
+        "request_id": "bad-1",
+        "query": "q",
+        "product_id": "p",
+        "position": 0,
+        "ts": 1.7e9,
+    }
+    served = {
+        "schema_version": 1,
+        "event_type": "served_rewrite",
+        "request_id": "bad-2",
+        "query": "q",
+        "rewrite": "w",
+        "model_name": "m",
+        "model_version": "1",
+        "product_ids": [],
+        "ts": 1.7e9,
+    }
 
     def edited(base: dict, **changes) -> bytes:
         record = {**base, **changes}
@@ -195,8 +229,10 @@ def test_malformed_events_land_in_the_dead_letter_topic_and_the_consumer_keeps_g
         assert letter.source_topic == (topics.feedback if kind == "feedback" else topics.rewrites)
     windows, late, _ = landed(store, settings)
     assert_exactly_once(stream, windows, late)
-    print(f"\nmalformed: {len(corpus)} bad events -> {len(letters)} dead letters with reasons "
-          f"{dict(Counter(letter.error_kind for letter in letters))}; {len(windows)} valid requests all in windows")
+    print(
+        f"\nmalformed: {len(corpus)} bad events -> {len(letters)} dead letters with reasons "
+        f"{dict(Counter(letter.error_kind for letter in letters))}; {len(windows)} valid requests all in windows"
+    )
 
 
 # -- (c) broker restarted under the consumer -------------------------------------------------------
@@ -209,9 +245,21 @@ def test_broker_restart_under_the_consumer_reconnects_and_consumes_new_events(em
     url = f"tcp://{host}:{port}"
 
     def start_broker() -> subprocess.Popen:
-        process = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url",
-                                    url, "--storage-engine", "memory://tansu/"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for(lambda: kafka_healthy(f"{host}:{port}"), 30, 0.3, what="the separate broker")
         return process
 
@@ -232,16 +280,21 @@ def test_broker_restart_under_the_consumer_reconnects_and_consumes_new_events(em
         stream = CountedStream(settings)
         stream.send(0, 300, prefix="after-restart")
         stream.close()
-        wait_for(lambda: all_accounted(stream, store, settings), 60,
-                 what="the events produced after the broker restart in windows")
+        wait_for(
+            lambda: all_accounted(stream, store, settings),
+            60,
+            what="the events produced after the broker restart in windows",
+        )
         wait_for(lambda: aggregator.stats.commits >= 2, 30, 0.2, what="offsets committed on the restarted broker")
         aggregator.stop()
         thread.join(60)
         assert "error" not in outcome, outcome.get("error")
         windows, late, _ = landed(store, settings)
         assert_exactly_once(stream, windows, late)
-        print(f"\nbroker restart: consumer rejoined and wrote all {len(windows)} new requests "
-              f"({outcome['stats'].commits} commits)")
+        print(
+            f"\nbroker restart: consumer rejoined and wrote all {len(windows)} new requests "
+            f"({outcome['stats'].commits} commits)"
+        )
     finally:
         broker.kill()
         broker.wait(10)
@@ -317,8 +370,9 @@ def test_s3_outage_retries_with_backoff_without_committing_and_loses_nothing(emb
     real = urlparse(embedded_services.s3.endpoint_url)
     proxy = SwitchableProxy((real.hostname, real.port))
     proxy.up()
-    settings = isolated_settings(embedded_services, window_s=0.5, grace_s=0.2, s3_retry_initial_s=0.2,
-                                 s3_retry_max_s=1.0)
+    settings = isolated_settings(
+        embedded_services, window_s=0.5, grace_s=0.2, s3_retry_initial_s=0.2, s3_retry_max_s=1.0
+    )
     settings.s3.endpoint_url = f"http://127.0.0.1:{proxy.port}"
     store = ObjectStore(settings.s3)
     check_store = ObjectStore(embedded_services.s3)
@@ -337,8 +391,9 @@ def test_s3_outage_retries_with_backoff_without_committing_and_loses_nothing(emb
         missing = set(stream.expected) - set(landed(check_store, settings)[0]["request_id"])
         assert missing, "events produced during the outage cannot be on S3 yet"
         proxy.up()
-        wait_for(lambda: all_accounted(stream, check_store, settings), 60,
-                 what="the events of the outage once S3 is back")
+        wait_for(
+            lambda: all_accounted(stream, check_store, settings), 60, what="the events of the outage once S3 is back"
+        )
         aggregator.stop()
         thread.join(60)
     finally:
@@ -350,5 +405,7 @@ def test_s3_outage_retries_with_backoff_without_committing_and_loses_nothing(emb
     assert_exactly_once(stream, windows, late)
     stats = outcome["stats"]
     assert stats.commits > commits_before
-    print(f"\ns3 outage: {stats.s3_failures} failed writes retried with backoff, no commit during the outage, "
-          f"all {len(windows)} requests in windows exactly once")
+    print(
+        f"\ns3 outage: {stats.s3_failures} failed writes retried with backoff, no commit during the outage, "
+        f"all {len(windows)} requests in windows exactly once"
+    )

@@ -35,13 +35,23 @@ def corpus(tmp_path_factory):
 def rl_env(embedded_services, tmp_path):
     """Settings with a fresh bucket, a tiny production rewriter registered, and a helper to write windows."""
     bucket = f"rl-{uuid.uuid4().hex[:10]}"
-    overrides = [f"s3.bucket={bucket}", "rl.max_steps=2", "rl.num_generations=2", "rl.queries_per_step=2",
-                 "rl.max_new_tokens=8", "rl.intent_embedder=ngram_overlap", "rl.reward_weights.judge=0",
-                 "rl.min_new_requests=5", "rl.labelled_queries_per_run=4", "rl.canary_min_requests=4",
-                 "eval.top_k=5"]
+    overrides = [
+        f"s3.bucket={bucket}",
+        "rl.max_steps=2",
+        "rl.num_generations=2",
+        "rl.queries_per_step=2",
+        "rl.max_new_tokens=8",
+        "rl.intent_embedder=ngram_overlap",
+        "rl.reward_weights.judge=0",
+        "rl.min_new_requests=5",
+        "rl.labelled_queries_per_run=4",
+        "rl.canary_min_requests=4",
+        "eval.top_k=5",
+    ]
     settings = embedded_services.model_copy(update={"s3": embedded_services.s3.model_copy(update={"bucket": bucket})})
     settings = load_settings(overrides=overrides, environ={}, use_services_state=False).model_copy(
-        update={"s3": settings.s3, "kafka": settings.kafka})
+        update={"s3": settings.s3, "kafka": settings.kafka}
+    )
     store = ObjectStore(settings.s3)
     store.ensure_bucket()
     registry = ModelRegistry(store)
@@ -52,10 +62,25 @@ def rl_env(embedded_services, tmp_path):
 
 
 def write_window(store, queries, version, first=0, model_name="student-rewriter"):
-    rows = [{"request_id": f"r{first + i}", "query": q, "query_key": "", "rewrite": q, "model_name": model_name,
-             "model_version": version, "ts": 1.0, "n_results": 3, "impressions": 3, "clicks": i % 2,
-             "add_to_carts": 0, "purchases": 0, "reformulated": False, "reward": float(i % 2)}
-            for i, q in enumerate(queries)]
+    rows = [
+        {
+            "request_id": f"r{first + i}",
+            "query": q,
+            "query_key": "",
+            "rewrite": q,
+            "model_name": model_name,
+            "model_version": version,
+            "ts": 1.0,
+            "n_results": 3,
+            "impressions": 3,
+            "clicks": i % 2,
+            "add_to_carts": 0,
+            "purchases": 0,
+            "reformulated": False,
+            "reward": float(i % 2),
+        }
+        for i, q in enumerate(queries)
+    ]
     frame = pd.DataFrame(rows, columns=list(WINDOW_COLUMNS))
     key = f"feedback/windows/topic=minielm.rewrites/partition=0/offsets={first}-{first + max(len(rows), 1) - 1}.parquet"
     store.put_parquet(key, frame)
@@ -108,10 +133,15 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
 
     settings, store, registry, base = rl_env
     data, data_dir, index_dir = corpus
-    settings = settings.model_copy(update={
-        "paths": settings.paths.model_copy(update={"runs_dir": tmp_path / "runs"}),
-        "gate": settings.gate.model_copy(update={"min_gain_over_raw": -100.0, "max_regression_vs_production": 100.0}),
-        "rl": settings.rl.model_copy(update={"canary_max_regression": 100.0, "max_kl": 100.0})})
+    settings = settings.model_copy(
+        update={
+            "paths": settings.paths.model_copy(update={"runs_dir": tmp_path / "runs"}),
+            "gate": settings.gate.model_copy(
+                update={"min_gain_over_raw": -100.0, "max_regression_vs_production": 100.0}
+            ),
+            "rl": settings.rl.model_copy(update={"canary_max_regression": 100.0, "max_kl": 100.0}),
+        }
+    )
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
     write_window(store, queries[:12], base.version)
     result = run_local(settings, data_dir=str(data_dir), index_dir=str(index_dir), run_id="rl-test")
@@ -135,18 +165,35 @@ def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_s
 
     data, data_dir, index_dir = corpus
     bucket = f"rl-demo-{uuid.uuid4().hex[:8]}"
-    settings = embedded_services.model_copy(update={
-        "s3": embedded_services.s3.model_copy(update={"bucket": bucket}),
-        "rl": embedded_services.rl.model_copy(update={
-            "intent_embedder": "ngram_overlap", "max_new_tokens": 8, "canary_min_requests": 4,
-            "reward_weights": embedded_services.rl.reward_weights.model_copy(update={"judge": 0.0})})})
+    settings = embedded_services.model_copy(
+        update={
+            "s3": embedded_services.s3.model_copy(update={"bucket": bucket}),
+            "rl": embedded_services.rl.model_copy(
+                update={
+                    "intent_embedder": "ngram_overlap",
+                    "max_new_tokens": 8,
+                    "canary_min_requests": 4,
+                    "reward_weights": embedded_services.rl.reward_weights.model_copy(update={"judge": 0.0}),
+                }
+            ),
+        }
+    )
     store = ObjectStore(settings.s3)
     store.ensure_bucket()
     student = save_tiny_llama(tmp_path / "student", char_tokenizer(extra="QRW.,'\""))
     lines: list[str] = []
-    ctx = DemoContext(settings=settings, workdir=tmp_path, store=store, echo=lines.append,
-                      results={"dataset_dir": str(data_dir), "index_dir": str(index_dir),
-                               "student_rewriter_dir": str(student), "student_relevance_dir": None})
+    ctx = DemoContext(
+        settings=settings,
+        workdir=tmp_path,
+        store=store,
+        echo=lines.append,
+        results={
+            "dataset_dir": str(data_dir),
+            "index_dir": str(index_dir),
+            "student_rewriter_dir": str(student),
+            "student_relevance_dir": None,
+        },
+    )
     registry = ModelRegistry(store)
     ctx.results["feedback_window_keys"] = []
     rl_demo_step(ctx)  # no windows yet: nothing to do, but the student is now production

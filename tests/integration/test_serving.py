@@ -26,14 +26,19 @@ from tests.serving_standins import SPELLING, OverlapScorer, SpellingRewriter
 
 pytestmark = pytest.mark.integration
 
-PRODUCTS = pd.DataFrame({
-    "product_id": ["B01", "B02", "B03", "B04"],
-    "product_locale": ["us"] * 4,
-    "product_title": ["Acme wireless headphones", "Acme wired headphones", "Blue running shoes", "Red wool hat"],
-    "product_description": [""] * 4, "product_bullet_point": [""] * 4,
-    "product_brand": ["Acme", "Acme", "Stride", None], "product_color": ["black", "white", "blue", "red"],
-    "category": ["audio", "audio", "footwear", "apparel"], "price": [59.0, 19.0, 80.0, 25.0],
-})
+PRODUCTS = pd.DataFrame(
+    {
+        "product_id": ["B01", "B02", "B03", "B04"],
+        "product_locale": ["us"] * 4,
+        "product_title": ["Acme wireless headphones", "Acme wired headphones", "Blue running shoes", "Red wool hat"],
+        "product_description": [""] * 4,
+        "product_bullet_point": [""] * 4,
+        "product_brand": ["Acme", "Acme", "Stride", None],
+        "product_color": ["black", "white", "blue", "red"],
+        "category": ["audio", "audio", "footwear", "apparel"],
+        "price": [59.0, 19.0, 80.0, 25.0],
+    }
+)
 KNOWN_QUERY = "Wireles  Hedphones"
 
 
@@ -44,11 +49,17 @@ def serving_settings(embedded_services, tmp_path_factory):
     suffix = uuid.uuid4().hex[:6]
     rewriter_name, relevance_name = f"student-rewriter-{suffix}", f"student-relevance-{suffix}"
     # The registry writes its own metadata.json: the loader's model_class travels in the registered metadata.
-    rewriter = registry.register(rewriter_name, SpellingRewriter(SPELLING).save(root / "rewriter"),
-                                 {"model_class": "tests.serving_standins:SpellingRewriter"})
+    rewriter = registry.register(
+        rewriter_name,
+        SpellingRewriter(SPELLING).save(root / "rewriter"),
+        {"model_class": "tests.serving_standins:SpellingRewriter"},
+    )
     registry.promote(rewriter_name, rewriter.version, "production")
-    relevance = registry.register(relevance_name, OverlapScorer().save(root / "relevance"),
-                                  {"model_class": "tests.serving_standins:OverlapScorer"})
+    relevance = registry.register(
+        relevance_name,
+        OverlapScorer().save(root / "relevance"),
+        {"model_class": "tests.serving_standins:OverlapScorer"},
+    )
     registry.promote(relevance_name, relevance.version, "production")
     SearchIndex.build(PRODUCTS).save(root / "index")
     settings = embedded_services.model_copy(deep=True)
@@ -65,9 +76,17 @@ def serving_settings(embedded_services, tmp_path_factory):
     write_offline_table(settings, "product_features.parquet", product_feature_table(PRODUCTS))
     materialize(settings)
     now = time.time()
-    windows = pd.DataFrame({"query": [KNOWN_QUERY.lower()] * 2, "ts": [now - 10, now - 5], "impressions": [10, 10],
-                            "clicks": [2, 4], "add_to_carts": [1, 1], "reformulated": [False, True],
-                            "n_results": [10, 0]})
+    windows = pd.DataFrame(
+        {
+            "query": [KNOWN_QUERY.lower()] * 2,
+            "ts": [now - 10, now - 5],
+            "impressions": [10, 10],
+            "clicks": [2, 4],
+            "add_to_carts": [1, 1],
+            "reformulated": [False, True],
+            "n_results": [10, 0],
+        }
+    )
     feature_store(settings).push("query_stats_push", query_stats_table(windows))
     return settings, {"rewriter": rewriter.version, "relevance": relevance.version}
 
@@ -77,9 +96,19 @@ def server(serving_settings, tmp_path_factory):
     settings, versions = serving_settings
     catalog_dir = tmp_path_factory.mktemp("catalog")
     PRODUCTS.to_parquet(catalog_dir / "shopping_queries_dataset_products.parquet")
-    pd.DataFrame({"example_id": ["1"], "query": ["x"], "query_id": ["1"], "product_id": ["B01"],
-                  "product_locale": ["us"], "esci_label": ["E"], "small_version": [1], "large_version": [1],
-                  "split": ["train"]}).to_parquet(catalog_dir / "shopping_queries_dataset_examples.parquet")
+    pd.DataFrame(
+        {
+            "example_id": ["1"],
+            "query": ["x"],
+            "query_id": ["1"],
+            "product_id": ["B01"],
+            "product_locale": ["us"],
+            "esci_label": ["E"],
+            "small_version": [1],
+            "large_version": [1],
+            "split": ["train"],
+        }
+    ).to_parquet(catalog_dir / "shopping_queries_dataset_examples.parquet")
     settings = settings.model_copy(deep=True)
     settings.serving.dataset_dir = catalog_dir
     stack = build_stack(settings)
@@ -91,8 +120,11 @@ def server(serving_settings, tmp_path_factory):
 def test_rewrite_v1_carries_version_request_id_and_feast_features(server):
     running, settings, versions, _ = server
     name = settings.models.student_rewriter
-    response = httpx.post(f"{running.url}/v1/models/{name}:predict", headers={"x-request-id": "req-1"},
-                          json={"instances": [{"query": KNOWN_QUERY}, "blu shoos"], "parameters": {"num_return": 2}})
+    response = httpx.post(
+        f"{running.url}/v1/models/{name}:predict",
+        headers={"x-request-id": "req-1"},
+        json={"instances": [{"query": KNOWN_QUERY}, "blu shoos"], "parameters": {"num_return": 2}},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == name and body["model_version"] == versions["rewriter"]
@@ -109,8 +141,10 @@ def test_rewrite_v1_carries_version_request_id_and_feast_features(server):
 def test_rewrite_v2_infer(server):
     running, settings, versions, _ = server
     name = settings.models.student_rewriter
-    payload = {"id": "v2-req", "inputs": [{"name": "query", "shape": [2], "datatype": "BYTES",
-                                           "data": ["wireles hedphones", "red hat"]}]}
+    payload = {
+        "id": "v2-req",
+        "inputs": [{"name": "query", "shape": [2], "datatype": "BYTES", "data": ["wireles hedphones", "red hat"]}],
+    }
     response = httpx.post(f"{running.url}/v2/models/{name}/infer", json=payload)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -122,8 +156,11 @@ def test_rewrite_v2_infer(server):
 def test_pipeline_returns_products_and_logs_to_kafka(server):
     running, settings, versions, stack = server
     request_id = f"pipe-{uuid.uuid4().hex[:8]}"
-    response = httpx.post(f"{running.url}/v1/models/{PIPELINE_NAME}:predict", headers={"x-request-id": request_id},
-                          json={"instances": [{"query": KNOWN_QUERY}], "parameters": {"k": 3}})
+    response = httpx.post(
+        f"{running.url}/v1/models/{PIPELINE_NAME}:predict",
+        headers={"x-request-id": request_id},
+        json={"instances": [{"query": KNOWN_QUERY}], "parameters": {"k": 3}},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_version"] == versions["rewriter"] and body["relevance_model_version"] == versions["relevance"]
@@ -136,8 +173,10 @@ def test_pipeline_returns_products_and_logs_to_kafka(server):
     assert products[0]["features"]["category"] == "audio" and products[0]["features"]["price"] == pytest.approx(59.0)
     # The served rewrite arrives on the rewrites topic.
     consumer = make_consumer(settings.kafka, group_id=None, consumer_timeout_ms=1000)
-    partitions = [TopicPartition(settings.kafka.topics.rewrites, p)
-                  for p in consumer.partitions_for_topic(settings.kafka.topics.rewrites)]
+    partitions = [
+        TopicPartition(settings.kafka.topics.rewrites, p)
+        for p in consumer.partitions_for_topic(settings.kafka.topics.rewrites)
+    ]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     found, deadline = None, time.monotonic() + 30
@@ -158,14 +197,20 @@ def test_pipeline_returns_products_and_logs_to_kafka(server):
 def test_relevance_by_ids_and_by_v2_texts(server):
     running, settings, versions, _ = server
     name = settings.models.student_relevance
-    response = httpx.post(f"{running.url}/v1/models/{name}:predict",
-                          json={"instances": [{"query": "blue shoes", "product_ids": ["B03", "B04"]}]})
+    response = httpx.post(
+        f"{running.url}/v1/models/{name}:predict",
+        json={"instances": [{"query": "blue shoes", "product_ids": ["B03", "B04"]}]},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_version"] == versions["relevance"]
     assert body["predictions"][0]["scores"] == pytest.approx([1.0, 0.0])
-    payload = {"inputs": [{"name": "query", "shape": [1], "datatype": "BYTES", "data": ["red hat"]},
-                          {"name": "product_text", "shape": [1], "datatype": "BYTES", "data": ["Red wool hat"]}]}
+    payload = {
+        "inputs": [
+            {"name": "query", "shape": [1], "datatype": "BYTES", "data": ["red hat"]},
+            {"name": "product_text", "shape": [1], "datatype": "BYTES", "data": ["Red wool hat"]},
+        ]
+    }
     response = httpx.post(f"{running.url}/v2/models/{name}/infer", json=payload)
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
@@ -175,8 +220,10 @@ def test_relevance_by_ids_and_by_v2_texts(server):
 def bad_inputs(rewriter: str, relevance: str) -> list[tuple[str, str, dict | bytes, str]]:
     """(path, content kind, body, field the 400 must name)."""
     v1, v2 = f"/v1/models/{rewriter}:predict", f"/v2/models/{rewriter}/infer"
-    query = lambda data, **kw: {"inputs": [{"name": "query", "shape": [len(data)], "datatype": "BYTES",  # noqa: E731
-                                            "data": data, **kw}]}
+
+    def query(data, **kw):
+        return {"inputs": [{"name": "query", "shape": [len(data)], "datatype": "BYTES", "data": data, **kw}]}
+
     return [
         (v1, "json", {"queries": ["x"]}, "instances"),
         (v1, "json", {"instances": "wireless"}, "instances"),
@@ -202,13 +249,20 @@ def bad_inputs(rewriter: str, relevance: str) -> list[tuple[str, str, dict | byt
         (v2, "json", query([""]), "inputs[query].data[0]"),
         (v2, "json", query(["x" * 10240]), "inputs[query].data[0]"),
         (v2, "json", query(["a"] * 9), "serving.max_batch_size"),
-        (v2, "json", {"inputs": [{"name": "query", "shape": [3], "datatype": "BYTES", "data": ["a"]}]},
-         "inputs[query].shape"),
+        (
+            v2,
+            "json",
+            {"inputs": [{"name": "query", "shape": [3], "datatype": "BYTES", "data": ["a"]}]},
+            "inputs[query].shape",
+        ),
         (f"/v1/models/{relevance}:predict", "json", {"instances": [{"query": "x"}]}, "instances[0]"),
-        (f"/v1/models/{relevance}:predict", "json", {"instances": [{"query": "x", "product_ids": ["NOPE"]}]},
-         "instances[0].product_ids"),
-        (f"/v1/models/{PIPELINE_NAME}:predict", "json", {"instances": ["x"], "parameters": {"k": 0}},
-         "parameters.k"),
+        (
+            f"/v1/models/{relevance}:predict",
+            "json",
+            {"instances": [{"query": "x", "product_ids": ["NOPE"]}]},
+            "instances[0].product_ids",
+        ),
+        (f"/v1/models/{PIPELINE_NAME}:predict", "json", {"instances": ["x"], "parameters": {"k": 0}}, "parameters.k"),
     ]
 
 
@@ -244,8 +298,10 @@ def test_readiness_only_for_loaded_models(server):
 
 
 def _fallbacks(metrics: str, reason: str) -> float:
-    line = next((l for l in metrics.splitlines() if l.startswith(f'minielm_feast_fallback_total{{reason="{reason}"}}')),
-                None)
+    line = next(
+        (row for row in metrics.splitlines() if row.startswith(f'minielm_feast_fallback_total{{reason="{reason}"}}')),
+        None,
+    )
     return float(line.split()[-1]) if line else 0.0
 
 
@@ -259,8 +315,9 @@ def test_feast_outage_degrades_to_defaults_and_counts(serving_settings, tmp_path
     try:
         with httpx.Client(base_url=running.url) as client:
             before = _fallbacks(client.get("/metrics").text, "error")
-            response = client.post(f"/v1/models/{settings.models.student_rewriter}:predict",
-                                   json={"instances": [KNOWN_QUERY, "red hat"]})
+            response = client.post(
+                f"/v1/models/{settings.models.student_rewriter}:predict", json={"instances": [KNOWN_QUERY, "red hat"]}
+            )
             assert response.status_code == 200, response.text
             predictions = response.json()["predictions"]
             assert all(p["features"]["source"] == "default" and p["features"]["ctr"] == 0.0 for p in predictions)
@@ -278,8 +335,14 @@ def _tiny_cross_encoder(directory):
 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "hat", "wool", "blue", "shoes", "acme", "|"]
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     scorer = CrossEncoderScorer.from_encoder(BertModel(config, add_pooling_layer=False), tokenizer, max_length=32)
     return scorer, scorer.save(directory)
 
@@ -297,8 +360,10 @@ def test_real_cross_encoder_from_the_registry(serving_settings, tmp_path):
     stack = build_stack(settings, with_pipeline=False)
     running = serve_stack(stack, settings, port=0)
     try:
-        response = httpx.post(f"{running.url}/v1/models/{settings.models.student_relevance}:predict",
-                              json={"instances": [{"query": "red hat", "product_texts": ["Red wool hat", "Blue shoes"]}]})
+        response = httpx.post(
+            f"{running.url}/v1/models/{settings.models.student_relevance}:predict",
+            json={"instances": [{"query": "red hat", "product_texts": ["Red wool hat", "Blue shoes"]}]},
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["model_version"] == entry.version
@@ -321,8 +386,9 @@ def test_real_causal_rewriter_from_a_local_dir(serving_settings, tmp_path):
     settings = settings.model_copy(deep=True)
     settings.serving.log_rewrites = False
     tokenizer = train_bpe_tokenizer(["wireless headphones", "blue running shoes", "red wool hat"] * 5, vocab_size=300)
-    model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2,
-                                                               num_kv_heads=1, intermediate_size=64))
+    model = AutoModelForCausalLM.from_config(
+        tiny_llama_config(tokenizer, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    )
     directory = CausalRewriter(model, tokenizer, version="tiny-1", max_new_tokens=6).save(tmp_path / "rewriter")
     metadata = json.loads((directory / "metadata.json").read_text())
     metadata.pop("model_class")  # the loader must recognise a causal LM by its config.json
@@ -331,8 +397,10 @@ def test_real_causal_rewriter_from_a_local_dir(serving_settings, tmp_path):
     stack = build_stack(settings, with_relevance=False, with_pipeline=False)
     running = serve_stack(stack, settings, port=0)
     try:
-        response = httpx.post(f"{running.url}/v1/models/{settings.models.student_rewriter}:predict",
-                              json={"instances": ["wireles hedphones"]})
+        response = httpx.post(
+            f"{running.url}/v1/models/{settings.models.student_rewriter}:predict",
+            json={"instances": ["wireles hedphones"]},
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["model_version"] == "tiny-1"

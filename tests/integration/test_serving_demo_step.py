@@ -29,18 +29,22 @@ def test_serving_demo_step_leaves_a_running_server(embedded_services, tmp_path):
     dataset = generate_dataset(n_products=200, n_queries=40, seed=1)
     lines: list[str] = []
     ctx = DemoContext(settings=settings, workdir=tmp_path, store=ObjectStore(settings.s3), echo=lines.append)
-    ctx.results.update(dataset_dir=str(write_esci(dataset, tmp_path / "data")),
-                       index_dir=str(SearchIndex.build(dataset.products).save(tmp_path / "index")),
-                       student_rewriter_dir=str(SpellingRewriter(SPELLING).save(tmp_path / "rewriter")),
-                       student_relevance_dir=str(OverlapScorer().save(tmp_path / "relevance")))
+    ctx.results.update(
+        dataset_dir=str(write_esci(dataset, tmp_path / "data")),
+        index_dir=str(SearchIndex.build(dataset.products).save(tmp_path / "index")),
+        student_rewriter_dir=str(SpellingRewriter(SPELLING).save(tmp_path / "rewriter")),
+        student_relevance_dir=str(OverlapScorer().save(tmp_path / "relevance")),
+    )
     serving_demo_step(ctx)
     try:
         output = "\n".join(lines)
         assert f"/v1/models/{PIPELINE_NAME}:predict" in output and "HTTP 400" in output
         predictions = ctx.results["serving_demo"]["predictions"]
         assert predictions and all(p["products"] for p in predictions)
-        response = httpx.post(f"{ctx.results['serving_url']}/v1/models/{PIPELINE_NAME}:predict",
-                              json={"instances": [predictions[0]["query"]]})
+        response = httpx.post(
+            f"{ctx.results['serving_url']}/v1/models/{PIPELINE_NAME}:predict",
+            json={"instances": [predictions[0]["query"]]},
+        )
         assert response.status_code == 200
         assert (tmp_path / "feature_repo" / "feature_store.yaml").is_file()
     finally:

@@ -26,8 +26,11 @@ def test_bytes_json_parquet_round_trip(object_store, prefix):
     assert object_store.get_bytes(f"{prefix}/raw.bin") == b"\x00\x01"
     assert object_store.get_json(f"{prefix}/doc.json") == {"a": [1, 2]}
     pd.testing.assert_frame_equal(object_store.get_parquet(f"{prefix}/table.parquet"), frame)
-    assert sorted(object_store.list_keys(prefix)) == [f"{prefix}/doc.json", f"{prefix}/raw.bin",
-                                                       f"{prefix}/table.parquet"]
+    assert sorted(object_store.list_keys(prefix)) == [
+        f"{prefix}/doc.json",
+        f"{prefix}/raw.bin",
+        f"{prefix}/table.parquet",
+    ]
     assert object_store.exists(f"{prefix}/doc.json") and not object_store.exists(f"{prefix}/absent")
 
 

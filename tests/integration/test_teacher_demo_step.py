@@ -15,8 +15,9 @@ from minielm.teachers.config import TinyBackboneConfig, tiny_relevance_config, t
 from minielm.teachers.demo_step import teacher_demo_step
 from minielm.training.config import TrainingConfig
 
-SMALL = TinyBackboneConfig(hidden_size=48, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=96,
-                           vocab_size=400)
+SMALL = TinyBackboneConfig(
+    hidden_size=48, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=96, vocab_size=400
+)
 
 
 @pytest.mark.integration
@@ -26,12 +27,27 @@ def test_teacher_demo_step_trains_and_registers_both(embedded_services, object_s
     data_dir = write_esci(dataset, tmp_path / "data")
     index_dir = SearchIndex.build(dataset.products).save(tmp_path / "index")
     lines: list[str] = []
-    ctx = DemoContext(settings=embedded_services, workdir=tmp_path / "work", store=object_store,
-                      results={"dataset_dir": str(data_dir), "index_dir": str(index_dir)}, echo=lines.append)
-    training = TrainingConfig(max_steps=4, micro_batch_size=16, learning_rate=1e-2, warmup_steps=1,
-                              checkpoint_every=0, progress=False, cpu_threads=1)
-    teacher_demo_step(ctx, tiny_rewriter_config(tiny=SMALL, training=training, max_eval_queries=5),
-                      tiny_relevance_config(tiny=SMALL, training=training, max_eval_examples=60, max_length=48))
+    ctx = DemoContext(
+        settings=embedded_services,
+        workdir=tmp_path / "work",
+        store=object_store,
+        results={"dataset_dir": str(data_dir), "index_dir": str(index_dir)},
+        echo=lines.append,
+    )
+    training = TrainingConfig(
+        max_steps=4,
+        micro_batch_size=16,
+        learning_rate=1e-2,
+        warmup_steps=1,
+        checkpoint_every=0,
+        progress=False,
+        cpu_threads=1,
+    )
+    teacher_demo_step(
+        ctx,
+        tiny_rewriter_config(tiny=SMALL, training=training, max_eval_queries=5),
+        tiny_relevance_config(tiny=SMALL, training=training, max_eval_examples=60, max_length=48),
+    )
 
     registry = ModelRegistry(object_store)
     names = embedded_services.models

@@ -30,9 +30,14 @@ def test_local_run_registers_both_students_as_candidates(embedded_services, tmp_
     data_dir = write_esci(dataset, tmp_path / "data")
     index_dir = SearchIndex.build(dataset.products).save(tmp_path / "index")
 
-    outcome = run_local(settings, data_dir=str(data_dir), index_dir=str(index_dir), toy=True,
-                        rewriter_teacher_overrides='{"training": {"max_steps": 120}}',
-                        relevance_teacher_overrides='{"training": {"max_steps": 60}}')
+    outcome = run_local(
+        settings,
+        data_dir=str(data_dir),
+        index_dir=str(index_dir),
+        toy=True,
+        rewriter_teacher_overrides='{"training": {"max_steps": 120}}',
+        relevance_teacher_overrides='{"training": {"max_steps": 60}}',
+    )
 
     assert outcome["registered"] is True and outcome["stage"] == "candidate"
     registry = ModelRegistry(ObjectStore(settings.s3))

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 COLORS = ["red", "blue", "black", "white", "green"]
 TYPES = ["shoe", "lamp", "mug", "chair", "jacket", "kettle"]
-CATEGORY = {"shoe": "apparel", "jacket": "apparel", "lamp": "home", "chair": "home", "mug": "kitchen",
-            "kettle": "kitchen"}
+CATEGORY = {
+    "shoe": "apparel",
+    "jacket": "apparel",
+    "lamp": "home",
+    "chair": "home",
+    "mug": "kitchen",
+    "kettle": "kitchen",
+}
 
 
 def tiny_catalog() -> pd.DataFrame:
-    rows = [{"product_id": f"P{i:03d}", "product_title": f"{color} {kind}", "category": CATEGORY[kind]}
-            for i, (color, kind) in enumerate(itertools.product(COLORS, TYPES))]
+    rows = [
+        {"product_id": f"P{i:03d}", "product_title": f"{color} {kind}", "category": CATEGORY[kind]}
+        for i, (color, kind) in enumerate(itertools.product(COLORS, TYPES))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -81,8 +89,14 @@ def tiny_bert_scorer(max_length: int = 16, seed: int = 0):
 
     torch.manual_seed(seed)
     tokenizer = BertTokenizerFast(vocab=tiny_vocab(), do_lower_case=True)
-    config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    return CrossEncoderScorer.from_encoder(BertModel(config, add_pooling_layer=False), tokenizer,
-                                           max_length=max_length)
+    config = BertConfig(
+        vocab_size=len(tiny_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return CrossEncoderScorer.from_encoder(BertModel(config, add_pooling_layer=False), tokenizer, max_length=max_length)

@@ -7,7 +7,7 @@ vectors) serves every drift test in the session.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from minielm.config import DriftConfig
 from minielm.drift import simulate
@@ -19,7 +19,7 @@ SAMPLE = 300
 SAME_DISTRIBUTION_SEEDS = (1, 2, 3, 4, 5)
 
 
-@lru_cache(maxsize=None)
+@cache
 def dataset(seed: int):
     from minielm.data.synthetic import generate_dataset
 
@@ -29,8 +29,9 @@ def dataset(seed: int):
 @lru_cache(maxsize=1)
 def catalog_words() -> frozenset[str]:
     products = dataset(0).products
-    return build_vocabulary(text for column in CATALOG_TEXT_COLUMNS if column in products
-                            for text in products[column].astype(str))
+    return build_vocabulary(
+        text for column in CATALOG_TEXT_COLUMNS if column in products for text in products[column].astype(str)
+    )
 
 
 def reference_window():

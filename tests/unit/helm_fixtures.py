@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,25 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 KSERVE_CRD_DIR = SHARED_DIR / "schemas" / "kserve"
 # Everything the chart can render: every optional part switched on.
 ALL_ON = [
-    "--set", "monitoring.podMonitor.enabled=true",
-    "--set", "monitoring.prometheusRule.enabled=true",
-    "--set", "kafkaTopics.strimzi.enabled=true",
-    "--set", "pipelineSchedules.drift_monitoring=true",
-    "--set", "feast.redis.existingSecret=minielm-redis",
+    "--set",
+    "monitoring.podMonitor.enabled=true",
+    "--set",
+    "monitoring.prometheusRule.enabled=true",
+    "--set",
+    "kafkaTopics.strimzi.enabled=true",
+    "--set",
+    "pipelineSchedules.drift_monitoring=true",
+    "--set",
+    "feast.redis.existingSecret=minielm-redis",
 ]
 # Kinds whose schema comes from a CRD rather than Kubernetes itself.
 CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "KafkaTopic", "PrometheusRule", "ServiceMonitor", "PodMonitor"}
-RENDER_CASES = {"default": [], "production": [], "all-optional-parts": ALL_ON,
-                "raw-deployment": ["--set", "kserve.deploymentMode=RawDeployment"]}
+RENDER_CASES = {
+    "default": [],
+    "production": [],
+    "all-optional-parts": ALL_ON,
+    "raw-deployment": ["--set", "kserve.deploymentMode=RawDeployment"],
+}
 
 
 def helm() -> str:
@@ -47,7 +56,7 @@ def template_args(case: str) -> list[str]:
     return args + RENDER_CASES[case]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rendered_text(case: str) -> str:
     done = run_helm(*template_args(case))
     assert done.returncode == 0, f"helm template ({case}) failed:\n{done.stderr}"

@@ -12,8 +12,18 @@ runner = CliRunner()
 
 
 def _invoke(tmp_path, *args):
-    return runner.invoke(app, ["--set", f"paths.state_dir={tmp_path}", "--set", f"paths.data_dir={tmp_path}/data",
-                               "--set", f"paths.reports_dir={tmp_path}/reports", *args])
+    return runner.invoke(
+        app,
+        [
+            "--set",
+            f"paths.state_dir={tmp_path}",
+            "--set",
+            f"paths.data_dir={tmp_path}/data",
+            "--set",
+            f"paths.reports_dir={tmp_path}/reports",
+            *args,
+        ],
+    )
 
 
 def test_generate_index_eval_and_load(tmp_path):

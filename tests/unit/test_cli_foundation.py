@@ -29,16 +29,18 @@ def test_every_command_has_help():
 
 
 def test_invalid_setting_exits_2_and_names_the_field(tmp_path):
-    result = runner.invoke(app, ["--set", "kafka.partitions=-1", "--set", f"paths.state_dir={tmp_path}",
-                                 "config", "show"])
+    result = runner.invoke(
+        app, ["--set", "kafka.partitions=-1", "--set", f"paths.state_dir={tmp_path}", "config", "show"]
+    )
     assert result.exit_code == 2
     assert "kafka.partitions" in result.output
 
 
 def test_config_show_prints_effective_values_with_secrets_masked(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "topsecret")
-    result = runner.invoke(app, ["--set", "kafka.partitions=4", "--set", f"paths.state_dir={tmp_path}",
-                                 "config", "show", "--json"])
+    result = runner.invoke(
+        app, ["--set", "kafka.partitions=4", "--set", f"paths.state_dir={tmp_path}", "config", "show", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert '"partitions": 4' in result.output
     assert "topsecret" not in result.output

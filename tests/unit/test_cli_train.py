@@ -13,8 +13,9 @@ runner = CliRunner()
 
 
 def invoke(tmp_path, *args: str):
-    return runner.invoke(app, ["--set", f"paths.state_dir={tmp_path}", "--set", f"paths.runs_dir={tmp_path}/runs",
-                               *args])
+    return runner.invoke(
+        app, ["--set", f"paths.state_dir={tmp_path}", "--set", f"paths.runs_dir={tmp_path}/runs", *args]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,20 @@ def test_config_file_from_environment_variable(tmp_path):
 
 
 def test_services_state_supplies_endpoints_and_credentials(tmp_path):
-    (tmp_path / "services.json").write_text(json.dumps({"settings": {
-        "kafka": {"bootstrap_servers": "127.0.0.1:4242"},
-        "s3": {"endpoint_url": "http://127.0.0.1:4343", "access_key_id": "k", "secret_access_key": "very-secret-value"}}}))
+    (tmp_path / "services.json").write_text(
+        json.dumps(
+            {
+                "settings": {
+                    "kafka": {"bootstrap_servers": "127.0.0.1:4242"},
+                    "s3": {
+                        "endpoint_url": "http://127.0.0.1:4343",
+                        "access_key_id": "k",
+                        "secret_access_key": "very-secret-value",
+                    },
+                }
+            }
+        )
+    )
     settings = load_settings(environ={"MINIELM_PATHS__STATE_DIR": str(tmp_path)})
     assert settings.kafka.bootstrap_servers == "127.0.0.1:4242"
     assert settings.s3.secret_access_key.get_secret_value() == "very-secret-value"
@@ -43,21 +54,25 @@ def test_services_state_supplies_endpoints_and_credentials(tmp_path):
 
 
 def test_aws_environment_credentials_are_used(tmp_path):
-    settings = load_settings(environ={"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "shh",
-                                      "MINIELM_PATHS__STATE_DIR": str(tmp_path)})
+    settings = load_settings(
+        environ={"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "shh", "MINIELM_PATHS__STATE_DIR": str(tmp_path)}
+    )
     assert settings.s3.access_key_id.get_secret_value() == "AKIA"
 
 
-@pytest.mark.parametrize("override, field", [
-    ("kafka.partitions=0", "kafka.partitions"),
-    ("kafka.bootstrap_servers=nohostport", "kafka.bootstrap_servers"),
-    ("s3.endpoint_url=ftp://x", "s3.endpoint_url"),
-    ("s3.bucket=Bad_Bucket", "s3.bucket"),
-    ("serving.http_port=70000", "serving.http_port"),
-    ("serving.model_stage=staging", "serving.model_stage"),
-    ("kafka.typo_field=1", "kafka.typo_field"),
-    ("pipelines.rl_retraining_cron=* * *", "pipelines.rl_retraining_cron"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("kafka.partitions=0", "kafka.partitions"),
+        ("kafka.bootstrap_servers=nohostport", "kafka.bootstrap_servers"),
+        ("s3.endpoint_url=ftp://x", "s3.endpoint_url"),
+        ("s3.bucket=Bad_Bucket", "s3.bucket"),
+        ("serving.http_port=70000", "serving.http_port"),
+        ("serving.model_stage=staging", "serving.model_stage"),
+        ("kafka.typo_field=1", "kafka.typo_field"),
+        ("pipelines.rl_retraining_cron=* * *", "pipelines.rl_retraining_cron"),
+    ],
+)
 def test_invalid_values_name_the_field(tmp_path, override, field):
     with pytest.raises(ConfigError) as error:
         load_settings(overrides=[override, f"paths.state_dir={tmp_path}"], environ={})

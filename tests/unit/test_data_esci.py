@@ -11,27 +11,43 @@ from minielm.data.esci import EsciData, EsciFormatError, load_esci, write_esci
 
 def _real_schema_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     # As published: integer query ids, ASIN product ids, three locales, train/test splits.
-    examples = pd.DataFrame({
-        "example_id": [0, 1, 2, 3, 4, 5],
-        "query": ["revent 80 cfm", "revent 80 cfm", "!awnmower tires without rims", "bath fan", "bath fan", "ventilador"],
-        "query_id": [0, 0, 1, 2, 2, 3],
-        "product_id": ["B000MOO21W", "B07X3Y6B1V", "B08L3B9B9P", "B000MOO21W", "B01N5F4P4E", "B07X3Y6B1V"],
-        "product_locale": ["us", "us", "us", "us", "us", "es"],
-        "esci_label": ["I", "E", "S", "E", "C", "E"],
-        "small_version": [0, 0, 1, 1, 1, 0],
-        "large_version": [1, 1, 1, 1, 1, 1],
-        "split": ["train", "train", "test", "train", "train", "test"],
-    })
-    products = pd.DataFrame({
-        "product_id": ["B000MOO21W", "B07X3Y6B1V", "B08L3B9B9P", "B01N5F4P4E", "B07X3Y6B1V"],
-        "product_locale": ["us", "us", "us", "us", "es"],
-        "product_title": ["Panasonic FV-08VQ5 WhisperCeiling 80 CFM", "Delta BreezSignature VFB25ACH", "MaxAuto tires",
-                          "Bath fan cover", "Ventilador de baño"],
-        "product_description": [None, "quiet fan", None, None, None],
-        "product_bullet_point": ["WhisperCeiling", None, None, None, None],
-        "product_brand": ["Panasonic", "DELTA ELECTRONICS", "MaxAuto", None, "Delta"],
-        "product_color": ["White", None, None, None, None],
-    })
+    examples = pd.DataFrame(
+        {
+            "example_id": [0, 1, 2, 3, 4, 5],
+            "query": [
+                "revent 80 cfm",
+                "revent 80 cfm",
+                "!awnmower tires without rims",
+                "bath fan",
+                "bath fan",
+                "ventilador",
+            ],
+            "query_id": [0, 0, 1, 2, 2, 3],
+            "product_id": ["B000MOO21W", "B07X3Y6B1V", "B08L3B9B9P", "B000MOO21W", "B01N5F4P4E", "B07X3Y6B1V"],
+            "product_locale": ["us", "us", "us", "us", "us", "es"],
+            "esci_label": ["I", "E", "S", "E", "C", "E"],
+            "small_version": [0, 0, 1, 1, 1, 0],
+            "large_version": [1, 1, 1, 1, 1, 1],
+            "split": ["train", "train", "test", "train", "train", "test"],
+        }
+    )
+    products = pd.DataFrame(
+        {
+            "product_id": ["B000MOO21W", "B07X3Y6B1V", "B08L3B9B9P", "B01N5F4P4E", "B07X3Y6B1V"],
+            "product_locale": ["us", "us", "us", "us", "es"],
+            "product_title": [
+                "Panasonic FV-08VQ5 WhisperCeiling 80 CFM",
+                "Delta BreezSignature VFB25ACH",
+                "MaxAuto tires",
+                "Bath fan cover",
+                "Ventilador de baño",
+            ],
+            "product_description": [None, "quiet fan", None, None, None],
+            "product_bullet_point": ["WhisperCeiling", None, None, None, None],
+            "product_brand": ["Panasonic", "DELTA ELECTRONICS", "MaxAuto", None, "Delta"],
+            "product_color": ["White", None, None, None, None],
+        }
+    )
     return examples, products
 
 

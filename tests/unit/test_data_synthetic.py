@@ -89,7 +89,11 @@ def test_misspellings_are_a_fixed_function_of_the_word():
 
 
 def test_noise_uses_the_fixed_lexicon():
-    slots = [Slot("colour", "black"), Slot("type", "pressure cooker"), Slot("size", "6 quart", number="6", unit="quart")]
+    slots = [
+        Slot("colour", "black"),
+        Slot("type", "pressure cooker"),
+        Slot("size", "6 quart", number="6", unit="quart"),
+    ]
     seen = set()
     for seed in range(300):
         text, kinds = apply_noise(slots, random.Random(seed), NoiseRates(clean_fraction=0.0, max_kinds=1))

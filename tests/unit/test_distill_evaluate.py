@@ -16,11 +16,16 @@ def _report(student_rpq: float, student_ndcg: float) -> dict:
     def rel(n):
         return {"accuracy": 0.7, "macro_f1": 0.5, "ndcg@10": n, "n_pairs": 100}
 
-    return {"split": "test",
-            "rewriter": {"k": 10, "n_queries": 50, "systems": {"raw": rw(2.0), "oracle": rw(4.0), "teacher": rw(3.0),
-                                                               "student": rw(student_rpq)},
-                         "student_keeps_teacher_gain": gain_share(student_rpq, 3.0, 2.0)},
-            "relevance": {"k": 10, "systems": {"teacher": rel(0.80), "student": rel(student_ndcg)}}}
+    return {
+        "split": "test",
+        "rewriter": {
+            "k": 10,
+            "n_queries": 50,
+            "systems": {"raw": rw(2.0), "oracle": rw(4.0), "teacher": rw(3.0), "student": rw(student_rpq)},
+            "student_keeps_teacher_gain": gain_share(student_rpq, 3.0, 2.0),
+        },
+        "relevance": {"k": 10, "systems": {"teacher": rel(0.80), "student": rel(student_ndcg)}},
+    }
 
 
 def test_gain_share_is_the_fraction_of_the_teachers_gain_kept():

@@ -15,8 +15,7 @@ from minielm.distill.losses import margin_mse, rewriter_distill_loss, soft_label
 from minielm.distill.relevance_student import distill_relevance
 from minielm.models.cross_encoder import CrossEncoderError, CrossEncoderScorer
 from minielm.models.interfaces import RelevanceScorer
-from tests.unit.distill_fixtures import (OverlapTeacher, overlap_retriever, product_texts, tiny_bert_scorer,
-                                         tiny_catalog)
+from tests.unit.distill_fixtures import OverlapTeacher, overlap_retriever, product_texts, tiny_bert_scorer, tiny_catalog
 
 
 @pytest.fixture(autouse=True)
@@ -59,17 +58,33 @@ def test_soft_label_kl_is_zero_at_the_teacher_distribution():
 
 def test_triples_come_from_every_source_and_are_oriented_by_the_teacher():
     products = tiny_catalog()
-    triples = build_triples(["red shoe", "blue lamp", "black mug"], products, overlap_retriever(products),
-                            triples_per_query=10, retrieval_depth=6, seed=1)
+    triples = build_triples(
+        ["red shoe", "blue lamp", "black mug"],
+        products,
+        overlap_retriever(products),
+        triples_per_query=10,
+        retrieval_depth=6,
+        seed=1,
+    )
     assert len(triples) == 30
     assert set(triples["source"]) == {"retrieved", "same_category", "random"}
     assert (triples["product_a"] != triples["product_b"]).all()
     labelled = label_triples(triples, product_texts(products), OverlapTeacher())
     assert (labelled["margin"] >= 0).all()
-    assert labelled.loc[labelled["query"] == "red shoe", "pos_product_id"].map(product_texts(products)).eq(
-        "red shoe").any()
-    same = build_triples(["red shoe", "blue lamp", "black mug"], products, overlap_retriever(products),
-                         triples_per_query=10, retrieval_depth=6, seed=1)
+    assert (
+        labelled.loc[labelled["query"] == "red shoe", "pos_product_id"]
+        .map(product_texts(products))
+        .eq("red shoe")
+        .any()
+    )
+    same = build_triples(
+        ["red shoe", "blue lamp", "black mug"],
+        products,
+        overlap_retriever(products),
+        triples_per_query=10,
+        retrieval_depth=6,
+        seed=1,
+    )
     pd.testing.assert_frame_equal(triples, same)
 
 
@@ -81,8 +96,9 @@ def test_empty_augmented_data_fails_clearly():
     with pytest.raises(AugmentedDataError, match="augmented data is empty"):
         label_triples(empty, product_texts(products), OverlapTeacher())
     with pytest.raises(AugmentedDataError, match="augmented data is empty"):
-        distill_relevance(tiny_bert_scorer(), pd.DataFrame(), product_texts(products), DistillConfig(),
-                          work_dir=Path("unused"))
+        distill_relevance(
+            tiny_bert_scorer(), pd.DataFrame(), product_texts(products), DistillConfig(), work_dir=Path("unused")
+        )
 
 
 def _held_out_pairs(products):
@@ -97,11 +113,15 @@ def test_tiny_teacher_distilled_into_tiny_cross_encoder_moves_toward_the_teacher
     products = tiny_catalog()
     texts = product_texts(products)
     teacher = OverlapTeacher()
-    train_queries = [f"{c} {t}" for c in ["red", "blue", "black", "white", "green"]
-                     for t in ["shoe", "lamp", "mug", "chair", "jacket", "kettle"]
-                     if (c, t) not in {("green", "chair"), ("white", "kettle"), ("blue", "jacket"), ("red", "mug")}]
-    triples = build_triples(train_queries, products, overlap_retriever(products), triples_per_query=12,
-                            retrieval_depth=10, seed=0)
+    train_queries = [
+        f"{c} {t}"
+        for c in ["red", "blue", "black", "white", "green"]
+        for t in ["shoe", "lamp", "mug", "chair", "jacket", "kettle"]
+        if (c, t) not in {("green", "chair"), ("white", "kettle"), ("blue", "jacket"), ("red", "mug")}
+    ]
+    triples = build_triples(
+        train_queries, products, overlap_retriever(products), triples_per_query=12, retrieval_depth=10, seed=0
+    )
     labelled = label_triples(triples, texts, teacher)
     student = tiny_bert_scorer()
     assert isinstance(student, RelevanceScorer)
@@ -125,8 +145,7 @@ def test_tiny_teacher_distilled_into_tiny_cross_encoder_moves_toward_the_teacher
     student.save(tmp_path / "student")
     loaded = CrossEncoderScorer.load(tmp_path / "student")
     assert loaded.version == "v-test"
-    np.testing.assert_allclose(loaded.predict_proba(hq[:8], ht[:8]), student.predict_proba(hq[:8], ht[:8]),
-                               atol=1e-5)
+    np.testing.assert_allclose(loaded.predict_proba(hq[:8], ht[:8]), student.predict_proba(hq[:8], ht[:8]), atol=1e-5)
     assert loaded.predict_proba(hq[:3], ht[:3]).sum(axis=1) == pytest.approx([1, 1, 1], abs=1e-5)
 
 

@@ -8,8 +8,13 @@ import torch
 
 from minielm.config import DistillConfig
 from minielm.distill.losses import token_kl_loss
-from minielm.distill.rewriter_student import (DistillError, TokenizerMismatch, distill_rewriter, layer_map,
-                                              student_config)
+from minielm.distill.rewriter_student import (
+    DistillError,
+    TokenizerMismatch,
+    distill_rewriter,
+    layer_map,
+    student_config,
+)
 from minielm.models.rewriter import CausalRewriter, collate_rewrite_examples, encode_rewrite_example
 from tests.unit.distill_fixtures import COLORS, TYPES
 
@@ -42,8 +47,9 @@ def _untrained_teacher() -> CausalRewriter:
 
     tokenizer = train_bpe_tokenizer([t for p in toy_pairs() for t in p] * 3, vocab_size=320)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_llama_config(tokenizer, hidden_size=64, num_layers=4, num_heads=4,
-                                                               num_kv_heads=2, intermediate_size=128))
+    model = AutoModelForCausalLM.from_config(
+        tiny_llama_config(tokenizer, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=128)
+    )
     return CausalRewriter(model.eval(), tokenizer, max_new_tokens=12)
 
 
@@ -64,10 +70,18 @@ def tiny_teacher(tmp_path_factory) -> CausalRewriter:
     model, tokenizer = teacher.model, teacher.tokenizer
     pairs = toy_pairs()
     encoded = [encode_rewrite_example(tokenizer, q, r, 48, 12) for q, r in pairs]
-    config = TrainingConfig(max_steps=100, micro_batch_size=16, learning_rate=5e-3, warmup_steps=10,
-                            checkpoint_every=0, progress=False)
-    train(model, answer_token_loss, config, tmp_path_factory.mktemp("teacher"), dataset=encoded,
-          collate_fn=lambda b: collate_rewrite_examples(b, tokenizer.pad_token_id), export=False)
+    config = TrainingConfig(
+        max_steps=100, micro_batch_size=16, learning_rate=5e-3, warmup_steps=10, checkpoint_every=0, progress=False
+    )
+    train(
+        model,
+        answer_token_loss,
+        config,
+        tmp_path_factory.mktemp("teacher"),
+        dataset=encoded,
+        collate_fn=lambda b: collate_rewrite_examples(b, tokenizer.pad_token_id),
+        export=False,
+    )
     return CausalRewriter(model.eval(), tokenizer, max_new_tokens=12)
 
 
@@ -82,8 +96,9 @@ def test_layer_map_spreads_student_layers_over_the_teacher():
 def _kl_and_agreement(student, teacher, queries) -> tuple[float, float]:
     tok = teacher.tokenizer
     targets = [r[0] for r in teacher.rewrite(queries)]
-    batch = collate_rewrite_examples([encode_rewrite_example(tok, q, r, 48, 12) for q, r in zip(queries, targets)],
-                                     tok.pad_token_id)
+    batch = collate_rewrite_examples(
+        [encode_rewrite_example(tok, q, r, 48, 12) for q, r in zip(queries, targets)], tok.pad_token_id
+    )
     with torch.no_grad():
         s = student.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         t = teacher.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -97,9 +112,15 @@ def test_tiny_teacher_distilled_into_smaller_student_moves_toward_the_teacher(ti
     pairs = toy_pairs()
     held_out = [q for q, _ in pairs[::7]]
     unlabelled = [q for q, _ in pairs]
-    config = DistillConfig(rewriter_num_layers=2, rewriter_hidden_size=32, rewriter_batch_size=16,
-                           rewriter_learning_rate=5e-3, seq_kd_weight=0.5, kl_temperature=2.0,
-                           rewriter_max_new_tokens=12)
+    config = DistillConfig(
+        rewriter_num_layers=2,
+        rewriter_hidden_size=32,
+        rewriter_batch_size=16,
+        rewriter_learning_rate=5e-3,
+        seq_kd_weight=0.5,
+        kl_temperature=2.0,
+        rewriter_max_new_tokens=12,
+    )
     from minielm.distill.rewriter_student import build_student
 
     untrained, info = build_student(tiny_teacher.model, config)
@@ -135,8 +156,9 @@ def test_mismatched_tokenizer_fails_before_training(untrained_teacher, tmp_path)
 def test_teacher_checkpoint_smaller_than_its_tokenizer_fails(untrained_teacher, tmp_path):
     from minielm.models.tokenizer import train_bpe_tokenizer
 
-    bigger = train_bpe_tokenizer([t for p in toy_pairs() for t in p] * 3 + ["many more words here"] * 50,
-                                 vocab_size=600)
+    bigger = train_bpe_tokenizer(
+        [t for p in toy_pairs() for t in p] * 3 + ["many more words here"] * 50, vocab_size=600
+    )
     mismatched = CausalRewriter(untrained_teacher.model, bigger)
     if len(bigger) <= untrained_teacher.model.config.vocab_size:
         pytest.skip("the second tokenizer did not grow beyond the teacher's vocabulary")

@@ -10,15 +10,28 @@ import pytest
 
 from minielm.drift import simulate
 from minielm.drift.monitor import run_drift
-from tests.unit.drift_fixtures import (SAME_DISTRIBUTION_SEEDS, catalog_words, current_window, drift_config,
-                                       encoder, reference_window)
+from tests.unit.drift_fixtures import (
+    SAME_DISTRIBUTION_SEEDS,
+    catalog_words,
+    current_window,
+    drift_config,
+    encoder,
+    reference_window,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def check(reference, current, config=None, **kwargs):
-    return run_drift(reference, current, config or drift_config(), vocabulary=catalog_words(),
-                     vocabulary_source="synthetic catalog", encoder=encoder(), **kwargs)
+    return run_drift(
+        reference,
+        current,
+        config or drift_config(),
+        vocabulary=catalog_words(),
+        vocabulary_source="synthetic catalog",
+        encoder=encoder(),
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
@@ -34,13 +47,16 @@ def test_same_distribution_windows_raise_no_alert_in_n_of_n_runs():
 
 
 SHIFTS = {
-    "new product categories": (lambda w: simulate.with_new_categories(w, 0.3, seed=1),
-                               {"query_embeddings", "query_oov_share"}),
-    "different language mix": (lambda w: simulate.with_language_mix(w, 0.3, seed=1),
-                               {"query_embeddings", "query_non_ascii_share", "query_oov_share"}),
+    "new product categories": (
+        lambda w: simulate.with_new_categories(w, 0.3, seed=1),
+        {"query_embeddings", "query_oov_share"},
+    ),
+    "different language mix": (
+        lambda w: simulate.with_language_mix(w, 0.3, seed=1),
+        {"query_embeddings", "query_non_ascii_share", "query_oov_share"},
+    ),
     "broken rewriter echoes the query": (None, {"rewrite_identical_share", "rewrite_edit_distance"}),
-    "click-through collapse": (lambda w: simulate.with_ctr_collapse(w, keep=0.3, seed=1),
-                               {"ctr", "reward"}),
+    "click-through collapse": (lambda w: simulate.with_ctr_collapse(w, keep=0.3, seed=1), {"ctr", "reward"}),
 }
 
 
@@ -70,8 +86,11 @@ def test_empty_current_window_is_no_data_not_ok():
 
 
 def test_missing_reference_names_what_is_missing():
-    result, _ = check(None, current_window(1), missing_reference_reason="reference: no feedback windows under "
-                      "s3://minielm/feedback/windows/")
+    result, _ = check(
+        None,
+        current_window(1),
+        missing_reference_reason="reference: no feedback windows under s3://minielm/feedback/windows/",
+    )
     assert result.status == "no_data"
     assert "no feedback windows" in result.missing[0]
     assert all(c.score is None for c in result.checks)

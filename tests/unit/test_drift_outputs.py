@@ -29,8 +29,11 @@ FAST = ["drift.checks=[outcomes, rewrites]", "drift.upload_report=false"]
 
 
 def settings_with(tmp_path, *overrides):
-    return load_settings(overrides=[f"paths.state_dir={tmp_path}/state", f"paths.reports_dir={tmp_path}/reports",
-                                    *FAST, *overrides], environ={}, use_services_state=False)
+    return load_settings(
+        overrides=[f"paths.state_dir={tmp_path}/state", f"paths.reports_dir={tmp_path}/reports", *FAST, *overrides],
+        environ={},
+        use_services_state=False,
+    )
 
 
 class Receiver:
@@ -73,11 +76,16 @@ def test_run_writes_report_summary_and_metrics(tmp_path):
     assert {p.name for p in run_dir.iterdir()} == {"report.html", "summary.json", "metrics.prom"}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "drift" and "ctr" in summary["drifted_checks"]
-    assert summary["retraining"] == {"triggered": False, "reason": "drift.trigger_retraining is off",
-                                     "pipeline": "rl_retraining"}
-    samples = {(s.name, s.labels.get("check")): s.value
-               for family in text_string_to_metric_families((run_dir / "metrics.prom").read_text())
-               for s in family.samples}
+    assert summary["retraining"] == {
+        "triggered": False,
+        "reason": "drift.trigger_retraining is off",
+        "pipeline": "rl_retraining",
+    }
+    samples = {
+        (s.name, s.labels.get("check")): s.value
+        for family in text_string_to_metric_families((run_dir / "metrics.prom").read_text())
+        for s in family.samples
+    }
     assert samples[("minielm_drift_detected", "ctr")] == 1
     assert samples[("minielm_drift_detected", "zero_result_rate")] == 0
     assert samples[("minielm_drift_score", "ctr")] == pytest.approx(result.checks[0].score)
@@ -88,9 +96,12 @@ def test_run_writes_report_summary_and_metrics(tmp_path):
 def test_webhook_reaches_a_receiver_with_check_score_threshold_report_and_runbook(tmp_path):
     current = simulate.with_ctr_collapse(current_window(1), keep=0.3, seed=1).drop(columns=["n_results"])
     with Receiver() as receiver:
-        settings = settings_with(tmp_path, f"drift.webhook_url={receiver.url}/alerts",
-                                 f"drift.pushgateway_url={receiver.url}",
-                                 "drift.runbook_url=https://git.example/minielm/docs/runbook.md")
+        settings = settings_with(
+            tmp_path,
+            f"drift.webhook_url={receiver.url}/alerts",
+            f"drift.pushgateway_url={receiver.url}",
+            "drift.runbook_url=https://git.example/minielm/docs/runbook.md",
+        )
         result = run_drift_job(settings, reference=reference_window(), current=current, use_windows=False)
     paths = [(method, path) for method, path, _ in receiver.requests]
     assert ("POST", "/alerts") in paths
@@ -116,15 +127,21 @@ def test_no_alert_payload_when_nothing_drifted():
     assert webhook_payload(result, drift_config()) is None
 
 
-@pytest.mark.parametrize("overrides, status, expected", [
-    ([], "drift", (False, "drift.trigger_retraining is off")),
-    (["drift.trigger_retraining=true"], "ok", (False, "no drift detected (status ok)")),
-    (["drift.trigger_retraining=true"], "no_data", (False, "no drift detected (status no_data)")),
-    (["drift.trigger_retraining=true"], "drift", (True, "drift in ['ctr']")),
-    (["drift.trigger_retraining=true", "drift.retraining_checks=[query_embeddings]"], "drift",
-     (False, "drifted checks ['ctr'] are not among drift.retraining_checks")),
-    (["drift.trigger_retraining=true", "drift.retraining_checks=[ctr]"], "drift", (True, "drift in ['ctr']")),
-])
+@pytest.mark.parametrize(
+    "overrides, status, expected",
+    [
+        ([], "drift", (False, "drift.trigger_retraining is off")),
+        (["drift.trigger_retraining=true"], "ok", (False, "no drift detected (status ok)")),
+        (["drift.trigger_retraining=true"], "no_data", (False, "no drift detected (status no_data)")),
+        (["drift.trigger_retraining=true"], "drift", (True, "drift in ['ctr']")),
+        (
+            ["drift.trigger_retraining=true", "drift.retraining_checks=[query_embeddings]"],
+            "drift",
+            (False, "drifted checks ['ctr'] are not among drift.retraining_checks"),
+        ),
+        (["drift.trigger_retraining=true", "drift.retraining_checks=[ctr]"], "drift", (True, "drift in ['ctr']")),
+    ],
+)
 def test_retraining_decision(tmp_path, overrides, status, expected):
     from minielm.drift.monitor import CheckResult, DriftResult
 
@@ -137,15 +154,22 @@ def test_unknown_retraining_check_is_named(tmp_path):
     from minielm.drift.monitor import DriftResult
 
     with pytest.raises(ValueError, match=r"drift.retraining_checks: unknown check\(s\) \['ctrr'\]"):
-        retraining_decision(DriftResult("run", "drift", [], [], 1, 1),
-                            settings_with(tmp_path, "drift.retraining_checks=[ctrr]"))
+        retraining_decision(
+            DriftResult("run", "drift", [], [], 1, 1), settings_with(tmp_path, "drift.retraining_checks=[ctrr]")
+        )
 
 
 def test_every_check_and_alert_has_a_runbook_section():
     text = (REPO / "docs" / "runbook.md").read_text()
     anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', text))
-    needed = {c.runbook_section for c in CHECKS} | {"no-data", "drift-alerts", "retrain", "rollback",
-                                                    "widen-reference", "silence"}
+    needed = {c.runbook_section for c in CHECKS} | {
+        "no-data",
+        "drift-alerts",
+        "retrain",
+        "rollback",
+        "widen-reference",
+        "silence",
+    }
     assert needed <= anchors
     # Every section the chart's PrometheusRule links to exists too.
     rules = (REPO / "helm" / "minielm" / "templates" / "monitoring.yaml").read_text()
@@ -162,16 +186,30 @@ def test_cli_check_on_local_files_and_exit_codes(tmp_path):
     simulate.with_ctr_collapse(current_window(1), keep=0.3, seed=1).to_parquet(current)
     base = ["--set", f"paths.reports_dir={tmp_path}/reports", "--set", FAST[0], "--set", FAST[1]]
     runner = CliRunner()
-    ok = runner.invoke(app, [*base, "drift", "check", "--reference-file", str(reference),
-                             "--current-file", str(reference)])
+    ok = runner.invoke(
+        app, [*base, "drift", "check", "--reference-file", str(reference), "--current-file", str(reference)]
+    )
     assert ok.exit_code == 0, ok.output
     assert "drift status: OK" in ok.output
-    drifted = runner.invoke(app, [*base, "drift", "check", "--reference-file", str(reference),
-                                  "--current-file", str(current), "--fail-on-drift"])
+    drifted = runner.invoke(
+        app,
+        [
+            *base,
+            "drift",
+            "check",
+            "--reference-file",
+            str(reference),
+            "--current-file",
+            str(current),
+            "--fail-on-drift",
+        ],
+    )
     assert drifted.exit_code == 1
     assert re.search(r"drift\s+ctr\s+score", drifted.output)
-    missing = runner.invoke(app, [*base, "drift", "check", "--reference-file", str(tmp_path / "nope.parquet"),
-                                  "--current-file", str(current)])
+    missing = runner.invoke(
+        app,
+        [*base, "drift", "check", "--reference-file", str(tmp_path / "nope.parquet"), "--current-file", str(current)],
+    )
     assert missing.exit_code == 2 and "--reference-file" in missing.output
     bad_config = runner.invoke(app, [*base, "--set", "drift.embedding_method=tsne", "drift", "check"])
     assert bad_config.exit_code == 2 and "drift.embedding_method" in bad_config.output
@@ -201,8 +239,13 @@ def test_demo_step_falls_back_to_the_dataset_splits(tmp_path):
     write_esci(dataset(0), tmp_path / "dataset")
     settings = settings_with(tmp_path, "drift.embedding_cache=false", "drift.embedding_threads=1")
     lines = []
-    ctx = DemoContext(settings=settings, workdir=tmp_path, store=None, echo=lines.append,
-                      results={"dataset_dir": str(tmp_path / "dataset")})
+    ctx = DemoContext(
+        settings=settings,
+        workdir=tmp_path,
+        store=None,
+        echo=lines.append,
+        results={"dataset_dir": str(tmp_path / "dataset")},
+    )
     drift_demo_step(ctx)
     summary = ctx.results["drift_summary"]
     assert summary["reference_label"] == "train split" and summary["vocabulary_source"].startswith("catalog")

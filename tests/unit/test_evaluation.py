@@ -29,12 +29,14 @@ class FixedResults:
         return [self.results.get(q, [])[:k] for q in queries]
 
 
-EXAMPLES = pd.DataFrame({
-    "query_id": ["1", "1", "1", "1", "2", "2", "3"],
-    "query": ["a", "a", "a", "a", "b", "b", "c"],
-    "product_id": ["p1", "p2", "p3", "p4", "p1", "p5", "p9"],
-    "esci_label": ["E", "S", "E", "I", "C", "I", "E"],
-})
+EXAMPLES = pd.DataFrame(
+    {
+        "query_id": ["1", "1", "1", "1", "2", "2", "3"],
+        "query": ["a", "a", "a", "a", "b", "b", "c"],
+        "product_id": ["p1", "p2", "p3", "p4", "p1", "p5", "p9"],
+        "esci_label": ["E", "S", "E", "I", "C", "I", "E"],
+    }
+)
 
 
 def test_hand_computed_metrics():
@@ -49,7 +51,9 @@ def test_hand_computed_metrics():
     ndcg_2 = 0.0  # returned only an Irrelevant product (gain 0) while the ideal has the Complement
     assert report["ndcg"] == pytest.approx((ndcg_1 + ndcg_2 + 0.0) / 3)
     assert [d["relevant"] for d in report["per_query"]] == [1, 0, 0]
-    with_substitutes = evaluate_queries(index, EXAMPLES, {"1": "a", "2": "b", "3": "c"}, k=3, substitute_is_relevant=True)
+    with_substitutes = evaluate_queries(
+        index, EXAMPLES, {"1": "a", "2": "b", "3": "c"}, k=3, substitute_is_relevant=True
+    )
     assert with_substitutes["relevant_per_query"] == pytest.approx(2 / 3)
     assert report["n_queries"] == 3
 
@@ -79,11 +83,16 @@ class UpperRewriter:
 
 def test_compare_accepts_mappings_callables_and_rewriters():
     index = FixedResults({"a": ["p1", "p3"], "A": ["p4"], "b!": ["p1"]})
-    report = compare_rewriters(index, EXAMPLES, {
-        "raw": raw_queries(EXAMPLES),
-        "upper": UpperRewriter(),
-        "bang": lambda queries: [q + "!" for q in queries],
-    }, k=2)
+    report = compare_rewriters(
+        index,
+        EXAMPLES,
+        {
+            "raw": raw_queries(EXAMPLES),
+            "upper": UpperRewriter(),
+            "bang": lambda queries: [q + "!" for q in queries],
+        },
+        k=2,
+    )
     assert report["systems"]["raw"]["relevant_per_query"] == pytest.approx(2 / 3)
     assert report["systems"]["upper"]["relevant_per_query"] == 0
     assert report["gain_over_raw"]["upper"]["relative"] == pytest.approx(-1.0)
@@ -99,8 +108,9 @@ def test_compare_accepts_mappings_callables_and_rewriters():
 def test_oracle_rewrites_clearly_beat_raw_queries_on_the_synthetic_catalog():
     data = generate_dataset(n_products=2000, n_queries=500, seed=3)
     index = SearchIndex.build(data.products)
-    report = compare_rewriters(index, data.examples,
-                               {"raw": raw_queries(data.examples), "oracle": oracle_queries(data.examples)}, k=10)
+    report = compare_rewriters(
+        index, data.examples, {"raw": raw_queries(data.examples), "oracle": oracle_queries(data.examples)}, k=10
+    )
     raw, oracle = report["systems"]["raw"], report["systems"]["oracle"]
     assert oracle["relevant_per_query"] > 1.25 * raw["relevant_per_query"]
     assert oracle["ndcg"] > raw["ndcg"] + 0.15

@@ -23,14 +23,21 @@ from minielm.features.repo import (
 )
 from minielm.features.tables import product_feature_table, query_stats_table
 
-PRODUCTS = pd.DataFrame({"product_id": ["P1", "P2", "P3"], "product_brand": ["Acme", None, "Zed"],
-                         "category": ["audio", "audio", "shoes"], "price": [10.0, 20.0, 30.0]})
+PRODUCTS = pd.DataFrame(
+    {
+        "product_id": ["P1", "P2", "P3"],
+        "product_brand": ["Acme", None, "Zed"],
+        "category": ["audio", "audio", "shoes"],
+        "price": [10.0, 20.0, 30.0],
+    }
+)
 EXAMPLES = pd.DataFrame({"product_id": ["P1", "P1", "P2", "P3"], "esci_label": ["E", "E", "E", "I"]})
 
 
 def _settings(tmp_path, *extra):
-    return load_settings(overrides=[f"feast.repo_path={tmp_path / 'repo'}", *extra], environ={},
-                         use_services_state=False)
+    return load_settings(
+        overrides=[f"feast.repo_path={tmp_path / 'repo'}", *extra], environ={}, use_services_state=False
+    )
 
 
 def _fallbacks(reason: str) -> float:
@@ -41,9 +48,17 @@ def test_tables():
     products = product_feature_table(PRODUCTS, EXAMPLES, now=1_700_000_000)
     assert products.set_index("product_id")["popularity"].to_dict() == {"P1": 1.0, "P2": 0.5, "P3": 0.0}
     assert products["brand"].tolist() == ["Acme", "", "Zed"] and products["rating"].isna().all()
-    windows = pd.DataFrame({"query": ["Red Shoes", "red  shoes", "hat"], "ts": [10.0, 20.0, 5.0],
-                            "impressions": [10, 10, 0], "clicks": [1, 3, 0], "add_to_carts": [0, 2, 0],
-                            "reformulated": [True, False, False], "n_results": [0, 5, 0]})
+    windows = pd.DataFrame(
+        {
+            "query": ["Red Shoes", "red  shoes", "hat"],
+            "ts": [10.0, 20.0, 5.0],
+            "impressions": [10, 10, 0],
+            "clicks": [1, 3, 0],
+            "add_to_carts": [0, 2, 0],
+            "reformulated": [True, False, False],
+            "n_results": [0, 5, 0],
+        }
+    )
     stats = query_stats_table(windows).set_index("query_key")
     red = stats.loc[query_key("red shoes")]
     assert red["volume"] == 2 and red["ctr"] == pytest.approx(0.2) and red["add_to_cart_rate"] == pytest.approx(0.1)
@@ -57,12 +72,18 @@ def test_feature_store_yaml_profiles(tmp_path):
     from feast.repo_config import RepoConfig
 
     local = render_feature_store_yaml(_settings(tmp_path))
-    assert local["online_store"] == {"type": "sqlite", "path": str((tmp_path / "repo" / "data" / "online_store.db"))}
+    assert local["online_store"] == {"type": "sqlite", "path": str(tmp_path / "repo" / "data" / "online_store.db")}
     assert local["offline_store"]["type"] == "duckdb"
     with pytest.raises(FeatureRepoError, match="feast.offline_root"):
         render_feature_store_yaml(_settings(tmp_path, "feast.profile=cluster"))
-    cluster = render_feature_store_yaml(_settings(tmp_path, "feast.profile=cluster", "feast.offline_root=s3://b/feast",
-                                                  "feast.redis_connection_string=redis.minielm:6379"))
+    cluster = render_feature_store_yaml(
+        _settings(
+            tmp_path,
+            "feast.profile=cluster",
+            "feast.offline_root=s3://b/feast",
+            "feast.redis_connection_string=redis.minielm:6379",
+        )
+    )
     assert cluster["online_store"] == {"type": "redis", "connection_string": "redis.minielm:6379"}
     assert cluster["registry"]["path"].startswith("s3://")
     config = RepoConfig(**cluster, repo_path=tmp_path)
@@ -79,8 +100,17 @@ def test_apply_materialise_push_and_budgeted_lookup(tmp_path):
     write_offline_table(settings, "product_features.parquet", product_feature_table(PRODUCTS, EXAMPLES))
     materialize(settings)
     now = time.time()
-    windows = pd.DataFrame({"query": ["red shoes"], "ts": [now], "impressions": [4], "clicks": [1],
-                            "add_to_carts": [0], "reformulated": [False], "n_results": [3]})
+    windows = pd.DataFrame(
+        {
+            "query": ["red shoes"],
+            "ts": [now],
+            "impressions": [4],
+            "clicks": [1],
+            "add_to_carts": [0],
+            "reformulated": [False],
+            "n_results": [3],
+        }
+    )
     store.push("query_stats_push", query_stats_table(windows))
 
     online = OnlineFeatures(settings)
@@ -96,8 +126,9 @@ def test_apply_materialise_push_and_budgeted_lookup(tmp_path):
     assert _fallbacks("missing") - missing_before == 3
     online.close()
 
-    strict = OnlineFeatures(settings.model_copy(update={"feast": settings.feast.model_copy(
-        update={"online_timeout_ms": 0.001})}))
+    strict = OnlineFeatures(
+        settings.model_copy(update={"feast": settings.feast.model_copy(update={"online_timeout_ms": 0.001})})
+    )
     timeouts_before = _fallbacks("timeout")
     row = strict.query_features(["red shoes"])[0]
     assert row["source"] == "default" and _fallbacks("timeout") - timeouts_before == 1

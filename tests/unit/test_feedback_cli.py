@@ -20,8 +20,9 @@ def test_bad_input_exits_2_naming_the_option(tmp_path):
     assert result.exit_code == 2 and "--file" in result.output
     result = runner.invoke(app, ["feedback", "replay", "--file", str(tmp_path), "--rate", "0"])
     assert result.exit_code == 2
-    result = runner.invoke(app, ["feedback", "simulate", "--judge-dir", str(tmp_path / "nope"),
-                                 "--dataset-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["feedback", "simulate", "--judge-dir", str(tmp_path / "nope"), "--dataset-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "--judge-dir" in result.output
     result = runner.invoke(app, ["feedback", "aggregate", "--until-idle", "-1"])
     assert result.exit_code == 2 and "--until-idle" in result.output

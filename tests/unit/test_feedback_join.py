@@ -19,14 +19,27 @@ CONFIG = FeedbackConfig(window_s=1.0, grace_s=0.5, unmatched_after_s=10.0)
 
 
 def served(rid: str, ts: float = 100.0, products=("p1", "p2")) -> ServedRewrite:
-    return ServedRewrite(request_id=rid, query=f"q {rid}", rewrite="w", model_name="m", model_version="1",
-                         product_ids=list(products), ts=ts)
+    return ServedRewrite(
+        request_id=rid,
+        query=f"q {rid}",
+        rewrite="w",
+        model_name="m",
+        model_version="1",
+        product_ids=list(products),
+        ts=ts,
+    )
 
 
 def fb(rid: str, kind: str = "click", ts: float = 100.5) -> FeedbackEvent:
     product = None if kind == "reformulation" else "p1"
-    return FeedbackEvent(event_type=kind, request_id=rid, query=f"q {rid}", product_id=product,
-                         position=None if product is None else 0, ts=ts)
+    return FeedbackEvent(
+        event_type=kind,
+        request_id=rid,
+        query=f"q {rid}",
+        product_id=product,
+        position=None if product is None else 0,
+        ts=ts,
+    )
 
 
 def new_join(**kwargs) -> PartitionJoin:
@@ -61,9 +74,9 @@ def test_feedback_after_the_cut_is_late_and_unknown_requests_expire_as_unmatched
     join.add_rewrite(0, served("a"), now=0.0)
     cut = join.next_cut(now=0.0) or join.next_cut(now=1.0) or join.next_cut(now=2.0)
     join.cut_done(cut)
-    join.add_feedback(0, fb("a", "purchase", ts=101.0))          # its window is written: late
-    join.add_feedback(1, fb("ghost", "click", ts=101.0))         # no such request (yet)
-    join.add_feedback(2, fb("other", "click", ts=200.0))         # much later event time
+    join.add_feedback(0, fb("a", "purchase", ts=101.0))  # its window is written: late
+    join.add_feedback(1, fb("ghost", "click", ts=101.0))  # no such request (yet)
+    join.add_feedback(2, fb("other", "click", ts=200.0))  # much later event time
     cut = join.next_cut(now=10.0)
     assert cut is not None and cut.window is None
     reasons = sorted((offset, reason) for offset, _, reason in cut.late)
@@ -76,15 +89,17 @@ def test_feedback_after_the_cut_is_late_and_unknown_requests_expire_as_unmatched
 
 def test_state_object_restores_pending_feedback_after_a_restart():
     join = new_join()
-    join.add_feedback(0, fb("a"))           # feedback before its served rewrite
+    join.add_feedback(0, fb("a"))  # feedback before its served rewrite
     join.add_rewrite(0, served("x"), now=0.0)
     cut = join.next_cut(now=0.0) or join.next_cut(now=1.0) or join.next_cut(now=2.0)
     spilled = pd.read_parquet(io.BytesIO(cut.objects[-1][1]))
     assert spilled["offset"].tolist() == [0]
-    restarted = PartitionJoin(0, "rw", "fb", cut.rewrites_next, cut.feedback_next, CONFIG, group_id="g",
-                              clock=lambda: 0.0)
-    restarted.restore([(int(o), FeedbackEvent.model_validate_json(j))
-                       for o, j in zip(spilled["offset"], spilled["event_json"])])
+    restarted = PartitionJoin(
+        0, "rw", "fb", cut.rewrites_next, cut.feedback_next, CONFIG, group_id="g", clock=lambda: 0.0
+    )
+    restarted.restore(
+        [(int(o), FeedbackEvent.model_validate_json(j)) for o, j in zip(spilled["offset"], spilled["event_json"])]
+    )
     restarted.add_rewrite(1, served("a"), now=5.0)
     cut = restarted.next_cut(5.0) or restarted.next_cut(6.0) or restarted.next_cut(7.0)
     assert window_rows(cut).set_index("request_id").loc["a", "clicks"] == 1
@@ -92,14 +107,26 @@ def test_state_object_restores_pending_feedback_after_a_restart():
 
 def test_a_written_but_uncommitted_cut_is_reproduced_exactly():
     original = new_join()
-    events = [("r", 0, served("a")), ("f", 0, fb("a")), ("r", 1, served("b")), ("f", 1, fb("b")),
-              ("r", 2, served("c")), ("f", 2, fb("c")), ("f", 3, fb("a", "purchase"))]
+    events = [
+        ("r", 0, served("a")),
+        ("f", 0, fb("a")),
+        ("r", 1, served("b")),
+        ("f", 1, fb("b")),
+        ("r", 2, served("c")),
+        ("f", 2, fb("c")),
+        ("f", 3, fb("a", "purchase")),
+    ]
     for kind, offset, event in events[:4]:
         original.add_rewrite(offset, event, 0.0) if kind == "r" else original.add_feedback(offset, event)
     cut = original.next_cut(0.0) or original.next_cut(1.0) or original.next_cut(2.0)
     metadata = read_metadata(cut.objects[0][1])
-    forced = {"key": cut.objects[0][0], "rewrites_first": 0, "rewrites_last": metadata["rewrites_last"],
-              "feedback_next": metadata["feedback_next"], "first_request_id": metadata["first_request_id"]}
+    forced = {
+        "key": cut.objects[0][0],
+        "rewrites_first": 0,
+        "rewrites_last": metadata["rewrites_last"],
+        "feedback_next": metadata["feedback_next"],
+        "first_request_id": metadata["first_request_id"],
+    }
     replay = new_join(forced=forced)
     for kind, offset, event in events:  # the replay reads further than the cut before it can close
         replay.add_rewrite(offset, event, 50.0) if kind == "r" else replay.add_feedback(offset, event)
@@ -111,8 +138,13 @@ def test_a_written_but_uncommitted_cut_is_reproduced_exactly():
 
 
 def test_a_reset_broker_log_is_refused_instead_of_overwriting_windows():
-    forced = {"key": object_key("w", "rw", 0, 0, 5), "rewrites_first": 0, "rewrites_last": 5,
-              "feedback_next": 0, "first_request_id": "from-before"}
+    forced = {
+        "key": object_key("w", "rw", 0, 0, 5),
+        "rewrites_first": 0,
+        "rewrites_last": 5,
+        "feedback_next": 0,
+        "first_request_id": "from-before",
+    }
     join = new_join(forced=forced)
     with pytest.raises(AggregatorError, match="log was reset"):
         join.add_rewrite(0, served("someone-else"), 0.0)
@@ -127,11 +159,21 @@ def test_duplicate_request_id_is_reported_for_the_dead_letter_topic():
 def test_query_stats_rates():
     stats = QueryStats()
     stats.served(served("a", products=()))
-    stats.served(ServedRewrite(request_id="b", query="Q A", rewrite="w", model_name="m", model_version="1",
-                               product_ids=["p"], ts=1.0))
+    stats.served(
+        ServedRewrite(
+            request_id="b", query="Q A", rewrite="w", model_name="m", model_version="1", product_ids=["p"], ts=1.0
+        )
+    )
     for kind in ("impression", "impression", "click", "add_to_cart", "reformulation"):
-        stats.feedback(FeedbackEvent(event_type=kind, request_id="a", query="q a",
-                                     product_id=None if kind == "reformulation" else "p", ts=2.0))
+        stats.feedback(
+            FeedbackEvent(
+                event_type=kind,
+                request_id="a",
+                query="q a",
+                product_id=None if kind == "reformulation" else "p",
+                ts=2.0,
+            )
+        )
     frame = stats.take_frame().set_index("query_key")
     row = frame.iloc[0]
     assert len(frame) == 1 and row["volume"] == 2  # "q a" and "Q A" share a key
@@ -168,10 +210,14 @@ def test_click_model_is_position_biased_relevance_driven_and_seeded():
     outcomes = run(3)
     assert [e.model_dump() for o in outcomes for e in o.events] == [e.model_dump() for o in run(3) for e in o.events]
     good, bad = outcomes[1::2], outcomes[0::2]
-    clicks = lambda group: sum(e.event_type == "click" for o in group for e in o.events)
+
+    def clicks(group):
+        return sum(e.event_type == "click" for o in group for e in o.events)
+
     assert clicks(good) > 5 * max(1, clicks(bad))
-    by_rank = [sum(1 for o in good for e in o.events if e.event_type == "impression" and e.position == r)
-               for r in range(5)]
+    by_rank = [
+        sum(1 for o in good for e in o.events if e.event_type == "impression" and e.position == r) for r in range(5)
+    ]
     assert by_rank[0] == 200 and by_rank[0] > by_rank[2] > by_rank[4]
     assert all(any(e.event_type == "reformulation" for e in o.events) for o in bad)
     assert not any(e.event_type == "reformulation" for o in good if o.satisfied for e in o.events)

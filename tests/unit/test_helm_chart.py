@@ -31,8 +31,9 @@ from tests.unit.helm_fixtures import (
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
 
-@pytest.mark.parametrize("values", [[], ["--values", str(CHART_DIR / "values-production.yaml")]],
-                         ids=["default", "production"])
+@pytest.mark.parametrize(
+    "values", [[], ["--values", str(CHART_DIR / "values-production.yaml")]], ids=["default", "production"]
+)
 def test_helm_lint_strict(values):
     done = run_helm("lint", "--strict", str(CHART_DIR), *values)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -49,8 +50,10 @@ def test_builtin_kinds_validate_against_kubernetes(case, version):
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
-            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {version}: {error.message} "
-                        f"at {'.'.join(str(p) for p in error.path)}")
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {version}: {error.message} "
+                f"at {'.'.join(str(p) for p in error.path)}"
+            )
         checked += 1
     assert checked >= 15
 
@@ -132,7 +135,8 @@ def test_inference_services_match_the_values():
     assert "canaryTrafficPercent" not in relevance
     # Storage from S3 through a secret reference in the default profile; none rendered inline.
     default_env = next(d for d in rendered("default") if d["kind"] == "InferenceService")["spec"]["predictor"][
-        "containers"][0]["env"]
+        "containers"
+    ][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in default_env if "valueFrom" in e}
     assert refs == {"AWS_ACCESS_KEY_ID": "minielm-s3", "AWS_SECRET_ACCESS_KEY": "minielm-s3"}
 
@@ -159,8 +163,15 @@ def test_every_pod_is_locked_down(case):
                 sc = container["securityContext"]
                 assert sc["runAsNonRoot"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
                 # Only the container fields Knative accepts without feature flags.
-                assert set(sc) <= {"allowPrivilegeEscalation", "capabilities", "readOnlyRootFilesystem", "runAsGroup",
-                                   "runAsNonRoot", "runAsUser", "seccompProfile"}, where
+                assert set(sc) <= {
+                    "allowPrivilegeEscalation",
+                    "capabilities",
+                    "readOnlyRootFilesystem",
+                    "runAsGroup",
+                    "runAsNonRoot",
+                    "runAsUser",
+                    "seccompProfile",
+                }, where
                 assert sc["readOnlyRootFilesystem"] is True, where
                 assert sc["allowPrivilegeEscalation"] is False, where
                 assert sc["capabilities"]["drop"] == ["ALL"], where
@@ -178,11 +189,19 @@ def test_rbac_is_least_privilege():
     roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
     assert [r["kind"] for r in roles] == ["Role"]
     isvcs = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "InferenceService")
-    assert roles[0]["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-                                  "resourceNames": isvcs, "verbs": ["get", "patch"]}]
+    assert roles[0]["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "resourceNames": isvcs,
+            "verbs": ["get", "patch"],
+        }
+    ]
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert {(s["name"], s["namespace"]) for s in binding["subjects"]} == {
-        ("minielm-pipeline", "minielm"), ("pipeline-runner", "kubeflow")}
+        ("minielm-pipeline", "minielm"),
+        ("pipeline-runner", "kubeflow"),
+    }
     assert not [d for d in docs if d["kind"] in ("ClusterRoleBinding",)]
     accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
     assert accounts and all(a["automountServiceAccountToken"] is False for a in accounts)
@@ -258,8 +277,12 @@ def test_prometheus_alerts_link_their_runbook_section():
 
     # Every drift check is covered by exactly one alert, which links that check's runbook section.
     for check in CHECKS:
-        covering = [a for a in alerts if a["alert"] == "MiniELMDriftDetected"
-                    and check.name in re.search(r'check=~"([^"]*)"', a["expr"]).group(1).split("|")]
+        covering = [
+            a
+            for a in alerts
+            if a["alert"] == "MiniELMDriftDetected"
+            and check.name in re.search(r'check=~"([^"]*)"', a["expr"]).group(1).split("|")
+        ]
         assert len(covering) == 1, check.name
         assert covering[0]["annotations"]["runbook_url"].endswith("#" + check.runbook_section)
     for alert in alerts:
@@ -270,9 +293,14 @@ def test_prometheus_alerts_link_their_runbook_section():
     text = runbook.read_text()
     slugs = set(re.findall(r'<a id="([^"]+)"', text)) | {
         re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-        for line in text.splitlines() if line.startswith("#")}
-    missing = [a["annotations"]["runbook_url"].rsplit("#", 1)[1] for a in alerts
-               if a["annotations"]["runbook_url"].rsplit("#", 1)[1] not in slugs]
+        for line in text.splitlines()
+        if line.startswith("#")
+    }
+    missing = [
+        a["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        for a in alerts
+        if a["annotations"]["runbook_url"].rsplit("#", 1)[1] not in slugs
+    ]
     assert not missing, f"runbook sections missing from docs/runbook.md: {missing}"
 
 
@@ -282,10 +310,15 @@ def test_network_policies_cover_every_pod():
     deny = next(p for p in policies if "ingress" not in p["spec"])
     selector = deny["spec"]["podSelector"]["matchLabels"]
     for doc in docs:
-        for spec in pod_specs(doc):
-            labels = (doc["spec"]["predictor"]["labels"] if doc["kind"] == "InferenceService"
-                      else doc["spec"].get("template", doc["spec"].get("jobTemplate", {}).get("spec", {}).get(
-                          "template", {})).get("metadata", {}).get("labels", {}))
+        for _spec in pod_specs(doc):
+            labels = (
+                doc["spec"]["predictor"]["labels"]
+                if doc["kind"] == "InferenceService"
+                else doc["spec"]
+                .get("template", doc["spec"].get("jobTemplate", {}).get("spec", {}).get("template", {}))
+                .get("metadata", {})
+                .get("labels", {})
+            )
             assert selector.items() <= labels.items(), f"{doc['kind']}/{doc['metadata']['name']} not denied by default"
 
 
@@ -330,7 +363,9 @@ def test_alert_metrics_are_the_ones_the_code_exports():
     """A renamed metric in serving/ or minielm/drift/ must not leave an alert that never fires."""
     rule = next(d for d in rendered("production") if d["kind"] == "PrometheusRule")
     exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
-    sources = (REPO_ROOT / "serving" / "metrics.py").read_text() + (REPO_ROOT / "minielm" / "drift" / "alerts.py").read_text()
+    sources = (REPO_ROOT / "serving" / "metrics.py").read_text() + (
+        REPO_ROOT / "minielm" / "drift" / "alerts.py"
+    ).read_text()
     declared = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"(minielm_[a-z_]+)"', sources))
     used = set(re.findall(r"\b(minielm_[a-z_]+)", exprs))
     assert used, exprs

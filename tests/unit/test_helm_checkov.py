@@ -24,10 +24,13 @@ def test_checkov_finds_no_failed_check(tmp_path):
         (tmp_path / f"{case}.yaml").write_text(_rendered_text(case))
     for dockerfile in sorted((REPO_ROOT / "docker").glob("*.Dockerfile")):
         files += ["-f", str(dockerfile)]
-    done = subprocess.run([str(CHECKOV), *files, "--framework", "kubernetes", "dockerfile",
-                           "--output", "json", "--skip-download"],
-                          capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    done = subprocess.run(
+        [str(CHECKOV), *files, "--framework", "kubernetes", "dockerfile", "--output", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     reports = {r["check_type"]: r for r in json.loads(done.stdout)}
     assert set(reports) == {"kubernetes", "dockerfile"}, done.stderr[-2000:]
     for framework, report in reports.items():

@@ -81,7 +81,7 @@ def _parse_minielm(argv: list[str]) -> None:
         assert done.exit_code == 0, argv
         return
     except UsageError as error:
-        pending = [p for p in PENDING_COMMANDS if argv[:len(p)] == list(p) or " ".join(p) in " ".join(argv)]
+        pending = [p for p in PENDING_COMMANDS if argv[: len(p)] == list(p) or " ".join(p) in " ".join(argv)]
         if pending:
             pytest.skip(f"`minielm {' '.join(pending[0])}` not in the CLI yet ({PENDING_COMMANDS[pending[0]]})")
         raise AssertionError(f"`minielm {' '.join(argv)}`: {error.format_message()}") from None

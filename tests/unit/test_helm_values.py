@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.helm_fixtures import run_helm
 from minielm.cli.manifests import CHART_DIR
+from tests.unit.helm_fixtures import run_helm
 
 # (--set assignment, text the error must contain)
 BAD_VALUES = [
@@ -55,16 +55,31 @@ def test_schema_rejects_a_values_file_with_a_misplaced_section(tmp_path):
 
 
 def test_alerts_need_a_runbook_url():
-    done = run_helm("template", "minielm", str(CHART_DIR), "--set", "monitoring.prometheusRule.enabled=true",
-                    "--set", "config.drift.runbook_url=docs/runbook.md")
+    done = run_helm(
+        "template",
+        "minielm",
+        str(CHART_DIR),
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "config.drift.runbook_url=docs/runbook.md",
+    )
     assert done.returncode != 0 and "config.drift.runbook_url must be an http(s) URL" in done.stderr, done.stderr
 
 
 def test_good_overrides_are_accepted():
-    done = run_helm("template", "minielm", str(CHART_DIR),
-                    "--set", "config.kafka.bootstrap_servers=a:9092\\,b:9092",
-                    "--set", "kserve.inferenceServices.rewriter.canaryTrafficPercent=25",
-                    "--set", "kserve.deploymentMode=RawDeployment",
-                    "--set", "driftMonitor.schedule=@daily")
+    done = run_helm(
+        "template",
+        "minielm",
+        str(CHART_DIR),
+        "--set",
+        "config.kafka.bootstrap_servers=a:9092\\,b:9092",
+        "--set",
+        "kserve.inferenceServices.rewriter.canaryTrafficPercent=25",
+        "--set",
+        "kserve.deploymentMode=RawDeployment",
+        "--set",
+        "driftMonitor.schedule=@daily",
+    )
     assert done.returncode == 0, done.stderr
     assert "canaryTrafficPercent: 25" in done.stdout

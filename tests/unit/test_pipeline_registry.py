@@ -27,8 +27,9 @@ class RecordingKfpClient:
         self.runs = [r for r in self.runs if r.recurring_run_id != recurring_run_id]
 
     def create_recurring_run(self, **kwargs):
-        run = SimpleNamespace(recurring_run_id=f"rr-{len(self.runs) + len(self.deleted)}",
-                              display_name=kwargs["job_name"], kwargs=kwargs)
+        run = SimpleNamespace(
+            recurring_run_id=f"rr-{len(self.runs) + len(self.deleted)}", display_name=kwargs["job_name"], kwargs=kwargs
+        )
         self.runs.append(run)
         return run
 

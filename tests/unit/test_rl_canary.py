@@ -14,16 +14,37 @@ import yaml
 from minielm.rl import canary
 from minielm.rl.errors import RLInputError
 
-CRD = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
+CRD = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "schemas"
+    / "kserve"
+    / "serving.kserve.io_inferenceservices.yaml"
+)
 
 
 def isvc() -> dict:
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "student-rewriter", "namespace": "minielm"},
-            "spec": {"predictor": {"minReplicas": 1, "containers": [{
-                "name": "kserve-container", "image": "minielm:1", "command": ["minielm", "serve"],
-                "env": [{"name": "MINIELM_CONFIG", "value": "/etc/minielm/settings.yaml"},
-                        {"name": canary.STAGE_ENV, "value": "production"}]}]}}}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "student-rewriter", "namespace": "minielm"},
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": "minielm:1",
+                        "command": ["minielm", "serve"],
+                        "env": [
+                            {"name": "MINIELM_CONFIG", "value": "/etc/minielm/settings.yaml"},
+                            {"name": canary.STAGE_ENV, "value": "production"},
+                        ],
+                    }
+                ],
+            }
+        },
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,17 +80,32 @@ def test_decision_promotes_only_with_enough_requests_and_no_regression():
 def test_replay_routes_the_traffic_share_and_compares_on_the_same_requests():
     queries = [f"q{i}" for i in range(50)]
     reward = lambda qs, rs: np.asarray([1.0 if r.endswith("+") else 0.0 for r in rs])  # noqa: E731
-    better = canary.replay_canary(queries, lambda qs: [q + "+" for q in qs], lambda qs: list(qs), reward,
-                                  traffic_percent=10, min_requests=20, max_regression=0.0)
+    better = canary.replay_canary(
+        queries,
+        lambda qs: [q + "+" for q in qs],
+        lambda qs: list(qs),
+        reward,
+        traffic_percent=10,
+        min_requests=20,
+        max_regression=0.0,
+    )
     assert better.promote and better.n_requests == 20 and better.delta == 1.0
-    worse = canary.replay_canary(queries, lambda qs: list(qs), lambda qs: [q + "+" for q in qs], reward,
-                                 traffic_percent=25, min_requests=20, max_regression=0.1)
+    worse = canary.replay_canary(
+        queries,
+        lambda qs: list(qs),
+        lambda qs: [q + "+" for q in qs],
+        reward,
+        traffic_percent=25,
+        min_requests=20,
+        max_regression=0.1,
+    )
     assert not worse.promote and worse.n_requests == 20
 
 
 def test_decision_from_live_feedback_pairs_queries():
-    frame = pd.DataFrame({"model_version": ["new"] * 4 + ["old"] * 4, "query_key": list("abcd") * 2,
-                          "reward": [1, 1, 1, 1, 0, 0, 1, 0]})
+    frame = pd.DataFrame(
+        {"model_version": ["new"] * 4 + ["old"] * 4, "query_key": list("abcd") * 2, "reward": [1, 1, 1, 1, 0, 0, 1, 0]}
+    )
     decision = canary.decide_from_feedback(frame, "new", "old", min_requests=4, max_regression=0.0)
     assert decision.promote and decision.production_reward == 0.25
 

@@ -11,9 +11,12 @@ from minielm.cli import app
 
 runner = CliRunner()
 
-ISVC = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": "student-rewriter"},
-        "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "x", "env": []}]}}}
+ISVC = {
+    "apiVersion": "serving.kserve.io/v1beta1",
+    "kind": "InferenceService",
+    "metadata": {"name": "student-rewriter"},
+    "spec": {"predictor": {"containers": [{"name": "kserve-container", "image": "x", "env": []}]}},
+}
 
 
 def test_help_lists_the_commands():
@@ -26,8 +29,20 @@ def test_help_lists_the_commands():
 def test_kserve_patch_prints_the_canary_patch_with_the_configured_percent(tmp_path):
     path = tmp_path / "isvc.yaml"
     path.write_text(yaml.safe_dump(ISVC))
-    result = runner.invoke(app, ["--set", "rl.canary_traffic_percent=25", "rl", "kserve-patch", "canary",
-                                 "--isvc-file", str(path), "--version", "v9"])
+    result = runner.invoke(
+        app,
+        [
+            "--set",
+            "rl.canary_traffic_percent=25",
+            "rl",
+            "kserve-patch",
+            "canary",
+            "--isvc-file",
+            str(path),
+            "--version",
+            "v9",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["spec"]["predictor"]["canaryTrafficPercent"] == 25
 

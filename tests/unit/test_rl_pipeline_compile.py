@@ -22,5 +22,10 @@ def test_pipeline_runs_prepare_train_evaluate_rollout_in_order():
     assert set(tasks["rl-rollout"]["dependentTasks"]) == {"rl-prepare", "rl-train", "rl-evaluate"}
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/minielm/minielm-jobs:0.1.0"}
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"data_dir", "index_dir", "config_file",
-                                                                   "judge_dir", "run_id"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "data_dir",
+        "index_dir",
+        "config_file",
+        "judge_dir",
+        "run_id",
+    }

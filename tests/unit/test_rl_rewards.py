@@ -13,10 +13,17 @@ from minielm.rl.rewards import RewardModel, clean_rewrite, degenerate_penalty
 from minielm.rl.similarity import NgramOverlapSimilarity
 from minielm.search import SearchIndex
 
-PRODUCTS = pd.DataFrame({
-    "product_id": ["p1", "p2", "p3", "p4"], "product_locale": "us",
-    "product_title": ["red running shoes", "blue running shoes", "red wool hat", "usb c cable"],
-    "product_description": "", "product_bullet_point": "", "product_brand": "", "product_color": ""})
+PRODUCTS = pd.DataFrame(
+    {
+        "product_id": ["p1", "p2", "p3", "p4"],
+        "product_locale": "us",
+        "product_title": ["red running shoes", "blue running shoes", "red wool hat", "usb c cable"],
+        "product_description": "",
+        "product_bullet_point": "",
+        "product_brand": "",
+        "product_color": "",
+    }
+)
 
 
 class KeywordJudge:
@@ -31,10 +38,16 @@ class KeywordJudge:
 
 @pytest.fixture(scope="module")
 def model():
-    return RewardModel(config=RLConfig(judge_top_k=2, max_rewrite_words=4, intent_similarity_floor=0.2), index=SearchIndex.build(PRODUCTS),
-                       product_texts=dict(zip(PRODUCTS.product_id, PRODUCTS.product_title)),
-                       similarity=NgramOverlapSimilarity(), judge=KeywordJudge(),
-                       relevant={"q1": {"p1"}}, observed={}, top_k=2)
+    return RewardModel(
+        config=RLConfig(judge_top_k=2, max_rewrite_words=4, intent_similarity_floor=0.2),
+        index=SearchIndex.build(PRODUCTS),
+        product_texts=dict(zip(PRODUCTS.product_id, PRODUCTS.product_title)),
+        similarity=NgramOverlapSimilarity(),
+        judge=KeywordJudge(),
+        relevant={"q1": {"p1"}},
+        observed={},
+        top_k=2,
+    )
 
 
 def test_retrieval_gain_counts_labelled_relevant_products_vs_raw(model):
@@ -68,12 +81,14 @@ def test_total_weights_gains_up_and_penalties_down(model):
 
 
 def test_observed_feedback_reward_matches_normalised_pairs():
-    frame = pd.DataFrame({"query": ["Red Shoe", "red  shoe"], "rewrite": ["red shoes", "RED SHOES"],
-                          "reward": [1.0, 0.0]})
+    frame = pd.DataFrame(
+        {"query": ["Red Shoe", "red  shoe"], "rewrite": ["red shoes", "RED SHOES"], "reward": [1.0, 0.0]}
+    )
     table = observed_rewards(frame)
     assert list(table.values()) == [0.5]
-    model = RewardModel(config=RLConfig(), index=None, product_texts={}, similarity=NgramOverlapSimilarity(),
-                        observed=table)
+    model = RewardModel(
+        config=RLConfig(), index=None, product_texts={}, similarity=NgramOverlapSimilarity(), observed=table
+    )
     assert model.feedback(["red shoe", "red shoe"], ["red shoes", "blue"]).tolist() == [0.5, 0.0]
 
 

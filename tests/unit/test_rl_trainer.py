@@ -40,10 +40,12 @@ def vowel_probability(model_dir) -> float:
 @pytest.mark.slow
 def test_grpo_moves_policy_toward_rewarded_rewrites_with_bounded_kl(tmp_path):
     base = save_tiny_llama(tmp_path / "base")
-    config = RLConfig(num_generations=4, queries_per_step=2, max_steps=8, learning_rate=2e-2, beta=0.05,
-                      max_new_tokens=6)
-    result = train_grpo(base, base, QUERIES, [None] * len(QUERIES), VowelRewards(), config,
-                        tmp_path / "tuned", prompt_fn=prompt, seed=0)
+    config = RLConfig(
+        num_generations=4, queries_per_step=2, max_steps=8, learning_rate=2e-2, beta=0.05, max_new_tokens=6
+    )
+    result = train_grpo(
+        base, base, QUERIES, [None] * len(QUERIES), VowelRewards(), config, tmp_path / "tuned", prompt_fn=prompt, seed=0
+    )
     assert result.steps == 8
     before, after = vowel_probability(base), vowel_probability(tmp_path / "tuned")
     assert after > before + 0.1, (before, after)
@@ -60,6 +62,14 @@ def test_reference_with_another_tokenizer_fails_before_training(tmp_path):
     with pytest.raises(RLInputError, match="does not match the policy's tokenizer"):
         check_same_tokenizer(policy, other)
     with pytest.raises(RLInputError, match="does not match the policy's tokenizer"):
-        train_grpo(policy, other, QUERIES, [None] * 4, VowelRewards(), RLConfig(max_steps=1),
-                   tmp_path / "out", prompt_fn=prompt)
+        train_grpo(
+            policy,
+            other,
+            QUERIES,
+            [None] * 4,
+            VowelRewards(),
+            RLConfig(max_steps=1),
+            tmp_path / "out",
+            prompt_fn=prompt,
+        )
     assert not (tmp_path / "out").exists()

@@ -11,13 +11,19 @@ from minielm.search import SearchIndex
 
 @pytest.fixture()
 def products():
-    return pd.DataFrame({
-        "product_id": ["kettle", "cooker", "table", "lamp"],
-        "product_title": ["Brewlux Electric Kettle 1.7 Liter", "Cookwell Pressure Cooker 6 Quart",
-                          "Oakridge Bedside Table", "Serenia Table Lamp"],
-        "product_brand": ["brewlux", "cookwell", "oakridge", "serenia"],
-        "product_color": ["black", "silver", "brown", "white"],
-    })
+    return pd.DataFrame(
+        {
+            "product_id": ["kettle", "cooker", "table", "lamp"],
+            "product_title": [
+                "Brewlux Electric Kettle 1.7 Liter",
+                "Cookwell Pressure Cooker 6 Quart",
+                "Oakridge Bedside Table",
+                "Serenia Table Lamp",
+            ],
+            "product_brand": ["brewlux", "cookwell", "oakridge", "serenia"],
+            "product_color": ["black", "silver", "brown", "white"],
+        }
+    )
 
 
 def test_product_text_for_row_and_frame(products):
@@ -63,8 +69,7 @@ def test_bad_input(products, tmp_path):
 
 
 def test_ties_are_broken_by_catalog_order():
-    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(30)],
-                             "product_title": ["Black Kettle"] * 30})
+    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(30)], "product_title": ["Black Kettle"] * 30})
     index = SearchIndex.build(products)
     assert index.search(["black kettle"], k=5) == [["p0", "p1", "p2", "p3", "p4"]]
     assert len(index.search(["kettle"], k=100)[0]) == 30

@@ -23,21 +23,24 @@ CONFIG = ServingConfig(max_batch_size=4, max_query_chars=32)
 FIELDS = {"query": "text", "product_ids": "ids"}
 
 
-@pytest.mark.parametrize("payload, field", [
-    (None, "request body"),
-    ({}, "instances: required"),
-    ({"instances": {"query": "x"}}, "instances: expected a list"),
-    ({"instances": ["a"] * 5}, "exceeds serving.max_batch_size=4"),
-    ({"instances": [7]}, "instances[0]: expected an object"),
-    ({"instances": [{"query": "ok"}, {"query": 3.5}]}, "instances[1].query: expected a string, got float"),
-    ({"instances": [{"query": "x" * 33}]}, "instances[0].query: 33 characters exceeds the limit of 32"),
-    ({"instances": [{"query": "a\x00b"}]}, "instances[0].query: contains control characters"),
-    ({"instances": [{"query": "\udcff"}]}, "instances[0].query: expected UTF-8 text"),
-    ({"instances": [{"query": "ok", "product_ids": "B01"}]}, "instances[0].product_ids: expected a list"),
-    ({"instances": [{"query": "ok", "product_ids": [1]}]}, "instances[0].product_ids[0]: expected a string"),
-    ({"instances": [{"query": "ok", "extra": 1}]}, "instances[0].extra: unknown field"),
-    ({"instances": ["ok"], "parameters": [1]}, "parameters: expected an object"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        (None, "request body"),
+        ({}, "instances: required"),
+        ({"instances": {"query": "x"}}, "instances: expected a list"),
+        ({"instances": ["a"] * 5}, "exceeds serving.max_batch_size=4"),
+        ({"instances": [7]}, "instances[0]: expected an object"),
+        ({"instances": [{"query": "ok"}, {"query": 3.5}]}, "instances[1].query: expected a string, got float"),
+        ({"instances": [{"query": "x" * 33}]}, "instances[0].query: 33 characters exceeds the limit of 32"),
+        ({"instances": [{"query": "a\x00b"}]}, "instances[0].query: contains control characters"),
+        ({"instances": [{"query": "\udcff"}]}, "instances[0].query: expected UTF-8 text"),
+        ({"instances": [{"query": "ok", "product_ids": "B01"}]}, "instances[0].product_ids: expected a list"),
+        ({"instances": [{"query": "ok", "product_ids": [1]}]}, "instances[0].product_ids[0]: expected a string"),
+        ({"instances": [{"query": "ok", "extra": 1}]}, "instances[0].extra: unknown field"),
+        ({"instances": ["ok"], "parameters": [1]}, "parameters: expected an object"),
+    ],
+)
 def test_parse_v1_rejects_with_the_field_named(payload, field):
     with pytest.raises(InvalidInput) as error:
         parse_v1(payload, FIELDS, CONFIG)
@@ -45,8 +48,11 @@ def test_parse_v1_rejects_with_the_field_named(payload, field):
 
 
 def test_parse_v1_accepts_strings_and_objects():
-    parsed = parse_v1({"instances": ["blue hat", {"query": "red shoes", "product_ids": ["B1"]}],
-                       "parameters": {"num_return": 2}}, FIELDS, CONFIG)
+    parsed = parse_v1(
+        {"instances": ["blue hat", {"query": "red shoes", "product_ids": ["B1"]}], "parameters": {"num_return": 2}},
+        FIELDS,
+        CONFIG,
+    )
     assert parsed.instances == [{"query": "blue hat"}, {"query": "red shoes", "product_ids": ["B1"]}]
     assert parsed.parameters == {"num_return": 2}
 
@@ -78,8 +84,14 @@ def test_utf8_guard_names_the_field():
 
 
 def test_error_types():
-    assert [error_type(c) for c in (200, 400, 404, 503, 500, 418)] == [None, "invalid_input", "not_found",
-                                                                       "not_ready", "internal", "client"]
+    assert [error_type(c) for c in (200, 400, 404, 503, 500, 418)] == [
+        None,
+        "invalid_input",
+        "not_found",
+        "not_ready",
+        "internal",
+        "client",
+    ]
 
 
 def test_model_dispatch(tmp_path):
@@ -114,8 +126,11 @@ def _closed_port() -> int:
 
 
 def test_rewrite_log_never_blocks_and_counts_drops_when_the_broker_is_down():
-    settings = load_settings(overrides=[f"kafka.bootstrap_servers=127.0.0.1:{_closed_port()}",
-                                        "serving.kafka_buffer_size=2"], environ={}, use_services_state=False)
+    settings = load_settings(
+        overrides=[f"kafka.bootstrap_servers=127.0.0.1:{_closed_port()}", "serving.kafka_buffer_size=2"],
+        environ={},
+        use_services_state=False,
+    )
     before = KAFKA_DROPPED._value.get()
     rewrite_log = RewriteLog(settings, reconnect_backoff_s=0.2, max_block_ms=200)
     event = ServedRewrite(request_id="r", query="q", rewrite="q", model_name="m", model_version="v", ts=time.time())

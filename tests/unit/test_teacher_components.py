@@ -10,10 +10,17 @@ import pytest
 from minielm.config import ConfigError, load_settings
 from minielm.teachers.stages import teacher_config
 
-TOY_OVERRIDES = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2,
-                          "intermediate_size": 64, "vocab_size": 400},
-                 "training": {"max_steps": 3, "warmup_steps": 1, "micro_batch_size": 8, "checkpoint_every": 0,
-                              "progress": False}}
+TOY_OVERRIDES = {
+    "tiny": {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "intermediate_size": 64,
+        "vocab_size": 400,
+    },
+    "training": {"max_steps": 3, "warmup_steps": 1, "micro_batch_size": 8, "checkpoint_every": 0, "progress": False},
+}
 
 
 def test_stage_config_merges_overrides_and_names_bad_fields():

@@ -23,13 +23,21 @@ from minielm.teachers.relevance import train_relevance_teacher
 from minielm.teachers.rewriter import train_rewriter_teacher
 from minielm.training.config import TrainingConfig
 
-SMALL = TinyBackboneConfig(hidden_size=48, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=96,
-                           vocab_size=400)
+SMALL = TinyBackboneConfig(
+    hidden_size=48, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=96, vocab_size=400
+)
 
 
 def quick_training(steps: int, lr: float = 1.5e-2) -> TrainingConfig:
-    return TrainingConfig(max_steps=steps, micro_batch_size=16, learning_rate=lr, warmup_steps=1,
-                          checkpoint_every=0, progress=False, cpu_threads=1)
+    return TrainingConfig(
+        max_steps=steps,
+        micro_batch_size=16,
+        learning_rate=lr,
+        warmup_steps=1,
+        checkpoint_every=0,
+        progress=False,
+        cpu_threads=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,15 +127,21 @@ def _broken(dataset: EsciData, **changes) -> EsciData:
 
 
 @pytest.mark.parametrize("trainer", ["rewriter", "relevance"])
-@pytest.mark.parametrize("changes,message", [
-    ({"query": None}, "missing column"),
-    ({"esci_label": lambda e: e["esci_label"].where(e.index % 7 != 0, "X")}, "outside"),
-    ({"split": lambda e: e["split"].replace("test", "validation")}, "split 'test' is empty"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"query": None}, "missing column"),
+        ({"esci_label": lambda e: e["esci_label"].where(e.index % 7 != 0, "X")}, "outside"),
+        ({"split": lambda e: e["split"].replace("test", "validation")}, "split 'test' is empty"),
+    ],
+)
 def test_bad_data_fails_before_training(dataset, tmp_path, trainer, changes, message):
     bad = _broken(dataset, **changes)
-    train_fn, config = ((train_rewriter_teacher, tiny_rewriter_config(tiny=SMALL)) if trainer == "rewriter"
-                        else (train_relevance_teacher, tiny_relevance_config(tiny=SMALL)))
+    train_fn, config = (
+        (train_rewriter_teacher, tiny_rewriter_config(tiny=SMALL))
+        if trainer == "rewriter"
+        else (train_relevance_teacher, tiny_relevance_config(tiny=SMALL))
+    )
     with pytest.raises(TeacherDataError, match=message):
         train_fn(bad, tmp_path / "run", config)
     assert not (tmp_path / "run").exists()

@@ -24,8 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -44,8 +51,16 @@ def lm_loss(model, batch):
 def test_loss_goes_down_parameters_change_and_export_reloads(tmp_path):
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = TrainingConfig(max_steps=24, micro_batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-3,
-                            warmup_steps=2, checkpoint_every=8, progress=False, cpu_threads=1)
+    config = TrainingConfig(
+        max_steps=24,
+        micro_batch_size=8,
+        gradient_accumulation_steps=2,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        checkpoint_every=8,
+        progress=False,
+        cpu_threads=1,
+    )
     result = train(model, lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
 
     assert result.steps == 24 and len(result.losses) == 24
@@ -66,8 +81,17 @@ def test_loss_goes_down_parameters_change_and_export_reloads(tmp_path):
 def test_zero_stages_and_bf16_train_and_export(tmp_path, zero_stage, precision):
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = TrainingConfig(max_steps=3, micro_batch_size=8, learning_rate=3e-3, warmup_steps=0,
-                            zero_stage=zero_stage, precision=precision, checkpoint_every=2, progress=False, cpu_threads=1)
+    config = TrainingConfig(
+        max_steps=3,
+        micro_batch_size=8,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        zero_stage=zero_stage,
+        precision=precision,
+        checkpoint_every=2,
+        progress=False,
+        cpu_threads=1,
+    )
     result = train(model, lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
 
     assert result.steps == 3 and result.precision == precision
@@ -110,8 +134,9 @@ def test_kill_mid_run_resumes_from_last_checkpoint_with_the_same_result(tmp_path
     script = _run_script(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
-    victim = subprocess.Popen([sys.executable, str(script), str(killed_dir), "0.5"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    victim = subprocess.Popen(
+        [sys.executable, str(script), str(killed_dir), "0.5"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     latest = killed_dir / "checkpoints" / "latest"
     deadline = time.time() + 180
     while time.time() < deadline and not (latest.is_file() and latest.read_text().strip() >= "step-00000006"):
@@ -123,12 +148,14 @@ def test_kill_mid_run_resumes_from_last_checkpoint_with_the_same_result(tmp_path
     killed_at = int(latest.read_text().strip().split("-")[1])
     assert 6 <= killed_at < 12
 
-    resumed = subprocess.run([sys.executable, str(script), str(killed_dir), "0"], env=env, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(killed_dir), "0"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"RESULT 12 {killed_at}" in resumed.stdout
-    straight = subprocess.run([sys.executable, str(script), str(straight_dir), "0"], env=env,
-                              capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(
+        [sys.executable, str(script), str(straight_dir), "0"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert "RESULT 12 0" in straight.stdout, straight.stderr[-3000:]
 
     resumed_model = AutoModelForCausalLM.from_pretrained(killed_dir / "final")
@@ -160,13 +187,16 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert factor(55) == pytest.approx(0.55)
 
 
-@pytest.mark.parametrize("overrides,field", [
-    ({"zero_stage": 4}, "zero_stage"),
-    ({"precision": "fp16"}, "precision"),
-    ({"max_steps": 5, "warmup_steps": 6}, "warmup_steps"),
-    ({"learning_rate": 0}, "learning_rate"),
-    ({"micro_batchsize": 4}, "micro_batchsize"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"zero_stage": 4}, "zero_stage"),
+        ({"precision": "fp16"}, "precision"),
+        ({"max_steps": 5, "warmup_steps": 6}, "warmup_steps"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"micro_batchsize": 4}, "micro_batchsize"),
+    ],
+)
 def test_bad_training_config_names_the_field(overrides, field):
     with pytest.raises(ValidationError, match=field):
         TrainingConfig(**overrides)
@@ -202,8 +232,13 @@ def test_two_ranks_with_torchrun(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "run")],
-                          env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "RANK 0 WORLD 2 STEPS 3" in done.stdout and "RANK 1 WORLD 2 STEPS 3" in done.stdout
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
@@ -217,6 +252,13 @@ def test_defaulted_process_group_variables_do_not_leak_to_child_processes(tmp_pa
     config = TrainingConfig(max_steps=1, micro_batch_size=8, warmup_steps=0, progress=False, cpu_threads=1)
     train(tiny_llama(), lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate, export=False)
     assert "MASTER_PORT" not in os.environ
-    again = train(tiny_llama(), lm_loss, config.model_copy(update={"max_steps": 2}), tmp_path,
-                  dataset=counting_data(), collate_fn=collate, export=False)
+    again = train(
+        tiny_llama(),
+        lm_loss,
+        config.model_copy(update={"max_steps": 2}),
+        tmp_path,
+        dataset=counting_data(),
+        collate_fn=collate,
+        export=False,
+    )
     assert again.steps == 2

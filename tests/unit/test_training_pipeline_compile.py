@@ -23,11 +23,15 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
     assert deps["label-augmented-pairs"] == {"validate-data", "fine-tune-relevance-teacher"}
     assert deps["distill-relevance"] == {"validate-data", "label-augmented-pairs"}
     assert deps["distill-rewriter"] == {"validate-data", "fine-tune-rewriter-teacher"}
-    assert deps["evaluate-students"] == {"validate-data", "fine-tune-rewriter-teacher", "fine-tune-relevance-teacher",
-                                         "distill-rewriter", "distill-relevance"}
+    assert deps["evaluate-students"] == {
+        "validate-data",
+        "fine-tune-rewriter-teacher",
+        "fine-tune-relevance-teacher",
+        "distill-rewriter",
+        "distill-relevance",
+    }
     assert deps["quality-gate"] == {"evaluate-students"}
-    assert deps["register-candidates"] == {"quality-gate", "evaluate-students", "distill-rewriter",
-                                           "distill-relevance"}
+    assert deps["register-candidates"] == {"quality-gate", "evaluate-students", "distill-rewriter", "distill-relevance"}
     # The gate and the registration read the registry's current state: never cached.
     assert tasks["quality-gate"]["cachingOptions"] == {}
     assert tasks["register-candidates"]["cachingOptions"] == {}
@@ -35,6 +39,13 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"ghcr.io/minielm/minielm-jobs:0.1.0"}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"data_dir", "index_dir", "config_file", "toy", "rewriter_teacher_overrides",
-                           "relevance_teacher_overrides", "run_id"}
+    assert set(params) == {
+        "data_dir",
+        "index_dir",
+        "config_file",
+        "toy",
+        "rewriter_teacher_overrides",
+        "relevance_teacher_overrides",
+        "run_id",
+    }
     assert params["toy"]["defaultValue"] is True
