@@ -39,8 +39,8 @@ def label_augmented_pairs(
 ) -> int:
     """Augmented (query, product+, product-) triples labelled by the relevance teacher."""
     from minielm.config import load_settings
-    from minielm.distill.demo_step import distill_config
     from minielm.distill.stages import TEACHER_EXPORT, label_augmented_pairs
+    from minielm.presets import toy_distill
 
     settings = load_settings(config_file or None)
     summary = label_augmented_pairs(
@@ -48,7 +48,7 @@ def label_augmented_pairs(
         index_dir or None,
         f"{teacher_relevance.path}/{TEACHER_EXPORT}",
         triples.path,
-        distill_config(settings.distill, toy),
+        toy_distill(settings.distill) if toy else settings.distill,
         seed=settings.seed,
     )
     triples.metadata.update({k: v for k, v in summary.items() if k != "triples_path"})
@@ -61,15 +61,15 @@ def distill_relevance(
 ) -> None:
     """Cross-encoder student, Margin-MSE on the teacher margins (export in ``student.path/model``)."""
     from minielm.config import load_settings
-    from minielm.distill.demo_step import distill_config
     from minielm.distill.stages import TRIPLES_FILE, distill_relevance_student
+    from minielm.presets import toy_distill
 
     settings = load_settings(config_file or None)
     summary = distill_relevance_student(
         data.path,
         f"{triples.path}/{TRIPLES_FILE}",
         student.path,
-        distill_config(settings.distill, toy),
+        toy_distill(settings.distill) if toy else settings.distill,
         seed=settings.seed,
     )
     student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
@@ -86,15 +86,15 @@ def distill_rewriter(
 ) -> None:
     """Smaller decoder, sequence-level KD + token KL to the teacher (export in ``student.path/model``)."""
     from minielm.config import load_settings
-    from minielm.distill.demo_step import distill_config
     from minielm.distill.stages import TEACHER_EXPORT, distill_rewriter_student
+    from minielm.presets import toy_distill
 
     settings = load_settings(config_file or None)
     summary = distill_rewriter_student(
         data.path,
         f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
         student.path,
-        distill_config(settings.distill, toy),
+        toy_distill(settings.distill) if toy else settings.distill,
         seed=settings.seed,
         index_dir=index_dir or None,
         eval_config=settings.eval,

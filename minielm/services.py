@@ -4,7 +4,8 @@
 waits for health (a Kafka metadata request; an S3 list-buckets), creates the topics and the
 bucket, and writes ``<state_dir>/services.json``. :func:`minielm.config.load_settings` reads
 that file, so every later command finds the endpoints and the generated S3 credentials.
-The same class backs ``minielm services up|down|status``, the demo and the pytest fixture.
+The same class backs ``minielm services up|down|status``, the demo and the pytest fixture;
+:func:`running_services` reuses running services or starts them for one command (demo, serve).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,6 +376,20 @@ class EmbeddedServices:
             if _pid_alive(pid):
                 _signal_group(pid, signal.SIGKILL)
         _reap(alive.values())
+
+
+@contextmanager
+def running_services(settings: Settings, data_dir: Path | None = None) -> Iterator[Settings]:
+    """Use the embedded services if they run; otherwise start them (on data_dir) for the duration."""
+    services = EmbeddedServices(settings, data_dir=data_dir)
+    if all(s.healthy for s in services.status()):
+        yield settings
+        return
+    live = services.start()
+    try:
+        yield live
+    finally:
+        services.stop()
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -29,9 +29,10 @@ def _require_dir(path: Path, option: str) -> None:
 
 
 def _config(ctx: typer.Context, toy: bool):
-    from minielm.distill.demo_step import distill_config
+    from minielm.presets import toy_distill
 
-    return distill_config(settings_from(ctx).distill, toy)
+    config = settings_from(ctx).distill
+    return toy_distill(config) if toy else config
 
 
 @distill_app.command("rewriter")

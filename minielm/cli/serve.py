@@ -25,7 +25,7 @@ def serve(
     services: bool = typer.Option(True, help="Start the embedded Kafka and S3 unless they already run."),
 ) -> None:
     """Serve the rewriter, relevance and rewrite-search endpoints (v1 :predict and v2 /infer) until Ctrl-C."""
-    from minielm.demo import running_services
+    from minielm.services import running_services
 
     settings = settings_from(ctx).model_copy(deep=True)
     try:

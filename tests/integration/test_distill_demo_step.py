@@ -32,7 +32,7 @@ def tiny_teachers(dataset_dir, index_dir, out):
 
 
 def test_distill_demo_step_registers_students_and_promotes_the_first(embedded_services, tmp_path):
-    from minielm.distill.demo_step import distill_demo_step
+    from minielm.demo.distill_step import distill_demo_step
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -102,7 +102,7 @@ def test_pinned_reference_that_was_deleted_is_no_data(drift_env):
 @pytest.mark.slow
 def test_demo_step_checks_windows_and_records_the_summary(drift_env, tmp_path):
     from minielm.demo import DemoContext
-    from minielm.drift.demo_step import drift_demo_step
+    from minielm.demo.drift_step import drift_demo_step
 
     settings, store = drift_env
     settings = settings.model_copy(

@@ -161,7 +161,7 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
 @pytest.mark.slow
 def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_services, corpus, tmp_path):
     from minielm.demo import DemoContext
-    from minielm.rl.demo_step import rl_demo_step
+    from minielm.demo.rl_step import rl_demo_step
 
     data, data_dir, index_dir = corpus
     bucket = f"rl-demo-{uuid.uuid4().hex[:8]}"

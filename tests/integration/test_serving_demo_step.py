@@ -10,10 +10,10 @@ import pytest
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.demo import DemoContext
+from minielm.demo.serving_step import serving_demo_step
 from minielm.search import SearchIndex
 from minielm.storage import ObjectStore
 from serving.app import PIPELINE_NAME
-from serving.demo_step import serving_demo_step
 from tests.serving_standins import SPELLING, OverlapScorer, SpellingRewriter
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

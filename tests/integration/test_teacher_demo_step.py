@@ -7,12 +7,12 @@ import pytest
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.demo import DemoContext
+from minielm.demo.teachers_step import teacher_demo_step
 from minielm.models.relevance_teacher import RelevanceTeacher
 from minielm.models.rewriter import CausalRewriter
 from minielm.registry import ModelRegistry
 from minielm.search import SearchIndex
 from minielm.teachers.config import TinyBackboneConfig, tiny_relevance_config, tiny_rewriter_config
-from minielm.teachers.demo_step import teacher_demo_step
 from minielm.training.config import TrainingConfig
 
 SMALL = TinyBackboneConfig(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from minielm.config import load_settings
-from minielm.data.demo_step import DEMO_PRODUCTS, DEMO_QUERIES, data_demo_step
 from minielm.data.esci import load_esci
 from minielm.demo import DemoContext
+from minielm.demo.data_step import DEMO_PRODUCTS, DEMO_QUERIES, data_demo_step
 from minielm.search import SearchIndex
 
 

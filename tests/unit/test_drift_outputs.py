@@ -232,7 +232,7 @@ def test_compiled_pipeline_matches_the_code(tmp_path):
 def test_demo_step_falls_back_to_the_dataset_splits(tmp_path):
     from minielm.data.esci import write_esci
     from minielm.demo import DemoContext
-    from minielm.drift.demo_step import drift_demo_step
+    from minielm.demo.drift_step import drift_demo_step
     from tests.unit.drift_fixtures import dataset, encoder
 
     encoder()  # without a cache file the job uses the session's encoder and its vectors

@@ -11,16 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from minielm.presets import toy_rl
 from minielm.registry import ModelRegistry
-
-DEMO_OVERRIDES = {
-    "max_steps": 6,
-    "queries_per_step": 2,
-    "num_generations": 4,
-    "labelled_queries_per_run": 16,
-    "max_train_queries": 64,
-    "min_new_requests": 10,
-}
 
 
 def _ensure_production(ctx, registry: ModelRegistry, name: str) -> str:
@@ -58,7 +50,7 @@ def rl_demo_step(ctx) -> None:
     from minielm.rl.retraining import NOTHING_TO_DO, run_retraining
 
     started = time.perf_counter()
-    settings = ctx.settings.model_copy(update={"rl": ctx.settings.rl.model_copy(update=DEMO_OVERRIDES)})
+    settings = ctx.settings.model_copy(update={"rl": toy_rl(ctx.settings.rl)})
     registry = ModelRegistry(ctx.store)
     name = settings.models.student_rewriter
     before = _ensure_production(ctx, registry, name)

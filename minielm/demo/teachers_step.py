@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import time
 
+from minielm.presets import toy_teachers
 from minielm.registry import ModelRegistry
-from minielm.teachers.config import (
-    RelevanceTeacherConfig,
-    RewriterTeacherConfig,
-    tiny_relevance_config,
-    tiny_rewriter_config,
-)
+from minielm.teachers.config import RelevanceTeacherConfig, RewriterTeacherConfig
 from minielm.teachers.publish import register_teacher
 
 
@@ -33,11 +29,12 @@ def teacher_demo_step(
     registry = ModelRegistry(ctx.store)
     data_dir, index_dir = ctx.results["dataset_dir"], ctx.results["index_dir"]
     cache_dir = settings.teachers.models_cache_dir
+    toy = toy_teachers(settings.teachers)
     started = time.perf_counter()
     rewriter = train_rewriter_teacher(
         data_dir,
         ctx.workdir / "teachers" / "rewriter",
-        rewriter_config or tiny_rewriter_config(tiny=settings.teachers.rewriter.tiny),
+        rewriter_config or toy.rewriter,
         cache_dir=cache_dir,
         index_dir=index_dir,
         top_k=settings.eval.top_k,
@@ -60,7 +57,7 @@ def teacher_demo_step(
     relevance = train_relevance_teacher(
         data_dir,
         ctx.workdir / "teachers" / "relevance",
-        relevance_config or tiny_relevance_config(tiny=settings.teachers.relevance.tiny),
+        relevance_config or toy.relevance,
         cache_dir=cache_dir,
         top_k=settings.eval.top_k,
     )

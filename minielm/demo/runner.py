@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from minielm.config import Settings, load_settings
 from minielm.logs import get_logger
-from minielm.services import EmbeddedServices
+from minielm.services import running_services
 from minielm.storage import ObjectStore
 
 log = get_logger(__name__)
@@ -38,38 +36,6 @@ class DemoStep:
     run: Callable[[DemoContext], None]
 
 
-def s3_round_trip(ctx: DemoContext) -> None:
-    key = f"demo/hello-{uuid.uuid4().hex[:8]}.json"
-    ctx.store.put_json(key, {"hello": "minielm"})
-    value = ctx.store.get_json(key)
-    ctx.echo(f"  wrote and read s3://{ctx.store.bucket}/{key} -> {value}")
-    ctx.results["s3_round_trip"] = value
-
-
-def kafka_round_trip(ctx: DemoContext) -> None:
-    from minielm.kafka_io import make_consumer, make_producer
-
-    topic = ctx.settings.kafka.topics.rewrites
-    marker = uuid.uuid4().hex
-    producer = make_producer(ctx.settings.kafka)
-    metadata = producer.send(topic, key=marker.encode(), value=b'{"demo": true}').get(timeout=30)
-    producer.close()
-    consumer = make_consumer(ctx.settings.kafka, group_id=None, consumer_timeout_ms=10000)
-    from kafka import TopicPartition
-
-    partition = TopicPartition(topic, metadata.partition)
-    consumer.assign([partition])
-    consumer.seek(partition, metadata.offset)
-    received = next(iter(consumer), None)
-    consumer.close()
-    if received is None or received.key != marker.encode():
-        raise RuntimeError(f"the demo message did not come back from {topic}")
-    ctx.echo(
-        f"  produced and consumed one message on {topic} (partition {metadata.partition}, offset {metadata.offset})"
-    )
-    ctx.results["kafka_round_trip"] = {"partition": metadata.partition, "offset": metadata.offset}
-
-
 def stop_model_server(ctx: DemoContext) -> None:
     stop = ctx.results.pop("serving_stop", None)
     if stop is not None:
@@ -79,13 +45,14 @@ def stop_model_server(ctx: DemoContext) -> None:
 
 def default_steps() -> list[DemoStep]:
     """The loop in order: data, teachers, students, serving, feedback, RL, drift."""
-    from minielm.data.demo_step import data_demo_step
-    from minielm.distill.demo_step import distill_demo_step
-    from minielm.drift.demo_step import drift_demo_step
-    from minielm.feedback.demo_step import feedback_demo_step
-    from minielm.rl.demo_step import rl_demo_step
-    from minielm.teachers.demo_step import teacher_demo_step
-    from serving.demo_step import serving_demo_step
+    from minielm.demo.data_step import data_demo_step
+    from minielm.demo.distill_step import distill_demo_step
+    from minielm.demo.drift_step import drift_demo_step
+    from minielm.demo.feedback_step import feedback_demo_step
+    from minielm.demo.rl_step import rl_demo_step
+    from minielm.demo.services_step import kafka_round_trip, s3_round_trip
+    from minielm.demo.serving_step import serving_demo_step
+    from minielm.demo.teachers_step import teacher_demo_step
 
     return [
         DemoStep("Embedded services: S3 round trip", s3_round_trip),
@@ -99,20 +66,6 @@ def default_steps() -> list[DemoStep]:
         DemoStep("Drift: Evidently report on the served window vs the reference", drift_demo_step),
         DemoStep("Shut down the model server", stop_model_server),
     ]
-
-
-@contextmanager
-def running_services(settings: Settings, data_dir: Path | None = None) -> Iterator[Settings]:
-    """Use the embedded services if they run; otherwise start them (on data_dir) for the duration."""
-    services = EmbeddedServices(settings, data_dir=data_dir)
-    if all(s.healthy for s in services.status()):
-        yield settings
-        return
-    live = services.start()
-    try:
-        yield live
-    finally:
-        services.stop()
 
 
 def run_demo(

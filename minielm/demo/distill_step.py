@@ -11,31 +11,10 @@ import json
 import time
 from pathlib import Path
 
-from minielm.config import DistillConfig
+from minielm.presets import toy_distill
 
-# Toy scale for 2 shared CPU cores: a 2-layer MiniLM student, a 2-layer student decoder.
-# The toy relevance teacher is weak (tens of steps), so the student also sees the gold labels.
-DEMO_OVERRIDES = {
-    "relevance_num_layers": 2,
-    "relevance_steps": 80,
-    "relevance_batch_size": 16,
-    "relevance_learning_rate": 2e-4,
-    "relevance_max_length": 64,
-    "triples_per_query": 4,
-    "gold_mix_weight": 1.0,
-    "rewriter_num_layers": 1,
-    "rewriter_steps": 400,
-    "rewriter_batch_size": 32,
-    "rewriter_learning_rate": 3e-3,
-    "rewriter_kd_queries": 2000,
-}
 DEMO_EVAL_QUERIES = 500
 DEMO_EVAL_PAIRS = 600
-
-
-def distill_config(config: DistillConfig, toy: bool = True) -> DistillConfig:
-    """The configured distillation settings, with the toy-scale budget when ``toy``."""
-    return config.model_copy(update=DEMO_OVERRIDES) if toy else config
 
 
 def distill_demo_step(ctx) -> None:
@@ -54,7 +33,7 @@ def distill_demo_step(ctx) -> None:
         if key not in ctx.results:
             raise RuntimeError(f"the distillation demo step needs ctx.results[{key!r}] from an earlier step")
     settings = ctx.settings
-    config = distill_config(settings.distill)
+    config = toy_distill(settings.distill)
     workdir = Path(ctx.workdir) / "distill"
     r = ctx.results
     started = time.perf_counter()

@@ -1,0 +1,77 @@
+"""Toy-scale presets: the budgets that run the whole loop on two CPU cores in minutes.
+
+One place for them: the demo applies them, and production entry points may too (``--toy`` on the
+CLI, toy pipeline runs) without importing the demo. A preset replaces only the budget fields it
+names (model sizes, steps, batch sizes, evaluation sizes) and keeps every other setting; it never
+touches the quality gate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minielm.config import DistillConfig, RLConfig, Section, Settings, _deep_merge
+from minielm.teachers.config import TeachersConfig, tiny_relevance_config, tiny_rewriter_config
+
+# A 2-layer MiniLM relevance student and a 1-layer student decoder. The toy relevance teacher is
+# weak (hundreds of steps), so the relevance student also sees the gold labels.
+TOY_DISTILL: dict[str, Any] = {
+    "relevance_num_layers": 2,
+    "relevance_steps": 80,
+    "relevance_batch_size": 16,
+    "relevance_learning_rate": 2e-4,
+    "relevance_max_length": 64,
+    "triples_per_query": 4,
+    "gold_mix_weight": 1.0,
+    "rewriter_num_layers": 1,
+    "rewriter_steps": 400,
+    "rewriter_batch_size": 32,
+    "rewriter_learning_rate": 3e-3,
+    "rewriter_kd_queries": 2000,
+}
+
+# A few GRPO steps on a handful of queries; a run starts after ten new served requests.
+TOY_RL: dict[str, Any] = {
+    "max_steps": 6,
+    "queries_per_step": 2,
+    "num_generations": 4,
+    "labelled_queries_per_run": 16,
+    "max_train_queries": 64,
+    "min_new_requests": 10,
+}
+
+
+def _with(config: Section, preset: dict[str, Any]) -> Section:
+    """``config`` with ``preset`` merged in and validated (a preset naming a field that no longer exists fails)."""
+    return type(config).model_validate(_deep_merge(config.model_dump(), preset))
+
+
+def toy_distill(config: DistillConfig) -> DistillConfig:
+    """The distillation settings with the toy budget."""
+    return _with(config, TOY_DISTILL)
+
+
+def toy_rl(config: RLConfig) -> RLConfig:
+    """The RL retraining settings with the toy budget."""
+    return _with(config, TOY_RL)
+
+
+def toy_teachers(config: TeachersConfig) -> TeachersConfig:
+    """Both teachers on the tiny backbone (its configured shape) with its toy training budget."""
+    return config.model_copy(
+        update={
+            "rewriter": tiny_rewriter_config(tiny=config.rewriter.tiny),
+            "relevance": tiny_relevance_config(tiny=config.relevance.tiny),
+        }
+    )
+
+
+def toy_settings(settings: Settings) -> Settings:
+    """``settings`` with every toy budget applied: teachers, distillation and RL retraining."""
+    return settings.model_copy(
+        update={
+            "teachers": toy_teachers(settings.teachers),
+            "distill": toy_distill(settings.distill),
+            "rl": toy_rl(settings.rl),
+        }
+    )
