@@ -185,8 +185,9 @@ def throughput_catch_up(live, store, n_requests: int, check_crcs: bool = True) -
 def freshness(live, store, probes: int, background_rate: float, workdir: Path) -> dict:
     from minielm.features.keys import query_key
     from minielm.features.repo import QUERY_STATS_VIEW, apply_repo, feature_store
-    from minielm.feedback.aggregator import Aggregator, FeastQueryStatsSink
+    from minielm.feedback.aggregator import Aggregator
     from minielm.feedback.events import ServedRewrite
+    from minielm.feedback.query_stats import FeastQueryStatsSink
     from minielm.feedback.simulator import RateLimiter
     from minielm.kafka_io import make_producer
 

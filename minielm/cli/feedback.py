@@ -115,7 +115,8 @@ def aggregate(
     stopped (Ctrl-C / SIGTERM drain the open windows first) unless --until-idle or --max-seconds."""
     import signal
 
-    from minielm.feedback.aggregator import Aggregator, AggregatorError
+    from minielm.feedback.aggregator import Aggregator
+    from minielm.feedback.join import AggregatorError
 
     settings = settings_from(ctx)
     if until_idle is not None and until_idle <= 0:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from minielm.config import FeedbackConfig
 from minielm.features.keys import query_key
+from minielm.feedback.windows import reward
 
 # Product kinds the synthetic catalog never sells, with attributes shoppers add.
 NEW_CATEGORY_HEADS = (
@@ -134,12 +135,6 @@ def _with_outcomes(
     carts = clicked & (rng.random(n) < weights.add_to_cart_given_click)
     purchases = carts & (rng.random(n) < weights.purchase_given_cart)
     reformulated = ~clicked & (rng.random(n) < min(1.0, reformulation_rate / max(1e-9, 1 - ctr)))
-    reward = (
-        weights.click_weight * clicks
-        + weights.add_to_cart_weight * carts
-        + weights.purchase_weight * purchases
-        - weights.reformulation_penalty * reformulated
-    )
     return pd.DataFrame(
         {
             "request_id": [uuid.UUID(int=int(x)).hex for x in rng.integers(0, 2**63, n)],
@@ -155,7 +150,7 @@ def _with_outcomes(
             "add_to_carts": carts.astype(np.int64),
             "purchases": purchases.astype(np.int64),
             "reformulated": reformulated,
-            "reward": reward.astype(float),
+            "reward": reward(clicks, carts, purchases, reformulated, weights).astype(float),
         }
     )
 
@@ -191,5 +186,8 @@ def with_ctr_collapse(window: pd.DataFrame, keep: float, seed: int) -> pd.DataFr
     for column in ("clicks", "add_to_carts", "purchases"):
         shifted.loc[lost, column] = 0
     shifted.loc[lost, "reformulated"] = rng.random(int(lost.sum())) < weights.reformulation_prob
-    shifted.loc[lost, "reward"] = -weights.reformulation_penalty * shifted.loc[lost, "reformulated"].astype(float)
+    kept = shifted.loc[lost]
+    shifted.loc[lost, "reward"] = reward(
+        kept["clicks"], kept["add_to_carts"], kept["purchases"], kept["reformulated"], weights
+    ).astype(float)
     return shifted

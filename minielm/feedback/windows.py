@@ -61,6 +61,17 @@ _KEY = re.compile(
 )
 
 
+def reward(clicks, add_to_carts, purchases, reformulated, config: FeedbackConfig):
+    """The reward of a served request (the window rows' ``reward``): weighted engagement minus the
+    reformulation penalty, weights from the feedback config. Scalars or numpy arrays alike."""
+    return (
+        config.click_weight * clicks
+        + config.add_to_cart_weight * add_to_carts
+        + config.purchase_weight * purchases
+        - config.reformulation_penalty * reformulated
+    )
+
+
 @dataclass(frozen=True, order=True)
 class ObjectRef:
     """A window or late-events object, ordered by topic, partition and offsets."""

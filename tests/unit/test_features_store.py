@@ -14,9 +14,12 @@ from minielm.config import load_settings
 from minielm.features.keys import query_key
 from minielm.features.online import FEAST_FALLBACK, OnlineFeatures
 from minielm.features.repo import (
+    OFFLINE_TABLES,
+    SOURCE_REPO,
     FeatureRepoError,
     apply_repo,
     feature_store,
+    load_definitions,
     materialize,
     render_feature_store_yaml,
     write_offline_table,
@@ -66,6 +69,22 @@ def test_tables():
     assert stats.loc[query_key("hat"), "ctr"] == 0.0
     with pytest.raises(ValueError, match="missing columns"):
         query_stats_table(windows.drop(columns=["clicks"]))
+
+
+def test_offline_layouts_are_the_feature_views_of_the_definitions():
+    """The core's column lists (the offline tables, the aggregator's pushed frame) follow feature_repo/."""
+    from feast import Entity, FeatureView
+    from feast.types import Float32, Float64, Int64, String
+
+    dtypes = {Int64: "int64", Float32: "float32", Float64: "float64", String: "string"}
+    objects = load_definitions(SOURCE_REPO)
+    join_keys = {obj.name: obj.join_key for obj in objects if isinstance(obj, Entity)}
+    views = {obj.name: obj for obj in objects if isinstance(obj, FeatureView)}
+    for file_name, columns in OFFLINE_TABLES.items():
+        view = views[file_name.removesuffix(".parquet")]
+        declared = {join_keys[name]: "string" for name in view.entities}
+        declared.update({f.name: dtypes[f.dtype] for f in view.features})
+        assert declared == columns, file_name
 
 
 def test_feature_store_yaml_profiles(tmp_path):

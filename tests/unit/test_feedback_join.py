@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from minielm.config import FeedbackConfig
-from minielm.feedback.aggregator import AggregatorError, PartitionJoin, QueryStats, reward
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
+from minielm.feedback.join import AggregatorError, PartitionJoin
+from minielm.feedback.query_stats import QueryStats
 from minielm.feedback.simulator import RateLimiter, ShopperSimulator, ubi_to_events
-from minielm.feedback.windows import object_key, parse_key, read_metadata
+from minielm.feedback.windows import object_key, parse_key, read_metadata, reward
 
 CONFIG = FeedbackConfig(window_s=1.0, grace_s=0.5, unmatched_after_s=10.0)
 

@@ -1,0 +1,71 @@
+"""The S3 side of the aggregator's cuts: write a cut's objects, read back what a restart needs, and
+delete state objects that a later cut superseded. Reads retry with backoff until S3 answers or the
+aggregator stops; a failed write raises, so that the caller never commits it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from minielm.config import FeedbackConfig
+from minielm.feedback.events import FeedbackEvent
+from minielm.feedback.join import Cut, spilled_events
+from minielm.feedback.windows import ObjectRef, parse_key, partition_prefix
+from minielm.logs import get_logger
+from minielm.storage import ObjectNotFound, ObjectStore
+
+log = get_logger(__name__)
+
+
+class CutStore:
+    def __init__(self, store: ObjectStore, config: FeedbackConfig, stop_event: threading.Event) -> None:
+        self.store = store
+        self.config = config
+        self.stop_event = stop_event
+
+    def write(self, cut: Cut) -> None:
+        for key, data in cut.objects:
+            self.store.put_bytes(key, data, "application/vnd.apache.parquet")
+
+    def window_refs(self, topic: str, partition: int) -> list[ObjectRef]:
+        prefix = partition_prefix(self.config.windows_prefix, topic, partition)
+        keys = self._retry(lambda: list(self.store.list_keys(prefix)), "list windows")
+        return sorted(parse_key(key) for key in keys if key.endswith(".parquet"))
+
+    def read_object(self, key: str) -> bytes:
+        return self._retry(lambda: self.store.get_bytes(key), "read window")
+
+    def read_state(self, key: str) -> list[tuple[int, FeedbackEvent]]:
+        """The feedback events held in the state object ``key``; none if there is no such object."""
+        try:
+            frame = self._retry(lambda: self.store.get_parquet(key), "read state")
+        except ObjectNotFound:
+            log.warning("no aggregator state object for the committed offsets; starting empty", key=key)
+            return []
+        return spilled_events(frame)
+
+    def delete_old_state(self, cut: Cut) -> None:
+        """State objects of earlier cuts are no longer needed once a later cut is committed."""
+        current = cut.objects[-1][0]
+        prefix = current.rsplit("/", 1)[0] + "/"
+        try:
+            for key in self.store.list_keys(prefix):
+                if key != current:
+                    self.store.delete(key)
+        except Exception as error:  # cleanup only; the next cut tries again
+            log.warning("could not delete old aggregator state", error=str(error)[:200])
+
+    def _retry(self, action: Callable, what: str):
+        delay = self.config.s3_retry_initial_s
+        while True:
+            try:
+                return action()
+            except ObjectNotFound:
+                raise
+            except Exception as error:
+                if self.stop_event.is_set():
+                    raise
+                log.warning("s3 unavailable; retrying", action=what, retry_in_s=delay, error=str(error)[:200])
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.s3_retry_max_s)

@@ -1,0 +1,421 @@
+"""The join of served rewrites with shopper feedback for one partition pair, and the cuts it writes.
+
+Both topics are keyed by request id, so partition p of one holds the feedback of the requests in
+partition p of the other. A :class:`PartitionJoin` keeps, between two commits:
+
+- open windows: served requests collect for ``window_s``, then the window waits ``grace_s`` for
+  feedback (late events within the grace period count), then it is *cut*;
+- feedback whose request is not known yet (pending), and feedback that came too late (after its
+  window was written) or never matched a request (after ``unmatched_after_s``): the late-events table.
+
+A cut is, in this order: the window object (key = rewrites topic, partition, offset range, with the
+feedback offset it joined up to in its metadata), the late events decided since the last cut (key =
+feedback offset range), and a state object holding every consumed feedback event not yet in any object.
+The consumer loop (:mod:`minielm.feedback.aggregator`) writes them, then commits. A restarted member
+resumes from the committed offsets and that state object; if a window object starting at the committed
+offset already exists (the previous owner died between write and commit) the join reproduces exactly
+that cut, so the replay overwrites the same objects and every event ends up in exactly one of them.
+Nothing here touches Kafka or S3: the functions at the end turn objects read by the caller into state.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from minielm.config import FeedbackConfig
+from minielm.features.keys import query_key
+from minielm.feedback.events import FeedbackEvent, ServedRewrite
+from minielm.feedback.windows import (
+    LATE_COLUMNS,
+    WINDOW_COLUMNS,
+    ObjectRef,
+    encode_frame,
+    object_key,
+    read_metadata,
+    reward,
+)
+
+SPILL_COLUMNS = {"offset": "int64", "event_json": "string"}
+RECENTLY_CLOSED_LIMIT = 200_000
+# A feedback partition silent this long counts as caught up (a busy one may pause between fetches).
+FEEDBACK_IDLE_S = 2.0
+
+
+class AggregatorError(RuntimeError):
+    """The aggregator cannot go on safely (e.g. topics not co-partitioned, broker log reset)."""
+
+
+# -- rows and windows -------------------------------------------------------------------------------
+@dataclass
+class RequestRow:
+    served: ServedRewrite
+    feedback: list[tuple[int, FeedbackEvent]] = field(default_factory=list)
+
+
+@dataclass
+class Window:
+    first_offset: int
+    opened_at: float
+    last_offset: int = -1
+    max_ts: float = 0.0
+    rows: dict[str, RequestRow] = field(default_factory=dict)
+    close_at: float | None = None  # set when the window stops collecting requests
+
+    @property
+    def sealed(self) -> bool:
+        return self.close_at is not None
+
+
+def window_frame(rows: Iterable[RequestRow], config: FeedbackConfig) -> pd.DataFrame:
+    """One row per served request with its engagement counts and reward."""
+    records = []
+    for row in rows:
+        served = row.served
+        counts = defaultdict(int)
+        for _, event in row.feedback:
+            counts[event.event_type] += 1
+        reformulated = counts["reformulation"] > 0
+        records.append(
+            {
+                "request_id": served.request_id,
+                "query": served.query,
+                "query_key": query_key(served.query),
+                "rewrite": served.rewrite,
+                "model_name": served.model_name,
+                "model_version": served.model_version,
+                "ts": served.ts,
+                "n_results": len(served.product_ids),
+                "impressions": counts["impression"],
+                "clicks": counts["click"],
+                "add_to_carts": counts["add_to_cart"],
+                "purchases": counts["purchase"],
+                "reformulated": reformulated,
+                "reward": reward(counts["click"], counts["add_to_cart"], counts["purchase"], reformulated, config),
+                "feedback_events": len(row.feedback),
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=list(WINDOW_COLUMNS))
+
+
+def late_frame(late: list[tuple[int, FeedbackEvent, str]]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(
+        [
+            {
+                "offset": offset,
+                "event_type": event.event_type,
+                "request_id": event.request_id,
+                "query": event.query,
+                "product_id": event.product_id,
+                "position": event.position,
+                "ts": event.ts,
+                "reason": reason,
+                "event_json": event.model_dump_json(),
+            }
+            for offset, event, reason in late
+        ],
+        columns=list(LATE_COLUMNS),
+    )
+
+
+@dataclass
+class Cut:
+    """Everything one cut writes and commits; computed once, retried until it is durable."""
+
+    partition: int
+    window: Window | None
+    rewrites_next: int
+    feedback_next: int
+    late: list[tuple[int, FeedbackEvent, str]]
+    objects: list[tuple[str, bytes]]
+    attempts: int = 0
+    written: bool = False
+    retry_at: float = 0.0
+
+
+# -- one partition pair ----------------------------------------------------------------------------
+class PartitionJoin:
+    """The join state of rewrites partition p with feedback partition p, between two commits."""
+
+    def __init__(
+        self,
+        partition: int,
+        rewrites_topic: str,
+        feedback_topic: str,
+        rewrites_next: int,
+        feedback_next: int,
+        config: FeedbackConfig,
+        forced: dict | None = None,
+        group_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.partition = partition
+        self.clock = clock
+        self.group_id = group_id
+        self.rewrites_topic, self.feedback_topic = rewrites_topic, feedback_topic
+        self.config = config
+        self.rewrites_next = rewrites_next  # next rewrites offset to read
+        self.feedback_next = feedback_next
+        self.committed = (rewrites_next, feedback_next)
+        self.windows: deque[Window] = deque()
+        self.open_requests: dict[str, tuple[Window, RequestRow]] = {}
+        self.pending: dict[str, list[tuple[int, FeedbackEvent]]] = defaultdict(list)
+        self.late: list[tuple[int, FeedbackEvent, str]] = []
+        self.closed: OrderedDict[str, None] = OrderedDict()
+        self.max_feedback_ts = 0.0
+        # The written but uncommitted cut to reproduce (see written_but_uncommitted): its object "key", the
+        # "rewrites_first" and "rewrites_last" offsets, "feedback_next" and the window's "first_request_id".
+        self.forced = forced
+        self.deferred: list[tuple[str, int, object]] = []
+        self.inflight: Cut | None = None
+        self.last_cut_at = clock()
+        self.last_feedback_at = clock()
+        self.feedback_highwater: int | None = None  # from the consumer's fetch responses, when known
+
+    # -- events --------------------------------------------------------------------------------
+    def add_rewrite(self, offset: int, event: ServedRewrite, now: float) -> str | None:
+        """Join a served request; returns a dead-letter reason for a duplicate request id."""
+        if self.forced and offset > self.forced["rewrites_last"]:
+            self.deferred.append(("rewrite", offset, event))
+            return None
+        self.rewrites_next = offset + 1
+        if (
+            self.forced
+            and offset == self.forced["rewrites_first"]
+            and event.request_id != self.forced["first_request_id"]
+        ):
+            raise AggregatorError(
+                f"rewrites partition {self.partition} offset {offset} holds request {event.request_id!r}, but the "
+                f"window object written for that offset starts with {self.forced['first_request_id']!r}: the "
+                "broker's log was reset under the aggregator; point feedback.windows_prefix at a new prefix"
+            )
+        if event.request_id in self.open_requests or event.request_id in self.closed:
+            return f"duplicate request_id {event.request_id!r} (already served in this partition)"
+        if not self.windows or self.windows[-1].sealed:
+            self.windows.append(Window(first_offset=offset, opened_at=now))
+        window = self.windows[-1]
+        row = RequestRow(event, self.pending.pop(event.request_id, []))
+        window.rows[event.request_id] = row
+        window.last_offset = offset
+        window.max_ts = max(window.max_ts, event.ts)
+        self.open_requests[event.request_id] = (window, row)
+        return None
+
+    def add_feedback(self, offset: int, event: FeedbackEvent) -> None:
+        if self.forced and offset >= self.forced["feedback_next"]:
+            self.deferred.append(("feedback", offset, event))
+            return
+        self.feedback_next = offset + 1
+        self.last_feedback_at = self.clock()
+        self._place_feedback(offset, event)
+
+    def _place_feedback(self, offset: int, event: FeedbackEvent) -> None:
+        self.max_feedback_ts = max(self.max_feedback_ts, event.ts)
+        opened = self.open_requests.get(event.request_id)
+        if opened is not None:
+            opened[1].feedback.append((offset, event))
+        elif event.request_id in self.closed:
+            self.late.append((offset, event, "late"))
+        else:
+            self.pending[event.request_id].append((offset, event))
+
+    def skip(self, is_rewrites: bool, offset: int) -> None:
+        """A record that went to the dead-letter topic: consumed, but in no window."""
+        if self.forced:
+            bound = self.forced["rewrites_last"] if is_rewrites else self.forced["feedback_next"] - 1
+            if offset > bound:
+                return
+        if is_rewrites:
+            self.rewrites_next = max(self.rewrites_next, offset + 1)
+        else:
+            self.feedback_next = max(self.feedback_next, offset + 1)
+
+    def restore(self, spilled: Iterable[tuple[int, FeedbackEvent]]) -> None:
+        """Feedback consumed before the last commit but not yet in any object (from the state object)."""
+        for offset, event in spilled:
+            self._place_feedback(offset, event)
+
+    # -- cuts ----------------------------------------------------------------------------------
+    def seal_due(self, now: float) -> None:
+        if self.windows and not self.windows[-1].sealed and now - self.windows[-1].opened_at >= self.config.window_s:
+            self.windows[-1].close_at = now + self.config.grace_s
+
+    def next_cut(self, now: float) -> Cut | None:
+        """The cut to write now, if one is due (never while another is in flight)."""
+        if self.inflight is not None:
+            return None
+        if self.forced:
+            return self._forced_cut()
+        self.seal_due(now)
+        if (
+            self.windows
+            and self.windows[0].sealed
+            and now >= self.windows[0].close_at
+            and self._feedback_caught_up(self.windows[0], now)
+        ):
+            return self._make_cut(self.windows[0], self.feedback_next)
+        idle = now - self.last_cut_at >= self.config.window_s
+        if idle and self.feedback_next > self.committed[1] and (self.late or self._expire_unmatched(dry=True)):
+            return self._make_cut(None, self.feedback_next)
+        return None
+
+    def _feedback_caught_up(self, window: Window, now: float) -> bool:
+        """The feedback stream has passed the window's requests by the grace period in event time, or has
+        been read to its end (high watermark; a long silence where the broker does not say).
+
+        Without this, a member catching up on a backlog would cut windows before reading their feedback."""
+        if self.max_feedback_ts >= window.max_ts + self.config.grace_s:
+            return True
+        if self.feedback_highwater is not None:
+            return self.feedback_next >= self.feedback_highwater
+        return now - self.last_feedback_at >= max(self.config.grace_s, FEEDBACK_IDLE_S)
+
+    def drain_cuts(self) -> Cut | None:
+        """On shutdown: seal and cut every open window at once, oldest first."""
+        if self.inflight is not None or self.forced:
+            return self.next_cut(self.clock())
+        if self.windows:
+            self.windows[0].close_at = self.windows[0].close_at or 0.0
+            return self._make_cut(self.windows[0], self.feedback_next)
+        if self.feedback_next > self.committed[1]:
+            return self._make_cut(None, self.feedback_next)
+        return None
+
+    def _forced_cut(self) -> Cut | None:
+        forced = self.forced
+        if self.rewrites_next <= forced["rewrites_last"] or self.feedback_next < forced["feedback_next"]:
+            return None
+        window = self.windows[0] if self.windows else Window(first_offset=-1, opened_at=0.0)
+        if window.first_offset != forced["rewrites_first"] or window.last_offset != forced["rewrites_last"]:
+            raise AggregatorError(
+                f"cannot reproduce window {forced['key']}: re-read offsets {window.first_offset}-{window.last_offset}"
+            )
+        window.close_at = window.close_at or 0.0
+        return self._make_cut(window, forced["feedback_next"])
+
+    def _expire_unmatched(self, dry: bool = False) -> bool:
+        horizon = self.max_feedback_ts - self.config.unmatched_after_s
+        expired = [rid for rid, events in self.pending.items() if events and max(e.ts for _, e in events) < horizon]
+        if not dry:
+            for rid in expired:
+                self.late.extend((offset, event, "unmatched") for offset, event in self.pending.pop(rid))
+        return bool(expired)
+
+    def _make_cut(self, window: Window | None, feedback_next: int) -> Cut:
+        if feedback_next > self.committed[1]:
+            self._expire_unmatched()
+        # Late events are keyed by the feedback offsets of this cut; with none, they wait for the next cut.
+        late = sorted(self.late, key=lambda item: item[0]) if feedback_next > self.committed[1] else []
+        if window is not None:
+            rewrites_next = window.last_offset + 1
+        elif self.windows:
+            rewrites_next = self.windows[0].first_offset
+        else:
+            rewrites_next = self.rewrites_next
+        objects: list[tuple[str, bytes]] = []
+        config = self.config
+        if window is not None:
+            metadata = {
+                "rewrites_first": window.first_offset,
+                "rewrites_last": window.last_offset,
+                "feedback_prev": self.committed[1],
+                "feedback_next": feedback_next,
+                "first_request_id": next(iter(window.rows)),
+            }
+            key = object_key(
+                config.windows_prefix, self.rewrites_topic, self.partition, window.first_offset, window.last_offset
+            )
+            objects.append((key, encode_frame(window_frame(window.rows.values(), config), WINDOW_COLUMNS, metadata)))
+        if late:
+            key = object_key(
+                config.late_prefix, self.feedback_topic, self.partition, self.committed[1], feedback_next - 1
+            )
+            objects.append((key, encode_frame(late_frame(late), LATE_COLUMNS)))
+        held = [
+            (offset, event)
+            for w in self.windows
+            if w is not window
+            for row in w.rows.values()
+            for offset, event in row.feedback
+        ]
+        held += [item for events in self.pending.values() for item in events]
+        spill = pd.DataFrame({"offset": [o for o, _ in held], "event_json": [e.model_dump_json() for _, e in held]})
+        objects.append((self.state_key(config, rewrites_next, feedback_next), encode_frame(spill, SPILL_COLUMNS)))
+        return Cut(self.partition, window, rewrites_next, feedback_next, late, objects)
+
+    def state_key(self, config: FeedbackConfig, rewrites_next: int, feedback_next: int) -> str:
+        return (
+            f"{config.state_prefix}/group={self.group_id}/topic={self.rewrites_topic}/partition={self.partition}/"
+            f"cut={rewrites_next}-{feedback_next}.parquet"
+        )
+
+    def cut_done(self, cut: Cut) -> None:
+        """The cut is written and committed: forget what it made durable."""
+        if cut.window is not None:
+            self.windows.remove(cut.window)
+            for request_id in cut.window.rows:
+                self.open_requests.pop(request_id, None)
+                self.closed[request_id] = None
+            while len(self.closed) > RECENTLY_CLOSED_LIMIT:
+                self.closed.popitem(last=False)
+        written = {id(item) for item in cut.late}
+        self.late = [item for item in self.late if id(item) not in written]
+        self.committed = (cut.rewrites_next, cut.feedback_next)
+        self.inflight = None
+        self.last_cut_at = self.clock()
+        if self.forced is not None:
+            self.forced = None
+            deferred, self.deferred = self.deferred, []
+            for kind, offset, event in deferred:
+                if kind == "rewrite":
+                    self.add_rewrite(offset, event, self.clock())
+                else:
+                    self.add_feedback(offset, event)
+
+
+# -- resuming: state from the objects of earlier cuts -----------------------------------------------
+def written_but_uncommitted(refs: list[ObjectRef], rewrites_next: int, read: Callable[[str], bytes]) -> dict | None:
+    """The cut a previous owner wrote but did not commit (the ``forced`` of a :class:`PartitionJoin`), if any.
+
+    Windows are committed one at a time, so at most one object can lie beyond the committed offset."""
+    beyond = [ref for ref in refs if ref.first_offset >= rewrites_next]
+    if not beyond:
+        return None
+    ref = beyond[0]
+    metadata = read_metadata(read(ref.key))
+    return {
+        "key": ref.key,
+        "rewrites_first": ref.first_offset,
+        "rewrites_last": ref.last_offset,
+        "feedback_next": metadata["feedback_next"],
+        "first_request_id": metadata["first_request_id"],
+    }
+
+
+def recently_closed(
+    refs: list[ObjectRef], rewrites_next: int, read: Callable[[str], bytes], unmatched_after_s: float
+) -> dict[str, None]:
+    """Request ids of the latest committed windows, so that their feedback arriving after a restart is
+    recognised as late at once (instead of waiting ``unmatched_after_s`` as unknown)."""
+    closed: dict[str, None] = {}
+    newest_ts = None
+    for ref in reversed([r for r in refs if r.last_offset < rewrites_next]):
+        table = pq.read_table(io.BytesIO(read(ref.key)), columns=["request_id", "ts"]).to_pydict()
+        if not table["ts"]:
+            continue
+        newest_ts = newest_ts if newest_ts is not None else max(table["ts"])
+        closed.update(dict.fromkeys(table["request_id"]))
+        if len(closed) >= RECENTLY_CLOSED_LIMIT or max(table["ts"]) < newest_ts - unmatched_after_s:
+            break
+    return closed
+
+
+def spilled_events(state: pd.DataFrame) -> list[tuple[int, FeedbackEvent]]:
+    """The feedback events a state object holds (see :meth:`PartitionJoin.restore`)."""
+    return [(int(o), FeedbackEvent.model_validate_json(j)) for o, j in zip(state["offset"], state["event_json"])]
