@@ -3,36 +3,52 @@
 objects). The teachers are trained by :mod:`components.teachers`.
 
 Every component reads the platform settings from ``config_file`` (empty: ``$MINIELM_CONFIG`` and
-``MINIELM_*`` variables, as set by the Helm chart). ``toy`` selects the toy-scale budgets (tiny
-teachers, short distillation) that run on a laptop in minutes.
+``MINIELM_*`` variables; on a cluster the settings ConfigMap mounted by ``pipelines.platform``).
+``toy`` selects the toy-scale budgets (tiny teachers, short distillation) that run on a laptop in minutes.
+The image each task runs is set when the pipeline is built (``pipelines.platform.deploy``).
 """
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
+from minielm.config import JOBS_IMAGE
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def validate_data(config_file: str, data_dir: str, data: Output[Dataset], metrics: Output[Metrics]) -> int:
-    """Fail fast on a dataset that cannot train the teachers; pass it on as the pipeline's Dataset."""
-    import shutil
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
+def validate_data(
+    config_file: str,
+    data_uri: str,
+    index_uri: str,
+    data: Output[Dataset],
+    index: Output[Artifact],
+    metrics: Output[Metrics],
+) -> int:
+    """Fetch the ESCI data (and the BM25 index, if any) from S3, fail fast on data that cannot train the
+    teachers, and pass both on as the pipeline's artifacts."""
+    from pathlib import Path
 
+    from minielm.config import load_settings
     from minielm.distill.stages import validate_training_data
+    from minielm.s3_uris import fetch
 
-    summary = validate_training_data(data_dir)
-    shutil.copytree(data_dir, data.path, dirs_exist_ok=True)
-    data.metadata.update({"source": data_dir, **summary})
+    settings = load_settings(config_file or None)
+    fetch(data_uri, Path(data.path), settings.s3)
+    summary = validate_training_data(data.path)
+    data.metadata.update({"source": data_uri, **summary})
+    Path(index.path).mkdir(parents=True, exist_ok=True)
+    if index_uri:
+        fetch(index_uri, Path(index.path), settings.s3)
+    index.metadata.update({"source": index_uri, "present": bool(index_uri)})
     for name, value in summary.items():
         metrics.log_metric(name, value)
     return int(summary["n_examples"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def label_augmented_pairs(
     config_file: str,
     data: Input[Dataset],
-    index_dir: str,
+    index: Input[Artifact],
     toy: bool,
     teacher_relevance: Input[Model],
     triples: Output[Dataset],
@@ -45,7 +61,7 @@ def label_augmented_pairs(
     settings = load_settings(config_file or None)
     summary = label_augmented_pairs(
         data.path,
-        index_dir or None,
+        index.path if index.metadata.get("present") else None,
         f"{teacher_relevance.path}/{TEACHER_EXPORT}",
         triples.path,
         toy_distill(settings.distill) if toy else settings.distill,
@@ -55,7 +71,7 @@ def label_augmented_pairs(
     return int(summary["n_triples"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def distill_relevance(
     config_file: str, data: Input[Dataset], toy: bool, triples: Input[Dataset], student: Output[Model]
 ) -> None:
@@ -75,11 +91,11 @@ def distill_relevance(
     student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def distill_rewriter(
     config_file: str,
     data: Input[Dataset],
-    index_dir: str,
+    index: Input[Artifact],
     toy: bool,
     teacher_rewriter: Input[Model],
     student: Output[Model],
@@ -96,17 +112,17 @@ def distill_rewriter(
         student.path,
         toy_distill(settings.distill) if toy else settings.distill,
         seed=settings.seed,
-        index_dir=index_dir or None,
+        index_dir=index.path if index.metadata.get("present") else None,
         eval_config=settings.eval,
     )
     student.metadata.update({k: v for k, v in summary.items() if k not in ("model_dir", "layer_map")})
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def evaluate_students(
     config_file: str,
     data: Input[Dataset],
-    index_dir: str,
+    index: Input[Artifact],
     teacher_rewriter: Input[Model],
     student_rewriter: Input[Model],
     teacher_relevance: Input[Model],
@@ -124,7 +140,7 @@ def evaluate_students(
     settings = load_settings(config_file or None)
     result = evaluate_students(
         data.path,
-        index_dir or None,
+        index.path if index.metadata.get("present") else None,
         f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
         f"{student_rewriter.path}/{MODEL_SUBDIR}",
         f"{teacher_relevance.path}/{TEACHER_EXPORT}",
@@ -145,7 +161,7 @@ def evaluate_students(
         metrics.log_metric(f"relevance_{system}_macro_f1", values["macro_f1"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def quality_gate(config_file: str, report: Input[Artifact], gate: Output[Artifact]) -> bool:
     """Beat raw, no regression vs the production student, relevance student close to its teacher."""
     import json
@@ -163,7 +179,7 @@ def quality_gate(config_file: str, report: Input[Artifact], gate: Output[Artifac
     return bool(result["passed"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def register_candidates(
     config_file: str,
     run_id: str,

@@ -2,7 +2,9 @@
 (no ``from __future__ import annotations``: KFP reads the real annotation objects).
 
 Every component reads the platform settings from ``config_file`` (empty: ``$MINIELM_CONFIG`` and
-``MINIELM_*`` variables, as set by the Helm chart). Downstream steps take the prepare step's
+``MINIELM_*`` variables; on a cluster the settings ConfigMap mounted by ``pipelines.platform``).
+The prepare step fetches the data, index and judge from their s3:// URIs and passes them on as
+artifacts. Downstream steps take the prepare step's
 ``status`` and do nothing when it is not ``ready``: kfp.local does not evaluate ``dsl.If``
 conditions, and the same compiled pipeline must behave alike locally and on a cluster.
 """
@@ -12,34 +14,48 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
+from minielm.config import JOBS_IMAGE
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
-def rl_prepare(config_file: str, data_dir: str, prepared: Output[Dataset]) -> NamedTuple(
-    "PrepareOutputs", [("status", str), ("n_requests", int)]
-):
-    """New feedback windows since the watermark -> training queries, or status nothing_to_do."""
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
+def rl_prepare(
+    config_file: str,
+    data_uri: str,
+    index_uri: str,
+    judge_uri: str,
+    data: Output[Dataset],
+    index: Output[Artifact],
+    judge: Output[Model],
+    prepared: Output[Dataset],
+) -> NamedTuple("PrepareOutputs", [("status", str), ("n_requests", int)]):
+    """Fetch the inputs; new feedback windows since the watermark -> training queries, or status nothing_to_do."""
     from collections import namedtuple
     from pathlib import Path
 
     from minielm.config import load_settings
     from minielm.rl.retraining import prepare_training_set
+    from minielm.s3_uris import fetch
     from minielm.storage import ObjectStore
 
     settings = load_settings(config_file or None)
-    summary = prepare_training_set(settings, ObjectStore(settings.s3), Path(data_dir), Path(prepared.path))
+    fetch(data_uri, Path(data.path), settings.s3)
+    fetch(index_uri, Path(index.path), settings.s3)
+    Path(judge.path).mkdir(parents=True, exist_ok=True)
+    if judge_uri:
+        fetch(judge_uri, Path(judge.path), settings.s3)
+    judge.metadata.update({"source": judge_uri, "present": bool(judge_uri)})
+    summary = prepare_training_set(settings, ObjectStore(settings.s3), Path(data.path), Path(prepared.path))
     prepared.metadata.update({k: v for k, v in summary.items() if k != "windows"})
     return namedtuple("PrepareOutputs", ["status", "n_requests"])(summary["status"], summary["n_requests"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def rl_train(
     config_file: str,
     status: str,
-    data_dir: str,
-    index_dir: str,
-    judge_dir: str,
+    data: Input[Dataset],
+    index: Input[Artifact],
+    judge: Input[Model],
     prepared: Input[Dataset],
     trained: Output[Model],
 ) -> None:
@@ -57,22 +73,22 @@ def rl_train(
     summary = train_candidate(
         settings,
         ObjectStore(settings.s3),
-        Path(data_dir),
-        Path(index_dir),
-        judge_dir or None,
+        Path(data.path),
+        Path(index.path),
+        judge.path if judge.metadata.get("present") else None,
         Path(prepared.path),
         Path(trained.path),
     )
     trained.metadata.update({k: v for k, v in summary.items() if k != "history"})
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def rl_evaluate(
     config_file: str,
     status: str,
-    data_dir: str,
-    index_dir: str,
-    judge_dir: str,
+    data: Input[Dataset],
+    index: Input[Artifact],
+    judge: Input[Model],
     trained: Input[Model],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
@@ -91,9 +107,9 @@ def rl_evaluate(
     report = evaluate_and_gate(
         settings,
         ObjectStore(settings.s3),
-        Path(data_dir),
-        Path(index_dir),
-        judge_dir or None,
+        Path(data.path),
+        Path(index.path),
+        judge.path if judge.metadata.get("present") else None,
         Path(trained.path),
         Path(evaluation.path),
     )
@@ -104,13 +120,13 @@ def rl_evaluate(
     return bool(report["gate"]["passed"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def rl_rollout(
     config_file: str,
     status: str,
-    data_dir: str,
-    index_dir: str,
-    judge_dir: str,
+    data: Input[Dataset],
+    index: Input[Artifact],
+    judge: Input[Model],
     run_id: str,
     prepared: Input[Dataset],
     trained: Input[Model],
@@ -132,9 +148,9 @@ def rl_rollout(
     outcome = rollout_candidate(
         settings,
         ObjectStore(settings.s3),
-        Path(data_dir),
-        Path(index_dir),
-        judge_dir or None,
+        Path(data.path),
+        Path(index.path),
+        judge.path if judge.metadata.get("present") else None,
         Path(trained.path),
         report,
         prepare_summary,

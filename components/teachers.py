@@ -7,25 +7,26 @@ artifact is a directory in the ESCI layout; the ``teacher`` model artifact is th
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-BASE_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
+from minielm.config import JOBS_IMAGE
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def fine_tune_rewriter_teacher(
     data: Input[Dataset],
+    index: Input[Artifact],
     teacher: Output[Model],
     metrics: Output[Metrics],
     config_file: str = "",
     overrides: str = "",
     toy: bool = False,
-    index_dir: str = "",
 ) -> float:
     """Rewriter teacher through the DeepSpeed core; returns the relevant products per query it reaches."""
     from minielm.config import load_settings
     from minielm.teachers.stages import numeric_metrics, run_teacher_stage
 
+    index_dir = index.path if index.metadata.get("present") else None
     run = run_teacher_stage(
         load_settings(config_file or None), "rewriter", data.path, teacher.path, toy, overrides, index_dir
     )
@@ -35,7 +36,7 @@ def fine_tune_rewriter_teacher(
     return float(run.metrics["teacher_relevant_per_query"])
 
 
-@dsl.component(install_kfp_package=False, base_image=BASE_IMAGE)
+@dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def fine_tune_relevance_teacher(
     data: Input[Dataset],
     teacher: Output[Model],

@@ -166,19 +166,94 @@ class GateConfig(Section):
     metric: Literal["relevant_per_query", "ndcg", "recall"] = "relevant_per_query"
 
 
-class PipelinesConfig(Section):
-    """Where KFP pipelines are submitted on a cluster, and their recurring schedules (cron, UTC)."""
+# The jobs image (docker/jobs.Dockerfile) that KFP task pods run; the chart's images.jobs default equals it.
+JOBS_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
 
-    kfp_host: str | None = None
+
+class TaskResources(Section):
+    """What one KFP task's pod requests (Kubernetes quantities); limits are optional."""
+
+    cpu: str = Field("1", min_length=1, description="CPU request, e.g. 500m or 4")
+    memory: str = Field("2Gi", min_length=1, description="memory request, e.g. 512Mi or 16Gi")
+    cpu_limit: str | None = Field(None, description="CPU limit; None: no limit")
+    memory_limit: str | None = Field(None, description="memory limit; None: no limit")
+
+
+class AcceleratorConfig(Section):
+    """The accelerator that the teacher and distillation tasks request."""
+
+    type: str = Field(..., min_length=1, description="accelerator resource, e.g. nvidia.com/gpu")
+    count: int = Field(1, ge=1, description="accelerators per task")
+
+
+class TolerationConfig(Section):
+    """A Kubernetes toleration added to every KFP task pod."""
+
+    key: str | None = Field(None, description="taint key; None with operator Exists tolerates every taint")
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class PipelinesConfig(Section):
+    """Where KFP pipelines are submitted on a cluster, what their task pods get, and the schedules (cron, UTC)."""
+
+    kfp_host: str | None = Field(None, description="KFP API URL; None: `minielm pipeline run` runs locally")
+    ui_url: str | None = Field(None, description="KFP UI URL for run links; None: kfp_host")
+    namespace: str | None = Field(None, description="Kubeflow profile namespace runs go to (multi-user Kubeflow)")
     experiment: str = "minielm"
     rl_retraining_cron: str = "0 0 */6 * * *"
     drift_monitoring_cron: str = "0 */30 * * * *"
+    data_uri: str | None = Field(
+        None, description="s3:// URI of the ESCI dataset cluster runs read unless a run names its own data_uri"
+    )
+    index_uri: str | None = Field(None, description="s3:// URI of the BM25 index that goes with data_uri")
+    image: str = Field(JOBS_IMAGE, min_length=1, description="image every task runs (the chart's images.jobs)")
+    settings_configmap: str = Field(
+        "minielm-settings", min_length=1, description="ConfigMap holding settings.yaml, mounted into every task"
+    )
+    settings_mount_path: str = Field("/etc/minielm", description="where the settings ConfigMap is mounted")
+    s3_secret: str | None = Field(
+        "minielm-s3", description="existing Secret with the S3 keys; None: the pod's own identity (IRSA)"
+    )
+    s3_access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    s3_secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    task_resources: TaskResources = Field(TaskResources(), description="requests of data, evaluation and gate tasks")
+    training_task_resources: TaskResources = Field(
+        TaskResources(cpu="4", memory="16Gi"), description="requests of the teacher, distillation and RL tasks"
+    )
+    accelerator: AcceleratorConfig | None = Field(
+        None, description="accelerator of the teacher, distillation and RL training tasks; None: CPU only"
+    )
+    node_selector: dict[str, str] = Field({}, description="node labels every task pod must match")
+    tolerations: list[TolerationConfig] = Field([], description="tolerations of every task pod")
 
     @field_validator("rl_retraining_cron", "drift_monitoring_cron")
     @classmethod
     def _six_field_cron(cls, value: str) -> str:
         if len(value.split()) != 6:
             raise ValueError(f"expected a 6-field KFP cron (sec min hour day month weekday), got {value!r}")
+        return value
+
+    @field_validator("kfp_host", "ui_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
+        return value
+
+    @field_validator("data_uri", "index_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError(f"expected an s3://bucket/prefix URI or null, got {value!r}")
+        return value
+
+    @field_validator("settings_mount_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"expected an absolute path, got {value!r}")
         return value
 
 

@@ -9,24 +9,33 @@ output is the run summary as JSON.
 from kfp import dsl
 
 from components.drift import drift_check
-from minielm.config import Settings
+from minielm.config import PipelinesConfig, Settings
 from pipelines.local_run import run_locally
+from pipelines.platform import deploy
 
 NAME = "drift_monitoring"
+# Parameters that name data: s3:// URIs on a cluster (checked before a run is submitted).
+URI_PARAMETERS = ("catalog_uri",)
 
 
-@dsl.pipeline(
-    name="minielm-drift-monitoring",
-    description="Semantic, descriptor, outcome and rewrite-behaviour drift of served traffic with "
-    "Evidently; HTML report, Prometheus metrics, Alertmanager webhook, optional retraining.",
-)
-def pipeline_func(
-    config_file: str = "", reference_keys: str = "", current_keys: str = "", catalog_path: str = ""
-) -> str:
-    check = drift_check(
-        config_file=config_file, reference_keys=reference_keys, current_keys=current_keys, catalog_path=catalog_path
+def build_pipeline(cluster: PipelinesConfig):
+    """The pipeline, its task pod configured from ``cluster`` (image, settings, secrets, resources)."""
+
+    @dsl.pipeline(
+        name="minielm-drift-monitoring",
+        description="Semantic, descriptor, outcome and rewrite-behaviour drift of served traffic with "
+        "Evidently; HTML report, Prometheus metrics, Alertmanager webhook, optional retraining.",
     )
-    return check.outputs["summary"]
+    def drift_monitoring(
+        config_file: str = "", reference_keys: str = "", current_keys: str = "", catalog_uri: str = ""
+    ) -> str:
+        check = drift_check(
+            config_file=config_file, reference_keys=reference_keys, current_keys=current_keys, catalog_uri=catalog_uri
+        )
+        deploy(check, cluster)
+        return check.outputs["summary"]
+
+    return drift_monitoring
 
 
 def default_arguments(settings: Settings) -> dict:
@@ -34,10 +43,23 @@ def default_arguments(settings: Settings) -> dict:
     return {
         "reference_keys": "",
         "current_keys": "",
-        "catalog_path": str(settings.drift.catalog_path) if settings.drift.catalog_path else "",
+        "catalog_uri": str(settings.drift.catalog_path) if settings.drift.catalog_path else "",
     }
+
+
+def cluster_arguments(settings: Settings) -> dict:
+    """Nothing beyond the pipeline's defaults: the job picks the windows, the catalog is a run parameter."""
+    return {}
 
 
 def run_local(settings: Settings, **params) -> dict:
     """Run the pipeline with kfp.local (a subprocess per task) against the configured services."""
-    return run_locally(pipeline_func, NAME, settings, default_arguments(settings), params, "drift", takes_run_id=False)
+    return run_locally(
+        build_pipeline(settings.pipelines),
+        NAME,
+        settings,
+        default_arguments(settings),
+        params,
+        "drift",
+        takes_run_id=False,
+    )

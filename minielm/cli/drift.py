@@ -56,6 +56,7 @@ def check(
     """Compare the current window with the reference: report, summary, metrics, alerts, optional retraining."""
     from minielm.drift.job import DriftInputError, run_drift_job
     from minielm.storage import ObjectStore
+    from pipelines.submit import KfpUnavailable, SubmitInputError, retraining_submitter
 
     settings = settings_from(ctx)
     reference = _read_frame(reference_file, "--reference-file") if reference_file else None
@@ -76,9 +77,12 @@ def check(
             catalog_path=catalog,
             use_windows=not local_only,
             show_progress=True,
+            submit_retraining=retraining_submitter(settings),
         )
-    except DriftInputError as error:
+    except (DriftInputError, SubmitInputError) as error:
         raise fail(str(error)) from None
+    except KfpUnavailable as error:
+        raise fail(str(error), EXIT_FAILURE) from None
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:

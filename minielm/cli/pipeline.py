@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import typer
 import yaml
 
-from minielm.cli.common import fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, fail, settings_from
 
 pipeline_app = typer.Typer(
     help="Compile, run and schedule the KFP pipelines (training, rl_retraining, drift_monitoring).",
@@ -48,15 +47,51 @@ def list_pipelines() -> None:
 
 @pipeline_app.command("compile")
 def compile_cmd(
+    ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, help="Pipelines to compile (default: all)."),
     out_dir: Path | None = typer.Option(None, help="Output folder (default pipelines/compiled)."),
 ) -> None:
-    """Compile pipelines to KFP YAML (the files a cluster runs; checked into the repo)."""
+    """Compile pipelines to KFP YAML for the current `pipelines.*` settings (image, ConfigMap, Secret,
+    resources, accelerator, placement). The checked-in files are compiled with the default settings."""
     from pipelines.registry import COMPILED_DIR, PIPELINE_MODULES, compile_pipeline
 
+    settings = settings_from(ctx)
     for name in names or list(PIPELINE_MODULES):
         _load(name)
-        typer.echo(f"compiled {name} -> {compile_pipeline(name, out_dir or COMPILED_DIR)}")
+        typer.echo(f"compiled {name} -> {compile_pipeline(name, out_dir or COMPILED_DIR, settings.pipelines)}")
+
+
+OUTPUT_FORMATS = ("text", "json")
+
+
+def _cluster_errors():
+    """SubmitInputError -> exit 2, KfpUnavailable -> exit 1, each as one line naming what was wrong."""
+    from contextlib import contextmanager
+
+    from pipelines.submit import KfpUnavailable, SubmitInputError
+
+    @contextmanager
+    def mapped():
+        try:
+            yield
+        except SubmitInputError as error:
+            raise fail(str(error)) from None
+        except KfpUnavailable as error:
+            raise fail(str(error), EXIT_FAILURE) from None
+
+    return mapped()
+
+
+def _output_format(value: str) -> str:
+    if value not in OUTPUT_FORMATS:
+        raise fail(f"-o/--output-format: expected one of {list(OUTPUT_FORMATS)}, got {value!r}")
+    return value
+
+
+HOST_HELP = "KFP API URL (default pipelines.kfp_host); without either the pipeline runs locally with kfp.local."
+NAMESPACE_HELP = "Kubeflow profile namespace of the run (default pipelines.namespace; multi-user Kubeflow)."
+TOKEN_HELP = "Bearer token for the KFP API (else $MINIELM_KFP_TOKEN, else --token-file or the projected token)."
+TOKEN_FILE_HELP = "File holding the bearer token (default $KF_PIPELINES_SA_TOKEN_PATH when set)."
 
 
 @pipeline_app.command("run")
@@ -64,32 +99,48 @@ def run(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="training, rl_retraining or drift_monitoring."),
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value (repeatable)."),
-    host: str | None = typer.Option(
-        None, help="KFP API URL; without it (and without pipelines.kfp_host) the pipeline runs locally with kfp.local."
-    ),
+    host: str | None = typer.Option(None, help=HOST_HELP),
+    namespace: str | None = typer.Option(None, help=NAMESPACE_HELP),
+    existing_token: str | None = typer.Option(None, "--existing-token", help=TOKEN_HELP),
+    token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_FILE_HELP),
+    wait: bool = typer.Option(False, "--wait", help="Stream task states until the run ends; exit 0 if it succeeded."),
+    output_format: str = typer.Option("text", "--output-format", "-o", help="text or json."),
 ) -> None:
-    """Run a pipeline locally (kfp.local on the embedded services) or submit it to Kubeflow Pipelines."""
+    """Run a pipeline locally (kfp.local on the embedded services) or submit it to Kubeflow Pipelines.
+
+    On a cluster, data parameters are s3:// URIs (`minielm data upload DIR s3://...`); the command prints the
+    run URL, and with --wait the task states and the final state.
+    """
     settings = settings_from(ctx)
+    output_format = _output_format(output_format)
     module = _load(name)
-    arguments = {**module.default_arguments(settings), **_params(param)}
-    host = host or settings.pipelines.kfp_host
-    if host is None:
-        result = module.run_local(settings, **arguments)
+    params = _params(param)
+    if not (host or settings.pipelines.kfp_host):
+        result = module.run_local(settings, **{**module.default_arguments(settings), **params})
         typer.echo(json.dumps(result, indent=2, default=str))
         return
-    import kfp
+    from pipelines.submit import endpoint_from, submit_run, wait_for_run
 
-    from pipelines.registry import compile_pipeline
+    with _cluster_errors():
+        endpoint = endpoint_from(settings, host, namespace, existing_token, token_file)
+        submitted = submit_run(endpoint, name, params, settings)
+        if output_format == "text":
+            typer.echo(f"submitted {name}: {submitted.url}")
+        if not wait:
+            if output_format == "json":
+                typer.echo(json.dumps(submitted.as_dict(), indent=2))
+            return
 
-    client = kfp.Client(host=host)
-    with tempfile.TemporaryDirectory() as out_dir:  # the image's own tree is read-only
-        run_ = client.create_run_from_pipeline_package(
-            str(compile_pipeline(name, Path(out_dir))),
-            arguments=arguments,
-            experiment_name=settings.pipelines.experiment,
-            run_name=f"minielm-{name}",
-        )
-    typer.echo(f"submitted {name}: run id {run_.run_id}")
+        def show(task: str, state: str) -> None:
+            typer.echo(f"{task}: {state}", err=output_format == "json")
+
+        state = wait_for_run(endpoint, submitted.run_id, on_change=show)
+    if output_format == "json":
+        typer.echo(json.dumps({**submitted.as_dict(), "state": state}, indent=2))
+    else:
+        typer.echo(f"run {submitted.run_id} {state}: {submitted.url}")
+    if state != "SUCCEEDED":
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @pipeline_app.command("schedule")
@@ -97,34 +148,27 @@ def schedule(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="rl_retraining or drift_monitoring."),
     host: str | None = typer.Option(None, help="KFP API URL (default pipelines.kfp_host)."),
+    namespace: str | None = typer.Option(None, help=NAMESPACE_HELP),
+    existing_token: str | None = typer.Option(None, "--existing-token", help=TOKEN_HELP),
+    token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_FILE_HELP),
     cron: str | None = typer.Option(None, help="6-field cron; default from pipelines.<name>_cron."),
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value."),
 ) -> None:
     """Create or replace the recurring run of a pipeline on Kubeflow Pipelines (idempotent)."""
-    from pipelines.registry import SCHEDULE_SETTINGS, compile_pipeline, upsert_recurring_run
+    from pipelines.registry import SCHEDULE_SETTINGS
+    from pipelines.submit import endpoint_from, schedule_run
 
     settings = settings_from(ctx)
     if name not in SCHEDULE_SETTINGS:
         raise fail(f"pipeline {name!r} has no schedule; expected one of {sorted(SCHEDULE_SETTINGS)}")
-    host = host or settings.pipelines.kfp_host
-    if not host:
-        raise fail("--host (or pipelines.kfp_host) is required to schedule on a cluster")
     cron = cron or getattr(settings.pipelines, SCHEDULE_SETTINGS[name])
     if len(cron.split()) != 6:
         raise fail(f"--cron: expected 6 fields (sec min hour day month weekday), got {cron!r}")
-    module = _load(name)
-    import kfp
-
-    arguments = {**module.default_arguments(settings), **_params(param)}
-    with tempfile.TemporaryDirectory() as out_dir:  # the image's own tree is read-only
-        run_id = upsert_recurring_run(
-            kfp.Client(host=host),
-            name,
-            settings.pipelines.experiment,
-            cron,
-            arguments,
-            compile_pipeline(name, Path(out_dir)),
-        )
+    _load(name)
+    params = _params(param)
+    with _cluster_errors():
+        endpoint = endpoint_from(settings, host, namespace, existing_token, token_file)
+        run_id = schedule_run(endpoint, name, cron, params, settings)
     typer.echo(f"scheduled {name} ({cron}): recurring run id {run_id}")
 
 

@@ -20,7 +20,7 @@ from minielm.drift import alerts
 from minielm.drift.descriptors import catalog_vocabulary
 from minielm.drift.embeddings import QueryEncoder, shared_encoder
 from minielm.drift.monitor import DriftResult, run_drift
-from minielm.drift.retrain import trigger_retraining
+from minielm.drift.retrain import Submitter, trigger_retraining
 from minielm.drift.sources import read_keys, select_windows
 from minielm.logs import get_logger
 from minielm.storage import ObjectNotFound, ObjectStore
@@ -157,10 +157,12 @@ def run_drift_job(
     use_windows: bool = True,
     encoder: QueryEncoder | None = None,
     show_progress: bool = False,
+    submit_retraining: Submitter | None = None,
 ) -> DriftResult:
     """Check drift, write the outputs, send alerts and metrics, and trigger retraining if configured.
 
     Frames given directly are used as they are; otherwise windows are read from S3 (``use_windows``).
+    ``submit_retraining`` starts the retraining pipeline when drift triggers it (see ``minielm.drift.retrain``).
     """
     out_dir = Path(out_dir or Path(settings.paths.reports_dir) / "drift")
     missing_reason = None
@@ -193,6 +195,6 @@ def run_drift_job(
         result.outputs["pushgateway"] = settings.drift.pushgateway_url or ""
     sent = alerts.send_webhook(result, settings.drift)
     result.outputs["alerts_sent"] = str(0 if sent is None else len(sent["alerts"]))
-    result.retraining = trigger_retraining(result, settings)
+    result.retraining = trigger_retraining(result, settings, submit_retraining)
     write_summary(result, settings, store)
     return result

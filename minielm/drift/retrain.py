@@ -1,12 +1,14 @@
 """Drift-triggered retraining: whether a drift result should start the RL retraining pipeline, and starting it.
 
 Off by default (``drift.trigger_retraining``). When on, a drift in any check (or only in the checks
-listed in ``drift.retraining_checks``) runs the ``rl_retraining`` pipeline: submitted to Kubeflow
-Pipelines when ``pipelines.kfp_host`` is set, otherwise locally with kfp.local.
+listed in ``drift.retraining_checks``) starts the ``rl_retraining`` pipeline through the ``submit``
+callable the caller passes in (``pipelines.submit.retraining_submitter``: a Kubeflow Pipelines run
+when ``pipelines.kfp_host`` is set, else kfp.local). The core never imports the pipelines package.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from minielm.config import Settings
@@ -40,27 +42,25 @@ def retraining_decision(result: DriftResult, settings: Settings) -> tuple[bool, 
     return True, f"drift in {drifted}"
 
 
-def trigger_retraining(result: DriftResult, settings: Settings) -> dict[str, Any]:
-    """Start the RL retraining pipeline when the decision says so; returns what happened."""
+# (pipeline name, parameters, run name) -> what was started (mode, run id and URL, or the local result).
+Submitter = Callable[[str, dict[str, Any], str], dict[str, Any]]
+
+
+class RetrainingNotWired(RuntimeError):
+    """Retraining is on but the caller gave no way to submit the pipeline (a programming error)."""
+
+
+def trigger_retraining(result: DriftResult, settings: Settings, submit: Submitter | None = None) -> dict[str, Any]:
+    """Start the RL retraining pipeline through ``submit`` when the decision says so; returns what happened."""
     trigger, reason = retraining_decision(result, settings)
     outcome: dict[str, Any] = {"triggered": trigger, "reason": reason, "pipeline": RETRAINING_PIPELINE}
     if not trigger:
         return outcome
-    from pipelines.registry import compile_pipeline, load_pipeline
-
-    module = load_pipeline(RETRAINING_PIPELINE)
-    log.info("drift triggers retraining", reason=reason, run_id=result.run_id)
-    if settings.pipelines.kfp_host:
-        import kfp
-
-        client = kfp.Client(host=settings.pipelines.kfp_host)
-        run = client.create_run_from_pipeline_package(
-            str(compile_pipeline(RETRAINING_PIPELINE)),
-            arguments=module.default_arguments(settings),
-            experiment_name=settings.pipelines.experiment,
-            run_name=f"minielm-{RETRAINING_PIPELINE}-drift-{result.run_id}",
+    if submit is None:
+        raise RetrainingNotWired(
+            "drift.trigger_retraining is on but no pipeline submitter was passed to the drift job "
+            "(run it through `minielm drift check` or the drift_monitoring pipeline)"
         )
-        outcome.update(mode="kfp", kfp_run_id=run.run_id)
-    else:
-        outcome.update(mode="local", result=module.run_local(settings))
+    log.info("drift triggers retraining", reason=reason, run_id=result.run_id)
+    outcome.update(submit(RETRAINING_PIPELINE, {}, f"minielm-{RETRAINING_PIPELINE}-drift-{result.run_id}"))
     return outcome

@@ -129,6 +129,7 @@ def test_gate_blocks_a_degraded_candidate_and_production_stays(rl_env, corpus, t
 @pytest.mark.slow
 def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl_env, corpus, tmp_path):
     """kfp.local runs the compiled steps as subprocesses; tolerances opened so the tiny model passes."""
+    from minielm.s3_uris import upload_dir
     from pipelines.rl_retraining import run_local
 
     settings, store, registry, base = rl_env
@@ -144,7 +145,10 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
     )
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
     write_window(store, queries[:12], base.version)
-    result = run_local(settings, data_dir=str(data_dir), index_dir=str(index_dir), run_id="rl-test")
+    data_uri, index_uri = f"s3://{settings.s3.bucket}/rl-test/data", f"s3://{settings.s3.bucket}/rl-test/index"
+    upload_dir(data_dir, data_uri, settings.s3)
+    upload_dir(index_dir, index_uri, settings.s3)
+    result = run_local(settings, data_uri=data_uri, index_uri=index_uri, run_id="rl-test")
     assert result["status"] == "promoted", result
     name = settings.models.student_rewriter
     new_version = result["candidate_version"]

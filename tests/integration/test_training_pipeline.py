@@ -9,6 +9,7 @@ import pytest
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.registry import ModelRegistry
+from minielm.s3_uris import upload_dir
 from minielm.search import SearchIndex
 from minielm.storage import ObjectStore
 
@@ -29,11 +30,15 @@ def test_local_run_registers_both_students_as_candidates(embedded_services, tmp_
     dataset = generate_dataset(n_products=300, n_queries=80, seed=5)
     data_dir = write_esci(dataset, tmp_path / "data")
     index_dir = SearchIndex.build(dataset.products).save(tmp_path / "index")
+    # As on a cluster: the tasks fetch the data and the index from S3 URIs, not from local paths.
+    data_uri, index_uri = f"s3://{settings.s3.bucket}/datasets/{suffix}", f"s3://{settings.s3.bucket}/indexes/{suffix}"
+    upload_dir(data_dir, data_uri, settings.s3)
+    upload_dir(index_dir, index_uri, settings.s3)
 
     outcome = run_local(
         settings,
-        data_dir=str(data_dir),
-        index_dir=str(index_dir),
+        data_uri=data_uri,
+        index_uri=index_uri,
         toy=True,
         rewriter_teacher_overrides='{"training": {"max_steps": 120}}',
         relevance_teacher_overrides='{"training": {"max_steps": 60}}',

@@ -14,18 +14,16 @@ def test_compiled_yaml_is_up_to_date(tmp_path):
 
 
 def test_pipeline_runs_prepare_train_evaluate_rollout_in_order():
-    spec = yaml.safe_load(compiled_path("rl_retraining").read_text())
+    spec, _platform = yaml.safe_load_all(compiled_path("rl_retraining").read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {"rl-prepare", "rl-train", "rl-evaluate", "rl-rollout"}
     assert tasks["rl-train"]["dependentTasks"] == ["rl-prepare"]
     assert tasks["rl-evaluate"]["dependentTasks"] == ["rl-prepare", "rl-train"]
     assert set(tasks["rl-rollout"]["dependentTasks"]) == {"rl-prepare", "rl-train", "rl-evaluate"}
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"ghcr.io/minielm/minielm-jobs:0.1.0"}
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
-        "data_dir",
-        "index_dir",
+        "data_uri",
+        "index_uri",
         "config_file",
-        "judge_dir",
+        "judge_uri",
         "run_id",
     }

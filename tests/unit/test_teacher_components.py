@@ -37,23 +37,28 @@ def test_stage_config_merges_overrides_and_names_bad_fields():
 @pytest.mark.slow
 def test_components_run_with_kfp_local(tmp_path):
     from kfp import dsl, local
-    from kfp.dsl import Dataset
+    from kfp.dsl import Artifact, Dataset
 
     from components.teachers import fine_tune_relevance_teacher, fine_tune_rewriter_teacher
     from minielm.data.esci import write_esci
     from minielm.data.synthetic import generate_dataset
 
     data_dir = write_esci(generate_dataset(n_products=120, n_queries=40, seed=5), tmp_path / "data")
+    no_index = tmp_path / "no-index"
+    no_index.mkdir()
     overrides = json.dumps(TOY_OVERRIDES)
 
     @dsl.pipeline(name="teachers-test")
-    def both_teachers(data_uri: str) -> float:
+    def both_teachers(data_uri: str, index_uri: str) -> float:
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-        fine_tune_rewriter_teacher(data=data.output, toy=True, overrides=overrides)
+        index = dsl.importer(
+            artifact_uri=index_uri, artifact_class=Artifact, reimport=False, metadata={"present": False}
+        )
+        fine_tune_rewriter_teacher(data=data.output, index=index.output, toy=True, overrides=overrides)
         return fine_tune_relevance_teacher(data=data.output, toy=True, overrides=overrides).outputs["Output"]
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    task = both_teachers(data_uri=str(data_dir))
+    task = both_teachers(data_uri=str(data_dir), index_uri=str(no_index))
     assert 0.0 <= task.output <= 1.0
     exports = sorted(p.parent for p in (tmp_path / "root").rglob("final/config.json"))
     assert len(exports) == 2

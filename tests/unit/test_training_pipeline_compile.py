@@ -14,7 +14,7 @@ def test_compiled_yaml_is_up_to_date(tmp_path):
 
 
 def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registration():
-    spec = yaml.safe_load(compiled_path("training").read_text())
+    spec, _platform = yaml.safe_load_all(compiled_path("training").read_text())
     tasks = spec["root"]["dag"]["tasks"]
     deps = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
     assert deps["validate-data"] == set()
@@ -36,16 +36,15 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
     assert tasks["quality-gate"]["cachingOptions"] == {}
     assert tasks["register-candidates"]["cachingOptions"] == {}
     assert tasks["distill-rewriter"]["cachingOptions"] == {"enableCache": True}
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"ghcr.io/minielm/minielm-jobs:0.1.0"}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == {
-        "data_dir",
-        "index_dir",
+        "data_uri",
+        "index_uri",
         "config_file",
         "toy",
         "rewriter_teacher_overrides",
         "relevance_teacher_overrides",
         "run_id",
     }
-    assert params["toy"]["defaultValue"] is True
+    # A cluster run gets the configured budgets unless it asks for the toy ones.
+    assert params["toy"]["defaultValue"] is False
