@@ -156,7 +156,7 @@ def label_triples(
     if triples is None or len(triples) == 0:
         raise AugmentedDataError(
             "augmented data is empty: no triples to label (check the queries, the "
-            "catalog and distill.triples_per_query)"
+            "catalog and distill.relevance.triples_per_query)"
         )
     missing = sorted({p for p in pd.concat([triples["product_a"], triples["product_b"]]) if p not in product_texts})
     if missing:
