@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from minielm.config_base import StrictConfig, deep_merge
+from minielm.errors import InputError
 from minielm.teachers.config import TeachersConfig
 
 ENV_PREFIX = "MINIELM_"
@@ -30,7 +31,7 @@ CONFIG_ENV = "MINIELM_CONFIG"
 SERVICES_STATE_FILE = "services.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A setting is missing or invalid; the message names the field."""
 
 

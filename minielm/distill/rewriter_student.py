@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from minielm.config import DistillConfig
 from minielm.distill.losses import rewriter_distill_loss
 from minielm.distill.training import remove_checkpoints, run_engine, training_config
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.models.prompts import format_rewrite_prompt
 from minielm.models.rewriter import CausalRewriter, collate_rewrite_examples, encode_rewrite_example
@@ -37,7 +38,7 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 PROBE_TEXTS = (format_rewrite_prompt("wireles hedphones noise cancel"), " 7qt blk instant pot bed side lamp")
 
 
-class DistillError(ValueError):
+class DistillError(InputError):
     """Distillation cannot start: incompatible teacher/student or unusable data."""
 
 
