@@ -301,17 +301,17 @@ def main(argv: list[str] | None = None) -> dict:
         environ={},
         use_services_state=False,
     )
-    distill = settings.distill
+    student_config = settings.distill.rewriter
     student_shape = {
         **TEACHER_SHAPE,
-        "num_hidden_layers": distill.rewriter_num_layers,
+        "num_hidden_layers": student_config.num_layers,
         **{
             key: value
             for key, value in (
-                ("hidden_size", distill.rewriter_hidden_size),
-                ("intermediate_size", distill.rewriter_intermediate_size),
-                ("num_attention_heads", distill.rewriter_num_attention_heads),
-                ("num_key_value_heads", distill.rewriter_num_key_value_heads),
+                ("hidden_size", student_config.hidden_size),
+                ("intermediate_size", student_config.intermediate_size),
+                ("num_attention_heads", student_config.num_attention_heads),
+                ("num_key_value_heads", student_config.num_key_value_heads),
             )
             if value is not None
         },

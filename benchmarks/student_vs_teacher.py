@@ -97,7 +97,7 @@ def load_rewriters(args):
     if args.student_rewriter:
         student = CausalRewriter.load(args.student_rewriter)
     else:
-        config = DistillConfig(rewriter_num_layers=args.student_layers, rewriter_hidden_size=args.student_hidden)
+        config = DistillConfig(rewriter={"num_layers": args.student_layers, "hidden_size": args.student_hidden})
         model, _ = build_student(teacher.model, config)
         student = CausalRewriter(model.eval(), teacher.tokenizer)
     return teacher, student

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
+from minielm.config_base import StrictConfig, deep_merge
+from minielm.errors import InputError
 from minielm.teachers.config import TeachersConfig
 
 ENV_PREFIX = "MINIELM_"
@@ -29,15 +31,11 @@ CONFIG_ENV = "MINIELM_CONFIG"
 SERVICES_STATE_FILE = "services.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A setting is missing or invalid; the message names the field."""
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PathsConfig(Section):
+class PathsConfig(StrictConfig):
     """Where local data, state and artefacts go (relative paths resolve against the working dir)."""
 
     state_dir: Path = Path(".minielm")
@@ -48,7 +46,7 @@ class PathsConfig(Section):
     esci_sample_dir: Path = Path("../shared/data/esci-sample")
 
 
-class KafkaTopics(Section):
+class KafkaTopics(StrictConfig):
     rewrites: str = "minielm.rewrites"
     feedback: str = "minielm.feedback"
     dead_letter: str = "minielm.feedback.dlq"
@@ -57,7 +55,7 @@ class KafkaTopics(Section):
         return [self.rewrites, self.feedback, self.dead_letter]
 
 
-class KafkaConfig(Section):
+class KafkaConfig(StrictConfig):
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: KafkaTopics = KafkaTopics()
     partitions: int = Field(2, ge=1, le=1024)
@@ -78,7 +76,7 @@ class KafkaConfig(Section):
         return value
 
 
-class S3Config(Section):
+class S3Config(StrictConfig):
     endpoint_url: str | None = "http://127.0.0.1:8333"
     bucket: str = "minielm"
     region: str = "us-east-1"
@@ -100,7 +98,7 @@ class S3Config(Section):
         return value
 
 
-class ServicesConfig(Section):
+class ServicesConfig(StrictConfig):
     """The embedded Kafka (Tansu) and S3 (SeaweedFS) servers; port 0 picks a free port."""
 
     host: Literal["127.0.0.1"] = "127.0.0.1"
@@ -110,7 +108,7 @@ class ServicesConfig(Section):
     stop_timeout_s: float = Field(15.0, gt=0)
 
 
-class FeastConfig(Section):
+class FeastConfig(StrictConfig):
     """``repo_path`` is the applied repo (definitions + generated feature_store.yaml + local data)."""
 
     repo_path: Path = Path("feature_repo")
@@ -124,14 +122,14 @@ class FeastConfig(Section):
     ttl_days: int = Field(30, ge=1)
 
 
-class ModelNames(Section):
+class ModelNames(StrictConfig):
     teacher_rewriter: str = "teacher-rewriter"
     teacher_relevance: str = "teacher-relevance"
     student_rewriter: str = "student-rewriter"
     student_relevance: str = "student-relevance"
 
 
-class ServingConfig(Section):
+class ServingConfig(StrictConfig):
     host: str = "127.0.0.1"
     http_port: int = Field(8080, gt=0, lt=65536)
     grpc_port: int = Field(8081, gt=0, lt=65536)
@@ -152,12 +150,12 @@ class ServingConfig(Section):
     warmup_query: str = Field("wireless headphones", min_length=1)
 
 
-class EvalConfig(Section):
+class EvalConfig(StrictConfig):
     top_k: int = Field(10, ge=1)
     substitute_is_relevant: bool = False
 
 
-class GateConfig(Section):
+class GateConfig(StrictConfig):
     """A candidate must beat the raw query and may lose at most these amounts vs production."""
 
     min_gain_over_raw: float = 0.0
@@ -170,7 +168,7 @@ class GateConfig(Section):
 JOBS_IMAGE = "ghcr.io/minielm/minielm-jobs:0.1.0"
 
 
-class TaskResources(Section):
+class TaskResources(StrictConfig):
     """What one KFP task's pod requests (Kubernetes quantities); limits are optional."""
 
     cpu: str = Field("1", min_length=1, description="CPU request, e.g. 500m or 4")
@@ -179,14 +177,14 @@ class TaskResources(Section):
     memory_limit: str | None = Field(None, description="memory limit; None: no limit")
 
 
-class AcceleratorConfig(Section):
+class AcceleratorConfig(StrictConfig):
     """The accelerator that the teacher and distillation tasks request."""
 
     type: str = Field(..., min_length=1, description="accelerator resource, e.g. nvidia.com/gpu")
     count: int = Field(1, ge=1, description="accelerators per task")
 
 
-class TolerationConfig(Section):
+class TolerationConfig(StrictConfig):
     """A Kubernetes toleration added to every KFP task pod."""
 
     key: str | None = Field(None, description="taint key; None with operator Exists tolerates every taint")
@@ -195,7 +193,7 @@ class TolerationConfig(Section):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class PipelinesConfig(Section):
+class PipelinesConfig(StrictConfig):
     """Where KFP pipelines are submitted on a cluster, what their task pods get, and the schedules (cron, UTC)."""
 
     kfp_host: str | None = Field(None, description="KFP API URL; None: `minielm pipeline run` runs locally")
@@ -257,43 +255,47 @@ class PipelinesConfig(Section):
         return value
 
 
-class DistillConfig(Section):
-    """Distilling the teachers into the students that production serves (toy-scale defaults)."""
+class RewriterStudentConfig(StrictConfig):
+    """The student rewriter: fewer, narrower decoder layers than the teacher, same tokenizer, trained on
+    the teacher's rewrites (sequence-level KD) and its next-token distributions (token-level KL)."""
 
-    # Rewriter student: fewer, narrower decoder layers than the teacher, same tokenizer.
-    rewriter_num_layers: int = Field(4, ge=1)
-    rewriter_hidden_size: int | None = Field(None, ge=8, description="None keeps the teacher's width")
-    rewriter_intermediate_size: int | None = Field(None, ge=8)
-    rewriter_num_attention_heads: int | None = Field(None, ge=1)
-    rewriter_num_key_value_heads: int | None = Field(None, ge=1)
+    num_layers: int = Field(4, ge=1, description="decoder layers of the student (at most the teacher's)")
+    hidden_size: int | None = Field(None, ge=8, description="None keeps the teacher's width")
+    intermediate_size: int | None = Field(None, ge=8, description="MLP width; None scales the teacher's")
+    num_attention_heads: int | None = Field(None, ge=1, description="None keeps the teacher's head size")
+    num_key_value_heads: int | None = Field(None, ge=1, description="None keeps the teacher's grouping")
     seq_kd_weight: float = Field(0.5, ge=0.0, le=1.0, description="loss = w * sequence-KD CE + (1 - w) * token KL")
-    kl_temperature: float = Field(2.0, gt=0.0)
-    rewriter_kd_queries: int = Field(256, ge=1, description="unlabelled queries the teacher rewrites")
-    rewriter_steps: int = Field(60, ge=1)
-    rewriter_batch_size: int = Field(16, ge=1)
-    rewriter_learning_rate: float = Field(1e-3, gt=0.0)
-    rewriter_max_new_tokens: int = Field(24, ge=1)
-    # Relevance student: cross-encoder on (query, product text), Margin-MSE on teacher margins.
-    relevance_backbone: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
-    relevance_num_layers: int | None = Field(None, ge=1, description="keep only the first N encoder layers")
-    relevance_max_length: int = Field(96, ge=8)
-    triples_per_query: int = Field(8, ge=1)
-    triple_sources: dict[str, float] = {"retrieved": 0.5, "same_category": 0.3, "random": 0.2}
-    retrieval_depth: int = Field(20, ge=2)
-    relevance_steps: int = Field(80, ge=1)
-    relevance_batch_size: int = Field(16, ge=1)
-    relevance_learning_rate: float = Field(5e-5, gt=0.0)
-    soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
-    gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
-    relevance_max_ndcg_gap: float = Field(
-        0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much"
-    )
+    kl_temperature: float = Field(2.0, gt=0.0, description="temperature of the token-level KL to the teacher")
+    kd_queries: int = Field(256, ge=1, description="unlabelled queries the teacher rewrites")
+    steps: int = Field(60, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="examples per step")
+    learning_rate: float = Field(1e-3, gt=0.0, description="peak learning rate")
+    max_new_tokens: int = Field(24, ge=1, description="longest rewrite, in tokens, of teacher and student")
     calibration_split: Literal["train", "validation", "test"] = Field(
         "validation", description="split that sets the student rewriter's selective-rewriting threshold"
     )
-    calibration_queries: int = Field(200, ge=1)
-    zero_stage: Literal[0, 1, 2] = Field(0, description="students are small: ZeRO 0-2 keep whole weights per rank")
-    promote_to_production_when_none: bool = True
+    calibration_queries: int = Field(200, ge=1, description="queries of calibration_split used to set it")
+
+
+class RelevanceStudentConfig(StrictConfig):
+    """The student relevance model: a cross-encoder on (query, product text), trained with Margin-MSE on
+    the teacher's score margins between two products of one query."""
+
+    backbone: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
+    num_layers: int | None = Field(None, ge=1, description="keep only the first N encoder layers")
+    max_length: int = Field(96, ge=8, description="tokens of query + product text")
+    triples_per_query: int = Field(8, ge=1, description="(query, product, product) triples drawn per query")
+    triple_sources: dict[str, float] = Field(
+        {"retrieved": 0.5, "same_category": 0.3, "random": 0.2},
+        description="where the triples' products come from, and in which shares",
+    )
+    retrieval_depth: int = Field(20, ge=2, description="BM25 results the 'retrieved' source draws from")
+    steps: int = Field(80, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="triples per step")
+    learning_rate: float = Field(5e-5, gt=0.0, description="peak learning rate")
+    soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
+    gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
+    max_ndcg_gap: float = Field(0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much")
 
     @field_validator("triple_sources")
     @classmethod
@@ -307,7 +309,18 @@ class DistillConfig(Section):
         return value
 
 
-class RLRewardWeights(Section):
+class DistillConfig(StrictConfig):
+    """Distilling the teachers into the students that production serves (toy-scale defaults)."""
+
+    rewriter: RewriterStudentConfig = RewriterStudentConfig()
+    relevance: RelevanceStudentConfig = RelevanceStudentConfig()
+    zero_stage: Literal[0, 1, 2] = Field(0, description="students are small: ZeRO 0-2 keep whole weights per rank")
+    promote_to_production_when_none: bool = Field(
+        True, description="with no production model yet, a student that passes the gate goes straight to production"
+    )
+
+
+class RLRewardWeights(StrictConfig):
     """How the RL reward terms combine: the gains add, the penalties subtract (all weights >= 0)."""
 
     feedback: float = Field(1.0, ge=0, description="observed click/cart/purchase reward of served pairs")
@@ -317,7 +330,7 @@ class RLRewardWeights(Section):
     degenerate: float = Field(1.0, ge=0, description="penalty for empty, repetitive or overlong rewrites")
 
 
-class RLConfig(Section):
+class RLConfig(StrictConfig):
     """Online RL (GRPO) of the student rewriter from feedback windows and the relevance judge."""
 
     reward_weights: RLRewardWeights = RLRewardWeights()
@@ -349,7 +362,7 @@ class RLConfig(Section):
     namespace: str = "minielm"
 
 
-class FeedbackConfig(Section):
+class FeedbackConfig(StrictConfig):
     """The shopper simulator and the feedback aggregator (windows on S3, rewards, Feast query stats)."""
 
     # Aggregator windows: requests collect for window_s, then wait grace_s for their feedback.
@@ -401,7 +414,7 @@ class FeedbackConfig(Section):
 DriftCheckFamily = Literal["embeddings", "descriptors", "outcomes", "rewrites"]
 
 
-class DriftConfig(Section):
+class DriftConfig(StrictConfig):
     """Drift monitoring: which feedback windows are compared, each check's threshold, where results go.
 
     Scores are "higher means more drift" everywhere, so an alert reads score > threshold.
@@ -504,7 +517,7 @@ class DriftConfig(Section):
         return value
 
 
-class Settings(Section):
+class Settings(StrictConfig):
     paths: PathsConfig = PathsConfig()
     kafka: KafkaConfig = KafkaConfig()
     s3: S3Config = S3Config()
@@ -525,16 +538,6 @@ class Settings(Section):
     def public_dict(self) -> dict[str, Any]:
         """All settings as JSON-able data, secrets masked."""
         return json.loads(self.model_dump_json())
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _nested(dotted: str, value: Any, sep: str = ".") -> dict[str, Any]:
@@ -560,11 +563,11 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for key, raw in environ.items():
         if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and "__" in key:
             dotted = key[len(ENV_PREFIX) :].lower()
-            layer = _deep_merge(layer, _nested(dotted, _parse_scalar(raw), sep="__"))
+            layer = deep_merge(layer, _nested(dotted, _parse_scalar(raw), sep="__"))
     # The AWS SDK's own variables are honoured for the S3 credentials.
     for field, env_key in (("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY")):
         if env_key in environ and field not in layer.get("s3", {}):
-            layer = _deep_merge(layer, {"s3": {field: environ[env_key]}})
+            layer = deep_merge(layer, {"s3": {field: environ[env_key]}})
     return layer
 
 
@@ -574,7 +577,7 @@ def _cli_overrides(assignments: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects section.field=value, got {item!r}")
-        layer = _deep_merge(layer, _nested(key.strip(), _parse_scalar(raw)))
+        layer = deep_merge(layer, _nested(key.strip(), _parse_scalar(raw)))
     return layer
 
 
@@ -624,13 +627,13 @@ def load_settings(
     cli_layer = _cli_overrides(overrides or [])
     if use_services_state:
         # The state dir itself may be set by any later layer.
-        probe = _deep_merge(_deep_merge(file_layer, env_layer), cli_layer)
+        probe = deep_merge(deep_merge(file_layer, env_layer), cli_layer)
         state_dir = probe.get("paths", {}).get("state_dir", PathsConfig().state_dir)
         layers.append(_services_layer(Path(state_dir)))
     layers += [file_layer, env_layer, cli_layer]
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer)
+        merged = deep_merge(merged, layer)
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from minielm.config import DistillConfig, RLConfig, Section, Settings, _deep_merge
+from minielm.config import DistillConfig, RLConfig, Settings
+from minielm.config_base import with_overrides
 from minielm.teachers.config import TeachersConfig, tiny_relevance_config, tiny_rewriter_config
 
 # A 2-layer MiniLM relevance student and a 1-layer student decoder. The toy relevance teacher is
 # weak (hundreds of steps), so the relevance student also sees the gold labels.
 TOY_DISTILL: dict[str, Any] = {
-    "relevance_num_layers": 2,
-    "relevance_steps": 80,
-    "relevance_batch_size": 16,
-    "relevance_learning_rate": 2e-4,
-    "relevance_max_length": 64,
-    "triples_per_query": 4,
-    "gold_mix_weight": 1.0,
-    "rewriter_num_layers": 1,
-    "rewriter_steps": 400,
-    "rewriter_batch_size": 32,
-    "rewriter_learning_rate": 3e-3,
-    "rewriter_kd_queries": 2000,
+    "relevance": {
+        "num_layers": 2,
+        "steps": 80,
+        "batch_size": 16,
+        "learning_rate": 2e-4,
+        "max_length": 64,
+        "triples_per_query": 4,
+        "gold_mix_weight": 1.0,
+    },
+    "rewriter": {"num_layers": 1, "steps": 400, "batch_size": 32, "learning_rate": 3e-3, "kd_queries": 2000},
 }
 
 # A few GRPO steps on a handful of queries; a run starts after ten new served requests.
@@ -41,19 +40,14 @@ TOY_RL: dict[str, Any] = {
 }
 
 
-def _with(config: Section, preset: dict[str, Any]) -> Section:
-    """``config`` with ``preset`` merged in and validated (a preset naming a field that no longer exists fails)."""
-    return type(config).model_validate(_deep_merge(config.model_dump(), preset))
-
-
 def toy_distill(config: DistillConfig) -> DistillConfig:
     """The distillation settings with the toy budget."""
-    return _with(config, TOY_DISTILL)
+    return with_overrides(config, TOY_DISTILL)
 
 
 def toy_rl(config: RLConfig) -> RLConfig:
     """The RL retraining settings with the toy budget."""
-    return _with(config, TOY_RL)
+    return with_overrides(config, TOY_RL)
 
 
 def toy_teachers(config: TeachersConfig) -> TeachersConfig:

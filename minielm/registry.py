@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.storage import ObjectNotFound, ObjectStore
 
@@ -23,7 +24,7 @@ STAGES = ("candidate", "production")
 METADATA_FILE = "metadata.json"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(InputError):
     """A model, version or stage does not exist, or a request to the registry is invalid."""
 
 

@@ -15,16 +15,17 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from tqdm.auto import tqdm
 
 from minielm.config import S3Config
+from minielm.errors import InputError, ServiceError
 from minielm.storage import s3_client
 
 S3_SCHEME = "s3://"
 
 
-class S3UriError(ValueError):
+class S3UriError(InputError):
     """An input URI is malformed or names nothing (bad input: the message names the URI)."""
 
 
-class S3Unreachable(RuntimeError):
+class S3Unreachable(ServiceError):
     """The S3 endpoint cannot be reached or refused the credentials (the environment, not the input)."""
 
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minielm.config import Settings, services_state_path
+from minielm.errors import ServiceError
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
 
 
-class ServicesError(RuntimeError):
+class ServicesError(ServiceError):
     """The embedded services cannot start, are unhealthy, or are already running."""
 
 

@@ -19,9 +19,10 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from minielm.config import S3Config
+from minielm.errors import ServiceError
 
 
-class ObjectNotFound(KeyError):
+class ObjectNotFound(ServiceError, KeyError):
     """The key does not exist in the bucket."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from minielm.config import PipelinesConfig
+from minielm.errors import InputError
 
 PIPELINE_MODULES = {
     "training": "pipelines.training",
@@ -25,7 +26,7 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 SCHEDULE_SETTINGS = {"rl_retraining": "rl_retraining_cron", "drift_monitoring": "drift_monitoring_cron"}
 
 
-class PipelineNotFound(KeyError):
+class PipelineNotFound(InputError, KeyError):
     """No pipeline of that name is part of the platform."""
 
 

@@ -26,6 +26,7 @@ import requests
 import yaml
 
 from minielm.config import Settings
+from minielm.errors import InputError, ServiceError
 from minielm.s3_uris import S3Unreachable, S3UriError, is_s3_uri, require_objects
 from pipelines.registry import compile_pipeline, load_pipeline
 
@@ -37,11 +38,11 @@ DEFAULT_TOKEN_FILE = Path("/var/run/secrets/kubeflow/pipelines/token")
 FINAL_STATES = {"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"}
 
 
-class SubmitInputError(ValueError):
+class SubmitInputError(InputError):
     """The request is wrong: a parameter, setting, URI, token or namespace (CLI exit 2)."""
 
 
-class KfpUnavailable(RuntimeError):
+class KfpUnavailable(ServiceError):
     """The KFP API server or S3 cannot be reached or failed (CLI exit 1)."""
 
 

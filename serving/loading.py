@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from minielm.config import Settings
+from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.interfaces import QueryRewriter, RelevanceScorer
 from minielm.registry import METADATA_FILE, ModelRegistry
@@ -36,7 +37,7 @@ CROSS_ENCODER_CLASS = "minielm.models.cross_encoder:CrossEncoderScorer"
 PROTOCOLS = {"rewriter": QueryRewriter, "relevance": RelevanceScorer}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ServiceError):
     """A model directory or registry entry cannot be served; the message names the setting or file."""
 
 

@@ -3,8 +3,9 @@
 KServe's ``ModelServer`` binds 0.0.0.0 and serves one process-global FastAPI app. :class:`LocalModelServer`
 keeps KServe's data plane, v1/v2 routes, ``/metrics`` and error handlers, but builds a fresh app per
 server (so tests and benchmarks can start several in one process), binds ``serving.host`` (127.0.0.1 by
-default), turns request-validation errors into 400s naming the field, rejects non-UTF-8 bodies with
-the offending field, and counts every inference request in the MiniELM metrics.
+default), turns request-validation errors into 400s naming the field, answers the platform's input errors
+with 400 and its environment errors with 503 (:mod:`minielm.errors`), rejects non-UTF-8 bodies with the
+offending field, and counts every inference request in the MiniELM metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.protocol.rest.server import RESTServer
 
+from minielm.errors import MinielmError
 from minielm.logs import get_logger
 from serving.metrics import ERRORS, LATENCY, REQUESTS, error_type
 
@@ -145,6 +147,11 @@ async def validation_error_handler(_request, error: RequestValidationError) -> J
     return JSONResponse(status_code=400, content={"error": f"{field}: {first.get('msg', 'invalid value')}"})
 
 
+async def minielm_error_handler(_request, error: MinielmError) -> JSONResponse:
+    """The platform's errors by branch: the client's input 400, an unavailable dependency 503."""
+    return JSONResponse(status_code=error.http_status, content={"error": str(error)})
+
+
 class LocalModelServer(ModelServer):
     """A ModelServer on ``host`` (not 0.0.0.0) with its own app; can run in a background thread."""
 
@@ -163,6 +170,7 @@ class LocalModelServer(ModelServer):
         rest._register_endpoints(app)
         rest._add_exception_handlers(app)
         app.add_exception_handler(RequestValidationError, validation_error_handler)
+        app.add_exception_handler(MinielmError, minielm_error_handler)
         app.add_middleware(InferenceGuard)
         return app
 

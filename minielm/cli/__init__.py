@@ -14,14 +14,15 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_USAGE, CliState
-from minielm.config import ConfigError, load_settings
+from minielm.cli.common import CliState, MinielmErrorsToExitCodes
+from minielm.config import load_settings
 from minielm.logs import configure_logging
 
 app = typer.Typer(
     name="minielm",
     help="MiniELM: train, serve and keep improving an e-commerce query rewriter and its relevance model.",
     no_args_is_help=True,
+    cls=MinielmErrorsToExitCodes,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -35,12 +36,7 @@ def _root(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     configure_logging(log_level)
-    try:
-        settings = load_settings(config, set_)
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    ctx.obj = CliState(settings=settings, config_file=config, overrides=list(set_))
+    ctx.obj = CliState(settings=load_settings(config, set_), config_file=config, overrides=list(set_))
 
 
 def _register_commands() -> None:

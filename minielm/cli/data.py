@@ -10,7 +10,7 @@ import typer
 
 from minielm.cli.common import fail, settings_from
 from minielm.config import Settings
-from minielm.data.esci import SPLITS, EsciFormatError, load_esci, load_esci_sample, write_esci
+from minielm.data.esci import SPLITS, load_esci, load_esci_sample, write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.evaluation import compare_rewriters, format_report_table, oracle_queries, raw_queries
 from minielm.search import SearchIndex
@@ -69,10 +69,7 @@ def build_index(
     settings = settings_from(ctx)
     data = data or default_dataset_dir(settings)
     out = out or default_index_dir(settings)
-    try:
-        dataset = load_esci(data, locale=locale)
-    except EsciFormatError as error:
-        raise fail(str(error)) from None
+    dataset = load_esci(data, locale=locale)
     started = time.perf_counter()
     SearchIndex.build(dataset.products, show_progress=True).save(out)
     typer.echo(f"indexed {len(dataset.products)} products into {out} in {time.perf_counter() - started:.1f}s")
@@ -89,10 +86,7 @@ def load_esci_command(
     """Load and validate the published Amazon ESCI files; optionally write a filtered copy."""
     if split is not None and split not in SPLITS:
         raise fail(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
-    try:
-        dataset = load_esci(data_dir, locale=locale, split=split, small_version_only=small_version_only)
-    except EsciFormatError as error:
-        raise fail(str(error)) from None
+    dataset = load_esci(data_dir, locale=locale, split=split, small_version_only=small_version_only)
     typer.echo(f"{data_dir} ({locale}{', ' + split if split else ''}): {_summary(dataset.examples, dataset.products)}")
     if out is not None:
         write_esci(dataset, out)
@@ -106,10 +100,7 @@ def sample(
 ) -> None:
     """Summarise the shipped ESCI sample: judgments, query set and UBI query/event logs."""
     sample_dir = sample_dir or Path(settings_from(ctx).paths.esci_sample_dir)
-    try:
-        loaded = load_esci_sample(sample_dir)
-    except EsciFormatError as error:
-        raise fail(str(error)) from None
+    loaded = load_esci_sample(sample_dir)
     labels = loaded.judgments["esci_label"].value_counts().to_dict()
     actions = loaded.ubi_events["action_name"].value_counts().to_dict() if len(loaded.ubi_events) else {}
     typer.echo(f"judgments: {len(loaded.judgments)} for {loaded.judgments['query'].nunique()} queries {labels}")
@@ -181,10 +172,7 @@ def eval_command(
         raise fail(f"--split: expected one of {', '.join(SPLITS)} or all, got {split!r}")
     rewrite_files = _named_paths(rewrites, "--rewrites")
     model_dirs = _named_paths(model, "--model")
-    try:
-        dataset = load_esci(data, split=None if split == "all" else split)
-    except EsciFormatError as error:
-        raise fail(str(error)) from None
+    dataset = load_esci(data, split=None if split == "all" else split)
     if dataset.examples.empty:
         raise fail(f"--split {split}: {data} has no examples in that split")
     index_dir = index or default_index_dir(settings)
@@ -205,10 +193,8 @@ def eval_command(
     for name, path in rewrite_files.items():
         systems[name] = _read_rewrites(path)
     for name, path in model_dirs.items():
-        try:
-            from minielm.models.rewriter import CausalRewriter
-        except ImportError as error:
-            raise fail(f"--model needs minielm.models.rewriter ({error})") from None
+        from minielm.models.rewriter import CausalRewriter
+
         systems[name] = CausalRewriter.load(path)
     try:
         report = compare_rewriters(search_index, dataset.examples, systems, k, substitute)

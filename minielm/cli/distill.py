@@ -7,25 +7,11 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import fail, settings_from
+from minielm.cli.common import existing_dir, settings_from
 
 distill_app = typer.Typer(help="Distil the teachers into the small students production serves.", no_args_is_help=True)
 
 DATA_HELP = "Dataset directory in the ESCI layout (minielm data generate writes one)."
-
-
-def _errors():
-    from minielm.distill.augment import AugmentedDataError
-    from minielm.distill.rewriter_student import DistillError
-    from minielm.models.cross_encoder import CrossEncoderError
-    from minielm.teachers.data import TeacherDataError
-
-    return (AugmentedDataError, DistillError, CrossEncoderError, TeacherDataError)
-
-
-def _require_dir(path: Path, option: str) -> None:
-    if not path.is_dir():
-        raise fail(f"{option}: directory {path} does not exist")
 
 
 def _config(ctx: typer.Context, toy: bool):
@@ -54,21 +40,18 @@ def rewriter(
     """Sequence-level KD + token-level KL from the teacher into a smaller decoder (settings: distill.*)."""
     from minielm.distill.stages import distill_rewriter_student
 
-    _require_dir(data, "--data")
-    _require_dir(teacher, "--teacher")
-    try:
-        summary = distill_rewriter_student(
-            data,
-            teacher,
-            out,
-            _config(ctx, toy),
-            seed=settings_from(ctx).seed,
-            student_tokenizer_dir=tokenizer,
-            index_dir=index,
-            eval_config=settings_from(ctx).eval,
-        )
-    except _errors() as error:
-        raise fail(str(error)) from None
+    existing_dir(data, "--data")
+    existing_dir(teacher, "--teacher")
+    summary = distill_rewriter_student(
+        data,
+        teacher,
+        out,
+        _config(ctx, toy),
+        seed=settings_from(ctx).seed,
+        student_tokenizer_dir=tokenizer,
+        index_dir=index,
+        eval_config=settings_from(ctx).eval,
+    )
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
@@ -86,16 +69,13 @@ def relevance(
     """Label augmented triples with the teacher, then train the cross-encoder with Margin-MSE."""
     from minielm.distill.stages import distill_relevance_student, label_augmented_pairs
 
-    _require_dir(data, "--data")
-    _require_dir(teacher, "--teacher")
+    existing_dir(data, "--data")
+    existing_dir(teacher, "--teacher")
     if index is not None:
-        _require_dir(index, "--index")
+        existing_dir(index, "--index")
     config, seed = _config(ctx, toy), settings_from(ctx).seed
-    try:
-        labelled = label_augmented_pairs(data, index, teacher, out, config, seed=seed)
-        summary = distill_relevance_student(data, labelled["triples_path"], out, config, seed=seed)
-    except _errors() as error:
-        raise fail(str(error)) from None
+    labelled = label_augmented_pairs(data, index, teacher, out, config, seed=seed)
+    summary = distill_relevance_student(data, labelled["triples_path"], out, config, seed=seed)
     typer.echo(json.dumps({"labelled": labelled, "student": summary}, indent=2, default=str))
 
 
@@ -120,21 +100,18 @@ def evaluate(
         (teacher_relevance, "--teacher-relevance"),
         (student_relevance, "--student-relevance"),
     ):
-        _require_dir(path, option)
+        existing_dir(path, option)
     settings = settings_from(ctx)
-    try:
-        result = evaluate_students(
-            data,
-            index,
-            teacher_rewriter,
-            student_rewriter,
-            teacher_relevance,
-            student_relevance,
-            settings.eval,
-            seed=settings.seed,
-        )
-    except _errors() as error:
-        raise fail(str(error)) from None
+    result = evaluate_students(
+        data,
+        index,
+        teacher_rewriter,
+        student_rewriter,
+        teacher_relevance,
+        student_relevance,
+        settings.eval,
+        seed=settings.seed,
+    )
     typer.echo(result["table"])
     if report is not None:
         report.write_text(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2, default=str))

@@ -54,35 +54,30 @@ def check(
     ),
 ) -> None:
     """Compare the current window with the reference: report, summary, metrics, alerts, optional retraining."""
-    from minielm.drift.job import DriftInputError, run_drift_job
+    from minielm.drift.job import run_drift_job
     from minielm.storage import ObjectStore
-    from pipelines.submit import KfpUnavailable, SubmitInputError, retraining_submitter
+    from pipelines.submit import retraining_submitter
 
     settings = settings_from(ctx)
     reference = _read_frame(reference_file, "--reference-file") if reference_file else None
     current = _read_frame(current_file, "--current-file") if current_file else None
     local_only = reference is not None and current is not None
     store = None if local_only and not settings.drift.upload_report else ObjectStore(settings.s3)
-    try:
-        result = run_drift_job(
-            settings,
-            store=store,
-            out_dir=out_dir,
-            reference=reference,
-            current=current,
-            reference_keys=list(reference_key) or None,
-            current_keys=list(current_key) or None,
-            reference_label=str(reference_file or ""),
-            current_label=str(current_file or ""),
-            catalog_path=catalog,
-            use_windows=not local_only,
-            show_progress=True,
-            submit_retraining=retraining_submitter(settings),
-        )
-    except (DriftInputError, SubmitInputError) as error:
-        raise fail(str(error)) from None
-    except KfpUnavailable as error:
-        raise fail(str(error), EXIT_FAILURE) from None
+    result = run_drift_job(
+        settings,
+        store=store,
+        out_dir=out_dir,
+        reference=reference,
+        current=current,
+        reference_keys=list(reference_key) or None,
+        current_keys=list(current_key) or None,
+        reference_label=str(reference_file or ""),
+        current_label=str(current_file or ""),
+        catalog_path=catalog,
+        use_windows=not local_only,
+        show_progress=True,
+        submit_retraining=retraining_submitter(settings),
+    )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -151,15 +146,12 @@ def rollback(
     stage: str = typer.Option("production", help="Stage to roll back (production or candidate)."),
 ) -> None:
     """Point the stage back at the version it held before the last promotion (one atomic pointer write)."""
-    from minielm.registry import ModelRegistry, RegistryError
+    from minielm.registry import ModelRegistry
     from minielm.storage import ObjectStore
 
     if stage not in {"production", "candidate"}:
         raise fail(f"--stage: expected production or candidate, got {stage!r}")
-    try:
-        pointer = ModelRegistry(ObjectStore(settings_from(ctx).s3)).rollback(name, stage)
-    except RegistryError as error:
-        raise fail(str(error)) from None
+    pointer = ModelRegistry(ObjectStore(settings_from(ctx).s3)).rollback(name, stage)
     typer.echo(f"{name}/{stage} now at version {pointer['version']} (was {pointer['previous']})")
 
 

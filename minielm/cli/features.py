@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, existing_dir, fail, settings_from
+from minielm.errors import MinielmError
 
 features_app = typer.Typer(help="Apply the Feast repo and load features into the online store.", no_args_is_help=True)
 
@@ -20,7 +21,7 @@ def apply(
     repo_path: Path | None = typer.Option(None, help="Applied repo directory (default feast.repo_path)."),
 ) -> None:
     """Write feature_store.yaml with absolute paths for the profile and register every definition."""
-    from minielm.features.repo import FeatureRepoError, apply_repo
+    from minielm.features.repo import apply_repo
 
     settings = settings_from(ctx).model_copy(deep=True)
     try:
@@ -30,10 +31,7 @@ def apply(
             settings.feast.repo_path = repo_path
     except ValueError as error:
         raise fail(f"--profile/--repo-path: {error}") from None
-    try:
-        repo = apply_repo(settings)
-    except FeatureRepoError as error:
-        raise fail(str(error)) from None
+    repo = apply_repo(settings)
     typer.echo(f"applied Feast repo {repo} (profile {settings.feast.profile}, project {settings.feast.project})")
 
 
@@ -49,12 +47,12 @@ def materialize_cmd(
     """Write the offline tables (products, query statistics) and load them into the online store."""
     from tqdm import tqdm
 
-    from minielm.features.repo import FeatureRepoError, materialize, write_offline_table
+    from minielm.features.repo import materialize, write_offline_table
     from minielm.features.tables import product_feature_table, query_stats_table
 
     settings = settings_from(ctx)
-    if dataset_dir is not None and not dataset_dir.is_dir():
-        raise fail(f"--dataset-dir: {dataset_dir} is not a directory")
+    if dataset_dir is not None:
+        existing_dir(dataset_dir, "--dataset-dir")
     steps = tqdm(total=3, desc="features", unit="step")
     try:
         if dataset_dir is not None:
@@ -76,9 +74,9 @@ def materialize_cmd(
         steps.update()
         window = materialize(settings, days=days)
         steps.update()
-    except FeatureRepoError as error:
-        raise fail(str(error)) from None
-    except Exception as error:
+    except MinielmError:
+        raise  # bad input or settings: the CLI maps it to its exit code
+    except Exception as error:  # Feast, S3 or the offline store failed underneath
         raise fail(f"materialisation failed: {type(error).__name__}: {error}", EXIT_FAILURE) from None
     finally:
         steps.close()

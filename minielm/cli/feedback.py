@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import existing_dir, fail, settings_from
 
 feedback_app = typer.Typer(
     help="Simulated or replayed shopper feedback, and the aggregator that turns it into "
@@ -17,29 +17,11 @@ feedback_app = typer.Typer(
 )
 
 
-def _require_dir(path: Path | None, option: str) -> Path:
-    if path is None or not Path(path).is_dir():
-        raise fail(f"{option}: expected an existing directory, got {path}")
-    return Path(path)
-
-
 def load_judge(judge_dir: Path):
     """The relevance judge the simulated shoppers use (a saved cross-encoder student or compatible)."""
     from minielm.models.cross_encoder import CrossEncoderScorer
 
     return CrossEncoderScorer.load(judge_dir)
-
-
-def load_rewriter(rewriter_dir: Path | None):
-    """(rewrite function, model name, model version); no directory means the raw query is served."""
-    if rewriter_dir is None:
-        return (lambda queries: list(queries)), "raw", "0"
-    try:
-        from minielm.models.rewriter import CausalRewriter
-    except ImportError as error:
-        raise fail(f"--rewriter-dir: the rewriter model code is not available ({error})", EXIT_FAILURE) from None
-    model = CausalRewriter.load(rewriter_dir)
-    return (lambda queries: [row[0] for row in model.rewrite(list(queries))]), rewriter_dir.name, str(model.version)
 
 
 @feedback_app.command("simulate")
@@ -68,6 +50,7 @@ def simulate(
         intents_from,
         product_texts_from,
         respond_to_served,
+        traffic_rewriter,
     )
 
     settings = settings_from(ctx)
@@ -75,8 +58,8 @@ def simulate(
         if rate <= 0:
             raise fail(f"--rate: expected a positive number of sessions per second, got {rate}")
         settings.feedback.sim_rate_per_s = rate
-    data_dir = _require_dir(dataset_dir or settings.paths.data_dir, "--dataset-dir")
-    judge = load_judge(_require_dir(judge_dir, "--judge-dir"))
+    data_dir = existing_dir(dataset_dir or settings.paths.data_dir, "--dataset-dir")
+    judge = load_judge(existing_dir(judge_dir, "--judge-dir"))
     data = load_esci(data_dir, split=split)
     simulator = ShopperSimulator(
         judge,
@@ -91,9 +74,9 @@ def simulate(
         else:
             from minielm.search import SearchIndex
 
-            index = SearchIndex.load(_require_dir(index_dir or settings.serving.index_dir, "--index-dir"))
-            rewrite, name, version = load_rewriter(
-                _require_dir(rewriter_dir, "--rewriter-dir") if rewriter_dir else None
+            index = SearchIndex.load(existing_dir(index_dir or settings.serving.index_dir, "--index-dir"))
+            rewrite, name, version = traffic_rewriter(
+                existing_dir(rewriter_dir, "--rewriter-dir") if rewriter_dir else None
             )
             queries = sorted(set(data.examples["query"]))
             report = drive_traffic(
@@ -116,7 +99,6 @@ def aggregate(
     import signal
 
     from minielm.feedback.aggregator import Aggregator
-    from minielm.feedback.join import AggregatorError
 
     settings = settings_from(ctx)
     if until_idle is not None and until_idle <= 0:
@@ -133,8 +115,6 @@ def aggregate(
 
     try:
         stats = aggregator.run(until_idle_s=until_idle, max_seconds=max_seconds, on_progress=progress)
-    except AggregatorError as error:
-        raise fail(str(error), EXIT_FAILURE) from None
     finally:
         bar.close()
     typer.echo(json.dumps({k: v for k, v in vars(stats).items() if k != "window_keys"}, indent=2))

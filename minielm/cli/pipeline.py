@@ -26,15 +26,6 @@ def _params(items: list[str]) -> dict:
     return params
 
 
-def _load(name: str):
-    from pipelines.registry import PipelineNotFound, load_pipeline
-
-    try:
-        return load_pipeline(name)
-    except PipelineNotFound as error:
-        raise fail(str(error.args[0])) from None
-
-
 @pipeline_app.command("list")
 def list_pipelines() -> None:
     """Name each pipeline and where its compiled YAML lives."""
@@ -53,33 +44,15 @@ def compile_cmd(
 ) -> None:
     """Compile pipelines to KFP YAML for the current `pipelines.*` settings (image, ConfigMap, Secret,
     resources, accelerator, placement). The checked-in files are compiled with the default settings."""
-    from pipelines.registry import COMPILED_DIR, PIPELINE_MODULES, compile_pipeline
+    from pipelines.registry import COMPILED_DIR, PIPELINE_MODULES, compile_pipeline, load_pipeline
 
     settings = settings_from(ctx)
     for name in names or list(PIPELINE_MODULES):
-        _load(name)
+        load_pipeline(name)
         typer.echo(f"compiled {name} -> {compile_pipeline(name, out_dir or COMPILED_DIR, settings.pipelines)}")
 
 
 OUTPUT_FORMATS = ("text", "json")
-
-
-def _cluster_errors():
-    """SubmitInputError -> exit 2, KfpUnavailable -> exit 1, each as one line naming what was wrong."""
-    from contextlib import contextmanager
-
-    from pipelines.submit import KfpUnavailable, SubmitInputError
-
-    @contextmanager
-    def mapped():
-        try:
-            yield
-        except SubmitInputError as error:
-            raise fail(str(error)) from None
-        except KfpUnavailable as error:
-            raise fail(str(error), EXIT_FAILURE) from None
-
-    return mapped()
 
 
 def _output_format(value: str) -> str:
@@ -111,9 +84,11 @@ def run(
     On a cluster, data parameters are s3:// URIs (`minielm data upload DIR s3://...`); the command prints the
     run URL, and with --wait the task states and the final state.
     """
+    from pipelines.registry import load_pipeline
+
     settings = settings_from(ctx)
     output_format = _output_format(output_format)
-    module = _load(name)
+    module = load_pipeline(name)
     params = _params(param)
     if not (host or settings.pipelines.kfp_host):
         result = module.run_local(settings, **{**module.default_arguments(settings), **params})
@@ -121,20 +96,19 @@ def run(
         return
     from pipelines.submit import endpoint_from, submit_run, wait_for_run
 
-    with _cluster_errors():
-        endpoint = endpoint_from(settings, host, namespace, existing_token, token_file)
-        submitted = submit_run(endpoint, name, params, settings)
-        if output_format == "text":
-            typer.echo(f"submitted {name}: {submitted.url}")
-        if not wait:
-            if output_format == "json":
-                typer.echo(json.dumps(submitted.as_dict(), indent=2))
-            return
+    endpoint = endpoint_from(settings, host, namespace, existing_token, token_file)
+    submitted = submit_run(endpoint, name, params, settings)
+    if output_format == "text":
+        typer.echo(f"submitted {name}: {submitted.url}")
+    if not wait:
+        if output_format == "json":
+            typer.echo(json.dumps(submitted.as_dict(), indent=2))
+        return
 
-        def show(task: str, state: str) -> None:
-            typer.echo(f"{task}: {state}", err=output_format == "json")
+    def show(task: str, state: str) -> None:
+        typer.echo(f"{task}: {state}", err=output_format == "json")
 
-        state = wait_for_run(endpoint, submitted.run_id, on_change=show)
+    state = wait_for_run(endpoint, submitted.run_id, on_change=show)
     if output_format == "json":
         typer.echo(json.dumps({**submitted.as_dict(), "state": state}, indent=2))
     else:
@@ -155,7 +129,7 @@ def schedule(
     param: list[str] = typer.Option([], "--param", "-p", help="Pipeline parameter name=value."),
 ) -> None:
     """Create or replace the recurring run of a pipeline on Kubeflow Pipelines (idempotent)."""
-    from pipelines.registry import SCHEDULE_SETTINGS
+    from pipelines.registry import SCHEDULE_SETTINGS, load_pipeline
     from pipelines.submit import endpoint_from, schedule_run
 
     settings = settings_from(ctx)
@@ -164,11 +138,10 @@ def schedule(
     cron = cron or getattr(settings.pipelines, SCHEDULE_SETTINGS[name])
     if len(cron.split()) != 6:
         raise fail(f"--cron: expected 6 fields (sec min hour day month weekday), got {cron!r}")
-    _load(name)
+    load_pipeline(name)
     params = _params(param)
-    with _cluster_errors():
-        endpoint = endpoint_from(settings, host, namespace, existing_token, token_file)
-        run_id = schedule_run(endpoint, name, cron, params, settings)
+    endpoint = endpoint_from(settings, host, namespace, existing_token, token_file)
+    run_id = schedule_run(endpoint, name, cron, params, settings)
     typer.echo(f"scheduled {name} ({cron}): recurring run id {run_id}")
 
 

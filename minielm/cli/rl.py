@@ -8,19 +8,13 @@ from pathlib import Path
 import typer
 import yaml
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, existing_dir, fail, settings_from
 
 rl_app = typer.Typer(
     help="Online RL (GRPO) of the student rewriter from feedback windows and the relevance "
     "judge, gated and rolled out as a canary.",
     no_args_is_help=True,
 )
-
-
-def _existing_dir(path: Path, option: str) -> Path:
-    if not path.is_dir():
-        raise fail(f"{option}: {path} is not a directory")
-    return path
 
 
 @rl_app.command("train")
@@ -36,28 +30,23 @@ def train(
 ) -> None:
     """One retraining run in this process: windows since the watermark -> GRPO -> evaluate -> gate -> canary
     -> promote or roll back. Exit 0 also for "nothing to do"; the JSON summary goes to stdout."""
-    from minielm.registry import RegistryError
-    from minielm.rl.errors import RLInputError
     from minielm.rl.retraining import run_retraining
     from minielm.storage import ObjectStore
 
     settings = settings_from(ctx)
-    _existing_dir(data_dir, "--data-dir")
-    _existing_dir(index_dir, "--index-dir")
+    existing_dir(data_dir, "--data-dir")
+    existing_dir(index_dir, "--index-dir")
     if judge_dir is not None:
-        _existing_dir(judge_dir, "--judge-dir")
-    try:
-        result = run_retraining(
-            settings,
-            ObjectStore(settings.s3),
-            data_dir,
-            index_dir,
-            judge_dir,
-            workdir or Path(settings.paths.runs_dir) / "rl",
-            run_id,
-        )
-    except (RLInputError, RegistryError) as error:
-        raise fail(str(error)) from None
+        existing_dir(judge_dir, "--judge-dir")
+    result = run_retraining(
+        settings,
+        ObjectStore(settings.s3),
+        data_dir,
+        index_dir,
+        judge_dir,
+        workdir or Path(settings.paths.runs_dir) / "rl",
+        run_id,
+    )
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -94,7 +83,6 @@ def kserve_patch(
 ) -> None:
     """Print (or apply) the merge patch that starts a canary, promotes it or rolls it back."""
     from minielm.rl import canary
-    from minielm.rl.errors import RLInputError
 
     settings = settings_from(ctx)
     if not isvc_file.is_file():
@@ -107,17 +95,14 @@ def kserve_patch(
         )
     if action in ("canary", "promote") and not version:
         raise fail(f"--version is required for {action}")
-    try:
-        if action == "canary":
-            patch = canary.canary_patch(isvc, version, settings.rl.canary_traffic_percent)
-        elif action == "promote":
-            patch = canary.promotion_patch(isvc, version)
-        elif action == "rollback":
-            patch = canary.rollback_patch()
-        else:
-            raise fail(f"action: expected canary, promote or rollback, got {action!r}")
-    except RLInputError as error:
-        raise fail(str(error)) from None
+    if action == "canary":
+        patch = canary.canary_patch(isvc, version, settings.rl.canary_traffic_percent)
+    elif action == "promote":
+        patch = canary.promotion_patch(isvc, version)
+    elif action == "rollback":
+        patch = canary.rollback_patch()
+    else:
+        raise fail(f"action: expected canary, promote or rollback, got {action!r}")
     typer.echo(json.dumps(patch, indent=2))
     if apply:
         try:

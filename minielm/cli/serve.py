@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import existing_dir, fail, settings_from
 
 
 def serve(
@@ -48,8 +48,8 @@ def serve(
         ("--index-dir", index_dir),
         ("--dataset-dir", dataset_dir),
     ):
-        if path is not None and not path.is_dir():
-            raise fail(f"{option}: {path} is not a directory")
+        if path is not None:
+            existing_dir(path, option)
     if services:
         with running_services(settings) as live:
             live = live.model_copy(update={"serving": settings.serving, "feast": settings.feast})
@@ -61,14 +61,10 @@ def serve(
 def _serve(settings, relevance: bool, apply_features: bool, port: int | None) -> None:
     from minielm.features.repo import apply_repo
     from serving.app import build_stack, serve_stack
-    from serving.loading import ModelLoadError
 
     if apply_features and settings.serving.enable_feast:
         apply_repo(settings)
-    try:
-        stack = build_stack(settings, with_relevance=relevance, with_pipeline=settings.serving.index_dir is not None)
-    except ModelLoadError as error:
-        raise fail(str(error), EXIT_FAILURE) from None
+    stack = build_stack(settings, with_relevance=relevance, with_pipeline=settings.serving.index_dir is not None)
     running = serve_stack(stack, settings, port=port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

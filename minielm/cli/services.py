@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, settings_from
 from minielm.config import load_settings
-from minielm.services import EmbeddedServices, ServicesError
+from minielm.services import EmbeddedServices
 
 services_app = typer.Typer(
     help="Start, check and stop the embedded Kafka (Tansu) and S3 (SeaweedFS) servers.", no_args_is_help=True
@@ -22,10 +22,7 @@ def up(
 ) -> None:
     """Start both servers on 127.0.0.1, wait for health, create topics and the bucket."""
     settings = settings_from(ctx)
-    try:
-        live = EmbeddedServices(settings, data_dir).start()
-    except ServicesError as error:
-        raise fail(str(error), EXIT_FAILURE) from None
+    live = EmbeddedServices(settings, data_dir).start()
     typer.echo(f"kafka  {live.kafka.bootstrap_servers}  topics: {', '.join(live.kafka.topics.all())}")
     typer.echo(f"s3     {live.s3.endpoint_url}  bucket: {live.s3.bucket}")
     typer.echo(f"endpoints written to {EmbeddedServices(settings).state_file}; every minielm command now uses them")

@@ -95,24 +95,20 @@ def teacher_rewriter(
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
 ) -> None:
     """Fine-tune the rewriter teacher on (noisy query -> canonical rewrite) pairs and evaluate it."""
-    from minielm.teachers.data import TeacherDataError
     from minielm.teachers.rewriter import train_rewriter_teacher
 
     settings = settings_from(ctx)
     config = _teacher_config(settings.teachers.rewriter, backbone, max_steps, zero_stage, precision, "rewriter")
     data, output = _dirs(settings, data, output, "teacher-rewriter")
-    try:
-        run = train_rewriter_teacher(
-            data,
-            output,
-            config,
-            cache_dir=settings.teachers.models_cache_dir,
-            index_dir=index_dir,
-            top_k=settings.eval.top_k,
-            substitute_is_relevant=settings.eval.substitute_is_relevant,
-        )
-    except TeacherDataError as error:
-        raise fail(str(error)) from None
+    run = train_rewriter_teacher(
+        data,
+        output,
+        config,
+        cache_dir=settings.teachers.models_cache_dir,
+        index_dir=index_dir,
+        top_k=settings.eval.top_k,
+        substitute_is_relevant=settings.eval.substitute_is_relevant,
+    )
     _finish(settings, run, register, settings.models.teacher_rewriter)
 
 
@@ -130,18 +126,14 @@ def teacher_relevance(
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
 ) -> None:
     """Fine-tune the LM relevance teacher (4-way ESCI head) on labelled pairs and evaluate it."""
-    from minielm.teachers.data import TeacherDataError
     from minielm.teachers.relevance import train_relevance_teacher
 
     settings = settings_from(ctx)
     config = _teacher_config(settings.teachers.relevance, backbone, max_steps, zero_stage, precision, "relevance")
     data, output = _dirs(settings, data, output, "teacher-relevance")
-    try:
-        run = train_relevance_teacher(
-            data, output, config, cache_dir=settings.teachers.models_cache_dir, top_k=settings.eval.top_k
-        )
-    except TeacherDataError as error:
-        raise fail(str(error)) from None
+    run = train_relevance_teacher(
+        data, output, config, cache_dir=settings.teachers.models_cache_dir, top_k=settings.eval.top_k
+    )
     _finish(settings, run, register, settings.models.teacher_relevance)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from minielm.errors import InputError
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -79,7 +80,7 @@ SAMPLE_QUERYSET_FILE = "esci_us_queryset.json"
 SAMPLE_UBI_FILE = "ubi_queries_events.ndjson"
 
 
-class EsciFormatError(ValueError):
+class EsciFormatError(InputError):
     """The data does not follow the ESCI layout; the message names the file and the columns."""
 
 

@@ -53,17 +53,13 @@ def _serve_over_http(url: str, queries: list[str], model: str = "rewrite-search"
 
 
 def _in_process_rewriter(rewriter_dir: str | None, echo):
+    from minielm.feedback.simulator import traffic_rewriter
+
     if rewriter_dir and Path(rewriter_dir).is_dir():
-        try:
-            from minielm.models.rewriter import CausalRewriter
-        except ImportError:
-            CausalRewriter = None
-        if CausalRewriter is not None:
-            model = CausalRewriter.load(rewriter_dir)
-            echo(f"  rewriting in process with the student rewriter {rewriter_dir}")
-            return (lambda qs: [row[0] for row in model.rewrite(list(qs))]), "student-rewriter", str(model.version)
+        echo(f"  rewriting in process with the student rewriter {rewriter_dir}")
+        return traffic_rewriter(rewriter_dir, "student-rewriter")
     echo("  no student rewriter available: serving the raw queries")
-    return (lambda qs: list(qs)), "raw", "0"
+    return traffic_rewriter(None)
 
 
 def feedback_demo_step(ctx) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.models.cross_encoder import ESCI_GAINS
 from minielm.models.interfaces import RelevanceScorer
@@ -33,7 +34,7 @@ PROB_COLUMNS = ("E", "S", "C", "I")
 Retriever = Callable[[list[str], int], list[list[str]]]
 
 
-class AugmentedDataError(ValueError):
+class AugmentedDataError(InputError):
     """The augmented data cannot be built or is unusable for training (e.g. empty)."""
 
 
@@ -156,7 +157,7 @@ def label_triples(
     if triples is None or len(triples) == 0:
         raise AugmentedDataError(
             "augmented data is empty: no triples to label (check the queries, the "
-            "catalog and distill.triples_per_query)"
+            "catalog and distill.relevance.triples_per_query)"
         )
     missing = sorted({p for p in pd.concat([triples["product_a"], triples["product_b"]]) if p not in product_texts})
     if missing:

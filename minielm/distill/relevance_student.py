@@ -70,14 +70,14 @@ def distill_relevance(
     if missing:
         raise AugmentedDataError(f"{len(missing)} product ids in the triples have no product text, e.g. {missing[:3]}")
     has_soft = all(f"{side}_{c}" in labelled.columns for side in ("pos", "neg") for c in PROB_COLUMNS)
-    if config.soft_label_weight > 0 and not has_soft:
+    if config.relevance.soft_label_weight > 0 and not has_soft:
         raise AugmentedDataError(
-            "distill.soft_label_weight > 0 needs the teacher's class probabilities "
+            "distill.relevance.soft_label_weight > 0 needs the teacher's class probabilities "
             "(pos_E..neg_I columns) in the labelled triples"
         )
-    gold = _gold_frame(gold, product_texts) if config.gold_mix_weight > 0 else None
-    steps = steps or config.relevance_steps
-    size = config.relevance_batch_size
+    gold = _gold_frame(gold, product_texts) if config.relevance.gold_mix_weight > 0 else None
+    steps = steps or config.relevance.steps
+    size = config.relevance.batch_size
     label_index = {c: i for i, c in enumerate(ESCI_CLASSES)}
     pos_cols = [f"pos_{c}" for c in PROB_COLUMNS]
     neg_cols = [f"neg_{c}" for c in PROB_COLUMNS]
@@ -96,7 +96,7 @@ def distill_relevance(
                 "t_pos": torch.tensor(rows["pos_score"].to_numpy(np.float32)),
                 "t_neg": torch.tensor(rows["neg_score"].to_numpy(np.float32)),
             }
-            if config.soft_label_weight > 0:
+            if config.relevance.soft_label_weight > 0:
                 batch["soft"] = torch.tensor(
                     np.concatenate([rows[pos_cols].to_numpy(np.float32), rows[neg_cols].to_numpy(np.float32)])
                 )
@@ -118,17 +118,17 @@ def distill_relevance(
         record = {"margin_mse": float(loss.detach())}
         if "soft" in batch:
             kl = soft_label_kl(logits, batch["soft"])
-            loss = loss + config.soft_label_weight * kl
+            loss = loss + config.relevance.soft_label_weight * kl
             record["soft_kl"] = float(kl.detach())
         if "gold_inputs" in batch:
             ce = F.cross_entropy(engine(**batch["gold_inputs"]), batch["gold_target"])
-            loss = loss + config.gold_mix_weight * ce
+            loss = loss + config.relevance.gold_mix_weight * ce
             record["gold_ce"] = float(ce.detach())
         parts.append(record)
         return loss
 
     torch.manual_seed(seed)
-    engine_config = training_config(steps, size, config.relevance_learning_rate, config.zero_stage, seed)
+    engine_config = training_config(steps, size, config.relevance.learning_rate, config.zero_stage, seed)
     result = run_engine(student.model, loss_fn, batches, engine_config, Path(work_dir), "distill relevance")
     student.model.eval()
     remove_checkpoints(Path(work_dir))

@@ -27,6 +27,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from minielm.config import DistillConfig
 from minielm.distill.losses import rewriter_distill_loss
 from minielm.distill.training import remove_checkpoints, run_engine, training_config
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.models.prompts import format_rewrite_prompt
 from minielm.models.rewriter import CausalRewriter, collate_rewrite_examples, encode_rewrite_example
@@ -37,7 +38,7 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 PROBE_TEXTS = (format_rewrite_prompt("wireles hedphones noise cancel"), " 7qt blk instant pot bed side lamp")
 
 
-class DistillError(ValueError):
+class DistillError(InputError):
     """Distillation cannot start: incompatible teacher/student or unusable data."""
 
 
@@ -82,7 +83,7 @@ def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     """Evenly spaced teacher layers for the student, keeping the first and the last."""
     if not 1 <= student_layers <= teacher_layers:
         raise DistillError(
-            f"distill.rewriter_num_layers must be between 1 and the teacher's {teacher_layers} "
+            f"distill.rewriter.num_layers must be between 1 and the teacher's {teacher_layers} "
             f"layers, got {student_layers}"
         )
     if student_layers == 1:
@@ -95,14 +96,14 @@ def student_config(teacher: PretrainedConfig, config: DistillConfig) -> Pretrain
     shape = copy.deepcopy(teacher)
     heads = teacher.num_attention_heads
     head_dim = getattr(teacher, "head_dim", None) or teacher.hidden_size // heads
-    hidden = config.rewriter_hidden_size or teacher.hidden_size
+    hidden = config.rewriter.hidden_size or teacher.hidden_size
     if hidden > teacher.hidden_size:
         raise DistillError(
-            f"distill.rewriter_hidden_size ({hidden}) must not exceed the teacher's "
+            f"distill.rewriter.hidden_size ({hidden}) must not exceed the teacher's "
             f"{teacher.hidden_size}: the student is smaller"
         )
-    n_heads = config.rewriter_num_attention_heads or max(1, hidden // head_dim)
-    kv_heads = config.rewriter_num_key_value_heads or max(
+    n_heads = config.rewriter.num_attention_heads or max(1, hidden // head_dim)
+    kv_heads = config.rewriter.num_key_value_heads or max(
         1, min(n_heads, getattr(teacher, "num_key_value_heads", heads) * n_heads // heads)
     )
     if hidden % n_heads or n_heads % kv_heads:
@@ -110,18 +111,18 @@ def student_config(teacher: PretrainedConfig, config: DistillConfig) -> Pretrain
             f"student shape: hidden_size {hidden} must be a multiple of num_attention_heads {n_heads}, "
             f"which must be a multiple of num_key_value_heads {kv_heads}"
         )
-    shape.num_hidden_layers = config.rewriter_num_layers
+    shape.num_hidden_layers = config.rewriter.num_layers
     shape.hidden_size = hidden
     shape.num_attention_heads = n_heads
     shape.num_key_value_heads = kv_heads
     shape.head_dim = hidden // n_heads
-    shape.intermediate_size = config.rewriter_intermediate_size or (
+    shape.intermediate_size = config.rewriter.intermediate_size or (
         teacher.intermediate_size * hidden // teacher.hidden_size
     )
     layer_types = getattr(teacher, "layer_types", None)
     if layer_types:
-        shape.layer_types = list(layer_types)[: config.rewriter_num_layers]
-    layer_map(teacher.num_hidden_layers, config.rewriter_num_layers)
+        shape.layer_types = list(layer_types)[: config.rewriter.num_layers]
+    layer_map(teacher.num_hidden_layers, config.rewriter.num_layers)
     return shape
 
 
@@ -197,20 +198,20 @@ def distill_rewriter(
     queries = list(dict.fromkeys(q.strip() for q in queries if isinstance(q, str) and q.strip()))
     if not queries:
         raise DistillError("no unlabelled queries to distil on: the query list is empty")
-    queries = queries[: config.rewriter_kd_queries]
+    queries = queries[: config.rewriter.kd_queries]
     student_config(teacher.model.config, config)
-    steps = steps or config.rewriter_steps
+    steps = steps or config.rewriter.steps
 
     teacher.model.eval()
     targets = [r[0] for r in teacher.rewrite(queries)]
     encoded = [
-        encode_rewrite_example(tokenizer, q, r, max_prompt_tokens, config.rewriter_max_new_tokens)
+        encode_rewrite_example(tokenizer, q, r, max_prompt_tokens, config.rewriter.max_new_tokens)
         for q, r in zip(queries, targets)
     ]
     torch.manual_seed(seed)
     model, build = build_student(teacher.model, config)
     pad = tokenizer.pad_token_id
-    size = config.rewriter_batch_size
+    size = config.rewriter.batch_size
 
     def batches(start: int) -> Iterator[dict[str, torch.Tensor]]:
         micro_step = start
@@ -233,13 +234,13 @@ def distill_rewriter(
             student_logits.float(),
             teacher_logits.float().to(student_logits.device),
             batch["labels"],
-            config.seq_kd_weight,
-            config.kl_temperature,
+            config.rewriter.seq_kd_weight,
+            config.rewriter.kl_temperature,
         )
         parts.append(record)
         return loss
 
-    engine_config = training_config(steps, size, config.rewriter_learning_rate, config.zero_stage, seed)
+    engine_config = training_config(steps, size, config.rewriter.learning_rate, config.zero_stage, seed)
     result = run_engine(model, loss_fn, batches, engine_config, Path(work_dir), "distill rewriter")
     remove_checkpoints(Path(work_dir))
     model.eval()

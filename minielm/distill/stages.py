@@ -89,9 +89,9 @@ def label_augmented_pairs(
         queries,
         data.products,
         index.search,
-        triples_per_query=config.triples_per_query,
-        sources=config.triple_sources,
-        retrieval_depth=config.retrieval_depth,
+        triples_per_query=config.relevance.triples_per_query,
+        sources=config.relevance.triple_sources,
+        retrieval_depth=config.relevance.retrieval_depth,
         seed=seed,
     )
     teacher = RelevanceTeacher.load(teacher_relevance_dir)
@@ -127,12 +127,12 @@ def distill_relevance_student(
     validate_labelled_triples(labelled)
     data = _load_data(dataset_dir)
     gold = None
-    if config.gold_mix_weight > 0:
+    if config.relevance.gold_mix_weight > 0:
         from minielm.teachers.data import split_examples
 
         gold = split_examples(data, "train", "gold relevance labels")[["query", "product_id", "esci_label"]]
     student = CrossEncoderScorer.from_backbone(
-        config.relevance_backbone, max_length=config.relevance_max_length, num_layers=config.relevance_num_layers
+        config.relevance.backbone, max_length=config.relevance.max_length, num_layers=config.relevance.num_layers
     )
     output_dir = Path(output_dir)
     result = distill_relevance(
@@ -179,7 +179,7 @@ def distill_rewriter_student(
     student_tokenizer = load_tokenizer(student_tokenizer_dir) if student_tokenizer_dir else None
     data = _load_data(dataset_dir)
     queries = unlabelled_queries(data)
-    teacher = CausalRewriter.load(teacher_rewriter_dir, max_new_tokens=config.rewriter_max_new_tokens)
+    teacher = CausalRewriter.load(teacher_rewriter_dir, max_new_tokens=config.rewriter.max_new_tokens)
     output_dir = Path(output_dir)
     result = distill_rewriter(
         teacher, queries, config, work_dir=output_dir / "work", seed=seed, student_tokenizer=student_tokenizer
@@ -211,13 +211,13 @@ def _calibrate(student, data, index_dir, eval_config: EvalConfig, config: Distil
     """The teacher trainer's calibration, applied to the student (no validation split: always rewrite)."""
     from minielm.teachers.rewriter import calibrate_min_confidence
 
-    if not (data.examples["split"] == config.calibration_split).any():
+    if not (data.examples["split"] == config.rewriter.calibration_split).any():
         return {"min_confidence": 0.0, "calibration_split": None}
     calibration = calibrate_min_confidence(
         student,
         data,
-        config.calibration_split,
-        config.calibration_queries,
+        config.rewriter.calibration_split,
+        config.rewriter.calibration_queries,
         eval_config.top_k,
         eval_config.substitute_is_relevant,
         _index(index_dir, data),
@@ -293,7 +293,7 @@ def gate_students(
     report: dict[str, Any], production: dict[str, Any] | None, gate: GateConfig, config: DistillConfig
 ) -> dict[str, Any]:
     """Rewriter: the platform's quality gate (beat raw, no regression vs production). Relevance: the
-    student's nDCG may trail the teacher's by at most ``distill.relevance_max_ndcg_gap``."""
+    student's nDCG may trail the teacher's by at most ``distill.relevance.max_ndcg_gap``."""
     from minielm.gate import quality_gate
 
     systems = report["rewriter"]["systems"]
@@ -301,10 +301,10 @@ def gate_students(
     k = report["relevance"]["k"]
     student_ndcg = report["relevance"]["systems"]["student"][f"ndcg@{k}"]
     teacher_ndcg = report["relevance"]["systems"]["teacher"][f"ndcg@{k}"]
-    relevance_ok = student_ndcg >= teacher_ndcg - config.relevance_max_ndcg_gap
+    relevance_ok = student_ndcg >= teacher_ndcg - config.relevance.max_ndcg_gap
     relevance_reason = (
         f"relevance student nDCG@{k} {student_ndcg:.4f} vs teacher {teacher_ndcg:.4f} "
-        f"(allowed gap {config.relevance_max_ndcg_gap})"
+        f"(allowed gap {config.relevance.max_ndcg_gap})"
     )
     passed = rewriter.passed and relevance_ok
     return {

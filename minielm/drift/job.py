@@ -22,13 +22,14 @@ from minielm.drift.embeddings import QueryEncoder, shared_encoder
 from minielm.drift.monitor import DriftResult, run_drift
 from minielm.drift.retrain import Submitter, trigger_retraining
 from minielm.drift.sources import read_keys, select_windows
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.storage import ObjectNotFound, ObjectStore
 
 log = get_logger(__name__)
 
 
-class DriftInputError(ValueError):
+class DriftInputError(InputError):
     """A drift setting or argument is unusable; the message names it."""
 
 

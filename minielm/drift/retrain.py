@@ -14,6 +14,7 @@ from typing import Any
 from minielm.config import Settings
 from minielm.drift.checks import CHECKS_BY_NAME
 from minielm.drift.monitor import DriftResult
+from minielm.errors import MinielmError
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -46,7 +47,7 @@ def retraining_decision(result: DriftResult, settings: Settings) -> tuple[bool, 
 Submitter = Callable[[str, dict[str, Any], str], dict[str, Any]]
 
 
-class RetrainingNotWired(RuntimeError):
+class RetrainingNotWired(MinielmError):
     """Retraining is on but the caller gave no way to submit the pipeline (a programming error)."""
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from minielm.config import Settings
+from minielm.errors import InputError
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -59,7 +60,7 @@ PRODUCT_FEATURE_COLUMNS = {
 OFFLINE_TABLES = {"query_stats.parquet": QUERY_STATS_COLUMNS, "product_features.parquet": PRODUCT_FEATURE_COLUMNS}
 
 
-class FeatureRepoError(RuntimeError):
+class FeatureRepoError(InputError):
     """The Feast repo cannot be applied or materialised; the message says which setting or file."""
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from minielm.config import FeedbackConfig
+from minielm.errors import ServiceError
 from minielm.features.keys import query_key
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
 from minielm.feedback.windows import (
@@ -48,7 +49,7 @@ RECENTLY_CLOSED_LIMIT = 200_000
 FEEDBACK_IDLE_S = 2.0
 
 
-class AggregatorError(RuntimeError):
+class AggregatorError(ServiceError):
     """The aggregator cannot go on safely (e.g. topics not co-partitioned, broker log reset)."""
 
 

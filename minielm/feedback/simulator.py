@@ -219,6 +219,20 @@ def _record(report: SimulationReport, served: ServedRewrite, outcome: SessionOut
     report.queries[served.query] += 1
 
 
+def traffic_rewriter(
+    rewriter_dir: Path | str | None, model_name: str | None = None
+) -> tuple[Callable[[list[str]], list[str]], str, str]:
+    """(rewrite function, model name, model version) for :func:`drive_traffic`: the saved rewriter in
+    ``rewriter_dir`` (named ``model_name`` or after its directory), or without one the raw query."""
+    if rewriter_dir is None:
+        return (lambda queries: list(queries)), "raw", "0"
+    from minielm.models.rewriter import CausalRewriter  # torch: loaded only when a rewriter serves
+
+    model = CausalRewriter.load(rewriter_dir)
+    name = model_name or Path(rewriter_dir).name
+    return (lambda queries: [row[0] for row in model.rewrite(list(queries))]), name, str(model.version)
+
+
 def drive_traffic(
     settings: Settings,
     simulator: ShopperSimulator,

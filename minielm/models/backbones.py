@@ -27,6 +27,7 @@ from transformers import (
     Qwen2Config,
 )
 
+from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer, train_bpe_tokenizer
 
@@ -39,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ESCI_CLASSES = ("E", "S", "C", "I")
 
 
-class BackboneError(RuntimeError):
+class BackboneError(ServiceError):
     """A backbone is unknown or its files are not where setup puts them."""
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from minielm.errors import InputError
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -33,7 +34,7 @@ HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 
 
-class CrossEncoderError(ValueError):
+class CrossEncoderError(InputError):
     """Bad input to the cross-encoder or a directory that does not hold one."""
 
 

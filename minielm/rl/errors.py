@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from minielm.errors import InputError
 
-class RLInputError(ValueError):
+
+class RLInputError(InputError):
     """Feedback windows, models or settings the RL stage cannot use; names the object and field."""

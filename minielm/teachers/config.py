@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from minielm.training.config import StrictConfig, TrainingConfig
+from minielm.config_base import StrictConfig
+from minielm.training.config import TrainingConfig
 
 
 class TinyBackboneConfig(StrictConfig):

@@ -27,9 +27,10 @@ from minielm.data.esci import (
     validate_products,
 )
 from minielm.data.text import product_text
+from minielm.errors import InputError
 
 
-class TeacherDataError(ValueError):
+class TeacherDataError(InputError):
     """The training data cannot train a teacher; the message says which column, split or values."""
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from minielm.config import ConfigError, Settings, format_validation_error
+from minielm.config_base import with_overrides
 from minielm.teachers.common import TeacherRun
 from minielm.teachers.config import (
     RelevanceTeacherConfig,
@@ -21,15 +22,6 @@ from minielm.teachers.config import (
 )
 
 Role = Literal["rewriter", "relevance"]
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = (
-            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
 
 
 def teacher_config(
@@ -50,7 +42,7 @@ def teacher_config(
         else section
     )
     try:
-        return type(base).model_validate(_merge(base.model_dump(), overrides or {}))
+        return with_overrides(base, overrides or {})
     except ValidationError as error:
         raise ConfigError(format_validation_error(error).replace("invalid configuration", f"teachers.{role}")) from None
 

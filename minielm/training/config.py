@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class StrictConfig(BaseModel):
-    """Base of every trainer config: unknown keys and bad values are errors that name the field."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from minielm.config_base import StrictConfig
 
 
 class TrainingConfig(StrictConfig):

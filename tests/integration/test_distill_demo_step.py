@@ -42,7 +42,7 @@ def test_distill_demo_step_registers_students_and_promotes_the_first(embedded_se
         settings.models.student_rewriter = f"student-rewriter-{suffix}"
         settings.models.student_relevance = f"student-relevance-{suffix}"
         settings.gate.min_gain_over_raw = -100.0  # tiny models trained for seconds: the test checks the plumbing
-        settings.distill.relevance_max_ndcg_gap = 1.0
+        settings.distill.relevance.max_ndcg_gap = 1.0
         dataset = generate_dataset(n_products=300, n_queries=80, seed=3)
         dataset_dir = str(write_esci(dataset, tmp_path / "data"))
         index_dir = str(SearchIndex.build(dataset.products).save(tmp_path / "index"))

@@ -26,7 +26,7 @@ def test_local_run_registers_both_students_as_candidates(embedded_services, tmp_
     settings.models.student_relevance = f"pipeline-relevance-{suffix}"
     settings.paths.runs_dir = tmp_path / "runs"
     settings.gate.min_gain_over_raw = -100.0  # toy models trained for seconds: the test checks the plumbing
-    settings.distill.relevance_max_ndcg_gap = 1.0
+    settings.distill.relevance.max_ndcg_gap = 1.0
     dataset = generate_dataset(n_products=300, n_queries=80, seed=5)
     data_dir = write_esci(dataset, tmp_path / "data")
     index_dir = SearchIndex.build(dataset.products).save(tmp_path / "index")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minielm.config import DistillConfig, GateConfig
+from minielm.config import DistillConfig, GateConfig, RelevanceStudentConfig
 from minielm.distill.evaluate import format_quality_table, gain_share
 from minielm.distill.stages import gate_students
 
@@ -44,7 +44,7 @@ def test_quality_table_lists_every_system_and_the_share():
 
 
 def test_gate_passes_a_good_pair_and_names_each_failure():
-    config = DistillConfig(relevance_max_ndcg_gap=0.05)
+    config = DistillConfig(relevance=RelevanceStudentConfig(max_ndcg_gap=0.05))
     good = gate_students(_report(2.9, 0.78), None, GateConfig(), config)
     assert good["passed"] and good["relevance"]["passed"]
     worse_than_raw = gate_students(_report(1.9, 0.80), None, GateConfig(), config)

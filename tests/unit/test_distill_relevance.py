@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from minielm.config import DistillConfig
+from minielm.config import DistillConfig, RelevanceStudentConfig
 from minielm.distill.augment import AugmentedDataError, build_triples, label_triples
 from minielm.distill.losses import margin_mse, rewriter_distill_loss, soft_label_kl, token_kl_loss
 from minielm.distill.relevance_student import distill_relevance
@@ -133,7 +133,7 @@ def test_tiny_teacher_distilled_into_tiny_cross_encoder_moves_toward_the_teacher
 
     before = agreement()
     params_before = [p.detach().clone() for p in student.model.parameters()]
-    config = DistillConfig(relevance_batch_size=16, relevance_learning_rate=1e-2, soft_label_weight=0.5)
+    config = DistillConfig(relevance=RelevanceStudentConfig(batch_size=16, learning_rate=1e-2, soft_label_weight=0.5))
     result = distill_relevance(student, labelled, texts, config, work_dir=tmp_path / "work", steps=250)
     assert not (tmp_path / "work" / "checkpoints").exists()
     assert np.mean(result.losses[-30:]) < 0.75 * np.mean(result.losses[:30])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from minielm.config import DistillConfig
+from minielm.config import DistillConfig, RewriterStudentConfig
 from minielm.distill.losses import token_kl_loss
 from minielm.distill.rewriter_student import (
     DistillError,
@@ -89,7 +89,7 @@ def test_layer_map_spreads_student_layers_over_the_teacher():
     assert layer_map(30, 4) == [0, 10, 19, 29]
     assert layer_map(4, 2) == [0, 3]
     assert layer_map(4, 1) == [3]
-    with pytest.raises(DistillError, match="rewriter_num_layers"):
+    with pytest.raises(DistillError, match=r"rewriter\.num_layers"):
         layer_map(4, 5)
 
 
@@ -113,13 +113,15 @@ def test_tiny_teacher_distilled_into_smaller_student_moves_toward_the_teacher(ti
     held_out = [q for q, _ in pairs[::7]]
     unlabelled = [q for q, _ in pairs]
     config = DistillConfig(
-        rewriter_num_layers=2,
-        rewriter_hidden_size=32,
-        rewriter_batch_size=16,
-        rewriter_learning_rate=5e-3,
-        seq_kd_weight=0.5,
-        kl_temperature=2.0,
-        rewriter_max_new_tokens=12,
+        rewriter=RewriterStudentConfig(
+            num_layers=2,
+            hidden_size=32,
+            batch_size=16,
+            learning_rate=5e-3,
+            seq_kd_weight=0.5,
+            kl_temperature=2.0,
+            max_new_tokens=12,
+        )
     )
     from minielm.distill.rewriter_student import build_student
 
@@ -170,6 +172,8 @@ def test_bad_student_shapes_and_empty_queries_fail_clearly(untrained_teacher, tm
     with pytest.raises(DistillError, match="query list is empty"):
         distill_rewriter(untrained_teacher, ["", "  "], DistillConfig(), work_dir=tmp_path)
     with pytest.raises(DistillError, match="must not exceed the teacher"):
-        student_config(untrained_teacher.model.config, DistillConfig(rewriter_num_layers=2, rewriter_hidden_size=128))
-    with pytest.raises(DistillError, match="rewriter_num_layers"):
-        student_config(untrained_teacher.model.config, DistillConfig(rewriter_num_layers=9))
+        student_config(
+            untrained_teacher.model.config, DistillConfig(rewriter=RewriterStudentConfig(num_layers=2, hidden_size=128))
+        )
+    with pytest.raises(DistillError, match=r"rewriter\.num_layers"):
+        student_config(untrained_teacher.model.config, DistillConfig(rewriter=RewriterStudentConfig(num_layers=9)))

@@ -11,15 +11,17 @@ from minielm.config import Settings
 
 def test_toy_settings_applies_every_budget_and_keeps_the_rest():
     settings = Settings(seed=7)
-    settings.distill.rewriter_steps = 9999
+    settings.distill.rewriter.steps = 9999
     toy = presets.toy_settings(settings)
-    for key, value in presets.TOY_DISTILL.items():
-        assert getattr(toy.distill, key) == value
+    for section, budget in presets.TOY_DISTILL.items():
+        for key, value in budget.items():
+            assert getattr(getattr(toy.distill, section), key) == value
+    assert toy.distill.rewriter.seq_kd_weight == settings.distill.rewriter.seq_kd_weight
     for key, value in presets.TOY_RL.items():
         assert getattr(toy.rl, key) == value
     assert toy.teachers.rewriter.backbone == "tiny" and toy.teachers.relevance.backbone == "tiny"
     assert toy.gate == settings.gate and toy.seed == 7 and toy.eval == settings.eval
-    assert settings.distill.rewriter_steps == 9999, "the input settings are not modified"
+    assert settings.distill.rewriter.steps == 9999, "the input settings are not modified"
 
 
 def test_toy_teachers_keep_the_configured_tiny_shape():
