@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minielm.config import DistillConfig, RLConfig, Section, Settings, _deep_merge
+from minielm.config import ConfigError, DistillConfig, RLConfig, Section, Settings, _deep_merge
 from minielm.teachers.config import TeachersConfig, tiny_relevance_config, tiny_rewriter_config
 
 # A 2-layer MiniLM relevance student and a 1-layer student decoder. The toy relevance teacher is
@@ -75,3 +75,16 @@ def toy_settings(settings: Settings) -> Settings:
             "rl": toy_rl(settings.rl),
         }
     )
+
+
+# Named presets that entry points (e.g. a pipeline's ``preset`` parameter) apply to loaded settings.
+PRESETS = {"toy": toy_settings}
+
+
+def apply_preset(settings: Settings, name: str) -> Settings:
+    """``settings`` with the named preset applied; ``""`` applies none."""
+    if not name:
+        return settings
+    if name not in PRESETS:
+        raise ConfigError(f"preset: expected one of {sorted(PRESETS)} or empty, got {name!r}")
+    return PRESETS[name](settings)
