@@ -4,7 +4,8 @@ objects). The teachers are trained by :mod:`components.teachers`.
 
 Every component reads the platform settings from ``config_file`` (empty: ``$MINIELM_CONFIG`` and
 ``MINIELM_*`` variables; on a cluster the settings ConfigMap mounted by ``pipelines.platform``).
-``toy`` selects the toy-scale budgets (tiny teachers, short distillation) that run on a laptop in minutes.
+``preset`` names a config preset applied to those settings (``toy``: the budgets of
+``minielm.presets`` that run on a laptop in minutes; empty: none).
 The image each task runs is set when the pipeline is built (``pipelines.platform.deploy``).
 """
 
@@ -49,22 +50,22 @@ def label_augmented_pairs(
     config_file: str,
     data: Input[Dataset],
     index: Input[Artifact],
-    toy: bool,
+    preset: str,
     teacher_relevance: Input[Model],
     triples: Output[Dataset],
 ) -> int:
     """Augmented (query, product+, product-) triples labelled by the relevance teacher."""
     from minielm.config import load_settings
     from minielm.distill.stages import TEACHER_EXPORT, label_augmented_pairs
-    from minielm.presets import toy_distill
+    from minielm.presets import apply_preset
 
-    settings = load_settings(config_file or None)
+    settings = apply_preset(load_settings(config_file or None), preset)
     summary = label_augmented_pairs(
         data.path,
         index.path if index.metadata.get("present") else None,
         f"{teacher_relevance.path}/{TEACHER_EXPORT}",
         triples.path,
-        toy_distill(settings.distill) if toy else settings.distill,
+        settings.distill,
         seed=settings.seed,
     )
     triples.metadata.update({k: v for k, v in summary.items() if k != "triples_path"})
@@ -73,19 +74,19 @@ def label_augmented_pairs(
 
 @dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def distill_relevance(
-    config_file: str, data: Input[Dataset], toy: bool, triples: Input[Dataset], student: Output[Model]
+    config_file: str, data: Input[Dataset], preset: str, triples: Input[Dataset], student: Output[Model]
 ) -> None:
     """Cross-encoder student, Margin-MSE on the teacher margins (export in ``student.path/model``)."""
     from minielm.config import load_settings
     from minielm.distill.stages import TRIPLES_FILE, distill_relevance_student
-    from minielm.presets import toy_distill
+    from minielm.presets import apply_preset
 
-    settings = load_settings(config_file or None)
+    settings = apply_preset(load_settings(config_file or None), preset)
     summary = distill_relevance_student(
         data.path,
         f"{triples.path}/{TRIPLES_FILE}",
         student.path,
-        toy_distill(settings.distill) if toy else settings.distill,
+        settings.distill,
         seed=settings.seed,
     )
     student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
@@ -96,21 +97,21 @@ def distill_rewriter(
     config_file: str,
     data: Input[Dataset],
     index: Input[Artifact],
-    toy: bool,
+    preset: str,
     teacher_rewriter: Input[Model],
     student: Output[Model],
 ) -> None:
     """Smaller decoder, sequence-level KD + token KL to the teacher (export in ``student.path/model``)."""
     from minielm.config import load_settings
     from minielm.distill.stages import TEACHER_EXPORT, distill_rewriter_student
-    from minielm.presets import toy_distill
+    from minielm.presets import apply_preset
 
-    settings = load_settings(config_file or None)
+    settings = apply_preset(load_settings(config_file or None), preset)
     summary = distill_rewriter_student(
         data.path,
         f"{teacher_rewriter.path}/{TEACHER_EXPORT}",
         student.path,
-        toy_distill(settings.distill) if toy else settings.distill,
+        settings.distill,
         seed=settings.seed,
         index_dir=index.path if index.metadata.get("present") else None,
         eval_config=settings.eval,

@@ -3,7 +3,8 @@
 No ``from __future__ import annotations``: KFP reads the real annotation objects. The ``data``
 artifact is a directory in the ESCI layout; the ``teacher`` model artifact is the run directory
 (resumable checkpoints, ``final/`` = the exported model). ``overrides`` is JSON merged into
-``settings.teachers.<role>``; ``toy`` selects the tiny backbone and its budget.
+``settings.teachers.<role>``; ``preset`` names a config preset applied to the settings first
+(``toy``: the tiny backbone and its budget; empty: none).
 """
 
 from kfp import dsl
@@ -20,16 +21,16 @@ def fine_tune_rewriter_teacher(
     metrics: Output[Metrics],
     config_file: str = "",
     overrides: str = "",
-    toy: bool = False,
+    preset: str = "",
 ) -> float:
     """Rewriter teacher through the DeepSpeed core; returns the relevant products per query it reaches."""
     from minielm.config import load_settings
+    from minielm.presets import apply_preset
     from minielm.teachers.stages import numeric_metrics, run_teacher_stage
 
     index_dir = index.path if index.metadata.get("present") else None
-    run = run_teacher_stage(
-        load_settings(config_file or None), "rewriter", data.path, teacher.path, toy, overrides, index_dir
-    )
+    settings = apply_preset(load_settings(config_file or None), preset)
+    run = run_teacher_stage(settings, "rewriter", data.path, teacher.path, False, overrides, index_dir)
     teacher.metadata.update({"role": "teacher-rewriter", "export": "final", **run.metadata})
     for name, value in numeric_metrics(run).items():
         metrics.log_metric(name, value)
@@ -43,13 +44,15 @@ def fine_tune_relevance_teacher(
     metrics: Output[Metrics],
     config_file: str = "",
     overrides: str = "",
-    toy: bool = False,
+    preset: str = "",
 ) -> float:
     """LM relevance teacher (4-way ESCI head) through the DeepSpeed core; returns its macro-F1."""
     from minielm.config import load_settings
+    from minielm.presets import apply_preset
     from minielm.teachers.stages import numeric_metrics, run_teacher_stage
 
-    run = run_teacher_stage(load_settings(config_file or None), "relevance", data.path, teacher.path, toy, overrides)
+    settings = apply_preset(load_settings(config_file or None), preset)
+    run = run_teacher_stage(settings, "relevance", data.path, teacher.path, False, overrides)
     teacher.metadata.update({"role": "teacher-relevance", "export": "final", **run.metadata})
     for name, value in numeric_metrics(run).items():
         metrics.log_metric(name, value)

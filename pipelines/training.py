@@ -45,7 +45,7 @@ def build_pipeline(cluster: PipelinesConfig):
         data_uri: str,
         index_uri: str = "",
         config_file: str = "",
-        toy: bool = False,
+        preset: str = "",
         rewriter_teacher_overrides: str = "",
         relevance_teacher_overrides: str = "",
         run_id: str = "",
@@ -53,30 +53,30 @@ def build_pipeline(cluster: PipelinesConfig):
         checked = deploy(validate_data(config_file=config_file, data_uri=data_uri, index_uri=index_uri), cluster)
         data, index = checked.outputs["data"], checked.outputs["index"]
         teacher_rewriter = fine_tune_rewriter_teacher(
-            data=data, index=index, config_file=config_file, overrides=rewriter_teacher_overrides, toy=toy
+            data=data, index=index, config_file=config_file, overrides=rewriter_teacher_overrides, preset=preset
         )
         deploy(teacher_rewriter, cluster, training=True)
         teacher_relevance = fine_tune_relevance_teacher(
-            data=data, config_file=config_file, overrides=relevance_teacher_overrides, toy=toy
+            data=data, config_file=config_file, overrides=relevance_teacher_overrides, preset=preset
         )
         deploy(teacher_relevance, cluster, training=True)
         labelled = label_augmented_pairs(
             config_file=config_file,
             data=data,
             index=index,
-            toy=toy,
+            preset=preset,
             teacher_relevance=teacher_relevance.outputs["teacher"],
         )
         deploy(labelled, cluster, training=True)
         relevance_student = distill_relevance(
-            config_file=config_file, data=data, toy=toy, triples=labelled.outputs["triples"]
+            config_file=config_file, data=data, preset=preset, triples=labelled.outputs["triples"]
         )
         deploy(relevance_student, cluster, training=True)
         rewriter_student = distill_rewriter(
             config_file=config_file,
             data=data,
             index=index,
-            toy=toy,
+            preset=preset,
             teacher_rewriter=teacher_rewriter.outputs["teacher"],
         )
         deploy(rewriter_student, cluster, training=True)
@@ -119,8 +119,8 @@ def cluster_arguments(settings: Settings) -> dict:
 
 
 def run_local(settings: Settings, **params) -> dict:
-    """Run the pipeline with kfp.local (a subprocess per task, toy budgets unless ``toy=False``)."""
-    params = {"toy": True, **params}
+    """Run the pipeline with kfp.local (a subprocess per task; the ``toy`` preset unless ``preset`` says otherwise)."""
+    params = {"preset": "toy", **params}
     return run_locally(
         build_pipeline(settings.pipelines), NAME, settings, default_arguments(settings), params, "training"
     )

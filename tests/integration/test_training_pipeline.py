@@ -39,7 +39,7 @@ def test_local_run_registers_both_students_as_candidates(embedded_services, tmp_
         settings,
         data_uri=data_uri,
         index_uri=index_uri,
-        toy=True,
+        preset="toy",
         rewriter_teacher_overrides='{"training": {"max_steps": 120}}',
         relevance_teacher_overrides='{"training": {"max_steps": 60}}',
     )

@@ -108,3 +108,9 @@ def test_bad_cluster_settings_name_the_field():
         PipelinesConfig(settings_mount_path="etc/minielm")
     with pytest.raises(ValidationError, match="kfp_host"):
         PipelinesConfig(kfp_host="ml-pipeline:8888")
+
+
+def test_the_jobs_image_constant_is_the_charts_default():
+    values = yaml.safe_load((compiled_path("training").parents[2] / "helm" / "minielm" / "values.yaml").read_text())
+    jobs = values["images"]["jobs"]
+    assert f"{jobs['repository']}:{jobs['tag']}" == JOBS_IMAGE

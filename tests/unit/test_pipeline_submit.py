@@ -157,11 +157,12 @@ def test_unreachable_host_exits_1_naming_it(s3_data):
 
 
 def test_schedule_replaces_the_recurring_run_with_the_same_credentials(kfp, s3_data):
+    """Same endpoint, token and namespace as a run; the inputs need not exist yet (runs read them later)."""
     args = [
         "--set",
         "pipelines.data_uri=s3://datasets/esci/v1",
         "--set",
-        "pipelines.index_uri=s3://datasets/esci/v1-index",
+        "pipelines.index_uri=s3://datasets/esci/uploaded-later",
         "pipeline",
         "schedule",
         "rl_retraining",
@@ -180,6 +181,9 @@ def test_schedule_replaces_the_recurring_run_with_the_same_credentials(kfp, s3_d
     assert schedule["trigger"] == {"cron_schedule": {"cron": "0 0 */6 * * *"}}
     assert schedule["runtime_config"]["parameters"]["data_uri"] == "s3://datasets/esci/v1"
     assert all(r["headers"]["Authorization"] == "Bearer good-token" for r in kfp.requests)
+    # A schedule's inputs may be uploaded later, but they are S3 URIs.
+    local = invoke(*args, "-p", "index_uri=/home/me/index", state_dir=s3_data)
+    assert local.exit_code == 2 and "index_uri" in local.output
 
 
 def test_run_help_shows_the_cluster_options():

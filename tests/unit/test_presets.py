@@ -34,3 +34,13 @@ def test_a_preset_naming_an_unknown_field_fails(monkeypatch):
     monkeypatch.setitem(presets.TOY_RL, "no_such_budget", 1)
     with pytest.raises(ValidationError, match="no_such_budget"):
         presets.toy_rl(Settings().rl)
+
+
+def test_named_presets_apply_by_name_and_unknown_names_list_the_choices():
+    from minielm.config import ConfigError
+
+    settings = Settings()
+    assert presets.apply_preset(settings, "") is settings
+    assert presets.apply_preset(settings, "toy") == presets.toy_settings(settings)
+    with pytest.raises(ConfigError, match=r"preset: expected one of \['toy'\]"):
+        presets.apply_preset(settings, "tiny")

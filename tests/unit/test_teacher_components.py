@@ -54,8 +54,8 @@ def test_components_run_with_kfp_local(tmp_path):
         index = dsl.importer(
             artifact_uri=index_uri, artifact_class=Artifact, reimport=False, metadata={"present": False}
         )
-        fine_tune_rewriter_teacher(data=data.output, index=index.output, toy=True, overrides=overrides)
-        return fine_tune_relevance_teacher(data=data.output, toy=True, overrides=overrides).outputs["Output"]
+        fine_tune_rewriter_teacher(data=data.output, index=index.output, preset="toy", overrides=overrides)
+        return fine_tune_relevance_teacher(data=data.output, preset="toy", overrides=overrides).outputs["Output"]
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     task = both_teachers(data_uri=str(data_dir), index_uri=str(no_index))

@@ -41,10 +41,12 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
         "data_uri",
         "index_uri",
         "config_file",
-        "toy",
+        "preset",
         "rewriter_teacher_overrides",
         "relevance_teacher_overrides",
         "run_id",
     }
-    # A cluster run gets the configured budgets unless it asks for the toy ones.
-    assert params["toy"]["defaultValue"] is False
+    # A cluster run gets the configured budgets unless it names a preset (no toy flag on the components).
+    assert params["preset"]["defaultValue"] == ""
+    for component in spec["components"].values():
+        assert "toy" not in component.get("inputDefinitions", {}).get("parameters", {})
