@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from minielm.config import Settings, load_settings
+from minielm.demo.artifacts import DemoArtifacts
 from minielm.logs import get_logger
 from minielm.services import running_services
 from minielm.storage import ObjectStore
@@ -26,7 +26,7 @@ class DemoContext:
     settings: Settings
     workdir: Path
     store: ObjectStore
-    results: dict[str, Any] = field(default_factory=dict)
+    artifacts: DemoArtifacts = field(default_factory=DemoArtifacts)
     echo: Callable[[str], None] = print
 
 
@@ -37,10 +37,10 @@ class DemoStep:
 
 
 def stop_model_server(ctx: DemoContext) -> None:
-    stop = ctx.results.pop("serving_stop", None)
+    stop, ctx.artifacts.serving_stop = ctx.artifacts.serving_stop, None
     if stop is not None:
         stop()
-        ctx.echo(f"  model server at {ctx.results.get('serving_url')} stopped")
+        ctx.echo(f"  model server at {ctx.artifacts.serving_url} stopped")
 
 
 def default_steps() -> list[DemoStep]:
@@ -70,7 +70,7 @@ def default_steps() -> list[DemoStep]:
 
 def run_demo(
     settings: Settings | None = None, steps: list[DemoStep] | None = None, echo: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> DemoArtifacts:
     settings = settings or load_settings()
     steps = steps or default_steps()
     workdir = Path(settings.paths.runs_dir) / "demo"
@@ -89,4 +89,4 @@ def run_demo(
         finally:
             stop_model_server(ctx)
     echo("MiniELM demo finished")
-    return ctx.results
+    return ctx.artifacts
