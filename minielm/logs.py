@@ -51,12 +51,29 @@ def get_logger(name: str) -> StructLogger:
     return StructLogger(logging.getLogger(name), {})
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a CLI test runner swaps it per invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str | None = None) -> None:
-    """Send minielm logs to stderr once; level from MINIELM_LOG_LEVEL (default info)."""
+    """Send minielm logs to stderr once; level from ``level``, else MINIELM_LOG_LEVEL (default info)."""
     root = logging.getLogger("minielm")
     if getattr(root, "_minielm_configured", False):
+        if level:
+            root.setLevel(level.upper())
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(_StructFormatter(os.environ.get("MINIELM_LOG_FORMAT", "text") == "json"))
     root.addHandler(handler)
     root.setLevel((level or os.environ.get("MINIELM_LOG_LEVEL", "info")).upper())
