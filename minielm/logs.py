@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -79,3 +82,30 @@ def configure_logging(level: str | None = None) -> None:
     root.setLevel((level or os.environ.get("MINIELM_LOG_LEVEL", "info")).upper())
     root.propagate = False
     root._minielm_configured = True  # type: ignore[attr-defined]
+
+
+@contextmanager
+def logs_to_file(path: Path, console_level: int = logging.WARNING) -> Iterator[Path]:
+    """For the duration, every minielm record from info up goes to ``path`` and the console shows only
+    ``console_level`` and up (long runs keep their tables readable and the details in a file).
+
+    A console already set below info (``--log-level debug``) is left as it is.
+    """
+    root = logging.getLogger("minielm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(_StructFormatter(as_json=False))
+    saved_level, saved = root.level, [(handler, handler.level) for handler in root.handlers]
+    if root.getEffectiveLevel() >= logging.INFO:
+        for handler, _ in saved:
+            handler.setLevel(max(handler.level, console_level))
+        root.setLevel(logging.INFO)
+    root.addHandler(file_handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(file_handler)
+        file_handler.close()
+        root.setLevel(saved_level)
+        for handler, level in saved:
+            handler.setLevel(level)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -86,5 +87,19 @@ def _register_commands() -> None:
 _register_commands()
 
 
+OWN_PACKAGES = r"(minielm|serving|components|pipelines)(\.|$)"
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide other libraries' deprecation and future warnings (FastAPI, transformers, ...) from the command's
+    output; this project's own warnings still show, and ``python -W``/``PYTHONWARNINGS`` win when set."""
+    if sys.warnoptions:
+        return
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=category, module=OWN_PACKAGES)
+
+
 def main() -> None:
+    quiet_third_party_warnings()
     app()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from minielm.data.esci import write_esci
@@ -21,7 +20,6 @@ def data_demo_step(ctx) -> None:
     Produces ``dataset_dir``, ``index_dir`` and ``eval_raw_oracle`` (the report without per-query
     detail, on the test split).
     """
-    started = time.perf_counter()
     settings = ctx.settings
     dataset = generate_dataset(n_products=DEMO_PRODUCTS, n_queries=DEMO_QUERIES, seed=settings.seed)
     dataset_dir = write_esci(dataset, ctx.workdir / "data")
@@ -51,4 +49,3 @@ def data_demo_step(ctx) -> None:
     ctx.artifacts.dataset_dir = Path(dataset_dir)
     ctx.artifacts.index_dir = Path(index_dir)
     ctx.artifacts.eval_raw_oracle = report
-    ctx.echo(f"  data step took {time.perf_counter() - started:.1f}s")

@@ -8,7 +8,6 @@ Needs ``dataset_dir`` and ``index_dir`` (data step), ``teacher_rewriter_dir`` an
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from minielm.presets import toy_distill
@@ -36,7 +35,6 @@ def distill_demo_step(ctx) -> None:
     config = toy_distill(settings.distill)
     workdir = Path(ctx.workdir) / "distill"
     a = ctx.artifacts
-    started = time.perf_counter()
 
     labelled = label_augmented_pairs(
         a.dataset_dir, a.index_dir, a.teacher_relevance_dir, workdir / "triples", config, seed=settings.seed
@@ -113,4 +111,3 @@ def distill_demo_step(ctx) -> None:
     a.student_relevance_version = registered.get("student_relevance_version")
     a.distill_report = {k: v for k, v in report.items() if k != "table"}
     a.distill_gate = gate
-    ctx.echo(f"  distillation step took {time.perf_counter() - started:.1f}s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -84,7 +83,6 @@ def feedback_demo_step(ctx) -> None:
     from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.search import SearchIndex
 
-    started = time.perf_counter()
     settings = ctx.settings.model_copy(deep=True)
     settings.feedback.sim_top_k = DEMO_TOP_K
     settings.feedback.sim_rate_per_s = 500.0
@@ -160,7 +158,6 @@ def feedback_demo_step(ctx) -> None:
         "windows_written": stats.windows_written,
         "events_consumed": stats.consumed,
     }
-    ctx.echo(f"  feedback step took {time.perf_counter() - started:.1f}s")
 
 
 def _fmt(value) -> str:

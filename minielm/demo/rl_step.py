@@ -8,8 +8,6 @@ when present. Produces ``rl_report``.
 
 from __future__ import annotations
 
-import time
-
 from minielm.presets import toy_rl
 from minielm.registry import ModelRegistry
 
@@ -47,7 +45,6 @@ def format_rl_table(heldout: dict, k: int) -> list[str]:
 def rl_demo_step(ctx) -> None:
     from minielm.rl.retraining import NOTHING_TO_DO, run_retraining
 
-    started = time.perf_counter()
     ctx.artifacts.require("dataset_dir", "index_dir", step="RL retraining")
     settings = ctx.settings.model_copy(update={"rl": toy_rl(ctx.settings.rl)})
     registry = ModelRegistry(ctx.store)
@@ -104,4 +101,3 @@ def rl_demo_step(ctx) -> None:
     report["production_after"] = after
     ctx.echo(f"  production {name}: {before} -> {after}" + (" (changed)" if after != before else " (unchanged)"))
     ctx.artifacts.rl_report = report
-    ctx.echo(f"  RL step took {time.perf_counter() - started:.1f}s")

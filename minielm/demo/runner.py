@@ -14,11 +14,11 @@ from pathlib import Path
 
 from minielm.config import Settings, load_settings
 from minielm.demo.artifacts import DemoArtifacts
-from minielm.logs import get_logger
+from minielm.logs import logs_to_file
 from minielm.services import running_services
 from minielm.storage import ObjectStore
 
-log = get_logger(__name__)
+LOG_FILE = "demo.log"  # every structured log line of the run; the console shows the steps' tables
 
 
 @dataclass
@@ -77,8 +77,8 @@ def run_demo(
     # Each run starts clean: no checkpoint to resume, no registry or feedback windows from a previous run.
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    echo("MiniELM demo: starting the embedded Kafka broker and S3 server")
-    with running_services(settings, workdir / "services") as live:
+    echo(f"MiniELM demo: starting the embedded Kafka broker and S3 server; detailed logs in {workdir / LOG_FILE}")
+    with logs_to_file(workdir / LOG_FILE), running_services(settings, workdir / "services") as live:
         ctx = DemoContext(settings=live, workdir=workdir, store=ObjectStore(live.s3), echo=echo)
         try:
             for index, step in enumerate(steps, 1):

@@ -8,7 +8,6 @@ core, evaluates, registers both teachers and leaves their local directories and 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from minielm.presets import toy_teachers
@@ -32,7 +31,6 @@ def teacher_demo_step(
     data_dir, index_dir = ctx.artifacts.dataset_dir, ctx.artifacts.index_dir
     cache_dir = settings.teachers.models_cache_dir
     toy = toy_teachers(settings.teachers)
-    started = time.perf_counter()
     rewriter = train_rewriter_teacher(
         data_dir,
         ctx.workdir / "teachers" / "rewriter",
@@ -78,4 +76,3 @@ def teacher_demo_step(
     ctx.artifacts.teacher_relevance_dir = Path(relevance.model_dir)
     ctx.artifacts.teacher_relevance_version = relevance_version.version
     ctx.artifacts.teacher_metrics = {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r}
-    ctx.echo(f"  teacher step took {time.perf_counter() - started:.1f}s")
