@@ -84,10 +84,32 @@ def configure_logging(level: str | None = None) -> None:
     root._minielm_configured = True  # type: ignore[attr-defined]
 
 
+# Libraries that log to the console on their own handlers (DeepSpeed warns "Setting accelerator to CPU").
+THIRD_PARTY_LOGGERS = ("DeepSpeed", "kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class _DivertBelow(logging.Filter):
+    """Sends a library's records below ``level`` to ``handler`` (the run's log file) instead of its console."""
+
+    def __init__(self, handler: logging.Handler, level: int) -> None:
+        super().__init__()
+        self.handler, self.level = handler, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        if record.levelno >= logging.INFO:
+            self.handler.handle(record)
+        return False
+
+
 @contextmanager
-def logs_to_file(path: Path, console_level: int = logging.WARNING) -> Iterator[Path]:
+def logs_to_file(
+    path: Path, console_level: int = logging.WARNING, libraries: tuple[str, ...] = THIRD_PARTY_LOGGERS
+) -> Iterator[Path]:
     """For the duration, every minielm record from info up goes to ``path`` and the console shows only
-    ``console_level`` and up (long runs keep their tables readable and the details in a file).
+    ``console_level`` and up (long runs keep their tables readable and the details in a file); the
+    ``libraries``' own records below error go to the file too.
 
     A console already set below info (``--log-level debug``) is left as it is.
     """
@@ -101,9 +123,15 @@ def logs_to_file(path: Path, console_level: int = logging.WARNING) -> Iterator[P
             handler.setLevel(max(handler.level, console_level))
         root.setLevel(logging.INFO)
     root.addHandler(file_handler)
+    divert = _DivertBelow(file_handler, logging.ERROR)
+    diverted = [logging.getLogger(name) for name in libraries] if root.getEffectiveLevel() >= logging.INFO else []
+    for logger in diverted:
+        logger.addFilter(divert)
     try:
         yield path
     finally:
+        for logger in diverted:
+            logger.removeFilter(divert)
         root.removeHandler(file_handler)
         file_handler.close()
         root.setLevel(saved_level)

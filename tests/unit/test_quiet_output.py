@@ -48,3 +48,21 @@ def test_logs_to_file_keeps_info_in_the_file_and_warnings_on_the_console(tmp_pat
     written = path.read_text()
     assert "step detail steps=600" in written and "something to see" in written and "after the run" not in written
     assert logging.getLogger("minielm").level == logging.INFO
+
+
+def test_a_library_s_console_warnings_go_to_the_file_and_its_errors_stay(tmp_path, capsys):
+    configure_logging("info")
+    library = logging.getLogger("DeepSpeed")
+    console = logging.StreamHandler()  # what the library installs at import (stderr at that moment)
+    library.addHandler(console)
+    try:
+        path = tmp_path / "demo.log"
+        with logs_to_file(path):
+            library.warning("Setting accelerator to CPU")
+            library.error("out of memory")
+        library.warning("after the run")
+    finally:
+        library.removeHandler(console)
+    shown = capsys.readouterr().err
+    assert "Setting accelerator to CPU" not in shown and "out of memory" in shown and "after the run" in shown
+    assert "Setting accelerator to CPU" in path.read_text()
