@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def _serve_over_http(url: str, queries: list[str], model: str = "rewrite-search"
     return sent
 
 
-def _in_process_rewriter(rewriter_dir: str | None, echo):
+def _in_process_rewriter(rewriter_dir: Path | None, echo):
     from minielm.feedback.simulator import traffic_rewriter
 
     if rewriter_dir and Path(rewriter_dir).is_dir():
@@ -66,9 +65,9 @@ def feedback_demo_step(ctx) -> None:
     """Simulate a few hundred shopper sessions judged by the relevance student, aggregate them into reward
     windows on S3 and query statistics in Feast.
 
-    Needs ``dataset_dir``, ``index_dir`` and ``student_relevance_dir`` in ``ctx.results``; uses
-    ``serving_url`` when present (the server logs the served rewrites), else ``student_rewriter_dir`` in
-    process. Leaves ``feedback_window_keys`` (every window object on S3) for the RL step.
+    Needs ``dataset_dir``, ``index_dir`` and ``student_relevance_dir``; uses ``serving_url`` when
+    present (the server logs the served rewrites), else ``student_rewriter_dir`` in process. Produces
+    ``feedback_window_keys`` (every window object on S3) for the RL step and ``feedback_summary``.
     """
     from minielm.data.esci import load_esci
     from minielm.feedback.aggregator import Aggregator
@@ -84,13 +83,13 @@ def feedback_demo_step(ctx) -> None:
     from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.search import SearchIndex
 
-    started = time.perf_counter()
     settings = ctx.settings.model_copy(deep=True)
     settings.feedback.sim_top_k = DEMO_TOP_K
     settings.feedback.sim_rate_per_s = 500.0
     settings.feedback.window_s, settings.feedback.grace_s = 2.0, 1.0
-    data = load_esci(ctx.results["dataset_dir"])
-    judge = CrossEncoderScorer.load(ctx.results["student_relevance_dir"])
+    ctx.artifacts.require("dataset_dir", "index_dir", "student_relevance_dir", step="feedback")
+    data = load_esci(ctx.artifacts.dataset_dir)
+    judge = CrossEncoderScorer.load(ctx.artifacts.student_relevance_dir)
     simulator = ShopperSimulator(
         judge,
         product_texts_from(data.products),
@@ -103,7 +102,7 @@ def feedback_demo_step(ctx) -> None:
     )
     _ensure_feast(settings, ctx.echo)
 
-    serving_url = ctx.results.get("serving_url")
+    serving_url = ctx.artifacts.serving_url
     if serving_url:
         picks = [simulator.rng.choice(queries) for _ in range(DEMO_SESSIONS)]
         sent = _serve_over_http(serving_url, picks)
@@ -116,8 +115,8 @@ def feedback_demo_step(ctx) -> None:
             until_idle_s=10.0,
         )
     else:
-        rewrite, name, version = _in_process_rewriter(ctx.results.get("student_rewriter_dir"), ctx.echo)
-        index = SearchIndex.load(ctx.results["index_dir"])
+        rewrite, name, version = _in_process_rewriter(ctx.artifacts.student_rewriter_dir, ctx.echo)
+        index = SearchIndex.load(ctx.artifacts.index_dir)
         sink = EventSink(settings)
         try:
             report = drive_traffic(
@@ -153,13 +152,12 @@ def feedback_demo_step(ctx) -> None:
         top = rewards_by_query(frame).sort_values("requests", ascending=False).head(3)
         for row in top.itertuples(index=False):
             ctx.echo(f"  reward {row.reward:+.2f} over {row.requests} requests for query key {row.query_key}")
-    ctx.results["feedback_window_keys"] = keys
-    ctx.results["feedback_summary"] = {
+    ctx.artifacts.feedback_window_keys = keys
+    ctx.artifacts.feedback_summary = {
         **summary,
         "windows_written": stats.windows_written,
         "events_consumed": stats.consumed,
     }
-    ctx.echo(f"  feedback step took {time.perf_counter() - started:.1f}s")
 
 
 def _fmt(value) -> str:

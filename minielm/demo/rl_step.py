@@ -1,15 +1,12 @@
 """Demo step: the RL loop closes at toy scale on the windows the shoppers' feedback produced.
 
-Needs ``ctx.results``: ``dataset_dir``, ``index_dir`` (data step), ``student_rewriter_dir``,
-``student_relevance_dir`` (distillation steps; the rewriter is registered as production only when
-the registry has none) and ``feedback_window_keys`` (aggregator step; shown, then read through the
-watermark like any scheduled run). Leaves ``rl_report`` in ``ctx.results``.
+Needs ``dataset_dir``, ``index_dir`` (data step), ``student_rewriter_dir`` (distillation step; registered
+as production only when the registry has none); uses ``student_relevance_dir`` (the judge) and
+``feedback_window_keys`` (feedback step; shown, then read through the watermark like any scheduled run)
+when present. Produces ``rl_report``.
 """
 
 from __future__ import annotations
-
-import time
-from pathlib import Path
 
 from minielm.presets import toy_rl
 from minielm.registry import ModelRegistry
@@ -19,9 +16,8 @@ def _ensure_production(ctx, registry: ModelRegistry, name: str) -> str:
     entry = registry.stage(name, "production")
     if entry is not None:
         return entry.version
-    registered = registry.register(
-        name, Path(ctx.results["student_rewriter_dir"]), {"source": "distilled student (demo)"}
-    )
+    ctx.artifacts.require("student_rewriter_dir", step=f"RL retraining ({name} has no production version)")
+    registered = registry.register(name, ctx.artifacts.student_rewriter_dir, {"source": "distilled student (demo)"})
     registry.promote(name, registered.version, "production", reason="demo: distilled student")
     ctx.echo(f"  registered the distilled student as {name} {registered.version} (production)")
     return registered.version
@@ -49,19 +45,19 @@ def format_rl_table(heldout: dict, k: int) -> list[str]:
 def rl_demo_step(ctx) -> None:
     from minielm.rl.retraining import NOTHING_TO_DO, run_retraining
 
-    started = time.perf_counter()
+    ctx.artifacts.require("dataset_dir", "index_dir", step="RL retraining")
     settings = ctx.settings.model_copy(update={"rl": toy_rl(ctx.settings.rl)})
     registry = ModelRegistry(ctx.store)
     name = settings.models.student_rewriter
     before = _ensure_production(ctx, registry, name)
-    windows = ctx.results.get("feedback_window_keys", [])
+    windows = ctx.artifacts.feedback_window_keys or []
     ctx.echo(f"  {len(windows)} feedback windows from the aggregator; production {name} is {before}")
     result = run_retraining(
         settings,
         ctx.store,
-        Path(ctx.results["dataset_dir"]),
-        Path(ctx.results["index_dir"]),
-        ctx.results.get("student_relevance_dir"),
+        ctx.artifacts.dataset_dir,
+        ctx.artifacts.index_dir,
+        ctx.artifacts.student_relevance_dir,
         ctx.workdir / "rl",
     )
     report = {"status": result["status"], "production_before": before, "seconds": result.get("seconds")}
@@ -104,5 +100,4 @@ def rl_demo_step(ctx) -> None:
     after = registry.stage(name, "production").version
     report["production_after"] = after
     ctx.echo(f"  production {name}: {before} -> {after}" + (" (changed)" if after != before else " (unchanged)"))
-    ctx.results["rl_report"] = report
-    ctx.echo(f"  RL step took {time.perf_counter() - started:.1f}s")
+    ctx.artifacts.rl_report = report

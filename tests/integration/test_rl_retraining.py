@@ -4,6 +4,7 @@ held-out evaluation -> gate -> register -> canary -> promote or roll back, plus 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -165,6 +166,7 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
 @pytest.mark.slow
 def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_services, corpus, tmp_path):
     from minielm.demo import DemoContext
+    from minielm.demo.artifacts import DemoArtifacts
     from minielm.demo.rl_step import rl_demo_step
 
     data, data_dir, index_dir = corpus
@@ -191,22 +193,17 @@ def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_s
         workdir=tmp_path,
         store=store,
         echo=lines.append,
-        results={
-            "dataset_dir": str(data_dir),
-            "index_dir": str(index_dir),
-            "student_rewriter_dir": str(student),
-            "student_relevance_dir": None,
-        },
+        artifacts=DemoArtifacts(dataset_dir=Path(data_dir), index_dir=Path(index_dir), student_rewriter_dir=student),
     )
     registry = ModelRegistry(store)
-    ctx.results["feedback_window_keys"] = []
+    ctx.artifacts.feedback_window_keys = []
     rl_demo_step(ctx)  # no windows yet: nothing to do, but the student is now production
-    assert ctx.results["rl_report"]["status"] == NOTHING_TO_DO
+    assert ctx.artifacts.rl_report["status"] == NOTHING_TO_DO
     version = registry.stage(settings.models.student_rewriter, "production").version
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
-    ctx.results["feedback_window_keys"] = [write_window(store, queries[:12], version)]
+    ctx.artifacts.feedback_window_keys = [write_window(store, queries[:12], version)]
     rl_demo_step(ctx)
-    report = ctx.results["rl_report"]
+    report = ctx.artifacts.rl_report
     assert report["status"] == "gated"  # the random tiny student cannot beat the raw query
     assert report["production_after"] == report["production_before"] == version
     text = "\n".join(lines)
