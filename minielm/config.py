@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 
 from minielm.config_base import StrictConfig, deep_merge
 from minielm.errors import InputError
@@ -29,6 +29,23 @@ from minielm.teachers.config import TeachersConfig
 ENV_PREFIX = "MINIELM_"
 CONFIG_ENV = "MINIELM_CONFIG"
 SERVICES_STATE_FILE = "services.json"
+
+
+def _http_url_or_null(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
+    return value
+
+
+def _s3_key(value: str) -> str:
+    if value.startswith("/") or value.endswith("/"):
+        raise ValueError(f"expected an S3 key without leading or trailing '/', got {value!r}")
+    return value
+
+
+# Setting types shared by several sections, each validated in one place.
+OptionalHttpUrl = Annotated[str | None, AfterValidator(_http_url_or_null)]
+S3Key = Annotated[str, AfterValidator(_s3_key)]
 
 
 class ConfigError(InputError):
@@ -95,7 +112,7 @@ class KafkaConfig(StrictConfig):
 
 
 class S3Config(StrictConfig):
-    endpoint_url: str | None = Field("http://127.0.0.1:8333", description="S3 endpoint URL; None: AWS S3")
+    endpoint_url: OptionalHttpUrl = Field("http://127.0.0.1:8333", description="S3 endpoint URL; None: AWS S3")
     bucket: str = Field("minielm", description="bucket of the model registry, feedback windows and reports")
     region: str = Field("us-east-1", description="S3 region")
     access_key_id: SecretStr | None = Field(
@@ -104,13 +121,6 @@ class S3Config(StrictConfig):
     secret_access_key: SecretStr | None = Field(
         None, description="S3 secret key (from the environment or services state, never a default)"
     )
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s):// URL or null for AWS, got {value!r}")
-        return value
 
     @field_validator("bucket")
     @classmethod
@@ -275,8 +285,8 @@ class TolerationConfig(StrictConfig):
 class PipelinesConfig(StrictConfig):
     """Where KFP pipelines are submitted on a cluster, what their task pods get, and the schedules (cron, UTC)."""
 
-    kfp_host: str | None = Field(None, description="KFP API URL; None: `minielm pipeline run` runs locally")
-    ui_url: str | None = Field(None, description="KFP UI URL for run links; None: kfp_host")
+    kfp_host: OptionalHttpUrl = Field(None, description="KFP API URL; None: `minielm pipeline run` runs locally")
+    ui_url: OptionalHttpUrl = Field(None, description="KFP UI URL for run links; None: kfp_host")
     namespace: str | None = Field(None, description="Kubeflow profile namespace runs go to (multi-user Kubeflow)")
     experiment: str = Field("minielm", description="KFP experiment runs are filed under")
     rl_retraining_cron: str = Field(
@@ -316,13 +326,6 @@ class PipelinesConfig(StrictConfig):
     def _six_field_cron(cls, value: str) -> str:
         if len(value.split()) != 6:
             raise ValueError(f"expected a 6-field KFP cron (sec min hour day month weekday), got {value!r}")
-        return value
-
-    @field_validator("kfp_host", "ui_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
         return value
 
     @field_validator("data_uri", "index_uri")
@@ -468,11 +471,13 @@ class FeedbackConfig(StrictConfig):
         gt=0,
         description="event-time age after which feedback with no served request goes to the late-events table",
     )
-    windows_prefix: str = Field("feedback/windows", min_length=1, description="S3 prefix of the reward windows")
-    late_prefix: str = Field(
+    windows_prefix: S3Key = Field("feedback/windows", min_length=1, description="S3 prefix of the reward windows")
+    late_prefix: S3Key = Field(
         "feedback/late", min_length=1, description="S3 prefix of late and unmatched feedback events"
     )
-    state_prefix: str = Field("feedback/state", min_length=1, description="S3 prefix of the aggregator's restart state")
+    state_prefix: S3Key = Field(
+        "feedback/state", min_length=1, description="S3 prefix of the aggregator's restart state"
+    )
     # Reward of one served request: weighted engagement minus a penalty when the shopper reformulated.
     click_weight: float = Field(1.0, ge=0, description="reward per click")
     add_to_cart_weight: float = Field(3.0, ge=0, description="reward per add-to-cart")
@@ -506,13 +511,6 @@ class FeedbackConfig(StrictConfig):
     )
     reformulation_prob: float = Field(0.7, ge=0, le=1, description="P(reformulate | unsatisfied)")
 
-    @field_validator("windows_prefix", "late_prefix", "state_prefix")
-    @classmethod
-    def _no_slash_ends(cls, value: str) -> str:
-        if value.startswith("/") or value.endswith("/"):
-            raise ValueError(f"expected an S3 key prefix without leading or trailing '/', got {value!r}")
-        return value
-
 
 DriftCheckFamily = Literal["embeddings", "descriptors", "outcomes", "rewrites"]
 
@@ -526,7 +524,7 @@ class DriftConfig(StrictConfig):
     # Which windows: a pinned reference (a pointer object listing window keys) wins; otherwise the
     # oldest ``reference_windows`` objects per partition are the reference and the newest
     # ``current_windows`` objects per partition are the current window.
-    reference_pointer_key: str = Field(
+    reference_pointer_key: S3Key = Field(
         "drift/reference.json",
         min_length=1,
         description="S3 key of the pinned reference (a pointer listing window keys)",
@@ -595,19 +593,19 @@ class DriftConfig(StrictConfig):
         0.15, gt=0, le=1, description="max change of the share of rewrites identical to their query"
     )
     # Outputs and alerts.
-    reports_prefix: str = Field(
+    reports_prefix: S3Key = Field(
         "drift/reports", min_length=1, description="S3 prefix of the HTML reports and test results"
     )
     upload_report: bool = Field(True, description="upload the report to S3 (else only the local copy)")
-    report_base_url: str | None = Field(
+    report_base_url: OptionalHttpUrl = Field(
         None, description="URL under which reports_prefix is browsable; None: links are s3:// URIs"
     )
     runbook_url: str = Field("docs/runbook.md", description="runbook the alerts link to (one section per check family)")
-    pushgateway_url: str | None = Field(
+    pushgateway_url: OptionalHttpUrl = Field(
         None, description="Prometheus Pushgateway the drift metrics go to; None: not pushed"
     )
     pushgateway_job: str = Field("minielm-drift", description="job label of the pushed drift metrics")
-    webhook_url: str | None = Field(None, description="Alertmanager-compatible webhook receiver")
+    webhook_url: OptionalHttpUrl = Field(None, description="Alertmanager-compatible webhook receiver")
     webhook_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook call")
     silenced_checks: list[str] = Field(
         [],
@@ -618,26 +616,12 @@ class DriftConfig(StrictConfig):
     trigger_retraining: bool = Field(False, description="submit the RL retraining pipeline when drift is found")
     retraining_checks: list[str] = Field([], description="checks whose drift triggers retraining; empty: any")
 
-    @field_validator("reports_prefix", "reference_pointer_key")
-    @classmethod
-    def _s3_key(cls, value: str) -> str:
-        if value.startswith("/") or value.endswith("/"):
-            raise ValueError(f"expected an S3 key without leading or trailing '/', got {value!r}")
-        return value
-
     @field_validator("checks")
     @classmethod
     def _some_checks(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("expected at least one of embeddings, descriptors, outcomes, rewrites")
         return list(dict.fromkeys(value))
-
-    @field_validator("pushgateway_url", "webhook_url", "report_base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
-        return value
 
 
 class Settings(StrictConfig):

@@ -47,8 +47,6 @@ def simulate(
     from minielm.feedback.simulator import (
         ShopperSimulator,
         drive_traffic,
-        intents_from,
-        product_texts_from,
         respond_to_served,
         traffic_rewriter,
     )
@@ -61,13 +59,7 @@ def simulate(
     data_dir = existing_dir(dataset_dir or settings.paths.data_dir, "--dataset-dir")
     judge = load_judge(existing_dir(judge_dir, "--judge-dir"))
     data = load_esci(data_dir, split=split)
-    simulator = ShopperSimulator(
-        judge,
-        product_texts_from(data.products),
-        settings.feedback,
-        seed=settings.seed,
-        intents=intents_from(data.examples),
-    )
+    simulator = ShopperSimulator.for_dataset(judge, data, settings.feedback, seed=settings.seed)
     with tqdm(total=sessions, desc="shopper sessions", unit="session") as bar:
         if respond:
             report = respond_to_served(settings, simulator, group_id=group, max_sessions=sessions, progress=bar.update)

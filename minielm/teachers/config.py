@@ -36,22 +36,27 @@ class TinyBackboneConfig(StrictConfig):
         return self
 
 
-class RewriterTeacherConfig(StrictConfig):
-    """Fine-tune a causal LM on (noisy query -> canonical rewrite) pairs, loss on the answer only."""
+class TeacherConfig(StrictConfig):
+    """What every teacher trainer has: its backbone and the splits it trains and is evaluated on."""
 
     backbone: Literal["smollm2", "tiny"] = Field(
         "smollm2",
         description="smollm2: SmolLM2-135M-Instruct from its wheel; tiny: a small decoder trained from scratch",
     )
     tiny: TinyBackboneConfig = Field(TinyBackboneConfig(), description="shape of the tiny backbone")
+    train_split: Literal["train", "validation", "test"] = Field("train", description="split the teacher trains on")
+    eval_split: Literal["train", "validation", "test"] = Field("test", description="split it is evaluated on")
+
+
+class RewriterTeacherConfig(TeacherConfig):
+    """Fine-tune a causal LM on (noisy query -> canonical rewrite) pairs, loss on the answer only."""
+
     training: TrainingConfig = Field(
         TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=1e-4, warmup_steps=10, checkpoint_every=50),
         description="optimisation budget and schedule",
     )
     max_prompt_tokens: int = Field(64, ge=8, description="longest prompt, in tokens")
     max_answer_tokens: int = Field(32, ge=4, description="longest rewrite, in tokens")
-    train_split: Literal["train", "validation", "test"] = Field("train", description="split the teacher trains on")
-    eval_split: Literal["train", "validation", "test"] = Field("test", description="split it is evaluated on")
     max_eval_queries: int = Field(500, ge=1, description="most queries evaluated")
     eval_batch_size: int = Field(32, ge=1, description="queries rewritten per evaluation batch")
     identity_pairs: bool = Field(
@@ -67,22 +72,15 @@ class RewriterTeacherConfig(StrictConfig):
     )
 
 
-class RelevanceTeacherConfig(StrictConfig):
+class RelevanceTeacherConfig(TeacherConfig):
     """Fine-tune the LM with a 4-way ESCI head on labelled (query, product text) pairs."""
 
-    backbone: Literal["smollm2", "tiny"] = Field(
-        "smollm2",
-        description="smollm2: SmolLM2-135M-Instruct from its wheel; tiny: a small decoder trained from scratch",
-    )
-    tiny: TinyBackboneConfig = Field(TinyBackboneConfig(), description="shape of the tiny backbone")
     training: TrainingConfig = Field(
         TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=5e-5, warmup_steps=10, checkpoint_every=50),
         description="optimisation budget and schedule",
     )
     max_length: int = Field(96, ge=16, description="tokens of query + product text")
     label_smoothing: float = Field(0.05, ge=0, lt=0.75, description="smoothing of the one-hot ESCI targets")
-    train_split: Literal["train", "validation", "test"] = Field("train", description="split the teacher trains on")
-    eval_split: Literal["train", "validation", "test"] = Field("test", description="split it is evaluated on")
     max_train_examples: int = Field(0, ge=0, description="0 = all labelled pairs of the train split")
     max_eval_examples: int = Field(2000, ge=1, description="most labelled pairs evaluated")
     eval_batch_size: int = Field(64, ge=1, description="pairs scored per evaluation batch")
