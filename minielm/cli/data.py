@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from minielm.cli.common import (
-    EXIT_FAILURE,
     OutputFormat,
     OutputFormatOption,
     emit,
@@ -18,7 +17,7 @@ from minielm.cli.common import (
     settings_from,
 )
 from minielm.config import Settings
-from minielm.data.esci import SPLITS, EsciFormatError, load_esci, load_esci_sample, write_esci
+from minielm.data.esci import SPLITS, load_esci, load_esci_sample, write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.evaluation import compare_rewriters, format_report_table, oracle_queries, raw_queries
 from minielm.search import SearchIndex
@@ -276,27 +275,19 @@ def upload(
 ) -> None:
     """Put a local folder on S3 so that a cluster pipeline run can read it (`-p data_uri=URI`)."""
     from minielm.distill.stages import validate_training_data
-    from minielm.s3_uris import S3Unreachable, S3UriError, parse_s3_uri, upload_dir
+    from minielm.s3_uris import parse_s3_uri, upload_dir
 
     settings = settings_from(ctx)
     if not data.is_dir():
         raise fail(f"{data} is not a directory")
-    try:
-        parse_s3_uri(uri)
-    except S3UriError as error:
-        raise fail(str(error)) from None
+    parse_s3_uri(uri)
     if check:
         try:
             summary = validate_training_data(data)
-        except (EsciFormatError, ValueError) as error:
+        except ValueError as error:  # EsciFormatError and the data checks' other findings
             raise fail(f"{data}: {error} (pass --no-check to upload it anyway)") from None
         typer.echo(f"checked {data}: {summary}")
-    try:
-        keys = upload_dir(data, uri, settings.s3)
-    except S3UriError as error:
-        raise fail(str(error)) from None
-    except S3Unreachable as error:
-        raise fail(str(error), EXIT_FAILURE) from None
+    keys = upload_dir(data, uri, settings.s3)
     typer.echo(f"uploaded {len(keys)} files to {uri}")
 
 

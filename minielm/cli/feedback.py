@@ -59,8 +59,6 @@ def simulate(
     from minielm.feedback.simulator import (
         ShopperSimulator,
         drive_traffic,
-        intents_from,
-        product_texts_from,
         respond_to_served,
         traffic_rewriter,
     )
@@ -73,13 +71,7 @@ def simulate(
     data_dir = existing_dir(data or settings.paths.data_dir, "--data")
     judge_model = load_judge(existing_dir(judge, "--judge"))
     dataset = load_esci(data_dir, split=split)
-    simulator = ShopperSimulator(
-        judge_model,
-        product_texts_from(dataset.products),
-        settings.feedback,
-        seed=settings.seed,
-        intents=intents_from(dataset.examples),
-    )
+    simulator = ShopperSimulator.for_dataset(judge_model, dataset, settings.feedback, seed=settings.seed)
     with tqdm(total=sessions, desc="shopper sessions", unit="session") as bar:
         if respond:
             report = respond_to_served(settings, simulator, group_id=group, max_sessions=sessions, progress=bar.update)

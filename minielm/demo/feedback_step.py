@@ -75,8 +75,6 @@ def feedback_demo_step(ctx) -> None:
         EventSink,
         ShopperSimulator,
         drive_traffic,
-        intents_from,
-        product_texts_from,
         respond_to_served,
     )
     from minielm.feedback.windows import list_windows, read_windows, rewards_by_query
@@ -90,13 +88,7 @@ def feedback_demo_step(ctx) -> None:
     ctx.artifacts.require("dataset_dir", "index_dir", "student_relevance_dir", step="feedback")
     data = load_esci(ctx.artifacts.dataset_dir)
     judge = CrossEncoderScorer.load(ctx.artifacts.student_relevance_dir)
-    simulator = ShopperSimulator(
-        judge,
-        product_texts_from(data.products),
-        settings.feedback,
-        seed=settings.seed,
-        intents=intents_from(data.examples),
-    )
+    simulator = ShopperSimulator.for_dataset(judge, data, settings.feedback, seed=settings.seed)
     queries = sorted(set(data.examples.loc[data.examples["split"] == "test", "query"])) or sorted(
         set(data.examples["query"])
     )

@@ -3,9 +3,10 @@
 For each training query the trainer samples ``num_generations`` rewrites, scores them with the
 reward terms, turns the rewards into group-relative advantages and takes a clipped policy-gradient
 step with a KL penalty (``beta``) to the reference model. TRL builds the reference from the policy
-config's model id, so we point that id at the reference directory (PITFALLS: a model made in memory
-has no id; it must come from a saved dir). The reference must share the policy's tokenizer: KL over
-different vocabularies is meaningless, so a mismatch fails before any training.
+config's model id, so we point that id at the reference directory (a model made in memory has no id,
+and TRL then fails with "Repo id must use alphanumeric chars"; it must come from a saved dir). The
+reference must share the policy's tokenizer: KL over different vocabularies is meaningless, so a
+mismatch fails before any training.
 """
 
 from __future__ import annotations
