@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from minielm.errors import ServiceError
 
-class MissingArtifactError(RuntimeError):
+
+class MissingArtifactError(ServiceError):
     """A demo step needs an artifact that no earlier step produced."""
 
 
