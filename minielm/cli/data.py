@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import fail, settings_from
 from minielm.config import Settings
 from minielm.data.esci import SPLITS, load_esci, load_esci_sample, write_esci
 from minielm.data.synthetic import generate_dataset
@@ -219,27 +219,19 @@ def upload(
 ) -> None:
     """Put a local folder on S3 so that a cluster pipeline run can read it (`-p data_uri=URI`)."""
     from minielm.distill.stages import validate_training_data
-    from minielm.s3_uris import S3Unreachable, S3UriError, parse_s3_uri, upload_dir
+    from minielm.s3_uris import parse_s3_uri, upload_dir
 
     settings = settings_from(ctx)
     if not data.is_dir():
         raise fail(f"{data} is not a directory")
-    try:
-        parse_s3_uri(uri)
-    except S3UriError as error:
-        raise fail(str(error)) from None
+    parse_s3_uri(uri)  # a bad URI is an InputError (exit 2) before any check runs
     if check:
         try:
             summary = validate_training_data(data)
-        except (EsciFormatError, ValueError) as error:
+        except ValueError as error:  # the data checks raise InputErrors (ValueErrors) naming the column
             raise fail(f"{data}: {error} (pass --no-check to upload it anyway)") from None
         typer.echo(f"checked {data}: {summary}")
-    try:
-        keys = upload_dir(data, uri, settings.s3)
-    except S3UriError as error:
-        raise fail(str(error)) from None
-    except S3Unreachable as error:
-        raise fail(str(error), EXIT_FAILURE) from None
+    keys = upload_dir(data, uri, settings.s3)  # S3 unreachable: ServiceError, exit 1
     typer.echo(f"uploaded {len(keys)} files to {uri}")
 
 
