@@ -280,14 +280,14 @@ def upload(
     settings = settings_from(ctx)
     if not data.is_dir():
         raise fail(f"{data} is not a directory")
-    parse_s3_uri(uri)
+    parse_s3_uri(uri)  # a bad URI is an InputError (exit 2) before any check runs
     if check:
         try:
             summary = validate_training_data(data)
-        except ValueError as error:  # EsciFormatError and the data checks' other findings
+        except ValueError as error:  # the data checks raise InputErrors (ValueErrors) naming the column
             raise fail(f"{data}: {error} (pass --no-check to upload it anyway)") from None
         typer.echo(f"checked {data}: {summary}")
-    keys = upload_dir(data, uri, settings.s3)
+    keys = upload_dir(data, uri, settings.s3)  # S3 unreachable: ServiceError, exit 1
     typer.echo(f"uploaded {len(keys)} files to {uri}")
 
 
