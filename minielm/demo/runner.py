@@ -71,6 +71,10 @@ def default_steps() -> list[DemoStep]:
 def run_demo(
     settings: Settings | None = None, steps: list[DemoStep] | None = None, echo: Callable[[str], None] = print
 ) -> DemoArtifacts:
+    from transformers.utils import logging as transformers_logging
+
+    # No per-file load/save bars ("Loading weights") between the tables; the steps' own bars stay.
+    transformers_logging.disable_progress_bar()
     settings = settings or load_settings()
     steps = steps or default_steps()
     workdir = Path(settings.paths.runs_dir) / "demo"
