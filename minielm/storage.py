@@ -26,8 +26,44 @@ class ObjectNotFound(ServiceError, KeyError):
     """The key does not exist in the bucket."""
 
 
-def s3_client(config: S3Config, connect_timeout: float = 5, retries: int = 3):
-    """A boto3 S3 client for the configured endpoint (path-style addressing for local servers)."""
+# Answers that waiting does not fix: credentials, permissions, a missing bucket, a malformed request.
+PERMANENT_S3_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "AccountProblem",
+    "InvalidRequest",
+    "ExpiredToken",
+    "InvalidToken",
+}
+
+
+def permanent_s3_error(error: BaseException) -> str | None:
+    """``"Code: message"`` when retrying cannot help (4xx such as AccessDenied, NoSuchBucket), else None.
+
+    5xx, throttling, timeouts and connection errors are transient: retry those with backoff.
+    """
+    if not isinstance(error, ClientError):
+        return None
+    details = error.response.get("Error", {})
+    code = str(details.get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    if code in PERMANENT_S3_CODES or (400 <= int(status) < 500 and code not in {"RequestTimeout", "SlowDown"}):
+        return f"{code or status}: {details.get('Message', '')}".rstrip(": ")
+    return None
+
+
+def s3_client(config: S3Config, connect_timeout: float = 5, retries: int | None = None):
+    """A boto3 S3 client for the configured endpoint (path-style addressing for local servers).
+
+    botocore's ``standard`` retry mode retries 5xx answers (e.g. InternalError while a restarted
+    server registers its volumes), throttling and timeouts with jittered exponential backoff;
+    ``retries`` (default ``s3.max_attempts``) counts attempts, so 0 or 1 means a single try.
+    """
+    attempts = config.max_attempts if retries is None else max(retries, 1)
     secret = config.secret_access_key.get_secret_value() if config.secret_access_key else None
     key_id = config.access_key_id.get_secret_value() if config.access_key_id else None
     return boto3.client(
@@ -39,7 +75,7 @@ def s3_client(config: S3Config, connect_timeout: float = 5, retries: int = 3):
         config=BotoConfig(
             connect_timeout=connect_timeout,
             read_timeout=30,
-            retries={"max_attempts": retries, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             s3={"addressing_style": "path"},
             signature_version="s3v4",
         ),

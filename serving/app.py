@@ -15,7 +15,10 @@ from pathlib import Path
 from minielm.config import Settings
 from minielm.features.online import OnlineFeatures
 from minielm.logs import get_logger
-from serving.loading import ModelLoadError, resolve
+from minielm.registry import ModelRegistry
+from minielm.storage import ObjectStore
+from serving.follow import FollowedModel, RegistryFollower
+from serving.loading import ModelLoadError, load_version, resolve
 from serving.models import Catalog, RelevanceModel, RewriterModel, RewriteSearchModel, ServedModel
 from serving.request_log import RewriteLog
 from serving.server import RunningServer, serve_in_thread
@@ -30,9 +33,12 @@ class ServingStack:
     models: list[ServedModel]
     features: OnlineFeatures | None = None
     rewrite_log: RewriteLog | None = None
+    follower: RegistryFollower | None = None
     extra: dict = field(default_factory=dict)
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         if self.rewrite_log is not None:
             self.rewrite_log.close()
         if self.features is not None:
@@ -45,6 +51,42 @@ def _load_index(index_dir: Path):
     if not Path(index_dir).is_dir():
         raise ModelLoadError(f"serving.index_dir: {index_dir} does not exist")
     return SearchIndex.load(index_dir)
+
+
+def _download_index(settings: Settings) -> Path:
+    """Fetch the index saved under ``serving.index_prefix`` on S3 into the local data dir."""
+    from minielm.storage import ObjectNotFound
+
+    prefix = settings.serving.index_prefix
+    target = Path(settings.paths.data_dir) / "serving-index"
+    try:
+        ObjectStore(settings.s3).download_dir(prefix, target)
+    except ObjectNotFound:
+        raise ModelLoadError(
+            f"serving.index_prefix: s3://{settings.s3.bucket}/{prefix}/ holds no search index "
+            "(upload one with `minielm data index --upload`)"
+        ) from None
+    return target
+
+
+def index_source(settings: Settings) -> Path | None:
+    """The local index dir the rewrite-search endpoint serves: serving.index_dir, else serving.index_prefix."""
+    if settings.serving.index_dir is not None:
+        return settings.serving.index_dir
+    if settings.serving.index_prefix:
+        return _download_index(settings)
+    return None
+
+
+def registry_follower(settings: Settings, models: list[tuple[ServedModel, str, str, Path | None]]) -> RegistryFollower:
+    """Follow the stage of every model that came from the registry (local dirs are pinned)."""
+    stage = settings.serving.model_stage
+    followed = [
+        FollowedModel(served, served.name, stage, partial(load_version, settings, served.name, role, stage=stage))
+        for served, _name, role, path in models
+        if path is None
+    ]
+    return RegistryFollower(ModelRegistry(ObjectStore(settings.s3)), followed, settings.serving.registry_poll_s)
 
 
 def build_stack(
@@ -70,10 +112,12 @@ def build_stack(
         )
         rewriter.load()
         models: list[ServedModel] = [rewriter]
+        sources = [(rewriter, rewriter.name, "rewriter", config.rewriter_path)]
         for name, path in (extra_rewriters or {}).items():
             extra = RewriterModel(name, loader=partial(resolve, settings, name, "rewriter", path), **common)
             extra.load()
             models.append(extra)
+            sources.append((extra, name, "rewriter", path))
         relevance = None
         if with_relevance:
             catalog_loader = partial(Catalog.load, config.dataset_dir) if config.dataset_dir else None
@@ -87,14 +131,19 @@ def build_stack(
             )
             relevance.load()
             models.append(relevance)
+            sources.append((relevance, relevance.name, "relevance", config.relevance_path))
         if with_pipeline:
-            if config.index_dir is None:
-                raise ModelLoadError("serving.index_dir: the rewrite-search endpoint needs a search index directory")
+            index_dir = index_source(settings)
+            if index_dir is None:
+                raise ModelLoadError(
+                    "serving.index_dir: the rewrite-search endpoint needs a search index directory "
+                    "(or serving.index_prefix on S3)"
+                )
             pipeline = RewriteSearchModel(
                 PIPELINE_NAME,
                 rewriter=rewriter,
                 relevance=relevance,
-                index_loader=partial(_load_index, config.index_dir),
+                index_loader=partial(_load_index, index_dir),
                 **common,
             )
             pipeline.load()
@@ -105,14 +154,17 @@ def build_stack(
         if features is not None:
             features.close()
         raise
-    return ServingStack(models, features, rewrite_log)
+    return ServingStack(models, features, rewrite_log, follower=registry_follower(settings, sources))
 
 
 def serve_stack(stack: ServingStack, settings: Settings, port: int | None = None) -> RunningServer:
-    """Serve a loaded stack in a background thread; ``stop()`` also flushes the Kafka log."""
-    return serve_in_thread(
+    """Serve a loaded stack in a background thread, following the registry; ``stop()`` also flushes the Kafka log."""
+    running = serve_in_thread(
         stack.models,
         host=settings.serving.host,
         port=settings.serving.http_port if port is None else port,
         on_stop=stack.close,
     )
+    if stack.follower is not None:
+        stack.follower.start()
+    return running

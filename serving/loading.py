@@ -99,11 +99,16 @@ def resolve(
         log.info("model loaded", name=name, version=version, source=str(directory))
         return LoadedModel(name, version, f"local:{directory}", model)
     stage = stage or settings.serving.model_stage
-    registry = ModelRegistry(ObjectStore(settings.s3))
-    entry = registry.stage(name, stage)
-    if entry is None:
+    version = ModelRegistry(ObjectStore(settings.s3)).stage_version(name, stage)
+    if version is None:
         raise ModelLoadError(f"serving.model_stage: model {name!r} has no {stage!r} version in the registry")
-    directory = registry.download(name, entry.version, Path(settings.paths.models_dir) / name / entry.version)
+    return load_version(settings, name, role, version, stage)
+
+
+def load_version(settings: Settings, name: str, role: Role, version: str, stage: str) -> LoadedModel:
+    """Download one registered version (unless already on disk) and load it; ``stage`` is what it serves as."""
+    registry = ModelRegistry(ObjectStore(settings.s3))
+    directory = registry.download(name, version, Path(settings.paths.models_dir) / name / version)
     model = load_model_dir(directory, role)
-    log.info("model loaded", name=name, version=entry.version, source=f"registry:{stage}")
-    return LoadedModel(name, entry.version, f"registry:{stage}", model)
+    log.info("model loaded", name=name, version=version, source=f"registry:{stage}")
+    return LoadedModel(name, version, f"registry:{stage}", model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, Info
 
 from minielm.features.online import FEAST_FALLBACK
 
@@ -19,8 +19,14 @@ LATENCY = Histogram(
 )
 ERRORS = Counter("minielm_errors", "Failed requests and background failures by type", ["type"])
 KAFKA_DROPPED = Counter("minielm_kafka_dropped", "Rewrite-log events dropped (buffer full or broker unreachable)")
+SERVED_VERSION = Info("minielm_served_model", "Registry version and stage each endpoint serves now", ["model"])
+MODEL_SWITCHES = Counter(
+    "minielm_model_switches",
+    "Registry follow outcomes: switched, failed (new version did not load), pointer_unreadable",
+    ["model", "outcome"],
+)
 
-__all__ = ["REQUESTS", "LATENCY", "ERRORS", "KAFKA_DROPPED", "FEAST_FALLBACK"]
+__all__ = ["REQUESTS", "LATENCY", "ERRORS", "KAFKA_DROPPED", "FEAST_FALLBACK", "SERVED_VERSION", "MODEL_SWITCHES"]
 
 
 def error_type(status: int) -> str | None:

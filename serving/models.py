@@ -4,7 +4,10 @@ Each is a ``kserve.Model`` that is ready only after its weights are loaded and a
 gone through (``start`` does not flip readiness). ``predict`` takes v1 (``{"instances": [...]}``) or v2
 (``InferRequest``) payloads; the model work runs on the event loop's executor so one slow batch does
 not stall other connections. Every response carries the model name, its version and a request id
-(also in the ``x-request-id`` response header); every served rewrite is logged to Kafka.
+(also in the ``x-request-id`` and ``x-model-version`` response headers); every served rewrite is
+logged to Kafka. A request reads the loaded model once (:meth:`ServedModel.current`), so a version
+switch (:meth:`ServedModel.switch_to`, driven by :mod:`serving.follow`) never mixes two versions in
+one answer and never fails a request in flight.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ class Catalog:
         from minielm.data.esci import load_esci
 
         return cls.from_products(load_esci(dataset_dir).products)
+
+
+@dataclass(frozen=True)
+class PipelineModels:
+    """The versions one rewrite-search request uses."""
+
+    rewriter: LoadedModel
+    relevance: LoadedModel | None
 
 
 def instance_ids(request_id: str, n: int) -> list[str]:
@@ -128,15 +139,31 @@ class ServedModel(Model):
     def _after_load(self) -> None:
         """Extra resources (index, catalog) once the model is in."""
 
-    def warm_up(self) -> None:
+    def warm_up(self, current: Any = None) -> None:
         raise NotImplementedError
+
+    def switch_to(self, loaded: LoadedModel) -> None:
+        """Warm up a newly loaded version beside the serving one, then switch in one assignment.
+
+        Requests that already read the old version finish on it; later ones get the new one.
+        """
+        self.warm_up(loaded)
+        previous, self.loaded = self.loaded, loaded
+        log.info("model switched", model=self.name, version=loaded.version, previous=previous and previous.version)
+
+    def current(self) -> Any:
+        """What one request uses, read once: the loaded model (name, version, weights)."""
+        return self.loaded
 
     @property
     def version(self) -> str:
         return self.loaded.version if self.loaded else "unloaded"
 
-    def envelope(self, request_id: str) -> dict[str, Any]:
-        return {"model_name": self.name, "model_version": self.version, "request_id": request_id}
+    def response_version(self, current: Any) -> str:
+        return current.version
+
+    def envelope(self, request_id: str, current: Any) -> dict[str, Any]:
+        return {"model_name": self.name, "model_version": current.version, "request_id": request_id}
 
     async def predict(
         self, payload: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
@@ -144,19 +171,22 @@ class ServedModel(Model):
         is_v2 = isinstance(payload, InferRequest)
         request_id = request_id_from(headers, payload.id if is_v2 else None)
         parsed = self.parse_v2(payload) if is_v2 else self.parse_v1(payload)
+        current = self.current()
         loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(None, self.infer, parsed, request_id, True)
+        results = await loop.run_in_executor(None, self.infer, parsed, request_id, True, current)
+        version = self.response_version(current)
         if response_headers is not None:
             response_headers["x-request-id"] = request_id
+            response_headers["x-model-version"] = version
         if is_v2:
             return InferResponse(
                 response_id=request_id,
                 model_name=self.name,
-                model_version=self.version,
+                model_version=version,
                 infer_outputs=self.v2_outputs(results),
                 parameters={"request_id": request_id},
             )
-        return {**self.envelope(request_id), "predictions": results}
+        return {**self.envelope(request_id, current), "predictions": results}
 
     def parse_v1(self, payload: Any) -> Parsed:
         raise NotImplementedError
@@ -164,13 +194,13 @@ class ServedModel(Model):
     def parse_v2(self, request: InferRequest) -> Parsed:
         raise NotImplementedError
 
-    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool, current: Any = None) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
         raise NotImplementedError
 
-    def _log(self, request_id: str, query: str, rewrite: str, product_ids: list[str]) -> None:
+    def _log(self, request_id: str, query: str, rewrite: str, product_ids: list[str], version: str) -> None:
         if self.rewrite_log is None:
             return
         self.rewrite_log.submit(
@@ -178,16 +208,16 @@ class ServedModel(Model):
                 request_id=request_id,
                 query=query,
                 rewrite=rewrite,
-                model_name=self.rewriter_identity[0],
-                model_version=self.rewriter_identity[1],
+                model_name=self.rewriter_name,
+                model_version=version,
                 product_ids=product_ids,
                 ts=time.time(),
             )
         )
 
     @property
-    def rewriter_identity(self) -> tuple[str, str]:
-        return self.name, self.version
+    def rewriter_name(self) -> str:
+        return self.name
 
     def _start_query_features(self, queries: list[str], enabled: bool):
         """The query_stats lookup runs while the model works; ``.result()`` collects it within the budget."""
@@ -232,8 +262,8 @@ class QueryModel(ServedModel):
         allowed_parameters(parameters, self.PARAMETERS)
         return Parsed([{"query": q} for q in queries], parameters)
 
-    def warm_up(self) -> None:
-        self.infer(Parsed([{"query": self.config.warmup_query}]), "warm-up", log_events=False)
+    def warm_up(self, current: Any = None) -> None:
+        self.infer(Parsed([{"query": self.config.warmup_query}]), "warm-up", False, current)
 
 
 class RewriterModel(QueryModel):
@@ -241,17 +271,18 @@ class RewriterModel(QueryModel):
 
     PARAMETERS = ("num_return", "features")
 
-    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool, current: Any = None) -> list[dict[str, Any]]:
+        current = current or self.current()
         num_return = num_return_parameter(parsed.parameters, self.config)
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = rewrite_with_scores(self.loaded.model, queries, num_return)
+        rewrites = rewrite_with_scores(current.model, queries, num_return)
         features = pending.result()
         results = []
         for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):
             if log_events:
-                self._log(rid, query, row[0][0], [])
+                self._log(rid, query, row[0][0], [], current.version)
             results.append(
                 {
                     "request_id": rid,
@@ -304,11 +335,12 @@ class RelevanceModel(ServedModel):
         allowed_parameters(v2_parameters(request), ())
         return Parsed([{"query": q, "product_texts": [t]} for q, t in zip(queries, texts)])
 
-    def warm_up(self) -> None:
+    def warm_up(self, current: Any = None) -> None:
         self.infer(
             Parsed([{"query": self.config.warmup_query, "product_texts": [self.config.warmup_query]}]),
             "warm-up",
-            log_events=False,
+            False,
+            current,
         )
 
     def _texts(self, instance: dict[str, Any], index: int) -> list[str]:
@@ -323,14 +355,15 @@ class RelevanceModel(ServedModel):
             raise InvalidInput(f"instances[{index}].product_ids: unknown product id {unknown[0]!r}")
         return [self.catalog.texts[pid] for pid in instance["product_ids"]]
 
-    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool, current: Any = None) -> list[dict[str, Any]]:
+        current = current or self.current()
         texts = [self._texts(instance, i) for i, instance in enumerate(parsed.instances)]
         pair_queries = [inst["query"] for inst, group in zip(parsed.instances, texts) for _ in group]
         pair_texts = [t for group in texts for t in group]
         probabilities = (
-            np.asarray(self.loaded.model.predict_proba(pair_queries, pair_texts)) if pair_texts else np.zeros((0, 4))
+            np.asarray(current.model.predict_proba(pair_queries, pair_texts)) if pair_texts else np.zeros((0, 4))
         )
-        scores = np.asarray(self.loaded.model.score(pair_queries, pair_texts)) if pair_texts else np.zeros(0)
+        scores = np.asarray(current.model.score(pair_queries, pair_texts)) if pair_texts else np.zeros(0)
         results, start = [], 0
         for rid, instance, group in zip(instance_ids(request_id, len(texts)), parsed.instances, texts):
             end = start + len(group)
@@ -379,19 +412,29 @@ class RewriteSearchModel(QueryModel):
         self.index = None
 
     @property
-    def rewriter_identity(self) -> tuple[str, str]:
-        return self.rewriter.name, self.rewriter.version
+    def rewriter_name(self) -> str:
+        return self.rewriter.name
 
-    def envelope(self, request_id: str) -> dict[str, Any]:
+    def current(self) -> PipelineModels:
+        """The rewriter's and relevance model's loaded versions, read once per request."""
+        return PipelineModels(self.rewriter.current(), self.relevance.current() if self.relevance else None)
+
+    def response_version(self, current: PipelineModels) -> str:
+        return current.rewriter.version
+
+    def switch_to(self, loaded: LoadedModel) -> None:
+        raise RuntimeError(f"{self.name} follows its rewriter and relevance models; switch those")
+
+    def envelope(self, request_id: str, current: PipelineModels) -> dict[str, Any]:
         envelope = {
             "model_name": self.rewriter.name,
-            "model_version": self.rewriter.version,
+            "model_version": current.rewriter.version,
             "request_id": request_id,
             "endpoint": self.name,
         }
-        if self.relevance is not None:
+        if current.relevance is not None:
             envelope["relevance_model_name"] = self.relevance.name
-            envelope["relevance_model_version"] = self.relevance.version
+            envelope["relevance_model_version"] = current.relevance.version
         return envelope
 
     def load(self) -> bool:
@@ -402,13 +445,14 @@ class RewriteSearchModel(QueryModel):
     def _after_load(self) -> None:
         self.index = self._index_loader()
 
-    def infer(self, parsed: Parsed, request_id: str, log_events: bool) -> list[dict[str, Any]]:
+    def infer(self, parsed: Parsed, request_id: str, log_events: bool, current: Any = None) -> list[dict[str, Any]]:
+        current = current or self.current()
         k = check_int(parsed.parameters.get("k", self.config.search_k), "parameters.k", 1, self.config.search_k)
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         rerank = flag_parameter(parsed.parameters, "rerank", self.relevance is not None)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = [row[0] for row in self.rewriter.loaded.model.rewrite(queries, num_return=1)]
+        rewrites = [row[0] for row in current.rewriter.model.rewrite(queries, num_return=1)]
         query_features = pending.result()
         hits = self.index.search_with_scores(rewrites, k)
         catalog = self.relevance.catalog if self.relevance is not None else None
@@ -420,9 +464,9 @@ class RewriteSearchModel(QueryModel):
             if catalog is not None:
                 for product in products:
                     product["title"] = catalog.titles.get(product["product_id"], "")
-            if self.relevance is not None and catalog is not None and products:
+            if current.relevance is not None and catalog is not None and products:
                 texts = [catalog.texts.get(p["product_id"], p.get("title", "")) for p in products]
-                relevance = np.asarray(self.relevance.loaded.model.score([query] * len(texts), texts))
+                relevance = np.asarray(current.relevance.model.score([query] * len(texts), texts))
                 for product, value in zip(products, relevance.tolist()):
                     product["relevance"] = value
                 if rerank:
@@ -431,7 +475,7 @@ class RewriteSearchModel(QueryModel):
                 for product, pf in zip(products, self.features.product_features([p["product_id"] for p in products])):
                     product["features"] = pf
             if log_events:
-                self._log(rid, query, rewrite, [p["product_id"] for p in products])
+                self._log(rid, query, rewrite, [p["product_id"] for p in products], current.rewriter.version)
             results.append(
                 {
                     "request_id": rid,

@@ -86,10 +86,15 @@ def build_index(
     data: Path | None = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
     output: Path | None = typer.Option(None, "--output", help="Index dir (default <paths.data_dir>/index)."),
     locale: str = typer.Option("us", help="Product locale to index: us, es or jp."),
+    upload: bool = typer.Option(
+        False, "--upload", help="Also upload it to S3 under serving.index_prefix (what a cluster's server loads)."
+    ),
     output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Build the BM25 search index over a catalog's product text and save it."""
     settings = settings_from(ctx)
+    if upload and not settings.serving.index_prefix:
+        raise fail("--upload needs serving.index_prefix (e.g. --set serving.index_prefix=search/index)")
     data = data or default_dataset_dir(settings)
     output = output or default_index_dir(settings)
     dataset = load_esci(data, locale=locale)
@@ -100,7 +105,14 @@ def build_index(
         "output": str(output),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    emit(summary, output_format, f"indexed {summary['products']} products into {output} in {summary['seconds']:.1f}s")
+    text = f"indexed {summary['products']} products into {output} in {summary['seconds']:.1f}s"
+    if upload:
+        from minielm.storage import ObjectStore
+
+        keys = ObjectStore(settings.s3).upload_dir(output, settings.serving.index_prefix)
+        summary["uploaded"] = f"s3://{settings.s3.bucket}/{settings.serving.index_prefix}/"
+        text += f"; uploaded {len(keys)} files to {summary['uploaded']}"
+    emit(summary, output_format, text)
 
 
 @data_app.command("load-esci")

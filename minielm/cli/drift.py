@@ -1,4 +1,4 @@
-"""``minielm drift check|pin-reference|latest`` and ``minielm model rollback``: what on-call runs."""
+"""``minielm drift check|pin-reference|latest``: what on-call runs (``minielm model`` is in model.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from minielm.cli.common import EXIT_FAILURE, OutputFormat, OutputFormatOption, e
 drift_app = typer.Typer(
     help="Drift monitoring of served traffic (Evidently report, alerts, retraining trigger).", no_args_is_help=True
 )
-model_app = typer.Typer(help="Model registry operations for on-call.", no_args_is_help=True)
 
 
 def _read_frame(path: Path, option: str):
@@ -139,22 +138,5 @@ def latest(ctx: typer.Context, output_format: OutputFormatOption = OutputFormat.
     emit(summary, output_format)
 
 
-@model_app.command("rollback")
-def rollback(
-    ctx: typer.Context,
-    name: str = typer.Argument(..., help="Registered model name, e.g. student-rewriter."),
-    stage: str = typer.Option("production", help="Stage to roll back (production or candidate)."),
-) -> None:
-    """Point the stage back at the version it held before the last promotion (one atomic pointer write)."""
-    from minielm.registry import ModelRegistry
-    from minielm.storage import ObjectStore
-
-    if stage not in {"production", "candidate"}:
-        raise fail(f"--stage: expected production or candidate, got {stage!r}")
-    pointer = ModelRegistry(ObjectStore(settings_from(ctx).s3)).rollback(name, stage)
-    typer.echo(f"{name}/{stage} now at version {pointer['version']} (was {pointer['previous']})")
-
-
 def register(root: typer.Typer) -> None:
     root.add_typer(drift_app, name="drift")
-    root.add_typer(model_app, name="model")

@@ -1,13 +1,15 @@
-"""``minielm feedback simulate|aggregate|replay``: shopper feedback through Kafka into S3 windows and Feast."""
+"""``minielm feedback simulate|aggregate|replay|dlq``: shopper feedback through Kafka into S3 windows and Feast."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 from tqdm import tqdm
 
 from minielm.cli.common import (
+    EXIT_FAILURE,
     OutputFormat,
     OutputFormatOption,
     emit,
@@ -108,6 +110,16 @@ def aggregate(
         raise fail(f"--until-idle: expected a positive number of seconds, got {until_idle}")
     settings.feedback.push_to_feast = feast and settings.feedback.push_to_feast
     aggregator = Aggregator(settings, group_id=group)
+    health = None
+    if settings.feedback.metrics_port is not None:
+        from minielm.feedback.observability import HealthServer
+
+        config = settings.feedback
+        try:
+            health = HealthServer(aggregator.metrics, config.metrics_host, config.metrics_port, config.stall_after_s)
+        except OSError as error:
+            raise fail(f"feedback.metrics_port={config.metrics_port}: {error}", EXIT_FAILURE) from None
+        health.start()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: aggregator.stop())
     bar = tqdm(desc="events", unit="event")
@@ -120,6 +132,8 @@ def aggregate(
         stats = aggregator.run(until_idle_s=until_idle, max_seconds=max_seconds, on_progress=progress)
     finally:
         bar.close()
+        if health is not None:
+            health.stop()
     emit({k: v for k, v in vars(stats).items() if k != "window_keys"}, output_format)
 
 
@@ -152,5 +166,73 @@ def replay(
     emit(summary, output_format)
 
 
+dlq_app = typer.Typer(help="Inspect and re-inject the dead-letter topic.", no_args_is_help=True)
+
+
+def _kafka_call(action):
+    """Run a Kafka action; a broker problem is exit 1, a missing topic exit 2, each as one line."""
+    from kafka.errors import KafkaError
+
+    from minielm.config import ConfigError
+
+    try:
+        return action()
+    except (ValueError, ConfigError) as error:
+        raise fail(str(error)) from None
+    except (KafkaError, OSError) as error:
+        raise fail(f"kafka at kafka.bootstrap_servers unreachable or failing: {error}", EXIT_FAILURE) from None
+
+
+@dlq_app.command("show")
+def dlq_show(
+    ctx: typer.Context,
+    limit: int = typer.Option(100, min=1, help="Show at most this many dead letters (oldest first)."),
+    output_format: str = typer.Option("text", "--output-format", "-o", help="text or json."),
+) -> None:
+    """Print the dead letters: where each came from, why it failed, and the start of its original bytes."""
+    from minielm.feedback.dead_letters import show_dead_letters
+
+    if output_format not in ("text", "json"):
+        raise fail(f"-o/--output-format: expected one of ['text', 'json'], got {output_format!r}")
+    settings = settings_from(ctx)
+    letters = _kafka_call(lambda: show_dead_letters(settings, limit=limit))
+    if output_format == "json":
+        typer.echo(json.dumps([letter.as_dict() for letter in letters], indent=2))
+        return
+    if not letters:
+        typer.echo(f"no dead letters on {settings.kafka.topics.dead_letter}")
+    for letter in letters:
+        row = letter.as_dict()
+        typer.echo(
+            f"[{row['partition']}@{row['offset']}] {row['kind']} from {row['source']}: {row['reason']}\n"
+            f"    original ({row['original_size']} bytes): {row['original'][:200]}"
+        )
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ctx: typer.Context,
+    limit: int | None = typer.Option(None, min=1, help="Replay at most this many dead letters."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report only; send and commit nothing."),
+) -> None:
+    """Validate each not-yet-replayed dead letter again (after a producer fix): valid ones go back to their
+    topic, the ones that fail again go back to the end of the dead-letter topic; then progress is committed."""
+    from minielm.feedback.dead_letters import replay_dead_letters
+
+    settings = settings_from(ctx)
+    result = _kafka_call(lambda: replay_dead_letters(settings, limit=limit, dry_run=dry_run))
+    verb = "would replay" if dry_run else "replayed"
+    targets = ", ".join(f"{n} to {topic}" for topic, n in sorted(result.replayed.items())) or "none"
+    typer.echo(f"read {result.read} dead letter(s); {verb}: {targets}")
+    if result.failed_again:
+        first = result.failed_again[0]
+        where = "would stay" if dry_run else "stay"
+        raise fail(
+            f"{len(result.failed_again)} dead letter(s) failed validation again and {where} in "
+            f"{settings.kafka.topics.dead_letter} (first: {first.reason.removeprefix('replay failed again: ')})"
+        )
+
+
 def register(root: typer.Typer) -> None:
+    feedback_app.add_typer(dlq_app, name="dlq")
     root.add_typer(feedback_app, name="feedback")

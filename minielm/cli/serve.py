@@ -64,7 +64,8 @@ def _serve(settings, relevance: bool, apply_features: bool, port: int | None) ->
 
     if apply_features and settings.serving.enable_feast:
         apply_repo(settings)
-    stack = build_stack(settings, with_relevance=relevance, with_pipeline=settings.serving.index_dir is not None)
+    with_pipeline = settings.serving.index_dir is not None or bool(settings.serving.index_prefix)
+    stack = build_stack(settings, with_relevance=relevance, with_pipeline=with_pipeline)
     running = serve_stack(stack, settings, port=port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,8 @@
 
 Gauges (names fixed with the chart's PrometheusRule): ``minielm_drift_score{check}``,
 ``minielm_drift_detected{check}`` (0/1), ``minielm_drift_last_run_timestamp_seconds``, and
-``minielm_drift_no_data{check}`` (0/1) so a check that could not run is visible, not silent.
+``minielm_drift_no_data{check}`` (0/1) so a check that could not run is visible, not silent, and
+``minielm_drift_report_info{run_id,report_url}`` so the chart's alerts can link the latest report.
 They are written as a node-exporter textfile next to the report and pushed to a Pushgateway when
 ``drift.pushgateway_url`` is set.
 
@@ -50,6 +51,15 @@ def metrics_registry(result: DriftResult) -> CollectorRegistry:
         detected.labels(check=check.name).set(1 if check.status == "drift" else 0)
         no_data.labels(check=check.name).set(1 if check.status == "no_data" else 0)
     last_run.set(result.started_at + result.duration_s)
+    # Prometheus alerts cannot carry a URL from a gauge value: the link travels as a label here and
+    # the PrometheusRule's annotations read it back with a query.
+    report = Gauge(
+        "minielm_drift_report_info",
+        "1, labelled with the latest drift run's id and the link to its HTML report",
+        ["run_id", "report_url"],
+        registry=registry,
+    )
+    report.labels(run_id=result.run_id, report_url=result.outputs.get("report_url", "")).set(1)
     return registry
 
 

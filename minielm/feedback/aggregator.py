@@ -27,10 +27,11 @@ from minielm.config import Settings
 from minielm.feedback.cut_store import CutStore
 from minielm.feedback.events import DeadLetter, parse_event
 from minielm.feedback.join import AggregatorError, Cut, PartitionJoin, recently_closed, written_but_uncommitted
+from minielm.feedback.observability import AggregatorMetrics
 from minielm.feedback.query_stats import FeastQueryStatsSink, QueryStatsPublisher, QueryStatsSink
 from minielm.kafka_io import make_consumer, make_producer
 from minielm.logs import get_logger
-from minielm.storage import ObjectStore
+from minielm.storage import ObjectStore, permanent_s3_error
 
 log = get_logger(__name__)
 
@@ -83,8 +84,10 @@ class Aggregator:
         sink: QueryStatsSink | None = None,
         group_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: AggregatorMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or AggregatorMetrics()
         self.config = settings.feedback
         self.topics = settings.kafka.topics
         self.group_id = group_id or settings.kafka.consumer_group
@@ -138,6 +141,7 @@ class Aggregator:
                     self._handle_batch(tp, batch, now)
                 self._cuts(now)
                 self._push(now)
+                self.metrics.loop_turned(len(self.joins))
                 if on_progress is not None:
                     on_progress(self.stats)
                 if until_idle_s is not None and now - self._last_record_at >= until_idle_s and self._settled():
@@ -247,14 +251,17 @@ class Aggregator:
                     self._dead_letter(_rejected(tp, record, problem, "duplicate"), record.key)
                     continue
                 stats.served += 1
+                self.metrics.event(event.event_type)
                 self.query_stats.served(event)
             else:
                 join.add_feedback(record.offset, event)
                 stats.feedback += 1
+                self.metrics.event(event.event_type)
                 self.query_stats.feedback(event)
 
     def _dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         self.stats.dead_letters += 1
+        self.metrics.dead_letter(letter.error_kind)
         self.producer.send(self.topics.dead_letter, key=key, value=letter.to_bytes())
         log.warning(
             "event sent to the dead-letter topic",
@@ -269,6 +276,7 @@ class Aggregator:
     def _cuts(self, now: float) -> None:
         for join in list(self.joins.values()):
             join.feedback_highwater = self.consumer.highwater(TopicPartition(self.topics.feedback, join.partition))
+            self._report_lag(join.partition)
             cut = join.inflight or join.next_cut(now)
             if cut is not None and now >= cut.retry_at:
                 self._apply(join, cut, now)
@@ -310,6 +318,15 @@ class Aggregator:
             self.joins.pop(join.partition, None)
             return False
         except Exception as error:  # S3 or broker unavailable: back off, keep polling, do not commit.
+            permanent = None if cut.written else permanent_s3_error(error)
+            if permanent is not None:
+                self.metrics.s3_failure(permanent.split(":", 1)[0])
+                raise AggregatorError(
+                    f"S3 refused the window write to s3://{self.cuts.store.bucket}/{cut.objects[0][0]} "
+                    f"({permanent}); retrying cannot fix this: check the s3.* settings, the credentials and "
+                    "the bucket policy. Offsets stay uncommitted, so nothing is lost."
+                ) from error
+            self.metrics.s3_retry()
             cut.attempts += 1
             self.stats.s3_failures += not cut.written
             delay = min(self.config.s3_retry_initial_s * 2 ** (cut.attempts - 1), self.config.s3_retry_max_s)
@@ -328,8 +345,10 @@ class Aggregator:
             self.consumer.resume(*tps)
         join.cut_done(cut)
         self.stats.commits += 1
+        self.metrics.committed()
         if cut.window is not None:
             self.stats.windows_written += 1
+            self.metrics.window_written()
             self.stats.window_keys.append(cut.objects[0][0])
         if cut.late:
             self.stats.late_written += len(cut.late)
@@ -344,6 +363,13 @@ class Aggregator:
             feedback_next=cut.feedback_next,
         )
         return True
+
+    def _report_lag(self, partition: int) -> None:
+        for topic in (self.topics.rewrites, self.topics.feedback):
+            tp = TopicPartition(topic, partition)
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.consumer_lag(topic, partition, highwater - self.consumer.position(tp))
 
     def _push(self, now: float, force: bool = False) -> None:
         self.publisher.push_due(now, force)

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from minielm.config import FeedbackConfig
 from minielm.feedback.events import FeedbackEvent
-from minielm.feedback.join import Cut, spilled_events
+from minielm.feedback.join import AggregatorError, Cut, spilled_events
 from minielm.feedback.windows import ObjectRef, parse_key, partition_prefix
 from minielm.logs import get_logger
-from minielm.storage import ObjectNotFound, ObjectStore
+from minielm.storage import ObjectNotFound, ObjectStore, permanent_s3_error
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ class CutStore:
     def read_state(self, key: str) -> list[tuple[int, FeedbackEvent]]:
         """The feedback events held in the state object ``key``; none if there is no such object."""
         try:
-            frame = self._retry(lambda: self.store.get_parquet(key), "read state")
+            frame = self._retry(lambda: self.store.get_parquet(key), "read state", corrupt_is_fatal=key)
         except ObjectNotFound:
             log.warning("no aggregator state object for the committed offsets; starting empty", key=key)
             return []
@@ -56,7 +56,8 @@ class CutStore:
         except Exception as error:  # cleanup only; the next cut tries again
             log.warning("could not delete old aggregator state", error=str(error)[:200])
 
-    def _retry(self, action: Callable, what: str):
+    def _retry(self, action: Callable, what: str, corrupt_is_fatal: str | None = None):
+        """Retry transient S3 errors with backoff; stop at once on what waiting cannot fix."""
         delay = self.config.s3_retry_initial_s
         while True:
             try:
@@ -66,6 +67,25 @@ class CutStore:
             except Exception as error:
                 if self.stop_event.is_set():
                     raise
+                permanent = permanent_s3_error(error)
+                if permanent is not None:
+                    raise AggregatorError(
+                        f"S3 refused to {what} ({permanent}); retrying cannot fix this: check the s3.* settings, "
+                        "the credentials and the bucket policy"
+                    ) from error
+                if corrupt_is_fatal and _is_corrupt_parquet(error):
+                    raise AggregatorError(
+                        f"s3://{self.store.bucket}/{corrupt_is_fatal} is not a readable parquet state object "
+                        f"({type(error).__name__}: {str(error)[:200]}); move it aside to start that partition "
+                        "from its committed offsets without the carried-over feedback"
+                    ) from error
                 log.warning("s3 unavailable; retrying", action=what, retry_in_s=delay, error=str(error)[:200])
                 time.sleep(delay)
                 delay = min(delay * 2, self.config.s3_retry_max_s)
+
+
+def _is_corrupt_parquet(error: Exception) -> bool:
+    """pyarrow could not parse the bytes S3 returned (a network error is a botocore error instead)."""
+    import pyarrow
+
+    return isinstance(error, pyarrow.ArrowException)

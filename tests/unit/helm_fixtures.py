@@ -28,12 +28,21 @@ ALL_ON = [
     "feast.redis.existingSecret=minielm-redis",
 ]
 # Kinds whose schema comes from a CRD rather than Kubernetes itself.
-CUSTOM_KINDS = {"InferenceService", "ServingRuntime", "KafkaTopic", "PrometheusRule", "ServiceMonitor", "PodMonitor"}
+CUSTOM_KINDS = {
+    "InferenceService",
+    "ServingRuntime",
+    "KafkaTopic",
+    "KafkaUser",
+    "PrometheusRule",
+    "ServiceMonitor",
+    "PodMonitor",
+}
 RENDER_CASES = {
     "default": [],
     "production": [],
     "all-optional-parts": ALL_ON,
-    "raw-deployment": ["--set", "kserve.deploymentMode=RawDeployment"],
+    # RawDeployment has no traffic split, so the RL canary replays traffic instead.
+    "raw-deployment": ["--set", "kserve.deploymentMode=RawDeployment", "--set", "config.rl.kserve_rollout=false"],
 }
 
 

@@ -22,6 +22,7 @@ from tests.unit.helm_fixtures import (
     KSERVE_CRD_DIR,
     RENDER_CASES,
     REPO_ROOT,
+    _rendered_text,
     helm,
     pod_specs,
     rendered,
@@ -127,7 +128,7 @@ def test_inference_services_match_the_values():
     rewriter = docs[prod["config"].get("rl", {}).get("isvc_name", values["config"]["rl"]["isvc_name"])]
     predictor = rewriter["spec"]["predictor"]
     assert predictor["minReplicas"] == 2 and predictor["maxReplicas"] == 10
-    assert predictor["canaryTrafficPercent"] == 10
+    assert "canaryTrafficPercent" not in predictor  # the RL pipeline sets it while a rollout is in flight
     container = predictor["containers"][0]
     assert container["command"] == ["minielm", "serve", "--no-services", "--no-apply-features", "--no-relevance"]
     assert container["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
@@ -221,8 +222,17 @@ def test_settings_configmap_loads_as_the_typed_config(case, tmp_path):
     text = _settings_configmap(case)["data"]["settings.yaml"]
     path = tmp_path / "settings.yaml"
     path.write_text(text)
-    settings = load_settings(path, environ={}, use_services_state=False)
-    assert Settings.model_validate(yaml.safe_load(text)) == settings
+    # The pods get the SASL password from a Secret, through the environment, as the values say.
+    pod_env = {
+        e["name"] for d in rendered(case) for spec in pod_specs(d) for c in spec["containers"] for e in c.get("env", [])
+    }
+    environ = {"MINIELM_KAFKA__SASL_PASSWORD": "from-the-secret"} if "MINIELM_KAFKA__SASL_PASSWORD" in pod_env else {}
+    settings = load_settings(path, environ=environ, use_services_state=False)
+    expected = yaml.safe_load(text)
+    if environ:
+        expected["kafka"]["sasl_password"] = "from-the-secret"
+    assert Settings.model_validate(expected) == settings
+    assert (settings.kafka.security_protocol == "SASL_SSL") == (case == "production")
     assert settings.rl.namespace == "minielm"  # always the release namespace
     assert settings.serving.host == "0.0.0.0"
     assert settings.feast.profile == "cluster"
@@ -363,12 +373,78 @@ def test_alert_metrics_are_the_ones_the_code_exports():
     """A renamed metric in serving/ or minielm/drift/ must not leave an alert that never fires."""
     rule = next(d for d in rendered("production") if d["kind"] == "PrometheusRule")
     exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
-    sources = (REPO_ROOT / "serving" / "metrics.py").read_text() + (
-        REPO_ROOT / "minielm" / "drift" / "alerts.py"
-    ).read_text()
-    declared = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"(minielm_[a-z_]+)"', sources))
-    used = set(re.findall(r"\b(minielm_[a-z_]+)", exprs))
+    sources = "".join(
+        (REPO_ROOT / path).read_text()
+        for path in ("serving/metrics.py", "minielm/drift/alerts.py", "minielm/feedback/observability.py")
+    )
+    declared = set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"(minielm_[a-z0-9_]+)"', sources))
+    used = set(re.findall(r"\b(minielm_[a-z0-9_]+)", exprs))
     assert used, exprs
     for metric in used:
         base = metric.removesuffix("_total")
-        assert base in declared, f"{metric} is not a metric serving/metrics.py or minielm/drift/alerts.py declares"
+        assert base in declared, f"{metric} is not a metric the code declares"
+
+
+def test_strimzi_numbers_render_as_integers_in_the_kafka_namespace():
+    text = _rendered_text("all-optional-parts")
+    assert "e+" not in text, "a number rendered in float notation"
+    topics = [d for d in rendered("all-optional-parts") if d["kind"] == "KafkaTopic"]
+    assert len(topics) == 3
+    for topic in topics:
+        assert topic["metadata"]["namespace"] == "kafka"
+        assert topic["spec"]["config"]["retention.ms"] == 604800000
+        assert all(isinstance(topic["spec"][k], int) for k in ("partitions", "replicas"))
+
+
+def test_production_secures_kafka_from_secrets():
+    docs = rendered("production")
+    (user,) = [d for d in docs if d["kind"] == "KafkaUser"]
+    assert user["metadata"]["namespace"] == "kafka"
+    assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+    topics = {
+        acl["resource"]["name"] for acl in user["spec"]["authorization"]["acls"] if acl["resource"]["type"] == "topic"
+    }
+    assert topics == {"minielm.rewrites", "minielm.feedback", "minielm.feedback.dlq"}
+    for doc in docs:
+        for spec in pod_specs(doc):
+            for container in spec["containers"]:
+                env = {e["name"]: e for e in container.get("env", [])}
+                ref = env["MINIELM_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": "minielm-kafka-user", "key": "password"}
+                assert {"name": "kafka-ca", "mountPath": "/etc/minielm-kafka", "readOnly": True} in container[
+                    "volumeMounts"
+                ]
+            assert {
+                "name": "kafka-ca",
+                "secret": {"secretName": "minielm-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            } in spec["volumes"]
+
+
+def test_cluster_defaults_fit_real_traffic():
+    settings = yaml.safe_load(_settings_configmap("production")["data"]["settings.yaml"])
+    assert settings["feedback"]["window_s"] >= 60
+    # the hourly drift check compares about an hour of windows, not seconds of traffic
+    assert settings["feedback"]["window_s"] * settings["drift"]["current_windows"] == 3600
+    assert settings["rl"]["kserve_rollout"] is True
+    assert settings["serving"]["index_prefix"]
+    (rewriter,) = [
+        d
+        for d in rendered("production")
+        if d["kind"] == "InferenceService" and d["metadata"]["name"] == "student-rewriter"
+    ]
+    assert "canaryTrafficPercent" not in rewriter["spec"]["predictor"], "a canary only while a rollout is in flight"
+
+
+def test_drift_alerts_carry_the_report_link_the_drift_job_exports():
+    from minielm.drift.alerts import metrics_registry
+    from minielm.drift.monitor import DriftResult
+
+    rule = next(d for d in rendered("production") if d["kind"] == "PrometheusRule")
+    drift_rules = [r for g in rule["spec"]["groups"] if g["name"] == "minielm-drift" for r in g["rules"]]
+    linked = [r for r in drift_rules if r["alert"] in ("MiniELMDriftDetected", "MiniELMDriftNoData")]
+    assert linked and all('query "minielm_drift_report_info"' in r["annotations"]["report_url"] for r in linked)
+    result = DriftResult("run-7", "ok", [], [], 0, 0, outputs={"report_url": "https://reports/run-7.html"})
+    samples = {
+        s.name: s.labels for m in metrics_registry(result).collect() for s in m.samples if s.name.endswith("_info")
+    }
+    assert samples["minielm_drift_report_info"] == {"run_id": "run-7", "report_url": "https://reports/run-7.html"}

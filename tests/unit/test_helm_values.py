@@ -77,12 +77,59 @@ def test_good_overrides_are_accepted():
         "--set",
         "kserve.inferenceServices.rewriter.canaryTrafficPercent=25",
         "--set",
-        "kserve.deploymentMode=RawDeployment",
-        "--set",
         "driftMonitor.schedule=@daily",
     )
     assert done.returncode == 0, done.stderr
     assert "canaryTrafficPercent: 25" in done.stdout
+    raw = run_helm(
+        "template",
+        "minielm",
+        str(CHART_DIR),
+        "--set",
+        "kserve.deploymentMode=RawDeployment",
+        "--set",
+        "config.rl.kserve_rollout=false",
+    )
+    assert raw.returncode == 0, raw.stderr
+
+
+# Values each valid alone but wrong together: (--set assignments, text naming them)
+BAD_COMBINATIONS = [
+    (
+        ["kserve.inferenceServices.rewriter.minReplicas=5", "kserve.inferenceServices.rewriter.maxReplicas=2"],
+        "rewriter.minReplicas (5) must not exceed kserve.inferenceServices.rewriter.maxReplicas (2)",
+    ),
+    (
+        ["kserve.deploymentMode=RawDeployment", "kserve.inferenceServices.relevance.canaryTrafficPercent=10"],
+        "kserve.inferenceServices.relevance.canaryTrafficPercent needs kserve.deploymentMode=Serverless",
+    ),
+    (["kserve.deploymentMode=RawDeployment"], "config.rl.kserve_rollout=true needs kserve.deploymentMode=Serverless"),
+    (
+        ["kserve.inferenceServices.rewriter.enabled=false"],
+        "config.rl.kserve_rollout=true needs kserve.inferenceServices",
+    ),
+    (
+        ["config.kafka.heartbeat_interval_ms=20000"],
+        "config.kafka.heartbeat_interval_ms (20000) must be below config.kafka.session_timeout_ms (10000)",
+    ),
+    (["config.feedback.unmatched_after_s=60"], "config.feedback.unmatched_after_s (60) must be at least"),
+    (["config.kafka.security_protocol=SASL_SSL"], "needs kafka.sasl.existingSecret"),
+    (["kafka.sasl.existingSecret=kafka-user"], "uses no SASL"),
+    (["kafka.tls.caSecret=cluster-ca"], "uses no TLS"),
+    (["kafka.strimziUser=true"], "kafka.strimziUser=true needs config.kafka.sasl_username"),
+    (
+        ["kafka.strimziUser=true", "config.kafka.sasl_username=minielm"],
+        "kafka.strimziUser=true renders a SCRAM-SHA-512 KafkaUser",
+    ),
+]
+
+
+@pytest.mark.parametrize("assignments,named", BAD_COMBINATIONS, ids=[" ".join(a) for a, _ in BAD_COMBINATIONS])
+def test_inconsistent_values_fail_naming_them(assignments, named):
+    args = [arg for assignment in assignments for arg in ("--set", assignment)]
+    done = run_helm("template", "minielm", str(CHART_DIR), *args)
+    assert done.returncode != 0, f"{assignments} were accepted"
+    assert named in done.stderr, done.stderr
 
 
 def test_chart_jobs_image_is_the_settings_jobs_image():

@@ -97,6 +97,13 @@ seccompProfile:
 {{- define "minielm.env" -}}
 - name: MINIELM_CONFIG
   value: /etc/minielm/settings.yaml
+{{- with .Values.kafka.sasl.existingSecret }}
+- name: MINIELM_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.kafka.sasl.passwordKey }}
+{{- end }}
 - name: HOME
   value: /tmp
 - name: DO_NOT_TRACK
@@ -121,6 +128,11 @@ seccompProfile:
 - name: settings
   mountPath: /etc/minielm
   readOnly: true
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: {{ include "minielm.kafkaCaDir" . }}
+  readOnly: true
+{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- end }}
@@ -129,9 +141,22 @@ seccompProfile:
 - name: settings
   configMap:
     name: {{ include "minielm.settingsConfigMap" . }}
+{{- with .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.Values.kafka.tls.caKey }}
+        path: ca.crt
+{{- end }}
 - name: tmp
   emptyDir:
     sizeLimit: 2Gi
+{{- end }}
+
+{{/* Where the Kafka CA Secret is mounted; config.kafka.ssl_cafile is set to <dir>/ca.crt. */}}
+{{- define "minielm.kafkaCaDir" -}}
+/etc/minielm-kafka
 {{- end }}
 
 {{- define "minielm.placement" -}}
