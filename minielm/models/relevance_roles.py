@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from minielm.errors import InputError
 from minielm.models.interfaces import RelevanceScorer
 
 Role = Literal["judge", "simulator"]
@@ -26,7 +27,7 @@ CROSS_ENCODER_MARKER = "cross_encoder.json"
 TEACHER_MARKER = "metadata.json"
 
 
-class RelevanceModelError(ValueError):
+class RelevanceModelError(InputError):
     """A directory that holds no relevance model, or a role with no staged version."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from minielm.errors import InputError
 from minielm.models.relevance_score import ESCI_CLASSES
 from minielm.teachers.metrics import macro_f1, relevance_metrics
 
@@ -31,7 +32,7 @@ def bm25_pair_scores(index, queries: Sequence[str], product_ids: Sequence[str]) 
     """
     queries, product_ids = [str(q) for q in queries], [str(p) for p in product_ids]
     if len(queries) != len(product_ids):
-        raise ValueError(f"got {len(queries)} queries but {len(product_ids)} product ids")
+        raise InputError(f"got {len(queries)} queries but {len(product_ids)} product ids")
     unique = list(dict.fromkeys(queries))
     hits = index.search_with_scores(unique, k=len(index))
     by_query = {q: dict(h) for q, h in zip(unique, hits)}
