@@ -231,6 +231,21 @@ class ModelNames(StrictConfig):
     student_relevance: str = Field(
         "student-relevance", description="registry name of the student cross-encoder (also the feedback judge)"
     )
+    relevance_judge: str = Field(
+        "student-relevance", description="registered relevance model that judges rewrites (RL reward, rewrite-search)"
+    )
+    relevance_simulator: str = Field(
+        "teacher-relevance", description="registered relevance model the simulated shopper uses (not the judge)"
+    )
+
+    @model_validator(mode="after")
+    def _independent_judges(self) -> ModelNames:
+        if self.relevance_judge == self.relevance_simulator:
+            raise ValueError(
+                f"relevance_judge and relevance_simulator are both {self.relevance_judge!r}: the simulated "
+                "shopper must not be the network that judges the rewrites"
+            )
+        return self
 
 
 class ServingConfig(StrictConfig):
@@ -440,6 +455,9 @@ class RelevanceStudentConfig(StrictConfig):
     batch_size: int = Field(16, ge=1, description="triples per step")
     learning_rate: float = Field(5e-5, gt=0.0, description="peak learning rate")
     soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
+    soft_label_temperature: float = Field(
+        1.0, gt=0.0, description="the teacher's soft labels are softmax(logits / T); T > 1 softens them"
+    )
     gold_mix_weight: float = Field(0.0, ge=0.0, description="weight of a CE loss on the gold ESCI labels")
     max_ndcg_gap: float = Field(0.05, ge=0.0, description="gate: student nDCG may trail the teacher's by this much")
 

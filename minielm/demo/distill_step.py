@@ -49,6 +49,12 @@ def distill_demo_step(ctx) -> None:
     ctx.echo(
         f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "
         f"{relevance['final_loss']} ({relevance['train_seconds']} s)"
+        + (
+            f"; gold labels mixed in (gold_mix_weight {config.relevance.gold_mix_weight}): student vs teacher below is "
+            "not a pure distillation result (benchmarks/relevance_distill.py measures that, without gold labels)"
+            if config.relevance.gold_mix_weight > 0
+            else "; no gold labels"
+        )
     )
     rewriter = distill_rewriter_student(
         a.dataset_dir,

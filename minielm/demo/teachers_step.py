@@ -70,9 +70,36 @@ def teacher_demo_step(
         f"accuracy {r['accuracy']:.3f} (majority {r['majority_accuracy']:.3f}), macro-F1 {r['macro_f1']:.3f}, "
         f"{ndcg_key} {r[ndcg_key]:.3f} on {r['n_pairs']} {r['split']} pairs"
     )
+    from minielm.search import SearchIndex
+    from minielm.teachers.relevance_baselines import split_baselines
+
+    relevance_settings = relevance_config or toy.relevance
+    majority, bm25 = split_baselines(
+        data_dir,
+        SearchIndex.load(index_dir),
+        r["split"],
+        limit=relevance_settings.max_eval_examples,
+        seed=relevance_settings.training.seed,
+        k=settings.eval.top_k,
+    )
+    ctx.echo(
+        f"  baselines on the same pairs: majority class {majority['label']} macro-F1 {majority['macro_f1']:.3f}; "
+        f"BM25 accuracy {bm25['accuracy']:.3f}, macro-F1 {bm25['macro_f1']:.3f}, {ndcg_key} {bm25[ndcg_key]:.3f}"
+    )
+    beats = r["macro_f1"] >= majority["macro_f1"] + 0.15 and r["macro_f1"] > bm25["macro_f1"]
+    beats = beats and r[ndcg_key] > bm25[ndcg_key]
+    ctx.echo(
+        "  the relevance teacher "
+        + ("beats" if beats else "does NOT beat")
+        + " majority + 0.15 macro-F1 and BM25 (macro-F1 and nDCG) at this toy budget"
+    )
     ctx.echo(f"  registered {settings.models.teacher_relevance} {relevance_version.version}")
     ctx.artifacts.teacher_rewriter_dir = Path(rewriter.model_dir)
     ctx.artifacts.teacher_rewriter_version = rewriter_version.version
     ctx.artifacts.teacher_relevance_dir = Path(relevance.model_dir)
     ctx.artifacts.teacher_relevance_version = relevance_version.version
-    ctx.artifacts.teacher_metrics = {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r}
+    ctx.artifacts.teacher_metrics = {
+        "rewriter": {k: v for k, v in m.items() if k != "examples"},
+        "relevance": r,
+        "relevance_baselines": {"majority": majority, "bm25": bm25},
+    }

@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from minielm.errors import InputError
 from minielm.logs import get_logger
-from minielm.models.cross_encoder import ESCI_GAINS
 from minielm.models.interfaces import RelevanceScorer
+from minielm.models.relevance_score import expected_gain
 
 log = get_logger(__name__)
 
@@ -148,7 +148,7 @@ def label_triples(
 ) -> pd.DataFrame:
     """Score both products of every triple with the teacher; orient so ``pos`` is the preferred one.
 
-    The teacher's score here is the expected ESCI gain of its class probabilities, the same scalar
+    The teacher's score here is the expected graded gain of its class probabilities, the same scalar
     the cross-encoder student outputs; one teacher pass gives both the margin and the soft labels.
 
     Adds pos_product_id, neg_product_id, pos_score, neg_score, margin and the teacher's class
@@ -156,12 +156,10 @@ def label_triples(
     """
     if triples is None or len(triples) == 0:
         raise AugmentedDataError(
-            "augmented data is empty: no triples to label (check the queries, the "
-            "catalog and distill.relevance.triples_per_query)"
+            "augmented data is empty: 0 triples to label (check the queries, the catalog and "
+            "distill.relevance.triples_per_query)"
         )
-    missing = sorted({p for p in pd.concat([triples["product_a"], triples["product_b"]]) if p not in product_texts})
-    if missing:
-        raise AugmentedDataError(f"{len(missing)} product ids in the triples have no product text, e.g. {missing[:3]}")
+    check_products_known(triples, ("product_a", "product_b"), product_texts, "triples")
     pairs = pd.concat(
         [
             triples[["query", "product_a"]].rename(columns={"product_a": "product_id"}),
@@ -176,8 +174,8 @@ def label_triples(
             np.asarray(teacher.predict_proba(chunk["query"].tolist(), [product_texts[p] for p in chunk["product_id"]]))
         )
     prob = np.concatenate(probs).reshape(len(pairs), len(PROB_COLUMNS))
-    # The margin is taken on the scalar the student outputs (expected ESCI gain), so both share a scale.
-    scores = prob @ np.asarray(ESCI_GAINS, dtype=np.float64)
+    # The margin is taken on the scalar the student outputs (expected graded gain), so both share a scale.
+    scores = expected_gain(prob).astype(np.float64)
     labelled = pairs.assign(score=scores, **{c: prob[:, i] for i, c in enumerate(PROB_COLUMNS)})
     lookup = labelled.set_index(["query", "product_id"])
     a = lookup.loc[list(zip(triples["query"], triples["product_a"]))].reset_index(drop=True)
@@ -205,10 +203,26 @@ def label_triples(
     return out
 
 
+def check_products_known(
+    frame: pd.DataFrame, columns: Sequence[str], product_texts: Mapping[str, str], what: str
+) -> None:
+    """Every product id in ``columns`` must have a product text: nothing is dropped silently."""
+    for column in columns:
+        if column not in frame.columns:
+            raise AugmentedDataError(f"{what} lack column {column!r}")
+        unknown = ~frame[column].astype(str).isin(product_texts.keys())
+        if unknown.any():
+            examples = sorted(set(frame.loc[unknown, column].astype(str)))[:3]
+            raise AugmentedDataError(
+                f"{what}: column {column!r} has {int(unknown.sum())} row(s) whose product is not in the catalog "
+                f"(no product text), e.g. {examples}"
+            )
+
+
 def validate_labelled_triples(labelled: pd.DataFrame) -> None:
     """Fail before training on data that cannot train anything."""
     if labelled is None or len(labelled) == 0:
-        raise AugmentedDataError("augmented data is empty: the teacher-labelled triples have no rows")
+        raise AugmentedDataError("augmented data is empty: the teacher-labelled triples have 0 rows")
     required = {"query", "pos_product_id", "neg_product_id", "pos_score", "neg_score"}
     missing = sorted(required - set(labelled.columns))
     if missing:

@@ -18,11 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from minielm.config import DistillConfig
-from minielm.distill.augment import PROB_COLUMNS, AugmentedDataError, validate_labelled_triples
+from minielm.distill.augment import (
+    PROB_COLUMNS,
+    AugmentedDataError,
+    check_products_known,
+    validate_labelled_triples,
+)
 from minielm.distill.losses import margin_mse, soft_label_kl
 from minielm.distill.training import remove_checkpoints, run_engine, training_config
 from minielm.logs import get_logger
-from minielm.models.cross_encoder import ESCI_CLASSES, CrossEncoderScorer
+from minielm.models.cross_encoder import CrossEncoderScorer
+from minielm.models.relevance_score import ESCI_CLASSES
 
 log = get_logger(__name__)
 
@@ -36,17 +42,22 @@ class RelevanceDistillResult:
     n_triples: int = 0
 
 
-def _gold_frame(gold: pd.DataFrame | None, product_texts: Mapping[str, str]) -> pd.DataFrame | None:
+def _gold_frame(gold: pd.DataFrame | None, product_texts: Mapping[str, str]) -> pd.DataFrame:
+    """The gold pairs, checked whole: a bad label or an unknown product fails, nothing is dropped."""
     if gold is None or len(gold) == 0:
-        return None
+        raise AugmentedDataError("distill.gold_mix_weight > 0 but the gold pairs have 0 rows")
     missing = sorted({"query", "product_id", "esci_label"} - set(gold.columns))
     if missing:
         raise AugmentedDataError(f"gold pairs lack columns {missing}")
-    bad = sorted(set(gold["esci_label"]) - set(ESCI_CLASSES))
-    if bad:
-        raise AugmentedDataError(f"gold esci_label values {bad} are outside {ESCI_CLASSES}")
-    gold = gold[gold["product_id"].isin(product_texts.keys())]
-    return gold.reset_index(drop=True) if len(gold) else None
+    outside = ~gold["esci_label"].astype(str).isin(ESCI_CLASSES)
+    if outside.any():
+        bad = sorted(set(gold.loc[outside, "esci_label"].astype(str)))[:5]
+        raise AugmentedDataError(
+            f"gold pairs: column 'esci_label' has {int(outside.sum())} row(s) with labels {bad} "
+            f"outside {list(ESCI_CLASSES)}"
+        )
+    check_products_known(gold, ("product_id",), product_texts, "gold pairs")
+    return gold.reset_index(drop=True)
 
 
 def distill_relevance(
@@ -64,11 +75,7 @@ def distill_relevance(
     All inputs are checked before the engine starts, so bad data fails in milliseconds.
     """
     validate_labelled_triples(labelled)
-    missing = sorted(
-        {p for p in pd.concat([labelled["pos_product_id"], labelled["neg_product_id"]]) if p not in product_texts}
-    )
-    if missing:
-        raise AugmentedDataError(f"{len(missing)} product ids in the triples have no product text, e.g. {missing[:3]}")
+    check_products_known(labelled, ("pos_product_id", "neg_product_id"), product_texts, "labelled triples")
     has_soft = all(f"{side}_{c}" in labelled.columns for side in ("pos", "neg") for c in PROB_COLUMNS)
     if config.relevance.soft_label_weight > 0 and not has_soft:
         raise AugmentedDataError(

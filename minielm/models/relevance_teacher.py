@@ -1,10 +1,10 @@
 """The LM relevance teacher: a decoder with a 4-way ESCI head on its last token.
 
 It reads ``format_relevance_input(query, product_text)`` and outputs probabilities over Exact,
-Substitute, Complement, Irrelevant; those soft targets (and their expected ESCI gain, the scalar
-score) label unlabelled pairs for the cross-encoder student and judge rewrites for RL. Trained with
-cross-entropy against soft targets, so hard labels (one-hot, optionally smoothed) and another
-teacher's probabilities use the same loss.
+Substitute, Complement, Irrelevant; those soft targets (temperature-scaled: ``softmax(logits / T)``)
+and their expected graded gain (the scalar score, :mod:`minielm.models.relevance_score`) label
+unlabelled pairs for the cross-encoder student. Trained with cross-entropy against soft targets, so
+hard labels (one-hot, optionally smoothed) and another teacher's probabilities use the same loss.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from minielm.models.prompts import RELEVANCE_PRODUCT_PREFIX, clean_text, relevance_query_suffix
+from minielm.models.relevance_score import ESCI_CLASSES, expected_gain
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
 
-ESCI_CLASSES = ("E", "S", "C", "I")
-# The ESCI nDCG gains; the scalar relevance is their expectation under the predicted distribution.
-ESCI_GAINS = np.array([1.0, 0.1, 0.01, 0.0], dtype=np.float32)
 METADATA_FILE = "metadata.json"
 MODEL_CLASS = "minielm.models.relevance_teacher:RelevanceTeacher"
 
@@ -84,8 +82,12 @@ class RelevanceTeacher:
         version: str = "unversioned",
         max_length: int = 128,
         batch_size: int = 64,
+        temperature: float = 1.0,
     ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected > 0, got {temperature}")
         self.model = model.eval()
+        self.temperature = temperature
         self.tokenizer = ensure_pad_token(tokenizer)
         self.version = version
         self.max_length = max_length
@@ -120,6 +122,15 @@ class RelevanceTeacher:
 
     @torch.no_grad()
     def predict_proba(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
+        """``softmax(logits / temperature)``: T > 1 softens the soft labels the student learns from."""
+        return self._softmax(self.logits(queries, product_texts))
+
+    def _softmax(self, logits: np.ndarray) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(logits) / self.temperature, dim=-1).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def logits(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
+        """Raw ESCI logits, shape (n, 4)."""
         if len(queries) != len(product_texts):
             raise ValueError(f"got {len(queries)} queries but {len(product_texts)} product texts")
         if not len(queries):
@@ -138,8 +149,8 @@ class RelevanceTeacher:
             ]
             batch = collate_relevance_examples(rows, self.tokenizer.pad_token_id)
             logits = class_logits(self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            chunks.append(torch.softmax(logits, dim=-1).cpu().numpy())
+            chunks.append(logits.cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
 
     def score(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
-        return self.predict_proba(queries, product_texts) @ ESCI_GAINS
+        return expected_gain(self.predict_proba(queries, product_texts))

@@ -47,10 +47,12 @@ def load_teacher_data(data: EsciData | Path | str) -> EsciData:
 
 def _check_labels(examples: pd.DataFrame) -> None:
     if ESCI_LABEL in examples.columns:
-        bad = sorted(set(examples[ESCI_LABEL].dropna().astype(str)) - set(ESCI_LABELS))
+        labels = examples[ESCI_LABEL].dropna().astype(str)
+        bad = sorted(set(labels) - set(ESCI_LABELS))
         if bad:
             raise TeacherDataError(
-                f"teacher data: column {ESCI_LABEL!r} has labels {bad[:5]} outside {list(ESCI_LABELS)}"
+                f"teacher data: column {ESCI_LABEL!r} has {int((~labels.isin(ESCI_LABELS)).sum())} row(s) with "
+                f"labels {bad[:5]} outside {list(ESCI_LABELS)}"
             )
 
 
@@ -95,11 +97,12 @@ def relevance_frame(data: EsciData, split: str, texts: dict[str, str], limit: in
     stays meaningful.
     """
     examples = split_examples(data, split, "relevance")
-    missing = sorted(set(examples[PRODUCT_ID].astype(str)) - set(texts))
+    ids = examples[PRODUCT_ID].astype(str)
+    missing = sorted(set(ids) - set(texts))
     if missing:
         raise TeacherDataError(
-            f"teacher data: {len(missing)} product id(s) of split {split!r} are not in the "
-            f"products file, e.g. {missing[:5]}"
+            f"teacher data: column {PRODUCT_ID!r} of split {split!r} has {len(missing)} product id(s) "
+            f"({int((~ids.isin(texts.keys())).sum())} row(s)) that are not in the products file, e.g. {missing[:5]}"
         )
     if limit and len(examples) > limit:
         query_ids = examples[QUERY_ID].drop_duplicates().sample(frac=1.0, random_state=seed)

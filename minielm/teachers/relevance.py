@@ -17,8 +17,8 @@ import torch
 from minielm.data.esci import EsciData
 from minielm.logs import get_logger
 from minielm.models.backbones import sequence_classifier
+from minielm.models.relevance_score import expected_gain
 from minielm.models.relevance_teacher import (
-    ESCI_GAINS,
     MODEL_CLASS,
     RelevanceTeacher,
     collate_relevance_examples,
@@ -36,7 +36,7 @@ log = get_logger(__name__)
 
 def evaluate_relevance(teacher: RelevanceTeacher, frame, k: int = 10) -> dict[str, Any]:
     probabilities = teacher.predict_proba(frame["query"].tolist(), frame["product_text"].tolist())
-    scores = probabilities @ ESCI_GAINS
+    scores = expected_gain(probabilities)
     return relevance_metrics(frame, probabilities, scores, k=k)
 
 

@@ -72,7 +72,9 @@ class OverlapTeacher:
         return np.asarray(out, dtype=np.float32).reshape(-1, 4)
 
     def score(self, queries, product_texts) -> np.ndarray:
-        return self.predict_proba(queries, product_texts) @ np.array([1.0, 0.1, 0.01, 0.0], dtype=np.float32)
+        from minielm.models.relevance_score import expected_gain
+
+        return expected_gain(self.predict_proba(queries, product_texts))
 
 
 def tiny_vocab() -> dict[str, int]:
