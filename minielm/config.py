@@ -338,12 +338,23 @@ class RLConfig(StrictConfig):
     intent_embedder: Literal["minilm", "ngram_overlap"] = "minilm"
     max_rewrite_words: int = Field(12, ge=1)
     judge_top_k: int = Field(5, ge=1)
-    num_generations: int = Field(4, ge=2, description="rewrites sampled per query (the GRPO group)")
+    trainer: Literal["grpo", "dpo"] = Field(
+        "grpo", description="grpo: group-standardised advantages; dpo: best-vs-worst pairs of each group"
+    )
+    num_generations: int = Field(
+        8, ge=8, description="distinct candidates per query (the group): raw query, greedy, beams, samples"
+    )
+    beam_candidates: int = Field(2, ge=0, description="beam-search rewrites seeded into each group")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling of the group's samples")
+    min_reward_spread: float = Field(1e-6, ge=0.0, description="groups whose rewards spread less are dropped")
+    dpo_beta: float = Field(0.1, gt=0.0, description="DPO: strength of the implicit KL to the reference")
+    feedback_reward_scale: float = Field(
+        3.0, gt=0.0, description="observed feedback reward r enters as tanh(r / scale), bounded to (-1, 1)"
+    )
     queries_per_step: int = Field(2, ge=1)
     max_steps: int = Field(20, ge=1)
     learning_rate: float = Field(2e-5, gt=0.0)
     beta: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the reference model")
-    epsilon: float = Field(0.2, gt=0.0, lt=1.0, description="PPO-style ratio clipping")
     temperature: float = Field(1.0, gt=0.0)
     max_new_tokens: int = Field(24, ge=1)
     max_train_queries: int = Field(256, ge=1)
@@ -354,7 +365,9 @@ class RLConfig(StrictConfig):
     watermark_key: str = "rl/watermark.json"
     canary_traffic_percent: int = Field(10, ge=1, le=99)
     canary_min_requests: int = Field(20, ge=1)
-    canary_max_regression: float = Field(0.02, ge=0.0)
+    canary_alpha: float = Field(
+        0.05, gt=0.0, lt=0.5, description="promote only when a one-sided paired test of the canary win has p below this"
+    )
     kserve_rollout: bool = Field(False, description="canary on the cluster's InferenceService (else replayed traffic)")
     canary_wait_s: float = Field(1800.0, gt=0, description="longest wait for live canary requests")
     canary_poll_s: float = Field(60.0, gt=0)

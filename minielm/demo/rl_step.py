@@ -1,9 +1,9 @@
 """Demo step: the RL loop closes at toy scale on the windows the shoppers' feedback produced.
 
-Needs ``ctx.results``: ``dataset_dir``, ``index_dir`` (data step), ``student_rewriter_dir``,
-``student_relevance_dir`` (distillation steps; the rewriter is registered as production only when
-the registry has none) and ``feedback_window_keys`` (aggregator step; shown, then read through the
-watermark like any scheduled run). Leaves ``rl_report`` in ``ctx.results``.
+Needs ``ctx.results``: ``dataset_dir``, ``index_dir`` (data step), ``student_relevance_dir`` (the judge)
+and ``feedback_window_keys`` (aggregator step; shown, then read through the watermark like any scheduled
+run). RL improves the registry's production rewriter and is skipped when there is none: a student that
+failed its distillation gate is never promoted here. Leaves ``rl_report`` in ``ctx.results``.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ from minielm.presets import toy_rl
 from minielm.registry import ModelRegistry
 
 
-def _ensure_production(ctx, registry: ModelRegistry, name: str) -> str:
+def _production_version(ctx, registry: ModelRegistry, name: str) -> str | None:
+    """The production rewriter's version; None (RL skipped) when no learned student passed its gate: a student
+    that failed the distillation gate is never made production here."""
     entry = registry.stage(name, "production")
-    if entry is not None:
-        return entry.version
-    registered = registry.register(
-        name, Path(ctx.results["student_rewriter_dir"]), {"source": "distilled student (demo)"}
-    )
-    registry.promote(name, registered.version, "production", reason="demo: distilled student")
-    ctx.echo(f"  registered the distilled student as {name} {registered.version} (production)")
-    return registered.version
+    if entry is None:
+        gate = ctx.results.get("distill_gate", {}).get("rewriter", {})
+        why = "; ".join(gate.get("reasons", [])) or "no student-rewriter version is in production"
+        ctx.echo(f"  RL skipped: no learned rewriter passed its distillation gate ({why}); nothing to improve")
+    return entry.version if entry is not None else None
 
 
 def format_rl_table(heldout: dict, k: int) -> list[str]:
@@ -53,7 +52,10 @@ def rl_demo_step(ctx) -> None:
     settings = ctx.settings.model_copy(update={"rl": toy_rl(ctx.settings.rl)})
     registry = ModelRegistry(ctx.store)
     name = settings.models.student_rewriter
-    before = _ensure_production(ctx, registry, name)
+    before = _production_version(ctx, registry, name)
+    if before is None:
+        ctx.results["rl_report"] = {"status": "skipped", "production_before": None, "production_after": None}
+        return
     windows = ctx.results.get("feedback_window_keys", [])
     ctx.echo(f"  {len(windows)} feedback windows from the aggregator; production {name} is {before}")
     result = run_retraining(
@@ -74,8 +76,10 @@ def rl_demo_step(ctx) -> None:
             f"{prepared['n_requests']} served requests, {prepared['n_excluded_held_out']} held-out requests left out)"
         )
         ctx.echo(
-            f"  GRPO: {train['steps']} steps, reward {train['reward_first']:.3f} -> {train['reward_last']:.3f}, "
-            f"mean KL {train['kl_mean']:.4f}"
+            f"  {train['trainer'].upper()}: {train['steps']} steps, reward {train['reward_first']:.3f} -> "
+            f"{train['reward_last']:.3f}, mean KL {train['kl_mean']:.4f}; {train['zero_spread_groups']} of "
+            f"{train['groups']} groups had zero reward spread ({train['zero_spread_share']:.0%}, dropped), "
+            f"{train['mean_group_size']:.1f} candidates a group"
         )
         replay = evaluation["replay"]
         ctx.echo(
@@ -90,7 +94,7 @@ def rl_demo_step(ctx) -> None:
             c = rollout["canary"]
             ctx.echo(
                 f"  canary ({settings.rl.canary_traffic_percent}% of replayed traffic, {c['n_requests']} "
-                f"requests): {'promote' if c['promote'] else 'roll back'}: {c['reason']}"
+                f"requests): {'promote' if c['promote'] else 'production kept'}: {c['reason']}"
             )
         for line in format_rl_table(evaluation["heldout"], settings.eval.top_k):
             ctx.echo(f"  {line}")
