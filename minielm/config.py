@@ -405,6 +405,11 @@ class FeedbackConfig(StrictConfig):
         description="verify record CRCs on consume (pure-Python CRC32C costs about a tenth of the aggregator's CPU)",
     )
     # Shopper simulator: position-biased clicks on the relevance judge's scores.
+    shopper_judge: Literal["attributes", "relevance_teacher"] = Field(
+        "attributes",
+        description="what judges the shown products for simulated shoppers: catalog attributes of the intended "
+        "products, or the relevance teacher; never the relevance student, which is the RL reward judge",
+    )
     sim_rate_per_s: float = Field(200.0, gt=0, description="served requests per second the simulator sends")
     sim_top_k: int = Field(10, ge=1, description="results a simulated shopper sees")
     examination_decay: float = Field(1.0, ge=0, description="P(examine rank r) = 1 / (1 + r) ** decay")
