@@ -361,6 +361,9 @@ class RLConfig(StrictConfig):
     labelled_queries_per_run: int = Field(32, ge=0, description="train-split queries added for retrieval gain")
     min_new_requests: int = Field(20, ge=0, description="fewer new served requests than this: nothing to do")
     max_kl: float = Field(1.0, gt=0.0, description="gate: mean per-token KL to the reference on the replay set")
+    max_harm_increase: float = Field(
+        0.01, ge=0.0, description="gate: held-out harm rate may exceed production's by at most this share"
+    )
     heldout_split: Literal["validation", "test"] = "test"
     watermark_key: str = "rl/watermark.json"
     canary_traffic_percent: int = Field(10, ge=1, le=99)

@@ -234,21 +234,29 @@ def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]
 
 
 def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str, Any]) -> dict:
-    """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw)."""
+    """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw), and its
+    harm rate: the share of held-out queries where the system retrieves fewer relevant products than the raw
+    query (a rewrite that hurts the shopper who typed it)."""
     from minielm.evaluation import evaluate_queries, raw_queries
 
     examples = load_esci(data_dir).examples
     examples = examples[examples[SPLIT] == settings.rl.heldout_split]
     raw = raw_queries(examples)
     ids = list(raw)
-    report = {}
-    for name, fn in systems.items():
-        texts = [raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids])
-        result = evaluate_queries(
+
+    def evaluate(texts: list[str]) -> dict:
+        return evaluate_queries(
             index, examples, dict(zip(ids, texts)), settings.eval.top_k, settings.eval.substitute_is_relevant
         )
+
+    baseline = [row["relevant"] for row in evaluate([raw[i] for i in ids])["per_query"]]
+    report = {}
+    for name, fn in systems.items():
+        result = evaluate([raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids]))
+        harmed = [row["relevant"] < before for row, before in zip(result["per_query"], baseline)]
         report[name] = {
             **{k: result[k] for k in ("relevant_per_query", "ndcg", "recall", "zero_result_rate", "n_queries")},
+            "harm_rate": float(np.mean(harmed)) if harmed else 0.0,
             "by_noise": _by_noise(examples, result["per_query"]),
         }
     return report
@@ -304,6 +312,13 @@ def evaluate_and_gate(
     if kl > settings.rl.max_kl:
         passed = False
         reasons.append(f"KL to the reference {kl:.4f} exceeds rl.max_kl={settings.rl.max_kl}")
+    harm, harm_before = metrics["candidate"]["harm_rate"], metrics["production"]["harm_rate"]
+    if harm > harm_before + settings.rl.max_harm_increase:
+        passed = False
+        reasons.append(
+            f"harm rate {harm:.3f} > production {harm_before:.3f} + rl.max_harm_increase "
+            f"{settings.rl.max_harm_increase}"
+        )
     tolerance = settings.gate.max_regression_vs_production
     for noise, value in metrics["candidate"]["by_noise"].items():
         before = metrics["production"]["by_noise"].get(noise)
