@@ -38,11 +38,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "rl_quality.json"
 
 def build_distilled_student(build_dir: Path, seed: int) -> tuple[Path, Path, Path]:
     """(data dir, index dir, student dir): the demo's data, teacher and distillation stages at toy scale."""
-    from minielm.data.demo_step import DEMO_PRODUCTS, DEMO_QUERIES
     from minielm.data.esci import write_esci
     from minielm.data.synthetic import generate_dataset
-    from minielm.distill.demo_step import distill_config
+    from minielm.demo.data_step import DEMO_PRODUCTS, DEMO_QUERIES
     from minielm.distill.stages import distill_rewriter_student
+    from minielm.presets import toy_distill
     from minielm.teachers.config import tiny_rewriter_config
     from minielm.teachers.rewriter import train_rewriter_teacher
 
@@ -65,7 +65,7 @@ def build_distilled_student(build_dir: Path, seed: int) -> tuple[Path, Path, Pat
         data_dir,
         teacher.model_dir,
         build_dir / "student",
-        distill_config(settings.distill),
+        toy_distill(settings.distill),
         seed=seed,
         index_dir=index_dir,
         eval_config=settings.eval,

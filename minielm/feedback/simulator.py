@@ -1,10 +1,11 @@
 """Simulated shoppers (MiniELM's LLM-simulated feedback) and replay of real behaviour logs.
 
 For a served request a shopper judge scores each returned product against what the shopper wants: by
-default :class:`AttributeShopperJudge` (the catalog attributes of the products the query was generated
-for), or a relevance model (the teacher) through :class:`TextShopperJudge`; never the RL reward judge; a position-biased click model turns the scores into
-impressions, clicks, add-to-carts and purchases; a shopper who found nothing relevant reformulates.
-Everything is drawn from one seeded generator, so a run is reproducible, and sending is rate-limited.
+default :class:`AttributeShopperJudge` (catalog attributes of the products the query was generated for),
+or a relevance model (the teacher) through :class:`TextShopperJudge`, never the RL reward judge. A
+position-biased click model turns the scores into impressions, clicks, add-to-carts and purchases; a
+shopper who found nothing relevant reformulates. Everything is drawn from one seeded generator, so a run
+is reproducible, and sending is rate-limited.
 
 Three ways to use it:
 
