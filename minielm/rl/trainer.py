@@ -212,7 +212,7 @@ def train_policy(
                 "step": step + 1,
                 "reward": float(np.mean(means)),
                 "kl": float(np.mean(kls)) if kls else None,
-                "loss": float(torch.stack(losses).mean()) if losses else None,
+                "loss": float(torch.stack(losses).mean().detach()) if losses else None,
                 "groups": len(groups),
                 "zero_spread_groups": zero,
                 "mean_group_size": float(np.mean([len(g) for g in groups])),

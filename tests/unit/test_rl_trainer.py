@@ -57,6 +57,7 @@ def test_groups_hold_the_raw_query_and_the_greedy_rewrite(base):
         assert len(group) == len(set(group)) and 2 < len(group) <= 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trainer", ["grpo", "dpo"])
 def test_training_moves_the_policy_toward_rewarded_rewrites_with_bounded_kl(base, tmp_path, trainer):
     result = train_policy(
