@@ -10,7 +10,8 @@ train-split labels and the intent-drift and degenerate penalties. No relevance s
 one greedy rewrite per served query gives the feedback term no spread within a group, so the judge and
 feedback weights are 0 (the demo exercises both). Evaluation is on held-out test queries, never trained on.
 
-    nice -n 10 .venv/bin/python benchmarks/rl_quality.py --seeds 0 1 2 --trainer grpo
+    nice -n 10 .venv/bin/python benchmarks/rl_quality.py --seeds 0 1 2            # DPO, the default trainer
+    nice -n 10 .venv/bin/python benchmarks/rl_quality.py --trainer grpo --rl-lr 3e-4
 """
 
 from __future__ import annotations
@@ -108,15 +109,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds")
     parser.add_argument("--build-dir", default=".minielm/runs/bench-rl/build", help="distilled student (built once)")
     parser.add_argument("--build-seed", type=int, default=0, help="seed of the data, teacher and student")
-    parser.add_argument("--trainer", default="grpo", choices=["grpo", "dpo"])
+    parser.add_argument("--trainer", default="dpo", choices=["grpo", "dpo"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
-    parser.add_argument("--rl-steps", type=int, default=40)
+    parser.add_argument("--rl-steps", type=int, default=60)
     parser.add_argument("--rl-lr", type=float, default=1e-4)
     parser.add_argument("--rl-queries", type=int, default=400, help="served train-split queries RL trains on")
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--queries-per-step", type=int, default=8)
     parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.5)
     parser.add_argument("--embedder", default="ngram_overlap", choices=["ngram_overlap", "minilm"])
     parser.add_argument("--workdir", default=".minielm/runs/bench-rl")
     parser.add_argument("--out", default=str(RESULTS))

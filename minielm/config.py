@@ -339,7 +339,9 @@ class RLConfig(StrictConfig):
     max_rewrite_words: int = Field(12, ge=1)
     judge_top_k: int = Field(5, ge=1)
     trainer: Literal["grpo", "dpo"] = Field(
-        "grpo", description="grpo: group-standardised advantages; dpo: best-vs-worst pairs of each group"
+        "dpo",
+        description="dpo: best-vs-worst pairs of each group; grpo: group-standardised advantages "
+        "(benchmarks/results/rl_quality*.json: dpo +0.4% [-1.5%, +2.3%], grpo -0.5% [-11.6%, +10.5%] over 3 seeds)",
     )
     num_generations: int = Field(
         8, ge=8, description="distinct candidates per query (the group): raw query, greedy, beams, samples"
