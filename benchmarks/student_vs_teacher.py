@@ -8,7 +8,7 @@ Relevance: the LM relevance teacher (decoder + ESCI head) vs the cross-encoder s
 Defaults measure the production shapes: SmolLM2-135M teachers (converted once from the GGUF in the
 models cache) against a student decoder of ``--student-layers`` x ``--student-hidden`` and the
 all-MiniLM-L6-v2 cross-encoder. ``--teacher-rewriter DIR`` etc. measure trained directories instead
-(e.g. the demo's toy models). ``--quality REPORT.json`` (a ``minielm distill evaluate --report`` file
+(e.g. the demo's toy models). ``--quality REPORT.json`` (a ``minielm distill evaluate --output`` file
 or the demo's distill_report.json) adds the held-out quality figures to the JSON.
 
     .venv/bin/python benchmarks/student_vs_teacher.py [--repeats 30] [--threads 2]

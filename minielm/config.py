@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 
 from minielm.config_base import StrictConfig, deep_merge
 from minielm.errors import InputError
@@ -31,6 +31,23 @@ CONFIG_ENV = "MINIELM_CONFIG"
 SERVICES_STATE_FILE = "services.json"
 
 
+def _http_url_or_null(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
+    return value
+
+
+def _s3_key(value: str) -> str:
+    if value.startswith("/") or value.endswith("/"):
+        raise ValueError(f"expected an S3 key without leading or trailing '/', got {value!r}")
+    return value
+
+
+# Setting types shared by several sections, each validated in one place.
+OptionalHttpUrl = Annotated[str | None, AfterValidator(_http_url_or_null)]
+S3Key = Annotated[str, AfterValidator(_s3_key)]
+
+
 class ConfigError(InputError):
     """A setting is missing or invalid; the message names the field."""
 
@@ -38,33 +55,51 @@ class ConfigError(InputError):
 class PathsConfig(StrictConfig):
     """Where local data, state and artefacts go (relative paths resolve against the working dir)."""
 
-    state_dir: Path = Path(".minielm")
-    data_dir: Path = Path(".minielm/data")
-    models_dir: Path = Path(".minielm/models")
-    runs_dir: Path = Path(".minielm/runs")
-    reports_dir: Path = Path(".minielm/reports")
-    esci_sample_dir: Path = Path("../shared/data/esci-sample")
+    state_dir: Path = Field(
+        Path(".minielm"),
+        description="local state: the embedded services' endpoints file, caches (relative: the working dir)",
+    )
+    data_dir: Path = Field(Path(".minielm/data"), description="generated and downloaded datasets")
+    models_dir: Path = Field(Path(".minielm/models"), description="locally trained model directories")
+    runs_dir: Path = Field(Path(".minielm/runs"), description="scratch and checkpoints of training runs")
+    reports_dir: Path = Field(Path(".minielm/reports"), description="evaluation and drift reports written by the CLI")
+    esci_sample_dir: Path = Field(
+        Path("../shared/data/esci-sample"),
+        description="the real ESCI sample (judgments, UBI logs) used by `data sample` and `feedback replay`",
+    )
 
 
 class KafkaTopics(StrictConfig):
-    rewrites: str = "minielm.rewrites"
-    feedback: str = "minielm.feedback"
-    dead_letter: str = "minielm.feedback.dlq"
+    rewrites: str = Field(
+        "minielm.rewrites", description="topic of served rewrites (request_id, query, rewrite, model version)"
+    )
+    feedback: str = Field(
+        "minielm.feedback",
+        description="topic of shopper feedback events (impression, click, add_to_cart, purchase, reformulation)",
+    )
+    dead_letter: str = Field("minielm.feedback.dlq", description="topic where invalid events go, with the reason")
 
     def all(self) -> list[str]:
         return [self.rewrites, self.feedback, self.dead_letter]
 
 
 class KafkaConfig(StrictConfig):
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port of the Kafka brokers")
     topics: KafkaTopics = KafkaTopics()
-    partitions: int = Field(2, ge=1, le=1024)
-    consumer_group: str = "minielm-aggregator"
-    client_id: str = "minielm"
-    # Tansu joins groups slowly with the kafka-python defaults (PITFALLS.md).
-    session_timeout_ms: int = Field(6000, ge=1000)
-    heartbeat_interval_ms: int = Field(1000, ge=100)
-    request_timeout_ms: int = Field(15000, ge=1000)
+    partitions: int = Field(
+        2, ge=1, le=1024, description="partitions of the rewrites and feedback topics (created co-partitioned)"
+    )
+    consumer_group: str = Field("minielm-aggregator", description="consumer group of the feedback aggregator")
+    client_id: str = Field("minielm", description="client id every producer and consumer reports to the broker")
+    session_timeout_ms: int = Field(
+        6000,
+        ge=1000,
+        description="consumer-group session timeout; with kafka-python's 10 s the embedded Tansu forms groups slowly",
+    )
+    heartbeat_interval_ms: int = Field(1000, ge=100, description="consumer-group heartbeat interval")
+    request_timeout_ms: int = Field(
+        15000, ge=1000, description="timeout of one broker request, and of flushing the producer"
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -77,18 +112,15 @@ class KafkaConfig(StrictConfig):
 
 
 class S3Config(StrictConfig):
-    endpoint_url: str | None = "http://127.0.0.1:8333"
-    bucket: str = "minielm"
-    region: str = "us-east-1"
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s):// URL or null for AWS, got {value!r}")
-        return value
+    endpoint_url: OptionalHttpUrl = Field("http://127.0.0.1:8333", description="S3 endpoint URL; None: AWS S3")
+    bucket: str = Field("minielm", description="bucket of the model registry, feedback windows and reports")
+    region: str = Field("us-east-1", description="S3 region")
+    access_key_id: SecretStr | None = Field(
+        None, description="S3 access key id (from the environment or services state, never a default)"
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key (from the environment or services state, never a default)"
+    )
 
     @field_validator("bucket")
     @classmethod
@@ -101,67 +133,120 @@ class S3Config(StrictConfig):
 class ServicesConfig(StrictConfig):
     """The embedded Kafka (Tansu) and S3 (SeaweedFS) servers; port 0 picks a free port."""
 
-    host: Literal["127.0.0.1"] = "127.0.0.1"
-    kafka_port: int = Field(0, ge=0, lt=65536)
-    s3_port: int = Field(0, ge=0, lt=65536)
-    start_timeout_s: float = Field(60.0, gt=0)
-    stop_timeout_s: float = Field(15.0, gt=0)
+    host: Literal["127.0.0.1"] = Field(
+        "127.0.0.1", description="address the embedded Kafka and S3 servers bind (loopback only)"
+    )
+    kafka_port: int = Field(0, ge=0, lt=65536, description="port of the embedded Kafka broker; 0 picks a free port")
+    s3_port: int = Field(0, ge=0, lt=65536, description="port of the embedded S3 server; 0 picks a free port")
+    start_timeout_s: float = Field(60.0, gt=0, description="longest wait for the embedded servers to become healthy")
+    stop_timeout_s: float = Field(
+        15.0, gt=0, description="longest wait for an embedded server to stop before it is killed"
+    )
 
 
 class FeastConfig(StrictConfig):
     """``repo_path`` is the applied repo (definitions + generated feature_store.yaml + local data)."""
 
-    repo_path: Path = Path("feature_repo")
-    project: str = "minielm"
+    repo_path: Path = Field(
+        Path("feature_repo"),
+        description="the applied Feast repo: definitions, generated feature_store.yaml, local data",
+    )
+    project: str = Field("minielm", description="Feast project name")
     # Latency budget of one online lookup; past it the request is served with default features.
-    online_timeout_ms: float = Field(5.0, gt=0)
-    profile: Literal["local", "cluster"] = "local"
-    redis_connection_string: str = "redis:6379"
+    online_timeout_ms: float = Field(
+        5.0,
+        gt=0,
+        description="latency budget of one online lookup; past it the request is served with default features",
+    )
+    profile: Literal["local", "cluster"] = Field(
+        "local", description="local: sqlite online and file offline store; cluster: Redis online and S3 offline store"
+    )
+    redis_connection_string: str = Field(
+        "redis:6379", description="Redis online store of the cluster profile (host:port[,options])"
+    )
     # Offline parquet root for the cluster profile (e.g. s3://minielm/feast); local uses <repo_path>/data.
-    offline_root: str | None = None
-    ttl_days: int = Field(30, ge=1)
+    offline_root: str | None = Field(
+        None, description="offline parquet root for the cluster profile (s3:// URI); local uses <repo_path>/data"
+    )
+    ttl_days: int = Field(
+        30, ge=1, description="how long a feature value stays valid, and the default materialisation look-back"
+    )
 
 
 class ModelNames(StrictConfig):
-    teacher_rewriter: str = "teacher-rewriter"
-    teacher_relevance: str = "teacher-relevance"
-    student_rewriter: str = "student-rewriter"
-    student_relevance: str = "student-relevance"
+    teacher_rewriter: str = Field("teacher-rewriter", description="registry name of the teacher rewriter")
+    teacher_relevance: str = Field("teacher-relevance", description="registry name of the teacher relevance classifier")
+    student_rewriter: str = Field("student-rewriter", description="registry name of the served student rewriter")
+    student_relevance: str = Field(
+        "student-relevance", description="registry name of the student cross-encoder (also the feedback judge)"
+    )
 
 
 class ServingConfig(StrictConfig):
-    host: str = "127.0.0.1"
-    http_port: int = Field(8080, gt=0, lt=65536)
-    grpc_port: int = Field(8081, gt=0, lt=65536)
-    max_batch_size: int = Field(64, ge=1)
-    max_query_chars: int = Field(256, ge=1)
-    model_stage: Literal["production", "candidate"] = "production"
+    host: str = Field("127.0.0.1", description="address the model server binds")
+    http_port: int = Field(
+        8080, gt=0, lt=65536, description="HTTP port of the model server (v1 :predict, v2 /infer, /metrics)"
+    )
+    grpc_port: int = Field(8081, gt=0, lt=65536, description="gRPC port of the model server (when gRPC is enabled)")
+    max_batch_size: int = Field(64, ge=1, description="most instances in one request; larger batches are a 400")
+    max_query_chars: int = Field(256, ge=1, description="longest query accepted; longer ones are a 400")
+    model_stage: Literal["production", "candidate"] = Field(
+        "production", description="registry stage the server loads when no local model path is given"
+    )
     # Local model dirs override the registry (None: download the staged version from S3).
-    rewriter_path: Path | None = None
-    relevance_path: Path | None = None
-    index_dir: Path | None = None
+    rewriter_path: Path | None = Field(
+        None, description="local rewriter model dir; None: the staged version from the registry"
+    )
+    relevance_path: Path | None = Field(
+        None, description="local relevance model dir; None: the staged version from the registry"
+    )
+    index_dir: Path | None = Field(
+        None, description="saved BM25 index for the rewrite-search endpoint; None: that endpoint is off"
+    )
     # ESCI-layout dataset whose products give titles/texts for product ids (relevance by id, pipeline).
-    dataset_dir: Path | None = None
-    max_num_rewrites: int = Field(5, ge=1)
-    search_k: int = Field(10, ge=1, le=1000)
-    enable_feast: bool = True
-    log_rewrites: bool = True
-    kafka_buffer_size: int = Field(10000, ge=1)
-    warmup_query: str = Field("wireless headphones", min_length=1)
+    dataset_dir: Path | None = Field(
+        None, description="ESCI-layout dataset whose products give texts for product ids (relevance by id)"
+    )
+    max_num_rewrites: int = Field(5, ge=1, description="most rewrites a request may ask for (parameters.num_return)")
+    search_k: int = Field(10, ge=1, le=1000, description="products the rewrite-search endpoint returns per query")
+    enable_feast: bool = Field(
+        True, description="enrich requests with Feast query features (defaults when Feast is slow or down)"
+    )
+    log_rewrites: bool = Field(
+        True, description="log every served rewrite to the rewrites topic (the feedback loop's input)"
+    )
+    kafka_buffer_size: int = Field(
+        10000,
+        ge=1,
+        description="served rewrites buffered while the broker is slow; beyond it they are dropped and counted",
+    )
+    warmup_query: str = Field(
+        "wireless headphones",
+        min_length=1,
+        description="query each model answers once at start-up, before it reports ready",
+    )
 
 
 class EvalConfig(StrictConfig):
-    top_k: int = Field(10, ge=1)
-    substitute_is_relevant: bool = False
+    top_k: int = Field(10, ge=1, description="search results counted per query (relevant products in the top k)")
+    substitute_is_relevant: bool = Field(
+        False, description="count ESCI Substitute products as relevant (else only Exact)"
+    )
 
 
 class GateConfig(StrictConfig):
     """A candidate must beat the raw query and may lose at most these amounts vs production."""
 
-    min_gain_over_raw: float = 0.0
-    max_regression_vs_production: float = Field(0.02, ge=0)
+    min_gain_over_raw: float = Field(
+        0.0, description="least gain over the raw query (in metric units) a candidate must show"
+    )
+    max_regression_vs_production: float = Field(
+        0.02, ge=0, description="most a candidate may lose against the production model (metric units)"
+    )
     # The metric both tolerances are in (absolute units of that metric, from minielm.evaluation).
-    metric: Literal["relevant_per_query", "ndcg", "recall"] = "relevant_per_query"
+    metric: Literal["relevant_per_query", "ndcg", "recall"] = Field(
+        "relevant_per_query", description="the metric both tolerances are in (from minielm.evaluation)"
+    )
 
 
 # The jobs image (docker/jobs.Dockerfile) that KFP task pods run; the chart's images.jobs default equals it.
@@ -188,20 +273,28 @@ class TolerationConfig(StrictConfig):
     """A Kubernetes toleration added to every KFP task pod."""
 
     key: str | None = Field(None, description="taint key; None with operator Exists tolerates every taint")
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    operator: Literal["Equal", "Exists"] = Field(
+        "Equal", description="Equal matches key and value; Exists matches the key alone"
+    )
+    value: str | None = Field(None, description="taint value (operator Equal)")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="taint effect tolerated; None: every effect"
+    )
 
 
 class PipelinesConfig(StrictConfig):
     """Where KFP pipelines are submitted on a cluster, what their task pods get, and the schedules (cron, UTC)."""
 
-    kfp_host: str | None = Field(None, description="KFP API URL; None: `minielm pipeline run` runs locally")
-    ui_url: str | None = Field(None, description="KFP UI URL for run links; None: kfp_host")
+    kfp_host: OptionalHttpUrl = Field(None, description="KFP API URL; None: `minielm pipeline run` runs locally")
+    ui_url: OptionalHttpUrl = Field(None, description="KFP UI URL for run links; None: kfp_host")
     namespace: str | None = Field(None, description="Kubeflow profile namespace runs go to (multi-user Kubeflow)")
-    experiment: str = "minielm"
-    rl_retraining_cron: str = "0 0 */6 * * *"
-    drift_monitoring_cron: str = "0 */30 * * * *"
+    experiment: str = Field("minielm", description="KFP experiment runs are filed under")
+    rl_retraining_cron: str = Field(
+        "0 0 */6 * * *", description="schedule of the RL retraining pipeline (6-field cron, UTC)"
+    )
+    drift_monitoring_cron: str = Field(
+        "0 */30 * * * *", description="schedule of the drift monitoring pipeline (6-field cron, UTC)"
+    )
     data_uri: str | None = Field(
         None, description="s3:// URI of the ESCI dataset cluster runs read unless a run names its own data_uri"
     )
@@ -214,8 +307,10 @@ class PipelinesConfig(StrictConfig):
     s3_secret: str | None = Field(
         "minielm-s3", description="existing Secret with the S3 keys; None: the pod's own identity (IRSA)"
     )
-    s3_access_key_id_key: str = "AWS_ACCESS_KEY_ID"
-    s3_secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    s3_access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="key of the access key id inside s3_secret")
+    s3_secret_access_key_key: str = Field(
+        "AWS_SECRET_ACCESS_KEY", description="key of the secret access key inside s3_secret"
+    )
     task_resources: TaskResources = Field(TaskResources(), description="requests of data, evaluation and gate tasks")
     training_task_resources: TaskResources = Field(
         TaskResources(cpu="4", memory="16Gi"), description="requests of the teacher, distillation and RL tasks"
@@ -231,13 +326,6 @@ class PipelinesConfig(StrictConfig):
     def _six_field_cron(cls, value: str) -> str:
         if len(value.split()) != 6:
             raise ValueError(f"expected a 6-field KFP cron (sec min hour day month weekday), got {value!r}")
-        return value
-
-    @field_validator("kfp_host", "ui_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
         return value
 
     @field_validator("data_uri", "index_uri")
@@ -331,13 +419,17 @@ class RLRewardWeights(StrictConfig):
 
 
 class RLConfig(StrictConfig):
-    """Online RL (GRPO) of the student rewriter from feedback windows and the relevance judge."""
+    """Online RL (DPO or GRPO) of the student rewriter from feedback windows and the relevance judge."""
 
-    reward_weights: RLRewardWeights = RLRewardWeights()
-    intent_similarity_floor: float = Field(0.5, ge=0.0, le=1.0)
-    intent_embedder: Literal["minilm", "ngram_overlap"] = "minilm"
-    max_rewrite_words: int = Field(12, ge=1)
-    judge_top_k: int = Field(5, ge=1)
+    reward_weights: RLRewardWeights = Field(RLRewardWeights(), description="how the reward terms combine")
+    intent_similarity_floor: float = Field(
+        0.5, ge=0.0, le=1.0, description="query-rewrite similarity below which the intent-drift penalty applies"
+    )
+    intent_embedder: Literal["minilm", "ngram_overlap"] = Field(
+        "minilm", description="similarity of query and rewrite: MiniLM embeddings or character n-gram overlap"
+    )
+    max_rewrite_words: int = Field(12, ge=1, description="rewrites longer than this are penalised as degenerate")
+    judge_top_k: int = Field(5, ge=1, description="products of the rewrite's results the relevance judge scores")
     trainer: Literal["grpo", "dpo"] = Field(
         "dpo",
         description="dpo: best-vs-worst pairs of each group; grpo: group-standardised advantages "
@@ -353,31 +445,35 @@ class RLConfig(StrictConfig):
     feedback_reward_scale: float = Field(
         3.0, gt=0.0, description="observed feedback reward r enters as tanh(r / scale), bounded to (-1, 1)"
     )
-    queries_per_step: int = Field(2, ge=1)
-    max_steps: int = Field(20, ge=1)
-    learning_rate: float = Field(2e-5, gt=0.0)
-    beta: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the reference model")
-    temperature: float = Field(1.0, gt=0.0)
-    max_new_tokens: int = Field(24, ge=1)
-    max_train_queries: int = Field(256, ge=1)
+    queries_per_step: int = Field(2, ge=1, description="queries per RL step")
+    max_steps: int = Field(20, ge=1, description="RL steps per retraining run")
+    learning_rate: float = Field(2e-5, gt=0.0, description="peak learning rate of the policy")
+    beta: float = Field(0.04, ge=0.0, description="grpo: weight of the KL penalty to the reference model")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of the group's sampled rewrites")
+    max_new_tokens: int = Field(24, ge=1, description="longest sampled rewrite, in tokens")
+    max_train_queries: int = Field(256, ge=1, description="most queries from the feedback windows one run trains on")
     labelled_queries_per_run: int = Field(32, ge=0, description="train-split queries added for retrieval gain")
     min_new_requests: int = Field(20, ge=0, description="fewer new served requests than this: nothing to do")
     max_kl: float = Field(1.0, gt=0.0, description="gate: mean per-token KL to the reference on the replay set")
     max_harm_increase: float = Field(
         0.01, ge=0.0, description="gate: held-out harm rate may exceed production's by at most this share"
     )
-    heldout_split: Literal["validation", "test"] = "test"
-    watermark_key: str = "rl/watermark.json"
-    canary_traffic_percent: int = Field(10, ge=1, le=99)
-    canary_min_requests: int = Field(20, ge=1)
+    heldout_split: Literal["validation", "test"] = Field(
+        "test", description="labelled split the retrained student is evaluated and gated on"
+    )
+    watermark_key: str = Field(
+        "rl/watermark.json", description="S3 key of the newest feedback window already trained on"
+    )
+    canary_traffic_percent: int = Field(10, ge=1, le=99, description="share of traffic the canary receives")
+    canary_min_requests: int = Field(20, ge=1, description="canary requests needed before it can be promoted")
     canary_alpha: float = Field(
         0.05, gt=0.0, lt=0.5, description="promote only when a one-sided paired test of the canary win has p below this"
     )
     kserve_rollout: bool = Field(False, description="canary on the cluster's InferenceService (else replayed traffic)")
     canary_wait_s: float = Field(1800.0, gt=0, description="longest wait for live canary requests")
-    canary_poll_s: float = Field(60.0, gt=0)
-    isvc_name: str = "student-rewriter"
-    namespace: str = "minielm"
+    canary_poll_s: float = Field(60.0, gt=0, description="seconds between checks of live canary traffic")
+    isvc_name: str = Field("student-rewriter", description="KServe InferenceService of the student rewriter")
+    namespace: str = Field("minielm", description="namespace of that InferenceService")
 
 
 class FeedbackConfig(StrictConfig):
@@ -391,20 +487,30 @@ class FeedbackConfig(StrictConfig):
         gt=0,
         description="event-time age after which feedback with no served request goes to the late-events table",
     )
-    windows_prefix: str = Field("feedback/windows", min_length=1)
-    late_prefix: str = Field("feedback/late", min_length=1)
-    state_prefix: str = Field("feedback/state", min_length=1)
+    windows_prefix: S3Key = Field("feedback/windows", min_length=1, description="S3 prefix of the reward windows")
+    late_prefix: S3Key = Field(
+        "feedback/late", min_length=1, description="S3 prefix of late and unmatched feedback events"
+    )
+    state_prefix: S3Key = Field(
+        "feedback/state", min_length=1, description="S3 prefix of the aggregator's restart state"
+    )
     # Reward of one served request: weighted engagement minus a penalty when the shopper reformulated.
-    click_weight: float = Field(1.0, ge=0)
-    add_to_cart_weight: float = Field(3.0, ge=0)
-    purchase_weight: float = Field(5.0, ge=0)
-    reformulation_penalty: float = Field(2.0, ge=0)
-    push_to_feast: bool = True
+    click_weight: float = Field(1.0, ge=0, description="reward per click")
+    add_to_cart_weight: float = Field(3.0, ge=0, description="reward per add-to-cart")
+    purchase_weight: float = Field(5.0, ge=0, description="reward per purchase")
+    reformulation_penalty: float = Field(
+        2.0, ge=0, description="reward subtracted when the shopper reformulated the query"
+    )
+    push_to_feast: bool = Field(True, description="push per-query statistics to the Feast online store")
     push_interval_s: float = Field(0.5, gt=0, description="how often query statistics go to Feast")
-    s3_retry_initial_s: float = Field(0.5, gt=0)
-    s3_retry_max_s: float = Field(10.0, gt=0)
-    poll_timeout_ms: int = Field(200, ge=1)
-    max_poll_records: int = Field(5000, ge=1)
+    s3_retry_initial_s: float = Field(
+        0.5, gt=0, description="first back-off after a failed S3 write (doubles up to s3_retry_max_s)"
+    )
+    s3_retry_max_s: float = Field(
+        10.0, gt=0, description="longest back-off between S3 retries, and after a failed Feast push"
+    )
+    poll_timeout_ms: int = Field(200, ge=1, description="longest wait of one consumer poll")
+    max_poll_records: int = Field(5000, ge=1, description="most records one consumer poll returns")
     check_crcs: bool = Field(
         True,
         description="verify record CRCs on consume (pure-Python CRC32C costs about a tenth of the aggregator's CPU)",
@@ -419,19 +525,12 @@ class FeedbackConfig(StrictConfig):
     sim_top_k: int = Field(10, ge=1, description="results a simulated shopper sees")
     examination_decay: float = Field(1.0, ge=0, description="P(examine rank r) = 1 / (1 + r) ** decay")
     click_floor: float = Field(0.02, ge=0, le=1, description="click probability of an irrelevant examined item")
-    add_to_cart_given_click: float = Field(0.4, ge=0, le=1)
-    purchase_given_cart: float = Field(0.5, ge=0, le=1)
+    add_to_cart_given_click: float = Field(0.4, ge=0, le=1, description="P(add to cart | click) of a simulated shopper")
+    purchase_given_cart: float = Field(0.5, ge=0, le=1, description="P(purchase | add to cart) of a simulated shopper")
     satisfied_score: float = Field(
         0.5, ge=0, le=1, description="a click on a product scored at least this satisfies the shopper"
     )
     reformulation_prob: float = Field(0.7, ge=0, le=1, description="P(reformulate | unsatisfied)")
-
-    @field_validator("windows_prefix", "late_prefix", "state_prefix")
-    @classmethod
-    def _no_slash_ends(cls, value: str) -> str:
-        if value.startswith("/") or value.endswith("/"):
-            raise ValueError(f"expected an S3 key prefix without leading or trailing '/', got {value!r}")
-        return value
 
 
 DriftCheckFamily = Literal["embeddings", "descriptors", "outcomes", "rewrites"]
@@ -446,15 +545,23 @@ class DriftConfig(StrictConfig):
     # Which windows: a pinned reference (a pointer object listing window keys) wins; otherwise the
     # oldest ``reference_windows`` objects per partition are the reference and the newest
     # ``current_windows`` objects per partition are the current window.
-    reference_pointer_key: str = Field("drift/reference.json", min_length=1)
+    reference_pointer_key: S3Key = Field(
+        "drift/reference.json",
+        min_length=1,
+        description="S3 key of the pinned reference (a pointer listing window keys)",
+    )
     reference_windows: int = Field(4, ge=1, description="oldest window objects per partition used as reference")
     current_windows: int = Field(4, ge=1, description="newest window objects per partition checked for drift")
     min_rows: int = Field(30, ge=1, description="a window with fewer usable rows is 'no data'")
-    checks: list[DriftCheckFamily] = ["embeddings", "descriptors", "outcomes", "rewrites"]
+    checks: list[DriftCheckFamily] = Field(
+        ["embeddings", "descriptors", "outcomes", "rewrites"], description="check families to run"
+    )
     # (a) semantic drift of query embeddings (all-MiniLM-L6-v2): a cheap method, on a row sample.
     embedding_model_path: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
     embedding_sample_size: int = Field(500, ge=20, description="rows per window whose queries are embedded")
-    embedding_method: Literal["novelty", "model", "distance", "mmd"] = "novelty"
+    embedding_method: Literal["novelty", "model", "distance", "mmd"] = Field(
+        "novelty", description="how query-embedding drift is scored"
+    )
     embedding_threshold: float = Field(
         0.08,
         gt=0,
@@ -467,7 +574,7 @@ class DriftConfig(StrictConfig):
         0.4, gt=0, lt=1, description="novelty: cosine similarity below which a query has no similar reference query"
     )
     embedding_pca_components: int | None = Field(16, ge=2, description="model/distance/mmd only")
-    embedding_batch_size: int = Field(256, ge=1)
+    embedding_batch_size: int = Field(256, ge=1, description="queries per embedding batch")
     embedding_threads: int | None = Field(
         None,
         ge=1,
@@ -475,7 +582,9 @@ class DriftConfig(StrictConfig):
     )
     embedding_cache: bool = Field(True, description="keep query vectors in <paths.state_dir>/drift/ across runs")
     # (b) text descriptors of queries and rewrites; (d) rewrite edit distance: distribution distance.
-    distribution_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = "wasserstein"
+    distribution_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger"] = Field(
+        "wasserstein", description="distance between reference and current distributions"
+    )
     distribution_threshold: float = Field(0.2, gt=0, description="distance above which a distribution drifted")
     share_tolerance: float = Field(
         0.05,
@@ -490,40 +599,43 @@ class DriftConfig(StrictConfig):
         "are the catalog vocabulary; None: the reference window's words",
     )
     # (c) outcomes: absolute change of a rate; reward distribution.
-    ctr_tolerance: float = Field(0.1, gt=0, le=1)
-    reformulation_tolerance: float = Field(0.1, gt=0, le=1)
-    zero_result_tolerance: float = Field(0.1, gt=0, le=1)
+    ctr_tolerance: float = Field(
+        0.1, gt=0, le=1, description="most the click-through rate may change before it counts as drift"
+    )
+    reformulation_tolerance: float = Field(
+        0.1, gt=0, le=1, description="most the reformulation rate may change before it counts as drift"
+    )
+    zero_result_tolerance: float = Field(
+        0.1, gt=0, le=1, description="most the zero-result rate may change before it counts as drift"
+    )
     reward_threshold: float = Field(0.3, gt=0, description="distribution distance of the per-request reward")
     # (d) rewrite behaviour.
     identical_rewrite_tolerance: float = Field(
         0.15, gt=0, le=1, description="max change of the share of rewrites identical to their query"
     )
     # Outputs and alerts.
-    reports_prefix: str = Field("drift/reports", min_length=1)
-    upload_report: bool = True
-    report_base_url: str | None = Field(
+    reports_prefix: S3Key = Field(
+        "drift/reports", min_length=1, description="S3 prefix of the HTML reports and test results"
+    )
+    upload_report: bool = Field(True, description="upload the report to S3 (else only the local copy)")
+    report_base_url: OptionalHttpUrl = Field(
         None, description="URL under which reports_prefix is browsable; None: links are s3:// URIs"
     )
-    runbook_url: str = "docs/runbook.md"
-    pushgateway_url: str | None = None
-    pushgateway_job: str = "minielm-drift"
-    webhook_url: str | None = Field(None, description="Alertmanager-compatible webhook receiver")
-    webhook_timeout_s: float = Field(5.0, gt=0)
+    runbook_url: str = Field("docs/runbook.md", description="runbook the alerts link to (one section per check family)")
+    pushgateway_url: OptionalHttpUrl = Field(
+        None, description="Prometheus Pushgateway the drift metrics go to; None: not pushed"
+    )
+    pushgateway_job: str = Field("minielm-drift", description="job label of the pushed drift metrics")
+    webhook_url: OptionalHttpUrl = Field(None, description="Alertmanager-compatible webhook receiver")
+    webhook_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook call")
     silenced_checks: list[str] = Field(
         [],
         description="checks still computed and reported but that neither "
         "alert nor trigger retraining (a known false alarm)",
     )
     # Drift-triggered retraining (the rl_retraining pipeline).
-    trigger_retraining: bool = False
+    trigger_retraining: bool = Field(False, description="submit the RL retraining pipeline when drift is found")
     retraining_checks: list[str] = Field([], description="checks whose drift triggers retraining; empty: any")
-
-    @field_validator("reports_prefix", "reference_pointer_key")
-    @classmethod
-    def _s3_key(cls, value: str) -> str:
-        if value.startswith("/") or value.endswith("/"):
-            raise ValueError(f"expected an S3 key without leading or trailing '/', got {value!r}")
-        return value
 
     @field_validator("checks")
     @classmethod
@@ -531,13 +643,6 @@ class DriftConfig(StrictConfig):
         if not value:
             raise ValueError("expected at least one of embeddings, descriptors, outcomes, rewrites")
         return list(dict.fromkeys(value))
-
-    @field_validator("pushgateway_url", "webhook_url", "report_base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http(s):// URL or null, got {value!r}")
-        return value
 
 
 class Settings(StrictConfig):
@@ -556,7 +661,7 @@ class Settings(StrictConfig):
     feedback: FeedbackConfig = FeedbackConfig()
     drift: DriftConfig = DriftConfig()
     teachers: TeachersConfig = TeachersConfig()
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random choice (data generation, sampling, training)")
 
     def public_dict(self) -> dict[str, Any]:
         """All settings as JSON-able data, secrets masked."""

@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -51,14 +54,86 @@ def get_logger(name: str) -> StructLogger:
     return StructLogger(logging.getLogger(name), {})
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (a CLI test runner swaps it per invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str | None = None) -> None:
-    """Send minielm logs to stderr once; level from MINIELM_LOG_LEVEL (default info)."""
+    """Send minielm logs to stderr once; level from ``level``, else MINIELM_LOG_LEVEL (default info)."""
     root = logging.getLogger("minielm")
     if getattr(root, "_minielm_configured", False):
+        if level:
+            root.setLevel(level.upper())
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(_StructFormatter(os.environ.get("MINIELM_LOG_FORMAT", "text") == "json"))
     root.addHandler(handler)
     root.setLevel((level or os.environ.get("MINIELM_LOG_LEVEL", "info")).upper())
     root.propagate = False
     root._minielm_configured = True  # type: ignore[attr-defined]
+
+
+# Libraries that log to the console on their own handlers (DeepSpeed warns "Setting accelerator to CPU").
+THIRD_PARTY_LOGGERS = ("DeepSpeed", "kserve", "kserve.trace", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class _DivertBelow(logging.Filter):
+    """Sends a library's records below ``level`` to ``handler`` (the run's log file) instead of its console."""
+
+    def __init__(self, handler: logging.Handler, level: int) -> None:
+        super().__init__()
+        self.handler, self.level = handler, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        if record.levelno >= logging.INFO:
+            self.handler.handle(record)
+        return False
+
+
+@contextmanager
+def logs_to_file(
+    path: Path, console_level: int = logging.WARNING, libraries: tuple[str, ...] = THIRD_PARTY_LOGGERS
+) -> Iterator[Path]:
+    """For the duration, every minielm record from info up goes to ``path`` and the console shows only
+    ``console_level`` and up (long runs keep their tables readable and the details in a file); the
+    ``libraries``' own records below error go to the file too.
+
+    A console already set below info (``--log-level debug``) is left as it is.
+    """
+    root = logging.getLogger("minielm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(_StructFormatter(as_json=False))
+    saved_level, saved = root.level, [(handler, handler.level) for handler in root.handlers]
+    if root.getEffectiveLevel() >= logging.INFO:
+        for handler, _ in saved:
+            handler.setLevel(max(handler.level, console_level))
+        root.setLevel(logging.INFO)
+    root.addHandler(file_handler)
+    divert = _DivertBelow(file_handler, logging.ERROR)
+    diverted = [logging.getLogger(name) for name in libraries] if root.getEffectiveLevel() >= logging.INFO else []
+    for logger in diverted:
+        logger.addFilter(divert)
+    try:
+        yield path
+    finally:
+        for logger in diverted:
+            logger.removeFilter(divert)
+        root.removeHandler(file_handler)
+        file_handler.close()
+        root.setLevel(saved_level)
+        for handler, level in saved:
+            handler.setLevel(level)

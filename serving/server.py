@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
 from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.errors import InvalidInput
 from kserve.protocol.rest.server import RESTServer
 
 from minielm.errors import MinielmError
@@ -152,6 +153,12 @@ async def minielm_error_handler(_request, error: MinielmError) -> JSONResponse:
     return JSONResponse(status_code=error.http_status, content={"error": str(error)})
 
 
+async def invalid_input_handler(request, error: InvalidInput) -> JSONResponse:
+    """A client mistake is expected traffic: one log line, no stack trace, and a 400 naming what was wrong."""
+    log.info("client error", status=400, path=request.url.path, error=str(error))
+    return JSONResponse(status_code=400, content={"error": str(error)})
+
+
 class LocalModelServer(ModelServer):
     """A ModelServer on ``host`` (not 0.0.0.0) with its own app; can run in a background thread."""
 
@@ -171,6 +178,7 @@ class LocalModelServer(ModelServer):
         rest._add_exception_handlers(app)
         app.add_exception_handler(RequestValidationError, validation_error_handler)
         app.add_exception_handler(MinielmError, minielm_error_handler)
+        app.add_exception_handler(InvalidInput, invalid_input_handler)
         app.add_middleware(InferenceGuard)
         return app
 

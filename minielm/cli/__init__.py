@@ -10,19 +10,53 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import warnings
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
 
-from minielm.cli.common import CliState, MinielmErrorsToExitCodes
+from minielm.cli.common import EXIT_FAILURE, CliState, MinielmErrorsToExitCodes
 from minielm.config import load_settings
 from minielm.logs import configure_logging
 
+
+class OneLineErrorsGroup(MinielmErrorsToExitCodes):
+    """Also a bad option, value or command ends in one ``error:`` line and exit 2, not a usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except typer.TyperException as error:
+            context = getattr(error, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            typer.echo(f"error: {error.format_message()}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(EXIT_FAILURE)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 app = typer.Typer(
     name="minielm",
+    cls=OneLineErrorsGroup,
     help="MiniELM: train, serve and keep improving an e-commerce query rewriter and its relevance model.",
     no_args_is_help=True,
-    cls=MinielmErrorsToExitCodes,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -33,9 +67,11 @@ def _root(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings file (or $MINIELM_CONFIG)."),
     set_: list[str] = typer.Option([], "--set", help="Override one setting: section.field=value (repeatable)."),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: LogLevel = typer.Option(
+        LogLevel.info, "--log-level", envvar="MINIELM_LOG_LEVEL", case_sensitive=False, help="Log level."
+    ),
 ) -> None:
-    configure_logging(log_level)
+    configure_logging(log_level.value)
     ctx.obj = CliState(settings=load_settings(config, set_), config_file=config, overrides=list(set_))
 
 
@@ -51,5 +87,19 @@ def _register_commands() -> None:
 _register_commands()
 
 
+OWN_PACKAGES = r"(minielm|serving|components|pipelines)(\.|$)"
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide other libraries' deprecation and future warnings (FastAPI, transformers, ...) from the command's
+    output; this project's own warnings still show, and ``python -W``/``PYTHONWARNINGS`` win when set."""
+    if sys.warnoptions:
+        return
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=category, module=OWN_PACKAGES)
+
+
 def main() -> None:
+    quiet_third_party_warnings()
     app()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+import yaml
 from typer.core import TyperGroup
 
 from minielm.config import Settings
@@ -49,3 +53,49 @@ class MinielmErrorsToExitCodes(TyperGroup):
             return super().invoke(ctx)
         except MinielmError as error:
             raise fail(str(error), error.exit_code) from None
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+# Every command that prints a result takes ``-o/--output-format``: text for people, json for scripts.
+OutputFormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--output-format", "-o", case_sensitive=False, help="text (readable) or json (for scripts)."),
+]
+
+
+def emit(result: Any, output_format: OutputFormat, text: str | None = None) -> None:
+    """Print a command's result: ``text`` (default: the result as YAML) or the result as JSON."""
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    elif text is not None:
+        typer.echo(text)
+    else:
+        plain = json.loads(json.dumps(result, default=str))
+        typer.echo(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=120).rstrip())
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_esci_sample(settings: Settings, file: str | None = None) -> Path:
+    """``paths.esci_sample_dir`` (or one ``file`` in it): relative to the working dir, else to the repository.
+
+    The real ESCI sample is not part of the repository; when neither place has it the command fails
+    naming the setting and how to set it.
+    """
+    configured = Path(settings.paths.esci_sample_dir)
+    candidates = [configured] if configured.is_absolute() else [configured, REPO_ROOT / configured]
+    for directory in candidates:
+        target = directory / file if file else directory
+        if target.exists():
+            return target
+    what = f"{file} in " if file else ""
+    raise fail(
+        f"paths.esci_sample_dir: no {what}{configured} (looked in {' and '.join(str(c) for c in candidates)}); "
+        "the real ESCI sample ships beside the repository, not in it: point the setting at your copy with "
+        "--set paths.esci_sample_dir=DIR or MINIELM_PATHS__ESCI_SAMPLE_DIR=DIR"
+    )

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
-import yaml
 
-from minielm.cli.common import settings_from
+from minielm.cli.common import OutputFormat, OutputFormatOption, emit, settings_from
 
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 
 
 @config_app.command("show")
-def show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON instead of YAML.")) -> None:
-    """Print the settings every command would use (defaults < services state < file < env < --set)."""
-    data = settings_from(ctx).public_dict()
-    typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
+def show(ctx: typer.Context, output_format: OutputFormatOption = OutputFormat.text) -> None:
+    """Print the settings every command would use (defaults < services state < file < env < --set); text is YAML."""
+    emit(settings_from(ctx).public_dict(), output_format)
 
 
 def register(root: typer.Typer) -> None:

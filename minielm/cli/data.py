@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import (
+    OutputFormat,
+    OutputFormatOption,
+    emit,
+    fail,
+    find_esci_sample,
+    settings_from,
+)
 from minielm.config import Settings
 from minielm.data.esci import SPLITS, load_esci, load_esci_sample, write_esci
 from minielm.data.synthetic import generate_dataset
@@ -26,12 +33,22 @@ def default_index_dir(settings: Settings) -> Path:
     return Path(settings.paths.data_dir) / "index"
 
 
-def _summary(examples, products) -> str:
-    labels = examples["esci_label"].value_counts().to_dict()
-    splits = examples.drop_duplicates("query_id")["split"].value_counts().to_dict()
+def _summary(examples, products) -> dict:
+    return {
+        "queries": int(examples["query_id"].nunique()),
+        "judgments": len(examples),
+        "labels": {str(k): int(v) for k, v in examples["esci_label"].value_counts().items()},
+        "products": len(products),
+        "queries_per_split": {
+            str(k): int(v) for k, v in examples.drop_duplicates("query_id")["split"].value_counts().items()
+        },
+    }
+
+
+def _summary_text(summary: dict) -> str:
     return (
-        f"{examples['query_id'].nunique()} queries, {len(examples)} judgments {labels}, "
-        f"{len(products)} products; queries per split {splits}"
+        f"{summary['queries']} queries, {summary['judgments']} judgments {summary['labels']}, "
+        f"{summary['products']} products; queries per split {summary['queries_per_split']}"
     )
 
 
@@ -41,71 +58,108 @@ def generate(
     products: int = typer.Option(2000, "--products", min=1, help="Number of catalog products."),
     queries: int = typer.Option(600, "--queries", min=1, help="Number of noisy queries (with canonical rewrites)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the `seed` setting)."),
-    out: Path | None = typer.Option(None, "--out", help="Output dir (default <paths.data_dir>/synthetic)."),
+    output: Path | None = typer.Option(None, "--output", help="Output dir (default <paths.data_dir>/synthetic)."),
     index: Path | None = typer.Option(None, "--index", help="Also build the BM25 index into this dir."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Generate a synthetic catalog with noisy queries and ESCI labels, written as ESCI parquet."""
     settings = settings_from(ctx)
-    out = out or default_dataset_dir(settings)
+    output = output or default_dataset_dir(settings)
     started = time.perf_counter()
     data = generate_dataset(
         n_products=products, n_queries=queries, seed=settings.seed if seed is None else seed, show_progress=True
     )
-    write_esci(data, out)
-    typer.echo(f"wrote {out} in {time.perf_counter() - started:.1f}s: {_summary(data.examples, data.products)}")
+    write_esci(data, output)
+    summary = {"output": str(output), "seconds": round(time.perf_counter() - started, 1)}
+    summary.update(_summary(data.examples, data.products))
+    lines = [f"wrote {output} in {summary['seconds']:.1f}s: {_summary_text(summary)}"]
     if index is not None:
         SearchIndex.build(data.products, show_progress=True).save(index)
-        typer.echo(f"wrote the BM25 index to {index}")
+        summary["index"] = str(index)
+        lines.append(f"wrote the BM25 index to {index}")
+    emit(summary, output_format, "\n".join(lines))
 
 
 @data_app.command("index")
 def build_index(
     ctx: typer.Context,
     data: Path | None = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
-    out: Path | None = typer.Option(None, "--out", help="Index dir (default <paths.data_dir>/index)."),
+    output: Path | None = typer.Option(None, "--output", help="Index dir (default <paths.data_dir>/index)."),
     locale: str = typer.Option("us", help="Product locale to index: us, es or jp."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Build the BM25 search index over a catalog's product text and save it."""
     settings = settings_from(ctx)
     data = data or default_dataset_dir(settings)
-    out = out or default_index_dir(settings)
+    output = output or default_index_dir(settings)
     dataset = load_esci(data, locale=locale)
     started = time.perf_counter()
-    SearchIndex.build(dataset.products, show_progress=True).save(out)
-    typer.echo(f"indexed {len(dataset.products)} products into {out} in {time.perf_counter() - started:.1f}s")
+    SearchIndex.build(dataset.products, show_progress=True).save(output)
+    summary = {
+        "products": len(dataset.products),
+        "output": str(output),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    emit(summary, output_format, f"indexed {summary['products']} products into {output} in {summary['seconds']:.1f}s")
 
 
 @data_app.command("load-esci")
 def load_esci_command(
-    data_dir: Path = typer.Argument(..., help="Dir with shopping_queries_dataset_{examples,products}.parquet."),
+    data: Path = typer.Option(..., "--data", help="Dir with shopping_queries_dataset_{examples,products}.parquet."),
     locale: str = typer.Option("us", help="us, es or jp."),
     split: str | None = typer.Option(None, help="train, validation or test (default: all)."),
     small_version_only: bool = typer.Option(False, "--small-version-only", help="Keep the 'small' task subset only."),
-    out: Path | None = typer.Option(None, "--out", help="Write the validated, filtered frames here (ESCI layout)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Write the validated, filtered frames here (ESCI layout)."
+    ),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Load and validate the published Amazon ESCI files; optionally write a filtered copy."""
     if split is not None and split not in SPLITS:
         raise fail(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
-    dataset = load_esci(data_dir, locale=locale, split=split, small_version_only=small_version_only)
-    typer.echo(f"{data_dir} ({locale}{', ' + split if split else ''}): {_summary(dataset.examples, dataset.products)}")
-    if out is not None:
-        write_esci(dataset, out)
-        typer.echo(f"wrote {out}")
+    dataset = load_esci(data, locale=locale, split=split, small_version_only=small_version_only)
+    summary = {"data": str(data), "locale": locale, "split": split, **_summary(dataset.examples, dataset.products)}
+    lines = [f"{data} ({locale}{', ' + split if split else ''}): {_summary_text(summary)}"]
+    if output is not None:
+        write_esci(dataset, output)
+        summary["output"] = str(output)
+        lines.append(f"wrote {output}")
+    emit(summary, output_format, "\n".join(lines))
 
 
 @data_app.command("sample")
 def sample(
     ctx: typer.Context,
-    sample_dir: Path | None = typer.Argument(None, help="Default: the paths.esci_sample_dir setting."),
+    data: Path | None = typer.Option(
+        None, "--data", help="The ESCI sample dir (default: the paths.esci_sample_dir setting)."
+    ),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
-    """Summarise the shipped ESCI sample: judgments, query set and UBI query/event logs."""
-    sample_dir = sample_dir or Path(settings_from(ctx).paths.esci_sample_dir)
-    loaded = load_esci_sample(sample_dir)
-    labels = loaded.judgments["esci_label"].value_counts().to_dict()
-    actions = loaded.ubi_events["action_name"].value_counts().to_dict() if len(loaded.ubi_events) else {}
-    typer.echo(f"judgments: {len(loaded.judgments)} for {loaded.judgments['query'].nunique()} queries {labels}")
-    typer.echo(f"query set: {len(loaded.queryset)} queries")
-    typer.echo(f"UBI: {len(loaded.ubi_queries)} queries, {len(loaded.ubi_events)} events {actions}")
+    """Summarise the real ESCI sample: judgments, query set and UBI query/event logs."""
+    if data is not None and not data.is_dir():
+        raise fail(f"--data: {data} is not a directory")
+    data = data or find_esci_sample(settings_from(ctx))
+    loaded = load_esci_sample(data)
+    summary = {
+        "data": str(data),
+        "judgments": len(loaded.judgments),
+        "judged_queries": int(loaded.judgments["query"].nunique()),
+        "labels": {str(k): int(v) for k, v in loaded.judgments["esci_label"].value_counts().items()},
+        "queryset_queries": len(loaded.queryset),
+        "ubi_queries": len(loaded.ubi_queries),
+        "ubi_events": len(loaded.ubi_events),
+        "ubi_actions": (
+            {str(k): int(v) for k, v in loaded.ubi_events["action_name"].value_counts().items()}
+            if len(loaded.ubi_events)
+            else {}
+        ),
+    }
+    text = (
+        f"judgments: {summary['judgments']} for {summary['judged_queries']} queries {summary['labels']}\n"
+        f"query set: {summary['queryset_queries']} queries\n"
+        f"UBI: {summary['ubi_queries']} queries, {summary['ubi_events']} events {summary['ubi_actions']}"
+    )
+    emit(summary, output_format, text)
 
 
 def _read_rewrites(path: Path) -> dict[str, str]:
@@ -158,7 +212,10 @@ def eval_command(
         help="NAME=FILE of rewrites (JSON {query_id: text} or JSONL with query_id, rewrite); repeatable.",
     ),
     model: list[str] = typer.Option([], "--model", help="NAME=DIR of a saved CausalRewriter to run; repeatable."),
-    out: Path | None = typer.Option(None, "--out", help="JSON report path (default <paths.reports_dir>/eval.json)."),
+    output: Path | None = typer.Option(
+        None, "--output", help="JSON report path (default <paths.reports_dir>/eval.json)."
+    ),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Score raw queries, oracle rewrites and given rewrites or models by relevant products per query @k.
 
@@ -200,12 +257,11 @@ def eval_command(
         report = compare_rewriters(search_index, dataset.examples, systems, k, substitute)
     except ValueError as error:
         raise fail(str(error)) from None
-    typer.echo(format_report_table(report))
-    out = out or Path(settings.paths.reports_dir) / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    output = output or Path(settings.paths.reports_dir) / "eval.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
     report["data"], report["split"] = str(data), split
-    out.write_text(json.dumps(report, indent=2))
-    typer.echo(f"report written to {out}")
+    output.write_text(json.dumps(report, indent=2))
+    emit(report, output_format, f"{format_report_table(report)}\nreport written to {output}")
 
 
 @data_app.command("upload")
@@ -219,27 +275,19 @@ def upload(
 ) -> None:
     """Put a local folder on S3 so that a cluster pipeline run can read it (`-p data_uri=URI`)."""
     from minielm.distill.stages import validate_training_data
-    from minielm.s3_uris import S3Unreachable, S3UriError, parse_s3_uri, upload_dir
+    from minielm.s3_uris import parse_s3_uri, upload_dir
 
     settings = settings_from(ctx)
     if not data.is_dir():
         raise fail(f"{data} is not a directory")
-    try:
-        parse_s3_uri(uri)
-    except S3UriError as error:
-        raise fail(str(error)) from None
+    parse_s3_uri(uri)  # a bad URI is an InputError (exit 2) before any check runs
     if check:
         try:
             summary = validate_training_data(data)
-        except (EsciFormatError, ValueError) as error:
+        except ValueError as error:  # the data checks raise InputErrors (ValueErrors) naming the column
             raise fail(f"{data}: {error} (pass --no-check to upload it anyway)") from None
         typer.echo(f"checked {data}: {summary}")
-    try:
-        keys = upload_dir(data, uri, settings.s3)
-    except S3UriError as error:
-        raise fail(str(error)) from None
-    except S3Unreachable as error:
-        raise fail(str(error), EXIT_FAILURE) from None
+    keys = upload_dir(data, uri, settings.s3)  # S3 unreachable: ServiceError, exit 1
     typer.echo(f"uploaded {len(keys)} files to {uri}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import existing_dir, settings_from
+from minielm.cli.common import OutputFormat, OutputFormatOption, emit, existing_dir, settings_from
 
 distill_app = typer.Typer(help="Distil the teachers into the small students production serves.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def rewriter(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     teacher: Path = typer.Option(..., "--teacher", help="The teacher rewriter's exported directory."),
-    out: Path = typer.Option(..., "--out", help="Output directory; the student lands in OUT/model."),
+    output: Path = typer.Option(..., "--output", help="Output directory; the student lands in OUTPUT/model."),
     tokenizer: Path | None = typer.Option(
         None, "--tokenizer", help="A tokenizer directory the student must use; it must match the teacher's."
     ),
@@ -36,6 +36,7 @@ def rewriter(
         help="BM25 index directory for calibrating selective rewriting (built from the catalog when omitted).",
     ),
     toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop)."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Sequence-level KD + token-level KL from the teacher into a smaller decoder (settings: distill.*)."""
     from minielm.distill.stages import distill_rewriter_student
@@ -45,14 +46,14 @@ def rewriter(
     summary = distill_rewriter_student(
         data,
         teacher,
-        out,
+        output,
         _config(ctx, toy),
         seed=settings_from(ctx).seed,
         student_tokenizer_dir=tokenizer,
         index_dir=index,
         eval_config=settings_from(ctx).eval,
     )
-    typer.echo(json.dumps(summary, indent=2, default=str))
+    emit(summary, output_format)
 
 
 @distill_app.command("relevance")
@@ -60,11 +61,12 @@ def relevance(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
     teacher: Path = typer.Option(..., "--teacher", help="The relevance teacher's exported directory."),
-    out: Path = typer.Option(..., "--out", help="Output directory: OUT/triples.parquet, OUT/model."),
+    output: Path = typer.Option(..., "--output", help="Output directory: OUTPUT/triples.parquet, OUTPUT/model."),
     index: Path | None = typer.Option(
         None, "--index", help="BM25 index directory (built from the catalog when omitted)."
     ),
     toy: bool = typer.Option(False, "--toy", help="Toy-scale budget (minutes on a laptop)."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Label augmented triples with the teacher, then train the cross-encoder with Margin-MSE."""
     from minielm.distill.stages import distill_relevance_student, label_augmented_pairs
@@ -74,9 +76,9 @@ def relevance(
     if index is not None:
         existing_dir(index, "--index")
     config, seed = _config(ctx, toy), settings_from(ctx).seed
-    labelled = label_augmented_pairs(data, index, teacher, out, config, seed=seed)
-    summary = distill_relevance_student(data, labelled["triples_path"], out, config, seed=seed)
-    typer.echo(json.dumps({"labelled": labelled, "student": summary}, indent=2, default=str))
+    labelled = label_augmented_pairs(data, index, teacher, output, config, seed=seed)
+    summary = distill_relevance_student(data, labelled["triples_path"], output, config, seed=seed)
+    emit({"labelled": labelled, "student": summary}, output_format)
 
 
 @distill_app.command("evaluate")
@@ -88,7 +90,8 @@ def evaluate(
     teacher_relevance: Path = typer.Option(..., help="Teacher relevance directory."),
     student_relevance: Path = typer.Option(..., help="Student cross-encoder directory."),
     index: Path | None = typer.Option(None, "--index", help="BM25 index directory."),
-    report: Path | None = typer.Option(None, "--report", help="Write the JSON report here."),
+    output: Path | None = typer.Option(None, "--output", help="Write the JSON report here."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Print the teacher / student / raw / oracle table on the held-out split."""
     from minielm.distill.stages import evaluate_students
@@ -112,9 +115,10 @@ def evaluate(
         settings.eval,
         seed=settings.seed,
     )
-    typer.echo(result["table"])
-    if report is not None:
-        report.write_text(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2, default=str))
+    report = {k: v for k, v in result.items() if k != "table"}
+    if output is not None:
+        output.write_text(json.dumps(report, indent=2, default=str))
+    emit(report, output_format, result["table"])
 
 
 def register(root: typer.Typer) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, OutputFormat, OutputFormatOption, emit, fail, settings_from
 
 drift_app = typer.Typer(
     help="Drift monitoring of served traffic (Evidently report, alerts, retraining trigger).", no_args_is_help=True
@@ -47,8 +46,10 @@ def check(
     catalog: Path | None = typer.Option(
         None, help="ESCI products parquet (or folder) for the catalog vocabulary (default drift.catalog_path)."
     ),
-    out_dir: Path | None = typer.Option(None, help="Where the run folder goes (default <paths.reports_dir>/drift)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary instead of the table."),
+    output: Path | None = typer.Option(
+        None, "--output", help="Where the run folder goes (default <paths.reports_dir>/drift)."
+    ),
+    output_format: OutputFormatOption = OutputFormat.text,
     fail_on_drift: bool = typer.Option(
         False, help="Exit 1 when drift is found or data is missing (for cron jobs and CI)."
     ),
@@ -66,7 +67,7 @@ def check(
     result = run_drift_job(
         settings,
         store=store,
-        out_dir=out_dir,
+        out_dir=output,
         reference=reference,
         current=current,
         reference_keys=list(reference_key) or None,
@@ -78,17 +79,16 @@ def check(
         show_progress=True,
         submit_retraining=retraining_submitter(settings),
     )
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        for line in result.summary_lines():
-            typer.echo(line)
-        typer.echo(f"report: {result.outputs['report_path']}  ({result.outputs.get('report_url', '')})")
-        if result.retraining:
-            typer.echo(
-                f"retraining: {'triggered' if result.retraining['triggered'] else 'not triggered'} "
-                f"({result.retraining['reason']})"
-            )
+    lines = [
+        *result.summary_lines(),
+        f"report: {result.outputs['report_path']}  ({result.outputs.get('report_url', '')})",
+    ]
+    if result.retraining:
+        lines.append(
+            f"retraining: {'triggered' if result.retraining['triggered'] else 'not triggered'} "
+            f"({result.retraining['reason']})"
+        )
+    emit(result.to_dict(), output_format, "\n".join(lines))
     if fail_on_drift and result.status != "ok":
         raise typer.Exit(EXIT_FAILURE)
 
@@ -125,7 +125,7 @@ def pin_reference_cmd(
 
 
 @drift_app.command("latest")
-def latest(ctx: typer.Context) -> None:
+def latest(ctx: typer.Context, output_format: OutputFormatOption = OutputFormat.text) -> None:
     """Print the latest drift summary stored on S3."""
     from minielm.storage import ObjectStore
 
@@ -136,7 +136,7 @@ def latest(ctx: typer.Context) -> None:
             f"no drift run yet: s3://{settings.s3.bucket}/{settings.drift.reports_prefix}/latest.json does not exist",
             EXIT_FAILURE,
         )
-    typer.echo(json.dumps(summary, indent=2))
+    emit(summary, output_format)
 
 
 @model_app.command("rollback")

@@ -38,8 +38,8 @@ def apply(
 @features_app.command("materialize")
 def materialize_cmd(
     ctx: typer.Context,
-    dataset_dir: Path | None = typer.Option(
-        None, help="ESCI-layout dataset: product features from its products and judgments."
+    data: Path | None = typer.Option(
+        None, "--data", help="ESCI-layout dataset: product features from its products and judgments."
     ),
     from_feedback: bool = typer.Option(True, help="Rebuild query statistics from the feedback windows on S3."),
     days: int | None = typer.Option(None, min=1, help="Look-back in days (default feast.ttl_days)."),
@@ -51,15 +51,15 @@ def materialize_cmd(
     from minielm.features.tables import product_feature_table, query_stats_table
 
     settings = settings_from(ctx)
-    if dataset_dir is not None:
-        existing_dir(dataset_dir, "--dataset-dir")
+    if data is not None:
+        existing_dir(data, "--data")
     steps = tqdm(total=3, desc="features", unit="step")
     try:
-        if dataset_dir is not None:
+        if data is not None:
             from minielm.data.esci import load_esci
 
-            data = load_esci(dataset_dir)
-            table = product_feature_table(data.products, data.examples)
+            dataset = load_esci(data)
+            table = product_feature_table(dataset.products, dataset.examples)
             write_offline_table(settings, "product_features.parquet", table)
             typer.echo(f"product features: {len(table)} products")
         steps.update()

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from tqdm import tqdm
 
-from minielm.cli.common import existing_dir, fail, settings_from
+from minielm.cli.common import (
+    OutputFormat,
+    OutputFormatOption,
+    emit,
+    existing_dir,
+    fail,
+    find_esci_sample,
+    settings_from,
+)
 
 feedback_app = typer.Typer(
     help="Simulated or replayed shopper feedback, and the aggregator that turns it into "
@@ -27,12 +34,16 @@ def load_judge(judge_dir: Path):
 @feedback_app.command("simulate")
 def simulate(
     ctx: typer.Context,
-    judge_dir: Path = typer.Option(..., help="Saved relevance model (cross-encoder) that judges the products."),
-    dataset_dir: Path | None = typer.Option(
-        None, help="ESCI-layout dataset (queries and product texts); default paths.data_dir."
+    judge: Path = typer.Option(..., "--judge", help="Saved relevance model (cross-encoder) that judges the products."),
+    data: Path | None = typer.Option(
+        None, "--data", help="ESCI-layout dataset (queries and product texts); default paths.data_dir."
     ),
-    index_dir: Path | None = typer.Option(None, help="Saved SearchIndex (drive mode); default serving.index_dir."),
-    rewriter_dir: Path | None = typer.Option(None, help="Saved rewriter; without it the raw query is served."),
+    index: Path | None = typer.Option(
+        None, "--index", help="Saved BM25 index (drive mode); default serving.index_dir."
+    ),
+    rewriter: Path | None = typer.Option(
+        None, "--rewriter", help="Saved rewriter; without it the raw query is served."
+    ),
     sessions: int = typer.Option(200, min=1, help="Shopper sessions to simulate."),
     rate: float | None = typer.Option(None, help="Sessions per second (default feedback.sim_rate_per_s)."),
     respond: bool = typer.Option(
@@ -40,6 +51,7 @@ def simulate(
     ),
     group: str = typer.Option("minielm-shoppers", help="Consumer group of --respond."),
     split: str | None = typer.Option(None, help="Only queries of this split (train, validation, test)."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Simulated shoppers: a relevance judge scores the served products, a position-biased click model makes
     impressions, clicks, add-to-carts, purchases and reformulations, all sent to Kafka."""
@@ -47,8 +59,6 @@ def simulate(
     from minielm.feedback.simulator import (
         ShopperSimulator,
         drive_traffic,
-        intents_from,
-        product_texts_from,
         respond_to_served,
         traffic_rewriter,
     )
@@ -58,31 +68,23 @@ def simulate(
         if rate <= 0:
             raise fail(f"--rate: expected a positive number of sessions per second, got {rate}")
         settings.feedback.sim_rate_per_s = rate
-    data_dir = existing_dir(dataset_dir or settings.paths.data_dir, "--dataset-dir")
-    judge = load_judge(existing_dir(judge_dir, "--judge-dir"))
-    data = load_esci(data_dir, split=split)
-    simulator = ShopperSimulator(
-        judge,
-        product_texts_from(data.products),
-        settings.feedback,
-        seed=settings.seed,
-        intents=intents_from(data.examples),
-    )
+    data_dir = existing_dir(data or settings.paths.data_dir, "--data")
+    judge_model = load_judge(existing_dir(judge, "--judge"))
+    dataset = load_esci(data_dir, split=split)
+    simulator = ShopperSimulator.for_dataset(judge_model, dataset, settings.feedback, seed=settings.seed)
     with tqdm(total=sessions, desc="shopper sessions", unit="session") as bar:
         if respond:
             report = respond_to_served(settings, simulator, group_id=group, max_sessions=sessions, progress=bar.update)
         else:
             from minielm.search import SearchIndex
 
-            index = SearchIndex.load(existing_dir(index_dir or settings.serving.index_dir, "--index-dir"))
-            rewrite, name, version = traffic_rewriter(
-                existing_dir(rewriter_dir, "--rewriter-dir") if rewriter_dir else None
-            )
-            queries = sorted(set(data.examples["query"]))
+            search_index = SearchIndex.load(existing_dir(index or settings.serving.index_dir, "--index"))
+            rewrite, name, version = traffic_rewriter(existing_dir(rewriter, "--rewriter") if rewriter else None)
+            queries = sorted(set(dataset.examples["query"]))
             report = drive_traffic(
-                settings, simulator, queries, rewrite, index.search, sessions, name, version, progress=bar.update
+                settings, simulator, queries, rewrite, search_index.search, sessions, name, version, progress=bar.update
             )
-    typer.echo(json.dumps(report.summary(), indent=2))
+    emit(report.summary(), output_format)
 
 
 @feedback_app.command("aggregate")
@@ -92,6 +94,7 @@ def aggregate(
     until_idle: float | None = typer.Option(None, help="Stop after this many seconds without new events."),
     max_seconds: float | None = typer.Option(None, help="Stop after this many seconds."),
     feast: bool = typer.Option(True, help="Push query statistics to Feast (feedback.push_to_feast)."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Join served rewrites with feedback, write reward windows to S3 (offsets committed only after the
     write), send invalid events to the dead-letter topic and push query statistics to Feast. Runs until
@@ -117,7 +120,7 @@ def aggregate(
         stats = aggregator.run(until_idle_s=until_idle, max_seconds=max_seconds, on_progress=progress)
     finally:
         bar.close()
-    typer.echo(json.dumps({k: v for k, v in vars(stats).items() if k != "window_keys"}, indent=2))
+    emit({k: v for k, v in vars(stats).items() if k != "window_keys"}, output_format)
 
 
 @feedback_app.command("replay")
@@ -128,6 +131,7 @@ def replay(
     ),
     rate: float | None = typer.Option(None, help="Requests per second (default: as fast as possible)."),
     retime: bool = typer.Option(True, help="Shift timestamps so the newest event is now."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Send real User Behavior Insights events (queries, impressions, clicks, add-to-carts, purchases) to the
     topics as served rewrites and feedback events."""
@@ -135,9 +139,9 @@ def replay(
     from minielm.feedback.simulator import replay_ubi
 
     settings = settings_from(ctx)
-    path = file or Path(settings.paths.esci_sample_dir) / "ubi_queries_events.ndjson"
-    if not Path(path).is_file():
-        raise fail(f"--file: expected a UBI NDJSON file, {path} does not exist")
+    if file is not None and not file.is_file():
+        raise fail(f"--file: expected a UBI NDJSON file, {file} does not exist")
+    path = file or find_esci_sample(settings, "ubi_queries_events.ndjson")
     if rate is not None and rate <= 0:
         raise fail(f"--rate: expected a positive number of requests per second, got {rate}")
     with tqdm(desc="requests", unit="request") as bar:
@@ -145,7 +149,7 @@ def replay(
             summary = replay_ubi(settings, path, rate_per_s=rate, retime=retime, progress=bar.update)
         except EsciFormatError as error:
             raise fail(f"--file: {error}") from None
-    typer.echo(json.dumps(summary, indent=2))
+    emit(summary, output_format)
 
 
 def register(root: typer.Typer) -> None:

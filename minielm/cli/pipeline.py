@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from minielm.cli.common import EXIT_FAILURE, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, OutputFormat, OutputFormatOption, emit, fail, settings_from
 
 pipeline_app = typer.Typer(
     help="Compile, run and schedule the KFP pipelines (training, rl_retraining, drift_monitoring).",
@@ -40,7 +40,7 @@ def list_pipelines() -> None:
 def compile_cmd(
     ctx: typer.Context,
     names: list[str] | None = typer.Argument(None, help="Pipelines to compile (default: all)."),
-    out_dir: Path | None = typer.Option(None, help="Output folder (default pipelines/compiled)."),
+    output: Path | None = typer.Option(None, "--output", help="Output folder (default pipelines/compiled)."),
 ) -> None:
     """Compile pipelines to KFP YAML for the current `pipelines.*` settings (image, ConfigMap, Secret,
     resources, accelerator, placement). The checked-in files are compiled with the default settings."""
@@ -49,16 +49,7 @@ def compile_cmd(
     settings = settings_from(ctx)
     for name in names or list(PIPELINE_MODULES):
         load_pipeline(name)
-        typer.echo(f"compiled {name} -> {compile_pipeline(name, out_dir or COMPILED_DIR, settings.pipelines)}")
-
-
-OUTPUT_FORMATS = ("text", "json")
-
-
-def _output_format(value: str) -> str:
-    if value not in OUTPUT_FORMATS:
-        raise fail(f"-o/--output-format: expected one of {list(OUTPUT_FORMATS)}, got {value!r}")
-    return value
+        typer.echo(f"compiled {name} -> {compile_pipeline(name, output or COMPILED_DIR, settings.pipelines)}")
 
 
 HOST_HELP = "KFP API URL (default pipelines.kfp_host); without either the pipeline runs locally with kfp.local."
@@ -77,7 +68,7 @@ def run(
     existing_token: str | None = typer.Option(None, "--existing-token", help=TOKEN_HELP),
     token_file: Path | None = typer.Option(None, "--token-file", help=TOKEN_FILE_HELP),
     wait: bool = typer.Option(False, "--wait", help="Stream task states until the run ends; exit 0 if it succeeded."),
-    output_format: str = typer.Option("text", "--output-format", "-o", help="text or json."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Run a pipeline locally (kfp.local on the embedded services) or submit it to Kubeflow Pipelines.
 
@@ -87,12 +78,10 @@ def run(
     from pipelines.registry import load_pipeline
 
     settings = settings_from(ctx)
-    output_format = _output_format(output_format)
     module = load_pipeline(name)
     params = _params(param)
     if not (host or settings.pipelines.kfp_host):
-        result = module.run_local(settings, **{**module.default_arguments(settings), **params})
-        typer.echo(json.dumps(result, indent=2, default=str))
+        emit(module.run_local(settings, **{**module.default_arguments(settings), **params}), output_format)
         return
     from pipelines.submit import endpoint_from, submit_run, wait_for_run
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 import yaml
 
-from minielm.cli.common import EXIT_FAILURE, existing_dir, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, OutputFormat, OutputFormatOption, emit, existing_dir, fail, settings_from
 
 rl_app = typer.Typer(
     help="Online RL (GRPO) of the student rewriter from feedback windows and the relevance "
@@ -20,38 +19,39 @@ rl_app = typer.Typer(
 @rl_app.command("train")
 def train(
     ctx: typer.Context,
-    data_dir: Path = typer.Option(..., help="ESCI-format data dir (with train/validation/test splits)."),
-    index_dir: Path = typer.Option(..., help="Saved SearchIndex dir."),
-    judge_dir: Path | None = typer.Option(
-        None, help="Cross-encoder judge dir (default: the registry's production relevance student)."
+    data: Path = typer.Option(..., "--data", help="ESCI-format data dir (with train/validation/test splits)."),
+    index: Path = typer.Option(..., "--index", help="Saved BM25 index dir."),
+    judge: Path | None = typer.Option(
+        None, "--judge", help="Cross-encoder judge dir (default: the registry's production relevance student)."
     ),
-    workdir: Path | None = typer.Option(None, help="Scratch dir (default <runs_dir>/rl)."),
+    output: Path | None = typer.Option(None, "--output", help="Run dir (default <runs_dir>/rl)."),
     run_id: str | None = typer.Option(None, help="Run id recorded in the registry metadata."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """One retraining run in this process: windows since the watermark -> GRPO -> evaluate -> gate -> canary
-    -> promote or roll back. Exit 0 also for "nothing to do"; the JSON summary goes to stdout."""
+    -> promote or roll back. Exit 0 also for "nothing to do"; prints the run's summary."""
     from minielm.rl.retraining import run_retraining
     from minielm.storage import ObjectStore
 
     settings = settings_from(ctx)
-    existing_dir(data_dir, "--data-dir")
-    existing_dir(index_dir, "--index-dir")
-    if judge_dir is not None:
-        existing_dir(judge_dir, "--judge-dir")
+    existing_dir(data, "--data")
+    existing_dir(index, "--index")
+    if judge is not None:
+        existing_dir(judge, "--judge")
     result = run_retraining(
         settings,
         ObjectStore(settings.s3),
-        data_dir,
-        index_dir,
-        judge_dir,
-        workdir or Path(settings.paths.runs_dir) / "rl",
+        data,
+        index,
+        judge,
+        output or Path(settings.paths.runs_dir) / "rl",
         run_id,
     )
-    typer.echo(json.dumps(result, indent=2, default=str))
+    emit(result, output_format)
 
 
 @rl_app.command("status")
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, output_format: OutputFormatOption = OutputFormat.text) -> None:
     """The watermark of consumed feedback windows, the windows still to train on, and the rewriter's stages."""
     from minielm.registry import ModelRegistry
     from minielm.rl.feedback import new_windows, read_watermark
@@ -66,9 +66,7 @@ def status(ctx: typer.Context) -> None:
         entry = registry.stage(settings.models.student_rewriter, stage)
         stages[stage] = entry.version if entry else None
     pending = new_windows(store, watermark, settings.feedback.windows_prefix)
-    typer.echo(
-        json.dumps({"watermark": watermark, "pending_windows": [w.key for w in pending], "stages": stages}, indent=2)
-    )
+    emit({"watermark": watermark, "pending_windows": [w.key for w in pending], "stages": stages}, output_format)
 
 
 @rl_app.command("kserve-patch")
@@ -80,8 +78,9 @@ def kserve_patch(
     ),
     version: str = typer.Option("", help="The model version (canary and promote)."),
     apply: bool = typer.Option(False, help="Send the patch to the cluster (in-cluster credentials)."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
-    """Print (or apply) the merge patch that starts a canary, promotes it or rolls it back."""
+    """Print (or apply) the merge patch that starts a canary, promotes it or rolls it back (text: YAML)."""
     from minielm.rl import canary
 
     settings = settings_from(ctx)
@@ -103,7 +102,7 @@ def kserve_patch(
         patch = canary.rollback_patch()
     else:
         raise fail(f"action: expected canary, promote or rollback, got {action!r}")
-    typer.echo(json.dumps(patch, indent=2))
+    emit(patch, output_format)
     if apply:
         try:
             canary.patch_inference_service(

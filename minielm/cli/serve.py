@@ -17,8 +17,8 @@ def serve(
     stage: str | None = typer.Option(None, help="Registry stage to serve: production or candidate."),
     rewriter_path: Path | None = typer.Option(None, help="Serve this local rewriter dir instead of the registry."),
     relevance_path: Path | None = typer.Option(None, help="Serve this local relevance dir instead of the registry."),
-    index_dir: Path | None = typer.Option(None, help="Search index for the rewrite-search endpoint."),
-    dataset_dir: Path | None = typer.Option(None, help="ESCI-layout dataset: product titles and texts."),
+    index: Path | None = typer.Option(None, "--index", help="BM25 index for the rewrite-search endpoint."),
+    data: Path | None = typer.Option(None, "--data", help="ESCI-layout dataset: product titles and texts."),
     relevance: bool = typer.Option(True, help="Host the relevance model."),
     feast: bool = typer.Option(True, help="Enrich requests with Feast features."),
     apply_features: bool = typer.Option(True, help="Apply the Feast repo before serving."),
@@ -34,8 +34,8 @@ def serve(
             ("serving", "model_stage", stage),
             ("serving", "rewriter_path", rewriter_path),
             ("serving", "relevance_path", relevance_path),
-            ("serving", "index_dir", index_dir),
-            ("serving", "dataset_dir", dataset_dir),
+            ("serving", "index_dir", index),
+            ("serving", "dataset_dir", data),
         ):
             if value is not None:
                 setattr(getattr(settings, section), field, value)
@@ -45,8 +45,8 @@ def serve(
     for option, path in (
         ("--rewriter-path", rewriter_path),
         ("--relevance-path", relevance_path),
-        ("--index-dir", index_dir),
-        ("--dataset-dir", dataset_dir),
+        ("--index", index),
+        ("--data", data),
     ):
         if path is not None:
             existing_dir(path, option)

@@ -9,12 +9,11 @@ with its own step budget in seconds. Other trainers may add commands to ``train_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from minielm.cli.common import fail, settings_from
+from minielm.cli.common import OutputFormat, OutputFormatOption, emit, fail, settings_from
 from minielm.config import Settings
 
 train_app = typer.Typer(help="Fine-tune models (teachers) through the DeepSpeed training core.", no_args_is_help=True)
@@ -61,16 +60,20 @@ def _dirs(settings: Settings, data: Path | None, output: Path | None, name: str)
     return data, output or Path(settings.paths.runs_dir) / name
 
 
-def _finish(settings: Settings, run, register: bool, model_name: str) -> None:
-    typer.echo(json.dumps({k: v for k, v in run.metrics.items() if k != "examples"}, indent=2, default=str))
-    typer.echo(f"model: {run.model_dir}")
+def _finish(settings: Settings, run, register: bool, model_name: str, output_format: OutputFormat) -> None:
+    result = {
+        "metrics": {k: v for k, v in run.metrics.items() if k != "examples"},
+        "model_dir": str(run.model_dir),
+        "registered": None,
+    }
     if register:
         from minielm.registry import ModelRegistry
         from minielm.storage import ObjectStore
         from minielm.teachers.publish import register_teacher
 
         entry = register_teacher(ModelRegistry(ObjectStore(settings.s3)), model_name, run)
-        typer.echo(f"registered {model_name} {entry.version}")
+        result["registered"] = {"name": model_name, "version": entry.version}
+    emit(result, output_format)
 
 
 BACKBONE_HELP = "smollm2 (SmolLM2-135M-Instruct, default) or tiny (toy-scale decoder, fast on CPU)."
@@ -89,10 +92,11 @@ def teacher_rewriter(
     max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps."),
     zero_stage: int | None = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage 0-3."),
     precision: str | None = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
-    index_dir: Path | None = typer.Option(
-        None, "--index-dir", help="BM25 index for the evaluation (default: built from the data)."
+    index: Path | None = typer.Option(
+        None, "--index", help="BM25 index for the evaluation (default: built from the data)."
     ),
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Fine-tune the rewriter teacher on (noisy query -> canonical rewrite) pairs and evaluate it."""
     from minielm.teachers.rewriter import train_rewriter_teacher
@@ -105,11 +109,11 @@ def teacher_rewriter(
         output,
         config,
         cache_dir=settings.teachers.models_cache_dir,
-        index_dir=index_dir,
+        index_dir=index,
         top_k=settings.eval.top_k,
         substitute_is_relevant=settings.eval.substitute_is_relevant,
     )
-    _finish(settings, run, register, settings.models.teacher_rewriter)
+    _finish(settings, run, register, settings.models.teacher_rewriter, output_format)
 
 
 @train_app.command("teacher-relevance")
@@ -124,6 +128,7 @@ def teacher_relevance(
     zero_stage: int | None = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage 0-3."),
     precision: str | None = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
+    output_format: OutputFormatOption = OutputFormat.text,
 ) -> None:
     """Fine-tune the LM relevance teacher (4-way ESCI head) on labelled pairs and evaluate it."""
     from minielm.teachers.relevance import train_relevance_teacher
@@ -134,7 +139,7 @@ def teacher_relevance(
     run = train_relevance_teacher(
         data, output, config, cache_dir=settings.teachers.models_cache_dir, top_k=settings.eval.top_k
     )
-    _finish(settings, run, register, settings.models.teacher_relevance)
+    _finish(settings, run, register, settings.models.teacher_relevance, output_format)
 
 
 def register(root: typer.Typer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from pathlib import Path
 
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
@@ -17,10 +17,9 @@ DEMO_QUERIES = 5000  # the tiny teacher needs thousands of pairs to learn the no
 def data_demo_step(ctx) -> None:
     """Generate the catalog into ``workdir/data``, index it into ``workdir/index``, print raw vs oracle.
 
-    Leaves ``dataset_dir``, ``index_dir`` and ``eval_raw_oracle`` (the report without per-query
-    detail, on the test split) in ``ctx.results``.
+    Produces ``dataset_dir``, ``index_dir`` and ``eval_raw_oracle`` (the report without per-query
+    detail, on the test split).
     """
-    started = time.perf_counter()
     settings = ctx.settings
     dataset = generate_dataset(n_products=DEMO_PRODUCTS, n_queries=DEMO_QUERIES, seed=settings.seed)
     dataset_dir = write_esci(dataset, ctx.workdir / "data")
@@ -47,7 +46,6 @@ def data_demo_step(ctx) -> None:
     for line in format_report_table(report).splitlines():
         ctx.echo(f"  {line}")
     (ctx.workdir / "eval_raw_oracle.json").write_text(json.dumps(report, indent=2))
-    ctx.results["dataset_dir"] = str(dataset_dir)
-    ctx.results["index_dir"] = str(index_dir)
-    ctx.results["eval_raw_oracle"] = report
-    ctx.echo(f"  data step took {time.perf_counter() - started:.1f}s")
+    ctx.artifacts.dataset_dir = Path(dataset_dir)
+    ctx.artifacts.index_dir = Path(index_dir)
+    ctx.artifacts.eval_raw_oracle = report

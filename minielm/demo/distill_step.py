@@ -1,14 +1,13 @@
 """Demo step: distil both teachers into the students production serves, at toy scale.
 
-Needs ``ctx.results``: ``dataset_dir`` and ``index_dir`` (data step), ``teacher_rewriter_dir`` and
-``teacher_relevance_dir`` (teacher step). Leaves ``student_rewriter_dir``, ``student_relevance_dir``,
-``student_rewriter_version``, ``student_relevance_version`` and ``distill_report`` there.
+Needs ``dataset_dir`` and ``index_dir`` (data step), ``teacher_rewriter_dir`` and
+``teacher_relevance_dir`` (teacher step). Produces ``student_rewriter_dir``, ``student_relevance_dir``,
+``student_rewriter_version``, ``student_relevance_version``, ``distill_report`` and ``distill_gate``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from minielm.presets import toy_distill
@@ -29,36 +28,35 @@ def distill_demo_step(ctx) -> None:
     )
     from minielm.registry import ModelRegistry
 
-    for key in ("dataset_dir", "index_dir", "teacher_rewriter_dir", "teacher_relevance_dir"):
-        if key not in ctx.results:
-            raise RuntimeError(f"the distillation demo step needs ctx.results[{key!r}] from an earlier step")
+    ctx.artifacts.require(
+        "dataset_dir", "index_dir", "teacher_rewriter_dir", "teacher_relevance_dir", step="distillation"
+    )
     settings = ctx.settings
     config = toy_distill(settings.distill)
     workdir = Path(ctx.workdir) / "distill"
-    r = ctx.results
-    started = time.perf_counter()
+    a = ctx.artifacts
 
     labelled = label_augmented_pairs(
-        r["dataset_dir"], r["index_dir"], r["teacher_relevance_dir"], workdir / "triples", config, seed=settings.seed
+        a.dataset_dir, a.index_dir, a.teacher_relevance_dir, workdir / "triples", config, seed=settings.seed
     )
     ctx.echo(
         f"  teacher labelled {labelled['n_triples']} augmented triples from {labelled['n_queries']} queries "
         f"{labelled['by_source']} (mean margin {labelled['mean_margin']:.3f})"
     )
     relevance = distill_relevance_student(
-        r["dataset_dir"], labelled["triples_path"], workdir / "relevance", config, seed=settings.seed
+        a.dataset_dir, labelled["triples_path"], workdir / "relevance", config, seed=settings.seed
     )
     ctx.echo(
         f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "
         f"{relevance['final_loss']} ({relevance['train_seconds']} s)"
     )
     rewriter = distill_rewriter_student(
-        r["dataset_dir"],
-        r["teacher_rewriter_dir"],
+        a.dataset_dir,
+        a.teacher_rewriter_dir,
         workdir / "rewriter",
         config,
         seed=settings.seed,
-        index_dir=r["index_dir"],
+        index_dir=a.index_dir,
         eval_config=settings.eval,
     )
     ctx.echo(
@@ -68,11 +66,11 @@ def distill_demo_step(ctx) -> None:
     )
 
     report = evaluate_students(
-        r["dataset_dir"],
-        r["index_dir"],
-        r["teacher_rewriter_dir"],
+        a.dataset_dir,
+        a.index_dir,
+        a.teacher_rewriter_dir,
         rewriter["model_dir"],
-        r["teacher_relevance_dir"],
+        a.teacher_relevance_dir,
         relevance["model_dir"],
         settings.eval,
         max_queries=DEMO_EVAL_QUERIES,
@@ -107,10 +105,9 @@ def distill_demo_step(ctx) -> None:
     (workdir / "distill_report.json").write_text(
         json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2, default=str)
     )
-    r["student_rewriter_dir"] = rewriter["model_dir"]
-    r["student_relevance_dir"] = relevance["model_dir"]
-    r["student_rewriter_version"] = registered.get("student_rewriter_version")
-    r["student_relevance_version"] = registered.get("student_relevance_version")
-    r["distill_report"] = {k: v for k, v in report.items() if k != "table"}
-    r["distill_gate"] = gate
-    ctx.echo(f"  distillation step took {time.perf_counter() - started:.1f}s")
+    a.student_rewriter_dir = Path(rewriter["model_dir"])
+    a.student_relevance_dir = Path(relevance["model_dir"])
+    a.student_rewriter_version = registered.get("student_rewriter_version")
+    a.student_relevance_version = registered.get("student_relevance_version")
+    a.distill_report = {k: v for k, v in report.items() if k != "table"}
+    a.distill_gate = gate

@@ -1,10 +1,10 @@
 """The demo's drift step: check the latest feedback windows against the first ones, print the verdict.
 
-Reads from ``ctx.results``: ``feedback_window_keys`` (window objects the feedback step wrote; the
+Reads ``feedback_window_keys`` (window objects the feedback step wrote; the
 older half of each partition's windows is the reference, the newer half the current traffic) and
 ``dataset_dir`` (the synthetic dataset: its products give the catalog vocabulary, and without
 windows its train-split queries are the reference and its validation/test-split queries the current
-window, with the dataset's canonical rewrites). Writes ``ctx.results["drift_summary"]``.
+window, with the dataset's canonical rewrites). Produces ``drift_summary``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def _split_frames(dataset_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def drift_demo_step(ctx) -> None:
     settings = ctx.settings
-    dataset_dir = ctx.results.get("dataset_dir")
+    dataset_dir = ctx.artifacts.dataset_dir
     catalog = Path(dataset_dir) if dataset_dir else None
-    keys = list(ctx.results.get("feedback_window_keys") or [])
+    keys = list(ctx.artifacts.feedback_window_keys or [])
     out_dir = Path(ctx.workdir) / "drift"
     if len(keys) >= 2:
         reference_keys, current_keys = split_halves(keys)
@@ -70,12 +70,10 @@ def drift_demo_step(ctx) -> None:
             use_windows=False,
         )
     else:
-        raise RuntimeError(
-            "drift demo step needs ctx.results['feedback_window_keys'] (two or more) or ctx.results['dataset_dir']"
-        )
+        ctx.artifacts.require("dataset_dir", step="drift (fewer than two feedback windows)")
     for line in result.summary_lines():
         ctx.echo(f"  {line}")
     ctx.echo(f"  HTML report: {result.outputs['report_path']}")
     if "report_key" in result.outputs:
         ctx.echo(f"  on S3: {result.outputs['report_url']}")
-    ctx.results["drift_summary"] = result.to_dict()
+    ctx.artifacts.drift_summary = result.to_dict()

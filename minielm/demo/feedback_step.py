@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def _serve_over_http(url: str, queries: list[str], model: str = "rewrite-search"
     return sent
 
 
-def _in_process_rewriter(rewriter_dir: str | None, echo):
+def _in_process_rewriter(rewriter_dir: Path | None, echo):
     from minielm.feedback.simulator import traffic_rewriter
 
     if rewriter_dir and Path(rewriter_dir).is_dir():
@@ -62,7 +61,7 @@ def _in_process_rewriter(rewriter_dir: str | None, echo):
     return traffic_rewriter(None)
 
 
-def shopper_judge(settings, data, results: dict):
+def shopper_judge(settings, data, artifacts):
     """The simulated shoppers' judge (``feedback.shopper_judge``): independent of the relevance student that
     gives the RL reward."""
     from minielm.feedback.simulator import AttributeShopperJudge, TextShopperJudge, intents_from, product_texts_from
@@ -71,21 +70,20 @@ def shopper_judge(settings, data, results: dict):
         return AttributeShopperJudge(data.products, data.examples)
     from minielm.models.relevance_teacher import RelevanceTeacher
 
-    if not results.get("teacher_relevance_dir"):
-        raise RuntimeError("feedback.shopper_judge=relevance_teacher needs ctx.results['teacher_relevance_dir']")
-    teacher = RelevanceTeacher.load(results["teacher_relevance_dir"])
+    artifacts.require("teacher_relevance_dir", step="feedback (feedback.shopper_judge=relevance_teacher)")
+    teacher = RelevanceTeacher.load(artifacts.teacher_relevance_dir)
     return TextShopperJudge(teacher, product_texts_from(data.products), intents_from(data.examples))
 
 
 def feedback_demo_step(ctx) -> None:
-    """Simulate a few hundred shopper sessions judged by the relevance student, aggregate them into reward
+    """Simulate a few hundred shopper sessions judged independently of the RL judge, aggregate them into reward
     windows on S3 and query statistics in Feast.
 
     Shoppers send train-split queries only (evaluation stays on held-out ones) and are judged by
-    ``feedback.shopper_judge``, never by the RL reward judge. Needs ``dataset_dir`` and ``index_dir`` in
-    ``ctx.results`` (``teacher_relevance_dir`` for the teacher judge); uses
-    ``serving_url`` when present (the server logs the served rewrites), else ``student_rewriter_dir`` in
-    process. Leaves ``feedback_window_keys`` (every window object on S3) for the RL step.
+    ``feedback.shopper_judge``, never by the RL reward judge. Needs ``dataset_dir`` and ``index_dir``
+    (``teacher_relevance_dir`` for the teacher judge); uses ``serving_url`` when present (the server logs the
+    served rewrites), else ``student_rewriter_dir`` in process. Produces ``feedback_window_keys`` (every
+    window object on S3) for the RL step and ``feedback_summary``.
     """
     from minielm.data.esci import load_esci
     from minielm.feedback.aggregator import Aggregator
@@ -100,14 +98,14 @@ def feedback_demo_step(ctx) -> None:
     from minielm.feedback.windows import list_windows, read_windows, rewards_by_query
     from minielm.search import SearchIndex
 
-    started = time.perf_counter()
     settings = ctx.settings.model_copy(deep=True)
     settings.feedback.sim_top_k = DEMO_TOP_K
     settings.feedback.sim_rate_per_s = 500.0
     settings.feedback.window_s, settings.feedback.grace_s = 2.0, 1.0
-    data = load_esci(ctx.results["dataset_dir"])
+    ctx.artifacts.require("dataset_dir", "index_dir", step="feedback")
+    data = load_esci(ctx.artifacts.dataset_dir)
     simulator = ShopperSimulator(
-        shopper_judge(settings, data, ctx.results),
+        shopper_judge(settings, data, ctx.artifacts),
         product_texts_from(data.products),
         settings.feedback,
         seed=settings.seed,
@@ -115,7 +113,7 @@ def feedback_demo_step(ctx) -> None:
     queries = served_queries(data.examples)
     _ensure_feast(settings, ctx.echo)
 
-    serving_url = ctx.results.get("serving_url")
+    serving_url = ctx.artifacts.serving_url
     if serving_url:
         picks = [simulator.rng.choice(queries) for _ in range(DEMO_SESSIONS)]
         sent = _serve_over_http(serving_url, picks)
@@ -128,8 +126,8 @@ def feedback_demo_step(ctx) -> None:
             until_idle_s=10.0,
         )
     else:
-        rewrite, name, version = _in_process_rewriter(ctx.results.get("student_rewriter_dir"), ctx.echo)
-        index = SearchIndex.load(ctx.results["index_dir"])
+        rewrite, name, version = _in_process_rewriter(ctx.artifacts.student_rewriter_dir, ctx.echo)
+        index = SearchIndex.load(ctx.artifacts.index_dir)
         sink = EventSink(settings)
         try:
             report = drive_traffic(
@@ -166,13 +164,12 @@ def feedback_demo_step(ctx) -> None:
         top = rewards_by_query(frame).sort_values("requests", ascending=False).head(3)
         for row in top.itertuples(index=False):
             ctx.echo(f"  reward {row.reward:+.2f} over {row.requests} requests for query key {row.query_key}")
-    ctx.results["feedback_window_keys"] = keys
-    ctx.results["feedback_summary"] = {
+    ctx.artifacts.feedback_window_keys = keys
+    ctx.artifacts.feedback_summary = {
         **summary,
         "windows_written": stats.windows_written,
         "events_consumed": stats.consumed,
     }
-    ctx.echo(f"  feedback step took {time.perf_counter() - started:.1f}s")
 
 
 def _fmt(value) -> str:

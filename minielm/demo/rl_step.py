@@ -1,15 +1,12 @@
 """Demo step: the RL loop closes at toy scale on the windows the shoppers' feedback produced.
 
-Needs ``ctx.results``: ``dataset_dir``, ``index_dir`` (data step), ``student_relevance_dir`` (the judge)
-and ``feedback_window_keys`` (aggregator step; shown, then read through the watermark like any scheduled
-run). RL improves the registry's production rewriter and is skipped when there is none: a student that
-failed its distillation gate is never promoted here. Leaves ``rl_report`` in ``ctx.results``.
+Needs ``dataset_dir``, ``index_dir`` (data step); uses ``student_relevance_dir`` (the judge) and
+``feedback_window_keys`` (feedback step; shown, then read through the watermark like any scheduled run)
+when present. RL improves the registry's production rewriter and is skipped when there is none: a student
+that failed its distillation gate is never promoted here. Produces ``rl_report``.
 """
 
 from __future__ import annotations
-
-import time
-from pathlib import Path
 
 from minielm.presets import toy_rl
 from minielm.registry import ModelRegistry
@@ -20,7 +17,7 @@ def _production_version(ctx, registry: ModelRegistry, name: str) -> str | None:
     that failed the distillation gate is never made production here."""
     entry = registry.stage(name, "production")
     if entry is None:
-        gate = ctx.results.get("distill_gate", {}).get("rewriter", {})
+        gate = (ctx.artifacts.distill_gate or {}).get("rewriter", {})
         why = "; ".join(gate.get("reasons", [])) or "no student-rewriter version is in production"
         ctx.echo(f"  RL skipped: no learned rewriter passed its distillation gate ({why}); nothing to improve")
     return entry.version if entry is not None else None
@@ -48,22 +45,22 @@ def format_rl_table(heldout: dict, k: int) -> list[str]:
 def rl_demo_step(ctx) -> None:
     from minielm.rl.retraining import NOTHING_TO_DO, run_retraining
 
-    started = time.perf_counter()
+    ctx.artifacts.require("dataset_dir", "index_dir", step="RL retraining")
     settings = ctx.settings.model_copy(update={"rl": toy_rl(ctx.settings.rl)})
     registry = ModelRegistry(ctx.store)
     name = settings.models.student_rewriter
     before = _production_version(ctx, registry, name)
     if before is None:
-        ctx.results["rl_report"] = {"status": "skipped", "production_before": None, "production_after": None}
+        ctx.artifacts.rl_report = {"status": "skipped", "production_before": None, "production_after": None}
         return
-    windows = ctx.results.get("feedback_window_keys", [])
+    windows = ctx.artifacts.feedback_window_keys or []
     ctx.echo(f"  {len(windows)} feedback windows from the aggregator; production {name} is {before}")
     result = run_retraining(
         settings,
         ctx.store,
-        Path(ctx.results["dataset_dir"]),
-        Path(ctx.results["index_dir"]),
-        ctx.results.get("student_relevance_dir"),
+        ctx.artifacts.dataset_dir,
+        ctx.artifacts.index_dir,
+        ctx.artifacts.student_relevance_dir,
         ctx.workdir / "rl",
     )
     report = {"status": result["status"], "production_before": before, "seconds": result.get("seconds")}
@@ -108,5 +105,4 @@ def rl_demo_step(ctx) -> None:
     after = registry.stage(name, "production").version
     report["production_after"] = after
     ctx.echo(f"  production {name}: {before} -> {after}" + (" (changed)" if after != before else " (unchanged)"))
-    ctx.results["rl_report"] = report
-    ctx.echo(f"  RL step took {time.perf_counter() - started:.1f}s")
+    ctx.artifacts.rl_report = report

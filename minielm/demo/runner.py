@@ -11,14 +11,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from minielm.config import Settings, load_settings
-from minielm.logs import get_logger
+from minielm.demo.artifacts import DemoArtifacts
+from minielm.logs import logs_to_file
 from minielm.services import running_services
 from minielm.storage import ObjectStore
 
-log = get_logger(__name__)
+LOG_FILE = "demo.log"  # every structured log line of the run; the console shows the steps' tables
 
 
 @dataclass
@@ -26,7 +26,7 @@ class DemoContext:
     settings: Settings
     workdir: Path
     store: ObjectStore
-    results: dict[str, Any] = field(default_factory=dict)
+    artifacts: DemoArtifacts = field(default_factory=DemoArtifacts)
     echo: Callable[[str], None] = print
 
 
@@ -37,10 +37,10 @@ class DemoStep:
 
 
 def stop_model_server(ctx: DemoContext) -> None:
-    stop = ctx.results.pop("serving_stop", None)
+    stop, ctx.artifacts.serving_stop = ctx.artifacts.serving_stop, None
     if stop is not None:
         stop()
-        ctx.echo(f"  model server at {ctx.results.get('serving_url')} stopped")
+        ctx.echo(f"  model server at {ctx.artifacts.serving_url} stopped")
 
 
 def default_steps() -> list[DemoStep]:
@@ -70,15 +70,19 @@ def default_steps() -> list[DemoStep]:
 
 def run_demo(
     settings: Settings | None = None, steps: list[DemoStep] | None = None, echo: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> DemoArtifacts:
+    from transformers.utils import logging as transformers_logging
+
+    # No per-file load/save bars ("Loading weights") between the tables; the steps' own bars stay.
+    transformers_logging.disable_progress_bar()
     settings = settings or load_settings()
     steps = steps or default_steps()
     workdir = Path(settings.paths.runs_dir) / "demo"
     # Each run starts clean: no checkpoint to resume, no registry or feedback windows from a previous run.
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    echo("MiniELM demo: starting the embedded Kafka broker and S3 server")
-    with running_services(settings, workdir / "services") as live:
+    echo(f"MiniELM demo: starting the embedded Kafka broker and S3 server; detailed logs in {workdir / LOG_FILE}")
+    with logs_to_file(workdir / LOG_FILE), running_services(settings, workdir / "services") as live:
         ctx = DemoContext(settings=live, workdir=workdir, store=ObjectStore(live.s3), echo=echo)
         try:
             for index, step in enumerate(steps, 1):
@@ -89,4 +93,4 @@ def run_demo(
         finally:
             stop_model_server(ctx)
     echo("MiniELM demo finished")
-    return ctx.results
+    return ctx.artifacts

@@ -12,7 +12,7 @@ def s3_round_trip(ctx: DemoContext) -> None:
     ctx.store.put_json(key, {"hello": "minielm"})
     value = ctx.store.get_json(key)
     ctx.echo(f"  wrote and read s3://{ctx.store.bucket}/{key} -> {value}")
-    ctx.results["s3_round_trip"] = value
+    ctx.artifacts.s3_round_trip = value
 
 
 def kafka_round_trip(ctx: DemoContext) -> None:
@@ -36,4 +36,4 @@ def kafka_round_trip(ctx: DemoContext) -> None:
     ctx.echo(
         f"  produced and consumed one message on {topic} (partition {metadata.partition}, offset {metadata.offset})"
     )
-    ctx.results["kafka_round_trip"] = {"partition": metadata.partition, "offset": metadata.offset}
+    ctx.artifacts.kafka_round_trip = {"partition": metadata.partition, "offset": metadata.offset}

@@ -1,8 +1,8 @@
 """Demo step: serve the production student models over HTTP and send a few real requests.
 
-Needs ``ctx.results``: ``dataset_dir`` and ``index_dir`` (data step), ``student_rewriter_dir`` and
-``student_relevance_dir`` (distillation steps; used only when the registry has no production version).
-Leaves the server running for later steps: ``ctx.results["serving_url"]`` and ``ctx.results["serving_stop"]``.
+Needs ``dataset_dir`` and ``index_dir`` (data step), ``student_rewriter_dir`` and
+``student_relevance_dir`` (distillation step; used only when the registry has no production version).
+Leaves the server running for later steps: produces ``serving_url`` and ``serving_stop``.
 """
 
 from __future__ import annotations
@@ -23,36 +23,36 @@ def _local_fallback(ctx, name: str, key: str) -> Path | None:
     """None when the registry's production stage has the model; else the local dir from an earlier step."""
     if ModelRegistry(ctx.store).stage(name, "production") is not None:
         return None
-    if key not in ctx.results:
-        raise RuntimeError(f"{name} has no production version in the registry and ctx.results has no {key}")
-    ctx.echo(f"  {name}: no production version in the registry; serving {ctx.results[key]}")
-    return Path(ctx.results[key])
+    ctx.artifacts.require(key, step=f"serving ({name} has no production version in the registry)")
+    ctx.echo(f"  {name}: no production version in the registry; serving {getattr(ctx.artifacts, key)}")
+    return Path(getattr(ctx.artifacts, key))
 
 
 def serving_demo_step(ctx) -> None:
     from minielm.data.esci import load_esci
 
     settings = ctx.settings.model_copy(deep=True)
-    dataset_dir = Path(ctx.results["dataset_dir"])
+    ctx.artifacts.require("dataset_dir", "index_dir", step="serving")
+    dataset_dir = ctx.artifacts.dataset_dir
     data = load_esci(dataset_dir)
 
     repo = apply_repo(settings)
     write_offline_table(settings, "product_features.parquet", product_feature_table(data.products, data.examples))
     materialize(settings)
     ctx.echo(f"  Feast repo applied at {repo}; {len(data.products)} products' features materialised")
-    ctx.results["feast_repo_path"] = str(repo)
+    ctx.artifacts.feast_repo_path = Path(repo)
 
     settings.serving.rewriter_path = _local_fallback(ctx, settings.models.student_rewriter, "student_rewriter_dir")
     settings.serving.relevance_path = _local_fallback(ctx, settings.models.student_relevance, "student_relevance_dir")
-    settings.serving.index_dir = Path(ctx.results["index_dir"])
+    settings.serving.index_dir = ctx.artifacts.index_dir
     settings.serving.dataset_dir = dataset_dir
     stack = build_stack(settings)
     running = serve_stack(stack, settings, port=0)
-    ctx.results["serving_url"] = running.url
-    ctx.results["serving_stop"] = running.stop
-    ctx.results["serving_models"] = {m.name: m.version for m in stack.models}
+    ctx.artifacts.serving_url = running.url
+    ctx.artifacts.serving_stop = running.stop
+    ctx.artifacts.serving_models = {m.name: m.version for m in stack.models}
     ctx.echo(
-        f"  model server at {running.url}: " + ", ".join(f"{n} {v}" for n, v in ctx.results["serving_models"].items())
+        f"  model server at {running.url}: " + ", ".join(f"{n} {v}" for n, v in ctx.artifacts.serving_models.items())
     )
 
     held_out = data.examples[data.examples["split"] == "test"]
@@ -85,4 +85,4 @@ def serving_demo_step(ctx) -> None:
         ctx.echo(f"  POST /v2/models/{settings.models.student_rewriter}/infer -> {rewrite!r}")
         bad = client.post(f"/v1/models/{settings.models.student_rewriter}:predict", json={"instances": [{"query": ""}]})
         ctx.echo(f"  a bad request gets HTTP {bad.status_code}: {bad.json()['error']}")
-    ctx.results["serving_demo"] = {"queries": queries, "predictions": body["predictions"]}
+    ctx.artifacts.serving_demo = {"queries": queries, "predictions": body["predictions"]}

@@ -3,12 +3,12 @@
 Uses the tiny backbone (SmolLM2 learns only tens of steps in the demo's time budget on 2 cores;
 ``minielm train teacher-rewriter`` defaults to it for real runs), trains through the DeepSpeed
 core, evaluates, registers both teachers and leaves their local directories and versions in
-``ctx.results`` for the distillation step.
+``ctx.artifacts`` for the distillation step.
 """
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
 from minielm.presets import toy_teachers
 from minielm.registry import ModelRegistry
@@ -19,7 +19,7 @@ from minielm.teachers.publish import register_teacher
 def teacher_demo_step(
     ctx, rewriter_config: RewriterTeacherConfig | None = None, relevance_config: RelevanceTeacherConfig | None = None
 ) -> None:
-    """Needs ``dataset_dir`` and ``index_dir`` in ``ctx.results``; adds ``teacher_rewriter_dir``,
+    """Needs ``dataset_dir`` and ``index_dir``; produces ``teacher_rewriter_dir``,
     ``teacher_rewriter_version``, ``teacher_relevance_dir``, ``teacher_relevance_version`` and
     ``teacher_metrics``. The configs default to the toy presets (tests pass smaller ones)."""
     from minielm.teachers.relevance import train_relevance_teacher
@@ -27,10 +27,10 @@ def teacher_demo_step(
 
     settings = ctx.settings
     registry = ModelRegistry(ctx.store)
-    data_dir, index_dir = ctx.results["dataset_dir"], ctx.results["index_dir"]
+    ctx.artifacts.require("dataset_dir", "index_dir", step="teachers")
+    data_dir, index_dir = ctx.artifacts.dataset_dir, ctx.artifacts.index_dir
     cache_dir = settings.teachers.models_cache_dir
     toy = toy_teachers(settings.teachers)
-    started = time.perf_counter()
     rewriter = train_rewriter_teacher(
         data_dir,
         ctx.workdir / "teachers" / "rewriter",
@@ -71,13 +71,8 @@ def teacher_demo_step(
         f"{ndcg_key} {r[ndcg_key]:.3f} on {r['n_pairs']} {r['split']} pairs"
     )
     ctx.echo(f"  registered {settings.models.teacher_relevance} {relevance_version.version}")
-    ctx.results.update(
-        {
-            "teacher_rewriter_dir": str(rewriter.model_dir),
-            "teacher_rewriter_version": rewriter_version.version,
-            "teacher_relevance_dir": str(relevance.model_dir),
-            "teacher_relevance_version": relevance_version.version,
-            "teacher_metrics": {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r},
-        }
-    )
-    ctx.echo(f"  teacher step took {time.perf_counter() - started:.1f}s")
+    ctx.artifacts.teacher_rewriter_dir = Path(rewriter.model_dir)
+    ctx.artifacts.teacher_rewriter_version = rewriter_version.version
+    ctx.artifacts.teacher_relevance_dir = Path(relevance.model_dir)
+    ctx.artifacts.teacher_relevance_version = relevance_version.version
+    ctx.artifacts.teacher_metrics = {"rewriter": {k: v for k, v in m.items() if k != "examples"}, "relevance": r}

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from minielm.config import FeedbackConfig, Settings
+from minielm.data.esci import EsciData
 from minielm.feedback.events import FeedbackEvent, ServedRewrite, message_key, parse_event
 from minielm.kafka_io import make_consumer, make_producer
 from minielm.logs import get_logger
@@ -159,6 +160,11 @@ class ShopperSimulator:
         self.config = config
         self.rng = random.Random(seed)
         self.intents = intents or {}
+
+    @classmethod
+    def for_dataset(cls, judge: RelevanceScorer, data: EsciData, config: FeedbackConfig, seed: int = 0):
+        """Shoppers of an ESCI-layout dataset: its product texts, its canonical queries as their intents."""
+        return cls(judge, product_texts_from(data.products), config, seed=seed, intents=intents_from(data.examples))
 
     def intent(self, query: str) -> str:
         """What the shopper really wants (the canonical query when known, else the typed query)."""

@@ -19,13 +19,13 @@ from minielm.training.config import TrainingConfig
 class TinyBackboneConfig(StrictConfig):
     """Shape of the tiny Llama-style decoder and its data-trained BPE vocabulary."""
 
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    num_kv_heads: int = Field(2, ge=1)
-    intermediate_size: int = Field(384, ge=8)
-    max_positions: int = Field(256, ge=16)
-    vocab_size: int = Field(1024, ge=300, le=65536)
+    hidden_size: int = Field(128, ge=8, description="model width")
+    num_layers: int = Field(2, ge=1, description="decoder layers")
+    num_heads: int = Field(4, ge=1, description="attention heads")
+    num_kv_heads: int = Field(2, ge=1, description="key-value heads (grouped-query attention)")
+    intermediate_size: int = Field(384, ge=8, description="MLP width")
+    max_positions: int = Field(256, ge=16, description="longest sequence, in tokens")
+    vocab_size: int = Field(1024, ge=300, le=65536, description="size of the BPE vocabulary trained on the data")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyBackboneConfig:
@@ -36,20 +36,29 @@ class TinyBackboneConfig(StrictConfig):
         return self
 
 
-class RewriterTeacherConfig(StrictConfig):
+class TeacherConfig(StrictConfig):
+    """What every teacher trainer has: its backbone and the splits it trains and is evaluated on."""
+
+    backbone: Literal["smollm2", "tiny"] = Field(
+        "smollm2",
+        description="smollm2: SmolLM2-135M-Instruct from its wheel; tiny: a small decoder trained from scratch",
+    )
+    tiny: TinyBackboneConfig = Field(TinyBackboneConfig(), description="shape of the tiny backbone")
+    train_split: Literal["train", "validation", "test"] = Field("train", description="split the teacher trains on")
+    eval_split: Literal["train", "validation", "test"] = Field("test", description="split it is evaluated on")
+
+
+class RewriterTeacherConfig(TeacherConfig):
     """Fine-tune a causal LM on (noisy query -> canonical rewrite) pairs, loss on the answer only."""
 
-    backbone: Literal["smollm2", "tiny"] = "smollm2"
-    tiny: TinyBackboneConfig = TinyBackboneConfig()
-    training: TrainingConfig = TrainingConfig(
-        max_steps=200, micro_batch_size=8, learning_rate=1e-4, warmup_steps=10, checkpoint_every=50
+    training: TrainingConfig = Field(
+        TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=1e-4, warmup_steps=10, checkpoint_every=50),
+        description="optimisation budget and schedule",
     )
-    max_prompt_tokens: int = Field(64, ge=8)
-    max_answer_tokens: int = Field(32, ge=4)
-    train_split: Literal["train", "validation", "test"] = "train"
-    eval_split: Literal["train", "validation", "test"] = "test"
-    max_eval_queries: int = Field(500, ge=1)
-    eval_batch_size: int = Field(32, ge=1)
+    max_prompt_tokens: int = Field(64, ge=8, description="longest prompt, in tokens")
+    max_answer_tokens: int = Field(32, ge=4, description="longest rewrite, in tokens")
+    max_eval_queries: int = Field(500, ge=1, description="most queries evaluated")
+    eval_batch_size: int = Field(32, ge=1, description="queries rewritten per evaluation batch")
     identity_pairs: bool = Field(
         True, description="also train canonical -> canonical, so clean queries are left as they are"
     )
@@ -58,24 +67,23 @@ class RewriterTeacherConfig(StrictConfig):
         description="after training, pick on calibration_split the min_confidence below which the "
         "rewriter keeps the raw query (the one that maximises relevant products per query)",
     )
-    calibration_split: Literal["train", "validation", "test"] = "validation"
+    calibration_split: Literal["train", "validation", "test"] = Field(
+        "validation", description="split that sets the selective-rewriting confidence threshold"
+    )
 
 
-class RelevanceTeacherConfig(StrictConfig):
+class RelevanceTeacherConfig(TeacherConfig):
     """Fine-tune the LM with a 4-way ESCI head on labelled (query, product text) pairs."""
 
-    backbone: Literal["smollm2", "tiny"] = "smollm2"
-    tiny: TinyBackboneConfig = TinyBackboneConfig()
-    training: TrainingConfig = TrainingConfig(
-        max_steps=200, micro_batch_size=8, learning_rate=5e-5, warmup_steps=10, checkpoint_every=50
+    training: TrainingConfig = Field(
+        TrainingConfig(max_steps=200, micro_batch_size=8, learning_rate=5e-5, warmup_steps=10, checkpoint_every=50),
+        description="optimisation budget and schedule",
     )
-    max_length: int = Field(96, ge=16)
-    label_smoothing: float = Field(0.05, ge=0, lt=0.75)
-    train_split: Literal["train", "validation", "test"] = "train"
-    eval_split: Literal["train", "validation", "test"] = "test"
+    max_length: int = Field(96, ge=16, description="tokens of query + product text")
+    label_smoothing: float = Field(0.05, ge=0, lt=0.75, description="smoothing of the one-hot ESCI targets")
     max_train_examples: int = Field(0, ge=0, description="0 = all labelled pairs of the train split")
-    max_eval_examples: int = Field(2000, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    max_eval_examples: int = Field(2000, ge=1, description="most labelled pairs evaluated")
+    eval_batch_size: int = Field(64, ge=1, description="pairs scored per evaluation batch")
 
 
 class TeachersConfig(StrictConfig):

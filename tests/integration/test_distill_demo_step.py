@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.demo import DemoContext
+from minielm.demo.artifacts import DemoArtifacts
 from minielm.registry import ModelRegistry
 from minielm.search import SearchIndex
 from minielm.storage import ObjectStore
@@ -49,11 +51,11 @@ def test_distill_demo_step_registers_students_and_promotes_the_first(embedded_se
         teacher_rewriter_dir, teacher_relevance_dir = tiny_teachers(dataset_dir, index_dir, tmp_path)
         lines: list[str] = []
         ctx = DemoContext(settings=settings, workdir=tmp_path, store=ObjectStore(settings.s3), echo=lines.append)
-        ctx.results.update(
-            dataset_dir=dataset_dir,
-            index_dir=index_dir,
-            teacher_rewriter_dir=teacher_rewriter_dir,
-            teacher_relevance_dir=teacher_relevance_dir,
+        ctx.artifacts = DemoArtifacts(
+            dataset_dir=Path(dataset_dir),
+            index_dir=Path(index_dir),
+            teacher_rewriter_dir=Path(teacher_rewriter_dir),
+            teacher_relevance_dir=Path(teacher_relevance_dir),
         )
         distill_demo_step(ctx)
     finally:
@@ -68,10 +70,10 @@ def test_distill_demo_step_registers_students_and_promotes_the_first(embedded_se
         (settings.models.student_relevance, "student_relevance_version"),
     ):
         production = registry.stage(name, "production")
-        assert production is not None and production.version == ctx.results[key]
+        assert production is not None and production.version == getattr(ctx.artifacts, key)
         assert "gate" in production.metadata
     from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.models.rewriter import CausalRewriter
 
-    assert CausalRewriter.load(ctx.results["student_rewriter_dir"]).rewrite(["blk shoes"])[0][0]
-    assert CrossEncoderScorer.load(ctx.results["student_relevance_dir"]).score(["a"], ["b"]).shape == (1,)
+    assert CausalRewriter.load(ctx.artifacts.student_rewriter_dir).rewrite(["blk shoes"])[0][0]
+    assert CrossEncoderScorer.load(ctx.artifacts.student_relevance_dir).score(["a"], ["b"]).shape == (1,)

@@ -102,6 +102,7 @@ def test_pinned_reference_that_was_deleted_is_no_data(drift_env):
 @pytest.mark.slow
 def test_demo_step_checks_windows_and_records_the_summary(drift_env, tmp_path):
     from minielm.demo import DemoContext
+    from minielm.demo.artifacts import DemoArtifacts
     from minielm.demo.drift_step import drift_demo_step
 
     settings, store = drift_env
@@ -122,10 +123,14 @@ def test_demo_step_checks_windows_and_records_the_summary(drift_env, tmp_path):
     )
     lines = []
     ctx = DemoContext(
-        settings=settings, workdir=tmp_path, store=store, results={"feedback_window_keys": keys}, echo=lines.append
+        settings=settings,
+        workdir=tmp_path,
+        store=store,
+        artifacts=DemoArtifacts(feedback_window_keys=keys),
+        echo=lines.append,
     )
     drift_demo_step(ctx)
-    summary = ctx.results["drift_summary"]
+    summary = ctx.artifacts.drift_summary
     assert summary["status"] == "drift" and "query_embeddings" in summary["drifted_checks"]
     assert any(line.strip().startswith("HTML report:") for line in lines)
 

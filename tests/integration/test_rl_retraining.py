@@ -4,6 +4,7 @@ held-out evaluation -> gate -> register -> canary -> promote or roll back, plus 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -172,6 +173,7 @@ def test_pipeline_locally_registers_canaries_and_follows_the_canary_verdict(rl_e
 @pytest.mark.slow
 def test_demo_step_skips_without_production_then_runs_rl_and_prints_the_table(embedded_services, corpus, tmp_path):
     from minielm.demo import DemoContext
+    from minielm.demo.artifacts import DemoArtifacts
     from minielm.demo.rl_step import rl_demo_step
 
     data, data_dir, index_dir = corpus
@@ -198,18 +200,13 @@ def test_demo_step_skips_without_production_then_runs_rl_and_prints_the_table(em
         workdir=tmp_path,
         store=store,
         echo=lines.append,
-        results={
-            "dataset_dir": str(data_dir),
-            "index_dir": str(index_dir),
-            "student_rewriter_dir": str(student),
-            "student_relevance_dir": None,
-        },
+        artifacts=DemoArtifacts(dataset_dir=Path(data_dir), index_dir=Path(index_dir), student_rewriter_dir=student),
     )
     registry = ModelRegistry(store)
-    ctx.results["feedback_window_keys"] = []
-    ctx.results["distill_gate"] = {"rewriter": {"passed": False, "reasons": ["student does not beat the baseline"]}}
+    ctx.artifacts.feedback_window_keys = []
+    ctx.artifacts.distill_gate = {"rewriter": {"passed": False, "reasons": ["student does not beat the baseline"]}}
     rl_demo_step(ctx)  # no production rewriter: a failed student is never promoted, RL is skipped
-    assert ctx.results["rl_report"]["status"] == "skipped"
+    assert ctx.artifacts.rl_report["status"] == "skipped"
     assert registry.stage(settings.models.student_rewriter, "production") is None
     assert any("RL skipped" in line and "does not beat the baseline" in line for line in lines)
     # Plumbing from here: the random tiny student is put in production by hand so RL has a policy to tune;
@@ -217,12 +214,12 @@ def test_demo_step_skips_without_production_then_runs_rl_and_prints_the_table(em
     entry = registry.register(settings.models.student_rewriter, student)
     registry.promote(entry.name, entry.version, "production")
     rl_demo_step(ctx)  # no windows yet: nothing to do
-    assert ctx.results["rl_report"]["status"] == NOTHING_TO_DO
+    assert ctx.artifacts.rl_report["status"] == NOTHING_TO_DO
     version = entry.version
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
-    ctx.results["feedback_window_keys"] = [write_window(store, queries[:12], version)]
+    ctx.artifacts.feedback_window_keys = [write_window(store, queries[:12], version)]
     rl_demo_step(ctx)
-    report = ctx.results["rl_report"]
+    report = ctx.artifacts.rl_report
     assert report["status"] == "gated"  # the random tiny student cannot beat the raw query
     assert report["production_after"] == report["production_before"] == version
     text = "\n".join(lines)

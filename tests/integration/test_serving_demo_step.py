@@ -10,6 +10,7 @@ import pytest
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.demo import DemoContext
+from minielm.demo.artifacts import DemoArtifacts
 from minielm.demo.serving_step import serving_demo_step
 from minielm.search import SearchIndex
 from minielm.storage import ObjectStore
@@ -29,25 +30,25 @@ def test_serving_demo_step_leaves_a_running_server(embedded_services, tmp_path):
     dataset = generate_dataset(n_products=200, n_queries=40, seed=1)
     lines: list[str] = []
     ctx = DemoContext(settings=settings, workdir=tmp_path, store=ObjectStore(settings.s3), echo=lines.append)
-    ctx.results.update(
-        dataset_dir=str(write_esci(dataset, tmp_path / "data")),
-        index_dir=str(SearchIndex.build(dataset.products).save(tmp_path / "index")),
-        student_rewriter_dir=str(SpellingRewriter(SPELLING).save(tmp_path / "rewriter")),
-        student_relevance_dir=str(OverlapScorer().save(tmp_path / "relevance")),
+    ctx.artifacts = DemoArtifacts(
+        dataset_dir=write_esci(dataset, tmp_path / "data"),
+        index_dir=SearchIndex.build(dataset.products).save(tmp_path / "index"),
+        student_rewriter_dir=SpellingRewriter(SPELLING).save(tmp_path / "rewriter"),
+        student_relevance_dir=OverlapScorer().save(tmp_path / "relevance"),
     )
     serving_demo_step(ctx)
     try:
         output = "\n".join(lines)
         assert f"/v1/models/{PIPELINE_NAME}:predict" in output and "HTTP 400" in output
-        predictions = ctx.results["serving_demo"]["predictions"]
+        predictions = ctx.artifacts.serving_demo["predictions"]
         assert predictions and all(p["products"] for p in predictions)
         response = httpx.post(
-            f"{ctx.results['serving_url']}/v1/models/{PIPELINE_NAME}:predict",
+            f"{ctx.artifacts.serving_url}/v1/models/{PIPELINE_NAME}:predict",
             json={"instances": [predictions[0]["query"]]},
         )
         assert response.status_code == 200
         assert (tmp_path / "feature_repo" / "feature_store.yaml").is_file()
     finally:
-        ctx.results["serving_stop"]()
+        ctx.artifacts.serving_stop()
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{ctx.results['serving_url']}/v2/health/live", timeout=2)
+        httpx.get(f"{ctx.artifacts.serving_url}/v2/health/live", timeout=2)

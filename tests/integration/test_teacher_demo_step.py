@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from minielm.data.esci import write_esci
 from minielm.data.synthetic import generate_dataset
 from minielm.demo import DemoContext
+from minielm.demo.artifacts import DemoArtifacts
 from minielm.demo.teachers_step import teacher_demo_step
 from minielm.models.relevance_teacher import RelevanceTeacher
 from minielm.models.rewriter import CausalRewriter
@@ -31,7 +34,7 @@ def test_teacher_demo_step_trains_and_registers_both(embedded_services, object_s
         settings=embedded_services,
         workdir=tmp_path / "work",
         store=object_store,
-        results={"dataset_dir": str(data_dir), "index_dir": str(index_dir)},
+        artifacts=DemoArtifacts(dataset_dir=Path(data_dir), index_dir=Path(index_dir)),
         echo=lines.append,
     )
     training = TrainingConfig(
@@ -51,15 +54,15 @@ def test_teacher_demo_step_trains_and_registers_both(embedded_services, object_s
 
     registry = ModelRegistry(object_store)
     names = embedded_services.models
-    rewriter_version = ctx.results["teacher_rewriter_version"]
-    relevance_version = ctx.results["teacher_relevance_version"]
+    rewriter_version = ctx.artifacts.teacher_rewriter_version
+    relevance_version = ctx.artifacts.teacher_relevance_version
     assert rewriter_version in registry.versions(names.teacher_rewriter)
     assert relevance_version in registry.versions(names.teacher_relevance)
     entry = registry.get(names.teacher_relevance, relevance_version)
     assert entry.metadata["model_class"] == "minielm.models.relevance_teacher:RelevanceTeacher"
     assert "macro_f1" in entry.metadata["metrics"] and entry.metadata["data_hash"]
 
-    assert CausalRewriter.load(ctx.results["teacher_rewriter_dir"]).version == rewriter_version
+    assert CausalRewriter.load(ctx.artifacts.teacher_rewriter_dir).version == rewriter_version
     downloaded = registry.download(names.teacher_relevance, relevance_version, tmp_path / "downloaded")
     teacher = RelevanceTeacher.load(downloaded)
     assert teacher.version == relevance_version and teacher.predict_proba(["red tee"], ["Red T-Shirt"]).shape == (1, 4)

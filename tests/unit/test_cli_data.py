@@ -33,7 +33,7 @@ def test_generate_index_eval_and_load(tmp_path):
     result = _invoke(tmp_path, "data", "index")
     assert result.exit_code == 0, result.output
     rewrites = tmp_path / "rewrites.jsonl"
-    result = _invoke(tmp_path, "data", "load-esci", str(tmp_path / "data" / "synthetic"), "--split", "test")
+    result = _invoke(tmp_path, "data", "load-esci", "--data", str(tmp_path / "data" / "synthetic"), "--split", "test")
     assert result.exit_code == 0 and "(us, test)" in result.output
     dataset_dir = tmp_path / "data" / "synthetic"
     from minielm.data.esci import load_esci
@@ -48,12 +48,15 @@ def test_generate_index_eval_and_load(tmp_path):
     assert report["k"] == 5 and report["split"] == "validation"
     assert systems["oracle"]["relevant_per_query"] > systems["raw"]["relevant_per_query"]
     assert systems["nonsense"]["zero_result_rate"] == 1.0
+    result = _invoke(tmp_path, "eval", "--split", "validation", "--k", "5", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["systems"]["raw"] == systems["raw"]
 
 
 def test_bad_input_exits_2_with_the_field_named(tmp_path):
-    result = _invoke(tmp_path, "data", "load-esci", str(tmp_path))
+    result = _invoke(tmp_path, "data", "load-esci", "--data", str(tmp_path))
     assert result.exit_code == 2 and "ESCI file(s) not found" in result.output
-    result = _invoke(tmp_path, "data", "load-esci", str(tmp_path), "--split", "dev")
+    result = _invoke(tmp_path, "data", "load-esci", "--data", str(tmp_path), "--split", "dev")
     assert result.exit_code == 2 and "--split" in result.output
     result = _invoke(tmp_path, "eval", "--rewrites", "no-equals-sign")
     assert result.exit_code == 2 and "--rewrites: expected NAME=PATH" in result.output
@@ -66,6 +69,13 @@ def test_bad_input_exits_2_with_the_field_named(tmp_path):
 
 
 def test_sample_summary(shared_dir, tmp_path):
-    result = _invoke(tmp_path, "data", "sample", str(shared_dir / "data" / "esci-sample"))
+    result = _invoke(tmp_path, "data", "sample", "--data", str(shared_dir / "data" / "esci-sample"))
     assert result.exit_code == 0, result.output
     assert "judgments: 6678 for 150 queries" in result.output
+    as_json = json.loads(_invoke(tmp_path, "data", "sample", "-o", "json").stdout)  # the setting's default
+    assert as_json["judgments"] == 6678 and as_json["queryset_queries"] == 150
+
+
+def test_sample_without_the_esci_sample_names_the_setting(tmp_path):
+    result = _invoke(tmp_path, "--set", "paths.esci_sample_dir=no/such/dir", "data", "sample")
+    assert result.exit_code == 2 and "paths.esci_sample_dir" in result.output

@@ -39,7 +39,7 @@ def test_invalid_setting_exits_2_and_names_the_field(tmp_path):
 def test_config_show_prints_effective_values_with_secrets_masked(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "topsecret")
     result = runner.invoke(
-        app, ["--set", "kafka.partitions=4", "--set", f"paths.state_dir={tmp_path}", "config", "show", "--json"]
+        app, ["--set", "kafka.partitions=4", "--set", f"paths.state_dir={tmp_path}", "config", "show", "-o", "json"]
     )
     assert result.exit_code == 0, result.output
     assert '"partitions": 4' in result.output

@@ -14,9 +14,9 @@ def test_data_demo_step_leaves_dataset_index_and_report(tmp_path):
     settings = load_settings(environ={}, use_services_state=False)
     ctx = DemoContext(settings=settings, workdir=tmp_path, store=None, echo=lines.append)
     data_demo_step(ctx)
-    data = load_esci(ctx.results["dataset_dir"])
+    data = load_esci(ctx.artifacts.dataset_dir)
     assert len(data.products) == DEMO_PRODUCTS and data.examples["query_id"].nunique() == DEMO_QUERIES
-    assert len(SearchIndex.load(ctx.results["index_dir"])) == DEMO_PRODUCTS
-    report = ctx.results["eval_raw_oracle"]
+    assert len(SearchIndex.load(ctx.artifacts.index_dir)) == DEMO_PRODUCTS
+    report = ctx.artifacts.eval_raw_oracle
     assert report["systems"]["oracle"]["relevant_per_query"] > report["systems"]["raw"]["relevant_per_query"]
     assert any("oracle" in line and "%" in line for line in lines)

@@ -14,9 +14,13 @@ def _invoke(*args: str):
 
 
 def test_missing_directories_exit_2_naming_the_option(tmp_path):
-    result = _invoke("rewriter", "--data", str(tmp_path / "nope"), "--teacher", str(tmp_path), "--out", str(tmp_path))
+    result = _invoke(
+        "rewriter", "--data", str(tmp_path / "nope"), "--teacher", str(tmp_path), "--output", str(tmp_path)
+    )
     assert result.exit_code == 2 and "--data" in result.output
-    result = _invoke("relevance", "--data", str(tmp_path), "--teacher", str(tmp_path / "nope"), "--out", str(tmp_path))
+    result = _invoke(
+        "relevance", "--data", str(tmp_path), "--teacher", str(tmp_path / "nope"), "--output", str(tmp_path)
+    )
     assert result.exit_code == 2 and "--teacher" in result.output
 
 
@@ -42,7 +46,7 @@ def test_teacher_with_another_tokenizer_exits_2_before_training(tmp_path):
         str(data_dir),
         "--teacher",
         str(teacher_dir),
-        "--out",
+        "--output",
         str(tmp_path / "out"),
         "--tokenizer",
         str(tmp_path / "other-tokenizer"),

@@ -232,6 +232,7 @@ def test_compiled_pipeline_matches_the_code(tmp_path):
 def test_demo_step_falls_back_to_the_dataset_splits(tmp_path):
     from minielm.data.esci import write_esci
     from minielm.demo import DemoContext
+    from minielm.demo.artifacts import DemoArtifacts
     from minielm.demo.drift_step import drift_demo_step
     from tests.unit.drift_fixtures import dataset, encoder
 
@@ -244,10 +245,10 @@ def test_demo_step_falls_back_to_the_dataset_splits(tmp_path):
         workdir=tmp_path,
         store=None,
         echo=lines.append,
-        results={"dataset_dir": str(tmp_path / "dataset")},
+        artifacts=DemoArtifacts(dataset_dir=tmp_path / "dataset"),
     )
     drift_demo_step(ctx)
-    summary = ctx.results["drift_summary"]
+    summary = ctx.artifacts.drift_summary
     assert summary["reference_label"] == "train split" and summary["vocabulary_source"].startswith("catalog")
     assert {c["family"] for c in summary["checks"]} == {"embeddings", "descriptors", "rewrites"}
     assert all(c["status"] != "no_data" for c in summary["checks"])

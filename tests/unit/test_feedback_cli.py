@@ -20,12 +20,17 @@ def test_bad_input_exits_2_naming_the_option(tmp_path):
     assert result.exit_code == 2 and "--file" in result.output
     result = runner.invoke(app, ["feedback", "replay", "--file", str(tmp_path), "--rate", "0"])
     assert result.exit_code == 2
-    result = runner.invoke(
-        app, ["feedback", "simulate", "--judge-dir", str(tmp_path / "nope"), "--dataset-dir", str(tmp_path)]
-    )
-    assert result.exit_code == 2 and "--judge-dir" in result.output
+    result = runner.invoke(app, ["feedback", "simulate", "--judge", str(tmp_path / "nope"), "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "--judge" in result.output
     result = runner.invoke(app, ["feedback", "aggregate", "--until-idle", "-1"])
     assert result.exit_code == 2 and "--until-idle" in result.output
+
+
+def test_replay_without_the_esci_sample_names_the_setting(tmp_path):
+    missing = "no/such/esci-sample"
+    result = runner.invoke(app, ["--set", f"paths.esci_sample_dir={missing}", "feedback", "replay"])
+    assert result.exit_code == 2
+    assert "paths.esci_sample_dir" in result.output and "ubi_queries_events.ndjson" in result.output
 
 
 def test_invalid_feedback_setting_names_the_field():

@@ -83,3 +83,13 @@ def test_good_overrides_are_accepted():
     )
     assert done.returncode == 0, done.stderr
     assert "canaryTrafficPercent: 25" in done.stdout
+
+
+def test_chart_jobs_image_is_the_settings_jobs_image():
+    """KFP task pods run settings.pipelines.image (default JOBS_IMAGE); the chart's own jobs pods the same."""
+    import yaml
+
+    from minielm.config import JOBS_IMAGE
+
+    jobs = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["images"]["jobs"]
+    assert f"{jobs['repository']}:{jobs['tag']}" == JOBS_IMAGE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -26,7 +27,8 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
-def test_kserve_patch_prints_the_canary_patch_with_the_configured_percent(tmp_path):
+@pytest.mark.parametrize("output_format, parse", [("text", yaml.safe_load), ("json", json.loads)])
+def test_kserve_patch_prints_the_canary_patch_with_the_configured_percent(tmp_path, output_format, parse):
     path = tmp_path / "isvc.yaml"
     path.write_text(yaml.safe_dump(ISVC))
     result = runner.invoke(
@@ -41,10 +43,12 @@ def test_kserve_patch_prints_the_canary_patch_with_the_configured_percent(tmp_pa
             str(path),
             "--version",
             "v9",
+            "-o",
+            output_format,
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["spec"]["predictor"]["canaryTrafficPercent"] == 25
+    assert parse(result.stdout)["spec"]["predictor"]["canaryTrafficPercent"] == 25
 
 
 def test_bad_input_exits_2_naming_the_option(tmp_path):
@@ -55,5 +59,5 @@ def test_bad_input_exits_2_naming_the_option(tmp_path):
     path.write_text(yaml.safe_dump(ISVC))
     result = runner.invoke(app, ["rl", "kserve-patch", "canary", "--isvc-file", str(path)])
     assert result.exit_code == 2 and "--version" in result.output
-    result = runner.invoke(app, ["rl", "train", "--data-dir", str(tmp_path / "nope"), "--index-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "--data-dir" in result.output
+    result = runner.invoke(app, ["rl", "train", "--data", str(tmp_path / "nope"), "--index", str(tmp_path)])
+    assert result.exit_code == 2 and "--data" in result.output
