@@ -33,7 +33,7 @@ TOY_DISTILL: dict[str, Any] = {
 TOY_RL: dict[str, Any] = {
     "max_steps": 6,
     "queries_per_step": 2,
-    "num_generations": 4,
+    "num_generations": 8,
     "labelled_queries_per_run": 16,
     "max_train_queries": 64,
     "min_new_requests": 10,

@@ -61,13 +61,29 @@ def _in_process_rewriter(rewriter_dir: Path | None, echo):
     return traffic_rewriter(None)
 
 
+def shopper_judge(settings, data, artifacts):
+    """The simulated shoppers' judge (``feedback.shopper_judge``): independent of the relevance student that
+    gives the RL reward."""
+    from minielm.feedback.simulator import AttributeShopperJudge, TextShopperJudge, intents_from, product_texts_from
+
+    if settings.feedback.shopper_judge == "attributes":
+        return AttributeShopperJudge(data.products, data.examples)
+    from minielm.models.relevance_teacher import RelevanceTeacher
+
+    artifacts.require("teacher_relevance_dir", step="feedback (feedback.shopper_judge=relevance_teacher)")
+    teacher = RelevanceTeacher.load(artifacts.teacher_relevance_dir)
+    return TextShopperJudge(teacher, product_texts_from(data.products), intents_from(data.examples))
+
+
 def feedback_demo_step(ctx) -> None:
-    """Simulate a few hundred shopper sessions judged by the relevance student, aggregate them into reward
+    """Simulate a few hundred shopper sessions judged independently of the RL judge, aggregate them into reward
     windows on S3 and query statistics in Feast.
 
-    Needs ``dataset_dir``, ``index_dir`` and ``student_relevance_dir``; uses ``serving_url`` when
-    present (the server logs the served rewrites), else ``student_rewriter_dir`` in process. Produces
-    ``feedback_window_keys`` (every window object on S3) for the RL step and ``feedback_summary``.
+    Shoppers send train-split queries only (evaluation stays on held-out ones) and are judged by
+    ``feedback.shopper_judge``, never by the RL reward judge. Needs ``dataset_dir`` and ``index_dir``
+    (``teacher_relevance_dir`` for the teacher judge); uses ``serving_url`` when present (the server logs the
+    served rewrites), else ``student_rewriter_dir`` in process. Produces ``feedback_window_keys`` (every
+    window object on S3) for the RL step and ``feedback_summary``.
     """
     from minielm.data.esci import load_esci
     from minielm.feedback.aggregator import Aggregator
@@ -75,23 +91,26 @@ def feedback_demo_step(ctx) -> None:
         EventSink,
         ShopperSimulator,
         drive_traffic,
+        product_texts_from,
         respond_to_served,
+        served_queries,
     )
     from minielm.feedback.windows import list_windows, read_windows, rewards_by_query
-    from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.search import SearchIndex
 
     settings = ctx.settings.model_copy(deep=True)
     settings.feedback.sim_top_k = DEMO_TOP_K
     settings.feedback.sim_rate_per_s = 500.0
     settings.feedback.window_s, settings.feedback.grace_s = 2.0, 1.0
-    ctx.artifacts.require("dataset_dir", "index_dir", "student_relevance_dir", step="feedback")
+    ctx.artifacts.require("dataset_dir", "index_dir", step="feedback")
     data = load_esci(ctx.artifacts.dataset_dir)
-    judge = CrossEncoderScorer.load(ctx.artifacts.student_relevance_dir)
-    simulator = ShopperSimulator.for_dataset(judge, data, settings.feedback, seed=settings.seed)
-    queries = sorted(set(data.examples.loc[data.examples["split"] == "test", "query"])) or sorted(
-        set(data.examples["query"])
+    simulator = ShopperSimulator(
+        shopper_judge(settings, data, ctx.artifacts),
+        product_texts_from(data.products),
+        settings.feedback,
+        seed=settings.seed,
     )
+    queries = served_queries(data.examples)
     _ensure_feast(settings, ctx.echo)
 
     serving_url = ctx.artifacts.serving_url
@@ -118,7 +137,8 @@ def feedback_demo_step(ctx) -> None:
             sink.close()
     summary = report.summary()
     ctx.echo(
-        f"  {summary['sessions']} shopper sessions judged by the relevance student: {summary['by_type']}, "
+        f"  {summary['sessions']} shopper sessions on {len(queries)} train-split queries (none held out), judged "
+        f"by {settings.feedback.shopper_judge} (not the RL judge): {summary['by_type']}, "
         f"satisfied {summary['satisfaction_rate']:.0%}"
     )
 

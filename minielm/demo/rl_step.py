@@ -1,9 +1,9 @@
 """Demo step: the RL loop closes at toy scale on the windows the shoppers' feedback produced.
 
-Needs ``dataset_dir``, ``index_dir`` (data step), ``student_rewriter_dir`` (distillation step; registered
-as production only when the registry has none); uses ``student_relevance_dir`` (the judge) and
+Needs ``dataset_dir``, ``index_dir`` (data step); uses ``student_relevance_dir`` (the judge) and
 ``feedback_window_keys`` (feedback step; shown, then read through the watermark like any scheduled run)
-when present. Produces ``rl_report``.
+when present. RL improves the registry's production rewriter and is skipped when there is none: a student
+that failed its distillation gate is never promoted here. Produces ``rl_report``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from minielm.presets import toy_rl
 from minielm.registry import ModelRegistry
 
 
-def _ensure_production(ctx, registry: ModelRegistry, name: str) -> str:
+def _production_version(ctx, registry: ModelRegistry, name: str) -> str | None:
+    """The production rewriter's version; None (RL skipped) when no learned student passed its gate: a student
+    that failed the distillation gate is never made production here."""
     entry = registry.stage(name, "production")
-    if entry is not None:
-        return entry.version
-    ctx.artifacts.require("student_rewriter_dir", step=f"RL retraining ({name} has no production version)")
-    registered = registry.register(name, ctx.artifacts.student_rewriter_dir, {"source": "distilled student (demo)"})
-    registry.promote(name, registered.version, "production", reason="demo: distilled student")
-    ctx.echo(f"  registered the distilled student as {name} {registered.version} (production)")
-    return registered.version
+    if entry is None:
+        gate = (ctx.artifacts.distill_gate or {}).get("rewriter", {})
+        why = "; ".join(gate.get("reasons", [])) or "no student-rewriter version is in production"
+        ctx.echo(f"  RL skipped: no learned rewriter passed its distillation gate ({why}); nothing to improve")
+    return entry.version if entry is not None else None
 
 
 def format_rl_table(heldout: dict, k: int) -> list[str]:
@@ -49,7 +49,10 @@ def rl_demo_step(ctx) -> None:
     settings = ctx.settings.model_copy(update={"rl": toy_rl(ctx.settings.rl)})
     registry = ModelRegistry(ctx.store)
     name = settings.models.student_rewriter
-    before = _ensure_production(ctx, registry, name)
+    before = _production_version(ctx, registry, name)
+    if before is None:
+        ctx.artifacts.rl_report = {"status": "skipped", "production_before": None, "production_after": None}
+        return
     windows = ctx.artifacts.feedback_window_keys or []
     ctx.echo(f"  {len(windows)} feedback windows from the aggregator; production {name} is {before}")
     result = run_retraining(
@@ -70,8 +73,10 @@ def rl_demo_step(ctx) -> None:
             f"{prepared['n_requests']} served requests, {prepared['n_excluded_held_out']} held-out requests left out)"
         )
         ctx.echo(
-            f"  GRPO: {train['steps']} steps, reward {train['reward_first']:.3f} -> {train['reward_last']:.3f}, "
-            f"mean KL {train['kl_mean']:.4f}"
+            f"  {train['trainer'].upper()}: {train['steps']} steps, reward {train['reward_first']:.3f} -> "
+            f"{train['reward_last']:.3f}, mean KL {train['kl_mean']:.4f}; {train['zero_spread_groups']} of "
+            f"{train['groups']} groups had zero reward spread ({train['zero_spread_share']:.0%}, dropped), "
+            f"{train['mean_group_size']:.1f} candidates a group"
         )
         replay = evaluation["replay"]
         ctx.echo(
@@ -86,7 +91,7 @@ def rl_demo_step(ctx) -> None:
             c = rollout["canary"]
             ctx.echo(
                 f"  canary ({settings.rl.canary_traffic_percent}% of replayed traffic, {c['n_requests']} "
-                f"requests): {'promote' if c['promote'] else 'roll back'}: {c['reason']}"
+                f"requests): {'promote' if c['promote'] else 'production kept'}: {c['reason']}"
             )
         for line in format_rl_table(evaluation["heldout"], settings.eval.top_k):
             ctx.echo(f"  {line}")

@@ -1,9 +1,11 @@
 """Simulated shoppers (MiniELM's LLM-simulated feedback) and replay of real behaviour logs.
 
-For a served request the relevance judge (any :class:`RelevanceScorer`, teacher or student) scores each
-returned product against what the shopper wants; a position-biased click model turns the scores into
-impressions, clicks, add-to-carts and purchases; a shopper who found nothing relevant reformulates.
-Everything is drawn from one seeded generator, so a run is reproducible, and sending is rate-limited.
+For a served request a shopper judge scores each returned product against what the shopper wants: by
+default :class:`AttributeShopperJudge` (catalog attributes of the products the query was generated for),
+or a relevance model (the teacher) through :class:`TextShopperJudge`, never the RL reward judge. A
+position-biased click model turns the scores into impressions, clicks, add-to-carts and purchases; a
+shopper who found nothing relevant reformulates. Everything is drawn from one seeded generator, so a run
+is reproducible, and sending is rate-limited.
 
 Three ways to use it:
 
@@ -78,6 +80,61 @@ class SessionOutcome:
     scores: list[float]
 
 
+INTENT_ATTRIBUTES = ("product_type", "product_brand", "product_color", "material", "size")
+
+
+class AttributeShopperJudge:
+    """A shopper who wants the products their query was generated for (its Exact-labelled set) and judges a
+    shown product by its catalog attributes, not by reading text with a model: a product of another type
+    scores 0, otherwise the share of the intent's attributes it has (those all intended products share).
+
+    It shares no model with the RL reward judge (a cross-encoder), so RL cannot win by pleasing its own
+    judge, and the shopper is never handed the oracle rewrite."""
+
+    version = "attributes"
+
+    def __init__(self, products: pd.DataFrame, examples: pd.DataFrame) -> None:
+        missing = [c for c in ("product_id", *INTENT_ATTRIBUTES) if c not in products.columns]
+        if missing:
+            raise ValueError(f"AttributeShopperJudge: the products lack attribute columns {missing}")
+        table = products.assign(product_id=products["product_id"].astype(str)).set_index("product_id")
+        self.attributes: dict[str, tuple[str, ...]] = dict(
+            zip(table.index, table[list(INTENT_ATTRIBUTES)].astype(str).itertuples(index=False, name=None))
+        )
+        exact = examples[examples["esci_label"] == "E"]
+        self.intents: dict[str, dict[int, str]] = {}
+        for query, ids in exact.groupby("query")["product_id"]:
+            rows = [self.attributes[i] for i in ids.astype(str) if i in self.attributes]
+            if rows:
+                self.intents[str(query)] = {
+                    slot: rows[0][slot] for slot in range(len(INTENT_ATTRIBUTES)) if len({r[slot] for r in rows}) == 1
+                }
+
+    def score_shown(self, queries: Sequence[str], product_ids: Sequence[str]) -> np.ndarray:
+        scores = np.zeros(len(queries))
+        for n, (query, product_id) in enumerate(zip(queries, product_ids)):
+            intent, shown = self.intents.get(query), self.attributes.get(str(product_id))
+            if not intent or shown is None or (0 in intent and shown[0] != intent[0]):
+                continue  # an unknown query or product, or the wrong type of product
+            scores[n] = sum(shown[slot] == value for slot, value in intent.items()) / len(intent)
+        return scores
+
+
+class TextShopperJudge:
+    """A shopper judged by a relevance model (e.g. the relevance teacher) reading the intent and product texts."""
+
+    def __init__(
+        self, scorer: RelevanceScorer, product_texts: Mapping[str, str], intents: Mapping[str, str] | None = None
+    ) -> None:
+        self.scorer, self.product_texts, self.intents = scorer, product_texts, intents or {}
+
+    def score_shown(self, queries: Sequence[str], product_ids: Sequence[str]) -> np.ndarray:
+        if not queries:
+            return np.zeros(0)
+        texts = [self.product_texts.get(pid, pid) for pid in product_ids]
+        return np.asarray(self.scorer.score([self.intents.get(q, q) for q in queries], texts), dtype=float)
+
+
 class ShopperSimulator:
     """Position-biased shoppers judged by a relevance model.
 
@@ -90,13 +147,15 @@ class ShopperSimulator:
 
     def __init__(
         self,
-        judge: RelevanceScorer,
+        judge: RelevanceScorer | AttributeShopperJudge | TextShopperJudge,
         product_texts: Mapping[str, str],
         config: FeedbackConfig,
         seed: int = 0,
         intents: Mapping[str, str] | None = None,
     ) -> None:
-        self.judge = judge
+        """``judge``: a shopper judge (``score_shown``), or a relevance model that reads ``intents`` (query ->
+        what the shopper means) and ``product_texts``."""
+        self.judge = judge if hasattr(judge, "score_shown") else TextShopperJudge(judge, product_texts, intents)
         self.product_texts = product_texts
         self.config = config
         self.rng = random.Random(seed)
@@ -112,13 +171,9 @@ class ShopperSimulator:
         return self.intents.get(query, query)
 
     def judge_scores(self, served: Sequence[ServedRewrite]) -> list[list[float]]:
-        """Relevance in [0, 1] of each shown product to the shopper's intent, one judge call for the batch."""
-        pairs = [
-            (self.intent(s.query), self.product_texts.get(pid, pid))
-            for s in served
-            for pid in s.product_ids[: self.config.sim_top_k]
-        ]
-        flat = np.asarray(self.judge.score([q for q, _ in pairs], [t for _, t in pairs]), dtype=float) if pairs else []
+        """Relevance in [0, 1] of each shown product to what the shopper wants, one judge call for the batch."""
+        pairs = [(s.query, pid) for s in served for pid in s.product_ids[: self.config.sim_top_k]]
+        flat = self.judge.score_shown([q for q, _ in pairs], [p for _, p in pairs]) if pairs else []
         scores, start = [], 0
         for s in served:
             n = len(s.product_ids[: self.config.sim_top_k])
@@ -468,6 +523,17 @@ def product_texts_from(products: pd.DataFrame) -> dict[str, str]:
     from minielm.data.text import product_text
 
     return dict(zip(products["product_id"].astype(str), product_text(products)))
+
+
+def served_queries(examples: pd.DataFrame, evaluation_splits: Sequence[str] = ("validation", "test")) -> list[str]:
+    """The queries simulated shoppers send: none from the evaluation splits (RL trains on served traffic and
+    is judged on held-out queries, so served traffic must not contain them)."""
+    if "split" not in examples.columns:
+        raise ValueError("served_queries: the examples have no 'split' column to keep evaluation queries out")
+    queries = sorted(set(examples.loc[~examples["split"].isin(evaluation_splits), "query"]))
+    if not queries:
+        raise ValueError(f"served_queries: every query is in an evaluation split {list(evaluation_splits)}")
+    return queries
 
 
 def intents_from(examples: pd.DataFrame) -> dict[str, str]:

@@ -3,8 +3,9 @@
 The decision compares the candidate with production on the SAME requests routed to the canary
 (a paired comparison: on replayed traffic production's answer to those requests is known; on a
 cluster it is the production arm's reward on the same queries in the feedback windows). It promotes
-only with at least ``canary_min_requests`` canary requests and a mean reward no lower than
-production's minus ``canary_max_regression``.
+only on a statistically significant win: at least ``canary_min_requests`` canary requests and a
+one-sided paired test below ``canary_alpha``. A candidate that changes nothing, or does not win
+significantly, leaves production as it was.
 
 On a cluster the rewriter's InferenceService (a custom ``minielm serve`` predictor that loads a
 registry stage) is patched with JSON merge patches: the canary patch points a new revision at the
@@ -33,50 +34,81 @@ PREDICTOR_CONTAINER = "kserve-container"
 VERSION_ANNOTATION = "minielm.io/model-version"
 
 
+PROMOTE = "promote"
+NO_CHANGE = "no_change"
+INCONCLUSIVE = "inconclusive"
+WORSE = "not_better"
+
+
 @dataclass
 class CanaryDecision:
-    promote: bool
+    """``verdict``: promote | no_change (the candidate answered every canary request as production did)
+    | inconclusive (too few requests) | not_better (no significant win). Only ``promote`` moves production."""
+
+    verdict: str
     reason: str
     n_requests: int
     candidate_reward: float
     production_reward: float
+    p_value: float = float("nan")
+    alpha: float = float("nan")
+
+    @property
+    def promote(self) -> bool:
+        return self.verdict == PROMOTE
 
     @property
     def delta(self) -> float:
         return self.candidate_reward - self.production_reward
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "delta": self.delta}
+        return {**asdict(self), "promote": self.promote, "delta": self.delta}
+
+
+def one_sided_paired_p(differences: np.ndarray) -> float:
+    """p-value of a paired t-test of H1: mean difference > 0 (0 when every difference is the same
+    positive number, 1 when they are all <= 0 and equal)."""
+    n = len(differences)
+    mean = float(np.mean(differences))
+    sd = float(np.std(differences, ddof=1)) if n > 1 else 0.0
+    if sd == 0.0:
+        return 0.0 if mean > 0 else 1.0
+    from scipy.stats import t as student_t
+
+    return float(student_t.sf(mean / (sd / math.sqrt(n)), df=n - 1))
 
 
 def decide_canary(
-    candidate_rewards: Sequence[float], production_rewards: Sequence[float], min_requests: int, max_regression: float
+    candidate_rewards: Sequence[float], production_rewards: Sequence[float], min_requests: int, alpha: float
 ) -> CanaryDecision:
-    """Promote when enough paired canary requests show no regression beyond the tolerance."""
+    """Promote only on a significant win: at least ``min_requests`` paired canary requests and a one-sided
+    paired t-test of "candidate reward > production reward" with p < ``alpha``. A candidate whose rewards
+    equal production's on every request is "no change": production is kept."""
     if len(candidate_rewards) != len(production_rewards):
         raise RLInputError(
             f"canary: {len(candidate_rewards)} candidate rewards but {len(production_rewards)} "
             "production rewards; the comparison is per request"
         )
-    n = len(candidate_rewards)
-    cand = float(np.mean(candidate_rewards)) if n else float("nan")
-    prod = float(np.mean(production_rewards)) if n else float("nan")
+    cand_arr = np.asarray(candidate_rewards, dtype=np.float64)
+    prod_arr = np.asarray(production_rewards, dtype=np.float64)
+    n = len(cand_arr)
+    cand = float(cand_arr.mean()) if n else float("nan")
+    prod = float(prod_arr.mean()) if n else float("nan")
     if n < min_requests:
+        reason = f"inconclusive: only {n} canary requests, fewer than rl.canary_min_requests={min_requests}"
+        return CanaryDecision(INCONCLUSIVE, reason + "; production kept", n, cand, prod, alpha=alpha)
+    differences = cand_arr - prod_arr
+    if not np.any(differences):
+        reason = f"no change: the candidate earned production's reward on all {n} canary requests; production kept"
+        return CanaryDecision(NO_CHANGE, reason, n, cand, prod, 1.0, alpha)
+    p_value = one_sided_paired_p(differences)
+    summary = f"candidate reward {cand:.4f} vs production {prod:.4f} over {n} requests, one-sided p={p_value:.4f}"
+    if p_value < alpha:
         return CanaryDecision(
-            False, f"only {n} canary requests, fewer than rl.canary_min_requests={min_requests}", n, cand, prod
+            PROMOTE, f"significant win: {summary} < rl.canary_alpha={alpha}", n, cand, prod, p_value, alpha
         )
-    if cand < prod - max_regression:
-        return CanaryDecision(
-            False,
-            f"candidate reward {cand:.4f} is below production {prod:.4f} by more than "
-            f"rl.canary_max_regression={max_regression}",
-            n,
-            cand,
-            prod,
-        )
-    return CanaryDecision(
-        True, f"candidate reward {cand:.4f} vs production {prod:.4f} over {n} requests", n, cand, prod
-    )
+    reason = f"not significantly better: {summary} >= rl.canary_alpha={alpha}; production kept"
+    return CanaryDecision(WORSE, reason, n, cand, prod, p_value, alpha)
 
 
 def canary_slice(n_requests: int, traffic_percent: int, seed: int) -> np.ndarray:
@@ -92,31 +124,32 @@ def replay_canary(
     reward: Callable[[list[str], list[str]], np.ndarray],
     traffic_percent: int,
     min_requests: int,
-    max_regression: float,
+    alpha: float,
     seed: int = 0,
 ) -> CanaryDecision:
-    """Replay traffic through a canary split and decide. The replay is sized so the canary sees at least
-    ``min_requests`` requests (queries repeat when the log is shorter)."""
-    if not queries:
+    """Replay distinct queries through a canary split and decide. A replayed query's reward is deterministic,
+    so a repeated query would be a copy, not evidence: the canary gets ``traffic_percent`` of the distinct
+    queries, raised to ``min_requests`` where the log holds that many, and never a repeat."""
+    distinct = list(dict.fromkeys(queries))
+    if not distinct:
         raise RLInputError("canary replay needs queries; the replay set is empty")
-    n_total = max(len(queries), math.ceil(min_requests * 100 / traffic_percent))
-    traffic = [queries[i % len(queries)] for i in range(n_total)]
-    routed = [traffic[i] for i in canary_slice(n_total, traffic_percent, seed)]
-    distinct = sorted(set(routed))
-    cand_rewrites = dict(zip(distinct, candidate(distinct)))
-    prod_rewrites = dict(zip(distinct, production(distinct)))
-    cand = reward(routed, [cand_rewrites[q] for q in routed])
-    prod = reward(routed, [prod_rewrites[q] for q in routed])
-    decision = decide_canary(cand.tolist(), prod.tolist(), min_requests, max_regression)
-    log.info("canary replay decided", requests=n_total, canary_requests=len(routed), **decision.as_dict())
+    share = math.ceil(len(distinct) * traffic_percent / 100)
+    count = min(len(distinct), max(share, min_requests))
+    routed = [
+        distinct[i] for i in np.sort(np.random.default_rng(seed).choice(len(distinct), size=count, replace=False))
+    ]
+    cand = reward(routed, candidate(routed))
+    prod = reward(routed, production(routed))
+    decision = decide_canary(cand.tolist(), prod.tolist(), min_requests, alpha)
+    log.info("canary replay decided", distinct_queries=len(distinct), canary_requests=len(routed), **decision.as_dict())
     return decision
 
 
 def decide_from_feedback(
-    feedback, candidate_version: str, production_version: str, min_requests: int, max_regression: float
+    feedback, candidate_version: str, production_version: str, min_requests: int, alpha: float
 ) -> CanaryDecision:
-    """Decide from live feedback windows: the candidate's requests against production's mean reward on
-    the same queries (queries production did not serve in the window are left out)."""
+    """Decide from live feedback windows: each candidate request against production's mean reward on the
+    same query (queries production did not serve in the window are left out)."""
     cand = feedback[feedback["model_version"] == candidate_version]
     prod_mean = feedback[feedback["model_version"] == production_version].groupby("query_key")["reward"].mean()
     paired = cand[cand["query_key"].isin(prod_mean.index)]
@@ -124,7 +157,7 @@ def decide_from_feedback(
         paired["reward"].astype(float).tolist(),
         prod_mean.loc[paired["query_key"]].astype(float).tolist(),
         min_requests,
-        max_regression,
+        alpha,
     )
 
 
@@ -249,7 +282,7 @@ def live_canary(
         keys = list_windows(store, since=started, prefix=settings.feedback.windows_prefix)
         frame = read_windows(store, keys)
         decision = decide_from_feedback(
-            frame, candidate_version, production_version, rl.canary_min_requests, rl.canary_max_regression
+            frame, candidate_version, production_version, rl.canary_min_requests, rl.canary_alpha
         )
         if decision.n_requests >= rl.canary_min_requests or clock() - started >= rl.canary_wait_s:
             break

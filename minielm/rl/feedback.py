@@ -91,6 +91,20 @@ def read_feedback(
     if other_models:
         log.info("feedback rows of other models ignored", models=other_models)
     feedback = feedback[feedback["model_name"] == model_name].reset_index(drop=True)
+    if feedback.empty:
+        raise RLInputError(
+            f"no usable feedback: the {len(refs)} new window(s) (e.g. {refs[0].key}) hold no request served by "
+            f"{model_name!r} (they hold {other_models}); RL learns only from the rewriter's own served requests"
+        )
+    no_reward = feedback["reward"].isna()
+    if no_reward.all():
+        raise RLInputError(
+            f"no usable feedback: none of the {len(feedback)} requests served by {model_name!r} in the new "
+            f"window(s) (e.g. {refs[0].key}) has a reward"
+        )
+    if no_reward.any():
+        log.info("feedback rows without a reward ignored", rows=int(no_reward.sum()))
+        feedback = feedback[~no_reward].reset_index(drop=True)
     known = set(registry.versions(model_name))
     unknown = feedback.loc[~feedback["model_version"].isin(known)]
     if not unknown.empty:

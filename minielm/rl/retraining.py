@@ -13,7 +13,6 @@ A run that fails or is gated out never touches the production pointer.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -167,13 +166,23 @@ def _load_index(index_dir: Path):
 # -- train ------------------------------------------------------------------------------------------
 
 
+def require_production(settings: Settings, store: ObjectStore):
+    """The production rewriter entry; a registry without one stops the run before anything is read."""
+    name = settings.models.student_rewriter
+    production = ModelRegistry(store).stage(name, "production")
+    if production is None:
+        raise RLInputError(
+            f"the registry holds no production version of {name!r}: RL improves the production rewriter, "
+            "so promote a distilled student that passed its gate first"
+        )
+    return production
+
+
 def fetch_production(settings: Settings, store: ObjectStore, out_dir: Path) -> dict:
     """Download the production rewriter and its KL reference (the distilled student it descends from)."""
     registry = ModelRegistry(store)
     name = settings.models.student_rewriter
-    production = registry.stage(name, "production")
-    if production is None:
-        raise RLInputError(f"no production version of {name!r}: RL starts from the production rewriter")
+    production = require_production(settings, store)
     reference_version = production.metadata.get("rl_reference_version") or production.version
     registry.download(name, production.version, out_dir / "production")
     registry.download(name, reference_version, out_dir / "reference")
@@ -189,7 +198,7 @@ def train_candidate(
     prepared_dir: Path,
     out_dir: Path,
 ) -> dict:
-    from minielm.rl.trainer import train_grpo
+    from minielm.rl.trainer import train_policy
 
     out_dir = Path(out_dir)
     versions = fetch_production(settings, store, out_dir)
@@ -197,7 +206,7 @@ def train_candidate(
     feedback = pd.read_parquet(Path(prepared_dir) / FEEDBACK_FILE)
     judge = load_judge(settings, store, judge_dir, out_dir)
     rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "train", feedback)
-    result = train_grpo(
+    result = train_policy(
         out_dir / "production",
         out_dir / "reference",
         train["query"].tolist(),
@@ -207,7 +216,7 @@ def train_candidate(
         out_dir / "model",
         seed=settings.seed,
     )
-    summary = {**versions, **result.summary(), "history": result.history}
+    summary = {**versions, "trainer": settings.rl.trainer, **result.summary(), "history": result.history}
     return _write_json(out_dir / "train.json", summary)
 
 
@@ -225,21 +234,29 @@ def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]
 
 
 def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str, Any]) -> dict:
-    """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw)."""
+    """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw), and its
+    harm rate: the share of held-out queries where the system retrieves fewer relevant products than the raw
+    query (a rewrite that hurts the shopper who typed it)."""
     from minielm.evaluation import evaluate_queries, raw_queries
 
     examples = load_esci(data_dir).examples
     examples = examples[examples[SPLIT] == settings.rl.heldout_split]
     raw = raw_queries(examples)
     ids = list(raw)
-    report = {}
-    for name, fn in systems.items():
-        texts = [raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids])
-        result = evaluate_queries(
+
+    def evaluate(texts: list[str]) -> dict:
+        return evaluate_queries(
             index, examples, dict(zip(ids, texts)), settings.eval.top_k, settings.eval.substitute_is_relevant
         )
+
+    baseline = [row["relevant"] for row in evaluate([raw[i] for i in ids])["per_query"]]
+    report = {}
+    for name, fn in systems.items():
+        result = evaluate([raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids]))
+        harmed = [row["relevant"] < before for row, before in zip(result["per_query"], baseline)]
         report[name] = {
             **{k: result[k] for k in ("relevant_per_query", "ndcg", "recall", "zero_result_rate", "n_queries")},
+            "harm_rate": float(np.mean(harmed)) if harmed else 0.0,
             "by_noise": _by_noise(examples, result["per_query"]),
         }
     return report
@@ -267,7 +284,7 @@ def evaluate_and_gate(
 
     from minielm.gate import quality_gate
     from minielm.rl.policy import DirRewriter
-    from minielm.rl.trainer import bos_prefix, default_prompt_fn, mean_token_kl
+    from minielm.rl.trainer import mean_token_kl
 
     trained_dir, out_dir = Path(trained_dir), Path(out_dir)
     index = _load_index(index_dir)
@@ -280,17 +297,9 @@ def evaluate_and_gate(
     judge = load_judge(settings, store, judge_dir, out_dir)
     replay_rewards = build_reward_model(settings, index, data_dir, judge, "validation")
     replay = replay_queries(data_dir, None)
-    prompt_fn = default_prompt_fn()
     reference = AutoModelForCausalLM.from_pretrained(str(trained_dir / "reference")).eval()
     cand_rewrites = candidate(replay)
-    prefix = bos_prefix(candidate.tokenizer)
-    kl = mean_token_kl(
-        candidate.model,
-        reference,
-        candidate.tokenizer,
-        [prefix + prompt_fn(q) for q in replay],
-        [" " + r for r in cand_rewrites],
-    )
+    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, replay, cand_rewrites, max_new)
     replay_report = {
         "n_queries": len(replay),
         "candidate_reward": float(np.mean(replay_rewards.total(replay, cand_rewrites))),
@@ -303,6 +312,13 @@ def evaluate_and_gate(
     if kl > settings.rl.max_kl:
         passed = False
         reasons.append(f"KL to the reference {kl:.4f} exceeds rl.max_kl={settings.rl.max_kl}")
+    harm, harm_before = metrics["candidate"]["harm_rate"], metrics["production"]["harm_rate"]
+    if harm > harm_before + settings.rl.max_harm_increase:
+        passed = False
+        reasons.append(
+            f"harm rate {harm:.3f} > production {harm_before:.3f} + rl.max_harm_increase "
+            f"{settings.rl.max_harm_increase}"
+        )
     tolerance = settings.gate.max_regression_vs_production
     for noise, value in metrics["candidate"]["by_noise"].items():
         before = metrics["production"]["by_noise"].get(noise)
@@ -359,7 +375,7 @@ def rollout_candidate(
             "metrics": evaluation["heldout"]["candidate"],
             "replay": evaluation["replay"],
             "feedback_windows": prepared["windows"],
-            "trained_with": "grpo",
+            "trained_with": train_summary.get("trainer", settings.rl.trainer),
         }
         entry = registry.register(name, trained_dir / "model", metadata)
         registry.promote(name, entry.version, "candidate", reason=f"rl run {run_id}")
@@ -376,7 +392,7 @@ def rollout_candidate(
                 rewards.total,
                 rl.canary_traffic_percent,
                 rl.canary_min_requests,
-                rl.canary_max_regression,
+                rl.canary_alpha,
                 seed=settings.seed,
             )
         outcome.update(candidate_version=entry.version, canary=decision.as_dict())
@@ -384,7 +400,9 @@ def rollout_candidate(
             registry.promote(name, entry.version, "production", reason=f"rl canary won: {decision.reason}")
             outcome.update(status="promoted")
         else:
-            outcome.update(status="rolled_back", reasons=[decision.reason])
+            outcome.update(
+                status="no_change" if decision.verdict == canary.NO_CHANGE else "rolled_back", reasons=[decision.reason]
+            )
     advance_watermark(store, settings.rl.watermark_key, [parse_window_key(k) for k in prepared["windows"]], run_id)
     production = registry.stage(name, "production")
     outcome["production_after"] = production.version if production else None
@@ -405,6 +423,7 @@ def run_retraining(
     run_id = run_id or time.strftime("rl-%Y%m%d-%H%M%S", time.gmtime())
     workdir = Path(workdir) / run_id
     started = time.monotonic()
+    require_production(settings, store)
     prepared = prepare_training_set(settings, store, data_dir, workdir / "prepared")
     if prepared["status"] == NOTHING_TO_DO:
         return {"run_id": run_id, "status": NOTHING_TO_DO, "prepare": prepared}
@@ -424,7 +443,6 @@ def run_retraining(
         run_id,
         workdir / "rollout",
     )
-    shutil.rmtree(workdir / "trained" / "trl", ignore_errors=True)
     return {
         "run_id": run_id,
         "status": rollout["status"],

@@ -1,12 +1,14 @@
 """The RL reward of a sampled rewrite, as separate terms combined by ``RLConfig.reward_weights``.
 
 Gains (higher is better):
-- feedback: the mean observed reward of the (query, rewrite) pair in the feedback windows; pairs
-  never served get 0 (the judge speaks for them);
+- feedback: tanh(observed reward / ``feedback_reward_scale``) of the (query, rewrite) pair in the feedback
+  windows, in (-1, 1); a rewrite never served for a query gets that query's mean (no evidence either way),
+  a query never served 0;
 - judge: the relevance model's mean score of the top ``judge_top_k`` products the search returns
   for the rewrite, judged against the ORIGINAL query (the shopper's intent, not the rewrite's);
 - retrieval_gain: (relevant products in the top k for the rewrite - for the raw query) / k, where
   the query has ESCI labels.
+Every term is bounded: judge in [0, 1], retrieval_gain in [-1, 1].
 Penalties (0 = none, 1 = full; subtracted):
 - intent_drift: how far the query-rewrite similarity falls below the floor, as a share of the floor;
 - degenerate: empty, repetitive (half the words repeated) or longer than ``max_rewrite_words``.
@@ -14,7 +16,7 @@ Penalties (0 = none, 1 = full; subtracted):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +66,7 @@ class RewardModel:
     top_k: int = 10
     _search_cache: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _judge_cache: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    _query_feedback: dict[str, float] | None = field(default=None, repr=False)
 
     def search(self, texts: Sequence[str]) -> list[list[str]]:
         todo = sorted({t for t in texts if t not in self._search_cache})
@@ -72,10 +75,17 @@ class RewardModel:
         return [self._search_cache[t] for t in texts]
 
     def feedback(self, queries: Sequence[str], rewrites: Sequence[str]) -> np.ndarray:
-        return np.asarray(
-            [self.observed.get((query_key(q), normalize_query(r)), 0.0) for q, r in zip(queries, rewrites)],
-            dtype=np.float64,
-        )
+        if self._query_feedback is None:
+            sums: dict[str, list[float]] = {}
+            for (key, _), value in self.observed.items():
+                sums.setdefault(key, []).append(value)
+            self._query_feedback = {key: float(np.mean(values)) for key, values in sums.items()}
+        keys = [query_key(q) for q in queries]
+        raw = [
+            self.observed.get((key, normalize_query(r)), self._query_feedback.get(key, 0.0))
+            for key, r in zip(keys, rewrites)
+        ]
+        return np.tanh(np.asarray(raw, dtype=np.float64) / self.config.feedback_reward_scale)
 
     def judge_score(self, queries: Sequence[str], rewrites: Sequence[str]) -> np.ndarray:
         if self.judge is None:
@@ -143,28 +153,3 @@ class RewardModel:
         weights = self.signed_weights()
         terms = self.terms(queries, rewrites, query_ids)
         return sum(weights[t] * terms[t] for t in TERMS)
-
-    def trl_reward_functions(self) -> tuple[list[Callable[..., list[float]]], list[float]]:
-        """One TRL reward function per term (so TRL logs each) and their signed weights."""
-        funcs = []
-        for term in TERMS:
-            funcs.append(self._trl_function(term))
-        weights = self.signed_weights()
-        return funcs, [weights[t] for t in TERMS]
-
-    def _trl_function(self, term: str) -> Callable[..., list[float]]:
-        def reward(
-            completions: list[str], query: list[str], query_id: list[str] | None = None, **_: object
-        ) -> list[float]:
-            rewrites = [clean_rewrite(c) for c in completions]
-            ids = [q or None for q in query_id] if query_id is not None else None
-            if term == "retrieval_gain":
-                values = self.retrieval_gain(query, rewrites, ids or [None] * len(query))
-            elif term in ("degenerate",):
-                values = self.degenerate(rewrites)
-            else:
-                values = getattr(self, "judge_score" if term == "judge" else term)(query, rewrites)
-            return [float(v) for v in values]
-
-        reward.__name__ = term
-        return reward

@@ -1,37 +1,49 @@
-"""GRPO updates of the rewriter with TRL's ``GRPOTrainer`` and our Python reward functions.
+"""Online RL of the rewriter on groups of candidate rewrites: GRPO-style advantages or DPO pairs.
 
-For each training query the trainer samples ``num_generations`` rewrites, scores them with the
-reward terms, turns the rewards into group-relative advantages and takes a clipped policy-gradient
-step with a KL penalty (``beta``) to the reference model. TRL builds the reference from the policy
-config's model id, so we point that id at the reference directory (a model made in memory has no id,
-and TRL then fails with "Repo id must use alphanumeric chars"; it must come from a saved dir). The
-reference must share the policy's tokenizer: KL over different vocabularies is meaningless, so a
-mismatch fails before any training.
+For each training query the trainer builds a group of distinct candidates that is sure to carry signal:
+the unchanged query, the policy's current greedy rewrite, the top beams, and samples at
+``temperature``/``top_p``, up to ``num_generations``. Every candidate gets the reward of
+:mod:`minielm.rl.rewards`; a group whose rewards do not spread (max - min below ``min_reward_spread``)
+teaches nothing and is dropped (the count is reported). Then either
+
+- ``grpo``: advantage = the reward standardised within its group; the loss is minus the advantage-weighted
+  mean token log-probability of each candidate plus ``beta`` x the exact per-token KL to the reference; or
+- ``dpo``: the group's best and worst candidates form a (chosen, rejected) pair and the DPO loss
+  (Rafailov et al. 2023) with ``dpo_beta`` pushes their log-ratio to the reference apart.
+
+TRL's GRPOTrainer cannot put the raw query, the greedy rewrite or beams into its groups (it only samples),
+and on a confident distilled student its sampled groups mostly had zero spread (issue 17: 75-100%), so the
+loop is written here. The reference must share the policy's tokenizer: KL over different vocabularies is
+meaningless, so a mismatch fails before any training.
 """
 
 from __future__ import annotations
 
+import random
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 from minielm.config import RLConfig
 from minielm.logs import get_logger
 from minielm.rl.errors import RLInputError
-from minielm.rl.rewards import RewardModel
 
 log = get_logger(__name__)
 
-PromptFn = Callable[[str], str]
+MAX_PROMPT_TOKENS = 256
 
 
-def default_prompt_fn() -> PromptFn:
-    from minielm.models.prompts import format_rewrite_prompt
-
-    return format_rewrite_prompt
+class Rewarder(Protocol):
+    def total(
+        self, queries: Sequence[str], rewrites: Sequence[str], query_ids: Sequence[str | None] | None = None
+    ) -> np.ndarray: ...
 
 
 def load_tokenizer(model_dir: Path):
@@ -68,101 +80,147 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
     def series(self, key: str) -> list[float]:
-        return [float(row[key]) for row in self.history if key in row]
+        return [float(row[key]) for row in self.history if row.get(key) is not None]
 
     def summary(self) -> dict:
         rewards, kls = self.series("reward"), self.series("kl")
+        groups = sum(int(row["groups"]) for row in self.history)
+        zero = sum(int(row["zero_spread_groups"]) for row in self.history)
         return {
             "steps": self.steps,
             "reward_first": rewards[0] if rewards else None,
             "reward_last": rewards[-1] if rewards else None,
-            "kl_mean": sum(kls) / len(kls) if kls else None,
-            "kl_max": max(kls) if kls else None,
+            "kl_mean": float(np.mean(kls)) if kls else 0.0,
+            "kl_max": max(kls) if kls else 0.0,
+            "groups": groups,
+            "zero_spread_groups": zero,
+            "zero_spread_share": zero / groups if groups else None,
+            "mean_group_size": float(np.mean(self.series("mean_group_size"))) if self.history else None,
         }
 
 
-def bos_prefix(tokenizer) -> str:
-    """The BOS text to put before a prompt so its ids start with BOS, as the serving rewriter's prompts do
-    (empty when the tokenizer adds BOS itself or has none)."""
-    if tokenizer.bos_token is None or tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
-        return ""
-    return tokenizer.bos_token
+def candidate_groups(rewriter, queries: Sequence[str], group_size: int, beams: int) -> list[list[str]]:
+    """Distinct candidates per query: the query itself, the greedy rewrite, the top beams, then samples."""
+    raw = [" ".join(q.split()) for q in queries]
+    greedy = [text for text, _ in rewriter.rewrite_with_confidence(queries)]
+    beam = rewriter.rewrite(queries, num_return=beams) if beams > 1 else [[] for _ in queries]
+    sampled = rewriter.rewrite(queries, num_return=group_size, do_sample=True)
+    groups = []
+    for parts in zip(raw, greedy, beam, sampled):
+        ordered = [parts[0], parts[1], *parts[2], *parts[3]]
+        groups.append([c for c in dict.fromkeys(c for c in ordered if c)][:group_size])
+    return groups
 
 
-def _training_rows(
-    queries: Sequence[str], query_ids: Sequence[str | None], prompt_fn: PromptFn, prefix: str = ""
-) -> list[dict]:
-    if len(queries) != len(query_ids):
-        raise RLInputError(f"training set: {len(queries)} queries but {len(query_ids)} query ids")
-    rows = [{"prompt": prefix + prompt_fn(q), "query": q, "query_id": qid or ""} for q, qid in zip(queries, query_ids)]
-    if not rows:
-        raise RLInputError("training set is empty: no queries to sample rewrites for")
-    return rows
+def answer_log_probs(model, tokenizer, queries: Sequence[str], rewrites: Sequence[str], max_answer_tokens: int):
+    """Per candidate: summed answer-token log-probability, answer token count, and the answer-position
+    log-softmax rows (for the KL)."""
+    from minielm.models.rewriter import collate_rewrite_examples, encode_rewrite_example
+
+    examples = [
+        encode_rewrite_example(tokenizer, q, r, MAX_PROMPT_TOKENS, max_answer_tokens) for q, r in zip(queries, rewrites)
+    ]
+    batch = collate_rewrite_examples(examples, tokenizer.pad_token_id)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["labels"][:, 1:]
+    mask = targets != -100
+    log_softmax = F.log_softmax(logits, dim=-1)
+    token = log_softmax.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    return token.sum(-1), mask.sum(-1), log_softmax, mask
 
 
-def train_grpo(
+def group_loss(config: RLConfig, rewards: np.ndarray, policy_out, reference_out) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one group and its mean per-token KL(policy || reference)."""
+    seq_logp, n_tokens, policy_rows, mask = policy_out
+    ref_logp, _, ref_rows, _ = reference_out
+    per_position = (policy_rows.exp() * (policy_rows - ref_rows)).sum(-1)
+    kl = (per_position * mask).sum() / mask.sum().clamp(min=1)
+    if config.trainer == "dpo":
+        best, worst = int(np.argmax(rewards)), int(np.argmin(rewards))
+        margin = (seq_logp[best] - ref_logp[best]) - (seq_logp[worst] - ref_logp[worst])
+        return -F.logsigmoid(config.dpo_beta * margin), kl
+    advantages = torch.tensor((rewards - rewards.mean()) / (rewards.std() + 1e-6), dtype=torch.float32)
+    mean_logp = seq_logp / n_tokens.clamp(min=1)
+    return -(advantages * mean_logp).mean() + config.beta * kl, kl
+
+
+def train_policy(
     policy_dir: Path,
     reference_dir: Path,
     queries: Sequence[str],
     query_ids: Sequence[str | None],
-    rewards: RewardModel,
+    rewards: Rewarder,
     config: RLConfig,
     output_dir: Path,
-    prompt_fn: PromptFn | None = None,
     seed: int = 0,
 ) -> TrainResult:
-    """Run ``config.max_steps`` GRPO steps from ``policy_dir``; save the tuned model to ``output_dir``."""
-    from datasets import Dataset
+    """``config.max_steps`` updates from ``policy_dir`` (``config.trainer``: grpo or dpo); the tuned
+    model, with every side file of the policy, lands in ``output_dir``."""
     from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
+
+    from minielm.models.rewriter import CausalRewriter
 
     policy_dir, reference_dir, output_dir = Path(policy_dir), Path(reference_dir), Path(output_dir)
-    if config.beta > 0:
-        check_same_tokenizer(policy_dir, reference_dir)
-    prompt_fn = prompt_fn or default_prompt_fn()
-    tokenizer = load_tokenizer(policy_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dataset = Dataset.from_list(_training_rows(queries, query_ids, prompt_fn, bos_prefix(tokenizer)))
+    check_same_tokenizer(policy_dir, reference_dir)
+    if len(queries) != len(query_ids):
+        raise RLInputError(f"training set: {len(queries)} queries but {len(query_ids)} query ids")
+    if not queries:
+        raise RLInputError("training set is empty: no queries to sample rewrites for")
     torch.manual_seed(seed)
-    policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
-    policy.config._name_or_path = str(reference_dir)  # TRL builds the KL reference from this id
-    funcs, weights = rewards.trl_reward_functions()
-    args = GRPOConfig(
-        output_dir=str(output_dir / "trl"),
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[],
-        per_device_train_batch_size=config.queries_per_step * config.num_generations,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_new_tokens,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        beta=config.beta,
-        epsilon=config.epsilon,
-        temperature=config.temperature,
-        reward_weights=weights,
-        logging_steps=1,
-        save_strategy="no",
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=False,
+    rng = random.Random(seed)
+    rewriter = CausalRewriter.load(
+        policy_dir, max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p
     )
-    trainer = GRPOTrainer(
-        model=policy, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer
-    )
-    log.info(
-        "rl training started",
-        policy=str(policy_dir),
-        reference=str(reference_dir),
-        queries=len(dataset),
-        steps=config.max_steps,
-        group=config.num_generations,
-    )
-    trainer.train()
-    history = [row for row in trainer.state.log_history if "reward" in row]
-    _export(policy_dir, trainer.model, tokenizer, output_dir)
-    shutil.rmtree(output_dir / "trl", ignore_errors=True)
-    result = TrainResult(output_dir=output_dir, steps=trainer.state.global_step, history=history)
+    policy, tokenizer = rewriter.model, rewriter.tokenizer
+    reference = AutoModelForCausalLM.from_pretrained(str(reference_dir), dtype=torch.float32).eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    order = list(range(len(queries)))
+    history: list[dict] = []
+    log.info("rl training started", policy=str(policy_dir), trainer=config.trainer, queries=len(queries))
+    for step in tqdm(range(config.max_steps), desc=f"rl {config.trainer}", unit="step"):
+        if len(order) < config.queries_per_step:
+            order += rng.sample(range(len(queries)), len(queries))
+        picked, order = order[: config.queries_per_step], order[config.queries_per_step :]
+        batch_q = [queries[i] for i in picked]
+        policy.eval()
+        groups = candidate_groups(rewriter, batch_q, config.num_generations, config.beam_candidates)
+        policy.train()
+        losses, kls, means, zero = [], [], [], 0
+        for i, query, group in zip(picked, batch_q, groups):
+            scores = np.asarray(rewards.total([query] * len(group), group, [query_ids[i]] * len(group)), dtype=float)
+            means.append(float(scores.mean()))
+            if len(group) < 2 or scores.max() - scores.min() < config.min_reward_spread:
+                zero += 1
+                continue
+            policy_out = answer_log_probs(policy, tokenizer, [query] * len(group), group, config.max_new_tokens)
+            with torch.no_grad():
+                reference_out = answer_log_probs(
+                    reference, tokenizer, [query] * len(group), group, config.max_new_tokens
+                )
+            loss, kl = group_loss(config, scores, policy_out, reference_out)
+            losses.append(loss)
+            kls.append(float(kl.detach()))
+        if losses:
+            torch.stack(losses).mean().backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+        history.append(
+            {
+                "step": step + 1,
+                "reward": float(np.mean(means)),
+                "kl": float(np.mean(kls)) if kls else None,
+                "loss": float(torch.stack(losses).mean().detach()) if losses else None,
+                "groups": len(groups),
+                "zero_spread_groups": zero,
+                "mean_group_size": float(np.mean([len(g) for g in groups])),
+            }
+        )
+    policy.eval()
+    _export(policy_dir, policy, tokenizer, output_dir)
+    result = TrainResult(output_dir=output_dir, steps=config.max_steps, history=history)
     log.info("rl training finished", **result.summary())
     return result
 
@@ -180,18 +238,16 @@ def _export(policy_dir: Path, model, tokenizer, output_dir: Path) -> None:
 
 
 @torch.no_grad()
-def mean_token_kl(policy, reference, tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> float:
-    """Mean over completion tokens of KL(policy || reference) of the next-token distributions."""
+def mean_token_kl(
+    policy, reference, tokenizer, queries: Sequence[str], rewrites: Sequence[str], max_tokens: int, batch: int = 16
+) -> float:
+    """Mean over answer tokens of KL(policy || reference) of the next-token distributions."""
     total, count = 0.0, 0
-    for prompt, completion in zip(prompts, completions):
-        prompt_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-        full_ids = tokenizer(prompt + completion, return_tensors="pt")["input_ids"]
-        n_prompt = prompt_ids.shape[1]
-        if full_ids.shape[1] <= n_prompt:
-            continue
-        positions = slice(n_prompt - 1, full_ids.shape[1] - 1)
-        log_p = torch.log_softmax(policy(full_ids).logits[0, positions].float(), dim=-1)
-        log_q = torch.log_softmax(reference(full_ids).logits[0, positions].float(), dim=-1)
-        total += float((log_p.exp() * (log_p - log_q)).sum())
-        count += log_p.shape[0]
+    for start in range(0, len(queries), batch):
+        q, r = queries[start : start + batch], rewrites[start : start + batch]
+        _, _, policy_rows, mask = answer_log_probs(policy, tokenizer, q, r, max_tokens)
+        _, _, reference_rows, _ = answer_log_probs(reference, tokenizer, q, r, max_tokens)
+        per_position = (policy_rows.exp() * (policy_rows - reference_rows)).sum(-1)
+        total += float((per_position * mask).sum())
+        count += int(mask.sum())
     return total / count if count else 0.0

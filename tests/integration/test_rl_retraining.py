@@ -39,7 +39,7 @@ def rl_env(embedded_services, tmp_path):
     overrides = [
         f"s3.bucket={bucket}",
         "rl.max_steps=2",
-        "rl.num_generations=2",
+        "rl.num_generations=8",
         "rl.queries_per_step=2",
         "rl.max_new_tokens=8",
         "rl.intent_embedder=ngram_overlap",
@@ -128,8 +128,10 @@ def test_gate_blocks_a_degraded_candidate_and_production_stays(rl_env, corpus, t
 
 
 @pytest.mark.slow
-def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl_env, corpus, tmp_path):
-    """kfp.local runs the compiled steps as subprocesses; tolerances opened so the tiny model passes."""
+def test_pipeline_locally_registers_canaries_and_follows_the_canary_verdict(rl_env, corpus, tmp_path):
+    """kfp.local runs the compiled steps as subprocesses. Plumbing: the quality gate's tolerances are opened so
+    a random tiny model reaches the canary; the canary is NOT opened, so its verdict decides (a random model
+    rarely wins significantly): the test asserts that the registry follows that verdict."""
     from minielm.s3_uris import upload_dir
     from pipelines.rl_retraining import run_local
 
@@ -141,7 +143,7 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
             "gate": settings.gate.model_copy(
                 update={"min_gain_over_raw": -100.0, "max_regression_vs_production": 100.0}
             ),
-            "rl": settings.rl.model_copy(update={"canary_max_regression": 100.0, "max_kl": 100.0}),
+            "rl": settings.rl.model_copy(update={"max_kl": 100.0}),
         }
     )
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
@@ -150,11 +152,16 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
     upload_dir(data_dir, data_uri, settings.s3)
     upload_dir(index_dir, index_uri, settings.s3)
     result = run_local(settings, data_uri=data_uri, index_uri=index_uri, run_id="rl-test")
-    assert result["status"] == "promoted", result
     name = settings.models.student_rewriter
     new_version = result["candidate_version"]
-    assert registry.stage(name, "production").version == new_version != base.version
-    assert registry.stage(name, "candidate").version == new_version
+    expected = new_version if result["canary"]["promote"] else base.version
+    assert (
+        result["status"] == "promoted"
+        if result["canary"]["promote"]
+        else result["status"] in ("no_change", "rolled_back")
+    ), result
+    assert registry.stage(name, "production").version == expected
+    assert registry.stage(name, "candidate").version == new_version != base.version
     metadata = registry.get(name, new_version).metadata
     assert metadata["parent_version"] == base.version and metadata["rl_reference_version"] == base.version
     assert metadata["pipeline_run"] == "rl-test"
@@ -164,7 +171,7 @@ def test_pipeline_locally_registers_canaries_and_promotes_a_passing_candidate(rl
 
 
 @pytest.mark.slow
-def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_services, corpus, tmp_path):
+def test_demo_step_skips_without_production_then_runs_rl_and_prints_the_table(embedded_services, corpus, tmp_path):
     from minielm.demo import DemoContext
     from minielm.demo.artifacts import DemoArtifacts
     from minielm.demo.rl_step import rl_demo_step
@@ -197,9 +204,18 @@ def test_demo_step_registers_the_student_runs_rl_and_prints_the_table(embedded_s
     )
     registry = ModelRegistry(store)
     ctx.artifacts.feedback_window_keys = []
-    rl_demo_step(ctx)  # no windows yet: nothing to do, but the student is now production
+    ctx.artifacts.distill_gate = {"rewriter": {"passed": False, "reasons": ["student does not beat the baseline"]}}
+    rl_demo_step(ctx)  # no production rewriter: a failed student is never promoted, RL is skipped
+    assert ctx.artifacts.rl_report["status"] == "skipped"
+    assert registry.stage(settings.models.student_rewriter, "production") is None
+    assert any("RL skipped" in line and "does not beat the baseline" in line for line in lines)
+    # Plumbing from here: the random tiny student is put in production by hand so RL has a policy to tune;
+    # the gate's verdict on it is what the test asserts.
+    entry = registry.register(settings.models.student_rewriter, student)
+    registry.promote(entry.name, entry.version, "production")
+    rl_demo_step(ctx)  # no windows yet: nothing to do
     assert ctx.artifacts.rl_report["status"] == NOTHING_TO_DO
-    version = registry.stage(settings.models.student_rewriter, "production").version
+    version = entry.version
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
     ctx.artifacts.feedback_window_keys = [write_window(store, queries[:12], version)]
     rl_demo_step(ctx)

@@ -66,18 +66,38 @@ def stage_of(obj: dict) -> str:
     return [e["value"] for e in env if e["name"] == canary.STAGE_ENV][-1]
 
 
-def test_decision_promotes_only_with_enough_requests_and_no_regression():
-    assert canary.decide_canary([1.0] * 20, [0.9] * 20, 20, 0.0).promote
-    few = canary.decide_canary([1.0] * 5, [0.0] * 5, 20, 0.0)
-    assert not few.promote and "rl.canary_min_requests=20" in few.reason
-    worse = canary.decide_canary([0.5] * 30, [0.6] * 30, 20, 0.05)
-    assert not worse.promote and "rl.canary_max_regression" in worse.reason
-    assert canary.decide_canary([0.58] * 30, [0.6] * 30, 20, 0.05).promote
+def test_decision_promotes_only_on_a_significant_win_with_enough_requests():
+    rng = np.random.default_rng(0)
+    production = rng.uniform(0, 1, 40)
+    won = canary.decide_canary((production + 0.2).tolist(), production.tolist(), 20, 0.05)
+    assert won.promote and won.verdict == canary.PROMOTE and won.p_value < 0.05
+    few = canary.decide_canary([1.0] * 5, [0.0] * 5, 20, 0.05)
+    assert not few.promote and few.verdict == canary.INCONCLUSIVE and "rl.canary_min_requests=20" in few.reason
+    noisy = production + np.tile([0.3, -0.29], 20)  # a tiny mean gain buried in noise
+    unsure = canary.decide_canary(noisy.tolist(), production.tolist(), 20, 0.05)
+    assert not unsure.promote and unsure.verdict == canary.WORSE and "production kept" in unsure.reason
+    worse = canary.decide_canary((production - 0.1).tolist(), production.tolist(), 20, 0.05)
+    assert not worse.promote and worse.p_value > 0.5
     with pytest.raises(RLInputError, match="per request"):
-        canary.decide_canary([1.0], [1.0, 2.0], 1, 0.0)
+        canary.decide_canary([1.0], [1.0, 2.0], 1, 0.05)
 
 
-def test_replay_routes_the_traffic_share_and_compares_on_the_same_requests():
+def test_a_candidate_identical_to_production_is_no_change():
+    rewards = np.linspace(0, 1, 30).tolist()
+    same = canary.decide_canary(rewards, rewards, 20, 0.05)
+    assert not same.promote and same.verdict == canary.NO_CHANGE
+    assert "no change" in same.reason and "production kept" in same.reason
+
+
+def test_one_sided_p_value_matches_scipy():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.1, 1, 50), rng.normal(0, 1, 50)
+    assert canary.one_sided_paired_p(a - b) == pytest.approx(ttest_rel(a, b, alternative="greater").pvalue)
+
+
+def test_replay_routes_distinct_queries_and_compares_on_the_same_requests():
     queries = [f"q{i}" for i in range(50)]
     reward = lambda qs, rs: np.asarray([1.0 if r.endswith("+") else 0.0 for r in rs])  # noqa: E731
     better = canary.replay_canary(
@@ -87,7 +107,7 @@ def test_replay_routes_the_traffic_share_and_compares_on_the_same_requests():
         reward,
         traffic_percent=10,
         min_requests=20,
-        max_regression=0.0,
+        alpha=0.05,
     )
     assert better.promote and better.n_requests == 20 and better.delta == 1.0
     worse = canary.replay_canary(
@@ -95,19 +115,28 @@ def test_replay_routes_the_traffic_share_and_compares_on_the_same_requests():
         lambda qs: list(qs),
         lambda qs: [q + "+" for q in qs],
         reward,
-        traffic_percent=25,
+        traffic_percent=60,
         min_requests=20,
-        max_regression=0.1,
+        alpha=0.05,
     )
-    assert not worse.promote and worse.n_requests == 20
+    assert not worse.promote and worse.n_requests == 30
+    repeated = canary.replay_canary(
+        queries[:5] * 10, lambda qs: [q + "+" for q in qs], lambda qs: list(qs), reward, 10, 20, 0.05
+    )
+    assert repeated.verdict == canary.INCONCLUSIVE and repeated.n_requests == 5
 
 
 def test_decision_from_live_feedback_pairs_queries():
     frame = pd.DataFrame(
-        {"model_version": ["new"] * 4 + ["old"] * 4, "query_key": list("abcd") * 2, "reward": [1, 1, 1, 1, 0, 0, 1, 0]}
+        {
+            "model_version": ["new"] * 6 + ["old"] * 6,
+            "query_key": list("abcdef") * 2,
+            "reward": [1, 1, 1, 1, 0.9, 1, 0, 0, 1, 0, 0, 0.1],
+        }
     )
-    decision = canary.decide_from_feedback(frame, "new", "old", min_requests=4, max_regression=0.0)
-    assert decision.promote and decision.production_reward == 0.25
+    decision = canary.decide_from_feedback(frame, "new", "old", min_requests=4, alpha=0.05)
+    assert decision.promote and decision.production_reward == pytest.approx(1.1 / 6)
+    assert not canary.decide_from_feedback(frame, "new", "old", min_requests=7, alpha=0.05).promote
 
 
 def test_canary_patch_splits_traffic_and_serves_the_candidate_stage():

@@ -74,22 +74,37 @@ def test_total_weights_gains_up_and_penalties_down(model):
     good = model.total(["redd sneakrs"], ["red running shoes"], ["q1"])[0]
     bad = model.total(["redd sneakrs"], ["hat hat hat hat hat"], ["q1"])[0]
     assert good > 0 > bad
-    funcs, weights = model.trl_reward_functions()
-    assert [f.__name__ for f in funcs] == ["feedback", "judge", "retrieval_gain", "intent_drift", "degenerate"]
-    assert weights == [1.0, 1.0, 1.0, -1.0, -1.0]
-    assert funcs[2](completions=[" red running shoes\n"], query=["redd sneakrs"], query_id=["q1"]) == [0.5]
+    assert model.signed_weights() == {
+        "feedback": 1.0,
+        "judge": 1.0,
+        "retrieval_gain": 1.0,
+        "intent_drift": -1.0,
+        "degenerate": -1.0,
+    }
+    assert model.retrieval_gain(["redd sneakrs"], ["red running shoes"], ["q1"]).tolist() == [0.5]
 
 
 def test_observed_feedback_reward_matches_normalised_pairs():
     frame = pd.DataFrame(
-        {"query": ["Red Shoe", "red  shoe"], "rewrite": ["red shoes", "RED SHOES"], "reward": [1.0, 0.0]}
+        {
+            "query": ["Red Shoe", "red  shoe", "red shoe", "hat"],
+            "rewrite": ["red shoes", "RED SHOES", "red sock", "hat"],
+            "reward": [1.0, 0.0, -3.0, 50.0],
+        }
     )
     table = observed_rewards(frame)
-    assert list(table.values()) == [0.5]
+    assert sorted(table.values()) == [-3.0, 0.5, 50.0]
     model = RewardModel(
         config=RLConfig(), index=None, product_texts={}, similarity=NgramOverlapSimilarity(), observed=table
     )
-    assert model.feedback(["red shoe", "red shoe"], ["red shoes", "blue"]).tolist() == [0.5, 0.0]
+    values = model.feedback(
+        ["red shoe", "red shoe", "red shoe", "hat", "never served"], ["red shoes", "red sock", "blue", "hat", "x"]
+    )
+    scale = RLConfig().feedback_reward_scale
+    assert values.tolist() == pytest.approx(
+        [np.tanh(0.5 / scale), np.tanh(-3.0 / scale), np.tanh(-1.25 / scale), np.tanh(50 / scale), 0.0]
+    )  # unserved rewrite: the query's mean; every value bounded to (-1, 1)
+    assert np.all(np.abs(values) < 1)
 
 
 def test_window_keys_parse_or_fail_clearly():

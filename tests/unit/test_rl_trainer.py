@@ -1,75 +1,95 @@
-"""GRPO through TRL on a tiny Llama with a scripted reward: the policy moves toward the rewarded
-rewrites, KL to the reference stays bounded, and a mismatched reference tokenizer fails first."""
+"""The RL trainer on a tiny Llama with a scripted reward: groups hold the raw query and the greedy rewrite,
+GRPO and DPO both move the policy toward rewarded rewrites with a bounded KL, zero-spread groups are
+dropped and counted, and a mismatched reference tokenizer fails first."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from minielm.config import RLConfig
+from minielm.models.rewriter import CausalRewriter
 from minielm.rl.errors import RLInputError
-from minielm.rl.trainer import check_same_tokenizer, train_grpo
-from tests.unit.rl_fixtures import char_tokenizer, prompt, save_tiny_llama
+from minielm.rl.trainer import candidate_groups, check_same_tokenizer, train_policy
+from tests.unit.rl_fixtures import char_tokenizer, save_tiny_llama
 
 VOWELS = set("aeiou")
 QUERIES = ["red shoe", "blue hat", "tv stand", "usb cable"]
+PROMPT_CHARS = "QRW.,'\""
 
 
 class VowelRewards:
     """Scripted reward: the share of vowels in the rewrite."""
 
-    def trl_reward_functions(self):
-        def vowels(completions, **_):
-            return [sum(c in VOWELS for c in text) / max(1, len(text)) for text in completions]
-
-        return [vowels], [1.0]
+    def total(self, queries, rewrites, query_ids=None):
+        return np.asarray([sum(c in VOWELS for c in text) / max(1, len(text)) for text in rewrites])
 
 
-def vowel_probability(model_dir) -> float:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class ConstantRewards:
+    def total(self, queries, rewrites, query_ids=None):
+        return np.ones(len(rewrites))
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    ids = [tokenizer.convert_tokens_to_ids(v) for v in sorted(VOWELS)]
-    with torch.no_grad():
-        batch = tokenizer([prompt(q) for q in QUERIES], return_tensors="pt", padding=True)
-        probs = torch.softmax(model(**batch).logits[:, -1], dim=-1)
-    return float(probs[:, ids].sum(dim=-1).mean())
+
+def vowel_share_of_samples(model_dir, n: int = 16) -> float:
+    torch.manual_seed(123)
+    rewriter = CausalRewriter.load(model_dir, max_new_tokens=6, temperature=1.0, top_p=1.0)
+    rewrites = [r for group in rewriter.rewrite(QUERIES, num_return=n, do_sample=True) for r in group]
+    return float(np.mean(VowelRewards().total(None, rewrites)))
+
+
+def config(**overrides) -> RLConfig:
+    values = dict(num_generations=8, queries_per_step=2, max_steps=10, learning_rate=3e-2, beta=0.02, max_new_tokens=6)
+    return RLConfig(**{**values, **overrides})
+
+
+@pytest.fixture()
+def base(tmp_path):
+    return save_tiny_llama(tmp_path / "base", tokenizer=char_tokenizer(extra=PROMPT_CHARS))
+
+
+def test_groups_hold_the_raw_query_and_the_greedy_rewrite(base):
+    rewriter = CausalRewriter.load(base, max_new_tokens=6, temperature=1.0)
+    greedy = [text for text, _ in rewriter.rewrite_with_confidence(QUERIES)]
+    groups = candidate_groups(rewriter, QUERIES, group_size=8, beams=2)
+    for query, best, group in zip(QUERIES, greedy, groups):
+        assert group[0] == query and best in group
+        assert len(group) == len(set(group)) and 2 < len(group) <= 8
 
 
 @pytest.mark.slow
-def test_grpo_moves_policy_toward_rewarded_rewrites_with_bounded_kl(tmp_path):
-    base = save_tiny_llama(tmp_path / "base")
-    config = RLConfig(
-        num_generations=4, queries_per_step=2, max_steps=8, learning_rate=2e-2, beta=0.05, max_new_tokens=6
+@pytest.mark.parametrize("trainer", ["grpo", "dpo"])
+def test_training_moves_the_policy_toward_rewarded_rewrites_with_bounded_kl(base, tmp_path, trainer):
+    result = train_policy(
+        base, base, QUERIES, [None] * 4, VowelRewards(), config(trainer=trainer), tmp_path / "tuned", seed=0
     )
-    result = train_grpo(
-        base, base, QUERIES, [None] * len(QUERIES), VowelRewards(), config, tmp_path / "tuned", prompt_fn=prompt, seed=0
-    )
-    assert result.steps == 8
-    before, after = vowel_probability(base), vowel_probability(tmp_path / "tuned")
+    assert result.steps == 10
+    before, after = vowel_share_of_samples(base), vowel_share_of_samples(tmp_path / "tuned")
     assert after > before + 0.1, (before, after)
-    kls = result.series("kl")
-    assert len(kls) == 8 and max(kls) > 0
-    assert max(kls) < 2.0, kls
-    rewards = result.series("reward")
-    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3
+    summary = result.summary()
+    assert summary["groups"] == 20 and summary["zero_spread_groups"] < 20
+    assert 0 < summary["kl_max"] < 5.0, summary
+    assert (tmp_path / "tuned" / "tokenizer_config.json").is_file()
+
+
+def test_groups_without_reward_spread_are_dropped_and_the_policy_stays(base, tmp_path):
+    result = train_policy(
+        base, base, QUERIES, [None] * 4, ConstantRewards(), config(max_steps=2), tmp_path / "same", seed=0
+    )
+    summary = result.summary()
+    assert summary["zero_spread_groups"] == summary["groups"] == 4 and summary["zero_spread_share"] == 1.0
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "same").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_reference_with_another_tokenizer_fails_before_training(tmp_path):
-    policy = save_tiny_llama(tmp_path / "policy")
+    policy = save_tiny_llama(tmp_path / "policy", tokenizer=char_tokenizer(extra=PROMPT_CHARS))
     other = save_tiny_llama(tmp_path / "other", tokenizer=char_tokenizer(extra="XYZ"))
     with pytest.raises(RLInputError, match="does not match the policy's tokenizer"):
         check_same_tokenizer(policy, other)
     with pytest.raises(RLInputError, match="does not match the policy's tokenizer"):
-        train_grpo(
-            policy,
-            other,
-            QUERIES,
-            [None] * 4,
-            VowelRewards(),
-            RLConfig(max_steps=1),
-            tmp_path / "out",
-            prompt_fn=prompt,
-        )
+        train_policy(policy, other, QUERIES, [None] * 4, VowelRewards(), config(max_steps=1), tmp_path / "out")
     assert not (tmp_path / "out").exists()
