@@ -12,6 +12,7 @@ from minielm.cli.common import (
     OutputFormat,
     OutputFormatOption,
     emit,
+    existing_dir,
     fail,
     find_esci_sample,
     settings_from,
@@ -290,8 +291,7 @@ def upload(
     from minielm.s3_uris import parse_s3_uri, upload_dir
 
     settings = settings_from(ctx)
-    if not data.is_dir():
-        raise fail(f"{data} is not a directory")
+    existing_dir(data, "DATA")
     parse_s3_uri(uri)  # a bad URI is an InputError (exit 2) before any check runs
     if check:
         try:

@@ -16,7 +16,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -27,40 +26,13 @@ from minielm.config import Settings
 from minielm.feedback.cut_store import CutStore
 from minielm.feedback.events import DeadLetter, parse_event
 from minielm.feedback.join import AggregatorError, Cut, PartitionJoin, recently_closed, written_but_uncommitted
-from minielm.feedback.observability import AggregatorMetrics
+from minielm.feedback.observability import AggregatorMetrics, AggregatorStats
 from minielm.feedback.query_stats import FeastQueryStatsSink, QueryStatsPublisher, QueryStatsSink
 from minielm.kafka_io import make_consumer, make_producer
 from minielm.logs import get_logger
 from minielm.storage import ObjectStore, permanent_s3_error
 
 log = get_logger(__name__)
-
-
-@dataclass
-class AggregatorStats:
-    consumed: int = 0
-    served: int = 0
-    feedback: int = 0
-    dead_letters: int = 0
-    windows_written: int = 0
-    late_written: int = 0
-    commits: int = 0
-    s3_failures: int = 0
-    pushes: int = 0
-    push_failures: int = 0
-    window_keys: list[str] = field(default_factory=list)
-
-
-def _rejected(tp: TopicPartition, record, reason: str, kind: str) -> DeadLetter:
-    """A well-formed event that still cannot be joined (wrong topic, duplicate request id)."""
-    return DeadLetter(
-        reason=reason,
-        error_kind=kind,
-        original=record.value,
-        source_topic=tp.topic,
-        source_partition=tp.partition,
-        source_offset=record.offset,
-    )
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -240,7 +212,7 @@ class Aggregator:
             if not isinstance(event, DeadLetter) and is_rewrites != (event.event_type == "served_rewrite"):
                 expected = "served_rewrite" if is_rewrites else "a feedback event"
                 reason = f"event_type {event.event_type!r} on topic {tp.topic}, which carries {expected}"
-                event = _rejected(tp, record, reason, "wrong_topic")
+                event = DeadLetter.rejected(tp.topic, tp.partition, record.offset, record.value, reason, "wrong_topic")
             if isinstance(event, DeadLetter):
                 self._dead_letter(event, record.key)
                 join.skip(is_rewrites, record.offset)
@@ -248,16 +220,18 @@ class Aggregator:
             if is_rewrites:
                 problem = join.add_rewrite(record.offset, event, now)
                 if problem:
-                    self._dead_letter(_rejected(tp, record, problem, "duplicate"), record.key)
+                    letter = DeadLetter.rejected(
+                        tp.topic, tp.partition, record.offset, record.value, problem, "duplicate"
+                    )
+                    self._dead_letter(letter, record.key)
                     continue
                 stats.served += 1
-                self.metrics.event(event.event_type)
                 self.query_stats.served(event)
             else:
                 join.add_feedback(record.offset, event)
                 stats.feedback += 1
-                self.metrics.event(event.event_type)
                 self.query_stats.feedback(event)
+            self.metrics.event(event.event_type)
 
     def _dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         self.stats.dead_letters += 1

@@ -107,6 +107,18 @@ class DeadLetter(BaseModel):
     source_offset: int | None = None
     ts: float = Field(default_factory=time.time)
 
+    @classmethod
+    def rejected(cls, topic: str, partition: int, offset: int, original: bytes, reason: str, kind: str) -> DeadLetter:
+        """A well-formed event that still cannot be used (on the wrong topic, a duplicate request id)."""
+        return cls(
+            reason=reason,
+            error_kind=kind,
+            original=original,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+        )
+
     def to_bytes(self) -> bytes:
         """JSON for the dead-letter topic; the original bytes travel base64-encoded."""
         record = self.model_dump(exclude={"original"})

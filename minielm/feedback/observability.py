@@ -1,4 +1,4 @@
-"""What on-call sees of the aggregator: Prometheus metrics and liveness/readiness over HTTP.
+"""What on-call sees of the aggregator: its run's counters, Prometheus metrics and liveness/readiness over HTTP.
 
 :class:`AggregatorMetrics` is the small interface the consumer loop reports through (events by type,
 dead letters by kind, windows written, S3 retries and failures, lag per partition, the last commit and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -21,6 +22,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
+
+
+@dataclass
+class AggregatorStats:
+    """What one run of the aggregator did (returned by ``Aggregator.run`` and shown by the CLI)."""
+
+    consumed: int = 0
+    served: int = 0
+    feedback: int = 0
+    dead_letters: int = 0
+    windows_written: int = 0
+    late_written: int = 0
+    commits: int = 0
+    s3_failures: int = 0
+    pushes: int = 0
+    push_failures: int = 0
+    window_keys: list[str] = field(default_factory=list)
 
 
 class AggregatorMetrics:

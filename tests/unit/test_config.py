@@ -114,3 +114,14 @@ def test_every_setting_has_a_description():
     fields = dict(_leaf_fields(Settings))
     assert len(fields) > 200 and "teachers.rewriter.training.max_steps" in fields
     assert [name for name, field in fields.items() if not (field.description or "").strip()] == []
+
+
+def test_nested_distill_sections_layer_like_every_other_setting(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("distill:\n  rewriter:\n    steps: 11\n  relevance:\n    max_ndcg_gap: 0.1\n")
+    environ = {"MINIELM_DISTILL__REWRITER__STEPS": "12"}
+    settings = load_settings(config_file, ["distill.relevance.steps=13"], environ=environ, use_services_state=False)
+    assert settings.distill.rewriter.steps == 12 and settings.distill.relevance.steps == 13
+    assert settings.distill.relevance.max_ndcg_gap == 0.1 and settings.distill.rewriter.batch_size == 16
+    with pytest.raises(ConfigError, match="distill.rewriter_steps"):
+        load_settings(overrides=["distill.rewriter_steps=5"], environ={}, use_services_state=False)

@@ -130,13 +130,3 @@ def test_inconsistent_values_fail_naming_them(assignments, named):
     done = run_helm("template", "minielm", str(CHART_DIR), *args)
     assert done.returncode != 0, f"{assignments} were accepted"
     assert named in done.stderr, done.stderr
-
-
-def test_chart_jobs_image_is_the_settings_jobs_image():
-    """KFP task pods run settings.pipelines.image (default JOBS_IMAGE); the chart's own jobs pods the same."""
-    import yaml
-
-    from minielm.config import JOBS_IMAGE
-
-    jobs = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["images"]["jobs"]
-    assert f"{jobs['repository']}:{jobs['tag']}" == JOBS_IMAGE
