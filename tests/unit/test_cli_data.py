@@ -27,9 +27,9 @@ def _invoke(tmp_path, *args):
 
 
 def test_generate_index_eval_and_load(tmp_path):
-    result = _invoke(tmp_path, "data", "generate", "--products", "600", "--queries", "150", "--seed", "4")
+    result = _invoke(tmp_path, "data", "generate", "--products", "600", "--queries", "400", "--seed", "4")
     assert result.exit_code == 0, result.output
-    assert "150 queries" in result.output
+    assert "400 queries" in result.output
     result = _invoke(tmp_path, "data", "index")
     assert result.exit_code == 0, result.output
     rewrites = tmp_path / "rewrites.jsonl"
