@@ -9,8 +9,12 @@ serves it when no learned model passes the gate. It is a :class:`~minielm.models
    templated, so ``6qt -> 6 quart`` also rewrites ``8qt``. Rewriting replaces spans longest first.
 2. **Spelling correction** of the remaining tokens the catalog does not know: joined or split words
    ("foodprocessor", "head phones") and the nearest catalog word within Damerau-Levenshtein distance
-   1 (words up to 4 letters) or 2 (longer), ties broken by catalog frequency. Numbers and model
+   1 (words up to 6 letters) or 2 (longer), ties broken by catalog frequency. Numbers and model
    numbers are never touched. Without ``canonical_query`` (real data) only this step runs.
+
+It stays safe on queries it cannot help: a phrase applies only when its source holds a word the
+catalog does not know (so catalog words are never swapped for others), and a query is left
+unchanged when most of its words are neither known to the catalog nor correctable (out of domain).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ log = get_logger(__name__)
 
 BASELINE_FILE = "phrase_table_baseline.json"
 FORMAT = "minielm.phrase_table_baseline/1"
-MAX_ONE_EDIT_LENGTH = 4  # words up to this long are corrected within distance 1, longer ones within 2
+MAX_ONE_EDIT_LENGTH = 6  # words up to this long are corrected within distance 1, longer ones within 2
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+(?:[\-'.][a-z0-9]+)*")
 
@@ -131,6 +135,8 @@ class PhraseTableRewriter:
 
     def _phrase_at(self, words: list[str], start: int) -> tuple[int, str] | None:
         for n in range(min(self._max_span, len(words) - start), 0, -1):
+            if all(w in self.vocabulary for w in words[start : start + n]):
+                continue
             span = " ".join(words[start : start + n])
             if span in self.phrases:
                 return n, self.phrases[span]
@@ -159,6 +165,10 @@ class PhraseTableRewriter:
                 continue
             out += self._correct(word).split()
             i += 1
+        alphabetic = [w for w in out if w.isalpha()]
+        unknown = [w for w in alphabetic if w not in self.vocabulary]
+        if len(unknown) * 2 > len(alphabetic):  # mostly words the catalog does not know: out of domain
+            return " ".join(words)
         return " ".join(out)
 
     def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
