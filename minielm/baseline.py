@@ -32,12 +32,14 @@ from rapidfuzz.distance import DamerauLevenshtein
 from minielm.data.alignment import aligned_edits
 from minielm.data.esci import CANONICAL_QUERY, QUERY, QUERY_ID, SPLIT
 from minielm.data.text import product_text
+from minielm.intent import NEGATIONS
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
 
 BASELINE_FILE = "phrase_table_baseline.json"
 FORMAT = "minielm.phrase_table_baseline/1"
+MIN_CORRECTED_LENGTH = 4  # "not", "tub", "mm": too short to tell a typo from another word
 MAX_ONE_EDIT_LENGTH = 6  # words up to this long are corrected within distance 1, longer ones within 2
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+(?:[\-'.][a-z0-9]+)*")
@@ -123,7 +125,7 @@ class PhraseTableRewriter:
         return cls(phrases, vocabulary, version=version)
 
     def _correct(self, word: str) -> str:
-        if word in self.vocabulary or not word.isalpha() or len(word) < 3:
+        if word in self.vocabulary or not word.isalpha() or len(word) < MIN_CORRECTED_LENGTH or word in NEGATIONS:
             return word
         for cut in range(2, len(word) - 1):  # a joined pair of catalog words
             left, right = word[:cut], word[cut:]

@@ -312,3 +312,25 @@ def quality_report(
             for q in shown
         ]
     return report
+
+
+def real_query_strings(sample_dir) -> list[str]:
+    """The distinct real shopper queries of the shared ESCI sample: the query set, then the UBI log's."""
+    from pathlib import Path
+
+    from minielm.data.esci import SAMPLE_QUERYSET_FILE, SAMPLE_UBI_FILE, read_queryset, read_ubi_events
+
+    sample_dir = Path(sample_dir)
+    queries = read_queryset(sample_dir / SAMPLE_QUERYSET_FILE)
+    ubi_queries, _ = read_ubi_events(sample_dir / SAMPLE_UBI_FILE)
+    if "user_query" in ubi_queries.columns:
+        queries += ubi_queries["user_query"].dropna().astype(str).tolist()
+    return list(dict.fromkeys(q.strip() for q in queries if q and q.strip()))
+
+
+def real_queries_safety(source: RewriteSource, queries: list[str]) -> dict[str, Any]:
+    """On real query strings (no labels): the share left unchanged or changed without losing a
+    content word (``safe_share``), the changed share, and harmed examples."""
+    raw = {str(i): q for i, q in enumerate(queries)}
+    rewrites = rewrite_queries(source, raw)
+    return harm_summary(list(raw.values()), [rewrites[i] for i in raw])

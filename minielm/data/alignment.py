@@ -74,6 +74,15 @@ def aligned_edits(noisy: str, canonical: str) -> list[tuple[str, str]]:
             groups[-1][1] += b
         else:
             groups.append([list(a), list(b), "loose"])
+    merged: list[list] = []
+    for group in groups:  # canonical-only words join a changed neighbour: "hoodie" -> "hooded sweatshirt"
+        if not group[0] and merged and merged[-1][2]:
+            merged[-1][1] = merged[-1][1] + group[1]
+        elif merged and not merged[-1][0] and merged[-1][2] and group[2]:
+            merged[-1] = [group[0], merged[-1][1] + group[1], True]
+        else:
+            merged.append(group)
+    groups = merged
     edits = []
     for index, (a, b, changed) in enumerate(groups):
         if not changed:
