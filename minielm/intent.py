@@ -182,10 +182,15 @@ def _lexicon_kept(words: list[str], rewrite_words: set[str]) -> set[int]:
     return kept
 
 
-def intent_check(query: str, rewrite: str, brands: Iterable[str] | None = None) -> IntentCheck:
+def intent_check(
+    query: str, rewrite: str, brands: Iterable[str] | None = None, reference: str | None = None
+) -> IntentCheck:
     """Whether ``rewrite`` keeps the intent of ``query`` (see the module docstring for the rules).
 
     ``brands`` adds brand names known to the caller (a catalog's) to the synthetic vocabulary's.
+    ``reference`` is a rewrite known to keep the intent (the synthetic canonical query): words it
+    also appears to lose, and negations it also adds, are not held against ``rewrite`` (a heavily
+    garbled word the checker cannot match is not the rewriter's harm).
     """
     brand_set = ALL_BRANDS | frozenset(b.lower() for b in brands) if brands else ALL_BRANDS
     words, rewrite_words = tokens(query), tokens(rewrite)
@@ -200,7 +205,12 @@ def intent_check(query: str, rewrite: str, brands: Iterable[str] | None = None) 
             continue
         if not _survives(index, words, rewrite_words, rewrite_text, lexicon_kept):
             lost.append((word, _harm_kind(word, brand_set)))
-    added = tuple(w for w in dict.fromkeys(rewrite_words) if w in NEGATIONS and w not in words)
+    joined = "".join(words)
+    added = tuple(w for w in dict.fromkeys(rewrite_words) if w in NEGATIONS and w not in words and w not in joined)
+    if reference is not None:
+        excused = intent_check(query, reference, brands)
+        lost = [item for item in lost if item not in excused.lost]
+        added = tuple(w for w in added if w not in excused.added_negations)
     reasons = [f"lost {kind} {word!r}" for word, kind in lost] + [f"added negation {w!r}" for w in added]
     return IntentCheck(
         changed=True, harmed=bool(lost or added), lost=tuple(lost), added_negations=added, reasons=tuple(reasons)

@@ -69,3 +69,16 @@ def test_harm_summary_rates_classes_and_examples():
     assert [e["query"] for e in summary["harmed_examples"]] == ["guitar strings", "no lid pot"]
     with pytest.raises(ValueError, match="2 queries but 1 rewrites"):
         harm_summary(["a", "b"], ["a"])
+
+
+def test_a_reference_rewrite_excuses_what_the_checker_cannot_match():
+    garbled = "wht nielon tree without bowl"
+    assert intent_check(garbled, "white nylon tree without bowl").harmed  # "nielon" is 2 edits from "nylon"
+    assert not intent_check(
+        garbled, "white nylon tree without bowl", reference="white nylon cat tree without bowl"
+    ).harmed
+    dropped = intent_check(garbled, "white nylon tree", reference="white nylon cat tree without bowl")
+    assert dropped.harmed and ("without", "negation") in dropped.lost
+    assert not intent_check(
+        "stapler withoutstaples", "stapler without staples"
+    ).harmed  # a split, not an added negation
