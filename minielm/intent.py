@@ -42,7 +42,7 @@ NEGATIONS = frozenset({"no", "not", "without", "free", "non", "never", "none"})
 STOP_WORDS = frozenset({"a", "an", "the", "for", "with", "and", "or", "of", "in", "on", "to", "by", "&", "-", "+"})
 FILLER_WORDS = frozenset(w for filler in FILLERS for w in filler.split())
 HARM_KINDS = ("negation", "brand", "number", "model_number", "content_word")
-_TOKEN = re.compile(r"[a-z0-9]+(?:[.\-'/][a-z0-9]+)*")
+_TOKEN = re.compile(r"[a-z0-9]+(?:[.\-'][a-z0-9]+)*")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _STEMMER = Stemmer.Stemmer("english")
 
@@ -201,7 +201,11 @@ def intent_check(
     lexicon_kept = _lexicon_kept(words, set(rewrite_words))
     lost = []
     for index, word in enumerate(words):
-        if word in STOP_WORDS or (word in FILLER_WORDS and word not in NEGATIONS):
+        if (
+            word in STOP_WORDS
+            or (word in FILLER_WORDS and word not in NEGATIONS)
+            or (len(word) == 1 and word.isalpha())
+        ):
             continue
         if not _survives(index, words, rewrite_words, rewrite_text, lexicon_kept):
             lost.append((word, _harm_kind(word, brand_set)))
