@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from minielm.evaluation import compare_rewriters, harm_on_unchanged_queries, oracle_queries, raw_queries
+from minielm.evaluation import oracle_queries, quality_report, raw_queries
 from minielm.models.interfaces import QueryRewriter, RelevanceScorer
 from minielm.teachers.metrics import relevance_metrics
 
@@ -37,8 +37,9 @@ def evaluate_rewriters(
     max_queries: int | None = None,
     baseline: QueryRewriter | None = None,
 ) -> dict[str, Any]:
-    """raw / baseline / oracle / teacher / student on the same queries; per-system metrics, the gain
-    share, and each system's harm rate (``harm``: :func:`minielm.evaluation.harm_on_unchanged_queries`)."""
+    """raw / baseline / oracle / teacher / student on the same queries: a
+    :func:`minielm.evaluation.quality_report` (per-system metrics, per noise class, seen vs unseen
+    noise, harm rate in ``harm``, examples) without per-query detail, plus the gain share."""
     if max_queries is not None:
         keep = sorted(raw_queries(examples))[:max_queries]
         examples = examples[examples["query_id"].astype(str).isin(keep)]
@@ -49,12 +50,8 @@ def evaluate_rewriters(
         systems["oracle"] = oracle_queries(examples)
     systems["teacher"] = teacher
     systems["student"] = student
-    report = compare_rewriters(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
-    per_query = report.pop("per_query")
-    report["harm"] = {
-        name: harm_on_unchanged_queries(examples, {row["query_id"]: row["query"] for row in rows})
-        for name, rows in per_query.items()
-    }
+    report = quality_report(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
+    report.pop("per_query")
     metrics = report["systems"]
     report["student_keeps_teacher_gain"] = gain_share(
         metrics["student"][GAIN_METRIC], metrics["teacher"][GAIN_METRIC], metrics["raw"][GAIN_METRIC]
