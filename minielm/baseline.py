@@ -32,6 +32,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 from minielm.data.alignment import aligned_edits
 from minielm.data.esci import CANONICAL_QUERY, QUERY, QUERY_ID, SPLIT
 from minielm.data.text import product_text
+from minielm.errors import InputError
 from minielm.intent import NEGATIONS
 from minielm.logs import get_logger
 
@@ -196,10 +197,10 @@ class PhraseTableRewriter:
     def load(cls, directory: Path | str) -> PhraseTableRewriter:
         path = Path(directory) / BASELINE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no phrase-table baseline at {path} (save one with PhraseTableRewriter.save)")
+            raise InputError(f"no phrase-table baseline at {path} (save one with PhraseTableRewriter.save)")
         payload = json.loads(path.read_text())
         if payload.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}")
+            raise InputError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}")
         return cls(payload["phrases"], payload["vocabulary"], version=payload.get("version", "baseline"))
 
     @staticmethod

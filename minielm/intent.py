@@ -37,6 +37,7 @@ from minielm.data.vocabulary import (
     SPLITS,
     UNITS,
 )
+from minielm.errors import InputError
 
 NEGATIONS = frozenset({"no", "not", "without", "free", "non", "never", "none"})
 STOP_WORDS = frozenset({"a", "an", "the", "for", "with", "and", "or", "of", "in", "on", "to", "by", "&", "-", "+"})
@@ -235,9 +236,9 @@ def harm_summary(
     rewritten at all; ``by_kind`` counts lost words per harm kind.
     """
     if len(queries) != len(rewrites):
-        raise ValueError(f"harm_summary: {len(queries)} queries but {len(rewrites)} rewrites")
+        raise InputError(f"harm_summary: {len(queries)} queries but {len(rewrites)} rewrites")
     if classes is not None and len(classes) != len(queries):
-        raise ValueError(f"harm_summary: {len(queries)} queries but {len(classes)} classes")
+        raise InputError(f"harm_summary: {len(queries)} queries but {len(classes)} classes")
     brand_set = frozenset(brands) if brands else None
     checks = [intent_check(q, r, brand_set) for q, r in zip(queries, rewrites)]
     n = len(checks)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from minielm.errors import InputError
+
 
 @dataclass(frozen=True)
 class ProductType:
@@ -1160,9 +1162,9 @@ class NoiseRates:
         for name in ("clean_fraction", "out_of_catalog_fraction", "extra_kind_probability", "second_typo_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"NoiseRates.{name}: expected a value in [0, 1], got {value}")
+                raise InputError(f"NoiseRates.{name}: expected a value in [0, 1], got {value}")
         unknown = set(self.weights) - set(NOISE_KINDS)
         if unknown:
-            raise ValueError(f"NoiseRates.weights: unknown noise kinds {sorted(unknown)} (known: {NOISE_KINDS})")
+            raise InputError(f"NoiseRates.weights: unknown noise kinds {sorted(unknown)} (known: {NOISE_KINDS})")
         if self.max_kinds < 1:
-            raise ValueError(f"NoiseRates.max_kinds: expected >= 1, got {self.max_kinds}")
+            raise InputError(f"NoiseRates.max_kinds: expected >= 1, got {self.max_kinds}")

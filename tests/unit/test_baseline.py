@@ -7,6 +7,7 @@ import pytest
 
 from minielm.baseline import PhraseTableRewriter, mine_phrase_table
 from minielm.data.synthetic import generate_dataset
+from minielm.errors import InputError
 from minielm.evaluation import compare_rewriters, oracle_queries, raw_queries
 from minielm.intent import harm_rate
 from minielm.models.interfaces import QueryRewriter
@@ -60,7 +61,7 @@ def test_spelling_only_without_canonical_queries(tmp_path):
     assert rewriter(["instapot", "presure coker"]) == ["instapot", "pressure cooker"]
     loaded = PhraseTableRewriter.load(rewriter.save(tmp_path / "baseline"))
     assert loaded(["presure coker"]) == ["pressure cooker"] and loaded.version == rewriter.version
-    with pytest.raises(FileNotFoundError, match="no phrase-table baseline"):
+    with pytest.raises(InputError, match="no phrase-table baseline"):
         PhraseTableRewriter.load(tmp_path / "missing")
 
 
