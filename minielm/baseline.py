@@ -39,6 +39,9 @@ from minielm.logs import get_logger
 log = get_logger(__name__)
 
 BASELINE_FILE = "phrase_table_baseline.json"
+# What serving's loader and the registry read to load a saved baseline (metadata.json "model_class");
+# register it with ``ModelRegistry.register(name, dir, {"model_class": MODEL_CLASS, ...})``.
+MODEL_CLASS = "minielm.baseline:PhraseTableRewriter"
 FORMAT = "minielm.phrase_table_baseline/1"
 MIN_CORRECTED_LENGTH = 4  # "not", "tub", "mm": too short to tell a typo from another word
 MAX_ONE_EDIT_LENGTH = 6  # words up to this long are corrected within distance 1, longer ones within 2
@@ -191,6 +194,7 @@ class PhraseTableRewriter:
             "vocabulary": dict(self.vocabulary),
         }
         (directory / BASELINE_FILE).write_text(json.dumps(payload))
+        (directory / "metadata.json").write_text(json.dumps({"model_class": MODEL_CLASS, "version": self.version}))
         return directory
 
     @classmethod

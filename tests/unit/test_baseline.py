@@ -80,3 +80,11 @@ def test_beats_raw_on_unseen_noise_and_leaves_clean_queries_alone():
     queries = test.drop_duplicates("query_id")
     clean = queries[queries["noise"].isin(["", "out_of_catalog"])]["query"].tolist()
     assert harm_rate(clean, rewriter(clean)) <= 0.02
+
+
+def test_a_saved_baseline_is_served_like_any_rewriter(tmp_path):
+    from serving.loading import load_model_dir
+
+    saved = PhraseTableRewriter.fit(PRODUCTS).save(tmp_path / "baseline")
+    served = load_model_dir(saved, "rewriter")
+    assert isinstance(served, PhraseTableRewriter) and served(["presure coker"]) == ["pressure cooker"]
