@@ -234,16 +234,11 @@ def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]
 
 
 def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str, Any]) -> dict:
-<<<<<<< HEAD
     """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw), and its
     harm rate: the share of held-out queries where the system retrieves fewer relevant products than the raw
-    query (a rewrite that hurts the shopper who typed it)."""
-    from minielm.evaluation import evaluate_queries, raw_queries
-=======
-    """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw),
-    with its harm rate on clean and out-of-catalog held-out queries (``harm_rate``)."""
+    query (a rewrite that hurts the shopper who typed it); ``intent_harm_rate``: the share of clean and
+    out-of-catalog held-out queries whose rewrite loses a content word (what the quality gate checks)."""
     from minielm.evaluation import evaluate_queries, harm_on_unchanged_queries, raw_queries
->>>>>>> d640cd0 (Quality gate requires beating the baseline and harm within target; every caller passes both)
 
     examples = load_esci(data_dir).examples
     examples = examples[examples[SPLIT] == settings.rl.heldout_split]
@@ -254,21 +249,19 @@ def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str
         return evaluate_queries(
             index, examples, dict(zip(ids, texts)), settings.eval.top_k, settings.eval.substitute_is_relevant
         )
-<<<<<<< HEAD
 
     baseline = [row["relevant"] for row in evaluate([raw[i] for i in ids])["per_query"]]
     report = {}
     for name, fn in systems.items():
-        result = evaluate([raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids]))
+        texts = [raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids])
+        result = evaluate(texts)
         harmed = [row["relevant"] < before for row, before in zip(result["per_query"], baseline)]
-=======
-        harm = harm_on_unchanged_queries(examples, dict(zip(ids, texts)))
->>>>>>> d640cd0 (Quality gate requires beating the baseline and harm within target; every caller passes both)
+        intent_harm = harm_on_unchanged_queries(examples, dict(zip(ids, texts)))
         report[name] = {
             **{k: result[k] for k in ("relevant_per_query", "ndcg", "recall", "zero_result_rate", "n_queries")},
             "harm_rate": float(np.mean(harmed)) if harmed else 0.0,
+            "intent_harm_rate": intent_harm["harm_rate"] if intent_harm else None,
             "by_noise": _by_noise(examples, result["per_query"]),
-            "harm_rate": harm["harm_rate"] if harm else None,
         }
     return report
 
@@ -329,7 +322,7 @@ def evaluate_and_gate(
         metrics["production"],
         settings.gate,
         baseline=metrics["baseline"],
-        harm_rate=metrics["candidate"]["harm_rate"],
+        harm_rate=metrics["candidate"]["intent_harm_rate"],
     )
     reasons = list(gate.reasons)
     passed = bool(gate.passed)
