@@ -10,7 +10,7 @@ The image each task runs is set when the pipeline is built (``pipelines.platform
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from minielm.config import JOBS_IMAGE
 
@@ -130,13 +130,16 @@ def evaluate_students(
     student_relevance: Input[Model],
     report: Output[Artifact],
     metrics: Output[Metrics],
+    html_report: Output[HTML],
 ) -> None:
-    """Teacher / student / raw / oracle on the held-out split; the share of the teacher's gain kept."""
+    """Teacher / student / raw / baseline / oracle on the held-out split (JSON and an HTML report);
+    the share of the teacher's gain kept."""
     import json
     from pathlib import Path
 
     from minielm.config import load_settings
     from minielm.distill.stages import MODEL_SUBDIR, TEACHER_EXPORT, evaluate_students
+    from minielm.eval_report import write_html_report
 
     settings = load_settings(config_file or None)
     result = evaluate_students(
@@ -151,6 +154,7 @@ def evaluate_students(
     )
     print(result["table"])
     Path(report.path).write_text(json.dumps(result, indent=2, default=str))
+    write_html_report(result["rewriter"], html_report.path)
     for system, values in result["rewriter"]["systems"].items():
         metrics.log_metric(f"{system}_relevant_per_query", values["relevant_per_query"])
     share = result["rewriter"]["student_keeps_teacher_gain"]

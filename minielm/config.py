@@ -308,10 +308,21 @@ class EvalConfig(StrictConfig):
 
 
 class GateConfig(StrictConfig):
-    """A candidate must beat the raw query and may lose at most these amounts vs production."""
+    """A candidate must beat the raw query and the strongest non-neural baseline, keep its harm rate
+    within target, and may lose at most these amounts vs production."""
 
     min_gain_over_raw: float = Field(
         0.0, description="least gain over the raw query (in metric units) a candidate must show"
+    )
+    min_gain_over_baseline: float = Field(
+        0.0,
+        description="least gain over the phrase-table + spelling baseline (metric units) a candidate must show",
+    )
+    max_harm_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="most share of clean and out-of-catalog held-out queries whose rewrite may lose a content word",
     )
     max_regression_vs_production: float = Field(
         0.02, ge=0, description="most a candidate may lose against the production model (metric units)"

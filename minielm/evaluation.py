@@ -9,6 +9,11 @@ examples. Metrics (averaged over queries):
 - ``ndcg``: nDCG@k with ESCI gains (E 1, S 0.1, C 0.01, I 0); unjudged products gain 0;
 - ``recall``: relevant products retrieved / relevant products judged (queries with none excluded);
 - ``zero_result_rate``: share of queries whose search returned nothing.
+
+:func:`quality_report` adds what the quality contract asks for on synthetic data: relevant@k per
+noise class and for seen vs unseen noise (``noise_novelty``), and the harm rate (rewrites that
+lose a content word or change intent, :mod:`minielm.intent`) on clean and out-of-catalog queries,
+whose right rewrite is the query itself, plus harm per noise class.
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from minielm.data.esci import CANONICAL_QUERY, ESCI_GAINS, ESCI_LABEL, PRODUCT_ID, QUERY, QUERY_ID
+from minielm.data.esci import (
+    CANONICAL_QUERY,
+    ESCI_GAINS,
+    ESCI_LABEL,
+    NOISE,
+    NOISE_NOVELTY,
+    PRODUCT_ID,
+    QUERY,
+    QUERY_ID,
+)
+from minielm.data.vocabulary import CLEAN_CLASS, OUT_OF_CATALOG_CLASS
+from minielm.intent import harm_summary, intent_check
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -195,3 +211,128 @@ def format_report_table(report: Mapping[str, Any]) -> str:
             f"{m['zero_result_rate']:>12.1%} {shown:>8}"
         )
     return "\n".join(lines)
+
+
+# Query classes whose right rewrite is the query itself: harm is measured on them.
+UNCHANGED_CLASSES = (CLEAN_CLASS, OUT_OF_CATALOG_CLASS)
+
+
+def query_classes(examples: pd.DataFrame) -> dict[str, list[str]]:
+    """query id -> its classes: each noise kind applied, or ``clean``, or ``out_of_catalog`` (empty
+    lists when the examples have no ``noise`` column, as real data does not)."""
+    first = examples.drop_duplicates(QUERY_ID)
+    if NOISE not in first.columns:
+        return {str(q): [] for q in first[QUERY_ID]}
+    return {
+        str(q): [k for k in str(noise or "").split(",") if k] or [CLEAN_CLASS]
+        for q, noise in zip(first[QUERY_ID], first[NOISE].fillna(""))
+    }
+
+
+def _mean_by(per_query: list[dict], groups: Mapping[str, list[str]]) -> dict[str, dict[str, float]]:
+    sums: dict[str, list[float]] = {}
+    for row in per_query:
+        for group in groups.get(row["query_id"], []):
+            sums.setdefault(group, []).append(row["relevant"])
+    return {g: {"relevant_per_query": float(np.mean(v)), "n_queries": len(v)} for g, v in sorted(sums.items())}
+
+
+def harm_on_unchanged_queries(examples: pd.DataFrame, rewrites: Mapping[str, str]) -> dict[str, Any] | None:
+    """Harm of ``rewrites`` (query id -> text) on the clean and out-of-catalog queries of ``examples``.
+
+    Real data has no noise classes: there every query counts (a rewrite may fix it, but never lose a
+    content word of it). None when no query of ``examples`` has a rewrite.
+    """
+    classes = query_classes(examples)
+    raw = raw_queries(examples)
+    if any(classes.values()):
+        ids = [q for q, kinds in classes.items() if kinds and kinds[0] in UNCHANGED_CLASSES and q in rewrites]
+        labels = [classes[q][0] for q in ids]
+    else:
+        ids = [q for q in classes if q in rewrites]
+        labels = ["all"] * len(ids)
+    if not ids:
+        return None
+    return harm_summary([raw[q] for q in ids], [rewrites[q] for q in ids], classes=labels)
+
+
+def quality_report(
+    index, examples: pd.DataFrame, systems: Mapping[str, RewriteSource], k: int, substitute_is_relevant: bool = False
+) -> dict[str, Any]:
+    """:func:`compare_rewriters` plus, per system, relevant@k by noise class and by noise novelty,
+    harm on clean and out-of-catalog queries (``harm``), harm per noise class (``harm_by_noise``), and
+    a few example rewrites (``examples``: harmed ones first, then changed ones). On synthetic data a
+    noisy query's harm is judged against its canonical rewrite (what the checker cannot match in the
+    oracle rewrite either is not counted)."""
+    raw = raw_queries(examples)
+    rewrites = {name: rewrite_queries(source, raw) for name, source in systems.items()}
+    report = compare_rewriters(index, examples, rewrites, k, substitute_is_relevant)
+    classes = query_classes(examples)
+    first = examples.drop_duplicates(QUERY_ID)
+    novelty = (
+        {str(q): [str(v)] for q, v in zip(first[QUERY_ID], first[NOISE_NOVELTY])}
+        if NOISE_NOVELTY in first.columns
+        else {}
+    )
+    canonical = oracle_queries(examples) if CANONICAL_QUERY in examples.columns else {}
+    ids = list(raw)
+    report["by_noise"], report["by_novelty"], report["harm"], report["harm_by_noise"] = {}, {}, {}, {}
+    report["examples"] = {}
+    for name, texts in rewrites.items():
+        per_query = report["per_query"][name]
+        report["by_noise"][name] = _mean_by(per_query, classes)
+        report["by_novelty"][name] = _mean_by(per_query, novelty)
+        report["harm"][name] = harm_on_unchanged_queries(examples, texts)
+        checks = {q: intent_check(raw[q], texts[q], reference=canonical.get(q)) for q in ids}
+        by_kind: dict[str, list[str]] = {}
+        for q in ids:
+            for kind in classes[q]:
+                by_kind.setdefault(kind, []).append(q)
+        report["harm_by_noise"][name] = {
+            kind: {
+                "harm_rate": float(np.mean([checks[q].harmed for q in members])),
+                "changed_share": float(np.mean([checks[q].changed for q in members])),
+                "n_queries": len(members),
+            }
+            for kind, members in sorted(by_kind.items())
+        }
+        relevant = {row["query_id"]: row["relevant"] for row in per_query}
+        base = {row["query_id"]: row["relevant"] for row in report["per_query"].get("raw", per_query)}
+        changed = [q for q in ids if checks[q].changed]
+        harmed = [q for q in ids if checks[q].harmed]
+        shown = list(dict.fromkeys(harmed[:6] + changed[:10] + ids[:4]))
+        report["examples"][name] = [
+            {
+                "query": raw[q],
+                "rewrite": texts[q],
+                "canonical": canonical.get(q),
+                "classes": classes[q],
+                "relevant": relevant.get(q),
+                "relevant_raw": base.get(q),
+                "harm": list(checks[q].reasons) if checks[q].harmed else [],
+            }
+            for q in shown
+        ]
+    return report
+
+
+def real_query_strings(sample_dir) -> list[str]:
+    """The distinct real shopper queries of the shared ESCI sample: the query set, then the UBI log's."""
+    from pathlib import Path
+
+    from minielm.data.esci import SAMPLE_QUERYSET_FILE, SAMPLE_UBI_FILE, read_queryset, read_ubi_events
+
+    sample_dir = Path(sample_dir)
+    queries = read_queryset(sample_dir / SAMPLE_QUERYSET_FILE)
+    ubi_queries, _ = read_ubi_events(sample_dir / SAMPLE_UBI_FILE)
+    if "user_query" in ubi_queries.columns:
+        queries += ubi_queries["user_query"].dropna().astype(str).tolist()
+    return list(dict.fromkeys(q.strip() for q in queries if q and q.strip()))
+
+
+def real_queries_safety(source: RewriteSource, queries: list[str]) -> dict[str, Any]:
+    """On real query strings (no labels): the share left unchanged or changed without losing a
+    content word (``safe_share``), the changed share, and harmed examples."""
+    raw = {str(i): q for i, q in enumerate(queries)}
+    rewrites = rewrite_queries(source, raw)
+    return harm_summary(list(raw.values()), [rewrites[i] for i in raw])

@@ -1,8 +1,12 @@
-"""The quality gate: a candidate is registered only if it beats the raw query and does not regress
-the production model beyond the configured tolerance (``settings.gate``).
+"""The quality gate: a candidate is registered only if it beats the raw query **and the strongest
+non-neural baseline**, keeps its harm rate within target, and does not regress the production model
+beyond the configured tolerance (``settings.gate``).
 
-Inputs are metric dicts as produced by :func:`minielm.evaluation.evaluate_queries` (or one system's
-entry of a :func:`~minielm.evaluation.compare_rewriters` report), measured on the same held-out queries.
+Metric inputs are dicts as produced by :func:`minielm.evaluation.evaluate_queries` (or one system's
+entry of a :func:`~minielm.evaluation.compare_rewriters` report), measured on the same held-out
+queries; ``harm_rate`` is the share of clean and out-of-catalog held-out queries whose rewrite loses
+a content word or changes intent (:func:`minielm.evaluation.harm_on_unchanged_queries`). A missing
+baseline or harm measurement fails the gate: "not measured" never counts as "passed".
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class GateResult:
     candidate: float | None = None
     raw: float | None = None
     production: float | None = None
+    baseline: float | None = None
+    harm_rate: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +40,8 @@ class GateResult:
             "metric": self.metric,
             "candidate": self.candidate,
             "raw": self.raw,
+            "baseline": self.baseline,
+            "harm_rate": self.harm_rate,
             "production": self.production,
         }
 
@@ -49,31 +57,58 @@ def _value(metrics: Mapping[str, Any], metric: str, what: str) -> float:
         raise ValueError(f"quality_gate: {what}[{metric!r}] is not a number: {metrics[metric]!r}") from None
 
 
+def _beats(value: float, reference: float, margin: float, metric: str, name: str, setting: str) -> tuple[bool, str]:
+    gain = value - reference
+    if gain > margin:
+        return True, f"{metric} {value:.4f} beats {name} {reference:.4f} by {gain:+.4f} (> {setting} {margin})"
+    return False, (
+        f"{metric} {value:.4f} does not beat {name} {reference:.4f} by more than {setting} {margin} (gain {gain:+.4f})"
+    )
+
+
 def quality_gate(
-    candidate: Mapping[str, Any], raw: Mapping[str, Any], production: Mapping[str, Any] | None, config: GateConfig
+    candidate: Mapping[str, Any],
+    raw: Mapping[str, Any],
+    production: Mapping[str, Any] | None,
+    config: GateConfig,
+    *,
+    baseline: Mapping[str, Any] | None = None,
+    harm_rate: float | None = None,
 ) -> GateResult:
-    """Pass when ``candidate - raw > min_gain_over_raw`` and, if a production model exists,
-    ``candidate >= production - max_regression_vs_production`` (both on ``config.metric``)."""
+    """Pass when, on ``config.metric``, ``candidate - raw > min_gain_over_raw`` and ``candidate -
+    baseline > min_gain_over_baseline`` (``baseline``: the strongest non-neural baseline's metrics),
+    ``harm_rate <= max_harm_rate``, and, if a production model exists, ``candidate >= production -
+    max_regression_vs_production``. ``baseline=None`` or ``harm_rate=None`` fails with that reason."""
     metric = config.metric
     value = _value(candidate, metric, "candidate")
-    baseline = _value(raw, metric, "raw")
+    raw_value = _value(raw, metric, "raw")
     reasons: list[str] = []
     passed = True
     if math.isnan(value):
         passed = False
         reasons.append(f"candidate {metric} is NaN")
-    gain = value - baseline
-    if gain > config.min_gain_over_raw:
-        reasons.append(
-            f"{metric} {value:.4f} beats raw {baseline:.4f} by {gain:+.4f} "
-            f"(> min_gain_over_raw {config.min_gain_over_raw})"
-        )
-    else:
+    ok, reason = _beats(value, raw_value, config.min_gain_over_raw, metric, "raw", "min_gain_over_raw")
+    passed &= ok
+    reasons.append(reason)
+    baseline_value = None
+    if baseline is None:
         passed = False
-        reasons.append(
-            f"{metric} {value:.4f} does not beat raw {baseline:.4f} by more than "
-            f"min_gain_over_raw {config.min_gain_over_raw} (gain {gain:+.4f})"
+        reasons.append("no baseline metrics: a candidate must beat the strongest non-neural baseline, measured")
+    else:
+        baseline_value = _value(baseline, metric, "baseline")
+        ok, reason = _beats(
+            value, baseline_value, config.min_gain_over_baseline, metric, "baseline", "min_gain_over_baseline"
         )
+        passed &= ok
+        reasons.append(reason)
+    if harm_rate is None:
+        passed = False
+        reasons.append("harm rate not measured: the gate needs it on clean and out-of-catalog held-out queries")
+    elif not harm_rate <= config.max_harm_rate:  # NaN fails too
+        passed = False
+        reasons.append(f"harm rate {harm_rate:.2%} exceeds max_harm_rate {config.max_harm_rate:.2%}")
+    else:
+        reasons.append(f"harm rate {harm_rate:.2%} is within max_harm_rate {config.max_harm_rate:.2%}")
     current = None
     if production is None:
         reasons.append("no production model: nothing to regress against")
@@ -92,7 +127,23 @@ def quality_gate(
                 f"(> max_regression_vs_production {config.max_regression_vs_production})"
             )
     result = GateResult(
-        passed=passed, reasons=reasons, metric=metric, candidate=value, raw=baseline, production=current
+        passed=bool(passed),
+        reasons=reasons,
+        metric=metric,
+        candidate=value,
+        raw=raw_value,
+        production=current,
+        baseline=baseline_value,
+        harm_rate=harm_rate,
     )
-    log.info("quality gate", passed=result.passed, metric=metric, candidate=value, raw=baseline, production=current)
+    log.info(
+        "quality gate",
+        passed=result.passed,
+        metric=metric,
+        candidate=value,
+        raw=raw_value,
+        baseline=baseline_value,
+        harm_rate=harm_rate,
+        production=current,
+    )
     return result

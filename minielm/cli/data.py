@@ -1,8 +1,7 @@
-"""``minielm data generate|index|load-esci|sample`` and ``minielm eval``: the data and evaluation spine."""
+"""``minielm data generate|index|load-esci|sample|upload``: the data spine (``minielm eval``: cli/evaluate.py)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from minielm.cli.common import (
 from minielm.config import Settings
 from minielm.data.esci import SPLITS, load_esci, load_esci_sample, write_esci
 from minielm.data.synthetic import generate_dataset
-from minielm.evaluation import compare_rewriters, format_report_table, oracle_queries, raw_queries
 from minielm.search import SearchIndex
 
 data_app = typer.Typer(help="Generate, load and index ESCI-format shopping data.", no_args_is_help=True)
@@ -175,108 +173,6 @@ def sample(
     emit(summary, output_format, text)
 
 
-def _read_rewrites(path: Path) -> dict[str, str]:
-    """A JSON object {query_id: rewrite} or JSON lines with query_id and rewrite fields."""
-    text = path.read_text()
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        document = None
-    if isinstance(document, dict):
-        return {str(k): str(v) for k, v in document.items()}
-    rewrites = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rewrites[str(row["query_id"])] = str(row["rewrite"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise fail(f"{path}:{number}: expected a JSON object with 'query_id' and 'rewrite'") from None
-    return rewrites
-
-
-def _named_paths(values: list[str], option: str) -> dict[str, Path]:
-    named = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise fail(f"{option}: expected NAME=PATH, got {value!r}")
-        if not Path(path).exists():
-            raise fail(f"{option}: {path} does not exist")
-        named[name] = Path(path)
-    return named
-
-
-def eval_command(
-    ctx: typer.Context,
-    data: Path | None = typer.Option(None, "--data", help="ESCI dir (default <paths.data_dir>/synthetic)."),
-    index: Path | None = typer.Option(
-        None, "--index", help="Saved index (default <paths.data_dir>/index; built from the catalog when absent)."
-    ),
-    split: str | None = typer.Option("test", help="Split to evaluate: train, validation, test or 'all'."),
-    k: int | None = typer.Option(None, "--k", min=1, help="Top k (default: the eval.top_k setting)."),
-    substitute_is_relevant: bool | None = typer.Option(
-        None, "--substitute-is-relevant/--exact-only", help="Count Substitutes as relevant (default: the setting)."
-    ),
-    rewrites: list[str] = typer.Option(
-        [],
-        "--rewrites",
-        help="NAME=FILE of rewrites (JSON {query_id: text} or JSONL with query_id, rewrite); repeatable.",
-    ),
-    model: list[str] = typer.Option([], "--model", help="NAME=DIR of a saved CausalRewriter to run; repeatable."),
-    output: Path | None = typer.Option(
-        None, "--output", help="JSON report path (default <paths.reports_dir>/eval.json)."
-    ),
-    output_format: OutputFormatOption = OutputFormat.text,
-) -> None:
-    """Score raw queries, oracle rewrites and given rewrites or models by relevant products per query @k.
-
-    Also nDCG@k, recall@k and the zero-result rate; prints a table and writes a JSON report.
-    """
-    settings = settings_from(ctx)
-    data = data or default_dataset_dir(settings)
-    k = k or settings.eval.top_k
-    substitute = settings.eval.substitute_is_relevant if substitute_is_relevant is None else substitute_is_relevant
-    if split not in (*SPLITS, "all"):
-        raise fail(f"--split: expected one of {', '.join(SPLITS)} or all, got {split!r}")
-    rewrite_files = _named_paths(rewrites, "--rewrites")
-    model_dirs = _named_paths(model, "--model")
-    dataset = load_esci(data, split=None if split == "all" else split)
-    if dataset.examples.empty:
-        raise fail(f"--split {split}: {data} has no examples in that split")
-    index_dir = index or default_index_dir(settings)
-    if (index_dir / "minielm_index.json").is_file():
-        search_index = SearchIndex.load(index_dir)
-        if len(search_index) != len(dataset.products):
-            raise fail(
-                f"--index: {index_dir} holds {len(search_index)} products but the catalog in {data} has "
-                f"{len(dataset.products)}; rebuild it with `minielm data index`"
-            )
-    elif index is not None:
-        raise fail(f"--index: {index} is not a saved index (run `minielm data index`)")
-    else:
-        search_index = SearchIndex.build(dataset.products, show_progress=True)
-    systems: dict = {"raw": raw_queries(dataset.examples)}
-    if "canonical_query" in dataset.examples.columns:
-        systems["oracle"] = oracle_queries(dataset.examples)
-    for name, path in rewrite_files.items():
-        systems[name] = _read_rewrites(path)
-    for name, path in model_dirs.items():
-        from minielm.models.rewriter import CausalRewriter
-
-        systems[name] = CausalRewriter.load(path)
-    try:
-        report = compare_rewriters(search_index, dataset.examples, systems, k, substitute)
-    except ValueError as error:
-        raise fail(str(error)) from None
-    output = output or Path(settings.paths.reports_dir) / "eval.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    report["data"], report["split"] = str(data), split
-    output.write_text(json.dumps(report, indent=2))
-    emit(report, output_format, f"{format_report_table(report)}\nreport written to {output}")
-
-
 @data_app.command("upload")
 def upload(
     ctx: typer.Context,
@@ -305,4 +201,3 @@ def upload(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(data_app, name="data")
-    root.command("eval")(eval_command)

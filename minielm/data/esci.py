@@ -71,6 +71,7 @@ PRODUCT_TEXT_COLUMNS = (PRODUCT_TITLE, PRODUCT_DESCRIPTION, PRODUCT_BULLET_POINT
 # Synthetic extras (kept when present, never required).
 CANONICAL_QUERY = "canonical_query"
 NOISE = "noise"
+NOISE_NOVELTY = "noise_novelty"  # seen | unseen | none: whether the train split shows this query's noise edits
 
 # Ratings of the shared judgment file (OpenSearch SRW import of ESCI) and their labels.
 RATING_TO_LABEL = {100.0: "E", 10.0: "S", 1.0: "C", 0.0: "I"}
@@ -93,7 +94,9 @@ class EsciData:
 
     def queries(self) -> pd.DataFrame:
         """One row per query id with its text (and canonical rewrite and split when present)."""
-        columns = [c for c in (QUERY_ID, QUERY, CANONICAL_QUERY, NOISE, SPLIT) if c in self.examples.columns]
+        columns = [
+            c for c in (QUERY_ID, QUERY, CANONICAL_QUERY, NOISE, NOISE_NOVELTY, SPLIT) if c in self.examples.columns
+        ]
         return self.examples[columns].drop_duplicates(QUERY_ID).reset_index(drop=True)
 
     def split(self, name: str) -> EsciData:

@@ -22,8 +22,18 @@ from tqdm import tqdm
 
 from minielm.data import esci
 from minielm.data.esci import EsciData
-from minielm.data.noise import Slot, apply_noise
-from minielm.data.vocabulary import BRANDS, COLOURS, PRODUCT_TYPES, TITLE_MARKETING, UNITS, NoiseRates
+from minielm.data.noise import Slot, noisy_slots, slot_edits
+from minielm.data.vocabulary import (
+    BRANDS,
+    COLOURS,
+    FEATURES,
+    OUT_OF_CATALOG_CLASS,
+    OUT_OF_CATALOG_QUERIES,
+    PRODUCT_TYPES,
+    TITLE_MARKETING,
+    UNITS,
+    NoiseRates,
+)
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -36,7 +46,16 @@ CATEGORY_BLURBS = {
     "electronics": "Reliable performance with a one year warranty.",
     "home": "Adds comfort and style to any room.",
     "sports": "Made for training, travel and the outdoors.",
+    "beauty": "Gentle on skin and hair, made for daily care.",
+    "pets": "Safe and comfortable for cats and dogs.",
+    "toys": "Fun for kids and families, safety tested.",
+    "office": "Keeps your desk organised and your work moving.",
 }
+# How often a product of a category carries a model number in its title ("X200", "SM-G991").
+MODEL_NUMBER_SHARE = {"electronics": 0.8}
+DEFAULT_MODEL_NUMBER_SHARE = 0.25
+FEATURE_SHARE = 0.5  # products that carry one feature ("bpa free", "noise cancelling") in their title
+OUT_OF_CATALOG_QUALIFIERS = ("", "", "", "organic", "for kids", "2 pack", "refill", "set", "large", "travel")
 
 
 @dataclass(frozen=True)
@@ -76,7 +95,17 @@ def _prefixed(prefix: str, values: np.ndarray, suffix: str = "") -> np.ndarray:
     return np.where(values != "", prefix + values + suffix, "")
 
 
-def _titles(templates, brand, type_names, size_text, material, colour, marketing) -> np.ndarray:
+def _model_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Model numbers in three common shapes: ``x200``, ``sm-g991``, ``500d`` (column-wise, for 1M products)."""
+    letters = np.asarray(list("abcdefghjkmnprstvwxz"), dtype=object)
+    a, b, c = (letters[rng.integers(0, len(letters), n)] for _ in range(3))
+    digits = np.char.mod("%d", rng.integers(100, 1000, n)).astype(object)
+    long_digits = np.char.mod("%d", rng.integers(100, 10000, n)).astype(object)
+    shapes = rng.integers(0, 3, n)
+    return np.where(shapes == 0, a + digits, np.where(shapes == 1, a + b + "-" + c + digits, long_digits + a))
+
+
+def _titles(templates, brand, type_names, size_text, material, colour, marketing, feature, model) -> np.ndarray:
     """Three title layouts, built column-wise (a Python call per product is too slow at 1M)."""
     brand, type_names, material = _title_case(brand), _title_case(type_names), _title_case(material)
     colour, size = _title_case(colour), _title_case(size_text)
@@ -86,7 +115,8 @@ def _titles(templates, brand, type_names, size_text, material, colour, marketing
         type_names + " by " + brand + ", " + _prefixed("", size, " ") + colour + " " + material,
     )
     titles = np.where(templates == 0, layouts[0], np.where(templates == 1, layouts[1], layouts[2]))
-    return titles + _prefixed(", ", marketing)
+    model = np.asarray([m.upper() for m in model], dtype=object) if len(model) else model
+    return titles + _prefixed(", ", feature) + _prefixed(" ", model) + _prefixed(", ", marketing)
 
 
 def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: bool) -> _Catalog:
@@ -98,6 +128,8 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
     size_text = np.empty(n_products, dtype=object)
     price = np.empty(n_products, dtype=np.float64)
     colour = np.asarray(COLOURS, dtype=object)[rng.integers(0, len(COLOURS), n_products)]
+    feature = np.full(n_products, "", dtype=object)
+    model = np.full(n_products, "", dtype=object)
     by_type = []
     for code, product_type in enumerate(tqdm(PRODUCT_TYPES, desc="catalog", disable=not show_progress, leave=False)):
         members = np.flatnonzero(type_codes == code)
@@ -116,11 +148,16 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
         size[members] = chosen
         size_text[members] = chosen + " " + UNITS[product_type.unit][0] if product_type.unit else chosen
         price[members] = np.round(product_type.base_price * rng.lognormal(0.0, 0.3, len(members)), 2)
+        features = np.asarray(FEATURES[product_type.category], dtype=object)
+        has_feature = rng.random(len(members)) < FEATURE_SHARE
+        feature[members] = np.where(has_feature, features[rng.integers(0, len(features), len(members))], "")
+        share = MODEL_NUMBER_SHARE.get(product_type.category, DEFAULT_MODEL_NUMBER_SHARE)
+        model[members] = np.where(rng.random(len(members)) < share, _model_numbers(rng, len(members)), "")
     type_names = np.asarray([t.name for t in PRODUCT_TYPES], dtype=object)[type_codes]
     categories = np.asarray([t.category for t in PRODUCT_TYPES], dtype=object)[type_codes]
     templates = rng.integers(0, 3, n_products)
     marketing = np.asarray(TITLE_MARKETING, dtype=object)[rng.integers(0, len(TITLE_MARKETING), n_products)]
-    titles = _titles(templates, brand, type_names, size_text, material, colour, marketing)
+    titles = _titles(templates, brand, type_names, size_text, material, colour, marketing, feature, model)
     blurbs = np.asarray([CATEGORY_BLURBS[t.category] for t in PRODUCT_TYPES], dtype=object)[type_codes]
     descriptions = _title_case(brand) + " " + type_names + " made of " + material + " in " + colour + ". " + blurbs
     bullets = "Material: " + material + "\nColour: " + colour + _prefixed("\nSize: ", size_text)
@@ -137,17 +174,26 @@ def _generate_catalog(n_products: int, rng: np.random.Generator, show_progress: 
             "category": categories,
             "material": material,
             "size": size_text,
+            "feature": feature,
+            "model": model,
             "price": price,
             "rating": np.round(np.clip(rng.normal(4.2, 0.5, n_products), 1.0, 5.0), 1),
             "popularity": np.round(rng.beta(1.2, 6.0, n_products), 4),
         }
     )
-    attributes = {"brand": brand, "colour": colour, "material": material, "size": size}
+    attributes = {
+        "brand": brand,
+        "colour": colour,
+        "material": material,
+        "size": size,
+        "feature": feature,
+        "model": model,
+    }
     codes = {name: pd.factorize(values)[0] for name, values in attributes.items()}
     return _Catalog(frame=frame, type_codes=type_codes, attributes=attributes, codes=codes, by_type=by_type)
 
 
-_ATTRIBUTE_PROBABILITY = {"brand": 0.3, "colour": 0.5, "material": 0.35, "size": 0.4}
+_ATTRIBUTE_PROBABILITY = {"brand": 0.3, "colour": 0.45, "material": 0.3, "size": 0.35, "feature": 0.3, "model": 0.1}
 
 
 def _canonical_slots(catalog: _Catalog, product: int, rng: random.Random) -> tuple[list[Slot], dict[str, str]]:
@@ -158,8 +204,10 @@ def _canonical_slots(catalog: _Catalog, product: int, rng: random.Random) -> tup
         for name, p in _ATTRIBUTE_PROBABILITY.items()
         if rng.random() < p and catalog.attributes[name][product]
     }
-    slots = [Slot(role, wanted[role]) for role in ("brand", "colour", "material") if role in wanted]
+    slots = [Slot(role, wanted[role]) for role in ("brand", "model", "colour", "material") if role in wanted]
     slots.append(Slot("type", product_type.name))
+    if "feature" in wanted:
+        slots.append(Slot("feature", wanted["feature"]))
     if "size" in wanted:
         value = wanted["size"]
         if product_type.unit:
@@ -225,15 +273,26 @@ def _members_of(catalog: _Catalog, type_names: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([catalog.by_type[_type_code(n)] for n in type_names])
 
 
-def _assign_splits(canonical_queries: list[str], seed: int) -> dict[str, str]:
-    """Split by canonical query, stable for a seed whatever the order of the queries."""
+def split_of(canonical_query: str, seed: int) -> str:
+    """The split of every query with this canonical rewrite: a fixed function of the text and the seed."""
+    fraction = zlib.crc32(f"{seed}:{canonical_query}".encode()) / 2**32
     names = list(SPLIT_FRACTIONS)
     bounds = np.cumsum(list(SPLIT_FRACTIONS.values()))
-    splits = {}
-    for query in dict.fromkeys(canonical_queries):
-        fraction = zlib.crc32(f"{seed}:{query}".encode()) / 2**32
-        splits[query] = names[min(int(np.searchsorted(bounds, fraction, side="right")), len(names) - 1)]
-    return splits
+    return names[min(int(np.searchsorted(bounds, fraction, side="right")), len(names) - 1)]
+
+
+def _out_of_catalog_judgments(catalog: _Catalog, sizes: JudgmentSizes, rng: np.random.Generator) -> list[tuple]:
+    """A query for something the catalog does not sell: a few random products, all Irrelevant."""
+    n = sizes.hard_irrelevant + sizes.random_irrelevant
+    return [(int(i), "I") for i in np.unique(rng.integers(0, len(catalog.type_codes), n))]
+
+
+def _novelty(edits: list[tuple[str, str]], split: str, train_edits: set[tuple[str, str]]) -> str:
+    if not edits:
+        return "none"
+    if split == "train" or all(edit in train_edits for edit in edits):
+        return "seen"
+    return "unseen"
 
 
 def generate_dataset(
@@ -246,9 +305,13 @@ def generate_dataset(
 ) -> EsciData:
     """A synthetic catalog and labelled noisy queries in the ESCI layout.
 
-    Examples carry ``canonical_query`` (the oracle rewrite) and ``noise`` (the noise kinds applied,
-    comma-separated, empty when the query is clean). Products carry product_type, category,
-    material, size, price, rating and popularity.
+    Examples carry ``canonical_query`` (the oracle rewrite), ``noise`` (the noise kinds applied,
+    comma-separated; empty when the query is clean; ``out_of_catalog`` for a product the catalog
+    does not sell, whose canonical rewrite is the query itself) and ``noise_novelty`` (``unseen``
+    when a validation or test query's noise contains an edit no train query shows, ``seen``
+    otherwise, ``none`` without noise). Test queries may draw held-out lexicon forms; train and
+    validation never do. Products carry product_type, category, material, size, feature, model,
+    price, rating and popularity.
     """
     if n_products < 1:
         raise ValueError(f"n_products: expected >= 1, got {n_products}")
@@ -261,24 +324,38 @@ def generate_dataset(
     query_rng = random.Random(seed)
     seeds = rng.integers(0, n_products, n_queries)
     rows = []
-    canonical_queries = []
+    queries = []  # (split, edits) per query, for the novelty column
     for number, product in enumerate(tqdm(seeds, desc="queries", disable=not show_progress, leave=False)):
+        query_id = f"q{number:08d}"
+        if query_rng.random() < noise.out_of_catalog_fraction:
+            qualifier = query_rng.choice(OUT_OF_CATALOG_QUALIFIERS)
+            text = f"{query_rng.choice(OUT_OF_CATALOG_QUERIES)} {qualifier}".strip()
+            split = split_of(text, seed)
+            queries.append((split, []))
+            for index, label in _out_of_catalog_judgments(catalog, judgments, rng):
+                rows.append((text, query_id, index, label, text, OUT_OF_CATALOG_CLASS, split))
+            continue
         slots, wanted = _canonical_slots(catalog, int(product), query_rng)
         canonical = " ".join(s.text for s in slots)
-        noisy, kinds = apply_noise(slots, query_rng, noise)
-        query_id = f"q{number:08d}"
-        canonical_queries.append(canonical)
+        split = split_of(canonical, seed)
+        noisy, kinds = noisy_slots(slots, query_rng, noise, allow_heldout=split == "test")
+        text = " ".join(s.text for s in noisy)
+        queries.append((split, slot_edits(noisy)))
         for index, label in _judge(catalog, int(product), wanted, judgments, rng):
-            rows.append((noisy, query_id, index, label, canonical, ",".join(kinds)))
-    splits = _assign_splits(canonical_queries, seed)
+            rows.append((text, query_id, index, label, canonical, ",".join(kinds), split))
+    train_edits = {edit for split, edits in queries if split == "train" for edit in edits}
+    novelty = {f"q{n:08d}": _novelty(edits, split, train_edits) for n, (split, edits) in enumerate(queries)}
     examples = pd.DataFrame(
-        rows, columns=[esci.QUERY, esci.QUERY_ID, "_index", esci.ESCI_LABEL, esci.CANONICAL_QUERY, esci.NOISE]
+        rows,
+        columns=[esci.QUERY, esci.QUERY_ID, "_index", esci.ESCI_LABEL, esci.CANONICAL_QUERY, esci.NOISE, esci.SPLIT],
     )
+    split_column = examples.pop(esci.SPLIT)
     examples.insert(0, esci.EXAMPLE_ID, np.arange(len(examples), dtype=np.int64))
     examples.insert(3, esci.PRODUCT_ID, catalog.frame[esci.PRODUCT_ID].to_numpy()[examples.pop("_index").to_numpy()])
     examples.insert(4, esci.PRODUCT_LOCALE, "us")
     examples.insert(6, esci.SMALL_VERSION, 1)
     examples.insert(7, esci.LARGE_VERSION, 1)
-    examples.insert(8, esci.SPLIT, examples[esci.CANONICAL_QUERY].map(splits))
+    examples.insert(8, esci.SPLIT, split_column)
+    examples[esci.NOISE_NOVELTY] = examples[esci.QUERY_ID].map(novelty)
     log.info("synthetic dataset generated", products=n_products, queries=n_queries, examples=len(examples), seed=seed)
     return EsciData(examples=examples, products=catalog.frame)

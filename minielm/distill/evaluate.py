@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from minielm.evaluation import compare_rewriters, oracle_queries, raw_queries
+from minielm.evaluation import oracle_queries, quality_report, raw_queries
 from minielm.models.interfaces import QueryRewriter, RelevanceScorer
 from minielm.teachers.metrics import relevance_metrics
 
@@ -35,17 +35,22 @@ def evaluate_rewriters(
     k: int,
     substitute_is_relevant: bool = False,
     max_queries: int | None = None,
+    baseline: QueryRewriter | None = None,
 ) -> dict[str, Any]:
-    """raw / oracle / teacher / student on the same queries; per-system metrics plus the gain share."""
+    """raw / baseline / oracle / teacher / student on the same queries: a
+    :func:`minielm.evaluation.quality_report` (per-system metrics, per noise class, seen vs unseen
+    noise, harm rate in ``harm``, examples) without per-query detail, plus the gain share."""
     if max_queries is not None:
         keep = sorted(raw_queries(examples))[:max_queries]
         examples = examples[examples["query_id"].astype(str).isin(keep)]
     systems: dict[str, Any] = {"raw": raw_queries(examples)}
+    if baseline is not None:
+        systems["baseline"] = baseline
     if "canonical_query" in examples.columns:
         systems["oracle"] = oracle_queries(examples)
     systems["teacher"] = teacher
     systems["student"] = student
-    report = compare_rewriters(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
+    report = quality_report(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
     report.pop("per_query")
     metrics = report["systems"]
     report["student_keeps_teacher_gain"] = gain_share(

@@ -241,6 +241,7 @@ def evaluate_students(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The held-out quality report of both pairs (teacher vs student), with the printable table."""
+    from minielm.baseline import PhraseTableRewriter
     from minielm.models.cross_encoder import CrossEncoderScorer
     from minielm.models.relevance_teacher import RelevanceTeacher
     from minielm.models.rewriter import CausalRewriter
@@ -257,6 +258,7 @@ def evaluate_students(
         k=eval_config.top_k,
         substitute_is_relevant=eval_config.substitute_is_relevant,
         max_queries=max_queries,
+        baseline=PhraseTableRewriter.fit(data.products, data.examples),
     )
     frame = relevance_frame(data, split, product_texts(data), limit=max_pairs, seed=seed)
     relevance = evaluate_relevance(
@@ -300,12 +302,21 @@ def production_rewriter_metrics(registry, name: str) -> dict[str, Any] | None:
 def gate_students(
     report: dict[str, Any], production: dict[str, Any] | None, gate: GateConfig, config: DistillConfig
 ) -> dict[str, Any]:
-    """Rewriter: the platform's quality gate (beat raw, no regression vs production). Relevance: the
-    student's nDCG may trail the teacher's by at most ``distill.relevance.max_ndcg_gap``."""
+    """Rewriter: the platform's quality gate (beat raw and the baseline, harm within target, no
+    regression vs production). Relevance: the student's nDCG may trail the teacher's by at most
+    ``distill.relevance.max_ndcg_gap``."""
     from minielm.gate import quality_gate
 
     systems = report["rewriter"]["systems"]
-    rewriter = quality_gate(systems["student"], systems["raw"], production, gate)
+    harm = (report["rewriter"].get("harm") or {}).get("student")
+    rewriter = quality_gate(
+        systems["student"],
+        systems["raw"],
+        production,
+        gate,
+        baseline=systems.get("baseline"),
+        harm_rate=harm["harm_rate"] if harm else None,
+    )
     k = report["relevance"]["k"]
     student_ndcg = report["relevance"]["systems"]["student"][f"ndcg@{k}"]
     teacher_ndcg = report["relevance"]["systems"]["teacher"][f"ndcg@{k}"]

@@ -236,8 +236,9 @@ def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]
 def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str, Any]) -> dict:
     """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw), and its
     harm rate: the share of held-out queries where the system retrieves fewer relevant products than the raw
-    query (a rewrite that hurts the shopper who typed it)."""
-    from minielm.evaluation import evaluate_queries, raw_queries
+    query (a rewrite that hurts the shopper who typed it); ``intent_harm_rate``: the share of clean and
+    out-of-catalog held-out queries whose rewrite loses a content word (what the quality gate checks)."""
+    from minielm.evaluation import evaluate_queries, harm_on_unchanged_queries, raw_queries
 
     examples = load_esci(data_dir).examples
     examples = examples[examples[SPLIT] == settings.rl.heldout_split]
@@ -252,11 +253,14 @@ def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str
     baseline = [row["relevant"] for row in evaluate([raw[i] for i in ids])["per_query"]]
     report = {}
     for name, fn in systems.items():
-        result = evaluate([raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids]))
+        texts = [raw[i] for i in ids] if fn is None else fn([raw[i] for i in ids])
+        result = evaluate(texts)
         harmed = [row["relevant"] < before for row, before in zip(result["per_query"], baseline)]
+        intent_harm = harm_on_unchanged_queries(examples, dict(zip(ids, texts)))
         report[name] = {
             **{k: result[k] for k in ("relevant_per_query", "ndcg", "recall", "zero_result_rate", "n_queries")},
             "harm_rate": float(np.mean(harmed)) if harmed else 0.0,
+            "intent_harm_rate": intent_harm["harm_rate"] if intent_harm else None,
             "by_noise": _by_noise(examples, result["per_query"]),
         }
     return report
@@ -282,6 +286,7 @@ def evaluate_and_gate(
     per-noise-class tolerance)."""
     from transformers import AutoModelForCausalLM
 
+    from minielm.baseline import PhraseTableRewriter
     from minielm.gate import quality_gate
     from minielm.rl.policy import DirRewriter
     from minielm.rl.trainer import mean_token_kl
@@ -291,8 +296,13 @@ def evaluate_and_gate(
     max_new = settings.rl.max_new_tokens
     candidate = DirRewriter(trained_dir / "model", max_new)
     production = DirRewriter(trained_dir / "production", max_new)
+    data = load_esci(data_dir)
+    baseline = PhraseTableRewriter.fit(data.products, data.examples)
     metrics = heldout_metrics(
-        settings, index, data_dir, {"raw": None, "production": production, "candidate": candidate}
+        settings,
+        index,
+        data_dir,
+        {"raw": None, "baseline": baseline, "production": production, "candidate": candidate},
     )
     judge = load_judge(settings, store, judge_dir, out_dir)
     replay_rewards = build_reward_model(settings, index, data_dir, judge, "validation")
@@ -306,7 +316,14 @@ def evaluate_and_gate(
         "production_reward": float(np.mean(replay_rewards.total(replay, production(replay)))),
         "kl_to_reference": kl,
     }
-    gate = quality_gate(metrics["candidate"], metrics["raw"], metrics["production"], settings.gate)
+    gate = quality_gate(
+        metrics["candidate"],
+        metrics["raw"],
+        metrics["production"],
+        settings.gate,
+        baseline=metrics["baseline"],
+        harm_rate=metrics["candidate"]["intent_harm_rate"],
+    )
     reasons = list(gate.reasons)
     passed = bool(gate.passed)
     if kl > settings.rl.max_kl:

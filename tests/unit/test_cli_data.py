@@ -27,9 +27,9 @@ def _invoke(tmp_path, *args):
 
 
 def test_generate_index_eval_and_load(tmp_path):
-    result = _invoke(tmp_path, "data", "generate", "--products", "600", "--queries", "150", "--seed", "4")
+    result = _invoke(tmp_path, "data", "generate", "--products", "600", "--queries", "400", "--seed", "4")
     assert result.exit_code == 0, result.output
-    assert "150 queries" in result.output
+    assert "400 queries" in result.output
     result = _invoke(tmp_path, "data", "index")
     assert result.exit_code == 0, result.output
     rewrites = tmp_path / "rewrites.jsonl"
@@ -48,6 +48,10 @@ def test_generate_index_eval_and_load(tmp_path):
     assert report["k"] == 5 and report["split"] == "validation"
     assert systems["oracle"]["relevant_per_query"] > systems["raw"]["relevant_per_query"]
     assert systems["nonsense"]["zero_result_rate"] == 1.0
+    assert "baseline" in systems and set(report["by_novelty"]["raw"]) <= {"none", "seen", "unseen"}
+    assert report["harm"]["raw"]["harm_rate"] == 0.0
+    html = (tmp_path / "reports" / "eval.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "seen vs unseen noise" in html and "nonsense" in html
     result = _invoke(tmp_path, "eval", "--split", "validation", "--k", "5", "-o", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["systems"]["raw"] == systems["raw"]

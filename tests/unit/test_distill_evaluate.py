@@ -9,7 +9,7 @@ from minielm.distill.evaluate import format_quality_table, gain_share
 from minielm.distill.stages import gate_students
 
 
-def _report(student_rpq: float, student_ndcg: float) -> dict:
+def _report(student_rpq: float, student_ndcg: float, baseline_rpq: float = 2.5, harm: float = 0.0) -> dict:
     def rw(v):
         return {"relevant_per_query": v, "ndcg": v / 10, "recall": v / 20, "zero_result_rate": 0.1}
 
@@ -21,8 +21,15 @@ def _report(student_rpq: float, student_ndcg: float) -> dict:
         "rewriter": {
             "k": 10,
             "n_queries": 50,
-            "systems": {"raw": rw(2.0), "oracle": rw(4.0), "teacher": rw(3.0), "student": rw(student_rpq)},
+            "systems": {
+                "raw": rw(2.0),
+                "baseline": rw(baseline_rpq),
+                "oracle": rw(4.0),
+                "teacher": rw(3.0),
+                "student": rw(student_rpq),
+            },
             "student_keeps_teacher_gain": gain_share(student_rpq, 3.0, 2.0),
+            "harm": {"student": {"harm_rate": harm}},
         },
         "relevance": {"k": 10, "systems": {"teacher": rel(0.80), "student": rel(student_ndcg)}},
     }
@@ -53,3 +60,10 @@ def test_gate_passes_a_good_pair_and_names_each_failure():
     assert not weak_relevance["passed"] and not weak_relevance["relevance"]["passed"]
     regressed = gate_students(_report(2.9, 0.80), {"relevant_per_query": 3.5}, GateConfig(), config)
     assert not regressed["passed"] and "regresses production" in " ".join(regressed["reasons"])
+    below_baseline = gate_students(_report(2.9, 0.80, baseline_rpq=3.1), None, GateConfig(), config)
+    assert not below_baseline["passed"] and "does not beat baseline" in " ".join(below_baseline["reasons"])
+    harmful = gate_students(_report(2.9, 0.80, harm=0.1), None, GateConfig(), config)
+    assert not harmful["passed"] and "exceeds max_harm_rate" in " ".join(harmful["reasons"])
+    unmeasured = _report(2.9, 0.80)
+    del unmeasured["rewriter"]["harm"], unmeasured["rewriter"]["systems"]["baseline"]
+    assert not gate_students(unmeasured, None, GateConfig(), config)["passed"]
