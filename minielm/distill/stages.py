@@ -209,11 +209,9 @@ def distill_rewriter_student(
 
 
 def _calibrate(student, data, index_dir, eval_config: EvalConfig, config: DistillConfig) -> dict[str, Any]:
-    """The teacher trainer's calibration, applied to the student (no validation split: always rewrite)."""
-    from minielm.teachers.rewriter import calibrate_min_confidence
+    """The teacher trainer's calibration, applied to the student (no validation split: it abstains)."""
+    from minielm.teachers.abstention import calibrate_min_confidence
 
-    if not (data.examples["split"] == config.rewriter.calibration_split).any():
-        return {"min_confidence": 0.0, "calibration_split": None}
     calibration = calibrate_min_confidence(
         student,
         data,

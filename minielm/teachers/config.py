@@ -65,10 +65,22 @@ class RewriterTeacherConfig(TeacherConfig):
     selective_rewriting: bool = Field(
         True,
         description="after training, pick on calibration_split the min_confidence below which the "
-        "rewriter keeps the raw query (the one that maximises relevant products per query)",
+        "rewriter keeps the raw query (the most relevant products per query within the harm target)",
     )
     calibration_split: Literal["train", "validation", "test"] = Field(
         "validation", description="split that sets the selective-rewriting confidence threshold"
+    )
+    calibration_max_harm_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="largest share of clean/out-of-catalog calibration queries the served rewriter may harm "
+        "(lose a content word or relevant products); no threshold meets it: the rewriter abstains",
+    )
+    intent_guard: bool = Field(
+        True,
+        description="serve the query unchanged when a rewrite loses a content word (catalog vocabulary and "
+        "synonyms learned from the training pairs)",
     )
 
 
