@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -69,9 +69,17 @@ def is_protected(word: str) -> bool:
     return word in NEGATIONS or word[:1].isdigit()
 
 
+def content_mask(tokens: Sequence[str]) -> list[bool]:
+    """Which tokens carry intent: all but filler; a word right after a number is its unit (``32 in``)."""
+    return [
+        w not in FILLER_WORDS or w in NEGATIONS or (i > 0 and tokens[i - 1][:1].isdigit()) for i, w in enumerate(tokens)
+    ]
+
+
 def content_words(text: str) -> list[str]:
     """The words of ``text`` that carry intent (everything but filler)."""
-    return [w for w in words(text) if w not in FILLER_WORDS or w in NEGATIONS]
+    tokens = words(text)
+    return [w for w, keep in zip(tokens, content_mask(tokens)) if keep]
 
 
 @cache

@@ -37,7 +37,7 @@ def leave_alone_ids(examples: pd.DataFrame) -> tuple[set[str], str]:
     if NOISE in first.columns:
         noise = first[NOISE].fillna("").astype(str).str.strip().str.lower()
         return set(ids[noise.isin(LEAVE_ALONE_NOISE)]), "clean and out-of-catalog queries (noise column)"
-    if CANONICAL_QUERY in first.columns:
+    if CANONICAL_QUERY in first.columns and first[CANONICAL_QUERY].notna().all():
         same = first[QUERY].map(clean_text).str.lower() == first[CANONICAL_QUERY].fillna("").map(clean_text).str.lower()
         return set(ids[same]), "queries equal to their canonical rewrite"
     return set(ids), "every query (the data marks no clean queries)"

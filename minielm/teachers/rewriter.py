@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from minielm.data.esci import CANONICAL_QUERY, EsciData
 from minielm.logs import get_logger
@@ -29,6 +30,7 @@ from minielm.models.rewriter import (
     collate_rewrite_examples,
     encode_rewrite_example,
 )
+from minielm.models.tokenizer import load_tokenizer
 from minielm.teachers.abstention import calibrate_min_confidence, harm_report, leave_alone_ids
 from minielm.teachers.common import TeacherRun, is_main_process, run_tokenizer, write_metrics, write_model_metadata
 from minielm.teachers.config import RewriterTeacherConfig
@@ -61,7 +63,7 @@ def evaluate_rewriter(
     generation_s = time.perf_counter() - started
     teacher = dict(zip(keep, rewritten))
     systems: dict[str, Any] = {"raw": raw, "teacher": teacher}
-    if CANONICAL_QUERY in examples.columns:
+    if CANONICAL_QUERY in examples.columns and examples[CANONICAL_QUERY].notna().all():
         systems["oracle"] = oracle_queries(examples)
     report = compare_rewriters(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
     metrics: dict[str, Any] = {
@@ -99,8 +101,12 @@ def train_rewriter_teacher(
     top_k: int = 10,
     substitute_is_relevant: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    init_from: Path | str | None = None,
 ) -> TeacherRun:
-    """Validate the data, fine-tune, export to ``output_dir/final`` and evaluate; resumable."""
+    """Validate the data, fine-tune, export to ``output_dir/final`` and evaluate; resumable.
+
+    ``init_from``: a rewriter directory (weights and tokenizer) to train further instead of the backbone.
+    """
     from minielm.training.engine import train
 
     output_dir = Path(output_dir)
@@ -110,9 +116,13 @@ def train_rewriter_teacher(
     log.info("rewriter teacher config", **config.model_dump(mode="json"))
     catalog_texts = list(product_texts(dataset).values())
     corpus = [q for pair in pairs for q in pair] + catalog_texts
-    tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
     torch.manual_seed(config.training.seed)
-    model = causal_lm(config.backbone, tokenizer, cache_dir, config.tiny)
+    if init_from is not None:
+        tokenizer = load_tokenizer(init_from)
+        model = AutoModelForCausalLM.from_pretrained(str(init_from), dtype=torch.float32)
+    else:
+        tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
+        model = causal_lm(config.backbone, tokenizer, cache_dir, config.tiny)
     encoded = [
         encode_rewrite_example(tokenizer, q, r, config.max_prompt_tokens, config.max_answer_tokens) for q, r in pairs
     ]
