@@ -64,7 +64,7 @@ def main() -> None:
 
     index = SearchIndex.load(args.index)
     results = {}
-    for name, model_dir in (("supervised", supervised.model_dir), ("label_free", Path(label_free["model_dir"]))):
+    for name, model_dir in (("supervised", supervised.model_dir), ("label_free", label_free.model_dir)):
         rewriter = CausalRewriter.load(model_dir)
         metrics = evaluate_rewriter(rewriter, data, "test", args.eval_queries, args.k, index=index)
         results[name] = {
@@ -92,7 +92,7 @@ def main() -> None:
         "split": "test",
         "steps": args.steps,
         "label_free_round_steps": per_round,
-        "label_free_rounds": [{"round": r["round"], "kept": r["kept"]} for r in label_free["rounds"]],
+        "label_free_rounds": label_free.metrics["label_free_rounds"],
         **results,
         "label_free_share_of_supervised_gain": share,
     }

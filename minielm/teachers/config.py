@@ -77,6 +77,12 @@ class RewriterTeacherConfig(TeacherConfig):
         description="largest share of clean/out-of-catalog calibration queries the served rewriter may harm "
         "(lose a content word or relevant products); no threshold meets it: the rewriter abstains",
     )
+    label_free: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="train from retrieval-verified candidate rewrites instead of canonical_query "
+        "(auto: when the data has no canonical_query column)",
+    )
+    label_free_rounds: int = Field(2, ge=1, description="label-free rounds (later ones add the teacher's candidates)")
     intent_guard: bool = Field(
         True,
         description="serve the query unchanged when a rewrite loses a content word (catalog vocabulary and "

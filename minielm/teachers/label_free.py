@@ -24,6 +24,7 @@ by query. Data on which no candidate improves retrieval stops with :class:`Label
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -60,6 +61,7 @@ log = get_logger(__name__)
 LM_SOURCE = "lm"
 VOCABULARY_SOURCE = "vocabulary"
 KEPT_PAIRS_FILE = "label_free_pairs.parquet"
+KEPT_STATS_FILE = "label_free_pairs.json"
 
 
 class LabelFreeError(TeacherDataError):
@@ -458,51 +460,68 @@ def train_label_free_rewriter(
     index_dir: Path | str | None = None,
     cache_dir: Path | str = ".cache/models",
     round_steps: Sequence[int] | None = None,
-) -> dict[str, Any]:
+):
     """Mine verified pairs, train the teacher on them, and repeat with the teacher's own candidates.
 
     Round 0 verifies vocabulary candidates only (an untrained LM proposes nothing useful); every later
-    round adds the previous round's teacher's beams and samples and trains that teacher further. The
-    final teacher is ``output_dir/round-<last>/final``; the summary records what each round kept.
+    round adds the previous round's teacher's beams and samples and trains that teacher further.
+    Earlier rounds live in ``output_dir/round-<n>``; the last one trains into ``output_dir`` itself, so
+    the teacher is ``output_dir/final`` as for supervised training. A finished round is not redone.
+    Returns the last round's :class:`~minielm.teachers.common.TeacherRun`, with every round's kept-pair
+    statistics in ``metrics["label_free_rounds"]``.
     """
     from minielm.models.rewriter import CausalRewriter
     from minielm.search import SearchIndex
+    from minielm.teachers.common import METRICS_FILE, TeacherRun
     from minielm.teachers.rewriter import train_rewriter_teacher
 
     if rounds < 1:
         raise ValueError(f"label-free training: rounds must be >= 1, got {rounds}")
-    label_free = label_free or LabelFreeConfig(top_k=10)
+    label_free = label_free or LabelFreeConfig()
     output_dir = Path(output_dir)
     dataset = load_label_free_data(data, label_free)
     index = SearchIndex.load(index_dir) if index_dir else SearchIndex.build(dataset.products)
-    summary: dict[str, Any] = {"rounds": []}
+    history: list[dict[str, Any]] = []
     previous: Path | None = None
+    run = None
     for round_number in range(rounds):
-        rewriter = CausalRewriter.load(previous, max_new_tokens=config.max_answer_tokens + 1) if previous else None
-        kept = mine_rewrite_pairs(dataset, index, label_free, rewriter=rewriter, scorer=scorer)
-        round_dir = output_dir / f"round-{round_number}"
-        round_dir.mkdir(parents=True, exist_ok=True)
-        kept.pairs.to_parquet(round_dir / KEPT_PAIRS_FILE, index=False)
-        round_config = config
-        if round_steps is not None:
-            steps = round_steps[min(round_number, len(round_steps) - 1)]
-            training = config.training.model_copy(
-                update={"max_steps": steps, "warmup_steps": min(config.training.warmup_steps, steps)}
+        round_dir = output_dir if round_number == rounds - 1 else output_dir / f"round-{round_number}"
+        pairs_file = round_dir / KEPT_PAIRS_FILE
+        finished = (round_dir / "final" / "metadata.json").is_file() and pairs_file.is_file()
+        if finished:
+            log.info("label-free round already trained", round=round_number, model_dir=str(round_dir / "final"))
+            stats = json.loads((round_dir / KEPT_STATS_FILE).read_text())
+            metrics = json.loads((round_dir / METRICS_FILE).read_text())
+            run = TeacherRun(name="teacher-rewriter", model_dir=round_dir / "final", metrics=metrics, train={})
+        else:
+            rewriter = CausalRewriter.load(previous, max_new_tokens=config.max_answer_tokens + 1) if previous else None
+            kept = mine_rewrite_pairs(dataset, index, label_free, rewriter=rewriter, scorer=scorer)
+            stats = kept.stats
+            round_dir.mkdir(parents=True, exist_ok=True)
+            kept.pairs.to_parquet(pairs_file, index=False)
+            (round_dir / KEPT_STATS_FILE).write_text(json.dumps(stats, indent=2))
+            run = train_rewriter_teacher(
+                labelled_dataset(dataset, kept),
+                round_dir,
+                _round_config(config, round_steps, round_number),
+                cache_dir=cache_dir,
+                index_dir=index_dir,
+                top_k=label_free.top_k,
+                substitute_is_relevant=label_free.substitute_is_relevant,
+                init_from=previous,
             )
-            round_config = config.model_copy(update={"training": training})
-        run = train_rewriter_teacher(
-            labelled_dataset(dataset, kept),
-            round_dir,
-            round_config,
-            cache_dir=cache_dir,
-            index_dir=index_dir,
-            top_k=label_free.top_k,
-            substitute_is_relevant=label_free.substitute_is_relevant,
-            init_from=previous,
-        )
-        summary["rounds"].append(
-            {"round": round_number, "kept": kept.stats, "model_dir": str(run.model_dir), "metrics": run.metrics}
-        )
+        history.append({"round": round_number, "kept": stats, "model_dir": str(run.model_dir)})
         previous = run.model_dir
-    summary["model_dir"] = str(previous)
-    return summary
+    run.metrics["label_free_rounds"] = history
+    run.metadata["label_free_rounds"] = history
+    return run
+
+
+def _round_config(config, round_steps: Sequence[int] | None, round_number: int):
+    if round_steps is None:
+        return config
+    steps = round_steps[min(round_number, len(round_steps) - 1)]
+    training = config.training.model_copy(
+        update={"max_steps": steps, "warmup_steps": min(config.training.warmup_steps, steps)}
+    )
+    return config.model_copy(update={"training": training})

@@ -192,3 +192,61 @@ def train_rewriter_teacher(
         train=result.summary(),
         metadata={"backbone": config.backbone},
     )
+
+
+def uses_label_free(data: EsciData | Path | str, config: RewriterTeacherConfig) -> bool:
+    """Whether this run trains label-free: forced by ``config.label_free``, or (auto) when the data has no
+    ``canonical_query`` column."""
+    if config.label_free != "auto":
+        return config.label_free == "on"
+    if isinstance(data, EsciData):
+        columns = data.examples.columns
+    else:
+        import pyarrow.parquet as pq
+
+        from minielm.data.esci import EXAMPLES_FILE
+
+        path = Path(data) / EXAMPLES_FILE
+        if not path.is_file():
+            return False  # the loader names the missing file
+        columns = pq.read_schema(path).names
+    return CANONICAL_QUERY not in columns
+
+
+def train_rewriter(
+    data: EsciData | Path | str,
+    output_dir: Path | str,
+    config: RewriterTeacherConfig,
+    *,
+    cache_dir: Path | str = ".cache/models",
+    index_dir: Path | str | None = None,
+    top_k: int = 10,
+    substitute_is_relevant: bool = False,
+    scorer=None,
+) -> TeacherRun:
+    """The rewriter teacher, supervised (canonical rewrites) or label-free (verified candidates); the
+    model lands in ``output_dir/final`` either way. ``scorer``: a relevance model that judges retrieved
+    products the data did not judge (label-free only)."""
+    if not uses_label_free(data, config):
+        return train_rewriter_teacher(
+            data,
+            output_dir,
+            config,
+            cache_dir=cache_dir,
+            index_dir=index_dir,
+            top_k=top_k,
+            substitute_is_relevant=substitute_is_relevant,
+        )
+    from minielm.teachers.label_free import LabelFreeConfig, train_label_free_rewriter
+
+    log.info("no canonical rewrites: training the rewriter label-free", rounds=config.label_free_rounds)
+    return train_label_free_rewriter(
+        data,
+        output_dir,
+        config,
+        LabelFreeConfig(top_k=top_k, substitute_is_relevant=substitute_is_relevant),
+        rounds=config.label_free_rounds,
+        scorer=scorer,
+        index_dir=index_dir,
+        cache_dir=cache_dir,
+    )

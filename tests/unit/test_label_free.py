@@ -94,15 +94,45 @@ def test_relevance_model_judges_unjudged_products(unlabelled):
     assert judged.pairs["relevant_rewrite"].mean() >= only_judged.pairs["relevant_rewrite"].mean()
 
 
+@pytest.mark.slow
 def test_two_rounds_train_the_teacher_further_with_its_own_candidates(dataset, tmp_path):
     training = TrainingConfig(
         max_steps=4, micro_batch_size=16, learning_rate=1e-2, warmup_steps=1, checkpoint_every=0, progress=False
     )
     config = tiny_rewriter_config(tiny=SMALL, training=training, max_eval_queries=8)
-    summary = train_label_free_rewriter(dataset, tmp_path, config, rounds=2, round_steps=[4, 3])
-    first, second = summary["rounds"]
-    assert first["kept"]["kept"] > 0 and LM_SOURCE not in str(first["kept"])
+    run = train_label_free_rewriter(dataset, tmp_path, config, rounds=2, round_steps=[4, 3])
+    first, second = run.metrics["label_free_rounds"]
+    assert first["kept"]["kept"] > 0 and f"kept_{LM_SOURCE}" not in first["kept"]
+    assert run.model_dir == tmp_path / "final" and second["model_dir"] == str(run.model_dir)
     before = AutoModelForCausalLM.from_pretrained(first["model_dir"]).state_dict()
     after = AutoModelForCausalLM.from_pretrained(second["model_dir"]).state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in after), "round 2 trains round 1's weights further"
-    assert second["metrics"]["n_queries"] <= 8 and "min_confidence" in second["metrics"]
+    assert run.metrics["n_queries"] <= 8 and "min_confidence" in run.metrics
+    again = train_label_free_rewriter(dataset, tmp_path, config, rounds=2, round_steps=[4, 3])
+    assert again.metrics["label_free_rounds"] == run.metrics["label_free_rounds"], "finished rounds are not redone"
+
+
+def test_label_free_is_chosen_when_the_data_has_no_canonical_rewrites(dataset, tmp_path):
+    from minielm.data.esci import write_esci
+    from minielm.teachers.rewriter import uses_label_free
+
+    auto = tiny_rewriter_config()
+    assert not uses_label_free(dataset, auto)
+    stripped = EsciData(examples=dataset.examples.drop(columns=[CANONICAL_QUERY]), products=dataset.products)
+    assert uses_label_free(stripped, auto)
+    assert uses_label_free(write_esci(stripped, tmp_path / "real"), auto)
+    assert not uses_label_free(write_esci(dataset, tmp_path / "synthetic"), auto)
+    assert uses_label_free(dataset, tiny_rewriter_config(label_free="on"))
+    assert not uses_label_free(stripped, tiny_rewriter_config(label_free="off"))
+
+
+def test_cli_rejects_an_unknown_label_free_mode(tmp_path):
+    from typer.testing import CliRunner
+
+    from minielm.cli import app
+
+    (tmp_path / "data").mkdir()
+    result = CliRunner().invoke(
+        app, ["train", "teacher-rewriter", "--data", str(tmp_path / "data"), "--label-free", "maybe"]
+    )
+    assert result.exit_code == 2 and "--label-free: expected auto, on or off" in result.output
