@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--eval-queries", type=int, default=500)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--result", type=Path, default=ROOT / "benchmarks/results/label_free_vs_supervised.json")
+    parser.add_argument(
+        "--only",
+        choices=("supervised", "label-free"),
+        help="train just one side and stop (run both sides in parallel; a final run without --only resumes "
+        "both finished runs and compares them)",
+    )
     args = parser.parse_args()
     load_start = os.getloadavg()
     started = time.perf_counter()
@@ -49,9 +55,12 @@ def main() -> None:
     data = load_esci(args.data)
     training = TINY_TRAINING["rewriter"].model_copy(update={"max_steps": args.steps, "progress": False})
     config = tiny_rewriter_config(training=training, max_eval_queries=args.eval_queries)
-    supervised = train_rewriter_teacher(data, args.out / "supervised", config, index_dir=args.index, top_k=args.k)
     per_round = [args.steps // args.rounds] * args.rounds
     per_round[0] += args.steps - sum(per_round)
+    if args.only != "label-free":
+        supervised = train_rewriter_teacher(data, args.out / "supervised", config, index_dir=args.index, top_k=args.k)
+    if args.only == "supervised":
+        return
     label_free = train_label_free_rewriter(
         args.data,
         args.out / "label-free",
@@ -61,6 +70,8 @@ def main() -> None:
         index_dir=args.index,
         round_steps=per_round,
     )
+    if args.only == "label-free":
+        return
 
     index = SearchIndex.load(args.index)
     results = {}
