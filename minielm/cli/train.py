@@ -83,7 +83,7 @@ BACKBONE_HELP = "smollm2 (SmolLM2-135M-Instruct, default) or tiny (toy-scale dec
 def teacher_rewriter(
     ctx: typer.Context,
     data: Path | None = typer.Option(
-        None, "--data", help="ESCI dir with canonical_query (default <data_dir>/synthetic)."
+        None, "--data", help="ESCI dir, canonical_query optional (default <data_dir>/synthetic)."
     ),
     output: Path | None = typer.Option(
         None, "--output", help="Run dir, resumable (default <runs_dir>/teacher-rewriter)."
@@ -97,14 +97,25 @@ def teacher_rewriter(
     ),
     register: bool = typer.Option(False, "--register/--no-register", help="Register the model in the S3 registry."),
     output_format: OutputFormatOption = OutputFormat.text,
+    label_free: str | None = typer.Option(
+        None,
+        "--label-free",
+        help="auto (default: label-free when the data has no canonical_query), on or off. Label-free "
+        "trains on candidate rewrites that retrieve more relevant products.",
+    ),
 ) -> None:
-    """Fine-tune the rewriter teacher on (noisy query -> canonical rewrite) pairs and evaluate it."""
-    from minielm.teachers.rewriter import train_rewriter_teacher
+    """Fine-tune the rewriter teacher on (noisy query -> canonical rewrite) pairs, or label-free on
+    retrieval-verified candidates when the data has no canonical rewrites, and evaluate it."""
+    from minielm.teachers.rewriter import train_rewriter
 
     settings = settings_from(ctx)
     config = _teacher_config(settings.teachers.rewriter, backbone, max_steps, zero_stage, precision, "rewriter")
+    if label_free is not None:
+        if label_free not in ("auto", "on", "off"):
+            raise fail(f"--label-free: expected auto, on or off, got {label_free!r}")
+        config = config.model_copy(update={"label_free": label_free})
     data, output = _dirs(settings, data, output, "teacher-rewriter")
-    run = train_rewriter_teacher(
+    run = train_rewriter(
         data,
         output,
         config,

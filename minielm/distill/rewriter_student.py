@@ -244,7 +244,9 @@ def distill_rewriter(
     result = run_engine(model, loss_fn, batches, engine_config, Path(work_dir), "distill rewriter")
     remove_checkpoints(Path(work_dir))
     model.eval()
-    student = CausalRewriter(model, tokenizer, max_new_tokens=teacher.max_new_tokens, batch_size=teacher.batch_size)
+    student = CausalRewriter(
+        model, tokenizer, max_new_tokens=teacher.max_new_tokens, batch_size=teacher.batch_size, guard=teacher.guard
+    )
     log.info(
         "rewriter student distilled",
         steps=result.steps,

@@ -31,8 +31,15 @@ TEACHER_EXPORT = "final"  # where the teacher trainers export inside their outpu
 
 
 def _load_data(dataset_dir: Path | str):
+    """The dataset as the teachers saw it: data without canonical rewrites gets the label-free run's
+    validation split (made by query, deterministically)."""
     from minielm.teachers.data import load_teacher_data
+    from minielm.teachers.rewriter import uses_label_free
 
+    if uses_label_free(Path(dataset_dir), Settings().teachers.rewriter):
+        from minielm.teachers.label_free import LabelFreeConfig, load_label_free_data
+
+        return load_label_free_data(Path(dataset_dir), LabelFreeConfig())
     return load_teacher_data(Path(dataset_dir))
 
 
@@ -54,17 +61,21 @@ def unlabelled_queries(data, split: str = "train") -> list[str]:
 
 
 def validate_training_data(dataset_dir: Path | str) -> dict[str, int]:
-    """Both teachers' data checks, before any model is built; returns sizes per split."""
+    """Both teachers' data checks, before any model is built; returns sizes per split. Data without
+    ``canonical_query`` passes too: the rewriter then trains label-free (and gets a validation split)."""
     from minielm.teachers.data import product_texts, relevance_frame, rewrite_pairs, split_examples
+    from minielm.teachers.rewriter import uses_label_free
 
+    label_free = uses_label_free(Path(dataset_dir), Settings().teachers.rewriter)
     data = _load_data(dataset_dir)
     texts = product_texts(data)
-    pairs = rewrite_pairs(data, "train")
+    pairs = [] if label_free else rewrite_pairs(data, "train")
     relevance_frame(data, "train", texts)
     held_out = split_examples(data, "test", "held-out evaluation")
     return {
         "n_examples": len(data.examples),
         "n_products": len(data.products),
+        "rewriter_label_free": int(label_free),
         "n_rewrite_pairs": len(pairs),
         "n_test_examples": len(held_out),
     }
@@ -209,11 +220,9 @@ def distill_rewriter_student(
 
 
 def _calibrate(student, data, index_dir, eval_config: EvalConfig, config: DistillConfig) -> dict[str, Any]:
-    """The teacher trainer's calibration, applied to the student (no validation split: always rewrite)."""
-    from minielm.teachers.rewriter import calibrate_min_confidence
+    """The teacher trainer's calibration, applied to the student (no validation split: it abstains)."""
+    from minielm.teachers.abstention import calibrate_min_confidence
 
-    if not (data.examples["split"] == config.rewriter.calibration_split).any():
-        return {"min_confidence": 0.0, "calibration_split": None}
     calibration = calibrate_min_confidence(
         student,
         data,

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from minielm.models.prompts import extract_rewrite, format_rewrite_answer, format_rewrite_prompt
+from minielm.models.prompts import clean_text, extract_rewrite, format_rewrite_answer, format_rewrite_prompt
+from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
 
 METADATA_FILE = "metadata.json"
+GUARD_FILE = "rewrite_guard.json"
 MODEL_CLASS = "minielm.models.rewriter:CausalRewriter"
 
 
@@ -76,11 +78,14 @@ class CausalRewriter:
         temperature: float = 0.8,
         top_p: float = 0.95,
         min_confidence: float = 0.0,
+        guard: RewriteGuard | None = None,
     ) -> None:
         self.model = model.eval()
         # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
         # rewriting: a small model's unsure rewrites hurt search more than they help).
         self.min_confidence = min_confidence
+        # A served rewrite that loses a content word of the query keeps the raw query instead.
+        self.guard = guard
         self.tokenizer = ensure_pad_token(tokenizer)
         self.version = version
         self.max_new_tokens = max_new_tokens
@@ -94,6 +99,8 @@ class CausalRewriter:
         metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
         kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
+        if "guard" not in kwargs and (directory / GUARD_FILE).is_file():
+            kwargs["guard"] = RewriteGuard.load(directory / GUARD_FILE)
         return cls(
             model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")), **kwargs
         )
@@ -102,6 +109,8 @@ class CausalRewriter:
         directory = Path(directory)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
+        if self.guard is not None:
+            self.guard.save(directory / GUARD_FILE)
         record = {
             "model_class": MODEL_CLASS,
             "version": self.version,
@@ -148,18 +157,23 @@ class CausalRewriter:
                 results.append((extract_rewrite(texts[row]) or " ".join(query.split()), confidence))
         return results
 
+    def serve_choice(self, query: str, rewrite: str, confidence: float) -> str:
+        """What serving returns for a greedy rewrite: the rewrite, or the query itself when the model is
+        unsure (confidence below ``min_confidence``) or the rewrite fails the intent guard."""
+        if confidence < self.min_confidence or (self.guard is not None and not self.guard.allows(query, rewrite)):
+            return clean_text(query)
+        return rewrite
+
     @torch.no_grad()
     def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
-        """``num_return`` rewrites per query; an empty generation falls back to the query itself, and so
-        does a single greedy rewrite less confident than ``min_confidence``."""
+        """``num_return`` rewrites per query; an empty generation falls back to the query itself. A single
+        greedy rewrite (what serving asks for) goes through :meth:`serve_choice`; sampled or several
+        rewrites (RL, candidate generation) come unfiltered."""
         if num_return < 1:
             raise ValueError(f"num_return must be at least 1, got {num_return}")
-        if num_return == 1 and not do_sample and self.min_confidence > 0:
+        if num_return == 1 and not do_sample and (self.min_confidence > 0 or self.guard is not None):
             scored = self.rewrite_with_confidence(queries)
-            return [
-                [text if confidence >= self.min_confidence else " ".join(query.split())]
-                for query, (text, confidence) in zip(queries, scored)
-            ]
+            return [[self.serve_choice(query, text, confidence)] for query, (text, confidence) in zip(queries, scored)]
         results: list[list[str]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])

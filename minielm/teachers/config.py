@@ -65,10 +65,28 @@ class RewriterTeacherConfig(TeacherConfig):
     selective_rewriting: bool = Field(
         True,
         description="after training, pick on calibration_split the min_confidence below which the "
-        "rewriter keeps the raw query (the one that maximises relevant products per query)",
+        "rewriter keeps the raw query (the most relevant products per query within the harm target)",
     )
     calibration_split: Literal["train", "validation", "test"] = Field(
         "validation", description="split that sets the selective-rewriting confidence threshold"
+    )
+    calibration_max_harm_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="largest share of clean/out-of-catalog calibration queries the served rewriter may harm "
+        "(lose a content word or relevant products); no threshold meets it: the rewriter abstains",
+    )
+    label_free: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="train from retrieval-verified candidate rewrites instead of canonical_query "
+        "(auto: when the data has no canonical_query column)",
+    )
+    label_free_rounds: int = Field(2, ge=1, description="label-free rounds (later ones add the teacher's candidates)")
+    intent_guard: bool = Field(
+        True,
+        description="serve the query unchanged when a rewrite loses a content word (catalog vocabulary and "
+        "synonyms learned from the training pairs)",
     )
 
 

@@ -16,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from minielm.data.esci import CANONICAL_QUERY, EsciData
 from minielm.logs import get_logger
 from minielm.models.backbones import causal_lm
+from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.rewriter import (
+    GUARD_FILE,
     MODEL_CLASS,
     CausalRewriter,
     answer_token_loss,
     collate_rewrite_examples,
     encode_rewrite_example,
 )
+from minielm.models.tokenizer import load_tokenizer
+from minielm.teachers.abstention import calibrate_min_confidence, harm_report, leave_alone_ids
 from minielm.teachers.common import TeacherRun, is_main_process, run_tokenizer, write_metrics, write_model_metadata
 from minielm.teachers.config import RewriterTeacherConfig
 from minielm.teachers.data import data_fingerprint, load_teacher_data, product_texts, rewrite_pairs, split_examples
@@ -58,7 +63,7 @@ def evaluate_rewriter(
     generation_s = time.perf_counter() - started
     teacher = dict(zip(keep, rewritten))
     systems: dict[str, Any] = {"raw": raw, "teacher": teacher}
-    if CANONICAL_QUERY in examples.columns:
+    if CANONICAL_QUERY in examples.columns and examples[CANONICAL_QUERY].notna().all():
         systems["oracle"] = oracle_queries(examples)
     report = compare_rewriters(index, examples, systems, k=k, substitute_is_relevant=substitute_is_relevant)
     metrics: dict[str, Any] = {
@@ -72,6 +77,10 @@ def evaluate_rewriter(
             metrics[f"{system}_{name}"] = value
     metrics["gain_over_raw"] = report["gain_over_raw"]["teacher"]["relevant_per_query"]
     metrics["rewrite_rate"] = sum(teacher[q] != " ".join(raw[q].split()) for q in keep) / len(keep)
+    harm_ids, harm_set = leave_alone_ids(examples)
+    harm = harm_report(raw, teacher, harm_ids)
+    metrics.update(harm_rate=harm["harm_rate"], harm_queries=harm["harm_queries"], harm_set=harm_set)
+    metrics["harmed_examples"] = harm["harmed_examples"]
     if "oracle" in systems:
         oracle = systems["oracle"]
         metrics["exact_match"] = sum(teacher[q] == " ".join(oracle[q].split()) for q in keep) / len(keep)
@@ -80,46 +89,6 @@ def evaluate_rewriter(
         {"query": raw[q], "teacher": teacher[q], "oracle": systems.get("oracle", {}).get(q)} for q in keep[:5]
     ]
     return metrics
-
-
-def calibrate_min_confidence(
-    rewriter: CausalRewriter, data: EsciData, split: str, max_queries: int, k: int, substitute_is_relevant: bool, index
-) -> dict[str, Any]:
-    """The confidence threshold that maximises relevant products per query on ``split`` (ties: rewrite more).
-
-    Candidates are quantiles of the rewrites' confidences, 0 (always rewrite) and above 1 (never).
-    """
-    import numpy as np
-
-    from minielm.evaluation import evaluate_queries, raw_queries
-
-    examples = data.examples[data.examples["split"] == split]
-    if examples.empty:
-        log.warning("no calibration split; the rewriter always rewrites", split=split)
-        return {"min_confidence": 0.0, "calibration_split": None}
-    raw = raw_queries(examples)
-    keep = sorted(raw)[:max_queries]
-    examples = examples[examples["query_id"].astype(str).isin(keep)]
-    scored = dict(zip(keep, rewriter.rewrite_with_confidence([raw[q] for q in keep])))
-    confidences = np.array([confidence for _, confidence in scored.values()])
-    candidates = sorted({0.0, 1.01, *np.quantile(confidences, np.linspace(0, 1, 21)).round(6).tolist()})
-
-    def relevant(threshold: float) -> float:
-        chosen = {q: text if confidence >= threshold else raw[q] for q, (text, confidence) in scored.items()}
-        return evaluate_queries(index, examples, chosen, k, substitute_is_relevant)["relevant_per_query"]
-
-    best_threshold, best = 0.0, relevant(0.0)
-    for threshold in candidates[1:]:
-        value = relevant(threshold)
-        if value > best + 1e-12:
-            best_threshold, best = threshold, value
-    return {
-        "min_confidence": float(best_threshold),
-        "calibration_split": split,
-        "calibration_relevant_per_query": best,
-        "calibration_always_rewrite_relevant_per_query": relevant(0.0),
-        "calibration_raw_relevant_per_query": relevant(1.01),
-    }
 
 
 def train_rewriter_teacher(
@@ -132,8 +101,12 @@ def train_rewriter_teacher(
     top_k: int = 10,
     substitute_is_relevant: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    init_from: Path | str | None = None,
 ) -> TeacherRun:
-    """Validate the data, fine-tune, export to ``output_dir/final`` and evaluate; resumable."""
+    """Validate the data, fine-tune, export to ``output_dir/final`` and evaluate; resumable.
+
+    ``init_from``: a rewriter directory (weights and tokenizer) to train further instead of the backbone.
+    """
     from minielm.training.engine import train
 
     output_dir = Path(output_dir)
@@ -141,10 +114,15 @@ def train_rewriter_teacher(
     pairs = rewrite_pairs(dataset, config.train_split, identity_pairs=config.identity_pairs)
     split_examples(dataset, config.eval_split, "rewriter evaluation")
     log.info("rewriter teacher config", **config.model_dump(mode="json"))
-    corpus = [q for pair in pairs for q in pair] + list(product_texts(dataset).values())
-    tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
+    catalog_texts = list(product_texts(dataset).values())
+    corpus = [q for pair in pairs for q in pair] + catalog_texts
     torch.manual_seed(config.training.seed)
-    model = causal_lm(config.backbone, tokenizer, cache_dir, config.tiny)
+    if init_from is not None:
+        tokenizer = load_tokenizer(init_from)
+        model = AutoModelForCausalLM.from_pretrained(str(init_from), dtype=torch.float32)
+    else:
+        tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
+        model = causal_lm(config.backbone, tokenizer, cache_dir, config.tiny)
     encoded = [
         encode_rewrite_example(tokenizer, q, r, config.max_prompt_tokens, config.max_answer_tokens) for q, r in pairs
     ]
@@ -163,8 +141,12 @@ def train_rewriter_teacher(
     if is_main_process():
         from minielm.search import SearchIndex
 
+        guard = RewriteGuard.from_texts(catalog_texts + [r for _, r in pairs], pairs) if config.intent_guard else None
         rewriter = CausalRewriter.load(
-            result.export_dir, batch_size=config.eval_batch_size, max_new_tokens=config.max_answer_tokens + 1
+            result.export_dir,
+            batch_size=config.eval_batch_size,
+            max_new_tokens=config.max_answer_tokens + 1,
+            guard=guard,
         )
         index = SearchIndex.load(index_dir) if index_dir else SearchIndex.build(dataset.products)
         calibration: dict[str, Any] = {"min_confidence": 0.0}
@@ -177,6 +159,7 @@ def train_rewriter_teacher(
                 top_k,
                 substitute_is_relevant,
                 index,
+                max_harm_rate=config.calibration_max_harm_rate,
             )
             rewriter.min_confidence = calibration["min_confidence"]
         metrics = evaluate_rewriter(
@@ -189,18 +172,81 @@ def train_rewriter_teacher(
             "role": "teacher-rewriter",
             "backbone": config.backbone,
             "min_confidence": rewriter.min_confidence,
-            "metrics": {k: v for k, v in metrics.items() if k != "examples"},
+            "metrics": {k: v for k, v in metrics.items() if k not in ("examples", "harmed_examples")},
             "data_hash": data_fingerprint(pairs),
             "config": config.model_dump(mode="json"),
             "n_train_pairs": len(pairs),
         }
         write_model_metadata(result.export_dir, metadata)
+        if guard is not None:
+            guard.save(result.export_dir / GUARD_FILE)
         write_metrics(output_dir, metrics)
-        log.info("rewriter teacher evaluated", **{k: v for k, v in metrics.items() if k != "examples"})
+        log.info(
+            "rewriter teacher evaluated",
+            **{k: v for k, v in metrics.items() if k not in ("examples", "harmed_examples")},
+        )
     return TeacherRun(
         name="teacher-rewriter",
         model_dir=Path(output_dir) / "final",
         metrics=metrics,
         train=result.summary(),
         metadata={"backbone": config.backbone},
+    )
+
+
+def uses_label_free(data: EsciData | Path | str, config: RewriterTeacherConfig) -> bool:
+    """Whether this run trains label-free: forced by ``config.label_free``, or (auto) when the data has no
+    ``canonical_query`` column."""
+    if config.label_free != "auto":
+        return config.label_free == "on"
+    if isinstance(data, EsciData):
+        columns = data.examples.columns
+    else:
+        import pyarrow.parquet as pq
+
+        from minielm.data.esci import EXAMPLES_FILE
+
+        path = Path(data) / EXAMPLES_FILE
+        if not path.is_file():
+            return False  # the loader names the missing file
+        columns = pq.read_schema(path).names
+    return CANONICAL_QUERY not in columns
+
+
+def train_rewriter(
+    data: EsciData | Path | str,
+    output_dir: Path | str,
+    config: RewriterTeacherConfig,
+    *,
+    cache_dir: Path | str = ".cache/models",
+    index_dir: Path | str | None = None,
+    top_k: int = 10,
+    substitute_is_relevant: bool = False,
+    scorer=None,
+) -> TeacherRun:
+    """The rewriter teacher, supervised (canonical rewrites) or label-free (verified candidates); the
+    model lands in ``output_dir/final`` either way. ``scorer``: a relevance model that judges retrieved
+    products the data did not judge (label-free only)."""
+    if not uses_label_free(data, config):
+        return train_rewriter_teacher(
+            data,
+            output_dir,
+            config,
+            cache_dir=cache_dir,
+            index_dir=index_dir,
+            top_k=top_k,
+            substitute_is_relevant=substitute_is_relevant,
+        )
+    from minielm.teachers.label_free import LabelFreeConfig, train_label_free_rewriter
+
+    log.info("no canonical rewrites: training the rewriter label-free", rounds=config.label_free_rounds)
+    return train_label_free_rewriter(
+        data,
+        output_dir,
+        config,
+        LabelFreeConfig(top_k=top_k, substitute_is_relevant=substitute_is_relevant),
+        rounds=config.label_free_rounds,
+        scorer=scorer,
+        index_dir=index_dir,
+        cache_dir=cache_dir,
     )

@@ -64,9 +64,9 @@ def run_teacher_stage(
     """Train one teacher into ``output_dir`` (export in ``output_dir/final``); resumable."""
     config = teacher_config(settings, role, toy, overrides)
     if role == "rewriter":
-        from minielm.teachers.rewriter import train_rewriter_teacher
+        from minielm.teachers.rewriter import train_rewriter
 
-        return train_rewriter_teacher(
+        return train_rewriter(
             data_dir,
             output_dir,
             config,

@@ -15,6 +15,7 @@ from minielm.distill.rewriter_student import (
     layer_map,
     student_config,
 )
+from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.rewriter import CausalRewriter, collate_rewrite_examples, encode_rewrite_example
 from tests.unit.distill_fixtures import COLORS, TYPES
 
@@ -131,7 +132,13 @@ def test_tiny_teacher_distilled_into_smaller_student_moves_toward_the_teacher(ti
     assert info["init"]["sliced"] > 0
     before = _kl_and_agreement(CausalRewriter(untrained, tiny_teacher.tokenizer), tiny_teacher, held_out)
 
-    result = distill_rewriter(tiny_teacher, unlabelled, config, work_dir=tmp_path / "work", steps=80)
+    guard = RewriteGuard.from_texts([r for _, r in pairs], pairs)
+    tiny_teacher.guard = guard
+    try:
+        result = distill_rewriter(tiny_teacher, unlabelled, config, work_dir=tmp_path / "work", steps=80)
+    finally:
+        tiny_teacher.guard = None
+    assert result.student.guard is guard, "the student serves behind its teacher's intent guard"
     assert np.mean(result.losses[-10:]) < 0.5 * np.mean(result.losses[:10])
     assert {"seq_kd_ce", "token_kl"} <= set(result.parts[0])
     after = _kl_and_agreement(result.student, tiny_teacher, held_out)
@@ -143,6 +150,7 @@ def test_tiny_teacher_distilled_into_smaller_student_moves_toward_the_teacher(ti
     result.student.version = "v-student"
     saved = result.student.save(tmp_path / "student")
     reloaded = CausalRewriter.load(saved)
+    assert reloaded.guard == guard
     assert reloaded.rewrite(held_out[:3]) == result.student.rewrite(held_out[:3])
 
 

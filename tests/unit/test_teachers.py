@@ -76,8 +76,16 @@ def test_rewriter_trains_exports_and_rewrites(dataset, tmp_path):
     rewriter.min_confidence = 1.01
     assert rewriter.rewrite(["red  tee", "offiec chair"]) == [["red tee"], ["offiec chair"]]
     rewriter.min_confidence = 0.0
+    assert rewriter.guard is not None and rewriter.guard.vocabulary, "the guard is saved with the model"
+    guarded = [rewriter.guard.allows(q, text) for q, (text, _) in zip(["red tee", "offiec chair"], scored)]
+    assert rewriter.rewrite(["red tee", "offiec chair"]) == [
+        [text if ok else q] for q, (text, _), ok in zip(["red tee", "offiec chair"], scored, guarded)
+    ]
+    rewriter.guard = None
     assert rewriter.rewrite(["red tee", "offiec chair"]) == [[text] for text, _ in scored]
     assert 0.0 <= run.metrics["min_confidence"] <= 1.01 and 0.0 <= run.metrics["rewrite_rate"] <= 1.0
+    assert run.metrics["abstains"] == (run.metrics["min_confidence"] > 1.0)
+    assert run.metrics["harm_rate"] is None or 0.0 <= run.metrics["harm_rate"] <= 1.0
     rewriter.min_confidence = 0.5
     assert CausalRewriter.load(rewriter.save(tmp_path / "saved")).min_confidence == 0.5
 

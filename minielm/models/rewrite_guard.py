@@ -1,0 +1,221 @@
+"""The intent check every served rewrite must pass: a rewrite may fix a word, never drop or change one.
+
+A query's *content words* are every word except generic filler (articles, prepositions, marketing
+words such as "best" or "cheap"). Each content word must survive into the rewrite: unchanged, with the
+same stem, as a spelling fix (a close edit: one edit for words of 4-6 letters, two from 7), as the
+abbreviation it stands for (``blk`` -> ``black``: first letter kept, letters in order), split or
+joined (``head phones`` <-> ``headphones``), or through an explicit equivalence (a synonym table the
+caller learned, e.g. from training pairs). Negations (``without``, ``no``, ``free``...) and words with
+digits (sizes, quantities, model numbers) must survive *exactly*, and the rewrite may not add any.
+
+This is rule-based on purpose: it is the safety net under a learned rewriter, so it must not share the
+model's mistakes. :func:`lost_content_words` is the one check; :class:`RewriteGuard` carries the catalog
+vocabulary and learned synonyms a model saves with its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import Stemmer
+from rapidfuzz.distance import OSA
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)?")
+_STEMMER = Stemmer.Stemmer("english")
+
+NEGATIONS = frozenset({"without", "no", "not", "non", "free", "never", "except", "minus", "less", "nothing"})
+_UNIT_GROUPS = (
+    ("oz", "ounce", "ounces"),
+    ("lb", "lbs", "pound", "pounds"),
+    ("in", "inch", "inches"),
+    ("ft", "foot", "feet"),
+    ("qt", "quart", "quarts"),
+    ("gal", "gallon", "gallons"),
+    ("ml", "milliliter", "millilitre"),
+    ("l", "liter", "litre", "liters", "litres"),
+    ("mm", "millimeter", "millimetre"),
+    ("cm", "centimeter", "centimetre"),
+    ("pk", "pack", "packs"),
+    ("pc", "pcs", "piece", "pieces"),
+    ("ct", "count"),
+)
+UNIT_EQUIVALENTS = {unit: frozenset(group) - {unit} for group in _UNIT_GROUPS for unit in group}
+FILLER_WORDS = frozenset(
+    {
+        # articles, prepositions, conjunctions
+        *("a", "an", "the", "and", "or", "for", "of", "in", "on", "with", "to", "by", "at", "from", "into"),
+        *("my", "your", "our", "his", "her", "their", "me", "i", "you", "we", "it", "its", "this", "that", "is"),
+        # shopping filler that does not change which product is meant
+        *("best", "cheap", "cheapest", "top", "rated", "high", "quality", "sale", "deal", "deals", "discount"),
+        *("buy", "online", "shop", "shopping", "price", "prices", "good", "great", "nice", "popular", "new"),
+        *("premium", "amazing", "awesome", "bestseller", "seller", "durable", "heavy", "duty", "gift", "gifts"),
+    }
+)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens; letters and digits part: ``32oz`` -> ``32 oz``, ``sm-g991`` -> ``sm g 991``."""
+    return _WORD.findall(str(text).lower())
+
+
+def is_protected(word: str) -> bool:
+    """Negations and anything with a digit must survive a rewrite exactly."""
+    return word in NEGATIONS or word[:1].isdigit()
+
+
+def content_mask(tokens: Sequence[str]) -> list[bool]:
+    """Which tokens carry intent: all but filler; a word right after a number is its unit (``32 in``)."""
+    return [
+        w not in FILLER_WORDS or w in NEGATIONS or (i > 0 and tokens[i - 1][:1].isdigit()) for i, w in enumerate(tokens)
+    ]
+
+
+def content_words(text: str) -> list[str]:
+    """The words of ``text`` that carry intent (everything but filler)."""
+    tokens = words(text)
+    return [w for w, keep in zip(tokens, content_mask(tokens)) if keep]
+
+
+@cache
+def _stem(word: str) -> str:
+    return _STEMMER.stemWord(word)
+
+
+def _allowed_edits(word: str) -> int:
+    return 0 if len(word) < 4 else 1 if len(word) < 7 else 2
+
+
+def _is_abbreviation(short: str, long: str) -> bool:
+    """``blk`` of ``black``: same first letter, the short form's letters appear in order, and shorter."""
+    if len(short) < 2 or len(short) >= len(long) or short[0] != long[0] or not short.isalpha():
+        return False
+    position = 0
+    for letter in short:
+        position = long.find(letter, position) + 1
+        if position == 0:
+            return False
+    return True
+
+
+def _close(word: str, other: str, vocabulary: Set[str] | None) -> bool:
+    """``other`` is ``word`` itself, its stem-mate, or (for a word the vocabulary does not know) its
+    spelling fix or expansion into a word the vocabulary knows."""
+    if word == other or _stem(word) == _stem(other) or other in UNIT_EQUIVALENTS.get(word, ()):
+        return True
+    if is_protected(word) or is_protected(other):
+        return False
+    if vocabulary is not None and (word in vocabulary or other not in vocabulary):
+        return False
+    limit = max(_allowed_edits(word), _allowed_edits(other))
+    return (limit > 0 and OSA.distance(word, other, score_cutoff=limit) <= limit) or _is_abbreviation(word, other)
+
+
+def _joined_pairs(tokens: list[str]) -> dict[str, tuple[str, str]]:
+    """Adjacent word pairs written as one word (``water bottle`` -> ``waterbottle``); words only."""
+    return {a + b: (a, b) for a, b in zip(tokens, tokens[1:]) if a.isalpha() and b.isalpha()}
+
+
+def lost_content_words(
+    query: str,
+    rewrite: str,
+    equivalents: Mapping[str, Set[str]] | None = None,
+    vocabulary: Set[str] | None = None,
+) -> list[str]:
+    """The query's content words that do not survive into ``rewrite``, plus protected words the rewrite
+    adds (prefixed ``+``). Empty means the rewrite keeps the query's intent.
+
+    ``vocabulary`` (e.g. the catalog's words): when given, a word it knows is never "corrected" into
+    another word, and an unknown word may only be corrected into a word it knows.
+    """
+    if " ".join(words(query)) == " ".join(words(rewrite)):
+        return []
+    equivalents = equivalents or {}
+    query_words, rewrite_words = words(query), words(rewrite)
+    targets = set(rewrite_words) | set(_joined_pairs(rewrite_words))
+    joined_query = _joined_pairs(query_words)
+    survived: set[str] = set()
+    for joined, pair in joined_query.items():
+        if any(_close(joined, t, vocabulary) for t in rewrite_words):
+            survived.update(pair)
+    lost = []
+    for word in content_words(query):
+        if word in survived or word in targets:
+            continue
+        if any(_close(word, t, vocabulary) for t in targets) or set(equivalents.get(word, ())) & targets:
+            continue
+        lost.append(word)
+    query_set = set(query_words)
+    added = [
+        f"+{w}"
+        for w in rewrite_words
+        if is_protected(w) and w not in query_set and not any(_close(q, w, vocabulary) for q in query_words)
+    ]
+    return lost + added
+
+
+def keeps_intent(
+    query: str,
+    rewrite: str,
+    equivalents: Mapping[str, Set[str]] | None = None,
+    vocabulary: Set[str] | None = None,
+) -> bool:
+    """True when the rewrite loses no content word and adds no negation or number."""
+    return not lost_content_words(query, rewrite, equivalents, vocabulary)
+
+
+def learn_equivalents(pairs: Iterable[tuple[str, str]], min_count: int = 2) -> dict[str, set[str]]:
+    """Word synonyms seen in (query, rewrite) pairs: when exactly one query word is lost and exactly one
+    new word appears, the pair counts once; pairs seen ``min_count`` times become equivalents."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for query, rewrite in pairs:
+        lost = [w for w in lost_content_words(query, rewrite) if not w.startswith("+")]
+        added = sorted(set(content_words(rewrite)) - set(words(query)))
+        if len(lost) == 1 and len(added) == 1 and not is_protected(lost[0]) and not is_protected(added[0]):
+            counts[(lost[0], added[0])] += 1
+    equivalents: dict[str, set[str]] = {}
+    for (word, other), n in counts.items():
+        if n >= min_count:
+            equivalents.setdefault(word, set()).add(other)
+    return equivalents
+
+
+@dataclass
+class RewriteGuard:
+    """The intent check with what it knows about the catalog: its vocabulary and learned synonyms."""
+
+    vocabulary: frozenset[str] | None = None
+    equivalents: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], pairs: Iterable[tuple[str, str]] = ()) -> RewriteGuard:
+        """Vocabulary from catalog texts (titles, canonical queries), synonyms from rewrite pairs."""
+        return cls(frozenset(w for text in texts for w in words(text)), learn_equivalents(pairs))
+
+    def lost(self, query: str, rewrite: str) -> list[str]:
+        return lost_content_words(query, rewrite, self.equivalents, self.vocabulary)
+
+    def allows(self, query: str, rewrite: str) -> bool:
+        return not self.lost(query, rewrite)
+
+    def save(self, path: Path | str) -> Path:
+        record = {
+            "vocabulary": sorted(self.vocabulary) if self.vocabulary is not None else None,
+            "equivalents": {w: sorted(o) for w, o in sorted(self.equivalents.items())},
+        }
+        Path(path).write_text(json.dumps(record))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> RewriteGuard:
+        record = json.loads(Path(path).read_text())
+        vocabulary = record.get("vocabulary")
+        return cls(
+            frozenset(vocabulary) if vocabulary is not None else None,
+            {w: set(o) for w, o in record.get("equivalents", {}).items()},
+        )
