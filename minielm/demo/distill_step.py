@@ -24,6 +24,7 @@ def distill_demo_step(ctx) -> None:
         gate_students,
         label_augmented_pairs,
         production_rewriter_metrics,
+        register_baseline_rewriter,
         register_students,
     )
     from minielm.registry import ModelRegistry
@@ -108,6 +109,19 @@ def distill_demo_step(ctx) -> None:
             ctx.echo(f"  registered {name} {registered[key]} as {stage}")
         else:
             ctx.echo(f"  {name} not registered: its gate failed")
+    if not registered["student_rewriter_version"] and production is None:
+        version = register_baseline_rewriter(
+            settings,
+            ctx.store,
+            a.dataset_dir,
+            workdir / "baseline",
+            report,
+            reason="no learned rewriter passed its gate; the phrase-table baseline serves",
+        )
+        ctx.echo(
+            f"  no learned rewriter beat the baseline: registered the phrase-table baseline as "
+            f"{settings.models.student_rewriter} {version} (production); a student replaces it once it passes the gate"
+        )
     (workdir / "distill_report.json").write_text(
         json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2, default=str)
     )

@@ -15,12 +15,16 @@ from minielm.registry import ModelRegistry
 def _production_version(ctx, registry: ModelRegistry, name: str) -> str | None:
     """The production rewriter's version; None (RL skipped) when no learned student passed its gate: a student
     that failed the distillation gate is never made production here."""
+    from minielm.rl.retraining import is_baseline
+
     entry = registry.stage(name, "production")
-    if entry is None:
+    if entry is None or is_baseline(entry):
         gate = (ctx.artifacts.distill_gate or {}).get("rewriter", {})
         why = "; ".join(gate.get("reasons", [])) or "no student-rewriter version is in production"
-        ctx.echo(f"  RL skipped: no learned rewriter passed its distillation gate ({why}); nothing to improve")
-    return entry.version if entry is not None else None
+        serving = "the baseline rewriter serves" if entry is not None else "nothing to improve"
+        ctx.echo(f"  RL skipped: no learned rewriter passed its distillation gate ({why}); {serving}")
+        return None
+    return entry.version
 
 
 def format_rl_table(heldout: dict, k: int) -> list[str]:

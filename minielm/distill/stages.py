@@ -387,3 +387,35 @@ def register_students(
         outcome[f"{key}_version"] = entry.version
     outcome["registered"] = all(outcome[f"{key}_version"] for key in candidates)
     return outcome
+
+
+def register_baseline_rewriter(
+    settings: Settings, store, dataset_dir: Path | str, out_dir: Path | str, report: dict[str, Any], reason: str
+) -> str:
+    """Fit the phrase-table + spelling baseline on ``dataset_dir``, register it under the rewriter's name
+    and make it production; the version.
+
+    For a registry with no production rewriter after every learned student failed its gate: the baseline
+    is the strongest system the gate measured them against, so it serves until a student beats it (the
+    gate is not involved: nothing that failed it is promoted)."""
+    from minielm.baseline import MODEL_CLASS, PhraseTableRewriter
+    from minielm.data.esci import load_esci
+    from minielm.registry import ModelRegistry
+
+    data = load_esci(dataset_dir)
+    model_dir = PhraseTableRewriter.fit(data.products, data.examples).save(out_dir)
+    baseline_metrics = report["rewriter"]["systems"].get("baseline")
+    registry = ModelRegistry(store)
+    entry = registry.register(
+        settings.models.student_rewriter,
+        Path(model_dir),
+        {
+            "model_class": MODEL_CLASS,
+            "role": "baseline-rewriter",
+            "metrics": {"rewriter": {"systems": {"student": baseline_metrics}}},
+            "split": report["split"],
+        },
+    )
+    registry.promote(entry.name, entry.version, "production", reason=reason)
+    log.warning("serving the baseline rewriter", model=entry.name, version=entry.version, reason=reason)
+    return entry.version

@@ -175,7 +175,19 @@ def require_production(settings: Settings, store: ObjectStore):
             f"the registry holds no production version of {name!r}: RL improves the production rewriter, "
             "so promote a distilled student that passed its gate first"
         )
+    if is_baseline(production):
+        raise RLInputError(
+            f"production {name!r} {production.version} is the non-neural baseline rewriter: RL improves a learned "
+            "rewriter, so distil a student that beats the baseline at its gate first"
+        )
     return production
+
+
+def is_baseline(entry) -> bool:
+    """Whether a registry entry is the phrase-table baseline (served when no learned student passed its gate)."""
+    from minielm.baseline import MODEL_CLASS
+
+    return entry.metadata.get("model_class") == MODEL_CLASS
 
 
 def fetch_production(settings: Settings, store: ObjectStore, out_dir: Path) -> dict:

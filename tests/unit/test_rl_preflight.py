@@ -82,3 +82,25 @@ def test_windows_without_rewards_are_no_usable_feedback(env, tmp_path):
     with pytest.raises(RLInputError, match="no usable feedback.*has a reward"):
         prepare_training_set(settings, store, tmp_path / "data", tmp_path / "prepared")
     assert registry.stage(settings.models.student_rewriter, "production").version == entry.version
+
+
+def test_a_baseline_in_production_is_served_but_not_trained(env, tmp_path):
+    """When every learned student failed its gate the baseline serves; RL refuses it before reading anything."""
+    from minielm.data.esci import write_esci
+    from minielm.data.synthetic import generate_dataset
+    from minielm.distill.stages import register_baseline_rewriter
+    from serving.loading import load_model_dir
+
+    settings, store, registry = env
+    write_esci(generate_dataset(n_products=200, n_queries=40, seed=3), tmp_path / "data")
+    report = {"rewriter": {"systems": {"baseline": {"relevant_per_query": 1.0}}}, "split": "test"}
+    version = register_baseline_rewriter(
+        settings, store, tmp_path / "data", tmp_path / "baseline", report, reason="students failed the gate"
+    )
+    production = registry.stage(settings.models.student_rewriter, "production")
+    assert production.version == version and production.metadata["role"] == "baseline-rewriter"
+    served = load_model_dir(registry.download(production.name, version, tmp_path / "served"), "rewriter")
+    assert served.rewrite(["blk"])  # the registered copy loads as a servable rewriter
+    write_window(store, version)
+    with pytest.raises(RLInputError, match="non-neural baseline rewriter"):
+        run_retraining(settings, store, tmp_path / "data", tmp_path / "no-index", None, tmp_path / "runs")
