@@ -47,6 +47,7 @@ TOTALS_COLUMNS = {
 }
 # Rounds of "read the other partitions' totals, push what changed" when a member stops.
 FINAL_PUSH_ROUNDS = 5
+FINAL_PUSH_RETRY_S = 1.0
 
 
 class QueryStatsSink(Protocol):
@@ -306,7 +307,8 @@ class QueryStatsPublisher:
             if not self.dirty:
                 return
             if not self._push():
-                return
+                time.sleep(FINAL_PUSH_RETRY_S)
+        log.warning("query statistics still changing or not pushed at shutdown", queries=len(self.dirty))
 
     def poll_others(self) -> None:
         """Re-read the committed totals of partitions this member does not own where they changed."""
