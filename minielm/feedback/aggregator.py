@@ -7,7 +7,8 @@ loop writes its objects to S3, flushes the dead letters, and only then commits t
 is retried with backoff and never committed. Invalid events go to the dead-letter topic.
 
 Query statistics are pushed to Feast every ``push_interval_s``, independently of the windows, so a
-feature is fresh within about a second of its event.
+feature is fresh within about a second of its event; each cut also writes its partition's committed
+query totals, which keep the Feast values exact at any replica count (:mod:`minielm.feedback.query_stats`).
 """
 
 from __future__ import annotations
@@ -64,14 +65,22 @@ class Aggregator:
         self.topics = settings.kafka.topics
         self.group_id = group_id or settings.kafka.consumer_group
         self.stop_event = threading.Event()
-        self.cuts = CutStore(store or ObjectStore(settings.s3), self.config, self.stop_event)
+        self.cuts = CutStore(
+            store or ObjectStore(settings.s3), self.config, self.stop_event, self.group_id, self.topics.rewrites
+        )
         if sink is None and self.config.push_to_feast:
             sink = FeastQueryStatsSink(settings)
         self.clock = clock
         self.joins: dict[int, PartitionJoin] = {}
         self.stats = AggregatorStats()
-        self.publisher = QueryStatsPublisher(sink, self.config.push_interval_s, self.config.s3_retry_max_s, clock)
-        self.query_stats = self.publisher.query_stats
+        self.publisher = QueryStatsPublisher(
+            sink,
+            self.cuts,
+            self.config.push_interval_s,
+            self.config.s3_retry_max_s,
+            poll_s=max(self.config.push_interval_s, self.config.window_s),
+            clock=clock,
+        )
         self._last_record_at = clock()
         self.consumer = None
         self.producer = None
@@ -121,7 +130,7 @@ class Aggregator:
                 if max_seconds is not None and now - started >= max_seconds:
                     break
             self._drain()
-            self._push(self.clock(), force=True)
+            self._push(self.clock(), final=True)
         finally:
             self.consumer.close(autocommit=False)
             self.producer.close()
@@ -185,8 +194,12 @@ class Aggregator:
             clock=self.clock,
         )
         join.closed.update(recently_closed(refs, rewrites_next, self.cuts.read_object, self.config.unmatched_after_s))
+        spilled, totals = [], None
         if committed_r is not None or committed_f is not None:
-            join.restore(self.cuts.read_state(join.state_key(self.config, rewrites_next, feedback_next)))
+            spilled = self.cuts.read_state(join.state_key(self.config, rewrites_next, feedback_next))
+            totals = self.cuts.committed_totals(partition, rewrites_next, feedback_next)
+            join.restore(spilled)
+        self.publisher.opened(partition, totals, [event for _, event in spilled])
         self.consumer.seek(tp_r, rewrites_next)
         self.consumer.seek(tp_f, feedback_next)
         log.info(
@@ -226,11 +239,11 @@ class Aggregator:
                     self._dead_letter(letter, record.key)
                     continue
                 stats.served += 1
-                self.query_stats.served(event)
+                self.publisher.served(tp.partition, event)
             else:
                 join.add_feedback(record.offset, event)
                 stats.feedback += 1
-                self.query_stats.feedback(event)
+                self.publisher.feedback(tp.partition, event)
             self.metrics.event(event.event_type)
 
     def _dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
@@ -274,7 +287,7 @@ class Aggregator:
         ]
         try:
             if not cut.written:
-                self.cuts.write(cut)
+                self.cuts.write(cut, self.publisher.cut_totals(cut))
                 cut.written = True
             self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
             self.consumer.commit(
@@ -318,6 +331,7 @@ class Aggregator:
         if cut.attempts:
             self.consumer.resume(*tps)
         join.cut_done(cut)
+        self.publisher.cut_committed(cut)
         self.stats.commits += 1
         self.metrics.committed()
         if cut.window is not None:
@@ -345,6 +359,10 @@ class Aggregator:
             if highwater is not None:
                 self.metrics.consumer_lag(topic, partition, highwater - self.consumer.position(tp))
 
-    def _push(self, now: float, force: bool = False) -> None:
-        self.publisher.push_due(now, force)
+    def _push(self, now: float, final: bool = False) -> None:
+        self.publisher.keep_owned(self.joins)
+        if final:
+            self.publisher.final_push()
+        else:
+            self.publisher.push_due(now)
         self.stats.pushes, self.stats.push_failures = self.publisher.pushes, self.publisher.failures

@@ -1,6 +1,14 @@
 """Per-query traffic statistics from the feedback stream, and the sink that makes them Feast features.
 
-The columns and their types are the offline table layout of the ``query_stats`` feature view
+Exact at any replica count and across restarts: the statistics of partition p are *committed totals*,
+derived from the rows each cut makes durable (window rows and late events, each event in exactly one
+of them) and written to S3 with that cut, so they always match the committed offsets. What a member
+pushes for a query is the sum of every partition's committed totals (its own from memory, the others'
+read from S3) plus, for freshness, its own partitions' counts consumed since their last commit. With
+several members a value lies between the committed and the true total until the cuts catch up; once
+they do, every member pushes the same value, the one a single member would.
+
+The feature columns and their types are the offline table layout of the ``query_stats`` feature view
 (:data:`minielm.features.repo.QUERY_STATS_COLUMNS`, checked against ``feature_repo/definitions.py`` by
 a test), so the frame pushed here is the frame the feature view declares.
 """
@@ -9,8 +17,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import astuple, dataclass, fields
 from typing import Protocol
 
 import pandas as pd
@@ -19,12 +27,27 @@ from minielm.config import Settings
 from minielm.features.keys import query_key
 from minielm.features.repo import QUERY_STATS_COLUMNS, QUERY_STATS_PUSH, feature_store
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
+from minielm.feedback.join import Cut
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
 
 # The feature values' types; the entity key (query_key) stays a plain string column.
 FEATURE_DTYPES = {column: dtype for column, dtype in QUERY_STATS_COLUMNS.items() if column != "query_key"}
+# A partition's committed totals on S3: one row per query key.
+TOTALS_COLUMNS = {
+    "query_key": "string",
+    "volume": "int64",
+    "impressions": "int64",
+    "clicks": "int64",
+    "add_to_carts": "int64",
+    "reformulations": "int64",
+    "zero_results": "int64",
+    "last_seen_ts": "float64",
+}
+# Rounds of "read the other partitions' totals, push what changed" when a member stops.
+FINAL_PUSH_ROUNDS = 5
+FINAL_PUSH_RETRY_S = 1.0
 
 
 class QueryStatsSink(Protocol):
@@ -47,6 +70,16 @@ class FeastQueryStatsSink:
         self._store.push(QUERY_STATS_PUSH, frame, to=PushMode.ONLINE)
 
 
+class TotalsStore(Protocol):
+    """Where the committed totals of every partition live (:class:`~minielm.feedback.cut_store.CutStore`)."""
+
+    def latest_totals_keys(self) -> dict[int, str]:
+        """The newest totals object of each partition."""
+
+    def read_totals(self, key: str) -> pd.DataFrame | None:
+        """A totals object; None if a newer cut has deleted it meanwhile."""
+
+
 @dataclass
 class QueryCounts:
     volume: int = 0
@@ -57,102 +90,275 @@ class QueryCounts:
     zero_results: int = 0
     last_seen_ts: float = 0.0
 
+    def add(self, other: QueryCounts, sign: int = 1) -> None:
+        """Add (or with ``sign=-1`` take away) ``other``'s counts; the last-seen time keeps the maximum."""
+        self.volume += sign * other.volume
+        self.impressions += sign * other.impressions
+        self.clicks += sign * other.clicks
+        self.add_to_carts += sign * other.add_to_carts
+        self.reformulations += sign * other.reformulations
+        self.zero_results += sign * other.zero_results
+        self.last_seen_ts = max(self.last_seen_ts, other.last_seen_ts)
 
-class QueryStats:
-    """Running per-query counts since this aggregator started, turned into the ``query_stats`` features."""
+    def count_served(self, event: ServedRewrite) -> None:
+        self.volume += 1
+        self.zero_results += not event.product_ids
+        self.last_seen_ts = max(self.last_seen_ts, event.ts)
 
-    def __init__(self, key_cache_size: int = 100_000) -> None:
-        self.counts: dict[str, QueryCounts] = defaultdict(QueryCounts)
-        self.touched: set[str] = set()
+    def count_feedback(self, event: FeedbackEvent) -> None:
+        kind = event.event_type
+        if kind == "impression":
+            self.impressions += 1
+        elif kind == "click":
+            self.clicks += 1
+        elif kind == "add_to_cart":
+            self.add_to_carts += 1
+        elif kind == "reformulation":
+            self.reformulations += 1
+        self.last_seen_ts = max(self.last_seen_ts, event.ts)
+
+
+Totals = dict[str, QueryCounts]
+COUNT_FIELDS = [f.name for f in fields(QueryCounts)]
+
+
+def totals_frame(totals: Totals) -> pd.DataFrame:
+    """A partition's committed totals as the rows of its S3 object."""
+    frame = pd.DataFrame.from_records(
+        [(key, *astuple(counts)) for key, counts in sorted(totals.items())], columns=list(TOTALS_COLUMNS)
+    )
+    return frame.astype(TOTALS_COLUMNS)
+
+
+def totals_from_frame(frame: pd.DataFrame) -> Totals:
+    missing = set(TOTALS_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"query totals object lacks columns {sorted(missing)}")
+    columns = [frame[name].tolist() for name in COUNT_FIELDS]
+    return {key: QueryCounts(*values) for key, *values in zip(frame["query_key"].tolist(), *columns)}
+
+
+def feature_frame(values: dict[str, QueryCounts]) -> pd.DataFrame:
+    """The ``query_stats`` feature rows of the given per-query counts."""
+    rows = []
+    for key in sorted(values):
+        c = values[key]
+        volume = max(c.volume, 1)
+        rows.append(
+            {
+                "query_key": key,
+                "volume": c.volume,
+                "ctr": c.clicks / c.impressions if c.impressions else c.clicks / volume,
+                "add_to_cart_rate": c.add_to_carts / volume,
+                "reformulation_rate": c.reformulations / volume,
+                "zero_result_rate": c.zero_results / volume,
+                "last_seen_ts": c.last_seen_ts,
+            }
+        )
+    frame = pd.DataFrame.from_records(rows, columns=list(QUERY_STATS_COLUMNS)).astype(FEATURE_DTYPES)
+    frame["event_timestamp"] = pd.Timestamp.now(tz="UTC").floor("us")
+    return frame
+
+
+class QueryKeys:
+    """query_key with a cache: hot queries repeat, and hashing is a visible part of the per-event cost."""
+
+    def __init__(self, size: int = 100_000) -> None:
         self._keys: dict[str, str] = {}
-        self._key_cache_size = key_cache_size
+        self._size = size
 
-    def key(self, query: str) -> str:
-        """query_key with a cache: hot queries repeat, and hashing is a visible part of the per-event cost."""
+    def __call__(self, query: str) -> str:
         key = self._keys.get(query)
         if key is None:
-            if len(self._keys) >= self._key_cache_size:
+            if len(self._keys) >= self._size:
                 self._keys.clear()
             key = self._keys[query] = query_key(query)
         return key
 
-    def served(self, event: ServedRewrite) -> None:
-        key = self.key(event.query)
-        counts = self.counts[key]
-        counts.volume += 1
-        counts.zero_results += not event.product_ids
-        counts.last_seen_ts = max(counts.last_seen_ts, event.ts)
-        self.touched.add(key)
-
-    def feedback(self, event: FeedbackEvent) -> None:
-        key = self.key(event.query)
-        counts = self.counts[key]
-        kind = event.event_type
-        if kind == "impression":
-            counts.impressions += 1
-        elif kind == "click":
-            counts.clicks += 1
-        elif kind == "add_to_cart":
-            counts.add_to_carts += 1
-        elif kind == "reformulation":
-            counts.reformulations += 1
-        counts.last_seen_ts = max(counts.last_seen_ts, event.ts)
-        self.touched.add(key)
-
-    def take_frame(self) -> pd.DataFrame:
-        keys = sorted(self.touched)
-        self.touched = set()
-        rows = []
-        for key in keys:
-            c = self.counts[key]
-            volume = max(c.volume, 1)
-            rows.append(
-                {
-                    "query_key": key,
-                    "volume": c.volume,
-                    "ctr": c.clicks / c.impressions if c.impressions else c.clicks / volume,
-                    "add_to_cart_rate": c.add_to_carts / volume,
-                    "reformulation_rate": c.reformulations / volume,
-                    "zero_result_rate": c.zero_results / volume,
-                    "last_seen_ts": c.last_seen_ts,
-                }
-            )
-        frame = pd.DataFrame.from_records(rows, columns=list(QUERY_STATS_COLUMNS)).astype(FEATURE_DTYPES)
-        frame["event_timestamp"] = pd.Timestamp.now(tz="UTC").floor("us")
-        return frame
-
 
 class QueryStatsPublisher:
-    """Pushes the statistics of the queries seen since the last push every ``interval_s``. A failed push
-    keeps them for the next one after ``backoff_s``: features lag behind, the windows are unaffected."""
+    """Keeps the committed totals and the uncommitted counts of each partition and pushes their sums.
+
+    The consumer loop reports events (``served``, ``feedback``), partitions it opens (``opened``) and
+    cuts (``cut_totals`` before the write, ``cut_committed`` after the commit). Every ``interval_s`` the
+    queries whose sum changed are pushed; a failed push keeps them for the next one after ``backoff_s``:
+    features lag behind, the windows are unaffected. The other partitions' totals are re-read from S3
+    every ``poll_s``.
+    """
 
     def __init__(
         self,
         sink: QueryStatsSink | None,
+        totals_store: TotalsStore,
         interval_s: float,
         backoff_s: float,
+        poll_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
-        self.query_stats = QueryStats()
-        self.interval_s, self.backoff_s = interval_s, backoff_s
+        self.totals_store = totals_store
+        self.interval_s, self.backoff_s, self.poll_s = interval_s, backoff_s, poll_s
+        self.key = QueryKeys()
+        self.committed: dict[int, Totals] = {}  # partition -> its committed totals
+        self.committed_keys: dict[int, str] = {}  # partition -> the S3 object they were read from
+        self.uncommitted: dict[int, Totals] = {}  # own partitions only: consumed, not yet in a committed cut
+        self.owned: set[int] = set()
+        self.dirty: set[str] = set()
+        self.pushed: dict[str, QueryCounts] = {}
         self.pushes = self.failures = 0
-        self._last_push = clock()
+        self._pending_cuts: dict[int, tuple[Cut, Totals, Totals]] = {}
+        self._last_push = self._last_poll = clock()
         self._backoff_until = 0.0
 
-    def push_due(self, now: float, force: bool = False) -> None:
-        """Push if the interval has passed (or ``force``) and any query changed."""
-        if self.sink is None or not self.query_stats.touched:
+    # -- events and partitions ------------------------------------------------------------------
+    def served(self, partition: int, event: ServedRewrite) -> None:
+        key = self.key(event.query)
+        self._uncommitted(partition)[key].count_served(event)
+        self.dirty.add(key)
+
+    def feedback(self, partition: int, event: FeedbackEvent) -> None:
+        key = self.key(event.query)
+        self._uncommitted(partition)[key].count_feedback(event)
+        self.dirty.add(key)
+
+    def _uncommitted(self, partition: int) -> Totals:
+        counts = self.uncommitted.get(partition)
+        if counts is None:
+            counts = self.uncommitted[partition] = defaultdict(QueryCounts)
+        return counts
+
+    def opened(self, partition: int, committed: pd.DataFrame | None, restored: Iterable[FeedbackEvent]) -> None:
+        """A partition this member now owns: its committed totals (None: nothing committed yet), and the
+        feedback the previous owner consumed but had not cut yet (restored from its state object)."""
+        self.owned.add(partition)
+        self._replace_committed(partition, totals_from_frame(committed) if committed is not None else {}, key=None)
+        self.uncommitted.pop(partition, None)
+        for event in restored:
+            self.feedback(partition, event)
+
+    def keep_owned(self, owned: Iterable[int]) -> None:
+        """Forget the uncommitted counts of partitions this member no longer owns (their new owner
+        re-reads those events); their committed totals now come from S3."""
+        owned = set(owned)
+        for partition in self.owned - owned:
+            for key in self.uncommitted.pop(partition, {}):
+                self.dirty.add(key)
+            self._pending_cuts.pop(partition, None)
+            self.committed_keys.pop(partition, None)  # re-read at the next poll
+        self.owned = owned
+
+    # -- cuts -----------------------------------------------------------------------------------
+    def cut_totals(self, cut: Cut) -> pd.DataFrame:
+        """The partition's committed totals once ``cut`` is committed, to be written with it."""
+        pending = self._pending_cuts.get(cut.partition)
+        if pending is not None and pending[0] is cut:
+            return totals_frame(pending[2])
+        delta: Totals = defaultdict(QueryCounts)
+        rows = cut.window.rows.values() if cut.window is not None else ()
+        for row in rows:
+            delta[self.key(row.served.query)].count_served(row.served)
+            for _, event in row.feedback:
+                delta[self.key(event.query)].count_feedback(event)
+        for _, event, _ in cut.late:
+            delta[self.key(event.query)].count_feedback(event)
+        after = dict(self.committed.get(cut.partition, {}))
+        for key, counts in delta.items():
+            merged = QueryCounts(*astuple(after.get(key, QueryCounts())))
+            merged.add(counts)
+            after[key] = merged
+        self._pending_cuts[cut.partition] = (cut, delta, after)
+        return totals_frame(after)
+
+    def cut_committed(self, cut: Cut) -> None:
+        """The cut's events move from the uncommitted counts into the committed totals."""
+        pending = self._pending_cuts.pop(cut.partition, None)
+        if pending is None or pending[0] is not cut:
+            raise RuntimeError(f"cut of partition {cut.partition} committed without its query totals")
+        _, delta, after = pending
+        self.committed[cut.partition] = after
+        uncommitted = self._uncommitted(cut.partition)
+        for key, counts in delta.items():
+            left = uncommitted[key]
+            left.add(counts, sign=-1)
+            if not any(astuple(left)[:-1]):  # every count is in the committed totals now
+                del uncommitted[key]
+
+    # -- pushing --------------------------------------------------------------------------------
+    def push_due(self, now: float) -> None:
+        """Read the other partitions' totals if ``poll_s`` passed, then push if the interval has passed
+        and any query changed."""
+        if self.sink is None:
             return
-        if not force and (now - self._last_push < self.interval_s or now < self._backoff_until):
+        if now - self._last_poll >= self.poll_s:
+            self._last_poll = now
+            self.poll_others()
+        if not self.dirty or now - self._last_push < self.interval_s or now < self._backoff_until:
             return
         self._last_push = now
-        frame = self.query_stats.take_frame()
+        self._push()
+
+    def final_push(self) -> None:
+        """On shutdown: push, then re-read the other partitions' totals and push again until nothing
+        changed in between, so that whichever member pushes last pushes the complete totals."""
+        if self.sink is None:
+            return
+        for _ in range(FINAL_PUSH_ROUNDS):
+            self.poll_others()
+            if not self.dirty:
+                return
+            if not self._push():
+                time.sleep(FINAL_PUSH_RETRY_S)
+        log.warning("query statistics still changing or not pushed at shutdown", queries=len(self.dirty))
+
+    def poll_others(self) -> None:
+        """Re-read the committed totals of partitions this member does not own where they changed."""
         try:
-            self.sink.push(frame)
-            self.pushes += 1
+            latest = self.totals_store.latest_totals_keys()
+        except Exception as error:  # stale features, never wrong counts; the next poll tries again
+            log.warning("could not list the other partitions' query totals", error=str(error)[:200])
+            return
+        for partition, key in latest.items():
+            if partition in self.owned or self.committed_keys.get(partition) == key:
+                continue
+            try:
+                frame = self.totals_store.read_totals(key)
+            except Exception as error:
+                log.warning("could not read query totals", key=key, error=str(error)[:200])
+                continue
+            if frame is not None:
+                self._replace_committed(partition, totals_from_frame(frame), key)
+
+    def _replace_committed(self, partition: int, totals: Totals, key: str | None) -> None:
+        before = self.committed.get(partition, {})
+        self.dirty.update(k for k in before.keys() | totals.keys() if before.get(k) != totals.get(k))
+        self.committed[partition] = totals
+        if key is not None:
+            self.committed_keys[partition] = key
+
+    def value(self, key: str) -> QueryCounts:
+        """What this member knows of ``key``: every partition's committed totals plus its own uncommitted."""
+        total = QueryCounts()
+        for source in (self.committed, self.uncommitted):
+            for counts in source.values():
+                part = counts.get(key)
+                if part is not None:
+                    total.add(part)
+        return total
+
+    def _push(self) -> bool:
+        keys, self.dirty = self.dirty, set()
+        values = {key: self.value(key) for key in keys}
+        values = {key: counts for key, counts in values.items() if self.pushed.get(key) != counts}
+        if not values:
+            return True
+        try:
+            self.sink.push(feature_frame(values))
         except Exception as error:  # features lag behind but the windows (the record) are unaffected
             self.failures += 1
-            self.query_stats.touched.update(frame["query_key"])
-            self._backoff_until = now + self.backoff_s
+            self.dirty.update(keys)
+            self._backoff_until = self._last_push + self.backoff_s
             log.warning("query stats push to Feast failed; will retry", error=f"{type(error).__name__}: {error}"[:300])
+            return False
+        self.pushes += 1
+        self.pushed.update(values)
+        return True

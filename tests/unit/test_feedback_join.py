@@ -12,7 +12,6 @@ import pytest
 from minielm.config import FeedbackConfig
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
 from minielm.feedback.join import AggregatorError, PartitionJoin
-from minielm.feedback.query_stats import QueryStats
 from minielm.feedback.simulator import RateLimiter, ShopperSimulator, ubi_to_events
 from minielm.feedback.windows import object_key, parse_key, read_metadata, reward
 
@@ -155,33 +154,6 @@ def test_duplicate_request_id_is_reported_for_the_dead_letter_topic():
     join = new_join()
     assert join.add_rewrite(0, served("a"), 0.0) is None
     assert "duplicate" in join.add_rewrite(1, served("a"), 0.0)
-
-
-def test_query_stats_rates():
-    stats = QueryStats()
-    stats.served(served("a", products=()))
-    stats.served(
-        ServedRewrite(
-            request_id="b", query="Q A", rewrite="w", model_name="m", model_version="1", product_ids=["p"], ts=1.0
-        )
-    )
-    for kind in ("impression", "impression", "click", "add_to_cart", "reformulation"):
-        stats.feedback(
-            FeedbackEvent(
-                event_type=kind,
-                request_id="a",
-                query="q a",
-                product_id=None if kind == "reformulation" else "p",
-                ts=2.0,
-            )
-        )
-    frame = stats.take_frame().set_index("query_key")
-    row = frame.iloc[0]
-    assert len(frame) == 1 and row["volume"] == 2  # "q a" and "Q A" share a key
-    assert row["ctr"] == pytest.approx(0.5) and row["add_to_cart_rate"] == pytest.approx(0.5)
-    assert row["zero_result_rate"] == pytest.approx(0.5) and row["reformulation_rate"] == pytest.approx(0.5)
-    assert str(frame["event_timestamp"].dtype).startswith("datetime64")
-    assert stats.take_frame().empty
 
 
 class ThresholdJudge:
