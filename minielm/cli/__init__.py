@@ -98,6 +98,8 @@ def quiet_third_party_warnings() -> None:
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
         warnings.filterwarnings("default", category=category, module=OWN_PACKAGES)
+    # FastAPI's own deprecation notices (ORJSONResponse, raised inside KServe's routes) are UserWarnings.
+    warnings.filterwarnings("ignore", message=r".* is deprecated", module=r"fastapi(\.|$)")
 
 
 def main() -> None:

@@ -128,24 +128,17 @@ def test_gate_blocks_a_degraded_candidate_and_production_stays(rl_env, corpus, t
 
 
 @pytest.mark.slow
-def test_pipeline_locally_registers_canaries_and_follows_the_canary_verdict(rl_env, corpus, tmp_path):
-    """kfp.local runs the compiled steps as subprocesses. Plumbing: the quality gate's tolerances are opened so
-    a random tiny model reaches the canary; the canary is NOT opened, so its verdict decides (a random model
-    rarely wins significantly): the test asserts that the registry follows that verdict."""
+def test_pipeline_locally_follows_the_quality_gates_verdict(rl_env, corpus, tmp_path):
+    """kfp.local runs the compiled steps as subprocesses against the real S3, with s3:// inputs. Plumbing with a
+    weak model: the gate stays as configured (it must beat raw and the baseline within the harm target), so a
+    random tiny policy is gated; the test asserts the pipeline follows that verdict: nothing registered,
+    production kept, the watermark advanced, no secrets file left behind."""
     from minielm.s3_uris import upload_dir
     from pipelines.rl_retraining import run_local
 
     settings, store, registry, base = rl_env
     data, data_dir, index_dir = corpus
-    settings = settings.model_copy(
-        update={
-            "paths": settings.paths.model_copy(update={"runs_dir": tmp_path / "runs"}),
-            "gate": settings.gate.model_copy(
-                update={"min_gain_over_raw": -100.0, "max_regression_vs_production": 100.0}
-            ),
-            "rl": settings.rl.model_copy(update={"max_kl": 100.0}),
-        }
-    )
+    settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"runs_dir": tmp_path / "runs"})})
     queries = data.examples.drop_duplicates("query_id")["query"].tolist()
     write_window(store, queries[:12], base.version)
     data_uri, index_uri = f"s3://{settings.s3.bucket}/rl-test/data", f"s3://{settings.s3.bucket}/rl-test/index"
@@ -153,19 +146,10 @@ def test_pipeline_locally_registers_canaries_and_follows_the_canary_verdict(rl_e
     upload_dir(index_dir, index_uri, settings.s3)
     result = run_local(settings, data_uri=data_uri, index_uri=index_uri, run_id="rl-test")
     name = settings.models.student_rewriter
-    new_version = result["candidate_version"]
-    expected = new_version if result["canary"]["promote"] else base.version
-    assert (
-        result["status"] == "promoted"
-        if result["canary"]["promote"]
-        else result["status"] in ("no_change", "rolled_back")
-    ), result
-    assert registry.stage(name, "production").version == expected
-    assert registry.stage(name, "candidate").version == new_version != base.version
-    metadata = registry.get(name, new_version).metadata
-    assert metadata["parent_version"] == base.version and metadata["rl_reference_version"] == base.version
-    assert metadata["pipeline_run"] == "rl-test"
-    assert result["canary"]["n_requests"] >= settings.rl.canary_min_requests
+    assert result["status"] == "gated", result
+    assert result["reasons"] and any("baseline" in r or "raw" in r for r in result["reasons"]), result
+    assert registry.stage(name, "production").version == base.version
+    assert registry.versions(name) == [base.version]
     assert not list((tmp_path / "runs").rglob("settings.json")), "the secrets file outlived the run"
     assert read_watermark(store, settings.rl.watermark_key) == {"minielm.rewrites/0": 11}
 

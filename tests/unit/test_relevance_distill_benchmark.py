@@ -25,7 +25,7 @@ def test_benchmark_runs_every_part_and_writes_the_issue_keys(tmp_path):
     out = tmp_path / "result.json"
     args = "--products 200 --queries 60 --test-pairs 120 --teacher-backbone tiny --teacher-steps 8 "
     args += "--teacher-batch 16 --teacher-lr 3e-3 --labelled-queries 2 --scales 0,1,2 --triples-per-query 4 "
-    args += "--epochs 1 --student-layers 1 --speed-batches 1 --threads 1 --student-max-length 32"
+    args += "--epochs 1 --student-layers 1 --speed-batches 1 --threads 1 --student-max-length 32 --student-batch 4"
     result = _benchmark().main([*args.split(), "--work-dir", str(tmp_path / "work"), "--out", str(out)])
     saved = json.loads(out.read_text())
     for key in ("teacher", "student", "majority_accuracy", "bm25_baseline", "scaling", "speedup_batch16"):
