@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,3 +138,21 @@ def logs_to_file(
         root.setLevel(saved_level)
         for handler, level in saved:
             handler.setLevel(level)
+
+
+OWN_PACKAGES = r"(minielm|serving|components|pipelines)(\.|$)"
+
+
+def quiet_third_party_warnings() -> None:
+    """Hide other libraries' deprecation and future warnings (FastAPI, transformers, ...) from a command's
+    output; this project's own warnings still show, and ``python -W``/``PYTHONWARNINGS`` win when set.
+
+    Idempotent: long runs call it again after importing libraries that reset the filters at import (Feast's
+    feature_view module puts DeprecationWarning back to "once")."""
+    if sys.warnoptions:
+        return
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=category, module=OWN_PACKAGES)
+    # FastAPI's own deprecation notices (ORJSONResponse, raised inside KServe's routes) are UserWarnings.
+    warnings.filterwarnings("ignore", message=r".* is deprecated", module=r"fastapi(\.|$)")

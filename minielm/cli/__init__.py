@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typer._click.exceptions import NoArgsIsHelpError
 
 from minielm.cli.common import EXIT_FAILURE, CliState, MinielmErrorsToExitCodes
 from minielm.config import load_settings
-from minielm.logs import configure_logging
+from minielm.logs import configure_logging, quiet_third_party_warnings
 
 
 class OneLineErrorsGroup(MinielmErrorsToExitCodes):
@@ -85,21 +84,6 @@ def _register_commands() -> None:
 
 
 _register_commands()
-
-
-OWN_PACKAGES = r"(minielm|serving|components|pipelines)(\.|$)"
-
-
-def quiet_third_party_warnings() -> None:
-    """Hide other libraries' deprecation and future warnings (FastAPI, transformers, ...) from the command's
-    output; this project's own warnings still show, and ``python -W``/``PYTHONWARNINGS`` win when set."""
-    if sys.warnoptions:
-        return
-    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category)
-        warnings.filterwarnings("default", category=category, module=OWN_PACKAGES)
-    # FastAPI's own deprecation notices (ORJSONResponse, raised inside KServe's routes) are UserWarnings.
-    warnings.filterwarnings("ignore", message=r".* is deprecated", module=r"fastapi(\.|$)")
 
 
 def main() -> None:

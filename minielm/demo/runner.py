@@ -6,6 +6,7 @@ with a progress line per step, prints what each did, and stops what it started.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from minielm.config import Settings, load_settings
 from minielm.demo.artifacts import DemoArtifacts
-from minielm.logs import logs_to_file
+from minielm.logs import logs_to_file, quiet_third_party_warnings
 from minielm.services import running_services
 from minielm.storage import ObjectStore
 
@@ -82,12 +83,17 @@ def run_demo(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     echo(f"MiniELM demo: starting the embedded Kafka broker and S3 server; detailed logs in {workdir / LOG_FILE}")
-    with logs_to_file(workdir / LOG_FILE), running_services(settings, workdir / "services") as live:
+    # The steps print what a person needs; warnings and info go to the log file, errors still show.
+    with (
+        logs_to_file(workdir / LOG_FILE, console_level=logging.ERROR),
+        running_services(settings, workdir / "services") as live,
+    ):
         ctx = DemoContext(settings=live, workdir=workdir, store=ObjectStore(live.s3), echo=echo)
         try:
             for index, step in enumerate(steps, 1):
                 echo(f"[{index}/{len(steps)}] {step.name}")
                 started = time.monotonic()
+                quiet_third_party_warnings()
                 step.run(ctx)
                 echo(f"  done in {time.monotonic() - started:.1f} s")
         finally:

@@ -8,8 +8,7 @@ import warnings
 
 import pytest
 
-from minielm.cli import quiet_third_party_warnings
-from minielm.logs import configure_logging, get_logger, logs_to_file
+from minielm.logs import configure_logging, get_logger, logs_to_file, quiet_third_party_warnings
 
 
 def _warn_from(module: str, category: type[Warning]) -> list[warnings.WarningMessage]:
