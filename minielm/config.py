@@ -304,6 +304,12 @@ class ServingConfig(StrictConfig):
         "with a warning when a model cannot be converted) or Hugging Face generate",
     )
     generation_threads: int = Field(1, ge=1, description="CPU threads CTranslate2 uses for one generation batch")
+    batch_window_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="concurrent rewrite requests arriving within this window run as one generation batch (0: off)",
+    )
 
 
 class EvalConfig(StrictConfig):

@@ -22,6 +22,11 @@ GENERATION_FALLBACK = Counter(
     "minielm_generation_fallback",
     "Rewriters served through Hugging Face generate because CTranslate2 could not run them",
 )
+GENERATION_BATCH_QUERIES = Histogram(
+    "minielm_generation_batch_queries",
+    "Queries per rewriter generation batch (concurrent requests joined within serving.batch_window_ms)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 KAFKA_DROPPED = Counter("minielm_kafka_dropped", "Rewrite-log events dropped (buffer full or broker unreachable)")
 SERVED_VERSION = Info("minielm_served_model", "Registry version and stage each endpoint serves now", ["model"])
 MODEL_SWITCHES = Counter(
@@ -39,6 +44,7 @@ __all__ = [
     "SERVED_VERSION",
     "MODEL_SWITCHES",
     "GENERATION_FALLBACK",
+    "GENERATION_BATCH_QUERIES",
 ]
 
 
