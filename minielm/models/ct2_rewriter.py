@@ -140,6 +140,7 @@ class CTranslate2Rewriter:
         metadata_path = directory / METADATA_FILE
         metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
         kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
+        kwargs.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
         return cls(
             generator,
             load_tokenizer(directory),

@@ -137,3 +137,17 @@ def test_server_falls_back_to_hugging_face_with_a_metric(rewriter_dir, tmp_path,
     assert isinstance(model, CausalRewriter)
     assert model.rewrite(QUERIES[:1])[0][0]
     assert GENERATION_FALLBACK._value.get() == before + 1
+
+
+def test_both_backends_honour_max_new_tokens_in_metadata(float32_dir, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "short"
+    shutil.copytree(float32_dir, copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "max_new_tokens": 2}))
+    fast, hf = CTranslate2Rewriter.load(copy), CausalRewriter.load(copy)
+    assert fast.max_new_tokens == hf.max_new_tokens == 2
+    ids, _ = fast._greedy_with_lowest_log_prob(QUERIES[:1])[0]
+    assert len(ids) <= 2
