@@ -19,7 +19,8 @@ from typing import Any
 from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.prompts import extract_rewrite
-from minielm.models.rewriter import METADATA_FILE, MODEL_CLASS, encode_prompt
+from minielm.models.rewrite_guard import RewriteGuard
+from minielm.models.rewriter import GUARD_FILE, METADATA_FILE, MODEL_CLASS, CausalRewriter, encode_prompt
 from minielm.models.tokenizer import load_tokenizer
 
 log = get_logger(__name__)
@@ -105,7 +106,9 @@ class CTranslate2Rewriter:
         temperature: float = 0.8,
         top_p: float = 0.95,
         min_confidence: float = 0.0,
+        guard: RewriteGuard | None = None,
     ) -> None:
+        self.guard = guard
         self.generator = generator
         self.tokenizer = tokenizer
         self.version = version
@@ -141,12 +144,17 @@ class CTranslate2Rewriter:
         metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
         kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
         kwargs.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
+        if "guard" not in kwargs and (directory / GUARD_FILE).is_file():
+            kwargs["guard"] = RewriteGuard.load(directory / GUARD_FILE)
         return cls(
             generator,
             load_tokenizer(directory),
             version=version or str(metadata.get("version", "unversioned")),
             **kwargs,
         )
+
+    # The same serving rule as Hugging Face generation: confidence threshold, then the intent guard.
+    serve_choice = CausalRewriter.serve_choice
 
     def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
         return [self.tokenizer.convert_ids_to_tokens(encode_prompt(self.tokenizer, q)) for q in queries]
@@ -184,9 +192,9 @@ class CTranslate2Rewriter:
         """``num_return`` rewrites per query, as :meth:`CausalRewriter.rewrite` gives them."""
         if num_return < 1:
             raise ValueError(f"num_return must be at least 1, got {num_return}")
-        if num_return == 1 and not do_sample and self.min_confidence > 0:
+        if num_return == 1 and not do_sample and (self.min_confidence > 0 or self.guard is not None):
             return [
-                [text if confidence >= self.min_confidence else " ".join(query.split())]
+                [self.serve_choice(query, text, confidence)]
                 for query, (text, confidence) in zip(queries, self.rewrite_with_confidence(queries))
             ]
         if do_sample:

@@ -151,3 +151,19 @@ def test_both_backends_honour_max_new_tokens_in_metadata(float32_dir, tmp_path):
     assert fast.max_new_tokens == hf.max_new_tokens == 2
     ids, _ = fast._greedy_with_lowest_log_prob(QUERIES[:1])[0]
     assert len(ids) <= 2
+
+
+def test_the_intent_guard_applies_through_ctranslate2_as_through_hugging_face(float32_dir, tmp_path):
+    import shutil
+
+    from minielm.models.rewrite_guard import RewriteGuard
+    from minielm.models.rewriter import GUARD_FILE
+
+    copy = tmp_path / "guarded"
+    shutil.copytree(float32_dir, copy)
+    RewriteGuard.from_texts(["wireless headphones", "blue running shoes", "red hat"]).save(copy / GUARD_FILE)
+    fast, hf = CTranslate2Rewriter.load(copy), CausalRewriter.load(copy)
+    assert fast.guard is not None
+    assert fast.rewrite(QUERIES) == hf.rewrite(QUERIES)
+    # A random model's rewrite loses the query's words, so the guard keeps every query as it was.
+    assert fast.rewrite(["blue  running shoes"]) == [["blue running shoes"]]
