@@ -99,6 +99,7 @@ def main() -> None:
     generate_s = time.perf_counter() - started
     queries = dataset.examples["query"].drop_duplicates().tolist()[:528]
     report = {
+        "command": "python benchmarks/drift.py " + " ".join(sys.argv[1:]),
         "machine": {
             "cpus": os.cpu_count(),
             "torch_threads": args.threads or torch.get_num_threads(),

@@ -7,9 +7,13 @@ request (``parameters.features``) against a real applied repo (sqlite online sto
 benchmark queries. A direct in-process Feast lookup is timed too.
 
 Models: ``--student-dir``/``--teacher-dir`` serve real saved models (any directory the serving loader
-accepts). Without them the benchmark serves *shape stand-ins*: decoders with random weights at the
-teacher's shape (SmolLM2-135M) and at the student shape in ``settings.distill`` that greedily decode a
-fixed number of tokens per query, which is what the latency depends on (not what the text says).
+accepts). Without them the student is a real :class:`~minielm.models.rewriter.CausalRewriter` with random
+weights at the student shape in ``settings.distill`` and SmolLM2's 49k tokenizer, exported to CTranslate2
+as registration does and served through it (``serving.generation_backend``); ``student-hf`` and the teacher
+are *shape stand-ins* that decode a fixed number of tokens with Hugging Face ``generate`` at the student
+and teacher (SmolLM2-135M) shapes. Latency depends on the shape and the token count, not on what the
+text says. Student (CTranslate2) vs student-hf vs teacher are measured in one run, so their ratios hold
+under other load.
 
     .venv/bin/python benchmarks/serving.py            # writes benchmarks/results/serving.json
 """
@@ -44,6 +48,7 @@ TEACHER_SHAPE = dict(
     rope_theta=100000.0,
     tie_word_embeddings=True,
 )
+STUDENT_HF = "student-rewriter-hf"  # the student shape through Hugging Face generate, for the ratio
 PROMPT_PREFIX_TOKENS = 24  # the instruction around the query in the rewrite prompt
 QUERIES = [
     "wireles hedphones noise cancel",
@@ -115,9 +120,31 @@ class ShapedRewriter:
         return [texts[i * num_return : (i + 1) * num_return] for i in range(len(queries))]
 
 
-def _serve(
-    settings_json: str, student_dir: str, teacher_name: str, teacher_dir: str, urls: mp.Queue, stop: mp.Event
-) -> None:
+def save_random_causal_rewriter(directory: Path, shape: dict, max_new_tokens: int, cache_dir: str) -> Path:
+    """A CausalRewriter with random weights at ``shape`` and SmolLM2's tokenizer, plus its CTranslate2 export."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from minielm.models.backbones import smollm2_dir
+    from minielm.models.ct2_rewriter import export_ctranslate2
+    from minielm.models.rewriter import CausalRewriter
+    from minielm.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(smollm2_dir(cache_dir))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        **{**shape, "vocab_size": len(tokenizer)},
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    rewriter = CausalRewriter(LlamaForCausalLM(config).eval(), tokenizer, "random-student", max_new_tokens)
+    rewriter.save(directory, {"max_new_tokens": max_new_tokens})  # stops where the stand-ins stop
+    export_ctranslate2(directory)
+    return directory
+
+
+def _serve(settings_json: str, student_dir: str, extra: dict[str, str], urls: mp.Queue, stop: mp.Event) -> None:
     """Server process: load both rewriters behind one ModelServer, report the URL, serve until told to stop."""
     from minielm.config import Settings
     from serving.app import build_stack, serve_stack
@@ -125,7 +152,10 @@ def _serve(
     settings = Settings.model_validate_json(settings_json)
     settings.serving.rewriter_path = Path(student_dir)
     stack = build_stack(
-        settings, extra_rewriters={teacher_name: Path(teacher_dir)}, with_relevance=False, with_pipeline=False
+        settings,
+        extra_rewriters={name: Path(path) for name, path in extra.items()},
+        with_relevance=False,
+        with_pipeline=False,
     )
     running = serve_stack(stack, settings, port=0)
     urls.put(running.url)
@@ -275,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--student-dir", type=Path, help="saved student rewriter (default: shape stand-in)")
     parser.add_argument("--teacher-dir", type=Path, help="saved teacher rewriter (default: shape stand-in)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument(
         "--student-requests",
         type=int,
@@ -283,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="per concurrency level and Feast setting (the two settings interleave in one run)",
     )
     parser.add_argument("--teacher-requests", type=int, default=32, help="per concurrency level")
+    parser.add_argument("--student-hf-requests", type=int, default=64, help="per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=12, help="tokens the stand-ins decode per query")
     parser.add_argument("--feast-iterations", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serving.json")
@@ -290,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from minielm.config import load_settings
 
+    load_at_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-serving-"))
     settings = load_settings(
         overrides=[
@@ -316,8 +348,11 @@ def main(argv: list[str] | None = None) -> dict:
             if value is not None
         },
     }
-    student_dir = args.student_dir or ShapedRewriter.save_shape(
-        workdir / "student", student_shape, args.max_new_tokens, "shape-student"
+    student_dir = args.student_dir or save_random_causal_rewriter(
+        workdir / "student", student_shape, args.max_new_tokens, settings.teachers.models_cache_dir
+    )
+    student_hf_dir = ShapedRewriter.save_shape(
+        workdir / "student-hf", student_shape, args.max_new_tokens, "shape-student-hf"
     )
     teacher_dir = args.teacher_dir or ShapedRewriter.save_shape(
         workdir / "teacher", TEACHER_SHAPE, args.max_new_tokens, "shape-teacher"
@@ -331,7 +366,13 @@ def main(argv: list[str] | None = None) -> dict:
     urls, stop = ctx.Queue(), ctx.Event()
     server = ctx.Process(
         target=_serve,
-        args=(settings.model_dump_json(), str(student_dir), teacher_name, str(teacher_dir), urls, stop),
+        args=(
+            settings.model_dump_json(),
+            str(student_dir),
+            {teacher_name: str(teacher_dir), STUDENT_HF: str(student_hf_dir)},
+            urls,
+            stop,
+        ),
         daemon=True,
     )
     server.start()
@@ -340,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = []
         plan = [
             (settings.models.student_rewriter, (True, False), 2 * args.student_requests),
+            (STUDENT_HF, (True,), args.student_hf_requests),
             (teacher_name, (True,), args.teacher_requests),
         ]
         for concurrency in args.concurrency:
@@ -387,19 +429,52 @@ def main(argv: list[str] | None = None) -> dict:
             )
             for c in args.concurrency
         },
-        "targets": {"feast_added_p99_ms_below": 1.0, "teacher_over_student_p99_at_least": 10.0},
+        "student_ctranslate2": {
+            c: {
+                key: find(student, False, c)[key]
+                for key in ("p50_ms", "p99_ms", "run_throughput_rps", "run_server_cpu_ms_per_request")
+            }
+            for c in args.concurrency
+        },
+        "student_hf_over_ctranslate2_server_cpu_per_request": {
+            c: round(
+                find(STUDENT_HF, True, c)["run_server_cpu_ms_per_request"]
+                / find(student, True, c)["run_server_cpu_ms_per_request"],
+                2,
+            )
+            for c in args.concurrency
+        },
+        "student_hf_over_ctranslate2_p50": {
+            c: round(find(STUDENT_HF, True, c)["p50_ms"] / find(student, True, c)["p50_ms"], 2)
+            for c in args.concurrency
+        },
+        "targets": {
+            "feast_added_p99_ms_below": 1.0,
+            "teacher_over_student_p99_at_least": 10.0,
+            "teacher_over_student_server_cpu_per_request_at_least": 10.0,
+            "student_p50_ms_at_concurrency_1_at_most": 15.0,
+            "student_p99_ms_at_concurrency_1_at_most": 40.0,
+            "student_rps_at_concurrency_16_at_least": 100.0,
+            "note": "latencies here are client-side over HTTP (an upper bound of server-side)",
+        },
     }
     report = {
         "benchmark": "serving",
         "command": "python benchmarks/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {
             "cpus": os.cpu_count(),
+            "load_avg_at_start": load_at_start,
             "load_avg_at_end": os.getloadavg(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
         "models": {
-            "student": {"dir": str(student_dir), "shape": None if args.student_dir else student_shape},
+            "student": {
+                "dir": str(student_dir),
+                "shape": None if args.student_dir else student_shape,
+                "generation_backend": settings.serving.generation_backend,
+            },
+            "student_hf": {"dir": str(student_hf_dir), "shape": student_shape, "generation_backend": "huggingface"},
             "teacher": {"dir": str(teacher_dir), "shape": None if args.teacher_dir else TEACHER_SHAPE},
             "stand_ins": not (args.student_dir and args.teacher_dir),
             "max_new_tokens": args.max_new_tokens,

@@ -298,6 +298,18 @@ class ServingConfig(StrictConfig):
         min_length=1,
         description="query each model answers once at start-up, before it reports ready",
     )
+    generation_backend: Literal["ctranslate2", "huggingface"] = Field(
+        "ctranslate2",
+        description="how the rewriter generates: CTranslate2 (int8 CPU, float16 GPU; falls back to Hugging Face "
+        "with a warning when a model cannot be converted) or Hugging Face generate",
+    )
+    generation_threads: int = Field(1, ge=1, description="CPU threads CTranslate2 uses for one generation batch")
+    batch_window_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="concurrent rewrite requests arriving within this window run as one generation batch (0: off)",
+    )
 
 
 class EvalConfig(StrictConfig):

@@ -51,10 +51,14 @@ class ModelRegistry:
     def register(
         self, name: str, local_dir: Path, metadata: dict[str, Any] | None = None, version: str | None = None
     ) -> ModelVersion:
-        """Upload a saved model directory as a new version; metadata.json is written last."""
+        """Upload a saved model directory as a new version; metadata.json is written last. A rewriter gets
+        its CTranslate2 export first, so the registry holds both."""
         local_dir = Path(local_dir)
         if not local_dir.is_dir() or not any(local_dir.iterdir()):
             raise RegistryError(f"model directory {local_dir} is missing or empty")
+        from minielm.models.ct2_rewriter import export_for_serving  # torch-heavy: only when registering
+
+        export_for_serving(local_dir)  # the server loads the CTranslate2 copy stored beside the weights
         version = version or time.strftime("v%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**6:06d}"
         entry = ModelVersion(
             name, version, {**(metadata or {}), "name": name, "version": version, "registered_at": time.time()}

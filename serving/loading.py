@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from minielm.config import Settings
+from minielm.config import ServingConfig, Settings
 from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.interfaces import QueryRewriter, RelevanceScorer
@@ -71,11 +71,17 @@ def model_class_for(directory: Path, role: Role) -> str:
     )
 
 
-def load_model_dir(directory: Path, role: Role) -> Any:
+def load_model_dir(directory: Path, role: Role, serving: ServingConfig | None = None) -> Any:
+    """The model in ``directory`` for ``role``; a causal rewriter through CTranslate2 when ``serving`` asks."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelLoadError(f"model directory {directory} does not exist")
     target = model_class_for(directory, role)
+    if role == "rewriter" and target == CAUSAL_CLASSES["rewriter"] and serving is not None:
+        if serving.generation_backend == "ctranslate2":
+            fast = load_ctranslate2_rewriter(directory, serving.generation_threads)
+            if fast is not None:
+                return fast
     module_name, _, class_name = target.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -87,6 +93,25 @@ def load_model_dir(directory: Path, role: Role) -> Any:
     return model
 
 
+def load_ctranslate2_rewriter(directory: Path, threads: int) -> Any | None:
+    """The CTranslate2 rewriter (converting now when the registry copy has no export), or None with a
+    warning and a metric: a model CTranslate2 cannot run is still served, through Hugging Face."""
+    from minielm.models.ct2_rewriter import ConversionError, CTranslate2Rewriter, export_ctranslate2, has_ctranslate2
+    from serving.metrics import GENERATION_FALLBACK
+
+    try:
+        if not has_ctranslate2(directory):
+            log.info("no ctranslate2 export beside the weights; converting at load", directory=str(directory))
+            export_ctranslate2(directory)
+        model = CTranslate2Rewriter.load(directory, threads=threads)
+    except ConversionError as error:
+        GENERATION_FALLBACK.inc()
+        log.warning("serving through hugging face generate instead of ctranslate2", error=str(error))
+        return None
+    log.info("rewriter served through ctranslate2", directory=str(directory), threads=threads)
+    return model
+
+
 def resolve(
     settings: Settings, name: str, role: Role, local_path: Path | None, stage: str | None = None
 ) -> LoadedModel:
@@ -94,7 +119,7 @@ def resolve(
     if local_path is not None:
         directory = Path(local_path)
         metadata = _read_json(directory / METADATA_FILE)
-        model = load_model_dir(directory, role)
+        model = load_model_dir(directory, role, settings.serving)
         version = str(metadata.get("version") or getattr(model, "version", None) or "local")
         log.info("model loaded", name=name, version=version, source=str(directory))
         return LoadedModel(name, version, f"local:{directory}", model)
@@ -109,6 +134,6 @@ def load_version(settings: Settings, name: str, role: Role, version: str, stage:
     """Download one registered version (unless already on disk) and load it; ``stage`` is what it serves as."""
     registry = ModelRegistry(ObjectStore(settings.s3))
     directory = registry.download(name, version, Path(settings.paths.models_dir) / name / version)
-    model = load_model_dir(directory, role)
+    model = load_model_dir(directory, role, settings.serving)
     log.info("model loaded", name=name, version=version, source=f"registry:{stage}")
     return LoadedModel(name, version, f"registry:{stage}", model)

@@ -18,6 +18,15 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 ERRORS = Counter("minielm_errors", "Failed requests and background failures by type", ["type"])
+GENERATION_FALLBACK = Counter(
+    "minielm_generation_fallback",
+    "Rewriters served through Hugging Face generate because CTranslate2 could not run them",
+)
+GENERATION_BATCH_QUERIES = Histogram(
+    "minielm_generation_batch_queries",
+    "Queries per rewriter generation batch (concurrent requests joined within serving.batch_window_ms)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 KAFKA_DROPPED = Counter("minielm_kafka_dropped", "Rewrite-log events dropped (buffer full or broker unreachable)")
 SERVED_VERSION = Info("minielm_served_model", "Registry version and stage each endpoint serves now", ["model"])
 MODEL_SWITCHES = Counter(
@@ -26,7 +35,17 @@ MODEL_SWITCHES = Counter(
     ["model", "outcome"],
 )
 
-__all__ = ["REQUESTS", "LATENCY", "ERRORS", "KAFKA_DROPPED", "FEAST_FALLBACK", "SERVED_VERSION", "MODEL_SWITCHES"]
+__all__ = [
+    "REQUESTS",
+    "LATENCY",
+    "ERRORS",
+    "KAFKA_DROPPED",
+    "FEAST_FALLBACK",
+    "SERVED_VERSION",
+    "MODEL_SWITCHES",
+    "GENERATION_FALLBACK",
+    "GENERATION_BATCH_QUERIES",
+]
 
 
 def error_type(status: int) -> str | None:

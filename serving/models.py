@@ -29,6 +29,7 @@ from minielm.features.keys import query_key
 from minielm.features.online import OnlineFeatures
 from minielm.feedback.events import ServedRewrite
 from minielm.logs import get_logger
+from serving.batching import RewriteBatcher
 from serving.loading import LoadedModel
 from serving.request_log import RewriteLog
 from serving.validation import (
@@ -271,13 +272,19 @@ class RewriterModel(QueryModel):
 
     PARAMETERS = ("num_return", "features")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batcher = RewriteBatcher(
+            rewrite_with_scores, self.config.batch_window_ms / 1000, max(self.config.max_batch_size, 1)
+        )
+
     def infer(self, parsed: Parsed, request_id: str, log_events: bool, current: Any = None) -> list[dict[str, Any]]:
         current = current or self.current()
         num_return = num_return_parameter(parsed.parameters, self.config)
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = rewrite_with_scores(current.model, queries, num_return)
+        rewrites = self.batcher(current.model, queries, num_return)
         features = pending.result()
         results = []
         for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):

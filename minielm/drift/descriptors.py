@@ -137,7 +137,7 @@ def _is_digit_or_unit(token: str, previous: str | None) -> bool:
 
 def text_descriptors(texts: pd.Series, vocabulary: frozenset[str], prefix: str) -> pd.DataFrame:
     """Length in characters, token count and the shares of digit/unit, non-ASCII and unknown tokens."""
-    unique = pd.Series(texts.fillna("").astype(str).unique())
+    codes, unique = pd.factorize(texts.fillna("").astype(str), sort=False)
     rows = []
     for text in unique:
         words = tokens(text)
@@ -154,10 +154,9 @@ def text_descriptors(texts: pd.Series, vocabulary: frozenset[str], prefix: str) 
                 unknown / n_words if n_words else 0.0,
             )
         )
-    table = pd.DataFrame(rows, columns=[f"{prefix}_{name}" for name in TEXT_DESCRIPTORS], index=unique)
-    table[f"{prefix}_length"] = table[f"{prefix}_length"].astype(float)
-    table[f"{prefix}_tokens"] = table[f"{prefix}_tokens"].astype(float)
-    return table.reindex(texts.fillna("").astype(str).to_numpy()).reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=[f"{prefix}_{name}" for name in TEXT_DESCRIPTORS], dtype=float)
+    # One row per request, taken by position from the distinct texts (a string reindex costs seconds at 1M rows).
+    return table.take(codes).reset_index(drop=True)
 
 
 def rewrite_behaviour(queries: pd.Series, rewrites: pd.Series) -> pd.DataFrame:

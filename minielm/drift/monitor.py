@@ -133,7 +133,8 @@ def _check_problem(check: CheckSpec, reference: pd.DataFrame, current: pd.DataFr
         empty = [c for c in check.requires if window[c].isna().all()]
         if empty:
             return f"{name} window has only nulls in column(s) {empty}"
-    if check.kind == "embedding" and reference["query"].astype(str).str.strip().str.casefold().nunique() < 2:
+    distinct = pd.Series(reference["query"].astype(str).unique()) if check.kind == "embedding" else None
+    if distinct is not None and distinct.str.strip().str.casefold().nunique() < 2:
         return "reference window has fewer than 2 distinct queries"
     return None
 

@@ -101,6 +101,7 @@ class CausalRewriter:
         kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
         if "guard" not in kwargs and (directory / GUARD_FILE).is_file():
             kwargs["guard"] = RewriteGuard.load(directory / GUARD_FILE)
+        kwargs.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
         return cls(
             model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")), **kwargs
         )

@@ -379,6 +379,7 @@ def test_real_causal_rewriter_from_a_local_dir(serving_settings, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from minielm.models.backbones import tiny_llama_config
+    from minielm.models.ct2_rewriter import CTranslate2Rewriter
     from minielm.models.rewriter import CausalRewriter
     from minielm.models.tokenizer import train_bpe_tokenizer
 
@@ -405,7 +406,7 @@ def test_real_causal_rewriter_from_a_local_dir(serving_settings, tmp_path):
         body = response.json()
         assert body["model_version"] == "tiny-1"
         served = stack.models[0].loaded.model
-        assert isinstance(served, CausalRewriter)
+        assert isinstance(served, CTranslate2Rewriter)  # serving.generation_backend's default, converted at load
         assert body["predictions"][0]["rewrites"][0]["text"] == served.rewrite(["wireles hedphones"])[0][0]
     finally:
         running.stop()

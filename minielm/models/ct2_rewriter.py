@@ -1,0 +1,221 @@
+"""The rewriter served through CTranslate2: int8 on CPU, float16 on GPU, ~8x faster than ``generate``.
+
+A :class:`~minielm.models.rewriter.CausalRewriter` directory gets a converted copy in its
+``ctranslate2/`` subdirectory (:func:`export_ctranslate2`, run at registration so the registry holds
+both). :class:`CTranslate2Rewriter` answers the same calls as the Hugging Face rewriter, with the same
+prompt, the same greedy confidence (the probability of the least likely generated token, EOS
+included) and the same fallback to the raw query; training keeps using Hugging Face.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from minielm.errors import ServiceError
+from minielm.logs import get_logger
+from minielm.models.prompts import extract_rewrite
+from minielm.models.rewrite_guard import RewriteGuard
+from minielm.models.rewriter import GUARD_FILE, METADATA_FILE, MODEL_CLASS, CausalRewriter, encode_prompt
+from minielm.models.tokenizer import load_tokenizer
+
+log = get_logger(__name__)
+
+CT2_SUBDIR = "ctranslate2"
+CT2_MODEL_FILE = "model.bin"
+
+
+class ConversionError(ServiceError):
+    """A model directory could not be converted to (or loaded by) CTranslate2; the message says why."""
+
+
+def ct2_dir(directory: Path | str) -> Path:
+    return Path(directory) / CT2_SUBDIR
+
+
+def has_ctranslate2(directory: Path | str) -> bool:
+    return (ct2_dir(directory) / CT2_MODEL_FILE).is_file()
+
+
+def is_causal_rewriter_dir(directory: Path | str) -> bool:
+    """A directory saved by :meth:`CausalRewriter.save` (the only kind this backend converts)."""
+    metadata_path = Path(directory) / METADATA_FILE
+    if not metadata_path.is_file():
+        return False
+    return json.loads(metadata_path.read_text()).get("model_class") == MODEL_CLASS
+
+
+def export_ctranslate2(directory: Path | str, quantization: str = "int8") -> Path:
+    """Convert the transformers weights in ``directory`` into ``directory/ctranslate2`` (atomically)."""
+    import ctranslate2
+
+    directory = Path(directory)
+    target = ct2_dir(directory)
+    staging = directory / f".{CT2_SUBDIR}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        ctranslate2.converters.TransformersConverter(str(directory)).convert(
+            str(staging), quantization=quantization, force=True
+        )
+    except Exception as error:  # the converter raises bare ValueError/NotImplementedError/KeyError
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConversionError(
+            f"{directory}: CTranslate2 cannot convert this model ({type(error).__name__}: {error})"
+        ) from error
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    log.info("ctranslate2 export written", directory=str(directory), quantization=quantization)
+    return target
+
+
+def export_for_serving(directory: Path | str) -> Path | None:
+    """Best effort at registration: a rewriter gets its CTranslate2 copy; a failure is logged, not raised,
+    because the server falls back to Hugging Face generation for a model without one."""
+    if not is_causal_rewriter_dir(directory) or has_ctranslate2(directory):
+        return None
+    try:
+        return export_ctranslate2(directory)
+    except ConversionError as error:
+        log.warning("rewriter registered without a ctranslate2 export", error=str(error))
+        return None
+
+
+def default_device() -> tuple[str, str]:
+    """(device, compute type): float16 on a GPU when CTranslate2 sees one, else int8 on CPU."""
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        return "cuda", "float16"
+    return "cpu", "int8"
+
+
+class CTranslate2Rewriter:
+    """A :class:`~minielm.models.interfaces.QueryRewriter` over a CTranslate2 ``Generator``."""
+
+    def __init__(
+        self,
+        generator: Any,
+        tokenizer: Any,
+        version: str = "unversioned",
+        max_new_tokens: int = 32,
+        batch_size: int = 32,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_confidence: float = 0.0,
+        guard: RewriteGuard | None = None,
+    ) -> None:
+        self.guard = guard
+        self.generator = generator
+        self.tokenizer = tokenizer
+        self.version = version
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.top_p = top_p
+        self.min_confidence = min_confidence
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path | str,
+        version: str | None = None,
+        threads: int = 1,
+        device: str | None = None,
+        **kwargs: Any,
+    ) -> CTranslate2Rewriter:
+        """Load ``directory/ctranslate2`` (raises :class:`ConversionError` when it is missing or broken)."""
+        import ctranslate2
+
+        directory = Path(directory)
+        if not has_ctranslate2(directory):
+            raise ConversionError(f"{directory}: no {CT2_SUBDIR}/{CT2_MODEL_FILE} (run export_ctranslate2 first)")
+        device_name, compute_type = default_device() if device is None else (device, "auto")
+        try:
+            generator = ctranslate2.Generator(
+                str(ct2_dir(directory)), device=device_name, compute_type=compute_type, intra_threads=threads
+            )
+        except Exception as error:  # a truncated or foreign model.bin raises RuntimeError
+            raise ConversionError(f"{ct2_dir(directory)}: CTranslate2 cannot load it ({error})") from error
+        metadata_path = directory / METADATA_FILE
+        metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+        kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
+        kwargs.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
+        if "guard" not in kwargs and (directory / GUARD_FILE).is_file():
+            kwargs["guard"] = RewriteGuard.load(directory / GUARD_FILE)
+        return cls(
+            generator,
+            load_tokenizer(directory),
+            version=version or str(metadata.get("version", "unversioned")),
+            **kwargs,
+        )
+
+    # The same serving rule as Hugging Face generation: confidence threshold, then the intent guard.
+    serve_choice = CausalRewriter.serve_choice
+
+    def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
+        return [self.tokenizer.convert_ids_to_tokens(encode_prompt(self.tokenizer, q)) for q in queries]
+
+    def _text(self, ids: list[int], query: str) -> str:
+        return extract_rewrite(self.tokenizer.decode(ids, skip_special_tokens=True)) or " ".join(query.split())
+
+    def _greedy_with_lowest_log_prob(self, chunk: list[str]) -> list[tuple[list[int], float]]:
+        """Greedy token ids of each query and the lowest per-step log-probability among them."""
+        lowest = [0.0] * len(chunk)  # log-probs are <= 0, so 0.0 is "no token seen yet"
+
+        def track(step: Any) -> bool:
+            lowest[step.batch_id] = min(lowest[step.batch_id], step.log_prob)
+            return False
+
+        generated = self.generator.generate_batch(
+            self._prompts(chunk),
+            max_length=self.max_new_tokens,
+            include_prompt_in_result=False,
+            return_scores=True,
+            callback=track,
+        )
+        return [(result.sequences_ids[0], low) for result, low in zip(generated, lowest)]
+
+    def rewrite_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy rewrite of each query with its confidence: the probability of its least likely token."""
+        results: list[tuple[str, float]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = list(queries[start : start + self.batch_size])
+            for query, (ids, low) in zip(chunk, self._greedy_with_lowest_log_prob(chunk)):
+                results.append((self._text(ids, query), math.exp(low)))
+        return results
+
+    def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
+        """``num_return`` rewrites per query, as :meth:`CausalRewriter.rewrite` gives them."""
+        if num_return < 1:
+            raise ValueError(f"num_return must be at least 1, got {num_return}")
+        if num_return == 1 and not do_sample and (self.min_confidence > 0 or self.guard is not None):
+            return [
+                [self.serve_choice(query, text, confidence)]
+                for query, (text, confidence) in zip(queries, self.rewrite_with_confidence(queries))
+            ]
+        if do_sample:
+            options: dict[str, Any] = dict(
+                sampling_topk=0, sampling_topp=self.top_p, sampling_temperature=self.temperature
+            )
+            prompts_per_query = num_return  # CTranslate2 samples one hypothesis per input
+        else:
+            options = dict(beam_size=num_return, num_hypotheses=num_return)
+            prompts_per_query = 1
+        results: list[list[str]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = list(queries[start : start + self.batch_size])
+            prompts = [p for p in self._prompts(chunk) for _ in range(prompts_per_query)]
+            generated = self.generator.generate_batch(
+                prompts, max_length=self.max_new_tokens, include_prompt_in_result=False, **options
+            )
+            for row, query in enumerate(chunk):
+                if do_sample:
+                    hypotheses = [g.sequences_ids[0] for g in generated[row * num_return : (row + 1) * num_return]]
+                else:
+                    hypotheses = generated[row].sequences_ids
+                results.append([self._text(ids, query) for ids in hypotheses])
+        return results
