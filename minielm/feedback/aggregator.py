@@ -6,9 +6,8 @@ member partition p of both, and a :class:`~minielm.feedback.join.PartitionJoin` 
 loop writes its objects to S3, flushes the dead letters, and only then commits the offsets; a failed write
 is retried with backoff and never committed. Invalid events go to the dead-letter topic.
 
-Query statistics are pushed to Feast every ``push_interval_s``, independently of the windows, so a
-feature is fresh within about a second of its event; each cut also writes its partition's committed
-query totals, which keep the Feast values exact at any replica count (:mod:`minielm.feedback.query_stats`).
+Query statistics go to Feast every ``push_interval_s``, independently of the windows (fresh within about a
+second); per-partition totals written with each cut keep them exact at any replica count (``query_stats``).
 """
 
 from __future__ import annotations
@@ -65,26 +64,15 @@ class Aggregator:
         self.topics = settings.kafka.topics
         self.group_id = group_id or settings.kafka.consumer_group
         self.stop_event = threading.Event()
-        self.cuts = CutStore(
-            store or ObjectStore(settings.s3), self.config, self.stop_event, self.group_id, self.topics.rewrites
-        )
-        if sink is None and self.config.push_to_feast:
-            sink = FeastQueryStatsSink(settings)
+        s3 = store or ObjectStore(settings.s3)
+        self.cuts = CutStore(s3, self.config, self.stop_event, self.group_id, self.topics.rewrites)
+        sink = FeastQueryStatsSink(settings) if sink is None and self.config.push_to_feast else sink
         self.clock = clock
         self.joins: dict[int, PartitionJoin] = {}
         self.stats = AggregatorStats()
-        self.publisher = QueryStatsPublisher(
-            sink,
-            self.cuts,
-            self.config.push_interval_s,
-            self.config.s3_retry_max_s,
-            poll_s=max(self.config.push_interval_s, self.config.window_s),
-            clock=clock,
-        )
+        self.publisher = QueryStatsPublisher.for_config(sink, self.cuts, self.config, clock)
         self._last_record_at = clock()
-        self.consumer = None
-        self.producer = None
-        self._assignment = None
+        self.consumer = self.producer = self._assignment = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -263,7 +251,7 @@ class Aggregator:
     def _cuts(self, now: float) -> None:
         for join in list(self.joins.values()):
             join.feedback_highwater = self.consumer.highwater(TopicPartition(self.topics.feedback, join.partition))
-            self._report_lag(join.partition)
+            self.metrics.report_lag(self.consumer, (self.topics.rewrites, self.topics.feedback), join.partition)
             cut = join.inflight or join.next_cut(now)
             if cut is not None and now >= cut.retry_at:
                 self._apply(join, cut, now)
@@ -351,13 +339,6 @@ class Aggregator:
             feedback_next=cut.feedback_next,
         )
         return True
-
-    def _report_lag(self, partition: int) -> None:
-        for topic in (self.topics.rewrites, self.topics.feedback):
-            tp = TopicPartition(topic, partition)
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                self.metrics.consumer_lag(topic, partition, highwater - self.consumer.position(tp))
 
     def _push(self, now: float, final: bool = False) -> None:
         self.publisher.keep_owned(self.joins)

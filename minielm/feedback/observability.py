@@ -97,6 +97,16 @@ class AggregatorMetrics:
     def consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(max(lag, 0))
 
+    def report_lag(self, consumer, topics: tuple[str, ...], partition: int) -> None:
+        """Each topic's lag on ``partition``: the broker's high-water mark minus the consumer's position."""
+        from kafka import TopicPartition
+
+        for topic in topics:
+            tp = TopicPartition(topic, partition)
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.consumer_lag(topic, partition, highwater - consumer.position(tp))
+
     def loop_turned(self, partitions: int) -> None:
         self._heartbeat = time.monotonic()
         self.last_loop.set(time.time())

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from minielm.config import Settings
+from minielm.config import FeedbackConfig, Settings
 from minielm.features.keys import query_key
 from minielm.features.repo import QUERY_STATS_COLUMNS, QUERY_STATS_PUSH, feature_store
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
@@ -210,7 +210,23 @@ class QueryStatsPublisher:
         self._last_push = self._last_poll = clock()
         self._backoff_until = 0.0
 
+    @classmethod
+    def for_config(
+        cls, sink: QueryStatsSink | None, totals_store: TotalsStore, config: FeedbackConfig, clock: Callable[[], float]
+    ) -> QueryStatsPublisher:
+        """The aggregator's publisher: pushes every ``push_interval_s``, re-reads other partitions' totals about
+        once a window."""
+        return cls(
+            sink,
+            totals_store,
+            config.push_interval_s,
+            config.s3_retry_max_s,
+            poll_s=max(config.push_interval_s, config.window_s),
+            clock=clock,
+        )
+
     # -- events and partitions ------------------------------------------------------------------
+
     def served(self, partition: int, event: ServedRewrite) -> None:
         key = self.key(event.query)
         self._uncommitted(partition)[key].count_served(event)
