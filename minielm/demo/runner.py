@@ -63,7 +63,7 @@ def default_steps() -> list[DemoStep]:
         DemoStep("Students: distil the rewriter (KD + KL) and the cross-encoder (Margin-MSE)", distill_demo_step),
         DemoStep("Serving: KServe ModelServer with Feast features, rewrites logged to Kafka", serving_demo_step),
         DemoStep("Feedback: simulated shoppers through Kafka, aggregator windows to S3 and Feast", feedback_demo_step),
-        DemoStep("RL retraining: GRPO on feedback + judge rewards, gate, canary, promote", rl_demo_step),
+        DemoStep("RL retraining: DPO or GRPO on feedback + judge rewards, gate, canary, promote", rl_demo_step),
         DemoStep("Drift: Evidently report on the served window vs the reference", drift_demo_step),
         DemoStep("Shut down the model server", stop_model_server),
     ]
@@ -72,6 +72,7 @@ def default_steps() -> list[DemoStep]:
 def run_demo(
     settings: Settings | None = None, steps: list[DemoStep] | None = None, echo: Callable[[str], None] = print
 ) -> DemoArtifacts:
+    import feast  # noqa: F401 - resets DeprecationWarning to "once" when first imported: before our filters
     from transformers.utils import logging as transformers_logging
 
     # No per-file load/save bars ("Loading weights") between the tables; the steps' own bars stay.
