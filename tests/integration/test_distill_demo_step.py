@@ -69,8 +69,12 @@ def test_distill_demo_step_gates_the_weak_rewriter_and_promotes_the_relevance_st
     assert not gate["rewriter"]["passed"] and gate["relevance"]["passed"]
     assert any("does not beat baseline" in r or "max_harm_rate" in r for r in gate["rewriter"]["reasons"])
     registry = ModelRegistry(ctx.store)
-    assert registry.stage(settings.models.student_rewriter, "production") is None
+    # The gated student is not registered; the baseline it failed to beat serves instead.
     assert ctx.artifacts.student_rewriter_version is None
+    serving = registry.stage(settings.models.student_rewriter, "production")
+    assert serving is not None and serving.metadata["role"] == "baseline-rewriter"
+    assert registry.versions(settings.models.student_rewriter) == [serving.version]
+    assert "registered the phrase-table baseline" in output
     production = registry.stage(settings.models.student_relevance, "production")
     assert production is not None and production.version == ctx.artifacts.student_relevance_version
     assert "gate" in production.metadata

@@ -61,7 +61,9 @@ def test_invalid_data_fails_at_validation(embedded_services, tmp_path):
     from minielm.teachers.data import TeacherDataError
 
     dataset = generate_dataset(n_products=100, n_queries=20, seed=5)
-    dataset.examples = dataset.examples.drop(columns=["canonical_query"])
+    dataset.examples = dataset.examples.drop(columns=["canonical_query"])  # label-free data is valid
+    assert validate_training_data(write_esci(dataset, tmp_path / "label-free"))["rewriter_label_free"] == 1
+    dataset.examples = dataset.examples[dataset.examples["split"] != "test"]
     data_dir = write_esci(dataset, tmp_path / "data")
-    with pytest.raises(TeacherDataError, match="canonical_query"):
+    with pytest.raises(TeacherDataError, match="test"):
         validate_training_data(data_dir)
