@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,13 @@ def default_steps() -> list[DemoStep]:
 def run_demo(
     settings: Settings | None = None, steps: list[DemoStep] | None = None, echo: Callable[[str], None] = print
 ) -> DemoArtifacts:
-    import feast  # noqa: F401 - resets DeprecationWarning to "once" when first imported: before our filters
     from transformers.utils import logging as transformers_logging
+
+    # Feast's import emits other libraries' deprecation warnings and resets DeprecationWarning to "once";
+    # importing it here, inside this block, keeps both out of the run's output.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import feast  # noqa: F401
 
     # No per-file load/save bars ("Loading weights") between the tables; the steps' own bars stay.
     transformers_logging.disable_progress_bar()
