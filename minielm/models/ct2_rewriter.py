@@ -20,7 +20,13 @@ from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.prompts import extract_rewrite
 from minielm.models.rewrite_guard import RewriteGuard
-from minielm.models.rewriter import GUARD_FILE, METADATA_FILE, MODEL_CLASS, CausalRewriter, encode_prompt
+from minielm.models.rewriter import (
+    METADATA_FILE,
+    MODEL_CLASS,
+    CausalRewriter,
+    encode_prompt,
+    saved_serving_options,
+)
 from minielm.models.tokenizer import load_tokenizer
 
 log = get_logger(__name__)
@@ -140,18 +146,7 @@ class CTranslate2Rewriter:
             )
         except Exception as error:  # a truncated or foreign model.bin raises RuntimeError
             raise ConversionError(f"{ct2_dir(directory)}: CTranslate2 cannot load it ({error})") from error
-        metadata_path = directory / METADATA_FILE
-        metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
-        kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
-        kwargs.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
-        if "guard" not in kwargs and (directory / GUARD_FILE).is_file():
-            kwargs["guard"] = RewriteGuard.load(directory / GUARD_FILE)
-        return cls(
-            generator,
-            load_tokenizer(directory),
-            version=version or str(metadata.get("version", "unversioned")),
-            **kwargs,
-        )
+        return cls(generator, load_tokenizer(directory), **saved_serving_options(directory, version, kwargs))
 
     # The same serving rule as Hugging Face generation: confidence threshold, then the intent guard.
     serve_choice = CausalRewriter.serve_choice

@@ -65,6 +65,19 @@ def answer_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
     )
 
 
+def saved_serving_options(directory: Path, version: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """A saved rewriter's serving options (version, threshold, token budget, intent guard) from its directory,
+    under ``options`` given by the caller: one reading for every generation backend."""
+    metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
+    options = dict(options)
+    options["version"] = version or str(metadata.get("version", "unversioned"))
+    options.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
+    options.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
+    if "guard" not in options and (directory / GUARD_FILE).is_file():
+        options["guard"] = RewriteGuard.load(directory / GUARD_FILE)
+    return options
+
+
 class CausalRewriter:
     """A :class:`~minielm.models.interfaces.QueryRewriter` over a causal LM and its tokenizer."""
 
@@ -96,15 +109,8 @@ class CausalRewriter:
     @classmethod
     def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> CausalRewriter:
         directory = Path(directory)
-        metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
-        kwargs.setdefault("min_confidence", float(metadata.get("min_confidence", 0.0)))
-        if "guard" not in kwargs and (directory / GUARD_FILE).is_file():
-            kwargs["guard"] = RewriteGuard.load(directory / GUARD_FILE)
-        kwargs.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
-        return cls(
-            model, load_tokenizer(directory), version=version or str(metadata.get("version", "unversioned")), **kwargs
-        )
+        return cls(model, load_tokenizer(directory), **saved_serving_options(directory, version, kwargs))
 
     def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
         directory = Path(directory)
