@@ -146,10 +146,12 @@ def main() -> None:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "load_average_at_start": list(os.getloadavg()),
     }
     for size in args.sizes:
         print(f"measuring {size} products ...", flush=True)
         rows.append(_run_child(args, size))
+        meta["load_average_at_end"] = list(os.getloadavg())
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({**meta, "results": rows}, indent=2))
         print(table(rows[-1:]), flush=True)
