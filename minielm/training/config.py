@@ -43,6 +43,13 @@ class TrainingConfig(StrictConfig):
     cpu_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads on CPU; 1 avoids thread thrashing on busy shared hosts"
     )
+    trainable_top_layers: int | None = Field(
+        None,
+        ge=1,
+        description="train only the top N transformer layers, the final norm and any task head (embeddings and "
+        "lower layers frozen: backward stops at layer N, which makes fine-tuning a pretrained LM affordable on CPU); "
+        "None trains every parameter",
+    )
     cpu_shared_memory_comm: bool = Field(
         False, description="build DeepSpeed's shm all-reduce op on CPU (a ~30 s JIT build; only helps multi-rank)"
     )

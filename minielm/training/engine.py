@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.training.config import TrainingConfig
 from minielm.training.distributed import drop_env, ensure_process_group_env, skip_cpu_shared_memory_comm
@@ -91,6 +92,33 @@ def deepspeed_config(config: TrainingConfig, world_size: int) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def freeze_below_top_layers(model: torch.nn.Module, top_layers: int) -> dict[str, int]:
+    """Freeze the embeddings and every transformer layer below the top ``top_layers`` of a Hugging Face
+    decoder or encoder; the final norm and heads outside the base model (a classifier's ``score``) stay
+    trainable. A tied LM head shares the embedding matrix, so it is frozen with it."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers is None:
+        raise InputError(
+            f"training.trainable_top_layers: {type(model).__name__} has no transformer layer list to freeze below"
+        )
+    if top_layers > len(layers):
+        raise InputError(f"training.trainable_top_layers is {top_layers}, but the model has only {len(layers)} layers")
+    trainable = {id(p) for layer in list(layers)[len(layers) - top_layers :] for p in layer.parameters()}
+    trainable |= {id(p) for name, p in base.named_parameters() if name.split(".")[0] in ("norm", "final_layernorm")}
+    for parameter in base.parameters():
+        if id(parameter) not in trainable:
+            parameter.requires_grad_(False)
+    counts = {
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+    }
+    log.info("lower layers frozen", top_layers=top_layers, of_layers=len(layers), **counts)
+    return counts
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -211,6 +239,8 @@ class DeepSpeedTrainer:
         if torch.cuda.is_available():
             # Fused optimizers want their parameters on the GPU from the start.
             model.to(torch.device("cuda", int(os.environ["LOCAL_RANK"])))
+        if config.trainable_top_layers is not None:
+            freeze_below_top_layers(model, config.trainable_top_layers)
         optimizer = build_optimizer(model, config)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config))
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

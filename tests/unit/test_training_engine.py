@@ -16,6 +16,7 @@ import torch
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from minielm.errors import InputError
 from minielm.training.config import TrainingConfig
 from minielm.training.engine import ShardedMicroBatches, lr_multiplier, train
 
@@ -75,6 +76,34 @@ def test_loss_goes_down_parameters_change_and_export_reloads(tmp_path):
     log_lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in log_lines] == list(range(1, 25))
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000016", "step-00000024"]
+
+
+def test_trainable_top_layers_trains_only_the_top_layers_and_the_final_norm(tmp_path):
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainingConfig(
+        max_steps=4, micro_batch_size=8, warmup_steps=0, checkpoint_every=0, progress=False, cpu_threads=1
+    )
+    result = train(
+        model,
+        lm_loss,
+        config.model_copy(update={"trainable_top_layers": 1}),
+        tmp_path,
+        dataset=counting_data(),
+        collate_fn=collate,
+    )
+
+    exported = AutoModelForCausalLM.from_pretrained(result.export_dir).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], exported[k])}
+    # This tiny model's LM head is not tied to the embeddings: a head outside the base model keeps training.
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.", "lm_head.")) for k in changed)
+    assert any(k.startswith("model.layers.1.") for k in changed) and "model.norm.weight" in changed
+
+
+def test_trainable_top_layers_beyond_the_model_names_the_setting(tmp_path):
+    config = TrainingConfig(max_steps=1, warmup_steps=0, progress=False, cpu_threads=1, trainable_top_layers=3)
+    with pytest.raises(InputError, match="trainable_top_layers is 3, but the model has only 2 layers"):
+        train(tiny_llama(), lm_loss, config, tmp_path, dataset=counting_data(), collate_fn=collate)
 
 
 @pytest.mark.parametrize("zero_stage,precision", [(1, "fp32"), (2, "bf16"), (3, "bf16")])
