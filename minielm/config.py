@@ -448,6 +448,11 @@ class RewriterStudentConfig(StrictConfig):
     intermediate_size: int | None = Field(None, ge=8, description="MLP width; None scales the teacher's")
     num_attention_heads: int | None = Field(None, ge=1, description="None keeps the teacher's head size")
     num_key_value_heads: int | None = Field(None, ge=1, description="None keeps the teacher's grouping")
+    freeze_embeddings: bool = Field(
+        False,
+        description="keep the embeddings (and a tied LM head) the student inherits from the teacher fixed: tokens "
+        "the distillation data never shows stay as the teacher (a pretrained LM) knows them",
+    )
     seq_kd_weight: float = Field(0.5, ge=0.0, le=1.0, description="loss = w * sequence-KD CE + (1 - w) * token KL")
     kl_temperature: float = Field(2.0, gt=0.0, description="temperature of the token-level KL to the teacher")
     kd_queries: int = Field(256, ge=1, description="unlabelled queries the teacher rewrites")

@@ -241,6 +241,8 @@ def distill_rewriter(
         return loss
 
     engine_config = training_config(steps, size, config.rewriter.learning_rate, config.zero_stage, seed)
+    if config.rewriter.freeze_embeddings:
+        engine_config = engine_config.model_copy(update={"trainable_top_layers": model.config.num_hidden_layers})
     result = run_engine(model, loss_fn, batches, engine_config, Path(work_dir), "distill rewriter")
     remove_checkpoints(Path(work_dir))
     model.eval()

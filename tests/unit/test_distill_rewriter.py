@@ -154,6 +154,20 @@ def test_tiny_teacher_distilled_into_smaller_student_moves_toward_the_teacher(ti
     assert reloaded.rewrite(held_out[:3]) == result.student.rewrite(held_out[:3])
 
 
+@pytest.mark.slow
+def test_freeze_embeddings_keeps_the_teachers_embeddings_and_trains_the_layers(untrained_teacher, tmp_path):
+    config = DistillConfig(
+        rewriter=RewriterStudentConfig(num_layers=2, batch_size=4, max_new_tokens=4, freeze_embeddings=True)
+    )
+    result = distill_rewriter(
+        untrained_teacher, [q for q, _ in toy_pairs()[:8]], config, work_dir=tmp_path / "work", steps=2
+    )
+
+    student, teacher = result.student.model, untrained_teacher.model
+    assert torch.equal(student.get_input_embeddings().weight, teacher.get_input_embeddings().weight)
+    assert not torch.equal(student.model.layers[0].mlp.up_proj.weight, teacher.model.layers[0].mlp.up_proj.weight)
+
+
 def test_mismatched_tokenizer_fails_before_training(untrained_teacher, tmp_path):
     from minielm.models.tokenizer import train_bpe_tokenizer
 
