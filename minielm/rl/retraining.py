@@ -47,7 +47,6 @@ TRAIN_FILE = "train_queries.parquet"
 FEEDBACK_FILE = "feedback.parquet"
 PREPARED_FILE = "prepared.json"
 REPLAY_QUERIES = 64
-REWRITER_SETTINGS = ("model_class", "min_confidence")  # what CausalRewriter.load reads from metadata.json
 
 
 def _write_json(path: Path, value: dict) -> dict:
@@ -210,6 +209,7 @@ def train_candidate(
     prepared_dir: Path,
     out_dir: Path,
 ) -> dict:
+    from minielm.rl.policy import carry_serving_options
     from minielm.rl.trainer import train_policy
 
     out_dir = Path(out_dir)
@@ -228,7 +228,14 @@ def train_candidate(
         out_dir / "model",
         seed=settings.seed,
     )
-    summary = {**versions, "trainer": settings.rl.trainer, **result.summary(), "history": result.history}
+    serving = carry_serving_options(out_dir / "production", out_dir / "model")  # the gate judges what will serve
+    summary = {
+        **versions,
+        "trainer": settings.rl.trainer,
+        "serving_options": serving,
+        **result.summary(),
+        "history": result.history,
+    }
     return _write_json(out_dir / "train.json", summary)
 
 
@@ -370,6 +377,34 @@ def evaluate_and_gate(
 # -- rollout ----------------------------------------------------------------------------------------
 
 
+def register_candidate(
+    settings: Settings,
+    registry: ModelRegistry,
+    trained_dir: Path,
+    train_summary: dict,
+    evaluation: dict,
+    prepared: dict,
+    run_id: str,
+):
+    """Register the tuned policy as a new version, with the production rewriter's intent guard and serving
+    options carried over (from the production files the run downloaded), so it is never less safe."""
+    from minielm.rl.policy import carry_serving_options
+
+    trained_dir = Path(trained_dir)
+    serving = carry_serving_options(trained_dir / "production", trained_dir / "model")
+    metadata = {
+        **serving,
+        "parent_version": train_summary["production_version"],
+        "rl_reference_version": train_summary["reference_version"],
+        "pipeline_run": run_id,
+        "metrics": evaluation["heldout"]["candidate"],
+        "replay": evaluation["replay"],
+        "feedback_windows": prepared["windows"],
+        "trained_with": train_summary.get("trainer", settings.rl.trainer),
+    }
+    return registry.register(settings.models.student_rewriter, trained_dir / "model", metadata)
+
+
 def rollout_candidate(
     settings: Settings,
     store: ObjectStore,
@@ -394,19 +429,7 @@ def rollout_candidate(
     if not evaluation["gate"]["passed"]:
         outcome.update(status="gated", reasons=evaluation["gate"]["reasons"])
     else:
-        parent = registry.get(name, train_summary["production_version"]).metadata
-        inherited = {k: parent[k] for k in REWRITER_SETTINGS if k in parent}
-        metadata = {
-            **inherited,
-            "parent_version": train_summary["production_version"],
-            "rl_reference_version": train_summary["reference_version"],
-            "pipeline_run": run_id,
-            "metrics": evaluation["heldout"]["candidate"],
-            "replay": evaluation["replay"],
-            "feedback_windows": prepared["windows"],
-            "trained_with": train_summary.get("trainer", settings.rl.trainer),
-        }
-        entry = registry.register(name, trained_dir / "model", metadata)
+        entry = register_candidate(settings, registry, trained_dir, train_summary, evaluation, prepared, run_id)
         registry.promote(name, entry.version, "candidate", reason=f"rl run {run_id}")
         rl = settings.rl
         if rl.kserve_rollout:
