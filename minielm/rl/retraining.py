@@ -36,6 +36,7 @@ from minielm.rl.feedback import (
     read_watermark,
 )
 from minielm.rl.rewards import RewardModel, relevant_products
+from minielm.rl.shopper import independent_shopper
 from minielm.rl.similarity import make_similarity
 from minielm.storage import ObjectStore
 
@@ -410,7 +411,6 @@ def rollout_candidate(
     store: ObjectStore,
     data_dir: Path,
     index_dir: Path,
-    judge_dir: str | Path | None,
     trained_dir: Path,
     evaluation: dict,
     prepared: dict,
@@ -435,13 +435,12 @@ def rollout_candidate(
         if rl.kserve_rollout:
             decision = canary.live_canary(settings, store, entry.version, train_summary["production_version"])
         else:
-            judge = load_judge(settings, store, judge_dir, out_dir)
-            rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "validation")
+            shopper = independent_shopper(settings, load_esci(data_dir), _load_index(index_dir).search, store, out_dir)
             decision = canary.replay_canary(
                 replay_queries(data_dir, None),
                 DirRewriter(trained_dir / "model", rl.max_new_tokens),
                 DirRewriter(trained_dir / "production", rl.max_new_tokens),
-                rewards.total,
+                shopper,
                 rl.canary_traffic_percent,
                 rl.canary_min_requests,
                 rl.canary_alpha,
@@ -488,7 +487,6 @@ def run_retraining(
         store,
         data_dir,
         index_dir,
-        judge_dir,
         workdir / "trained",
         evaluation,
         prepared,
