@@ -90,17 +90,20 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
     queries = _queries_frame(data_dir)
     held_out = set(queries.loc[queries[SPLIT] != "train", "norm"])
     train_ids = queries[queries[SPLIT] == "train"].drop_duplicates("norm").set_index("norm")[QUERY_ID]
-    served = feedback.assign(norm=feedback["query"].map(normalize_query)).drop_duplicates("norm")
+    served = feedback.assign(norm=feedback["query"].map(normalize_query))
+    alternatives = served_rewrites(served)
+    served = served.drop_duplicates("norm")
     served = served[~served["norm"].isin(held_out)]
     rows = [
-        {"query": q, "query_id": str(train_ids.get(n, "")), "source": "feedback"}
+        {"query": q, "query_id": str(train_ids.get(n, "")), "source": "feedback", "served_rewrites": alternatives[n]}
         for q, n in zip(served["query"], served["norm"])
     ]
     seen = {normalize_query(r["query"]) for r in rows}
     labelled = queries[(queries[SPLIT] == "train") & ~queries["norm"].isin(seen)]
     labelled = labelled.sample(n=min(rl.labelled_queries_per_run, len(labelled)), random_state=settings.seed)
     rows += [
-        {"query": q, "query_id": str(i), "source": "labelled"} for q, i in zip(labelled[QUERY], labelled[QUERY_ID])
+        {"query": q, "query_id": str(i), "source": "labelled", "served_rewrites": []}
+        for q, i in zip(labelled[QUERY], labelled[QUERY_ID])
     ]
     train = pd.DataFrame(rows).head(rl.max_train_queries)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,10 +113,20 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
         status=READY,
         n_train_queries=int(len(train)),
         n_feedback_queries=int((train["source"] == "feedback").sum()),
+        n_queries_with_served_alternatives=int((train["served_rewrites"].map(len) > 1).sum()),
         n_excluded_held_out=int(feedback["query"].map(normalize_query).isin(held_out).sum()),
     )
     log.info("rl training set built", **{k: v for k, v in summary.items() if k != "windows"})
     return _write_json(out_dir / PREPARED_FILE, summary)
+
+
+def served_rewrites(feedback: pd.DataFrame) -> dict[str, list[str]]:
+    """Per normalised query, the distinct rewrites it was served (greedy, and the exploration bucket's
+    alternatives): the group members whose feedback tells rewrites of one query apart."""
+    by_query: dict[str, dict[str, str]] = {}
+    for norm, rewrite in zip(feedback["norm"], feedback["rewrite"].astype(str)):
+        by_query.setdefault(norm, {}).setdefault(normalize_query(rewrite), rewrite)
+    return {norm: list(texts.values()) for norm, texts in by_query.items()}
 
 
 # -- shared loading ---------------------------------------------------------------------------------
@@ -228,6 +241,7 @@ def train_candidate(
         settings.rl,
         out_dir / "model",
         seed=settings.seed,
+        served_rewrites=[list(texts) for texts in train["served_rewrites"]],
     )
     serving = carry_serving_options(out_dir / "production", out_dir / "model")  # the gate judges what will serve
     summary = {
