@@ -74,3 +74,41 @@ def test_carrying_replaces_a_stale_guard_and_removes_one_production_lacks(tmp_pa
     (production / GUARD_FILE).unlink()
     carry_serving_options(production, candidate)
     assert not (candidate / GUARD_FILE).exists()
+
+
+@pytest.mark.slow
+def test_rollout_registers_the_guarded_candidate_and_the_shopper_scores_its_canary(registry, tmp_path):
+    """A passed gate (given here) leads to registration and a replay canary. Both tiny models are random, so
+    production's guard turns every rewrite of either back into the typed query: the shopper sees identical
+    pages, the verdict is "no change" and production stays."""
+    from minielm.data.esci import write_esci
+    from minielm.data.synthetic import generate_dataset
+    from minielm.rl.retraining import rollout_candidate
+    from minielm.search import SearchIndex
+
+    settings, registry = registry
+    settings = settings.model_copy(
+        update={"rl": settings.rl.model_copy(update={"max_new_tokens": 6, "canary_min_requests": 5})}
+    )
+    name = settings.models.student_rewriter
+    data = generate_dataset(n_products=200, n_queries=60, seed=3)
+    data_dir = write_esci(data, tmp_path / "data")
+    SearchIndex.build(data.products).save(tmp_path / "index")
+    production = registry.register(name, guarded_production(tmp_path / "production"), PRODUCTION_OPTIONS)
+    registry.promote(name, production.version, "production")
+    trained = tmp_path / "trained"
+    registry.download(name, production.version, trained / "production")
+    save_tiny_llama(trained / "model", seed=1)
+    summary = {"production_version": production.version, "reference_version": production.version}
+    (trained / "train.json").write_text(json.dumps(summary))
+    evaluation = {"heldout": {"candidate": {}}, "replay": {}, "gate": {"passed": True, "reasons": []}}
+
+    outcome = rollout_candidate(
+        settings, registry.store, data_dir, tmp_path / "index", trained, evaluation, {"windows": []}, "rl-t", tmp_path
+    )
+
+    assert outcome["status"] == "no_change", outcome
+    assert outcome["canary"]["judge"] == "shopper:attributes" and outcome["canary"]["n_requests"] >= 5
+    assert outcome["production_after"] == production.version
+    candidate = registry.get(name, outcome["candidate_version"]).metadata
+    assert candidate["min_confidence"] == 0.35 and candidate["parent_version"] == production.version
