@@ -126,13 +126,13 @@ def rl_rollout(
     status: str,
     data: Input[Dataset],
     index: Input[Artifact],
-    judge: Input[Model],
     run_id: str,
     prepared: Input[Dataset],
     trained: Input[Model],
     evaluation: Input[Artifact],
 ) -> str:
-    """Register the gated candidate, canary it, promote or roll back; advance the watermark."""
+    """Register the gated candidate, canary it (scored by the independent shopper), promote or roll back;
+    advance the watermark."""
     import json
     from pathlib import Path
 
@@ -150,7 +150,6 @@ def rl_rollout(
         ObjectStore(settings.s3),
         Path(data.path),
         Path(index.path),
-        judge.path if judge.metadata.get("present") else None,
         Path(trained.path),
         report,
         prepare_summary,

@@ -310,6 +310,16 @@ class ServingConfig(StrictConfig):
         le=100,
         description="concurrent rewrite requests arriving within this window run as one generation batch (0: off)",
     )
+    exploration_share: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="share of rewrite-search requests served a non-greedy beam rewrite that passes the intent guard "
+        "(logged with exploration: true), so RL feedback compares rewrites of the same query; 0 disables",
+    )
+    exploration_candidates: int = Field(
+        4, ge=2, le=16, description="beam rewrites an exploring request picks its alternative from"
+    )
 
 
 class EvalConfig(StrictConfig):

@@ -50,7 +50,8 @@ def build_pipeline(cluster: PipelinesConfig):
             prepared=prepare.outputs["prepared"],
             trained=train.outputs["trained"],
             evaluation=evaluate.outputs["evaluation"],
-            **inputs,
+            data=inputs["data"],
+            index=inputs["index"],
         )
         deploy(rollout, cluster)
         return rollout.output

@@ -29,6 +29,7 @@ from minielm.features.keys import query_key
 from minielm.features.online import OnlineFeatures
 from minielm.feedback.events import ServedRewrite
 from minielm.logs import get_logger
+from minielm.rl.exploration import Exploration, ExplorationBucket
 from serving.batching import RewriteBatcher
 from serving.loading import LoadedModel
 from serving.request_log import RewriteLog
@@ -201,7 +202,15 @@ class ServedModel(Model):
     def v2_outputs(self, results: list[dict[str, Any]]) -> list[InferOutput]:
         raise NotImplementedError
 
-    def _log(self, request_id: str, query: str, rewrite: str, product_ids: list[str], version: str) -> None:
+    def _log(
+        self,
+        request_id: str,
+        query: str,
+        rewrite: str,
+        product_ids: list[str],
+        version: str,
+        exploration: Exploration | None = None,
+    ) -> None:
         if self.rewrite_log is None:
             return
         self.rewrite_log.submit(
@@ -213,6 +222,7 @@ class ServedModel(Model):
                 model_version=version,
                 product_ids=product_ids,
                 ts=time.time(),
+                **(exploration.event_fields() if exploration else {}),
             )
         )
 
@@ -417,6 +427,7 @@ class RewriteSearchModel(QueryModel):
         self.relevance = relevance
         self._index_loader = index_loader
         self.index = None
+        self.exploration = ExplorationBucket(self.config.exploration_share, self.config.exploration_candidates)
 
     @property
     def rewriter_name(self) -> str:
@@ -460,13 +471,17 @@ class RewriteSearchModel(QueryModel):
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
         rewrites = [row[0] for row in current.rewriter.model.rewrite(queries, num_return=1)]
+        ids = instance_ids(request_id, len(queries))
+        # The exploration bucket: a few logged requests get a guarded non-greedy rewrite (minielm.rl.exploration).
+        explored = [None] * len(queries)
+        if log_events and self.rewrite_log is not None:
+            explored = self.exploration.explore(current.rewriter.model, ids, queries, rewrites)
+            rewrites = [e.rewrite if e else r for e, r in zip(explored, rewrites)]
         query_features = pending.result()
         hits = self.index.search_with_scores(rewrites, k)
         catalog = self.relevance.catalog if self.relevance is not None else None
         results = []
-        for rid, query, rewrite, row, feats in zip(
-            instance_ids(request_id, len(queries)), queries, rewrites, hits, query_features
-        ):
+        for rid, query, rewrite, row, feats, exploration in zip(ids, queries, rewrites, hits, query_features, explored):
             products = [{"product_id": pid, "search_score": float(score)} for pid, score in row]
             if catalog is not None:
                 for product in products:
@@ -482,7 +497,9 @@ class RewriteSearchModel(QueryModel):
                 for product, pf in zip(products, self.features.product_features([p["product_id"] for p in products])):
                     product["features"] = pf
             if log_events:
-                self._log(rid, query, rewrite, [p["product_id"] for p in products], current.rewriter.version)
+                self._log(
+                    rid, query, rewrite, [p["product_id"] for p in products], current.rewriter.version, exploration
+                )
             results.append(
                 {
                     "request_id": rid,

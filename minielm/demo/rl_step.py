@@ -74,7 +74,8 @@ def rl_demo_step(ctx) -> None:
         prepared, train, evaluation, rollout = (result[k] for k in ("prepare", "train", "evaluation", "rollout"))
         ctx.echo(
             f"  training set: {prepared['n_train_queries']} queries ({prepared['n_feedback_queries']} from "
-            f"{prepared['n_requests']} served requests, {prepared['n_excluded_held_out']} held-out requests left out)"
+            f"{prepared['n_requests']} served requests, {prepared['n_excluded_held_out']} held-out requests left out; "
+            f"{prepared['n_queries_with_served_alternatives']} served more than one rewrite through exploration)"
         )
         ctx.echo(
             f"  {train['trainer'].upper()}: {train['steps']} steps, reward {train['reward_first']:.3f} -> "

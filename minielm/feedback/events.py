@@ -54,7 +54,11 @@ class _Event(BaseModel):
 
 
 class ServedRewrite(_Event):
-    """One served request: the query, the rewrite the model made and the products the search returned."""
+    """One served request: the query, the rewrite the model made and the products the search returned.
+
+    A request in the exploration bucket (``serving.exploration_share``) was served a non-greedy candidate:
+    ``exploration`` is true, ``exploration_rank`` is that candidate's 0-based rank among the model's beam
+    rewrites and ``greedy_rewrite`` what the greedy policy would have served."""
 
     event_type: Literal["served_rewrite"] = "served_rewrite"
     rewrite: Text
@@ -63,6 +67,9 @@ class ServedRewrite(_Event):
     product_ids: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=MAX_PRODUCTS)
     ] = []
+    exploration: bool = False
+    exploration_rank: Annotated[int, Field(ge=0, le=MAX_PRODUCTS)] | None = None
+    greedy_rewrite: Text | None = None
 
 
 class FeedbackEvent(_Event):

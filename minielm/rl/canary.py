@@ -1,8 +1,9 @@
 """Canary rollout of an RL candidate: the promote-or-roll-back decision and the KServe patches.
 
 The decision compares the candidate with production on the SAME requests routed to the canary
-(a paired comparison: on replayed traffic production's answer to those requests is known; on a
-cluster it is the production arm's reward on the same queries in the feedback windows). It promotes
+(a paired comparison: on replayed traffic both answer every routed query and the independent simulated
+shopper of :mod:`minielm.rl.shopper` judges both answers, never the RL reward judge; on a cluster it is the
+production arm's reward on the same queries in the feedback windows). It promotes
 only on a statistically significant win: at least ``canary_min_requests`` canary requests and a
 one-sided paired test below ``canary_alpha``. A candidate that changes nothing, or does not win
 significantly, leaves production as it was.
@@ -26,6 +27,7 @@ import numpy as np
 
 from minielm.logs import get_logger
 from minielm.rl.errors import RLInputError
+from minielm.rl.shopper import ShopperScorer
 
 log = get_logger(__name__)
 
@@ -33,6 +35,8 @@ STAGE_ENV = "MINIELM_SERVING__MODEL_STAGE"
 PREDICTOR_CONTAINER = "kserve-container"
 VERSION_ANNOTATION = "minielm.io/model-version"
 
+
+LIVE_FEEDBACK = "live feedback rewards"
 
 PROMOTE = "promote"
 NO_CHANGE = "no_change"
@@ -52,6 +56,7 @@ class CanaryDecision:
     production_reward: float
     p_value: float = float("nan")
     alpha: float = float("nan")
+    judge: str = ""  # what scored the requests: the replay's shopper judge, or live feedback
 
     @property
     def promote(self) -> bool:
@@ -79,7 +84,11 @@ def one_sided_paired_p(differences: np.ndarray) -> float:
 
 
 def decide_canary(
-    candidate_rewards: Sequence[float], production_rewards: Sequence[float], min_requests: int, alpha: float
+    candidate_rewards: Sequence[float],
+    production_rewards: Sequence[float],
+    min_requests: int,
+    alpha: float,
+    judge: str = "",
 ) -> CanaryDecision:
     """Promote only on a significant win: at least ``min_requests`` paired canary requests and a one-sided
     paired t-test of "candidate reward > production reward" with p < ``alpha``. A candidate whose rewards
@@ -96,19 +105,22 @@ def decide_canary(
     prod = float(prod_arr.mean()) if n else float("nan")
     if n < min_requests:
         reason = f"inconclusive: only {n} canary requests, fewer than rl.canary_min_requests={min_requests}"
-        return CanaryDecision(INCONCLUSIVE, reason + "; production kept", n, cand, prod, alpha=alpha)
+        return CanaryDecision(INCONCLUSIVE, reason + "; production kept", n, cand, prod, alpha=alpha, judge=judge)
     differences = cand_arr - prod_arr
     if not np.any(differences):
         reason = f"no change: the candidate earned production's reward on all {n} canary requests; production kept"
-        return CanaryDecision(NO_CHANGE, reason, n, cand, prod, 1.0, alpha)
+        return CanaryDecision(NO_CHANGE, reason, n, cand, prod, 1.0, alpha, judge)
     p_value = one_sided_paired_p(differences)
-    summary = f"candidate reward {cand:.4f} vs production {prod:.4f} over {n} requests, one-sided p={p_value:.4f}"
+    scored_by = f" scored by {judge}" if judge else ""
+    summary = (
+        f"candidate reward {cand:.4f} vs production {prod:.4f} over {n} requests{scored_by}, one-sided p={p_value:.4f}"
+    )
     if p_value < alpha:
         return CanaryDecision(
-            PROMOTE, f"significant win: {summary} < rl.canary_alpha={alpha}", n, cand, prod, p_value, alpha
+            PROMOTE, f"significant win: {summary} < rl.canary_alpha={alpha}", n, cand, prod, p_value, alpha, judge
         )
     reason = f"not significantly better: {summary} >= rl.canary_alpha={alpha}; production kept"
-    return CanaryDecision(WORSE, reason, n, cand, prod, p_value, alpha)
+    return CanaryDecision(WORSE, reason, n, cand, prod, p_value, alpha, judge)
 
 
 def canary_slice(n_requests: int, traffic_percent: int, seed: int) -> np.ndarray:
@@ -121,15 +133,16 @@ def replay_canary(
     queries: Sequence[str],
     candidate: Callable[[list[str]], list[str]],
     production: Callable[[list[str]], list[str]],
-    reward: Callable[[list[str], list[str]], np.ndarray],
+    shopper: ShopperScorer,
     traffic_percent: int,
     min_requests: int,
     alpha: float,
     seed: int = 0,
 ) -> CanaryDecision:
-    """Replay distinct queries through a canary split and decide. A replayed query's reward is deterministic,
-    so a repeated query would be a copy, not evidence: the canary gets ``traffic_percent`` of the distinct
-    queries, raised to ``min_requests`` where the log holds that many, and never a repeat."""
+    """Replay distinct queries through a canary split; the independent shopper judges production's and the
+    candidate's rewrite of each routed query (the pair the one-sided test compares). A replayed query's score
+    is deterministic, so a repeated query would be a copy, not evidence: the canary gets ``traffic_percent`` of
+    the distinct queries, raised to ``min_requests`` where the log holds that many, and never a repeat."""
     distinct = list(dict.fromkeys(queries))
     if not distinct:
         raise RLInputError("canary replay needs queries; the replay set is empty")
@@ -138,9 +151,9 @@ def replay_canary(
     routed = [
         distinct[i] for i in np.sort(np.random.default_rng(seed).choice(len(distinct), size=count, replace=False))
     ]
-    cand = reward(routed, candidate(routed))
-    prod = reward(routed, production(routed))
-    decision = decide_canary(cand.tolist(), prod.tolist(), min_requests, alpha)
+    cand = shopper(routed, candidate(routed))
+    prod = shopper(routed, production(routed))
+    decision = decide_canary(cand.tolist(), prod.tolist(), min_requests, alpha, judge=shopper.name)
     log.info("canary replay decided", distinct_queries=len(distinct), canary_requests=len(routed), **decision.as_dict())
     return decision
 
@@ -158,6 +171,7 @@ def decide_from_feedback(
         prod_mean.loc[paired["query_key"]].astype(float).tolist(),
         min_requests,
         alpha,
+        judge=LIVE_FEEDBACK,
     )
 
 

@@ -1,12 +1,22 @@
-"""A rewriter model directory as a batch function queries -> rewrites, for evaluation and canaries.
+"""A rewriter model directory as a batch function queries -> rewrites, for evaluation and canaries, and the
+serving options an RL candidate inherits from the production rewriter it was tuned from.
 
-It is the serving rewriter (:class:`minielm.models.rewriter.CausalRewriter`, greedy, with the selective
-``min_confidence`` threshold from the directory's metadata), so RL is judged as shoppers would see it."""
+The batch function is the serving rewriter (:class:`minielm.models.rewriter.CausalRewriter`, greedy, with the
+selective ``min_confidence`` threshold and the intent guard from the directory), so RL is judged as shoppers
+would see it."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from minielm.models.rewriter import GUARD_FILE, METADATA_FILE
+
+SERVING_METADATA = ("model_class", "min_confidence", "max_new_tokens")
+"""What a saved rewriter's loaders read from its metadata.json (besides the version)."""
 
 
 class DirRewriter:
@@ -28,3 +38,28 @@ class DirRewriter:
 
 
 RewriteFn = Callable[[list[str]], list[str]]
+
+
+def carry_serving_options(production_dir: Path, candidate_dir: Path) -> dict[str, Any]:
+    """Give an RL candidate the production rewriter's intent guard (``rewrite_guard.json``) and serving
+    metadata (class, confidence threshold, token budget), and return that metadata.
+
+    RL changes the weights, never the safety net around them: a candidate served without production's guard
+    or threshold would be less safe than production however well it scores. A stale guard in the candidate is
+    replaced; production without a guard leaves the candidate without one too (the same options, not more)."""
+    production_dir, candidate_dir = Path(production_dir), Path(candidate_dir)
+    source, target = production_dir / GUARD_FILE, candidate_dir / GUARD_FILE
+    if source.is_file():
+        shutil.copyfile(source, target)
+    else:
+        target.unlink(missing_ok=True)
+    production = _read_metadata(production_dir)
+    inherited = {key: production[key] for key in SERVING_METADATA if key in production}
+    metadata_path = candidate_dir / METADATA_FILE
+    metadata_path.write_text(json.dumps({**_read_metadata(candidate_dir), **inherited}, indent=2, default=str))
+    return inherited
+
+
+def _read_metadata(directory: Path) -> dict[str, Any]:
+    path = directory / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

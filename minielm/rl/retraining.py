@@ -36,6 +36,7 @@ from minielm.rl.feedback import (
     read_watermark,
 )
 from minielm.rl.rewards import RewardModel, relevant_products
+from minielm.rl.shopper import independent_shopper
 from minielm.rl.similarity import make_similarity
 from minielm.storage import ObjectStore
 
@@ -47,7 +48,6 @@ TRAIN_FILE = "train_queries.parquet"
 FEEDBACK_FILE = "feedback.parquet"
 PREPARED_FILE = "prepared.json"
 REPLAY_QUERIES = 64
-REWRITER_SETTINGS = ("model_class", "min_confidence")  # what CausalRewriter.load reads from metadata.json
 
 
 def _write_json(path: Path, value: dict) -> dict:
@@ -90,17 +90,20 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
     queries = _queries_frame(data_dir)
     held_out = set(queries.loc[queries[SPLIT] != "train", "norm"])
     train_ids = queries[queries[SPLIT] == "train"].drop_duplicates("norm").set_index("norm")[QUERY_ID]
-    served = feedback.assign(norm=feedback["query"].map(normalize_query)).drop_duplicates("norm")
+    served = feedback.assign(norm=feedback["query"].map(normalize_query))
+    alternatives = served_rewrites(served)
+    served = served.drop_duplicates("norm")
     served = served[~served["norm"].isin(held_out)]
     rows = [
-        {"query": q, "query_id": str(train_ids.get(n, "")), "source": "feedback"}
+        {"query": q, "query_id": str(train_ids.get(n, "")), "source": "feedback", "served_rewrites": alternatives[n]}
         for q, n in zip(served["query"], served["norm"])
     ]
     seen = {normalize_query(r["query"]) for r in rows}
     labelled = queries[(queries[SPLIT] == "train") & ~queries["norm"].isin(seen)]
     labelled = labelled.sample(n=min(rl.labelled_queries_per_run, len(labelled)), random_state=settings.seed)
     rows += [
-        {"query": q, "query_id": str(i), "source": "labelled"} for q, i in zip(labelled[QUERY], labelled[QUERY_ID])
+        {"query": q, "query_id": str(i), "source": "labelled", "served_rewrites": []}
+        for q, i in zip(labelled[QUERY], labelled[QUERY_ID])
     ]
     train = pd.DataFrame(rows).head(rl.max_train_queries)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,10 +113,20 @@ def prepare_training_set(settings: Settings, store: ObjectStore, data_dir: Path,
         status=READY,
         n_train_queries=int(len(train)),
         n_feedback_queries=int((train["source"] == "feedback").sum()),
+        n_queries_with_served_alternatives=int((train["served_rewrites"].map(len) > 1).sum()),
         n_excluded_held_out=int(feedback["query"].map(normalize_query).isin(held_out).sum()),
     )
     log.info("rl training set built", **{k: v for k, v in summary.items() if k != "windows"})
     return _write_json(out_dir / PREPARED_FILE, summary)
+
+
+def served_rewrites(feedback: pd.DataFrame) -> dict[str, list[str]]:
+    """Per normalised query, the distinct rewrites it was served (greedy, and the exploration bucket's
+    alternatives): the group members whose feedback tells rewrites of one query apart."""
+    by_query: dict[str, dict[str, str]] = {}
+    for norm, rewrite in zip(feedback["norm"], feedback["rewrite"].astype(str)):
+        by_query.setdefault(norm, {}).setdefault(normalize_query(rewrite), rewrite)
+    return {norm: list(texts.values()) for norm, texts in by_query.items()}
 
 
 # -- shared loading ---------------------------------------------------------------------------------
@@ -210,6 +223,7 @@ def train_candidate(
     prepared_dir: Path,
     out_dir: Path,
 ) -> dict:
+    from minielm.rl.policy import carry_serving_options
     from minielm.rl.trainer import train_policy
 
     out_dir = Path(out_dir)
@@ -227,8 +241,16 @@ def train_candidate(
         settings.rl,
         out_dir / "model",
         seed=settings.seed,
+        served_rewrites=[list(texts) for texts in train["served_rewrites"]],
     )
-    summary = {**versions, "trainer": settings.rl.trainer, **result.summary(), "history": result.history}
+    serving = carry_serving_options(out_dir / "production", out_dir / "model")  # the gate judges what will serve
+    summary = {
+        **versions,
+        "trainer": settings.rl.trainer,
+        "serving_options": serving,
+        **result.summary(),
+        "history": result.history,
+    }
     return _write_json(out_dir / "train.json", summary)
 
 
@@ -370,12 +392,39 @@ def evaluate_and_gate(
 # -- rollout ----------------------------------------------------------------------------------------
 
 
+def register_candidate(
+    settings: Settings,
+    registry: ModelRegistry,
+    trained_dir: Path,
+    train_summary: dict,
+    evaluation: dict,
+    prepared: dict,
+    run_id: str,
+):
+    """Register the tuned policy as a new version, with the production rewriter's intent guard and serving
+    options carried over (from the production files the run downloaded), so it is never less safe."""
+    from minielm.rl.policy import carry_serving_options
+
+    trained_dir = Path(trained_dir)
+    serving = carry_serving_options(trained_dir / "production", trained_dir / "model")
+    metadata = {
+        **serving,
+        "parent_version": train_summary["production_version"],
+        "rl_reference_version": train_summary["reference_version"],
+        "pipeline_run": run_id,
+        "metrics": evaluation["heldout"]["candidate"],
+        "replay": evaluation["replay"],
+        "feedback_windows": prepared["windows"],
+        "trained_with": train_summary.get("trainer", settings.rl.trainer),
+    }
+    return registry.register(settings.models.student_rewriter, trained_dir / "model", metadata)
+
+
 def rollout_candidate(
     settings: Settings,
     store: ObjectStore,
     data_dir: Path,
     index_dir: Path,
-    judge_dir: str | Path | None,
     trained_dir: Path,
     evaluation: dict,
     prepared: dict,
@@ -394,31 +443,18 @@ def rollout_candidate(
     if not evaluation["gate"]["passed"]:
         outcome.update(status="gated", reasons=evaluation["gate"]["reasons"])
     else:
-        parent = registry.get(name, train_summary["production_version"]).metadata
-        inherited = {k: parent[k] for k in REWRITER_SETTINGS if k in parent}
-        metadata = {
-            **inherited,
-            "parent_version": train_summary["production_version"],
-            "rl_reference_version": train_summary["reference_version"],
-            "pipeline_run": run_id,
-            "metrics": evaluation["heldout"]["candidate"],
-            "replay": evaluation["replay"],
-            "feedback_windows": prepared["windows"],
-            "trained_with": train_summary.get("trainer", settings.rl.trainer),
-        }
-        entry = registry.register(name, trained_dir / "model", metadata)
+        entry = register_candidate(settings, registry, trained_dir, train_summary, evaluation, prepared, run_id)
         registry.promote(name, entry.version, "candidate", reason=f"rl run {run_id}")
         rl = settings.rl
         if rl.kserve_rollout:
             decision = canary.live_canary(settings, store, entry.version, train_summary["production_version"])
         else:
-            judge = load_judge(settings, store, judge_dir, out_dir)
-            rewards = build_reward_model(settings, _load_index(index_dir), data_dir, judge, "validation")
+            shopper = independent_shopper(settings, load_esci(data_dir), _load_index(index_dir).search, store, out_dir)
             decision = canary.replay_canary(
                 replay_queries(data_dir, None),
                 DirRewriter(trained_dir / "model", rl.max_new_tokens),
                 DirRewriter(trained_dir / "production", rl.max_new_tokens),
-                rewards.total,
+                shopper,
                 rl.canary_traffic_percent,
                 rl.canary_min_requests,
                 rl.canary_alpha,
@@ -465,7 +501,6 @@ def run_retraining(
         store,
         data_dir,
         index_dir,
-        judge_dir,
         workdir / "trained",
         evaluation,
         prepared,

@@ -95,19 +95,24 @@ class TrainResult:
             "groups": groups,
             "zero_spread_groups": zero,
             "zero_spread_share": zero / groups if groups else None,
+            "explored_groups": sum(int(row["explored_groups"]) for row in self.history),
             "mean_group_size": float(np.mean(self.series("mean_group_size"))) if self.history else None,
         }
 
 
-def candidate_groups(rewriter, queries: Sequence[str], group_size: int, beams: int) -> list[list[str]]:
-    """Distinct candidates per query: the query itself, the greedy rewrite, the top beams, then samples."""
+def candidate_groups(
+    rewriter, queries: Sequence[str], group_size: int, beams: int, served: Sequence[Sequence[str]] | None = None
+) -> list[list[str]]:
+    """Distinct candidates per query: the query itself, the greedy rewrite, the rewrites it was served (with
+    the exploration bucket's alternatives, whose observed feedback differs), the top beams, then samples."""
     raw = [" ".join(q.split()) for q in queries]
     greedy = [text for text, _ in rewriter.rewrite_with_confidence(queries)]
+    served = served if served is not None else [[] for _ in queries]
     beam = rewriter.rewrite(queries, num_return=beams) if beams > 1 else [[] for _ in queries]
     sampled = rewriter.rewrite(queries, num_return=group_size, do_sample=True)
     groups = []
-    for parts in zip(raw, greedy, beam, sampled):
-        ordered = [parts[0], parts[1], *parts[2], *parts[3]]
+    for parts in zip(raw, greedy, served, beam, sampled):
+        ordered = [parts[0], parts[1], *parts[2], *parts[3], *parts[4]]
         groups.append([c for c in dict.fromkeys(c for c in ordered if c)][:group_size])
     return groups
 
@@ -153,9 +158,11 @@ def train_policy(
     config: RLConfig,
     output_dir: Path,
     seed: int = 0,
+    served_rewrites: Sequence[Sequence[str]] | None = None,
 ) -> TrainResult:
     """``config.max_steps`` updates from ``policy_dir`` (``config.trainer``: grpo or dpo); the tuned
-    model, with every side file of the policy, lands in ``output_dir``."""
+    model, with every side file of the policy, lands in ``output_dir``. ``served_rewrites``: per query, the
+    rewrites it was served (greedy and exploration alternatives), always members of its group."""
     from transformers import AutoModelForCausalLM
 
     from minielm.models.rewriter import CausalRewriter
@@ -166,6 +173,9 @@ def train_policy(
         raise RLInputError(f"training set: {len(queries)} queries but {len(query_ids)} query ids")
     if not queries:
         raise RLInputError("training set is empty: no queries to sample rewrites for")
+    served_rewrites = served_rewrites if served_rewrites is not None else [[] for _ in queries]
+    if len(served_rewrites) != len(queries):
+        raise RLInputError(f"training set: {len(queries)} queries but {len(served_rewrites)} served-rewrite lists")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     rewriter = CausalRewriter.load(
@@ -185,7 +195,9 @@ def train_policy(
         picked, order = order[: config.queries_per_step], order[config.queries_per_step :]
         batch_q = [queries[i] for i in picked]
         policy.eval()
-        groups = candidate_groups(rewriter, batch_q, config.num_generations, config.beam_candidates)
+        groups = candidate_groups(
+            rewriter, batch_q, config.num_generations, config.beam_candidates, [served_rewrites[i] for i in picked]
+        )
         policy.train()
         losses, kls, means, zero = [], [], [], 0
         for i, query, group in zip(picked, batch_q, groups):
@@ -215,6 +227,7 @@ def train_policy(
                 "loss": float(torch.stack(losses).mean().detach()) if losses else None,
                 "groups": len(groups),
                 "zero_spread_groups": zero,
+                "explored_groups": sum(len(served_rewrites[i]) > 1 for i in picked),
                 "mean_group_size": float(np.mean([len(g) for g in groups])),
             }
         )

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from minielm.config import load_settings
 from minielm.rl import canary
 from minielm.rl.errors import RLInputError
+from minielm.rl.shopper import ShopperScorer, independent_shopper
 
 CRD = (
     Path(__file__).resolve().parents[2].parent
@@ -97,33 +99,99 @@ def test_one_sided_p_value_matches_scipy():
     assert canary.one_sided_paired_p(a - b) == pytest.approx(ttest_rel(a, b, alternative="greater").pvalue)
 
 
+class MarkedProductJudge:
+    """Scripted shopper: a product id ending in ``+`` is what every shopper wants."""
+
+    def score_shown(self, queries, product_ids):
+        return np.asarray([1.0 if p.endswith("+") else 0.0 for p in product_ids])
+
+
+def scripted_shopper() -> ShopperScorer:
+    """The rewrite's text is the one product it retrieves."""
+    return ShopperScorer(MarkedProductJudge(), lambda texts, k: [[t] for t in texts], 1, 1.0, "shopper:scripted")
+
+
 def test_replay_routes_distinct_queries_and_compares_on_the_same_requests():
     queries = [f"q{i}" for i in range(50)]
-    reward = lambda qs, rs: np.asarray([1.0 if r.endswith("+") else 0.0 for r in rs])  # noqa: E731
+    shopper = scripted_shopper()
     better = canary.replay_canary(
         queries,
         lambda qs: [q + "+" for q in qs],
         lambda qs: list(qs),
-        reward,
+        shopper,
         traffic_percent=10,
         min_requests=20,
         alpha=0.05,
     )
     assert better.promote and better.n_requests == 20 and better.delta == 1.0
+    assert better.judge == "shopper:scripted" and "scored by shopper:scripted" in better.reason
     worse = canary.replay_canary(
         queries,
         lambda qs: list(qs),
         lambda qs: [q + "+" for q in qs],
-        reward,
+        shopper,
         traffic_percent=60,
         min_requests=20,
         alpha=0.05,
     )
     assert not worse.promote and worse.n_requests == 30
     repeated = canary.replay_canary(
-        queries[:5] * 10, lambda qs: [q + "+" for q in qs], lambda qs: list(qs), reward, 10, 20, 0.05
+        queries[:5] * 10, lambda qs: [q + "+" for q in qs], lambda qs: list(qs), shopper, 10, 20, 0.05
     )
     assert repeated.verdict == canary.INCONCLUSIVE and repeated.n_requests == 5
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    from minielm.data.synthetic import generate_dataset
+    from minielm.search import SearchIndex
+
+    data = generate_dataset(n_products=300, n_queries=80, seed=3)
+    return data, SearchIndex.build(data.products)
+
+
+def test_the_independent_shopper_scores_the_replay_and_prefers_rewrites_that_find_the_intended_products(catalog):
+    """Real catalog attributes and BM25: a rewrite that names what the shopper wants (the synthetic canonical
+    query) beats one that keeps only the query's first word, judged against the typed query."""
+    data, index = catalog
+    settings = load_settings(environ={}, use_services_state=False)
+    shopper = independent_shopper(settings, data, index.search)
+    assert shopper.name == "shopper:attributes"
+    pairs = data.examples.drop_duplicates("query")
+    canonical = dict(zip(pairs["query"], pairs["canonical_query"]))
+    queries = sorted(canonical)
+    intended, first_word = [canonical[q] for q in queries], [q.split()[0] for q in queries]
+    assert shopper(queries, intended).mean() > shopper(queries, first_word).mean() + 0.1
+    assert ((0 <= shopper(queries, intended)) & (shopper(queries, intended) <= 1)).all()
+
+    def to_canonical(qs):
+        return [canonical[q] for q in qs]
+
+    def to_first_word(qs):
+        return [q.split()[0] for q in qs]
+
+    won = canary.replay_canary(queries, to_canonical, to_first_word, shopper, 50, 20, 0.05)
+    assert won.promote and won.judge == "shopper:attributes", won
+    lost = canary.replay_canary(queries, to_first_word, to_canonical, shopper, 50, 20, 0.05)
+    assert lost.verdict == canary.WORSE and not lost.promote
+    same = canary.replay_canary(queries, to_canonical, to_canonical, shopper, 50, 20, 0.05)
+    assert same.verdict == canary.NO_CHANGE
+
+
+def test_a_relevance_teacher_shopper_without_a_registered_teacher_fails_naming_it(catalog):
+    data, index = catalog
+    settings = load_settings(
+        overrides=["feedback.shopper_judge=relevance_teacher"], environ={}, use_services_state=False
+    )
+    with pytest.raises(RLInputError, match="models.teacher_relevance"):
+        independent_shopper(settings, data, index.search)
+    products = data.products.drop(columns=["product_color"])
+    with pytest.raises(RLInputError, match="product_color"):
+        independent_shopper(
+            load_settings(environ={}, use_services_state=False),
+            type(data)(examples=data.examples, products=products),
+            index.search,
+        )
 
 
 def test_decision_from_live_feedback_pairs_queries():

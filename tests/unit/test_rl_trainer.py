@@ -93,3 +93,11 @@ def test_reference_with_another_tokenizer_fails_before_training(tmp_path):
     with pytest.raises(RLInputError, match="does not match the policy's tokenizer"):
         train_policy(policy, other, QUERIES, [None] * 4, VowelRewards(), config(max_steps=1), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_groups_hold_the_rewrites_each_query_was_served_right_after_the_greedy_one(base):
+    rewriter = CausalRewriter.load(base, max_new_tokens=6, temperature=1.0)
+    served = [["red shoes", "red running shoe"], [], ["tv stand black"], []]
+    groups = candidate_groups(rewriter, QUERIES, group_size=8, beams=2, served=served)
+    assert groups[0][2:4] == served[0] and groups[2][2] == "tv stand black"
+    assert all(len(group) <= 8 and len(group) == len(set(group)) for group in groups)
