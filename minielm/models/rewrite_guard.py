@@ -54,7 +54,20 @@ FILLER_WORDS = frozenset(
         # shopping filler that does not change which product is meant
         *("best", "cheap", "cheapest", "top", "rated", "high", "quality", "sale", "deal", "deals", "discount"),
         *("buy", "online", "shop", "shopping", "price", "prices", "good", "great", "nice", "popular", "new"),
-        *("premium", "amazing", "awesome", "bestseller", "seller", "durable", "heavy", "duty", "gift", "gifts"),
+        *(
+            "affordable",
+            "selling",
+            "premium",
+            "amazing",
+            "awesome",
+            "bestseller",
+            "seller",
+            "durable",
+            "heavy",
+            "duty",
+            "gift",
+            "gifts",
+        ),
     }
 )
 
@@ -91,6 +104,11 @@ def _allowed_edits(word: str) -> int:
     return 0 if len(word) < 4 else 1 if len(word) < 7 else 2
 
 
+def _allowed_fix_edits(word: str) -> int:
+    """Edits allowed when the catalog does not know ``word`` and the rewrite puts a catalog word in its place."""
+    return 1 if len(word) == 3 else 2 if len(word) >= 4 else 0
+
+
 def _is_abbreviation(short: str, long: str) -> bool:
     """``blk`` of ``black``: same first letter, the short form's letters appear in order, and shorter."""
     if len(short) < 2 or len(short) >= len(long) or short[0] != long[0] or not short.isalpha():
@@ -108,11 +126,15 @@ def _close(word: str, other: str, vocabulary: Set[str] | None) -> bool:
     spelling fix or expansion into a word the vocabulary knows."""
     if word == other or _stem(word) == _stem(other) or other in UNIT_EQUIVALENTS.get(word, ()):
         return True
-    if is_protected(word) or is_protected(other):
-        return False
     if vocabulary is not None and (word in vocabulary or other not in vocabulary):
         return False
+    if other in NEGATIONS and not is_protected(word):  # only a typo of the negation itself: "withouut"
+        return vocabulary is not None and len(word) >= 4 and OSA.distance(word, other, score_cutoff=1) <= 1
+    if is_protected(word) or is_protected(other):
+        return False
     limit = max(_allowed_edits(word), _allowed_edits(other))
+    if vocabulary is not None:  # a word the catalog does not know, fixed into one it knows: typos of short words
+        limit = max(limit, _allowed_fix_edits(word))
     return (limit > 0 and OSA.distance(word, other, score_cutoff=limit) <= limit) or _is_abbreviation(word, other)
 
 

@@ -57,6 +57,7 @@ def test_filler_is_not_content():
         "without",
         "laces",
     ]
+    assert content_words("affordable best selling lamp") == ["lamp"]
 
 
 def test_vocabulary_blocks_corrupting_a_known_or_unknown_brand():
@@ -65,6 +66,22 @@ def test_vocabulary_blocks_corrupting_a_known_or_unknown_brand():
     assert keeps_intent("tresemme shampoo", "treemme shampoo"), "without a vocabulary a close edit passes"
     assert guard.allows("wireles hedphones", "wireless headphones")
     assert not guard.allows("wireles hedphones", "wirelessly headphones"), "corrections land on known words"
+
+
+def test_a_word_the_catalog_does_not_know_may_take_two_edits_into_one_it_knows():
+    guard = RewriteGuard.from_texts(["duvet cover scale kitchen clover lamp fast charger without lid"])
+    assert guard.allows("pink duvet cboer", "pink duvet cover") and guard.allows("fst charger", "fast charger")
+    assert not keeps_intent("pink duvet cboer", "pink duvet cover"), "without a vocabulary, one edit for 5 letters"
+    assert not guard.allows("duvet cover", "duvet clover"), "a word the catalog knows is never changed"
+    assert not guard.allows("pink duvet cboer", "pink duvet lamp"), "more than two edits is another word"
+
+
+def test_only_a_typo_of_a_negation_may_become_one():
+    guard = RewriteGuard.from_texts(["kettle lid with without"])
+    assert guard.allows("kettle withouut lid", "kettle without lid")
+    assert not guard.allows("kettle with lid", "kettle without lid"), "a known word never turns into a negation"
+    assert not guard.allows("kettle withhh lid", "kettle without lid"), "a negation only within one edit"
+    assert not RewriteGuard().allows("kettle withouut lid", "kettle without lid"), "needs the catalog vocabulary"
 
 
 def test_synonyms_come_from_repeated_pairs():
