@@ -11,9 +11,10 @@ produced it.
 The version switched away from stays in memory as the standby, so a rollback to it needs no download
 and no load, only a warm-up. At most two versions are held: the standby is released before any other
 version is loaded. The guarantee: once a pointer write has completed, every request that starts more
-than ``registry_poll_s`` + one pointer read + the switch time later is served by the new version;
-the switch time (load and warm-up, or warm-up alone for the standby) is logged with each switch and
-exported as ``minielm_model_switch_seconds``.
+than ``registry_poll_s`` + the switch time later is served by the new version, where the switch time
+is the pointer read plus the load and warm-up of the new version (warm-up alone for the standby); it
+is logged with each switch and exported as ``minielm_model_switch_seconds``. Polls run in this
+process's thread, so a CPU starved by other work delays them further.
 
 A version that fails to load is logged and counted, the old one keeps serving, and it is not retried
 until the pointer moves again.
@@ -77,6 +78,7 @@ class RegistryFollower:
 
     def _follow(self, entry: FollowedModel) -> bool:
         """Switch one model to the version its stage names; True when it switched."""
+        started = time.monotonic()
         try:
             version = self.registry.stage_version(entry.name, entry.stage)
         except Exception as error:  # S3 unreachable: keep serving, try again next poll
@@ -85,7 +87,6 @@ class RegistryFollower:
             return False
         if version is None or version == entry.served.version or version in entry.failed_versions:
             return False
-        started = time.monotonic()
         from_standby = entry.standby is not None and entry.standby.version == version
         try:
             if from_standby:

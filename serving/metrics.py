@@ -36,7 +36,7 @@ MODEL_SWITCHES = Counter(
 )
 MODEL_SWITCH_SECONDS = Gauge(
     "minielm_model_switch_seconds",
-    "Seconds the last registry switch took from reading the new pointer to serving it (load and warm-up)",
+    "Seconds the last registry switch took: pointer read, load and warm-up of the new version (standby: no load)",
     ["model"],
 )
 
