@@ -8,12 +8,13 @@ up, and switched in with one assignment (:meth:`serving.models.ServedModel.switc
 flight finish on the old version, no request fails, and every response names the version that
 produced it.
 
-The version switched away from stays in memory as the standby, so a rollback to it needs no download
-and no load, only a warm-up. At most two versions are held: the standby is released before any other
-version is loaded. The guarantee: once a pointer write has completed, every request that starts more
-than ``registry_poll_s`` + the switch time later is served by the new version, where the switch time
-is the pointer read plus the load and warm-up of the new version (warm-up alone for the standby); it
-is logged with each switch and exported as ``minielm_model_switch_seconds``. Polls run in this
+The version switched away from stays in memory as the standby, so a rollback to it needs no download,
+no load and no warm-up (it served before). At most two versions are held: the standby is released
+before any other version is loaded. The guarantee: once a pointer write has completed, every request
+that starts more than ``registry_poll_s`` + the switch time later is served by the new version, where
+the switch time is the pointer read plus the download, load and warm-up of the new version (the
+pointer read alone for the standby); it is logged with each switch and exported as
+``minielm_model_switch_seconds``. Polls run in this
 process's thread, so a CPU starved by other work delays them further.
 
 A version that fails to load is logged and counted, the old one keeps serving, and it is not retried
@@ -95,7 +96,7 @@ class RegistryFollower:
                 entry.standby = None  # released before the load: never more than two versions in memory
                 loaded = entry.load_version(version)
             previous = entry.served.loaded
-            entry.served.switch_to(loaded)
+            entry.served.switch_to(loaded, warm=not from_standby)  # the standby served before: still warm
         except Exception as error:  # a broken version never replaces a working one
             entry.failed_versions.add(version)
             MODEL_SWITCHES.labels(entry.served.name, "failed").inc()

@@ -36,7 +36,7 @@ MODEL_SWITCHES = Counter(
 )
 MODEL_SWITCH_SECONDS = Gauge(
     "minielm_model_switch_seconds",
-    "Seconds the last registry switch took: pointer read, load and warm-up of the new version (standby: no load)",
+    "Seconds the last registry switch took: pointer read, then download, load and warm-up (none for the standby)",
     ["model"],
 )
 

@@ -48,9 +48,12 @@ def _answer(entry: FollowedModel) -> str:
     return entry.served.current().model.fix("wireles hedphones")
 
 
-def test_a_rollback_switches_to_the_standby_without_loading_it():
+def test_a_rollback_switches_to_the_standby_without_loading_or_warming_it():
     loader = Loader()
     entry = _followed(loader)
+    warmed = []
+    warm_up = entry.served.warm_up
+    entry.served.warm_up = lambda current=None: (warmed.append(current.version), warm_up(current))
     pointer = PointerStore("v1")
     follower = RegistryFollower(pointer, [entry], poll_s=0)
     assert follower.poll_once() == []
@@ -61,6 +64,7 @@ def test_a_rollback_switches_to_the_standby_without_loading_it():
     assert follower.poll_once() == [NAME]
     assert (entry.served.version, entry.standby.version, _answer(entry)) == ("v1", "v2", "wireless headphones")
     assert loader.loads == ["v1", "v2"]  # v1 was not loaded again
+    assert warmed == ["v2"]  # nor warmed up again: it served before
 
 
 def test_at_most_two_versions_are_held():
