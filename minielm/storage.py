@@ -91,10 +91,19 @@ class ObjectStore:
         self.client = client or s3_client(config)
 
     def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing; any other failure (e.g. 5xx after retries) is raised, not
+        answered with a create that would then fail on the existing bucket."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
+            return
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+                raise
+        try:
             self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as error:  # another process created it meanwhile
+            if error.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
 
     # -- bytes ---------------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from minielm.features.online import FEAST_FALLBACK
 
@@ -34,6 +34,11 @@ MODEL_SWITCHES = Counter(
     "Registry follow outcomes: switched, failed (new version did not load), pointer_unreadable",
     ["model", "outcome"],
 )
+MODEL_SWITCH_SECONDS = Gauge(
+    "minielm_model_switch_seconds",
+    "Seconds the last registry switch took: pointer read, then download, load and warm-up (none for the standby)",
+    ["model"],
+)
 
 __all__ = [
     "REQUESTS",
@@ -43,6 +48,7 @@ __all__ = [
     "FEAST_FALLBACK",
     "SERVED_VERSION",
     "MODEL_SWITCHES",
+    "MODEL_SWITCH_SECONDS",
     "GENERATION_FALLBACK",
     "GENERATION_BATCH_QUERIES",
 ]

@@ -144,12 +144,14 @@ class ServedModel(Model):
     def warm_up(self, current: Any = None) -> None:
         raise NotImplementedError
 
-    def switch_to(self, loaded: LoadedModel) -> None:
+    def switch_to(self, loaded: LoadedModel, warm: bool = True) -> None:
         """Warm up a newly loaded version beside the serving one, then switch in one assignment.
 
-        Requests that already read the old version finish on it; later ones get the new one.
+        Requests that already read the old version finish on it; later ones get the new one. ``warm=False``
+        skips the warm-up for a version that served before and is still loaded (a rollback to the standby).
         """
-        self.warm_up(loaded)
+        if warm:
+            self.warm_up(loaded)
         previous, self.loaded = self.loaded, loaded
         log.info("model switched", model=self.name, version=loaded.version, previous=previous and previous.version)
 
@@ -440,7 +442,7 @@ class RewriteSearchModel(QueryModel):
     def response_version(self, current: PipelineModels) -> str:
         return current.rewriter.version
 
-    def switch_to(self, loaded: LoadedModel) -> None:
+    def switch_to(self, loaded: LoadedModel, warm: bool = True) -> None:
         raise RuntimeError(f"{self.name} follows its rewriter and relevance models; switch those")
 
     def envelope(self, request_id: str, current: PipelineModels) -> dict[str, Any]:

@@ -46,13 +46,20 @@ def existing_dir(path: Path | None, option: str) -> Path:
 
 class MinielmErrorsToExitCodes(TyperGroup):
     """The root command: a :class:`MinielmError` from the settings or any command ends in one ``error:``
-    line and its branch's exit code (input 2, environment 1), so no command catches them one by one."""
+    line and its branch's exit code (input 2, environment 1), so no command catches them one by one.
+    An S3 request that failed for good (unreachable, refused, no credentials) is an environment error."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MinielmError as error:
             raise fail(str(error), error.exit_code) from None
+        except Exception as error:
+            if not type(error).__module__.startswith("botocore."):
+                raise
+            state = ctx.find_root().obj
+            endpoint = (state.settings.s3.endpoint_url or "AWS") if isinstance(state, CliState) else "S3"
+            raise fail(f"S3 request to {endpoint} failed: {type(error).__name__}: {error}", EXIT_FAILURE) from None
 
 
 class OutputFormat(StrEnum):

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from minielm.config import load_settings
-from minielm.services import EmbeddedServices, ServicesError, kafka_healthy
+from minielm.services import START_ATTEMPTS, EmbeddedServices, PortTaken, ServicesError, kafka_healthy
 from minielm.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -80,3 +80,50 @@ def test_restart_after_kill_9_keeps_s3_data(tmp_path):
     finally:
         services.stop()
     assert services.read_state() is None
+
+
+def _volume_port_taken(monkeypatch, taken_port: int, attempts_taken: int) -> None:
+    """Hand SeaweedFS's volume server (the 4th port a start picks) a port another process holds, in the first
+    ``attempts_taken`` starts: what happens when a picked free port is taken before the server binds it."""
+    import minielm.services as services_module
+
+    real_free_port = services_module.free_port
+    calls = []
+
+    def racing_free_port(host, also_free_offsets=()):
+        calls.append(also_free_offsets)
+        if len(calls) % 5 == 4 and len(calls) <= 5 * attempts_taken:
+            return taken_port
+        return real_free_port(host, also_free_offsets)
+
+    monkeypatch.setattr(services_module, "free_port", racing_free_port)
+
+
+def test_a_port_taken_before_the_server_binds_it_starts_again_on_fresh_ports(tmp_path, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _volume_port_taken(monkeypatch, port, attempts_taken=1)
+        services = EmbeddedServices(_settings(tmp_path / "state"), data_dir=tmp_path / "data")
+        live = services.start()
+        try:
+            assert [s.healthy for s in EmbeddedServices(live).status()] == [True, True]
+            ObjectStore(live.s3).put_json("after/retry.json", {"value": 1})
+            assert ObjectStore(live.s3).get_json("after/retry.json") == {"value": 1}
+        finally:
+            services.stop()
+    log = (tmp_path / "state" / "logs" / "seaweedfs.log").read_text()
+    assert f"127.0.0.1:{port}: bind: address already in use" in log
+
+
+def test_a_port_taken_at_every_attempt_is_reported(tmp_path, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _volume_port_taken(monkeypatch, port, attempts_taken=START_ATTEMPTS)
+        services = EmbeddedServices(_settings(tmp_path / "state"), data_dir=tmp_path / "data")
+        with pytest.raises(PortTaken, match=f"s3 server exited during start: .*127.0.0.1:{port}.*already in use"):
+            services.start()
+    assert services.read_state() is None  # nothing left running or recorded

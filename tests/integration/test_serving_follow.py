@@ -105,17 +105,30 @@ def followed_server(embedded_services, tmp_path):
     running.stop()
 
 
+def _switch_seconds(url: str, name: str) -> float:
+    """The server's own figure for its last switch (load and warm-up), from /metrics."""
+    prefix = f'minielm_model_switch_seconds{{model="{name}"}} '
+    return float(
+        next(line for line in httpx.get(f"{url}/metrics").text.splitlines() if line.startswith(prefix))[len(prefix) :]
+    )
+
+
 def test_promotion_and_rollback_reach_responses_with_no_failed_request(followed_server):
-    running, registry, name, versions, _ = followed_server
+    running, registry, name, versions, stack = followed_server
     label_of = {version: label for label, version in versions.items()}
+    (entry,) = stack.follower.followed
     with Traffic(f"{running.url}/v1/models/{name}:predict") as traffic:
         _wait_for(traffic, 0.0, versions["v1"])
-        promoted_at = time.monotonic()
         registry.promote(name, versions["v2"], "production", reason="test promotion")
+        promoted_at = time.monotonic()  # the pointer write has completed: the instant the guarantee counts from
         promotion_s = _wait_for(traffic, promoted_at, versions["v2"])
-        rolled_back_at = time.monotonic()
+        promotion_switch_s = _switch_seconds(running.url, name)
+        assert entry.standby.version == versions["v1"]  # kept in memory for a rollback
         registry.rollback(name, "production")
+        rolled_back_at = time.monotonic()
         rollback_s = _wait_for(traffic, rolled_back_at, versions["v1"])
+        rollback_switch_s = _switch_seconds(running.url, name)
+        assert entry.standby.version == versions["v2"]
         time.sleep(0.5)
     failures = [r for r in traffic.results if r[1] != 200]
     assert failures == [], failures[:3]
@@ -126,7 +139,8 @@ def test_promotion_and_rollback_reach_responses_with_no_failed_request(followed_
     rollback_seen = rolled_back_at + rollback_s
     assert {v for t, _, v, _ in traffic.results if t > rollback_seen} == {versions["v1"]}
     print(
-        f"promotion visible after {promotion_s:.2f} s, rollback after {rollback_s:.2f} s (poll {POLL_S} s); "
+        f"promotion visible after {promotion_s:.3f} s (switch {promotion_switch_s:.3f} s), rollback after "
+        f"{rollback_s:.3f} s (switch from standby {rollback_switch_s:.3f} s), poll {POLL_S} s; "
         f"{len(traffic.results)} requests, {len(failures)} failed"
     )
 

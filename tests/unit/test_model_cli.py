@@ -129,6 +129,17 @@ def test_rollback_with_no_previous_version_exits_2(registry):
     assert again.exit_code == 2 and "no previous version" in again.output
 
 
+def test_an_unreachable_registry_is_one_line_and_exit_1(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    unreachable = ["--set", "s3.endpoint_url=http://127.0.0.1:9", "--set", "s3.max_attempts=1"]
+    for command in (["model", "rollback", NAME, "--no-isvc"], ["model", "list", NAME]):
+        result = runner.invoke(app, [*unreachable, "--set", "paths.state_dir=/nonexistent-state", *command])
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.strip().splitlines()
+        assert line.startswith("error: S3 request to http://127.0.0.1:9 failed: EndpointConnectionError"), line
+
+
 def test_no_cluster_credentials_is_an_environment_error(monkeypatch, tmp_path):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))

@@ -82,3 +82,32 @@ def test_retries_zero_means_a_single_try():
         with pytest.raises(ClientError, match="InternalError"):
             ObjectStore(s3.config, client=s3_client(s3.config, retries=0)).get_json("k.json")
         assert s3.calls == 1
+
+
+def _stubbed_store():
+    from botocore.stub import Stubber
+
+    config = S3Config(endpoint_url="http://127.0.0.1:9", access_key_id="test", secret_access_key="test")
+    client = s3_client(config, retries=0)
+    return ObjectStore(config, client=client), Stubber(client)
+
+
+def test_ensure_bucket_raises_a_failed_head_instead_of_creating_over_the_bucket():
+    store, stub = _stubbed_store()
+    stub.add_client_error("head_bucket", service_error_code="InternalError", http_status_code=500)
+    with stub, pytest.raises(ClientError, match="InternalError"):
+        store.ensure_bucket()  # a create_bucket call would fail the stubber with UnStubbedResponseError
+    stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("create_error", [None, "BucketAlreadyOwnedByYou"])
+def test_ensure_bucket_creates_a_missing_bucket(create_error):
+    store, stub = _stubbed_store()
+    stub.add_client_error("head_bucket", service_error_code="404", http_status_code=404)
+    if create_error:  # another process created it between the two calls
+        stub.add_client_error("create_bucket", service_error_code=create_error, http_status_code=409)
+    else:
+        stub.add_response("create_bucket", {}, {"Bucket": store.bucket})
+    with stub:
+        store.ensure_bucket()
+    stub.assert_no_pending_responses()
