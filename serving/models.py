@@ -27,10 +27,12 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from minielm.config import Settings
 from minielm.features.keys import query_key
 from minielm.features.online import OnlineFeatures
+from minielm.features.rewrite_cache import RewriteCache
 from minielm.feedback.events import ServedRewrite
 from minielm.logs import get_logger
+from minielm.models.interfaces import rewrite_with_scores
 from minielm.rl.exploration import Exploration, ExplorationBucket
-from serving.batching import RewriteBatcher
+from serving.batching import RewriteBatcher, Rows
 from serving.loading import LoadedModel
 from serving.request_log import RewriteLog
 from serving.validation import (
@@ -107,6 +109,7 @@ class ServedModel(Model):
         loader: Callable[[], LoadedModel],
         features: OnlineFeatures | None = None,
         rewrite_log: RewriteLog | None = None,
+        rewrite_cache: RewriteCache | None = None,
     ) -> None:
         super().__init__(name, return_response_headers=True)
         self.settings = settings
@@ -114,6 +117,7 @@ class ServedModel(Model):
         self._loader = loader
         self.features = features
         self.rewrite_log = rewrite_log
+        self.rewrite_cache = rewrite_cache
 
     def start(self) -> None:
         """Readiness comes from :meth:`load` only."""
@@ -128,6 +132,15 @@ class ServedModel(Model):
             except Exception as error:  # Feast down at start: serve with defaults, visibly
                 log.warning(
                     "feast unavailable at start; serving default features",
+                    model=self.name,
+                    error=f"{type(error).__name__}: {error}",
+                )
+        if self.rewrite_cache is not None:
+            try:
+                self.rewrite_cache.warm_up()
+            except Exception as error:  # Feast down at start: the model answers every query, visibly
+                log.warning(
+                    "rewrite cache unavailable at start; the model answers every query",
                     model=self.name,
                     error=f"{type(error).__name__}: {error}",
                 )
@@ -230,6 +243,22 @@ class ServedModel(Model):
     def rewriter_name(self) -> str:
         return self.name
 
+    def cached_rewrites(
+        self, version: str, queries: list[str], num_return: int, generate: Callable[[list[str]], Rows]
+    ) -> tuple[Rows, list[bool]]:
+        """Rows for ``queries`` (as ``generate`` gives them) and whether each came from the rewrite cache.
+
+        Only single-rewrite requests use the cache, and only entries of ``version``, the version this
+        request is served by; ``generate`` runs for the other queries alone.
+        """
+        if self.rewrite_cache is None or num_return != 1:
+            return generate(queries), [False] * len(queries)
+        found = self.rewrite_cache.lookup(queries, version, self.name)
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        generated = iter(generate([queries[i] for i in missing]) if missing else [])
+        rows = [[(entry.rewrite, entry.score)] if entry is not None else next(generated) for entry in found]
+        return rows, [entry is not None for entry in found]
+
     def _start_query_features(self, queries: list[str], enabled: bool):
         """The query_stats lookup runs while the model works; ``.result()`` collects it within the budget."""
         if not enabled or self.features is None:
@@ -245,16 +274,6 @@ def _bytes_output(name: str, rows: list[list[str]] | list[str]) -> InferOutput:
 def _fp32_output(name: str, rows) -> InferOutput:
     array = np.asarray(rows, dtype=np.float32)
     return InferOutput(name=name, shape=list(array.shape), datatype="FP32", data=array.flatten().tolist())
-
-
-def rewrite_with_scores(model: Any, queries: list[str], num_return: int) -> list[list[tuple[str, float | None]]]:
-    """Rewrites with the model's own sequence scores when it offers them, else ``None`` scores."""
-    if hasattr(model, "rewrite_with_scores"):
-        return [
-            [(text, float(score)) for text, score in row]
-            for row in model.rewrite_with_scores(queries, num_return=num_return)
-        ]
-    return [[(text, None) for text in row] for row in model.rewrite(queries, num_return=num_return)]
 
 
 class QueryModel(ServedModel):
@@ -294,10 +313,14 @@ class RewriterModel(QueryModel):
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = self.batcher(current.model, queries, num_return)
+        rewrites, cached = self.cached_rewrites(
+            current.version, queries, num_return, lambda batch: self.batcher(current.model, batch, num_return)
+        )
         features = pending.result()
         results = []
-        for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):
+        for rid, query, row, hit, feats in zip(
+            instance_ids(request_id, len(queries)), queries, rewrites, cached, features
+        ):
             if log_events:
                 self._log(rid, query, row[0][0], [], current.version)
             results.append(
@@ -306,6 +329,7 @@ class RewriterModel(QueryModel):
                     "query": query,
                     "query_key": query_key(query),
                     "rewrites": [{"text": text, "score": score} for text, score in row],
+                    "cached": hit,
                     "features": feats,
                 }
             )
@@ -470,8 +494,14 @@ class RewriteSearchModel(QueryModel):
         rerank = flag_parameter(parsed.parameters, "rerank", self.relevance is not None)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = [row[0] for row in current.rewriter.model.rewrite(queries, num_return=1)]
         ids = instance_ids(request_id, len(queries))
+        rows, cached = self.cached_rewrites(
+            current.rewriter.version,
+            queries,
+            1,
+            lambda batch: [[(row[0], None)] for row in current.rewriter.model.rewrite(batch, num_return=1)],
+        )
+        rewrites = [row[0][0] for row in rows]
         # The exploration bucket: a few logged requests get a guarded non-greedy rewrite (minielm.rl.exploration).
         explored = [None] * len(queries)
         if log_events and self.rewrite_log is not None:
@@ -481,7 +511,9 @@ class RewriteSearchModel(QueryModel):
         hits = self.index.search_with_scores(rewrites, k)
         catalog = self.relevance.catalog if self.relevance is not None else None
         results = []
-        for rid, query, rewrite, row, feats, exploration in zip(ids, queries, rewrites, hits, query_features, explored):
+        for rid, query, rewrite, hit, row, feats, exploration in zip(
+            ids, queries, rewrites, cached, hits, query_features, explored
+        ):
             products = [{"product_id": pid, "search_score": float(score)} for pid, score in row]
             if catalog is not None:
                 for product in products:
@@ -506,6 +538,7 @@ class RewriteSearchModel(QueryModel):
                     "query": query,
                     "query_key": query_key(query),
                     "rewrite": rewrite,
+                    "rewrite_cached": hit and exploration is None,
                     "products": products,
                     "query_features": feats,
                 }

@@ -35,6 +35,7 @@ FEATURE_STORE_YAML = "feature_store.yaml"
 
 QUERY_STATS_VIEW = "query_stats"
 PRODUCT_FEATURES_VIEW = "product_features"
+REWRITE_CACHE_VIEW = "rewrite_cache"
 QUERY_STATS_PUSH = "query_stats_push"
 REWRITER_SERVICE = "rewriter_v1"
 RANKER_SERVICE = "ranker_v1"
@@ -57,7 +58,20 @@ PRODUCT_FEATURE_COLUMNS = {
     "popularity": "float32",
     "rating": "float32",
 }
-OFFLINE_TABLES = {"query_stats.parquet": QUERY_STATS_COLUMNS, "product_features.parquet": PRODUCT_FEATURE_COLUMNS}
+REWRITE_CACHE_COLUMNS = {
+    "query_key": "string",
+    "model_version": "string",
+    "query": "string",
+    "rewrite": "string",
+    "score": "float32",
+    "produced_by": "string",
+    "written_ts": "float64",
+}
+OFFLINE_TABLES = {
+    "query_stats.parquet": QUERY_STATS_COLUMNS,
+    "product_features.parquet": PRODUCT_FEATURE_COLUMNS,
+    "rewrite_cache.parquet": REWRITE_CACHE_COLUMNS,
+}
 
 
 class FeatureRepoError(InputError):

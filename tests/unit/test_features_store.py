@@ -115,7 +115,7 @@ def test_apply_materialise_push_and_budgeted_lookup(tmp_path):
     assert yaml.safe_load((repo / "feature_store.yaml").read_text())["project"] == "minielm"
     store = feature_store(settings)
     assert {fs.name for fs in store.list_feature_services()} == {"rewriter_v1", "ranker_v1"}
-    assert {fv.name for fv in store.list_feature_views()} == {"query_stats", "product_features"}
+    assert {fv.name for fv in store.list_feature_views()} == {"query_stats", "product_features", "rewrite_cache"}
     write_offline_table(settings, "product_features.parquet", product_feature_table(PRODUCTS, EXAMPLES))
     materialize(settings)
     now = time.time()
