@@ -34,7 +34,7 @@ from tqdm import tqdm
 from minielm.config import Settings
 from minielm.errors import InputError
 from minielm.features.keys import query_key
-from minielm.features.repo import REWRITE_CACHE_COLUMNS, REWRITE_CACHE_VIEW, feature_store
+from minielm.features.repo import REWRITE_CACHE_COLUMNS, REWRITE_CACHE_VIEW, feature_store, shared_feature_store
 from minielm.logs import get_logger
 from minielm.models.interfaces import QueryRewriter, rewrite_with_scores
 from minielm.models.prompts import clean_text
@@ -231,7 +231,7 @@ class RewriteCache:
     def _read(self, texts: Sequence[str], version: str) -> dict[str, list]:
         with self._store_lock:
             if self._store is None:
-                self._store = feature_store(self.settings)
+                self._store = shared_feature_store(self.settings)
         return self._store.get_online_features(
             features=[f"{REWRITE_CACHE_VIEW}:{name}" for name in VALUE_FIELDS],
             entity_rows=[{"query_key": query_key(t), "model_version": version} for t in texts],
