@@ -267,11 +267,22 @@ class RewriteCache:
         try:
             return future.result(timeout=self.budget_s)
         except FutureTimeout:
-            future.cancel()
+            if not future.cancel():  # the read is running: keep its hits in memory for the next requests
+                future.add_done_callback(lambda done: self._remember(done, texts, version))
             self._warn("timeout", budget_ms=self.settings.feast.online_timeout_ms)
         except Exception as error:  # Feast down or not applied: the model answers; counted and logged
             self._warn("error", error=f"{type(error).__name__}: {error}")
         return None
+
+    def _remember(self, done, texts: list[str], version: str) -> None:
+        """Hits of a read that finished past the budget go to memory (uncounted: the request already missed)."""
+        if done.cancelled() or done.exception() is not None:
+            return
+        values = done.result()
+        for row, text in enumerate(texts):
+            entry, _ = self._entry(values, row, text, version)
+            if entry is not None:
+                self.memory.put((text, version), entry)
 
     @staticmethod
     def _entry(values: dict[str, list], row: int, text: str, version: str) -> tuple[CachedRewrite | None, str]:

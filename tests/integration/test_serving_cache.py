@@ -105,6 +105,7 @@ def cached_server(embedded_services, tmp_path):
 def _ask(url: str, name: str, query: str) -> dict:
     response = httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": [{"query": query}]}, timeout=30)
     assert response.status_code == 200, response.text
+    assert response.headers["server-timing"].startswith("app;dur=")
     body = response.json()
     return {
         "version": body["model_version"],
