@@ -355,6 +355,32 @@ def _feast_lookup_latency(settings, iterations: int) -> dict:
     }
 
 
+def _cache_lookup_latency(settings, version: str, iterations: int) -> dict:
+    """The cache's own cost on a hit, in process: from memory (the steady state of a head query) and from the
+    Feast online store (memory off), for HEAD_QUERIES as the server's student version cached them."""
+    from minielm.features.rewrite_cache import RewriteCache
+
+    def timed(cache: RewriteCache) -> dict:
+        cache.warm_up()
+        values, hits = [], 0
+        for i in range(iterations):
+            started = time.perf_counter()
+            found = cache.lookup([HEAD_QUERIES[i % len(HEAD_QUERIES)]], version, "benchmark")
+            values.append(time.perf_counter() - started)
+            hits += found[0] is not None
+        cache.close()
+        ms = np.array(values[len(HEAD_QUERIES) :]) * 1000  # after each query's first (store) read
+        return {
+            "p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "hit_share": round(hits / iterations, 4),
+        }
+
+    no_memory = settings.model_copy(deep=True)
+    no_memory.rewrite_cache.memory_entries = 0
+    return {"iterations": iterations, "memory": timed(RewriteCache(settings)), "feast": timed(RewriteCache(no_memory))}
+
+
 def _prepare_feast(settings) -> None:
     import pandas as pd
 
@@ -483,6 +509,13 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{result['server_p99_ms']:.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
                         f"ms/req  cached {result['cached_share']:.0%}  errors {result['errors_in_run']}"
                     )
+        import httpx
+
+        served = httpx.post(
+            f"{url}/v1/models/{settings.models.student_rewriter}:predict", json={"instances": [HEAD_QUERIES[0]]}
+        ).json()["model_version"]
+        cache_lookup = _cache_lookup_latency(settings, served, args.feast_iterations)
+        print(f"rewrite cache lookup in process (1 query, a hit): {cache_lookup}")
         server_fallbacks = _server_fallbacks(url)
         server_feast_wait = _server_feast_wait(url)
         print(f"server-side wait for Feast on the request path: {server_feast_wait}")
@@ -523,6 +556,10 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_over_student_server_cpu_per_request": ratio(teacher_name, student, "run_server_cpu_ms_per_request"),
         "student_ctranslate2": pick(student, cpu_keys),
         "student_cache_hits": pick(CACHE_HITS, (*cpu_keys, "cached_share")),
+        "cache_hit_lookup_in_process_p99_ms": {
+            "memory": cache_lookup["memory"]["p99_ms"],
+            "feast": cache_lookup["feast"]["p99_ms"],
+        },
         "server_without_generation_echo": pick(ECHO, cpu_keys),
         "student_hf_over_ctranslate2_server_cpu_per_request": ratio(
             STUDENT_HF, student, "run_server_cpu_ms_per_request"
@@ -571,6 +608,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "feast_online_lookup": feast_lookup,
         "feast_budget_ms": settings.feast.online_timeout_ms,
+        "rewrite_cache_lookup": cache_lookup,
         "server_feast_fallbacks": server_fallbacks,
         "server_feast_wait": server_feast_wait,
         "runs": runs,
