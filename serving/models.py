@@ -187,8 +187,10 @@ class ServedModel(Model):
         request_id = request_id_from(headers, payload.id if is_v2 else None)
         parsed = self.parse_v2(payload) if is_v2 else self.parse_v1(payload)
         current = self.current()
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(None, self.infer, parsed, request_id, True, current)
+        results = self.answer_from_memory(parsed, request_id, current)
+        if results is None:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(None, self.infer, parsed, request_id, True, current)
         version = self.response_version(current)
         if response_headers is not None:
             response_headers["x-request-id"] = request_id
@@ -202,6 +204,10 @@ class ServedModel(Model):
                 parameters={"request_id": request_id},
             )
         return {**self.envelope(request_id, current), "predictions": results}
+
+    def answer_from_memory(self, parsed: Parsed, request_id: str, current: Any) -> list[dict[str, Any]] | None:
+        """Results computed on the event loop without blocking, or None to run :meth:`infer` on a worker thread."""
+        return None
 
     def parse_v1(self, payload: Any) -> Parsed:
         raise NotImplementedError
@@ -316,7 +322,33 @@ class RewriterModel(QueryModel):
         rewrites, cached = self.cached_rewrites(
             current.version, queries, num_return, lambda batch: self.batcher(current.model, batch, num_return)
         )
-        features = pending.result()
+        return self._results(request_id, queries, rewrites, cached, pending.result(), current, log_events)
+
+    def answer_from_memory(self, parsed: Parsed, request_id: str, current: Any) -> list[dict[str, Any]] | None:
+        """A request whose every query is a cache hit held in memory and that asks for no Feast features is
+        answered on the event loop: nothing in it blocks, and the hop to a worker thread would be most of its
+        cost."""
+        if self.rewrite_cache is None or num_return_parameter(parsed.parameters, self.config) != 1:
+            return None
+        if self.features is not None and flag_parameter(parsed.parameters, "features", self.config.enable_feast):
+            return None
+        queries = [instance["query"] for instance in parsed.instances]
+        entries = self.rewrite_cache.memory_hits(queries, current.version, self.name)
+        if entries is None:
+            return None
+        rows = [[(entry.rewrite, entry.score)] for entry in entries]
+        return self._results(request_id, queries, rows, [True] * len(queries), [None] * len(queries), current, True)
+
+    def _results(
+        self,
+        request_id: str,
+        queries: list[str],
+        rewrites: Rows,
+        cached: list[bool],
+        features: list[dict[str, Any] | None],
+        current: LoadedModel,
+        log_events: bool,
+    ) -> list[dict[str, Any]]:
         results = []
         for rid, query, row, hit, feats in zip(
             instance_ids(request_id, len(queries)), queries, rewrites, cached, features

@@ -262,6 +262,15 @@ class RewriteCache:
                 CACHE_LOOKUPS.labels(model, outcome).inc(n)
         return found
 
+    def memory_hits(self, queries: Sequence[str], version: str, model: str) -> list[CachedRewrite] | None:
+        """Every query's entry of ``version`` when all are in memory (counted as hits), else None (uncounted:
+        the caller then does a full :meth:`lookup`). Never blocks on the store."""
+        entries = [self.memory.get((clean_text(q), version)) for q in queries]
+        if any(entry is None for entry in entries):
+            return None
+        CACHE_LOOKUPS.labels(model, "hit").inc(len(entries))
+        return entries
+
     def _read_within_budget(self, texts: list[str], version: str) -> dict[str, list] | None:
         future = self._pool.submit(self._read, texts, version)
         try:

@@ -220,3 +220,22 @@ def test_warm_up_writes_the_served_rewrites_to_feast_and_the_server_reads_them_b
     cache.close()
     with pytest.raises(RewriteCacheError, match="version"):
         warm_rewrite_cache(settings, windows=windows, model=model, progress=False)
+
+
+def test_requests_whose_queries_are_all_in_memory_are_answered_without_a_worker_thread(tmp_path):
+    import asyncio
+
+    store = FakeStore({(query_key("blu shoos"), "v1"): _entry("blu shoos", "cached blue shoes", "v1")})
+    model = CountingRewriter(SPELLING, version="v1")
+    served = _rewriter_model(tmp_path, _cache(tmp_path, store), model, "v1")
+    served.infer(Parsed([{"query": "blu shoos"}]), "r0", False)  # the first hit comes from the store
+    calls = []
+    served.infer = lambda *args: calls.append(args) or []  # a worker-thread answer would show here
+    body = asyncio.run(served.predict({"instances": ["blu shoos"]}))
+    assert body["model_version"] == "v1" and calls == [] and store.reads == 1
+    assert body["predictions"][0]["rewrites"] == [{"text": "cached blue shoes", "score": None}]
+    assert body["predictions"][0]["cached"] is True
+    # one query not in memory, or several rewrites asked: the worker thread answers
+    asyncio.run(served.predict({"instances": ["blu shoos", "hat"]}))
+    asyncio.run(served.predict({"instances": ["blu shoos"], "parameters": {"num_return": 2}}))
+    assert len(calls) == 2 and model.asked == []
