@@ -243,6 +243,7 @@ async def _load(
 
     latencies: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
+    hit_server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # responses from the cache
     cached: dict[bool, int] = {mode: 0 for mode in feature_modes}
     errors = 0
     counter = iter(range(n_requests))
@@ -259,8 +260,10 @@ async def _load(
             server = _server_ms(response)
             if server is not None:
                 server_ms[features].append(server)
-            if response.status_code == 200:
-                cached[features] += bool(response.json()["predictions"][0].get("cached"))
+            if response.status_code == 200 and response.json()["predictions"][0].get("cached"):
+                cached[features] += 1
+                if server is not None:
+                    hit_server_ms[features].append(server)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
@@ -273,6 +276,7 @@ async def _load(
     for features, values in latencies.items():
         ms = np.array(values) * 1000
         server = np.array(server_ms[features] or [np.nan])
+        hit_server = np.array(hit_server_ms[features] or [np.nan])
         results.append(
             {
                 "model": label or model,
@@ -289,6 +293,8 @@ async def _load(
                 "server_p50_ms": round(float(np.percentile(server, 50)), 3),
                 "server_p99_ms": round(float(np.percentile(server, 99)), 3),
                 "cached_share": round(cached[features] / len(values), 4),
+                "cached_server_p50_ms": round(float(np.percentile(hit_server, 50)), 3),
+                "cached_server_p99_ms": round(float(np.percentile(hit_server, 99)), 3),
             }
         )
     return results
@@ -507,7 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
                         f"{result['run_throughput_rps']:8.1f} req/s (run)  p50 {result['p50_ms']:9.2f} ms  "
                         f"p99 {result['p99_ms']:9.2f} ms  server p50/p99 {result['server_p50_ms']:.2f}/"
                         f"{result['server_p99_ms']:.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
-                        f"ms/req  cached {result['cached_share']:.0%}  errors {result['errors_in_run']}"
+                        f"ms/req  cached {result['cached_share']:.0%} (server p99 of those "
+                        f"{result['cached_server_p99_ms']:.2f} ms)  errors {result['errors_in_run']}"
                     )
         import httpx
 
@@ -555,7 +562,9 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_over_student_p99": ratio(teacher_name, student, "p99_ms"),
         "teacher_over_student_server_cpu_per_request": ratio(teacher_name, student, "run_server_cpu_ms_per_request"),
         "student_ctranslate2": pick(student, cpu_keys),
-        "student_cache_hits": pick(CACHE_HITS, (*cpu_keys, "cached_share")),
+        "student_cache_hits": pick(
+            CACHE_HITS, (*cpu_keys, "cached_share", "cached_server_p50_ms", "cached_server_p99_ms")
+        ),
         "cache_hit_lookup_in_process_p99_ms": {
             "memory": cache_lookup["memory"]["p99_ms"],
             "feast": cache_lookup["feast"]["p99_ms"],
@@ -566,7 +575,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "student_hf_over_ctranslate2_p50": ratio(STUDENT_HF, student, "p50_ms"),
         "targets": {
-            "cache_hit_server_p99_ms_at_most": 1.0,
+            "cache_hit_server_p99_ms_at_most": 1.0,  # over the responses the cache answered (cached_server_p99_ms)
             "student_p50_ms_at_concurrency_1_at_most": 15.0,
             "student_p99_ms_at_concurrency_1_at_most": 40.0,
             "student_rps_at_concurrency_16_at_least": 100.0,
@@ -576,7 +585,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "met": {
             "cache_hit_server_p99": {
-                f"c={r['concurrency']} feast={r['features']}": r["server_p99_ms"] <= 1.0 for r in hits
+                f"c={r['concurrency']} feast={r['features']}": r["cached_server_p99_ms"] <= 1.0 for r in hits
             },
             "student_c1_server_p50": {f"feast={f}": r["server_p50_ms"] <= 15.0 for f, r in single.items() if r},
             "student_c1_server_p99": {f"feast={f}": r["server_p99_ms"] <= 40.0 for f, r in single.items() if r},
