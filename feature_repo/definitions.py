@@ -1,4 +1,4 @@
-"""MiniELM feature definitions: query statistics and product features.
+"""MiniELM feature definitions: query statistics, product features and the head-query rewrite cache.
 
 Entities, sources, views and services only; nothing here knows an environment. The offline parquet
 files live under ``$MINIELM_FEAST_OFFLINE_ROOT`` (the cluster sets an ``s3://`` URI) or, by default,
@@ -31,6 +31,13 @@ product = Entity(
     description="A catalog product (ESCI product_id).",
 )
 
+rewriter_version = Entity(
+    name="rewriter_version",
+    join_keys=["model_version"],
+    value_type=ValueType.STRING,
+    description="A registered version of the served rewriter (the registry's version string).",
+)
+
 query_stats_source = FileSource(
     name="query_stats_source",
     path=f"{OFFLINE_ROOT}/query_stats.parquet",
@@ -43,6 +50,13 @@ query_stats_push = PushSource(name="query_stats_push", batch_source=query_stats_
 product_features_source = FileSource(
     name="product_features_source",
     path=f"{OFFLINE_ROOT}/product_features.parquet",
+    timestamp_field="event_timestamp",
+    s3_endpoint_override=S3_ENDPOINT,
+)
+
+rewrite_cache_source = FileSource(
+    name="rewrite_cache_source",
+    path=f"{OFFLINE_ROOT}/rewrite_cache.parquet",
     timestamp_field="event_timestamp",
     s3_endpoint_override=S3_ENDPOINT,
 )
@@ -78,6 +92,23 @@ product_features = FeatureView(
     source=product_features_source,
     online=True,
     description="Catalog attributes and popularity per product, materialised from the offline store.",
+)
+
+rewrite_cache = FeatureView(
+    name="rewrite_cache",
+    entities=[query, rewriter_version],
+    ttl=TTL,
+    schema=[
+        Field(name="query", dtype=String),
+        Field(name="rewrite", dtype=String),
+        Field(name="score", dtype=Float32),
+        Field(name="produced_by", dtype=String),
+        Field(name="written_ts", dtype=Float64),
+    ],
+    source=rewrite_cache_source,
+    online=True,
+    description="Rewrites of the head queries by one rewriter version (query text as rewritten, the rewrite, its "
+    "score, the version that produced it), written online by `minielm features warm-cache` after a promotion.",
 )
 
 rewriter_v1 = FeatureService(

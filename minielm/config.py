@@ -322,6 +322,28 @@ class ServingConfig(StrictConfig):
     )
 
 
+class RewriteCacheConfig(StrictConfig):
+    """The head-query rewrite cache: rewrites of the most frequent queries, made by the served version
+    after a promotion and kept in the Feast online store keyed by query and model version."""
+
+    enabled: bool = Field(
+        True, description="answer single-rewrite requests for cached queries without running the model"
+    )
+    top_queries: int = Field(
+        10000, ge=1, description="most frequent queries in the feedback windows the warm-up job rewrites"
+    )
+    min_requests: int = Field(2, ge=1, description="least requests a query needs in the feedback windows to be cached")
+    lookback_days: float = Field(
+        7.0, ge=0, description="feedback windows written within this many days count; 0 reads every window"
+    )
+    batch_size: int = Field(64, ge=1, description="queries the warm-up job rewrites per model batch")
+    memory_entries: int = Field(
+        100000,
+        ge=0,
+        description="cache hits a server keeps in memory (per query and model version) after reading them; 0: none",
+    )
+
+
 class EvalConfig(StrictConfig):
     top_k: int = Field(10, ge=1, description="search results counted per query (relevant products in the top k)")
     substitute_is_relevant: bool = Field(
@@ -773,6 +795,7 @@ class Settings(StrictConfig):
     feast: FeastConfig = FeastConfig()
     models: ModelNames = ModelNames()
     serving: ServingConfig = ServingConfig()
+    rewrite_cache: RewriteCacheConfig = RewriteCacheConfig()
     eval: EvalConfig = EvalConfig()
     gate: GateConfig = GateConfig()
     distill: DistillConfig = DistillConfig()

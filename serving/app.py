@@ -14,6 +14,7 @@ from pathlib import Path
 
 from minielm.config import Settings
 from minielm.features.online import OnlineFeatures
+from minielm.features.rewrite_cache import RewriteCache
 from minielm.logs import get_logger
 from minielm.registry import ModelRegistry
 from minielm.storage import ObjectStore
@@ -34,6 +35,7 @@ class ServingStack:
     features: OnlineFeatures | None = None
     rewrite_log: RewriteLog | None = None
     follower: RegistryFollower | None = None
+    rewrite_cache: RewriteCache | None = None
     extra: dict = field(default_factory=dict)
 
     def close(self) -> None:
@@ -43,6 +45,8 @@ class ServingStack:
             self.rewrite_log.close()
         if self.features is not None:
             self.features.close()
+        if self.rewrite_cache is not None:
+            self.rewrite_cache.close()
 
 
 def _load_index(index_dir: Path):
@@ -103,7 +107,8 @@ def build_stack(
     config = settings.serving
     features = OnlineFeatures(settings) if config.enable_feast else None
     rewrite_log = RewriteLog(settings) if config.log_rewrites else None
-    common = dict(settings=settings, features=features, rewrite_log=rewrite_log)
+    rewrite_cache = RewriteCache(settings) if settings.rewrite_cache.enabled else None
+    common = dict(settings=settings, features=features, rewrite_log=rewrite_log, rewrite_cache=rewrite_cache)
     try:
         rewriter = RewriterModel(
             settings.models.student_rewriter,
@@ -153,8 +158,12 @@ def build_stack(
             rewrite_log.close(timeout_s=1)
         if features is not None:
             features.close()
+        if rewrite_cache is not None:
+            rewrite_cache.close()
         raise
-    return ServingStack(models, features, rewrite_log, follower=registry_follower(settings, sources))
+    return ServingStack(
+        models, features, rewrite_log, follower=registry_follower(settings, sources), rewrite_cache=rewrite_cache
+    )
 
 
 def serve_stack(stack: ServingStack, settings: Settings, port: int | None = None) -> RunningServer:

@@ -3,7 +3,9 @@
 Each request's inference runs on an executor thread. The first thread to take the model lock waits
 ``window_s`` for company, then runs every pending call for the same model and ``num_return`` (up to
 ``max_queries`` queries) as one batch, and hands each caller its own rows. Batched generation costs
-little more than one query on CPU, so throughput grows with concurrency instead of queueing.
+little more than one query on CPU, so throughput grows with concurrency instead of queueing. A caller
+that is alone in the batcher does not wait: with no other request in flight nobody is likely to join,
+and the window would only add to its latency.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RewriteBatcher:
         self._pending: list[_Call] = []
         self._pending_lock = threading.Lock()
         self._model_lock = threading.Lock()
+        self._callers = 0  # threads inside __call__ (guarded by _pending_lock)
 
     def __call__(self, model: Any, queries: Sequence[str], num_return: int) -> Rows:
         if self.window_s <= 0:
@@ -47,15 +50,25 @@ class RewriteBatcher:
         call = _Call(model, list(queries), num_return)
         with self._pending_lock:
             self._pending.append(call)
-        while not call.done.is_set():
-            with self._model_lock:
-                if call.done.is_set():
-                    break
-                time.sleep(self.window_s)
-                self._run(self._take(call))
+            self._callers += 1
+        try:
+            while not call.done.is_set():
+                with self._model_lock:
+                    if call.done.is_set():
+                        break
+                    if self._has_company():
+                        time.sleep(self.window_s)
+                    self._run(self._take(call))
+        finally:
+            with self._pending_lock:
+                self._callers -= 1
         if call.error is not None:
             raise call.error
         return call.rows
+
+    def _has_company(self) -> bool:
+        with self._pending_lock:
+            return self._callers > 1
 
     def _take(self, leader: _Call) -> list[_Call]:
         """The leader plus the pending calls it can share a batch with, oldest first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from minielm.features.online import FEAST_FALLBACK
+from minielm.models.loading import GENERATION_FALLBACK
 
 REQUESTS = Counter(
     "minielm_requests",
@@ -18,10 +19,6 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 ERRORS = Counter("minielm_errors", "Failed requests and background failures by type", ["type"])
-GENERATION_FALLBACK = Counter(
-    "minielm_generation_fallback",
-    "Rewriters served through Hugging Face generate because CTranslate2 could not run them",
-)
 GENERATION_BATCH_QUERIES = Histogram(
     "minielm_generation_batch_queries",
     "Queries per rewriter generation batch (concurrent requests joined within serving.batch_window_ms)",

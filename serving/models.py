@@ -27,10 +27,12 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from minielm.config import Settings
 from minielm.features.keys import query_key
 from minielm.features.online import OnlineFeatures
+from minielm.features.rewrite_cache import RewriteCache
 from minielm.feedback.events import ServedRewrite
 from minielm.logs import get_logger
+from minielm.models.interfaces import rewrite_with_scores
 from minielm.rl.exploration import Exploration, ExplorationBucket
-from serving.batching import RewriteBatcher
+from serving.batching import RewriteBatcher, Rows
 from serving.loading import LoadedModel
 from serving.request_log import RewriteLog
 from serving.validation import (
@@ -107,6 +109,7 @@ class ServedModel(Model):
         loader: Callable[[], LoadedModel],
         features: OnlineFeatures | None = None,
         rewrite_log: RewriteLog | None = None,
+        rewrite_cache: RewriteCache | None = None,
     ) -> None:
         super().__init__(name, return_response_headers=True)
         self.settings = settings
@@ -114,6 +117,7 @@ class ServedModel(Model):
         self._loader = loader
         self.features = features
         self.rewrite_log = rewrite_log
+        self.rewrite_cache = rewrite_cache
 
     def start(self) -> None:
         """Readiness comes from :meth:`load` only."""
@@ -128,6 +132,15 @@ class ServedModel(Model):
             except Exception as error:  # Feast down at start: serve with defaults, visibly
                 log.warning(
                     "feast unavailable at start; serving default features",
+                    model=self.name,
+                    error=f"{type(error).__name__}: {error}",
+                )
+        if self.rewrite_cache is not None:
+            try:
+                self.rewrite_cache.warm_up()
+            except Exception as error:  # Feast down at start: the model answers every query, visibly
+                log.warning(
+                    "rewrite cache unavailable at start; the model answers every query",
                     model=self.name,
                     error=f"{type(error).__name__}: {error}",
                 )
@@ -176,8 +189,10 @@ class ServedModel(Model):
         request_id = request_id_from(headers, payload.id if is_v2 else None)
         parsed = self.parse_v2(payload) if is_v2 else self.parse_v1(payload)
         current = self.current()
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(None, self.infer, parsed, request_id, True, current)
+        results = self.answer_from_memory(parsed, request_id, current)
+        if results is None:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(None, self.infer, parsed, request_id, True, current)
         version = self.response_version(current)
         if response_headers is not None:
             response_headers["x-request-id"] = request_id
@@ -191,6 +206,10 @@ class ServedModel(Model):
                 parameters={"request_id": request_id},
             )
         return {**self.envelope(request_id, current), "predictions": results}
+
+    def answer_from_memory(self, parsed: Parsed, request_id: str, current: Any) -> list[dict[str, Any]] | None:
+        """Results computed on the event loop without blocking, or None to run :meth:`infer` on a worker thread."""
+        return None
 
     def parse_v1(self, payload: Any) -> Parsed:
         raise NotImplementedError
@@ -232,6 +251,22 @@ class ServedModel(Model):
     def rewriter_name(self) -> str:
         return self.name
 
+    def cached_rewrites(
+        self, version: str, queries: list[str], num_return: int, generate: Callable[[list[str]], Rows]
+    ) -> tuple[Rows, list[bool]]:
+        """Rows for ``queries`` (as ``generate`` gives them) and whether each came from the rewrite cache.
+
+        Only single-rewrite requests use the cache, and only entries of ``version``, the version this
+        request is served by; ``generate`` runs for the other queries alone.
+        """
+        if self.rewrite_cache is None or num_return != 1:
+            return generate(queries), [False] * len(queries)
+        found = self.rewrite_cache.lookup(queries, version, self.name)
+        missing = [i for i, entry in enumerate(found) if entry is None]
+        generated = iter(generate([queries[i] for i in missing]) if missing else [])
+        rows = [[(entry.rewrite, entry.score)] if entry is not None else next(generated) for entry in found]
+        return rows, [entry is not None for entry in found]
+
     def _start_query_features(self, queries: list[str], enabled: bool):
         """The query_stats lookup runs while the model works; ``.result()`` collects it within the budget."""
         if not enabled or self.features is None:
@@ -247,16 +282,6 @@ def _bytes_output(name: str, rows: list[list[str]] | list[str]) -> InferOutput:
 def _fp32_output(name: str, rows) -> InferOutput:
     array = np.asarray(rows, dtype=np.float32)
     return InferOutput(name=name, shape=list(array.shape), datatype="FP32", data=array.flatten().tolist())
-
-
-def rewrite_with_scores(model: Any, queries: list[str], num_return: int) -> list[list[tuple[str, float | None]]]:
-    """Rewrites with the model's own sequence scores when it offers them, else ``None`` scores."""
-    if hasattr(model, "rewrite_with_scores"):
-        return [
-            [(text, float(score)) for text, score in row]
-            for row in model.rewrite_with_scores(queries, num_return=num_return)
-        ]
-    return [[(text, None) for text in row] for row in model.rewrite(queries, num_return=num_return)]
 
 
 class QueryModel(ServedModel):
@@ -296,10 +321,40 @@ class RewriterModel(QueryModel):
         use_features = flag_parameter(parsed.parameters, "features", self.config.enable_feast)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = self.batcher(current.model, queries, num_return)
-        features = pending.result()
+        rewrites, cached = self.cached_rewrites(
+            current.version, queries, num_return, lambda batch: self.batcher(current.model, batch, num_return)
+        )
+        return self._results(request_id, queries, rewrites, cached, pending.result(), current, log_events)
+
+    def answer_from_memory(self, parsed: Parsed, request_id: str, current: Any) -> list[dict[str, Any]] | None:
+        """A request whose every query is a cache hit held in memory and that asks for no Feast features is
+        answered on the event loop: nothing in it blocks, and the hop to a worker thread would be most of its
+        cost."""
+        if self.rewrite_cache is None or num_return_parameter(parsed.parameters, self.config) != 1:
+            return None
+        if self.features is not None and flag_parameter(parsed.parameters, "features", self.config.enable_feast):
+            return None
+        queries = [instance["query"] for instance in parsed.instances]
+        entries = self.rewrite_cache.memory_hits(queries, current.version, self.name)
+        if entries is None:
+            return None
+        rows = [[(entry.rewrite, entry.score)] for entry in entries]
+        return self._results(request_id, queries, rows, [True] * len(queries), [None] * len(queries), current, True)
+
+    def _results(
+        self,
+        request_id: str,
+        queries: list[str],
+        rewrites: Rows,
+        cached: list[bool],
+        features: list[dict[str, Any] | None],
+        current: LoadedModel,
+        log_events: bool,
+    ) -> list[dict[str, Any]]:
         results = []
-        for rid, query, row, feats in zip(instance_ids(request_id, len(queries)), queries, rewrites, features):
+        for rid, query, row, hit, feats in zip(
+            instance_ids(request_id, len(queries)), queries, rewrites, cached, features
+        ):
             if log_events:
                 self._log(rid, query, row[0][0], [], current.version)
             results.append(
@@ -308,6 +363,7 @@ class RewriterModel(QueryModel):
                     "query": query,
                     "query_key": query_key(query),
                     "rewrites": [{"text": text, "score": score} for text, score in row],
+                    "cached": hit,
                     "features": feats,
                 }
             )
@@ -472,8 +528,14 @@ class RewriteSearchModel(QueryModel):
         rerank = flag_parameter(parsed.parameters, "rerank", self.relevance is not None)
         queries = [instance["query"] for instance in parsed.instances]
         pending = self._start_query_features(queries, use_features)
-        rewrites = [row[0] for row in current.rewriter.model.rewrite(queries, num_return=1)]
         ids = instance_ids(request_id, len(queries))
+        rows, cached = self.cached_rewrites(
+            current.rewriter.version,
+            queries,
+            1,
+            lambda batch: [[(row[0], None)] for row in current.rewriter.model.rewrite(batch, num_return=1)],
+        )
+        rewrites = [row[0][0] for row in rows]
         # The exploration bucket: a few logged requests get a guarded non-greedy rewrite (minielm.rl.exploration).
         explored = [None] * len(queries)
         if log_events and self.rewrite_log is not None:
@@ -483,7 +545,9 @@ class RewriteSearchModel(QueryModel):
         hits = self.index.search_with_scores(rewrites, k)
         catalog = self.relevance.catalog if self.relevance is not None else None
         results = []
-        for rid, query, rewrite, row, feats, exploration in zip(ids, queries, rewrites, hits, query_features, explored):
+        for rid, query, rewrite, hit, row, feats, exploration in zip(
+            ids, queries, rewrites, cached, hits, query_features, explored
+        ):
             products = [{"product_id": pid, "search_score": float(score)} for pid, score in row]
             if catalog is not None:
                 for product in products:
@@ -508,6 +572,7 @@ class RewriteSearchModel(QueryModel):
                     "query": query,
                     "query_key": query_key(query),
                     "rewrite": rewrite,
+                    "rewrite_cached": hit and exploration is None,
                     "products": products,
                     "query_features": feats,
                 }

@@ -83,7 +83,9 @@ def utf8_error(body: bytes) -> str | None:
 
 
 class InferenceGuard:
-    """ASGI middleware on the inference routes: metrics for every request, 400 for non-UTF-8 bodies."""
+    """ASGI middleware on the inference routes: metrics for every request, 400 for non-UTF-8 bodies, and the
+    server-side time of each response in a ``server-timing: app;dur=<ms>`` header (W3C Server-Timing), so a
+    client or benchmark can tell the server's share of a latency from the network's and its own."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -100,6 +102,9 @@ class InferenceGuard:
         async def send_wrapper(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                timing = (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())
+                message = {**message, "headers": [*message.get("headers", []), timing]}
             await send(message)
 
         try:

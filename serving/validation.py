@@ -8,8 +8,8 @@ was expected, so a bad request never turns into a 500.
 from __future__ import annotations
 
 import json
+import random
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +40,7 @@ def request_id_from(headers: dict[str, str] | None, payload_id: Any = None) -> s
     for candidate in ((headers or {}).get("x-request-id"), payload_id):
         if isinstance(candidate, str) and _REQUEST_ID.match(candidate):
             return candidate
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"
 
 
 def check_text(value: Any, where: str, limit: int) -> str:

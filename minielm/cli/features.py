@@ -1,4 +1,5 @@
-"""``minielm features apply|materialize``: the Feast repo of query and product features."""
+"""``minielm features apply|materialize|warm-cache``: the Feast repo of query and product features, and the
+head-query rewrite cache."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from minielm.cli.common import EXIT_FAILURE, existing_dir, fail, settings_from
+from minielm.cli.common import EXIT_FAILURE, OutputFormat, OutputFormatOption, emit, existing_dir, fail, settings_from
 from minielm.errors import MinielmError
 
 features_app = typer.Typer(help="Apply the Feast repo and load features into the online store.", no_args_is_help=True)
@@ -81,6 +82,41 @@ def materialize_cmd(
     finally:
         steps.close()
     typer.echo(f"materialised {', '.join(window['views'])} from {window['start']} to {window['end']}")
+
+
+@features_app.command("warm-cache")
+def warm_cache(
+    ctx: typer.Context,
+    stage: str = typer.Option("production", help="Registry stage whose version is cached: production or candidate."),
+    version: str | None = typer.Option(None, help="Cache this registered version instead of the stage's."),
+    top: int | None = typer.Option(
+        None, min=1, help="Most frequent queries to cache (default rewrite_cache.top_queries)."
+    ),
+    output_format: OutputFormatOption = OutputFormat.text,
+) -> None:
+    """After a promotion: rewrite the most frequent queries of the feedback windows with the served version
+    and write them to the Feast online store, keyed by query and model version."""
+    from minielm.features.rewrite_cache import warm_rewrite_cache
+
+    if stage not in ("production", "candidate"):
+        raise fail(f"--stage: expected production or candidate, got {stage!r}")
+    settings = settings_from(ctx)
+    if top is not None:
+        settings = settings.model_copy(deep=True)
+        settings.rewrite_cache.top_queries = top
+    try:
+        report = warm_rewrite_cache(settings, stage=stage, version=version)
+    except MinielmError:
+        raise
+    except Exception as error:  # Feast, S3 or the model failed underneath
+        raise fail(f"rewrite cache warm-up failed: {type(error).__name__}: {error}", EXIT_FAILURE) from None
+    emit(
+        report,
+        output_format,
+        f"cached {report['cached_queries']} queries for {report['model']} version {report['version']} "
+        f"({report['changed_by_rewrite']} rewritten, the rest kept as typed); they made "
+        f"{report['head_share_of_requests']:.1%} of the {report['requests']} requests in the feedback windows",
+    )
 
 
 def register(root: typer.Typer) -> None:

@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from minielm.config import Settings
 from minielm.features.keys import query_key
-from minielm.features.repo import PRODUCT_FEATURES_VIEW, QUERY_STATS_VIEW, feature_store
+from minielm.features.repo import PRODUCT_FEATURES_VIEW, QUERY_STATS_VIEW, shared_feature_store
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
@@ -67,7 +67,7 @@ class OnlineFeatures:
     def _get_store(self):
         with self._store_lock:
             if self._store is None:
-                self._store = feature_store(self.settings)
+                self._store = shared_feature_store(self.settings)
             return self._store
 
     def _read(self, view: str, names: Sequence[str], join_key: str, keys: Sequence[str]) -> dict[str, list]:

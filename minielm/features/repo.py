@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ FEATURE_STORE_YAML = "feature_store.yaml"
 
 QUERY_STATS_VIEW = "query_stats"
 PRODUCT_FEATURES_VIEW = "product_features"
+REWRITE_CACHE_VIEW = "rewrite_cache"
 QUERY_STATS_PUSH = "query_stats_push"
 REWRITER_SERVICE = "rewriter_v1"
 RANKER_SERVICE = "ranker_v1"
@@ -57,7 +59,20 @@ PRODUCT_FEATURE_COLUMNS = {
     "popularity": "float32",
     "rating": "float32",
 }
-OFFLINE_TABLES = {"query_stats.parquet": QUERY_STATS_COLUMNS, "product_features.parquet": PRODUCT_FEATURE_COLUMNS}
+REWRITE_CACHE_COLUMNS = {
+    "query_key": "string",
+    "model_version": "string",
+    "query": "string",
+    "rewrite": "string",
+    "score": "float32",
+    "produced_by": "string",
+    "written_ts": "float64",
+}
+OFFLINE_TABLES = {
+    "query_stats.parquet": QUERY_STATS_COLUMNS,
+    "product_features.parquet": PRODUCT_FEATURE_COLUMNS,
+    "rewrite_cache.parquet": REWRITE_CACHE_COLUMNS,
+}
 
 
 class FeatureRepoError(InputError):
@@ -214,6 +229,24 @@ def feature_store(settings: Settings):
     if not (repo / FEATURE_STORE_YAML).is_file():
         raise FeatureRepoError(f"feast.repo_path: {repo} has no {FEATURE_STORE_YAML}; run `minielm features apply`")
     return FeatureStore(repo_path=str(repo))
+
+
+_SHARED_STORES: dict[Path, Any] = {}
+_SHARED_STORES_LOCK = threading.Lock()
+
+
+def shared_feature_store(settings: Settings):
+    """One FeatureStore per applied repo for the whole process, for online reads on the request path.
+
+    Feast 0.67 keeps its resolved feature views in one process-wide cache tagged with the registry's
+    timestamp: two FeatureStore objects reading in turn clear it on every call, and a single-row read
+    then costs about 10x more CPU (measured: 10.5 ms vs 0.96 ms for a query_stats + rewrite_cache pair).
+    """
+    repo = repo_dir(settings)
+    with _SHARED_STORES_LOCK:
+        if repo not in _SHARED_STORES:
+            _SHARED_STORES[repo] = feature_store(settings)
+        return _SHARED_STORES[repo]
 
 
 def materialize(settings: Settings, end: datetime | None = None, days: int | None = None) -> dict[str, Any]:

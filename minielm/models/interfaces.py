@@ -33,3 +33,16 @@ class RelevanceScorer(Protocol):
     def score(self, queries: Sequence[str], product_texts: Sequence[str]) -> np.ndarray:
         """Shape (n,): a scalar relevance in [0, 1] for each pair (higher is more relevant)."""
         ...
+
+
+def rewrite_with_scores(
+    model: QueryRewriter, queries: list[str], num_return: int
+) -> list[list[tuple[str, float | None]]]:
+    """What serving answers: ``num_return`` rewrites per query with the model's own sequence scores when it
+    offers them (``rewrite_with_scores``), else ``None`` scores."""
+    if hasattr(model, "rewrite_with_scores"):
+        return [
+            [(text, float(score)) for text, score in row]
+            for row in model.rewrite_with_scores(queries, num_return=num_return)
+        ]
+    return [[(text, None) for text in row] for row in model.rewrite(queries, num_return=num_return)]

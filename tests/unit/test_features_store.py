@@ -115,7 +115,7 @@ def test_apply_materialise_push_and_budgeted_lookup(tmp_path):
     assert yaml.safe_load((repo / "feature_store.yaml").read_text())["project"] == "minielm"
     store = feature_store(settings)
     assert {fs.name for fs in store.list_feature_services()} == {"rewriter_v1", "ranker_v1"}
-    assert {fv.name for fv in store.list_feature_views()} == {"query_stats", "product_features"}
+    assert {fv.name for fv in store.list_feature_views()} == {"query_stats", "product_features", "rewrite_cache"}
     write_offline_table(settings, "product_features.parquet", product_feature_table(PRODUCTS, EXAMPLES))
     materialize(settings)
     now = time.time()
@@ -146,8 +146,15 @@ def test_apply_materialise_push_and_budgeted_lookup(tmp_path):
     online.close()
 
     strict = OnlineFeatures(
-        settings.model_copy(update={"feast": settings.feast.model_copy(update={"online_timeout_ms": 0.001})})
+        settings.model_copy(update={"feast": settings.feast.model_copy(update={"online_timeout_ms": 5.0})})
     )
+    read = strict._read
+
+    def slow_read(*args):  # a store slower than the budget (the process shares one warm store)
+        time.sleep(0.2)
+        return read(*args)
+
+    strict._read = slow_read
     timeouts_before = _fallbacks("timeout")
     row = strict.query_features(["red shoes"])[0]
     assert row["source"] == "default" and _fallbacks("timeout") - timeouts_before == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -11,12 +12,15 @@ from serving.batching import RewriteBatcher
 
 
 class RecordingModel:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, first_batch_s: float = 0.0) -> None:
         self.batches: list[list[str]] = []
         self.fail = fail
+        self.first_batch_s = first_batch_s  # a slow first batch: the other callers arrive while it runs
 
 
 def rewrite(model: RecordingModel, queries: list[str], num_return: int):
+    if not model.batches:
+        time.sleep(model.first_batch_s)
     model.batches.append(list(queries))
     if model.fail:
         raise RuntimeError("model broke")
@@ -44,13 +48,13 @@ def run_concurrently(batcher, calls):
 
 
 def test_concurrent_calls_share_batches_and_get_their_own_rows():
-    model = RecordingModel()
+    model = RecordingModel(first_batch_s=0.5)
     batcher = RewriteBatcher(rewrite, window_s=0.3, max_queries=64)
     calls = [(model, [f"q{i}", f"r{i}"], 1) for i in range(8)]
     results = run_concurrently(batcher, calls)
     for i, rows in enumerate(results):
         assert rows == [[(f"q{i}#0", None)], [(f"r{i}#0", None)]]
-    assert len(model.batches) < 8  # a window of 0.3 s joins calls started together
+    assert len(model.batches) < 8  # calls that arrive while the model works share the next batch
     assert sorted(q for batch in model.batches for q in batch) == sorted(q for _, qs, _ in calls for q in qs)
 
 
@@ -81,3 +85,12 @@ def test_zero_window_calls_the_model_directly():
     assert model.batches == [["x"]]
     with pytest.raises(RuntimeError):
         RewriteBatcher(rewrite, window_s=0, max_queries=1)(RecordingModel(fail=True), ["y"], 1)
+
+
+def test_a_lone_caller_does_not_wait_for_the_window():
+    model = RecordingModel()
+    batcher = RewriteBatcher(rewrite, window_s=5.0, max_queries=64)
+    started = time.monotonic()
+    assert batcher(model, ["a"], 1) == [[("a#0", None)]]
+    assert time.monotonic() - started < 2.5  # far below the 5 s window it would otherwise sleep
+    assert model.batches == [["a"]]
