@@ -35,9 +35,9 @@ def _ensure_feast(settings, echo) -> None:
         echo(f"  applied the Feast repo at {repo_dir(settings)}")
 
 
-def _serve_over_http(url: str, queries: list[str], model: str = "rewrite-search") -> int:
+def _predict_over_http(url: str, queries: list[str], model: str = "rewrite-search") -> list[dict]:
     """Send the queries to the running server; it logs one served rewrite per query to Kafka."""
-    sent = 0
+    predictions: list[dict] = []
     for start in range(0, len(queries), DEMO_BATCH):
         body = json.dumps({"instances": [{"query": q} for q in queries[start : start + DEMO_BATCH]]}).encode()
         request = urllib.request.Request(
@@ -47,8 +47,28 @@ def _serve_over_http(url: str, queries: list[str], model: str = "rewrite-search"
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=60) as response:
-            sent += len(json.loads(response.read())["predictions"])
-    return sent
+            predictions += json.loads(response.read())["predictions"]
+    return predictions
+
+
+def _warm_head_cache(ctx, settings, windows, url: str) -> None:
+    """Cache the production rewrites of the windows' head queries, then ask the server for them again: they
+    come from the cache, without the model."""
+    from minielm.features.rewrite_cache import RewriteCacheError, head_queries, warm_rewrite_cache
+
+    try:
+        report = warm_rewrite_cache(settings, windows=windows, progress=False)
+    except RewriteCacheError as error:
+        ctx.echo(f"  head-query cache not warmed: {error}")
+        return
+    head = head_queries(windows, settings.rewrite_cache.top_queries, settings.rewrite_cache.min_requests)
+    served = _predict_over_http(url, head["query"].tolist()) if len(head) else []
+    hits = sum(bool(p.get("rewrite_cached")) for p in served)
+    ctx.echo(
+        f"  head-query cache: {report['cached_queries']} queries with >= {settings.rewrite_cache.min_requests} "
+        f"requests ({report['head_share_of_requests']:.0%} of the windows' requests) cached for version "
+        f"{report['version']}; asked again, {hits} of {len(served)} came from the cache"
+    )
 
 
 def _in_process_rewriter(rewriter_dir: Path | None, echo):
@@ -116,7 +136,7 @@ def feedback_demo_step(ctx) -> None:
     serving_url = ctx.artifacts.serving_url
     if serving_url:
         picks = [simulator.rng.choice(queries) for _ in range(DEMO_SESSIONS)]
-        sent = _serve_over_http(serving_url, picks)
+        sent = len(_predict_over_http(serving_url, picks))
         ctx.echo(f"  sent {sent} queries to {serving_url}; shoppers react to the served rewrites it logged")
         report = respond_to_served(
             settings,
@@ -164,6 +184,8 @@ def feedback_demo_step(ctx) -> None:
         top = rewards_by_query(frame).sort_values("requests", ascending=False).head(3)
         for row in top.itertuples(index=False):
             ctx.echo(f"  reward {row.reward:+.2f} over {row.requests} requests for query key {row.query_key}")
+    if serving_url:
+        _warm_head_cache(ctx, settings, frame, serving_url)
     ctx.artifacts.feedback_window_keys = keys
     ctx.artifacts.feedback_summary = {
         **summary,
