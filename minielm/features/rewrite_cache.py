@@ -191,6 +191,16 @@ def warm_rewrite_cache(
     return report
 
 
+def warm_after_promotion(settings: Settings, version: str) -> dict[str, Any]:
+    """Warm the cache for a version just promoted; a failure leaves the promotion standing (the server then
+    runs the model for every query) and is reported, with the command that warms it by hand."""
+    try:
+        return warm_rewrite_cache(settings, version=version, progress=False)
+    except Exception as error:  # the promotion already happened: report, never undo it
+        log.warning("rewrite cache not warmed after promotion", version=version, error=repr(error))
+        return {"version": version, "error": repr(error), "retry": f"minielm features warm-cache --version {version}"}
+
+
 class _Memory:
     """A bounded least-recently-used map of hits, keyed by (query text, model version)."""
 

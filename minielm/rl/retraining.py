@@ -23,6 +23,7 @@ import pandas as pd
 from minielm.config import Settings
 from minielm.data.esci import QUERY, QUERY_ID, SPLIT, load_esci
 from minielm.features.keys import normalize_query
+from minielm.features.rewrite_cache import warm_after_promotion
 from minielm.logs import get_logger
 from minielm.registry import ModelRegistry
 from minielm.rl import canary
@@ -464,6 +465,8 @@ def rollout_candidate(
         if decision.promote:
             registry.promote(name, entry.version, "production", reason=f"rl canary won: {decision.reason}")
             outcome.update(status="promoted")
+            if settings.rewrite_cache.enabled:
+                outcome["rewrite_cache"] = warm_after_promotion(settings, entry.version)
         else:
             outcome.update(
                 status="no_change" if decision.verdict == canary.NO_CHANGE else "rolled_back", reasons=[decision.reason]

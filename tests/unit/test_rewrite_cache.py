@@ -239,3 +239,16 @@ def test_requests_whose_queries_are_all_in_memory_are_answered_without_a_worker_
     asyncio.run(served.predict({"instances": ["blu shoos", "hat"]}))
     asyncio.run(served.predict({"instances": ["blu shoos"], "parameters": {"num_return": 2}}))
     assert len(calls) == 2 and model.asked == []
+
+
+def test_a_failed_warm_up_after_promotion_is_reported_with_the_command_and_never_raised(monkeypatch):
+    from minielm.features import rewrite_cache
+
+    def unreachable(settings, version=None, progress=True):
+        raise ConnectionError("feast online store unreachable")
+
+    monkeypatch.setattr(rewrite_cache, "warm_rewrite_cache", unreachable)
+    outcome = rewrite_cache.warm_after_promotion(load_settings(None), "v2")
+
+    assert outcome["version"] == "v2" and "feast online store unreachable" in outcome["error"]
+    assert outcome["retry"] == "minielm features warm-cache --version v2"
