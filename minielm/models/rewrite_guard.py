@@ -2,7 +2,8 @@
 
 A query's *content words* are every word except generic filler (articles, prepositions, marketing
 words such as "best" or "cheap"). Each content word must survive into the rewrite: unchanged, with the
-same stem, as a spelling fix (a close edit: one edit for words of 4-6 letters, two from 7), as the
+same stem, as a spelling fix (a close edit: one edit for words of 4-6 letters, two from 7; with a catalog
+vocabulary, an unknown word may take one edit at 3 letters and two from 4 into a catalog word), as the
 abbreviation it stands for (``blk`` -> ``black``: first letter kept, letters in order), split or
 joined (``head phones`` <-> ``headphones``), or through an explicit equivalence (a synonym table the
 caller learned, e.g. from training pairs). Negations (``without``, ``no``, ``free``...) and words with
