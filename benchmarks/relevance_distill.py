@@ -79,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-batch", type=int, default=8)
     p.add_argument("--teacher-lr", type=float, default=1e-4)
     p.add_argument("--teacher-max-length", type=int, default=48)
+    p.add_argument("--teacher-layers", type=int, default=0, help="keep the backbone's first N layers (0: all)")
+    p.add_argument(
+        "--teacher-trainable-layers", type=int, default=0, help="train only the top N layers and the head (0: all)"
+    )
     p.add_argument("--labelled-queries", type=int, default=16, help="train queries whose judged pairs form the set")
     p.add_argument("--scales", default="0,1,4,16", help="augmented pairs as multiples of the labelled pairs")
     p.add_argument("--triples-per-query", type=int, default=16)
@@ -115,6 +119,8 @@ def train_teacher(args, data_dir: Path) -> Path:
     config = RelevanceTeacherConfig(
         backbone=args.teacher_backbone,
         max_length=args.teacher_max_length,
+        backbone_layers=args.teacher_layers,
+        trainable_layers=args.teacher_trainable_layers,
         eval_split="validation",  # the trainer's own check; the benchmark scores the test split once, below
         max_eval_examples=200,
         training=TrainingConfig(
@@ -337,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
             **relevance_metrics(test, probabilities, expected_gain(probabilities), k=K),
             "dir": str(teacher_dir),
             "parameters": sum(p.numel() for p in teacher.model.parameters()),
+            "layers": teacher.model.config.num_hidden_layers,
             "soft_label_temperature": args.temperature,
         }
         print(f"teacher {teacher_metrics}", flush=True)

@@ -61,6 +61,38 @@ def collate_relevance_examples(examples: Sequence[dict[str, Any]], pad_token_id:
     return {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
 
 
+def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """Cut a decoder classifier to its first ``num_layers`` (pretrained) layers; its config follows, so
+    the saved model reloads with that depth. Why: each layer costs the same per token, so a teacher of N
+    layers trains and labels in N/30 of SmolLM2's time while keeping the pretrained lower layers."""
+    decoder = model.base_model
+    total = len(decoder.layers)
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"backbone_layers: expected 1..{total} (the backbone's decoder layers), got {num_layers}")
+    decoder.layers = decoder.layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:num_layers]
+    return model
+
+
+def freeze_below_top_layers(model: PreTrainedModel, trainable_layers: int) -> int:
+    """Freeze the token embeddings and every decoder layer below the top ``trainable_layers``; the final
+    norm and the head keep training. Returns the trainable parameter count. Why: backward and the
+    optimizer then touch only the top of the network (a step costs a fraction of a full one on CPU)."""
+    decoder = model.base_model
+    total = len(decoder.layers)
+    if not 1 <= trainable_layers <= total:
+        raise ValueError(f"trainable_layers: expected 1..{total} (the decoder's layers), got {trainable_layers}")
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    trainable = [*decoder.layers[total - trainable_layers :], decoder.norm, model.score]
+    for module in trainable:
+        for parameter in module.parameters():
+            parameter.requires_grad = True
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def class_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """ESCI logits, read by the head at each row's last non-pad token (the config's pad_token_id)."""
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()

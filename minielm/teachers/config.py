@@ -102,6 +102,29 @@ class RelevanceTeacherConfig(TeacherConfig):
     max_train_examples: int = Field(0, ge=0, description="0 = all labelled pairs of the train split")
     max_eval_examples: int = Field(2000, ge=1, description="most labelled pairs evaluated")
     eval_batch_size: int = Field(64, ge=1, description="pairs scored per evaluation batch")
+    backbone_layers: int = Field(
+        0,
+        ge=0,
+        description="0 = every decoder layer of the backbone; N = keep only its first N pretrained layers "
+        "(a smaller, faster teacher that is still pretrained)",
+    )
+    trainable_layers: int = Field(
+        0,
+        ge=0,
+        description="0 = fine-tune every weight; N = freeze the token embeddings and all but the top N "
+        "decoder layers (the final norm and the ESCI head always train)",
+    )
+
+    @model_validator(mode="after")
+    def _layer_counts_fit(self) -> RelevanceTeacherConfig:
+        kept = self.backbone_layers or (self.tiny.num_layers if self.backbone == "tiny" else 0)
+        if self.backbone == "tiny" and self.backbone_layers > self.tiny.num_layers:
+            raise ValueError(
+                f"backbone_layers ({self.backbone_layers}) exceeds the tiny backbone's {self.tiny.num_layers} layers"
+            )
+        if kept and self.trainable_layers > kept:
+            raise ValueError(f"trainable_layers ({self.trainable_layers}) exceeds the {kept} layers kept")
+        return self
 
 
 class TeachersConfig(StrictConfig):

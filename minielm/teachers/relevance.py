@@ -23,6 +23,8 @@ from minielm.models.relevance_teacher import (
     RelevanceTeacher,
     collate_relevance_examples,
     encode_relevance_example,
+    freeze_below_top_layers,
+    keep_first_layers,
     soft_target_loss,
     soft_targets,
 )
@@ -66,6 +68,15 @@ def train_relevance_teacher(
     tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
     torch.manual_seed(config.training.seed)
     model = sequence_classifier(config.backbone, tokenizer, cache_dir, config.tiny)
+    if config.backbone_layers:
+        keep_first_layers(model, config.backbone_layers)
+    if config.trainable_layers:
+        trainable = freeze_below_top_layers(model, config.trainable_layers)
+        log.info(
+            "relevance teacher: lower layers frozen",
+            trainable_parameters=trainable,
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
     targets = soft_targets(train_frame["esci_label"].tolist(), config.label_smoothing)
     encoded = [
         {"input_ids": encode_relevance_example(tokenizer, q, p, config.max_length), "targets": t}
@@ -94,6 +105,7 @@ def train_relevance_teacher(
             "role": "teacher-relevance",
             "backbone": config.backbone,
             "max_length": config.max_length,
+            "decoder_layers": model.config.num_hidden_layers,
             "metrics": metrics,
             "data_hash": data_fingerprint(train_frame[["query_id", "product_id", "esci_label"]].values.tolist()),
             "config": config.model_dump(mode="json"),
