@@ -120,7 +120,6 @@ def train_teacher(args, data_dir: Path) -> Path:
         backbone=args.teacher_backbone,
         max_length=args.teacher_max_length,
         backbone_layers=args.teacher_layers,
-        trainable_layers=args.teacher_trainable_layers,
         eval_split="validation",  # the trainer's own check; the benchmark scores the test split once, below
         max_eval_examples=200,
         training=TrainingConfig(
@@ -131,6 +130,7 @@ def train_teacher(args, data_dir: Path) -> Path:
             checkpoint_every=max(50, args.teacher_steps // 2),
             cpu_threads=args.threads,
             seed=args.seed,
+            trainable_top_layers=args.teacher_trainable_layers or None,
         ),
     )
     run = train_relevance_teacher(data_dir, args.work_dir / "teacher", config)

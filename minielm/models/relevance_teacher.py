@@ -76,23 +76,6 @@ def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedMode
     return model
 
 
-def freeze_below_top_layers(model: PreTrainedModel, trainable_layers: int) -> int:
-    """Freeze the token embeddings and every decoder layer below the top ``trainable_layers``; the final
-    norm and the head keep training. Returns the trainable parameter count. Why: backward and the
-    optimizer then touch only the top of the network (a step costs a fraction of a full one on CPU)."""
-    decoder = model.base_model
-    total = len(decoder.layers)
-    if not 1 <= trainable_layers <= total:
-        raise ValueError(f"trainable_layers: expected 1..{total} (the decoder's layers), got {trainable_layers}")
-    for parameter in model.parameters():
-        parameter.requires_grad = False
-    trainable = [*decoder.layers[total - trainable_layers :], decoder.norm, model.score]
-    for module in trainable:
-        for parameter in module.parameters():
-            parameter.requires_grad = True
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def class_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """ESCI logits, read by the head at each row's last non-pad token (the config's pad_token_id)."""
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()

@@ -108,12 +108,6 @@ class RelevanceTeacherConfig(TeacherConfig):
         description="0 = every decoder layer of the backbone; N = keep only its first N pretrained layers "
         "(a smaller, faster teacher that is still pretrained)",
     )
-    trainable_layers: int = Field(
-        0,
-        ge=0,
-        description="0 = fine-tune every weight; N = freeze the token embeddings and all but the top N "
-        "decoder layers (the final norm and the ESCI head always train)",
-    )
 
     @model_validator(mode="after")
     def _layer_counts_fit(self) -> RelevanceTeacherConfig:
@@ -122,8 +116,9 @@ class RelevanceTeacherConfig(TeacherConfig):
             raise ValueError(
                 f"backbone_layers ({self.backbone_layers}) exceeds the tiny backbone's {self.tiny.num_layers} layers"
             )
-        if kept and self.trainable_layers > kept:
-            raise ValueError(f"trainable_layers ({self.trainable_layers}) exceeds the {kept} layers kept")
+        trainable = self.training.trainable_top_layers
+        if kept and trainable and trainable > kept:
+            raise ValueError(f"training.trainable_top_layers ({trainable}) exceeds the {kept} layers kept")
         return self
 
 

@@ -23,7 +23,6 @@ from minielm.models.relevance_teacher import (
     RelevanceTeacher,
     collate_relevance_examples,
     encode_relevance_example,
-    freeze_below_top_layers,
     keep_first_layers,
     soft_target_loss,
     soft_targets,
@@ -70,13 +69,6 @@ def train_relevance_teacher(
     model = sequence_classifier(config.backbone, tokenizer, cache_dir, config.tiny)
     if config.backbone_layers:
         keep_first_layers(model, config.backbone_layers)
-    if config.trainable_layers:
-        trainable = freeze_below_top_layers(model, config.trainable_layers)
-        log.info(
-            "relevance teacher: lower layers frozen",
-            trainable_parameters=trainable,
-            parameters=sum(p.numel() for p in model.parameters()),
-        )
     targets = soft_targets(train_frame["esci_label"].tolist(), config.label_smoothing)
     encoded = [
         {"input_ids": encode_relevance_example(tokenizer, q, p, config.max_length), "targets": t}

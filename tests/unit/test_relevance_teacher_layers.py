@@ -8,12 +8,14 @@ import torch
 from pydantic import ValidationError
 
 from minielm.data.synthetic import generate_dataset
+from minielm.errors import InputError
 from minielm.models.backbones import sequence_classifier
-from minielm.models.relevance_teacher import RelevanceTeacher, freeze_below_top_layers, keep_first_layers
+from minielm.models.relevance_teacher import RelevanceTeacher, keep_first_layers
 from minielm.models.tokenizer import load_tokenizer
 from minielm.teachers.config import TinyBackboneConfig, tiny_relevance_config
 from minielm.teachers.relevance import train_relevance_teacher
 from minielm.training.config import TrainingConfig
+from minielm.training.engine import freeze_below_top_layers
 
 SHAPE = TinyBackboneConfig(
     hidden_size=48, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=96, vocab_size=400
@@ -23,10 +25,16 @@ SHAPE = TinyBackboneConfig(
 def test_kept_layers_are_the_first_ones_and_frozen_weights_do_not_move(tmp_path):
     dataset = generate_dataset(n_products=150, n_queries=60, seed=3)
     training = TrainingConfig(
-        max_steps=6, micro_batch_size=16, learning_rate=1e-2, warmup_steps=1, checkpoint_every=0, progress=False
+        max_steps=6,
+        micro_batch_size=16,
+        learning_rate=1e-2,
+        warmup_steps=1,
+        checkpoint_every=0,
+        progress=False,
+        trainable_top_layers=1,
     )
     config = tiny_relevance_config(
-        tiny=SHAPE, training=training, max_length=48, max_eval_examples=40, backbone_layers=2, trainable_layers=1
+        tiny=SHAPE, training=training, max_length=48, max_eval_examples=40, backbone_layers=2
     )
     run = train_relevance_teacher(dataset, tmp_path, config)
 
@@ -59,23 +67,29 @@ def test_freezing_counts_trainable_parameters():
     )
     per_layer = sum(p.numel() for p in model.model.layers[0].parameters())
     head_and_norm = sum(p.numel() for p in [*model.score.parameters(), *model.model.norm.parameters()])
-    assert freeze_below_top_layers(model, 2) == 2 * per_layer + head_and_norm
+    assert freeze_below_top_layers(model, 2)["trainable"] == 2 * per_layer + head_and_norm
     assert (
         not model.model.embed_tokens.weight.requires_grad and not model.model.layers[1].mlp.up_proj.weight.requires_grad
     )
     assert keep_first_layers(model, 3).config.num_hidden_layers == 3
     with pytest.raises(ValueError, match="backbone_layers: expected 1..3"):
         keep_first_layers(model, 5)
-    with pytest.raises(ValueError, match="trainable_layers: expected 1..3"):
-        freeze_below_top_layers(model, 0)
+    with pytest.raises(InputError, match="trainable_top_layers is 4, but the model has only 3 layers"):
+        freeze_below_top_layers(model, 4)
 
 
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"backbone_layers": 2, "trainable_layers": 3}, "trainable_layers \\(3\\) exceeds the 2 layers kept"),
+        (
+            {"backbone_layers": 2, "training": TrainingConfig(trainable_top_layers=3)},
+            "\\(3\\) exceeds the 2 layers kept",
+        ),
         ({"backbone_layers": 4}, "backbone_layers \\(4\\) exceeds the tiny backbone's 3 layers"),
-        ({"trainable_layers": 4}, "trainable_layers \\(4\\) exceeds the 3 layers kept"),
+        (
+            {"training": TrainingConfig(trainable_top_layers=4)},
+            "trainable_top_layers \\(4\\) exceeds the 3 layers kept",
+        ),
     ],
 )
 def test_layer_counts_are_checked_in_the_config(changes, message):
