@@ -129,3 +129,8 @@ def test_event_json_is_what_the_models_read_back():
     assert FeedbackEvent.model_validate_json(event_json(record)) == parse_event(edited(CLICK))
     model = ServedRewrite.model_validate_json(edited(SERVED))
     assert event_json(model) == model.model_dump_json()
+
+
+def test_the_structs_carry_every_field_of_the_models():
+    assert set(ServedRecord.__struct_fields__) == set(ServedRewrite.model_fields)
+    assert set(FeedbackRecord.__struct_fields__) == set(FeedbackEvent.model_fields)
