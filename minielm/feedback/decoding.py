@@ -44,6 +44,9 @@ class ServedRecord(msgspec.Struct, frozen=True, gc=False):
     model_name: Name
     model_version: Name
     product_ids: Annotated[list[Name], msgspec.Meta(max_length=MAX_PRODUCTS)] = []
+    exploration: bool = False
+    exploration_rank: Annotated[int, msgspec.Meta(ge=0, le=MAX_PRODUCTS)] | None = None
+    greedy_rewrite: Text | None = None
 
 
 class FeedbackRecord(msgspec.Struct, frozen=True, gc=False):

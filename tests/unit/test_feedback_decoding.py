@@ -42,6 +42,7 @@ VALID = [
     (True, edited(SERVED, product_ids=...)),  # defaults to no products
     (True, edited(SERVED, ts=1_700_000_000, extra_field="ignored")),  # an integer timestamp is a number
     (True, edited(SERVED, query="é" * 1024)),  # the limit counts characters, not bytes
+    (True, edited(SERVED, exploration=True, exploration_rank=2, greedy_rewrite="red shoe")),
     (False, edited(CLICK)),
     (False, edited(CLICK, event_type="reformulation", product_id=None, position=None, reformulated_query="x")),
     (False, edited(CLICK, event_type="reformulation", product_id=...)),
@@ -89,6 +90,10 @@ BAD = [
     (True, edited(SERVED, model_name="")),
     (True, edited(SERVED, rewrite=None)),
     (True, edited(SERVED, event_type=...)),
+    (True, edited(SERVED, exploration="yes")),
+    (True, edited(SERVED, exploration=1)),
+    (True, edited(SERVED, exploration_rank=-1)),
+    (True, edited(SERVED, exploration_rank=1.5)),
 ]
 
 
