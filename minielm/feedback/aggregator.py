@@ -1,10 +1,12 @@
 """The feedback aggregator's consumer loop: reads served rewrites and feedback, writes cuts, commits.
 
-A kafka-python consumer group reads the rewrites and the feedback topic; the range assignor gives one
-member partition p of both, and a :class:`~minielm.feedback.join.PartitionJoin` joins them (see
-:mod:`minielm.feedback.join` for windows, late events and the exactly-once replay). For each due cut the
-loop writes its objects to S3, flushes the dead letters, and only then commits the offsets; a failed write
-is retried with backoff and never committed. Invalid events go to the dead-letter topic.
+A librdkafka consumer group (:mod:`minielm.feedback.consumer_group`) reads the rewrites and the feedback
+topic; the range assignor gives one member partition p of both, and a
+:class:`~minielm.feedback.join.PartitionJoin` joins them (see :mod:`minielm.feedback.join` for windows, late
+events and the exactly-once replay). For each due cut the loop writes its objects to S3, flushes the dead
+letters, and only then commits the offsets; a failed write is retried with backoff and never committed.
+Records are decoded with msgspec structs (:mod:`minielm.feedback.decoding`); invalid events go to the
+dead-letter topic with the reason the pydantic models give.
 
 Query statistics go to Feast every ``push_interval_s``, independently of the windows (fresh within about a
 second); per-partition totals written with each cut keep them exact at any replica count (``query_stats``).
@@ -14,36 +16,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata
-
 from minielm.config import Settings
+from minielm.feedback.consumer_group import CommitRejected, GroupConsumer, Partition
 from minielm.feedback.cut_store import CutStore
-from minielm.feedback.events import DeadLetter, parse_event
+from minielm.feedback.dead_letter_producer import DeadLetterProducer
+from minielm.feedback.decoding import decode_event
+from minielm.feedback.events import DeadLetter
 from minielm.feedback.join import AggregatorError, Cut, PartitionJoin, recently_closed, written_but_uncommitted
 from minielm.feedback.observability import AggregatorMetrics, AggregatorStats
 from minielm.feedback.query_stats import FeastQueryStatsSink, QueryStatsPublisher, QueryStatsSink
-from minielm.kafka_io import make_consumer, make_producer
 from minielm.logs import get_logger
 from minielm.storage import ObjectStore, permanent_s3_error
 
 log = get_logger(__name__)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, aggregator: Aggregator) -> None:
-        self.aggregator = aggregator
-
-    def on_partitions_revoked(self, revoked):
-        self.aggregator._revoked(revoked)
-
-    def on_partitions_assigned(self, assigned):
-        self.aggregator._assigned(assigned)
 
 
 class Aggregator:
@@ -72,21 +60,21 @@ class Aggregator:
         self.stats = AggregatorStats()
         self.publisher = QueryStatsPublisher.for_config(sink, self.cuts, self.config, clock)
         self._last_record_at = clock()
-        self.consumer = self.producer = self._assignment = None
+        self.consumer: GroupConsumer | None = None
+        self.dead_letters: DeadLetterProducer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _connect(self) -> None:
         kafka = self.settings.kafka
-        self.consumer = make_consumer(
+        self.dead_letters = DeadLetterProducer(kafka, self.topics.dead_letter)
+        self.consumer = GroupConsumer(
             kafka,
-            group_id=self.group_id,
-            max_poll_records=self.config.max_poll_records,
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            reconnect_backoff_max_ms=2000,
-            check_crcs=self.config.check_crcs,
+            self.group_id,
+            [self.topics.rewrites, self.topics.feedback],
+            on_assigned=self._assigned,
+            on_revoked=self._revoked,
+            overrides={"check.crcs": self.config.check_crcs, "reconnect.backoff.max.ms": 2000},
         )
-        self.consumer.subscribe([self.topics.rewrites, self.topics.feedback], listener=_Rebalance(self))
-        self.producer = make_producer(kafka)
 
     def run(
         self,
@@ -100,14 +88,10 @@ class Aggregator:
         started = self.clock()
         try:
             while not self.stop_event.is_set():
-                records = self.consumer.poll(timeout_ms=self.config.poll_timeout_ms)
-                if self._assignment is not None:
-                    self._open_assigned()
-                    self._last_record_at = self.clock()
-                    records = {}  # fetched before the seek to the committed offsets: read again
+                records = self.consumer.poll(self.config.poll_timeout_ms / 1000, self.config.max_poll_records)
                 now = self.clock()
-                for tp, batch in records.items():
-                    self._handle_batch(tp, batch, now)
+                for (topic, partition), batch in records.items():
+                    self._handle_batch(topic, partition, batch, now)
                 self._cuts(now)
                 self._push(now)
                 self.metrics.loop_turned(len(self.joins))
@@ -120,8 +104,8 @@ class Aggregator:
             self._drain()
             self._push(self.clock(), final=True)
         finally:
-            self.consumer.close(autocommit=False)
-            self.producer.close()
+            self.consumer.close()
+            self.dead_letters.close()
         log.info("aggregator stopped", **{k: v for k, v in vars(self.stats).items() if k != "window_keys"})
         return self.stats
 
@@ -132,22 +116,17 @@ class Aggregator:
         return bool(self.joins) and all(j.inflight is None and not j.forced for j in self.joins.values())
 
     # -- rebalance -----------------------------------------------------------------------------
-    # The listener runs on kafka-python's IO thread and must not block: it only pauses new partitions
-    # and notes them; the loop then reads their committed offsets and state and seeks (_open_assigned).
-    def _revoked(self, revoked) -> None:
-        for tp in revoked:
-            if self.joins.pop(tp.partition, None) is not None:
-                log.info("partition revoked; its uncommitted work goes to the next owner", partition=tp.partition)
+    # librdkafka calls these inside poll, on the loop's thread; opening a partition reads S3.
+    def _revoked(self, revoked: list[Partition]) -> None:
+        for _, partition in revoked:
+            if self.joins.pop(partition, None) is not None:
+                log.info("partition revoked; its uncommitted work goes to the next owner", partition=partition)
 
-    def _assigned(self, assigned) -> None:
-        self.consumer.pause(*assigned)
-        self._assignment = list(assigned)
-
-    def _open_assigned(self) -> None:
-        assigned, self._assignment = self._assignment, None
+    def _assigned(self, assigned: list[Partition]) -> dict[Partition, int]:
+        """Open each assigned partition pair from its committed offsets; returns where each topic starts."""
         by_topic = defaultdict(set)
-        for tp in assigned:
-            by_topic[tp.topic].add(tp.partition)
+        for topic, partition in assigned:
+            by_topic[topic].add(partition)
         rewrites, feedback = by_topic[self.topics.rewrites], by_topic[self.topics.feedback]
         if rewrites != feedback:
             raise AggregatorError(
@@ -155,19 +134,20 @@ class Aggregator:
                 f"assigned partitions {sorted(rewrites)} vs {sorted(feedback)}; create both with "
                 "kafka.partitions partitions"
             )
+        starts = {}
         for partition in sorted(rewrites):
-            if partition not in self.joins:
-                self.joins[partition] = self._open_partition(partition)
-        self.consumer.resume(*assigned)
+            join = self.joins[partition] = self._open_partition(partition)
+            starts[self.topics.rewrites, partition] = join.rewrites_next
+            starts[self.topics.feedback, partition] = join.feedback_next
+        self._last_record_at = self.clock()
+        return starts
 
     def _open_partition(self, partition: int) -> PartitionJoin:
-        tp_r = TopicPartition(self.topics.rewrites, partition)
-        tp_f = TopicPartition(self.topics.feedback, partition)
-        committed_r = self.consumer.committed(tp_r)
-        committed_f = self.consumer.committed(tp_f)
-        begin = self.consumer.beginning_offsets([tp_r, tp_f])
-        rewrites_next = committed_r if committed_r is not None else begin[tp_r]
-        feedback_next = committed_f if committed_f is not None else begin[tp_f]
+        tp_r, tp_f = (self.topics.rewrites, partition), (self.topics.feedback, partition)
+        committed = self.consumer.committed([tp_r, tp_f])
+        committed_r, committed_f = committed[tp_r], committed[tp_f]
+        rewrites_next = committed_r if committed_r is not None else self.consumer.beginning(*tp_r)
+        feedback_next = committed_f if committed_f is not None else self.consumer.beginning(*tp_f)
         refs = self.cuts.window_refs(self.topics.rewrites, partition)
         forced = written_but_uncommitted(refs, rewrites_next, self.cuts.read_object)
         join = PartitionJoin(
@@ -188,8 +168,6 @@ class Aggregator:
             totals = self.cuts.committed_totals(partition, rewrites_next, feedback_next)
             join.restore(spilled)
         self.publisher.opened(partition, totals, [event for _, event in spilled])
-        self.consumer.seek(tp_r, rewrites_next)
-        self.consumer.seek(tp_f, feedback_next)
         log.info(
             "partition assigned",
             partition=partition,
@@ -200,44 +178,47 @@ class Aggregator:
         return join
 
     # -- records -------------------------------------------------------------------------------
-    def _handle_batch(self, tp: TopicPartition, batch, now: float) -> None:
-        join = self.joins.get(tp.partition)
+    def _handle_batch(self, topic: str, partition: int, batch, now: float) -> None:
+        join = self.joins.get(partition)
         if join is None:
             return
         self._last_record_at = now
-        is_rewrites = tp.topic == self.topics.rewrites
-        stats = self.stats
+        is_rewrites = topic == self.topics.rewrites
+        valid, kinds = [], Counter()
         for record in batch:
-            stats.consumed += 1
-            event = parse_event(record.value, topic=tp.topic, partition=tp.partition, offset=record.offset)
-            if not isinstance(event, DeadLetter) and is_rewrites != (event.event_type == "served_rewrite"):
+            offset, value = record.offset(), record.value()
+            event = decode_event(value, is_rewrites, topic, partition, offset)
+            if type(event) is not DeadLetter and is_rewrites != (event.event_type == "served_rewrite"):
                 expected = "served_rewrite" if is_rewrites else "a feedback event"
-                reason = f"event_type {event.event_type!r} on topic {tp.topic}, which carries {expected}"
-                event = DeadLetter.rejected(tp.topic, tp.partition, record.offset, record.value, reason, "wrong_topic")
-            if isinstance(event, DeadLetter):
-                self._dead_letter(event, record.key)
-                join.skip(is_rewrites, record.offset)
-                continue
-            if is_rewrites:
-                problem = join.add_rewrite(record.offset, event, now)
-                if problem:
-                    letter = DeadLetter.rejected(
-                        tp.topic, tp.partition, record.offset, record.value, problem, "duplicate"
-                    )
-                    self._dead_letter(letter, record.key)
-                    continue
-                stats.served += 1
-                self.publisher.served(tp.partition, event)
+                reason = f"event_type {event.event_type!r} on topic {topic}, which carries {expected}"
+                event = DeadLetter.rejected(topic, partition, offset, value, reason, "wrong_topic")
+            if type(event) is DeadLetter:
+                self._dead_letter(event, record.key())
+                join.skip(is_rewrites, offset)
+            elif not is_rewrites:
+                join.add_feedback(offset, event)
+                valid.append(event)
+                kinds[event.event_type] += 1
+            elif problem := join.add_rewrite(offset, event, now):
+                self._dead_letter(
+                    DeadLetter.rejected(topic, partition, offset, value, problem, "duplicate"), record.key()
+                )
             else:
-                join.add_feedback(record.offset, event)
-                stats.feedback += 1
-                self.publisher.feedback(tp.partition, event)
-            self.metrics.event(event.event_type)
+                valid.append(event)
+        self.stats.consumed += len(batch)
+        if is_rewrites:
+            self.stats.served += len(valid)
+            self.publisher.served(partition, valid)
+            kinds["served_rewrite"] = len(valid)
+        else:
+            self.stats.feedback += len(valid)
+            self.publisher.feedback(partition, valid)
+        self.metrics.events_counted(kinds)
 
     def _dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         self.stats.dead_letters += 1
         self.metrics.dead_letter(letter.error_kind)
-        self.producer.send(self.topics.dead_letter, key=key, value=letter.to_bytes())
+        self.dead_letters.send(key, letter.to_bytes())
         log.warning(
             "event sent to the dead-letter topic",
             reason=letter.reason[:200],
@@ -250,11 +231,21 @@ class Aggregator:
     # -- cuts: write, then commit ---------------------------------------------------------------
     def _cuts(self, now: float) -> None:
         for join in list(self.joins.values()):
-            join.feedback_highwater = self.consumer.highwater(TopicPartition(self.topics.feedback, join.partition))
+            join.feedback_highwater = self.consumer.highwater(self.topics.feedback, join.partition)
             self.metrics.report_lag(self.consumer, (self.topics.rewrites, self.topics.feedback), join.partition)
+            self._pace(join)
             cut = join.inflight or join.next_cut(now)
             if cut is not None and now >= cut.retry_at:
                 self._apply(join, cut, now)
+
+    def _pace(self, join: PartitionJoin) -> None:
+        """Hold or release the feedback partition as it runs ahead of its requests (``feedback_ahead``)."""
+        if join.inflight is not None:  # a cut being retried holds both partitions itself
+            return
+        ahead = join.feedback_ahead(self.consumer.highwater(self.topics.rewrites, join.partition))
+        if ahead != join.feedback_held:
+            (self.consumer.pause if ahead else self.consumer.resume)([(self.topics.feedback, join.partition)])
+            join.feedback_held = ahead
 
     def _drain(self) -> None:
         deadline = self.clock() + max(30.0, self.config.s3_retry_max_s * 3)
@@ -269,22 +260,14 @@ class Aggregator:
     def _apply(self, join: PartitionJoin, cut: Cut, now: float) -> bool:
         """Write the cut's objects, flush dead letters, commit; on failure retry later, never commit."""
         join.inflight = cut
-        tps = [
-            TopicPartition(self.topics.rewrites, join.partition),
-            TopicPartition(self.topics.feedback, join.partition),
-        ]
+        tps = [(self.topics.rewrites, join.partition), (self.topics.feedback, join.partition)]
         try:
             if not cut.written:
                 self.cuts.write(cut, self.publisher.cut_totals(cut))
                 cut.written = True
-            self.producer.flush(timeout=self.settings.kafka.request_timeout_ms / 1000)
-            self.consumer.commit(
-                {
-                    tps[0]: OffsetAndMetadata(cut.rewrites_next, "", -1),
-                    tps[1]: OffsetAndMetadata(cut.feedback_next, "", -1),
-                }
-            )
-        except CommitFailedError as error:
+            self.dead_letters.flush()
+            self.consumer.commit({tps[0]: cut.rewrites_next, tps[1]: cut.feedback_next})
+        except CommitRejected as error:
             log.warning(
                 "commit rejected (rebalance); the next owner replays this cut",
                 partition=join.partition,
@@ -306,7 +289,7 @@ class Aggregator:
             self.stats.s3_failures += not cut.written
             delay = min(self.config.s3_retry_initial_s * 2 ** (cut.attempts - 1), self.config.s3_retry_max_s)
             cut.retry_at = now + delay
-            self.consumer.pause(*tps)
+            self.consumer.pause(tps)
             log.warning(
                 "cut not durable yet; retrying with backoff",
                 partition=join.partition,
@@ -317,7 +300,8 @@ class Aggregator:
             )
             return False
         if cut.attempts:
-            self.consumer.resume(*tps)
+            self.consumer.resume(tps)
+            join.feedback_held = False
         join.cut_done(cut)
         self.publisher.cut_committed(cut)
         self.stats.commits += 1

@@ -26,12 +26,14 @@ from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from minielm.config import FeedbackConfig
 from minielm.errors import ServiceError
 from minielm.features.keys import query_key
+from minielm.feedback.decoding import event_json
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
 from minielm.feedback.windows import (
     LATE_COLUMNS,
@@ -74,35 +76,43 @@ class Window:
         return self.close_at is not None
 
 
+# Column of each feedback type in window_frame's count matrix.
+_COUNT_COLUMN = {"impression": 0, "click": 1, "add_to_cart": 2, "purchase": 3, "reformulation": 4}
+
+
 def window_frame(rows: Iterable[RequestRow], config: FeedbackConfig) -> pd.DataFrame:
-    """One row per served request with its engagement counts and reward."""
-    records = []
-    for row in rows:
-        served = row.served
-        counts = defaultdict(int)
+    """One row per served request with its engagement counts and reward, built column by column: one
+    bincount over (row, feedback type) pairs and one query hash per distinct query."""
+    rows = list(rows)
+    served = [row.served for row in rows]
+    row_of, type_of = [], []
+    for i, row in enumerate(rows):
         for _, event in row.feedback:
-            counts[event.event_type] += 1
-        reformulated = counts["reformulation"] > 0
-        records.append(
-            {
-                "request_id": served.request_id,
-                "query": served.query,
-                "query_key": query_key(served.query),
-                "rewrite": served.rewrite,
-                "model_name": served.model_name,
-                "model_version": served.model_version,
-                "ts": served.ts,
-                "n_results": len(served.product_ids),
-                "impressions": counts["impression"],
-                "clicks": counts["click"],
-                "add_to_carts": counts["add_to_cart"],
-                "purchases": counts["purchase"],
-                "reformulated": reformulated,
-                "reward": reward(counts["click"], counts["add_to_cart"], counts["purchase"], reformulated, config),
-                "feedback_events": len(row.feedback),
-            }
-        )
-    return pd.DataFrame.from_records(records, columns=list(WINDOW_COLUMNS))
+            row_of.append(i)
+            type_of.append(_COUNT_COLUMN[event.event_type])
+    pairs = np.asarray(row_of, dtype=np.int64) * 5 + np.asarray(type_of, dtype=np.int64)
+    counts = np.bincount(pairs, minlength=5 * len(rows)).reshape(-1, 5)
+    reformulated = counts[:, 4] > 0
+    queries = [s.query for s in served]
+    keys = {query: query_key(query) for query in set(queries)}
+    columns = {
+        "request_id": [s.request_id for s in served],
+        "query": queries,
+        "query_key": [keys[query] for query in queries],
+        "rewrite": [s.rewrite for s in served],
+        "model_name": [s.model_name for s in served],
+        "model_version": [s.model_version for s in served],
+        "ts": [s.ts for s in served],
+        "n_results": [len(s.product_ids) for s in served],
+        "impressions": counts[:, 0],
+        "clicks": counts[:, 1],
+        "add_to_carts": counts[:, 2],
+        "purchases": counts[:, 3],
+        "reformulated": reformulated,
+        "reward": reward(counts[:, 1], counts[:, 2], counts[:, 3], reformulated, config),
+        "feedback_events": counts.sum(axis=1),
+    }
+    return pd.DataFrame(columns, columns=list(WINDOW_COLUMNS))
 
 
 def late_frame(late: list[tuple[int, FeedbackEvent, str]]) -> pd.DataFrame:
@@ -117,7 +127,7 @@ def late_frame(late: list[tuple[int, FeedbackEvent, str]]) -> pd.DataFrame:
                 "position": event.position,
                 "ts": event.ts,
                 "reason": reason,
-                "event_json": event.model_dump_json(),
+                "event_json": event_json(event),
             }
             for offset, event, reason in late
         ],
@@ -167,9 +177,12 @@ class PartitionJoin:
         self.windows: deque[Window] = deque()
         self.open_requests: dict[str, tuple[Window, RequestRow]] = {}
         self.pending: dict[str, list[tuple[int, FeedbackEvent]]] = defaultdict(list)
+        self.pending_latest: dict[str, float] = {}  # request id -> its pending feedback's latest ts
         self.late: list[tuple[int, FeedbackEvent, str]] = []
         self.closed: OrderedDict[str, None] = OrderedDict()
         self.max_feedback_ts = 0.0
+        self.max_rewrite_ts = 0.0
+        self.feedback_held = False  # the consumer paused the feedback partition (see feedback_ahead)
         # The written but uncommitted cut to reproduce (see written_but_uncommitted): its object "key", the
         # "rewrites_first" and "rewrites_last" offsets, "feedback_next" and the window's "first_request_id".
         self.forced = forced
@@ -201,10 +214,11 @@ class PartitionJoin:
         if not self.windows or self.windows[-1].sealed:
             self.windows.append(Window(first_offset=offset, opened_at=now))
         window = self.windows[-1]
-        row = RequestRow(event, self.pending.pop(event.request_id, []))
+        row = RequestRow(event, self._take_pending(event.request_id))
         window.rows[event.request_id] = row
         window.last_offset = offset
         window.max_ts = max(window.max_ts, event.ts)
+        self.max_rewrite_ts = max(self.max_rewrite_ts, event.ts)
         self.open_requests[event.request_id] = (window, row)
         return None
 
@@ -216,6 +230,14 @@ class PartitionJoin:
         self.last_feedback_at = self.clock()
         self._place_feedback(offset, event)
 
+    def feedback_ahead(self, rewrites_highwater: int | None) -> bool:
+        """Whether the feedback partition should wait: it has run more than ``grace_s`` ahead of the requests
+        in event time while requests remain to be read. In a catch-up the consumer would otherwise read
+        feedback long before its requests, and expire it as unmatched."""
+        if self.forced or rewrites_highwater is None or self.rewrites_next >= rewrites_highwater:
+            return False
+        return self.max_feedback_ts > self.max_rewrite_ts + self.config.grace_s
+
     def _place_feedback(self, offset: int, event: FeedbackEvent) -> None:
         self.max_feedback_ts = max(self.max_feedback_ts, event.ts)
         opened = self.open_requests.get(event.request_id)
@@ -225,6 +247,8 @@ class PartitionJoin:
             self.late.append((offset, event, "late"))
         else:
             self.pending[event.request_id].append((offset, event))
+            latest = self.pending_latest.get(event.request_id, 0.0)
+            self.pending_latest[event.request_id] = event.ts if event.ts > latest else latest
 
     def skip(self, is_rewrites: bool, offset: int) -> None:
         """A record that went to the dead-letter topic: consumed, but in no window."""
@@ -302,11 +326,16 @@ class PartitionJoin:
 
     def _expire_unmatched(self, dry: bool = False) -> bool:
         horizon = self.max_feedback_ts - self.config.unmatched_after_s
-        expired = [rid for rid, events in self.pending.items() if events and max(e.ts for _, e in events) < horizon]
-        if not dry:
-            for rid in expired:
-                self.late.extend((offset, event, "unmatched") for offset, event in self.pending.pop(rid))
+        if dry:  # asked every loop turn while idle: one pass over floats, not over events
+            return bool(self.pending_latest) and min(self.pending_latest.values()) < horizon
+        expired = [rid for rid, latest in self.pending_latest.items() if latest < horizon]
+        for rid in expired:
+            self.late.extend((offset, event, "unmatched") for offset, event in self._take_pending(rid))
         return bool(expired)
+
+    def _take_pending(self, request_id: str) -> list[tuple[int, FeedbackEvent]]:
+        self.pending_latest.pop(request_id, None)
+        return self.pending.pop(request_id, [])
 
     def _make_cut(self, window: Window | None, feedback_next: int) -> Cut:
         if feedback_next > self.committed[1]:
@@ -346,7 +375,7 @@ class PartitionJoin:
             for offset, event in row.feedback
         ]
         held += [item for events in self.pending.values() for item in events]
-        spill = pd.DataFrame({"offset": [o for o, _ in held], "event_json": [e.model_dump_json() for _, e in held]})
+        spill = pd.DataFrame({"offset": [o for o, _ in held], "event_json": [event_json(e) for _, e in held]})
         objects.append((self.state_key(config, rewrites_next, feedback_next), encode_frame(spill, SPILL_COLUMNS)))
         return Cut(self.partition, window, rewrites_next, feedback_next, late, objects)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -76,8 +77,10 @@ class AggregatorMetrics:
         self.partitions = Gauge("minielm_aggregator_partitions", "Partitions this member owns", registry=r)
         self._heartbeat = 0.0
 
-    def event(self, event_type: str) -> None:
-        self.events.labels(event_type).inc()
+    def events_counted(self, counts: Mapping[str, int]) -> None:
+        """A batch's valid events by type (one metric update per type, not per event)."""
+        for event_type, count in counts.items():
+            self.events.labels(event_type).inc(count)
 
     def dead_letter(self, kind: str) -> None:
         self.dead_letters.labels(kind).inc()
@@ -98,14 +101,12 @@ class AggregatorMetrics:
         self.lag.labels(topic, str(partition)).set(max(lag, 0))
 
     def report_lag(self, consumer, topics: tuple[str, ...], partition: int) -> None:
-        """Each topic's lag on ``partition``: the broker's high-water mark minus the consumer's position."""
-        from kafka import TopicPartition
-
+        """Each topic's lag on ``partition``: the broker's high-water mark minus the consumer's position
+        (``consumer``: :class:`~minielm.feedback.consumer_group.GroupConsumer`)."""
         for topic in topics:
-            tp = TopicPartition(topic, partition)
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                self.consumer_lag(topic, partition, highwater - consumer.position(tp))
+            highwater, position = consumer.highwater(topic, partition), consumer.position(topic, partition)
+            if highwater is not None and position is not None:
+                self.consumer_lag(topic, partition, highwater - position)
 
     def loop_turned(self, partitions: int) -> None:
         self._heartbeat = time.monotonic()

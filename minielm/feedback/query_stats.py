@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import pandas as pd
@@ -90,6 +90,18 @@ class QueryCounts:
     zero_results: int = 0
     last_seen_ts: float = 0.0
 
+    def as_tuple(self) -> tuple:
+        """The fields in order (``dataclasses.astuple`` deep-copies, and is slow on the hot path)."""
+        return (
+            self.volume,
+            self.impressions,
+            self.clicks,
+            self.add_to_carts,
+            self.reformulations,
+            self.zero_results,
+            self.last_seen_ts,
+        )
+
     def add(self, other: QueryCounts, sign: int = 1) -> None:
         """Add (or with ``sign=-1`` take away) ``other``'s counts; the last-seen time keeps the maximum."""
         self.volume += sign * other.volume
@@ -125,7 +137,7 @@ COUNT_FIELDS = [f.name for f in fields(QueryCounts)]
 def totals_frame(totals: Totals) -> pd.DataFrame:
     """A partition's committed totals as the rows of its S3 object."""
     frame = pd.DataFrame.from_records(
-        [(key, *astuple(counts)) for key, counts in sorted(totals.items())], columns=list(TOTALS_COLUMNS)
+        [(key, *counts.as_tuple()) for key, counts in sorted(totals.items())], columns=list(TOTALS_COLUMNS)
     )
     return frame.astype(TOTALS_COLUMNS)
 
@@ -227,15 +239,21 @@ class QueryStatsPublisher:
 
     # -- events and partitions ------------------------------------------------------------------
 
-    def served(self, partition: int, event: ServedRewrite) -> None:
-        key = self.key(event.query)
-        self._uncommitted(partition)[key].count_served(event)
-        self.dirty.add(key)
+    def served(self, partition: int, events: Iterable[ServedRewrite]) -> None:
+        """Count a batch of served requests of ``partition`` (consumed, not committed yet)."""
+        counts, key, dirty = self._uncommitted(partition), self.key, self.dirty
+        for event in events:
+            query_key = key(event.query)
+            counts[query_key].count_served(event)
+            dirty.add(query_key)
 
-    def feedback(self, partition: int, event: FeedbackEvent) -> None:
-        key = self.key(event.query)
-        self._uncommitted(partition)[key].count_feedback(event)
-        self.dirty.add(key)
+    def feedback(self, partition: int, events: Iterable[FeedbackEvent]) -> None:
+        """Count a batch of feedback events of ``partition`` (consumed, not committed yet)."""
+        counts, key, dirty = self._uncommitted(partition), self.key, self.dirty
+        for event in events:
+            query_key = key(event.query)
+            counts[query_key].count_feedback(event)
+            dirty.add(query_key)
 
     def _uncommitted(self, partition: int) -> Totals:
         counts = self.uncommitted.get(partition)
@@ -249,8 +267,7 @@ class QueryStatsPublisher:
         self.owned.add(partition)
         self._replace_committed(partition, totals_from_frame(committed) if committed is not None else {}, key=None)
         self.uncommitted.pop(partition, None)
-        for event in restored:
-            self.feedback(partition, event)
+        self.feedback(partition, restored)
 
     def keep_owned(self, owned: Iterable[int]) -> None:
         """Forget the uncommitted counts of partitions this member no longer owns (their new owner
@@ -279,7 +296,7 @@ class QueryStatsPublisher:
             delta[self.key(event.query)].count_feedback(event)
         after = dict(self.committed.get(cut.partition, {}))
         for key, counts in delta.items():
-            merged = QueryCounts(*astuple(after.get(key, QueryCounts())))
+            merged = QueryCounts(*after[key].as_tuple()) if key in after else QueryCounts()
             merged.add(counts)
             after[key] = merged
         self._pending_cuts[cut.partition] = (cut, delta, after)
@@ -296,7 +313,7 @@ class QueryStatsPublisher:
         for key, counts in delta.items():
             left = uncommitted[key]
             left.add(counts, sign=-1)
-            if not any(astuple(left)[:-1]):  # every count is in the committed totals now
+            if not any(left.as_tuple()[:-1]):  # every count is in the committed totals now
                 del uncommitted[key]
 
     # -- pushing --------------------------------------------------------------------------------

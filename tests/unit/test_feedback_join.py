@@ -215,3 +215,42 @@ def test_ubi_replay_maps_real_behaviour_events(shared_dir):
     assert {f.event_type for f in feedback} <= {"impression", "click", "add_to_cart", "purchase"}
     assert max(e.ts for e in served_events + feedback) == pytest.approx(2e9)
     assert skipped["action search"] > 0
+
+
+def test_feedback_waits_while_it_runs_ahead_of_unread_requests_in_event_time():
+    join = new_join()
+    join.add_rewrite(0, served("a", ts=100.0), now=0.0)
+    join.add_feedback(0, fb("a", ts=100.4))
+    assert not join.feedback_ahead(rewrites_highwater=50)  # within grace_s of the requests read
+    join.add_feedback(1, fb("z", ts=101.0))  # its request is further down the rewrites partition
+    assert join.feedback_ahead(rewrites_highwater=50)
+    assert not join.feedback_ahead(rewrites_highwater=1)  # every request read: nothing to wait for
+    assert not join.feedback_ahead(rewrites_highwater=None)  # end of the partition unknown: never hold
+    join.add_rewrite(1, served("z", ts=100.9), now=0.1)
+    assert not join.feedback_ahead(rewrites_highwater=50)
+    assert join.open_requests["z"][1].feedback and not join.pending
+
+
+def test_window_rows_count_each_feedback_type_per_request():
+    join = new_join()
+    join.add_rewrite(0, served("a"), now=0.0)
+    join.add_rewrite(1, served("b", products=()), now=0.0)
+    kinds = ["impression", "impression", "click", "add_to_cart", "purchase", "reformulation"]
+    for offset, kind in enumerate(kinds):
+        join.add_feedback(offset, fb("a", kind))
+    join.add_feedback(len(kinds), fb("b", "impression"))
+    cut = join.drain_cuts()
+    rows = window_rows(cut).set_index("request_id")
+    a, b = rows.loc["a"], rows.loc["b"]
+    assert (a.impressions, a.clicks, a.add_to_carts, a.purchases, a.reformulated, a.feedback_events) == (
+        2,
+        1,
+        1,
+        1,
+        True,
+        6,
+    )
+    assert (b.impressions, b.clicks, b.reformulated, b.feedback_events, b.n_results) == (1, 0, False, 1, 0)
+    expected = reward(1, 1, 1, True, CONFIG)
+    assert a.reward == pytest.approx(expected) and b.reward == 0.0
+    assert rows["query_key"].nunique() == 2

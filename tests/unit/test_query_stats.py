@@ -129,10 +129,10 @@ class Member:
             if topic == "rewrites" and offset >= join.committed[0]:
                 join.seal_due(offset * 0.25)  # a window every 4 requests
                 join.add_rewrite(offset, event, offset * 0.25)
-                self.publisher.served(partition, event)
+                self.publisher.served(partition, [event])
             elif topic == "feedback" and offset >= join.committed[1]:
                 join.add_feedback(offset, event)
-                self.publisher.feedback(partition, event)
+                self.publisher.feedback(partition, [event])
 
     def cut_all(self, partition: int, limit: int | None = None) -> None:
         join = self.joins[partition]
@@ -228,9 +228,9 @@ def test_feature_rates_and_shared_keys():
     member.open(0)
     events = [served(0), served(1).model_copy(update={"query": "QUERY 0"})]
     for event in events:
-        member.publisher.served(0, event)
+        member.publisher.served(0, [event])
     for kind in ("impression", "impression", "click", "add_to_cart", "reformulation"):
-        member.publisher.feedback(0, feedback(3)[0].model_copy(update={"event_type": kind, "query": "query 0"}))
+        member.publisher.feedback(0, [feedback(3)[0].model_copy(update={"event_type": kind, "query": "query 0"})])
     member.publisher.push_due(1.0)
     (row,) = online.rows.values()  # "query 0" and "QUERY 0" share a key
     assert row["volume"] == 2 and row["ctr"] == pytest.approx(0.5) and row["add_to_cart_rate"] == pytest.approx(0.5)

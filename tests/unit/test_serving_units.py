@@ -132,7 +132,7 @@ def test_rewrite_log_never_blocks_and_counts_drops_when_the_broker_is_down():
         use_services_state=False,
     )
     before = KAFKA_DROPPED._value.get()
-    rewrite_log = RewriteLog(settings, reconnect_backoff_s=0.2, max_block_ms=200)
+    rewrite_log = RewriteLog(settings, reconnect_backoff_s=0.2)
     event = ServedRewrite(request_id="r", query="q", rewrite="q", model_name="m", model_version="v", ts=time.time())
     started = time.monotonic()
     accepted = [rewrite_log.submit(event) for _ in range(10)]
