@@ -11,8 +11,10 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
+# pytest exits 5 when it collects no tests: reported, not a failure (make itself would turn it into 2).
 test: lint
-	.venv/bin/python -m pytest -m "not gpu"
+	.venv/bin/python -m pytest -m "not gpu"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)" >&2; rc=0; fi; exit $$rc
 
 test-all: setup
 	.venv/bin/python -m pytest
