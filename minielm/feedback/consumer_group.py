@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from minielm.config import KafkaConfig
+from minielm.errors import ServiceError
 from minielm.kafka_io import make_rdkafka_consumer
 from minielm.logs import get_logger
 
@@ -35,7 +36,7 @@ _REBALANCED = {
 }
 
 
-class CommitRejected(Exception):
+class CommitRejected(ServiceError):
     """The group rebalanced: the offsets were not committed and the partition's next owner replays them."""
 
 

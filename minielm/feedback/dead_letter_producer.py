@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 
 from minielm.config import KafkaConfig
+from minielm.errors import ServiceError
 from minielm.kafka_io import make_rdkafka_producer
 from minielm.logs import get_logger
 
 log = get_logger(__name__)
 
 
-class DeadLetterNotDelivered(Exception):
+class DeadLetterNotDelivered(ServiceError):
     """Dead letters the broker did not acknowledge within the timeout (the cut is not committed)."""
 
 

@@ -99,10 +99,21 @@ def _volume_port_taken(monkeypatch, taken_port: int, attempts_taken: int) -> Non
     monkeypatch.setattr(services_module, "free_port", racing_free_port)
 
 
+def _held_volume_port() -> socket.socket:
+    """A listening socket on a port SeaweedFS could be given for its volume server: its gRPC port, 10000
+    higher, must still be a valid port (the OS hands out ports up to 60999)."""
+    for _ in range(200):
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        if held.getsockname()[1] + 10000 < 65536:
+            held.listen()
+            return held
+        held.close()
+    raise RuntimeError("no port below 55536 to hold")
+
+
 def test_a_port_taken_before_the_server_binds_it_starts_again_on_fresh_ports(tmp_path, monkeypatch):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with _held_volume_port() as taken:
         port = taken.getsockname()[1]
         _volume_port_taken(monkeypatch, port, attempts_taken=1)
         services = EmbeddedServices(_settings(tmp_path / "state"), data_dir=tmp_path / "data")
@@ -118,9 +129,7 @@ def test_a_port_taken_before_the_server_binds_it_starts_again_on_fresh_ports(tmp
 
 
 def test_a_port_taken_at_every_attempt_is_reported(tmp_path, monkeypatch):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with _held_volume_port() as taken:
         port = taken.getsockname()[1]
         _volume_port_taken(monkeypatch, port, attempts_taken=START_ATTEMPTS)
         services = EmbeddedServices(_settings(tmp_path / "state"), data_dir=tmp_path / "data")
