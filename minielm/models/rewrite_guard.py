@@ -110,7 +110,7 @@ def _allowed_fix_edits(word: str) -> int:
     return 1 if len(word) == 3 else 2 if len(word) >= 4 else 0
 
 
-def _is_abbreviation(short: str, long: str) -> bool:
+def is_abbreviation(short: str, long: str) -> bool:
     """``blk`` of ``black``: same first letter, the short form's letters appear in order, and shorter."""
     if len(short) < 2 or len(short) >= len(long) or short[0] != long[0] or not short.isalpha():
         return False
@@ -136,7 +136,7 @@ def _close(word: str, other: str, vocabulary: Set[str] | None) -> bool:
     limit = max(_allowed_edits(word), _allowed_edits(other))
     if vocabulary is not None:  # a word the catalog does not know, fixed into one it knows: typos of short words
         limit = max(limit, _allowed_fix_edits(word))
-    return (limit > 0 and OSA.distance(word, other, score_cutoff=limit) <= limit) or _is_abbreviation(word, other)
+    return (limit > 0 and OSA.distance(word, other, score_cutoff=limit) <= limit) or is_abbreviation(word, other)
 
 
 def _joined_pairs(tokens: list[str]) -> dict[str, tuple[str, str]]:

@@ -53,7 +53,7 @@ from minielm.data.esci import (
 )
 from minielm.logs import get_logger
 from minielm.models.prompts import clean_text
-from minielm.models.rewrite_guard import FILLER_WORDS, content_mask, is_protected, words
+from minielm.models.rewrite_guard import FILLER_WORDS, content_mask, is_abbreviation, is_protected, words
 from minielm.teachers.data import TeacherDataError, load_teacher_data, product_texts
 
 log = get_logger(__name__)
@@ -173,11 +173,7 @@ class VocabularyProposer:
         close = process.extract(word, self.vocabulary, scorer=OSA.distance, score_cutoff=limit, limit=20)
         options = sorted(close, key=lambda hit: (hit[1], -self.frequency[hit[0]]))
         found = [w for w, _, _ in options]
-        expansions = (
-            [w for w in self.vocabulary if len(w) > len(word) and w[0] == word[0] and _in_order(word, w)]
-            if _looks_abbreviated(word)
-            else []
-        )
+        expansions = [w for w in self.vocabulary if is_abbreviation(word, w)] if _looks_abbreviated(word) else []
         found += sorted(expansions, key=lambda w: -self.frequency[w])[: self.alternatives]
         for cut in range(2, len(word) - 1):
             left, right = word[:cut], word[cut:]
@@ -208,15 +204,6 @@ class VocabularyProposer:
 def _looks_abbreviated(word: str) -> bool:
     """``blk``, ``nvy``, ``lg``: two to four letters with no vowel after the first letter."""
     return 2 <= len(word) <= 4 and not set(word[1:]) & set("aeiou")
-
-
-def _in_order(short: str, long: str) -> bool:
-    position = 0
-    for letter in short:
-        position = long.find(letter, position) + 1
-        if position == 0:
-            return False
-    return True
 
 
 def keeps_catalog_words(query: str, rewrite: str, vocabulary: set[str]) -> bool:
