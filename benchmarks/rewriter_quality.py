@@ -41,16 +41,6 @@ TARGETS = {
 }
 
 
-def _load_rewriter(path: Path):
-    from minielm.baseline import PhraseTableRewriter
-
-    if PhraseTableRewriter.is_saved_in(path):
-        return PhraseTableRewriter.load(path)
-    from minielm.models.rewriter import CausalRewriter
-
-    return CausalRewriter.load(path)
-
-
 def _relative(value: float | None, reference: float | None) -> float | None:
     if value is None or reference is None or reference == 0:
         return None
@@ -129,6 +119,7 @@ def main() -> None:
         real_queries_safety,
         real_query_strings,
     )
+    from minielm.models.loading import load_model_dir
     from minielm.search import SearchIndex
 
     if args.data:
@@ -147,7 +138,7 @@ def main() -> None:
     models = {"teacher": args.teacher, "student": args.student, "label_free": args.label_free}
     for name, path in models.items():
         if path is not None:
-            systems[name] = _load_rewriter(path)
+            systems[name] = load_model_dir(path, "rewriter")
     report = quality_report(index, examples, systems, args.k)
     real_strings = real_query_strings(args.real_queries) if args.real_queries.is_dir() else []
     real = {}

@@ -60,19 +60,6 @@ def _named_paths(values: list[str], option: str) -> dict[str, Path]:
     return named
 
 
-def load_rewriter(path: Path):
-    """A saved rewriter directory: the phrase-table baseline or a CausalRewriter."""
-    from minielm.baseline import PhraseTableRewriter
-
-    if PhraseTableRewriter.is_saved_in(path):
-        return PhraseTableRewriter.load(path)
-    try:
-        from minielm.models.rewriter import CausalRewriter
-    except ImportError as error:
-        raise fail(f"--model needs minielm.models.rewriter ({error})") from None
-    return CausalRewriter.load(path)
-
-
 def _index(index: Path | None, settings, dataset: EsciData) -> SearchIndex:
     index_dir = index or default_index_dir(settings)
     if (index_dir / "minielm_index.json").is_file():
@@ -142,6 +129,7 @@ def eval_command(
     the harm rate; prints tables and writes a JSON report and an HTML report beside it.
     """
     from minielm.baseline import PhraseTableRewriter
+    from minielm.models.loading import ModelLoadError, load_model_dir
 
     settings = settings_from(ctx)
     data = data or default_dataset_dir(settings)
@@ -168,7 +156,10 @@ def eval_command(
     for name, path in rewrite_files.items():
         systems[name] = _read_rewrites(path)
     for name, path in model_dirs.items():
-        systems[name] = load_rewriter(path)
+        try:
+            systems[name] = load_model_dir(path, "rewriter")
+        except ModelLoadError as error:
+            raise fail(f"--model {name}: {error}") from None
     try:
         report = quality_report(search_index, examples, systems, k, substitute)
     except ValueError as error:
