@@ -9,6 +9,11 @@ ones are reported as null), so the models can be filled in as they are trained:
     .venv/bin/python benchmarks/rewriter_quality.py                              # raw, baseline, oracle
     .venv/bin/python benchmarks/rewriter_quality.py --save-data /tmp/rq-data     # the data to train on
     .venv/bin/python benchmarks/rewriter_quality.py --data /tmp/rq-data --teacher T --student S --label-free L
+    .venv/bin/python benchmarks/rewriter_quality.py --data /tmp/rq-data --teacher CASCADE --also lm_alone=T
+
+``--also NAME=DIR`` reports any other saved rewriter beside them (e.g. the LM alone next to a cascade
+built on the baseline). Every system also gets ``changed_vs_baseline_share``: the share of test queries
+whose served text differs from the baseline's (for a cascade: how often the learned part overrides it).
 
 Train models on the same ``--save-data`` directory's train split, or the seen/unseen split is void.
 Writes ``benchmarks/results/rewriter_quality.json`` and an HTML report beside it.
@@ -100,9 +105,22 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="saved teacher rewriter dir")
     parser.add_argument("--student", type=Path, help="saved student rewriter dir (the supervised run)")
     parser.add_argument("--label-free", type=Path, help="saved rewriter trained without canonical_query")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another saved rewriter to report beside the others (repeatable)",
+    )
     parser.add_argument("--real-queries", type=Path, default=DEFAULT_REAL_QUERIES, help="ESCI sample dir")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    extra_models = {}
+    for spec in args.also:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or name in (*SYSTEMS, "label_free"):
+            parser.error(f"--also: expected NAME=DIR with a NAME other than {', '.join(SYSTEMS)}, got {spec!r}")
+        extra_models[name] = Path(path)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     load_start = os.getloadavg()
     started = time.perf_counter()
@@ -118,6 +136,7 @@ def main() -> None:
         raw_queries,
         real_queries_safety,
         real_query_strings,
+        rewrite_queries,
     )
     from minielm.models.loading import load_model_dir
     from minielm.search import SearchIndex
@@ -134,23 +153,36 @@ def main() -> None:
     examples = dataset.examples[dataset.examples[SPLIT] == args.split]
     index = SearchIndex.build(dataset.products)
     baseline = PhraseTableRewriter.fit(dataset.products, dataset.examples)
-    systems: dict = {"raw": raw_queries(examples), "baseline": baseline, "oracle": oracle_queries(examples)}
-    models = {"teacher": args.teacher, "student": args.student, "label_free": args.label_free}
+    raw = raw_queries(examples)
+    systems: dict = {"raw": raw, "baseline": rewrite_queries(baseline, raw), "oracle": oracle_queries(examples)}
+    sources: dict = {"baseline": baseline}  # what the real query strings go through
+    models = {"teacher": args.teacher, "student": args.student, "label_free": args.label_free, **extra_models}
     for name, path in models.items():
         if path is not None:
-            systems[name] = load_model_dir(path, "rewriter")
+            sources[name] = load_model_dir(path, "rewriter")
+            systems[name] = rewrite_queries(sources[name], raw)
+    changed_vs_baseline = {
+        name: sum(texts[q] != systems["baseline"][q] for q in raw) / len(raw) for name, texts in systems.items()
+    }
     report = quality_report(index, examples, systems, args.k)
     real_strings = real_query_strings(args.real_queries) if args.real_queries.is_dir() else []
     real = {}
-    for name, source in systems.items():
+    for name in systems:
         if name == "oracle" or not real_strings:
             continue
-        real[name] = real_queries_safety(source if name != "raw" else (lambda qs: list(qs)), real_strings)
+        real[name] = real_queries_safety(sources.get(name, lambda qs: list(qs)), real_strings)
     report["real_queries"] = real
     entries = {name: _system_entry(report, name, real.get(name)) if name in systems else None for name in SYSTEMS}
+    for name in ("label_free", *extra_models):
+        if name in systems:
+            entries[name] = _system_entry(report, name, real.get(name))
+    for name, entry in entries.items():
+        if entry is not None:
+            entry["changed_vs_baseline_share"] = changed_vs_baseline[name]
+            if name in models:
+                entry["front_end"] = "baseline" if getattr(sources[name], "front_end", None) is not None else "none"
     label_free_share = None
     if "label_free" in systems:
-        entries["label_free"] = _system_entry(report, "label_free", real.get("label_free"))
         supervised = entries["student"] or entries["teacher"]
         raw_unseen = _unseen(entries["raw"])
         if supervised and _unseen(supervised) - raw_unseen > 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,27 @@ def mine_phrase_table(
         if count >= min_precision * max(occurrences[source], 1):
             table[source] = target
     return table
+
+
+def out_of_fold_rewrites(vocabulary: Counter, examples: pd.DataFrame, folds: int) -> dict[str, str]:
+    """Each noisy query of ``examples`` (with ``canonical_query``) -> its rewrite by a phrase table mined
+    from the *other* folds of the queries (folds by query id), with the same spelling vocabulary.
+
+    What a model stacked on the baseline should learn from: on its own training queries, a table mined
+    from them has memorised their noise, while on new queries it meets forms it never saw.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    pairs = examples.drop_duplicates(QUERY_ID)
+    fold = pairs[QUERY_ID].astype(str).map(lambda q: zlib.crc32(q.encode()) % folds)
+    rewrites: dict[str, str] = {}
+    for k in range(folds):
+        rest = pairs[fold != k]
+        table = mine_phrase_table(rest[QUERY].astype(str).tolist(), rest[CANONICAL_QUERY].astype(str).tolist())
+        rewriter = PhraseTableRewriter(table, vocabulary, version=f"fold-{k}")
+        for query in pairs.loc[fold == k, QUERY].astype(str):
+            rewrites.setdefault(query, rewriter.rewrite_one(query))
+    return rewrites
 
 
 class PhraseTableRewriter:

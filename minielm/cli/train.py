@@ -103,6 +103,9 @@ def teacher_rewriter(
         help="auto (default: label-free when the data has no canonical_query), on or off. Label-free "
         "trains on candidate rewrites that retrieve more relevant products.",
     ),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="A saved rewriter dir to train further instead of the backbone (supervised)."
+    ),
 ) -> None:
     """Fine-tune the rewriter teacher on (noisy query -> canonical rewrite) pairs, or label-free on
     retrieval-verified candidates when the data has no canonical rewrites, and evaluate it."""
@@ -115,6 +118,8 @@ def teacher_rewriter(
             raise fail(f"--label-free: expected auto, on or off, got {label_free!r}")
         config = config.model_copy(update={"label_free": label_free})
     data, output = _dirs(settings, data, output, "teacher-rewriter")
+    if init_from is not None and not (init_from / "config.json").is_file():
+        raise fail(f"--init-from: {init_from} holds no saved rewriter (no config.json)")
     run = train_rewriter(
         data,
         output,
@@ -123,6 +128,7 @@ def teacher_rewriter(
         index_dir=index,
         top_k=settings.eval.top_k,
         substitute_is_relevant=settings.eval.substitute_is_relevant,
+        init_from=init_from,
     )
     _finish(settings, run, register, settings.models.teacher_rewriter, output_format)
 

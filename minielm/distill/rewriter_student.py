@@ -9,6 +9,9 @@ Training mixes two signals through the DeepSpeed core:
   - sequence-level KD: cross-entropy on the teacher's own (greedy) rewrites of unlabelled queries;
   - token-level KL: at every answer position, KL to the teacher's next-token distribution at temperature T.
 ``loss = seq_kd_weight * CE + (1 - seq_kd_weight) * T^2 * KL``.
+
+A teacher with a front end (a cascade, :mod:`minielm.models.rewriter`) passes it on: the student reads
+the same front-end rewrites the teacher reads, and learns the teacher's served rewrites of them.
 """
 
 from __future__ import annotations
@@ -204,9 +207,10 @@ def distill_rewriter(
 
     teacher.model.eval()
     targets = [r[0] for r in teacher.rewrite(queries)]
+    inputs = teacher.lm_inputs(queries)
     encoded = [
         encode_rewrite_example(tokenizer, q, r, max_prompt_tokens, config.rewriter.max_new_tokens)
-        for q, r in zip(queries, targets)
+        for q, r in zip(inputs, targets)
     ]
     torch.manual_seed(seed)
     model, build = build_student(teacher.model, config)
@@ -247,7 +251,12 @@ def distill_rewriter(
     remove_checkpoints(Path(work_dir))
     model.eval()
     student = CausalRewriter(
-        model, tokenizer, max_new_tokens=teacher.max_new_tokens, batch_size=teacher.batch_size, guard=teacher.guard
+        model,
+        tokenizer,
+        max_new_tokens=teacher.max_new_tokens,
+        batch_size=teacher.batch_size,
+        guard=teacher.guard,
+        front_end=teacher.front_end,
     )
     log.info(
         "rewriter student distilled",

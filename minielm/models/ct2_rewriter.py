@@ -4,7 +4,8 @@ A :class:`~minielm.models.rewriter.CausalRewriter` directory gets a converted co
 ``ctranslate2/`` subdirectory (:func:`export_ctranslate2`, run at registration so the registry holds
 both). :class:`CTranslate2Rewriter` answers the same calls as the Hugging Face rewriter, with the same
 prompt, the same greedy confidence (the probability of the least likely generated token, EOS
-included) and the same fallback to the raw query; training keeps using Hugging Face.
+included) and the same serving rule and front end (:class:`~minielm.models.rewriter.ServedRewriting`);
+training keeps using Hugging Face.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from minielm.baseline import PhraseTableRewriter
 from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.prompts import extract_rewrite
@@ -23,7 +25,7 @@ from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.rewriter import (
     METADATA_FILE,
     MODEL_CLASS,
-    CausalRewriter,
+    ServedRewriting,
     encode_prompt,
     saved_serving_options,
 )
@@ -99,7 +101,7 @@ def default_device() -> tuple[str, str]:
     return "cpu", "int8"
 
 
-class CTranslate2Rewriter:
+class CTranslate2Rewriter(ServedRewriting):
     """A :class:`~minielm.models.interfaces.QueryRewriter` over a CTranslate2 ``Generator``."""
 
     def __init__(
@@ -113,8 +115,10 @@ class CTranslate2Rewriter:
         top_p: float = 0.95,
         min_confidence: float = 0.0,
         guard: RewriteGuard | None = None,
+        front_end: PhraseTableRewriter | None = None,
     ) -> None:
         self.guard = guard
+        self.front_end = front_end
         self.generator = generator
         self.tokenizer = tokenizer
         self.version = version
@@ -148,9 +152,6 @@ class CTranslate2Rewriter:
             raise ConversionError(f"{ct2_dir(directory)}: CTranslate2 cannot load it ({error})") from error
         return cls(generator, load_tokenizer(directory), **saved_serving_options(directory, version, kwargs))
 
-    # The same serving rule as Hugging Face generation: confidence threshold, then the intent guard.
-    serve_choice = CausalRewriter.serve_choice
-
     def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
         return [self.tokenizer.convert_ids_to_tokens(encode_prompt(self.tokenizer, q)) for q in queries]
 
@@ -174,8 +175,8 @@ class CTranslate2Rewriter:
         )
         return [(result.sequences_ids[0], low) for result, low in zip(generated, lowest)]
 
-    def rewrite_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
-        """Greedy rewrite of each query with its confidence: the probability of its least likely token."""
+    def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy rewrite of each LM input with its confidence: the probability of its least likely token."""
         results: list[tuple[str, float]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])
@@ -187,11 +188,9 @@ class CTranslate2Rewriter:
         """``num_return`` rewrites per query, as :meth:`CausalRewriter.rewrite` gives them."""
         if num_return < 1:
             raise ValueError(f"num_return must be at least 1, got {num_return}")
-        if num_return == 1 and not do_sample and (self.min_confidence > 0 or self.guard is not None):
-            return [
-                [self.serve_choice(query, text, confidence)]
-                for query, (text, confidence) in zip(queries, self.rewrite_with_confidence(queries))
-            ]
+        if self.needs_serve_choice(num_return, do_sample):
+            return [[text] for text in self.served_rewrites(queries)]
+        queries = self.lm_inputs(queries)
         if do_sample:
             options: dict[str, Any] = dict(
                 sampling_topk=0, sampling_topp=self.top_p, sampling_temperature=self.temperature

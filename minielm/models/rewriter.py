@@ -4,6 +4,13 @@ It reads the prompt of :mod:`minielm.models.prompts` and generates the rewrite a
 batches, greedily (beam search when several rewrites are asked for, so they come best first) or by
 sampling. A directory saved with :meth:`CausalRewriter.save` (or exported by the training engine,
 plus the tokenizer) loads with :meth:`CausalRewriter.load` and with plain transformers.
+
+A rewriter may have a rule-based *front end* (``front_end/``: the phrase-table + spelling baseline of
+:mod:`minielm.baseline`), making it a cascade: the LM reads the front end's rewrite of the query and
+learns only what the rules miss, and when the LM abstains (low confidence, or the intent guard rejects
+its rewrite against the *original* query) the front end's rewrite is served. :class:`ServedRewriting`
+holds that rule once for every generation backend (Hugging Face here, CTranslate2 in
+:mod:`minielm.models.ct2_rewriter`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from minielm.baseline import PhraseTableRewriter
+from minielm.errors import InputError
 from minielm.models.prompts import clean_text, extract_rewrite, format_rewrite_answer, format_rewrite_prompt
 from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
@@ -23,6 +32,10 @@ from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
 METADATA_FILE = "metadata.json"
 GUARD_FILE = "rewrite_guard.json"
 MODEL_CLASS = "minielm.models.rewriter:CausalRewriter"
+FRONT_END_DIR = "front_end"
+# metadata.json "front_end": what the LM reads. "none": the query; "baseline": the phrase-table + spelling
+# rewrite of the query (saved in FRONT_END_DIR).
+FRONT_ENDS = ("none", "baseline")
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
@@ -65,9 +78,32 @@ def answer_token_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
     )
 
 
+def save_front_end(directory: Path, front_end: PhraseTableRewriter | None) -> dict[str, str]:
+    """Write the front end beside the weights; returns the metadata entry that names it."""
+    if front_end is None:
+        return {"front_end": "none"}
+    front_end.save(Path(directory) / FRONT_END_DIR)
+    return {"front_end": "baseline"}
+
+
+def load_front_end(directory: Path, metadata: dict[str, Any]) -> PhraseTableRewriter | None:
+    """The front end a saved rewriter was trained with (metadata ``front_end``), or None."""
+    kind = metadata.get("front_end", "none")
+    if kind not in FRONT_ENDS:
+        raise InputError(f"{directory / METADATA_FILE}: front_end {kind!r}, expected one of {', '.join(FRONT_ENDS)}")
+    if kind == "none":
+        return None
+    if not PhraseTableRewriter.is_saved_in(directory / FRONT_END_DIR):
+        raise InputError(
+            f"{directory}: metadata says front_end 'baseline' but {FRONT_END_DIR}/ holds no saved baseline "
+            "(the LM was trained on the baseline's rewrites and cannot be served without it)"
+        )
+    return PhraseTableRewriter.load(directory / FRONT_END_DIR)
+
+
 def saved_serving_options(directory: Path, version: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    """A saved rewriter's serving options (version, threshold, token budget, intent guard) from its directory,
-    under ``options`` given by the caller: one reading for every generation backend."""
+    """A saved rewriter's serving options (version, threshold, token budget, intent guard, front end) from its
+    directory, under ``options`` given by the caller: one reading for every generation backend."""
     metadata = json.loads((directory / METADATA_FILE).read_text()) if (directory / METADATA_FILE).is_file() else {}
     options = dict(options)
     options["version"] = version or str(metadata.get("version", "unversioned"))
@@ -75,10 +111,60 @@ def saved_serving_options(directory: Path, version: str | None, options: dict[st
     options.setdefault("max_new_tokens", int(metadata.get("max_new_tokens", 32)))
     if "guard" not in options and (directory / GUARD_FILE).is_file():
         options["guard"] = RewriteGuard.load(directory / GUARD_FILE)
+    if "front_end" not in options:
+        options["front_end"] = load_front_end(directory, metadata)
     return options
 
 
-class CausalRewriter:
+class ServedRewriting:
+    """The serving rule of a generating rewriter, whatever generates: the LM reads the front end's rewrite
+    (the query itself without one); its greedy rewrite is served unless its confidence is below
+    ``min_confidence`` or the intent guard rejects it against the original query, in which case the front
+    end's rewrite (the query) is served. Subclasses implement :meth:`generate_with_confidence`."""
+
+    front_end: PhraseTableRewriter | None = None
+    guard: RewriteGuard | None = None
+    min_confidence: float = 0.0
+
+    def generate_with_confidence(self, inputs: Sequence[str]) -> list[tuple[str, float]]:
+        """The LM's greedy rewrite of each input (already through the front end) and its confidence."""
+        raise NotImplementedError
+
+    def lm_inputs(self, queries: Sequence[str]) -> list[str]:
+        """What the LM reads for each query: the front end's rewrite, or the query."""
+        return self.front_end(queries) if self.front_end is not None else list(queries)
+
+    def rewrite_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy LM rewrite of each query (through the front end) with its confidence: the probability of
+        its least likely token. Unfiltered: :meth:`serve_choice` decides what is served."""
+        return self.generate_with_confidence(self.lm_inputs(queries))
+
+    def serve_choice(self, query: str, rewrite: str, confidence: float, fallback: str | None = None) -> str:
+        """What serving returns for a greedy rewrite: the rewrite, or ``fallback`` (the front end's rewrite;
+        the query itself by default) when the model is unsure (confidence below ``min_confidence``) or the
+        rewrite fails the intent guard against the original query."""
+        if confidence < self.min_confidence or (self.guard is not None and not self.guard.allows(query, rewrite)):
+            return clean_text(query) if fallback is None else fallback
+        return rewrite
+
+    def served_rewrites(self, queries: Sequence[str]) -> list[str]:
+        """The served rewrite of each query (one greedy generation through :meth:`serve_choice`)."""
+        inputs = self.lm_inputs(queries)
+        fallbacks = inputs if self.front_end is not None else [clean_text(q) for q in queries]
+        scored = self.generate_with_confidence(inputs)
+        return [
+            self.serve_choice(query, text, confidence, fallback)
+            for query, fallback, (text, confidence) in zip(queries, fallbacks, scored)
+        ]
+
+    def needs_serve_choice(self, num_return: int, do_sample: bool) -> bool:
+        """A single greedy rewrite (what serving asks for) is filtered by :meth:`serve_choice`; sampled or
+        several rewrites (RL, candidate generation) come unfiltered."""
+        guarded = self.min_confidence > 0 or self.guard is not None or self.front_end is not None
+        return num_return == 1 and not do_sample and guarded
+
+
+class CausalRewriter(ServedRewriting):
     """A :class:`~minielm.models.interfaces.QueryRewriter` over a causal LM and its tokenizer."""
 
     def __init__(
@@ -92,6 +178,7 @@ class CausalRewriter:
         top_p: float = 0.95,
         min_confidence: float = 0.0,
         guard: RewriteGuard | None = None,
+        front_end: PhraseTableRewriter | None = None,
     ) -> None:
         self.model = model.eval()
         # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
@@ -99,6 +186,8 @@ class CausalRewriter:
         self.min_confidence = min_confidence
         # A served rewrite that loses a content word of the query keeps the raw query instead.
         self.guard = guard
+        # The rules the LM's input went through in training (see the module docstring).
+        self.front_end = front_end
         self.tokenizer = ensure_pad_token(tokenizer)
         self.version = version
         self.max_new_tokens = max_new_tokens
@@ -122,6 +211,7 @@ class CausalRewriter:
             "model_class": MODEL_CLASS,
             "version": self.version,
             "min_confidence": self.min_confidence,
+            **save_front_end(directory, self.front_end),
             **(metadata or {}),
         }
         (directory / METADATA_FILE).write_text(json.dumps(record, indent=2))
@@ -137,8 +227,8 @@ class CausalRewriter:
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
     @torch.no_grad()
-    def rewrite_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
-        """Greedy rewrite of each query with its confidence: the probability of its least likely token."""
+    def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy rewrite of each LM input with its confidence: the probability of its least likely token."""
         results: list[tuple[str, float]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])
@@ -164,23 +254,15 @@ class CausalRewriter:
                 results.append((extract_rewrite(texts[row]) or " ".join(query.split()), confidence))
         return results
 
-    def serve_choice(self, query: str, rewrite: str, confidence: float) -> str:
-        """What serving returns for a greedy rewrite: the rewrite, or the query itself when the model is
-        unsure (confidence below ``min_confidence``) or the rewrite fails the intent guard."""
-        if confidence < self.min_confidence or (self.guard is not None and not self.guard.allows(query, rewrite)):
-            return clean_text(query)
-        return rewrite
-
     @torch.no_grad()
     def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
-        """``num_return`` rewrites per query; an empty generation falls back to the query itself. A single
-        greedy rewrite (what serving asks for) goes through :meth:`serve_choice`; sampled or several
-        rewrites (RL, candidate generation) come unfiltered."""
+        """``num_return`` rewrites per query (of the front end's rewrite, when there is one); an empty
+        generation falls back to the LM's input. See :meth:`ServedRewriting.needs_serve_choice`."""
         if num_return < 1:
             raise ValueError(f"num_return must be at least 1, got {num_return}")
-        if num_return == 1 and not do_sample and (self.min_confidence > 0 or self.guard is not None):
-            scored = self.rewrite_with_confidence(queries)
-            return [[self.serve_choice(query, text, confidence)] for query, (text, confidence) in zip(queries, scored)]
+        if self.needs_serve_choice(num_return, do_sample):
+            return [[text] for text in self.served_rewrites(queries)]
+        queries = self.lm_inputs(queries)
         results: list[list[str]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])

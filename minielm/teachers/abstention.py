@@ -1,7 +1,8 @@
 """When a rewriter should leave a query alone: its confidence threshold and its harm rate.
 
-The served rewriter returns the query unchanged when its greedy rewrite is less confident than
-``min_confidence`` or fails the intent guard (:mod:`minielm.models.rewrite_guard`). The threshold is
+The served rewriter returns the query unchanged (a cascade: its front end's rewrite, the *fallback*)
+when its greedy rewrite is less confident than ``min_confidence`` or fails the intent guard
+(:mod:`minielm.models.rewrite_guard`). The threshold is
 chosen on a validation split: the one with the most relevant products per query among those whose
 harm rate stays within the target. A query counts as *harmed* when the served text differs from the
 query and either loses a content word or retrieves fewer relevant products than the query itself.
@@ -65,11 +66,17 @@ def calibrate_threshold(
     relevant_rewrite: Mapping[str, float],
     harm_ids: set[str],
     max_harm_rate: float,
+    fallback: Mapping[str, str] | None = None,
+    relevant_fallback: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The threshold with the most relevant products per query whose harm rate is within target.
 
     Candidates: 0 (always rewrite), the quantiles of the confidences, and :data:`NEVER_REWRITE`; ties
-    go to the lower threshold (rewrite more), and a best that does not beat raw becomes "never"."""
+    go to the lower threshold (rewrite more), and a best that does not beat what is served when the
+    rewriter abstains (``fallback``: a cascade's front-end rewrites; the raw query by default) becomes
+    "never". Harm is always judged against the raw query, the fallback's included."""
+    fallback = fallback if fallback is not None else raw
+    relevant_fallback = relevant_fallback if relevant_fallback is not None else relevant_raw
     ids = list(scored)
     confidences = np.array([scored[q][1] for q in ids])
     candidates = sorted({0.0, NEVER_REWRITE, *np.quantile(confidences, np.linspace(0, 1, 41)).round(6).tolist()})
@@ -77,20 +84,27 @@ def calibrate_threshold(
 
     def outcome(threshold: float) -> tuple[float, float, float]:
         rewrites = {q: allowed[q] and scored[q][1] >= threshold for q in ids}
-        relevant = np.mean([relevant_rewrite[q] if rewrites[q] else relevant_raw[q] for q in ids])
+        relevant = np.mean([relevant_rewrite[q] if rewrites[q] else relevant_fallback[q] for q in ids])
         harmed = [
             q
             for q in harm_pool
-            if rewrites[q] and is_harmed(raw[q], scored[q][0], relevant_raw[q], relevant_rewrite[q])
+            if (
+                is_harmed(raw[q], scored[q][0], relevant_raw[q], relevant_rewrite[q])
+                if rewrites[q]
+                else is_harmed(raw[q], fallback[q], relevant_raw[q], relevant_fallback[q])
+            )
         ]
         harm = len(harmed) / len(harm_pool) if harm_pool else 0.0
         return float(relevant), harm, float(np.mean(list(rewrites.values())))
 
     table = [(t, *outcome(t)) for t in candidates]
-    feasible = [row for row in table if row[2] <= max_harm_rate]
+    # A cascade's fallback may harm on its own; the LM may not add harm beyond the target or that floor.
+    harm_limit = max(max_harm_rate, table[-1][2])
+    feasible = [row for row in table if row[2] <= harm_limit]
     raw_relevant = float(np.mean([relevant_raw[q] for q in ids]))
+    fallback_relevant = float(np.mean([relevant_fallback[q] for q in ids]))
     best = max(feasible, key=lambda row: (row[1], -row[0]))
-    if best[1] <= raw_relevant + 1e-12:  # no gain: rewriting could only harm
+    if best[1] <= fallback_relevant + 1e-12:  # no gain over abstaining: rewriting could only harm
         best = table[-1]
     threshold, relevant, harm, rate = best
     always = next(row for row in table if row[0] == 0.0)
@@ -99,6 +113,7 @@ def calibrate_threshold(
         "abstains": threshold >= NEVER_REWRITE,
         "calibration_relevant_per_query": relevant,
         "calibration_raw_relevant_per_query": raw_relevant,
+        "calibration_fallback_relevant_per_query": fallback_relevant,
         "calibration_always_rewrite_relevant_per_query": always[1],
         "calibration_harm_rate": harm,
         "calibration_always_rewrite_harm_rate": always[2],
@@ -108,13 +123,12 @@ def calibrate_threshold(
         "calibration_guard_rejected": sum(not allowed[q] for q in ids),
     }
     if result["abstains"]:
-        gainful = [
-            row for row in table if row[0] < NEVER_REWRITE and row[1] > result["calibration_raw_relevant_per_query"]
-        ]
+        gainful = [row for row in table if row[0] < NEVER_REWRITE and row[1] > fallback_relevant]
+        reference = "the raw queries" if fallback is raw else "the front end's rewrites"
         result["abstain_reason"] = (
-            "no threshold beats the raw queries on validation"
+            f"no threshold beats {reference} on validation"
             if not gainful
-            else f"every threshold that beats the raw queries harms more than {max_harm_rate:.1%} of the "
+            else f"every threshold that beats {reference} harms more than {harm_limit:.1%} of the "
             f"leave-alone queries (lowest: {min(row[2] for row in gainful):.1%})"
         )
     return result
@@ -152,7 +166,13 @@ def calibrate_min_confidence(
     allowed = {q: guard is None or guard.allows(raw[q], scored[q][0]) for q in keep}
     relevant_raw = per_query_relevant(index, examples, raw, k, substitute_is_relevant)
     relevant_rewrite = per_query_relevant(index, examples, {q: scored[q][0] for q in keep}, k, substitute_is_relevant)
-    result = calibrate_threshold(raw, scored, allowed, relevant_raw, relevant_rewrite, harm_ids, max_harm_rate)
+    fallback = relevant_fallback = None
+    if getattr(rewriter, "front_end", None) is not None:
+        fallback = dict(zip(keep, rewriter.lm_inputs([raw[q] for q in keep])))
+        relevant_fallback = per_query_relevant(index, examples, fallback, k, substitute_is_relevant)
+    result = calibrate_threshold(
+        raw, scored, allowed, relevant_raw, relevant_rewrite, harm_ids, max_harm_rate, fallback, relevant_fallback
+    )
     result.update(calibration_split=split, calibration_queries=len(keep), calibration_harm_set=harm_set)
     log.info("rewriter calibrated", **{k: v for k, v in result.items() if not isinstance(v, dict)})
     return result

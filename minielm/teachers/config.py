@@ -88,6 +88,35 @@ class RewriterTeacherConfig(TeacherConfig):
         description="serve the query unchanged when a rewrite loses a content word (catalog vocabulary and "
         "synonyms learned from the training pairs)",
     )
+    front_end: Literal["none", "baseline"] = Field(
+        "none",
+        description="what the LM reads. none: the query. baseline: the rewrite of the phrase-table + catalog "
+        "spelling baseline (fitted on the train split, saved with the model), so the LM learns only what the "
+        "rules miss and the baseline's rewrite is served when the LM abstains; needs canonical_query "
+        "(not label-free). The distilled student inherits it",
+    )
+    front_end_folds: int = Field(
+        5,
+        ge=1,
+        description="with front_end baseline: the LM's training inputs are rewritten by phrase tables mined "
+        "from the other folds of the train queries (cross-fitting), so it learns the residual the baseline "
+        "leaves on queries it did not see; 1 = the full table (which has memorised the train queries' noise)",
+    )
+    front_end_solved_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="with front_end baseline: keep at most this many pairs the front end already solves (input "
+        "equals the canonical rewrite) per pair it does not, drawn at random by training.seed, so the steps go "
+        "to the residual; None keeps every pair",
+    )
+
+    @model_validator(mode="after")
+    def _front_end_is_supervised(self) -> RewriterTeacherConfig:
+        if self.front_end != "none" and self.label_free == "on":
+            raise ValueError(
+                f"front_end {self.front_end!r} needs supervised training (canonical_query); label_free is 'on'"
+            )
+        return self
 
 
 class RelevanceTeacherConfig(TeacherConfig):

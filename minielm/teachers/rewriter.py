@@ -15,9 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
+from minielm.baseline import PhraseTableRewriter, out_of_fold_rewrites
 from minielm.data.esci import CANONICAL_QUERY, EsciData
 from minielm.logs import get_logger
 from minielm.models.backbones import causal_lm
@@ -29,12 +31,20 @@ from minielm.models.rewriter import (
     answer_token_loss,
     collate_rewrite_examples,
     encode_rewrite_example,
+    save_front_end,
 )
 from minielm.models.tokenizer import load_tokenizer
 from minielm.teachers.abstention import calibrate_min_confidence, harm_report, leave_alone_ids
 from minielm.teachers.common import TeacherRun, is_main_process, run_tokenizer, write_metrics, write_model_metadata
 from minielm.teachers.config import RewriterTeacherConfig
-from minielm.teachers.data import data_fingerprint, load_teacher_data, product_texts, rewrite_pairs, split_examples
+from minielm.teachers.data import (
+    TeacherDataError,
+    data_fingerprint,
+    load_teacher_data,
+    product_texts,
+    rewrite_pairs,
+    split_examples,
+)
 
 log = get_logger(__name__)
 
@@ -106,6 +116,8 @@ def train_rewriter_teacher(
     """Validate the data, fine-tune, export to ``output_dir/final`` and evaluate; resumable.
 
     ``init_from``: a rewriter directory (weights and tokenizer) to train further instead of the backbone.
+    With ``config.front_end == "baseline"`` the LM trains on (baseline rewrite of the noisy query ->
+    canonical rewrite): the baseline is fitted on the train split and saved with the model.
     """
     from minielm.training.engine import train
 
@@ -115,7 +127,9 @@ def train_rewriter_teacher(
     split_examples(dataset, config.eval_split, "rewriter evaluation")
     log.info("rewriter teacher config", **config.model_dump(mode="json"))
     catalog_texts = list(product_texts(dataset).values())
-    corpus = [q for pair in pairs for q in pair] + catalog_texts
+    front_end = fit_front_end(dataset, config)
+    lm_pairs = front_end_pairs(dataset, pairs, front_end, config) if front_end is not None else pairs
+    corpus = [q for pair in lm_pairs for q in pair] + catalog_texts
     torch.manual_seed(config.training.seed)
     if init_from is not None:
         tokenizer = load_tokenizer(init_from)
@@ -124,7 +138,7 @@ def train_rewriter_teacher(
         tokenizer = run_tokenizer(output_dir, config.backbone, corpus, Path(cache_dir), config.tiny.vocab_size)
         model = causal_lm(config.backbone, tokenizer, cache_dir, config.tiny)
     encoded = [
-        encode_rewrite_example(tokenizer, q, r, config.max_prompt_tokens, config.max_answer_tokens) for q, r in pairs
+        encode_rewrite_example(tokenizer, q, r, config.max_prompt_tokens, config.max_answer_tokens) for q, r in lm_pairs
     ]
     result = train(
         model,
@@ -147,6 +161,7 @@ def train_rewriter_teacher(
             batch_size=config.eval_batch_size,
             max_new_tokens=config.max_answer_tokens + 1,
             guard=guard,
+            front_end=front_end,
         )
         index = SearchIndex.load(index_dir) if index_dir else SearchIndex.build(dataset.products)
         calibration: dict[str, Any] = {"min_confidence": 0.0}
@@ -176,6 +191,7 @@ def train_rewriter_teacher(
             "data_hash": data_fingerprint(pairs),
             "config": config.model_dump(mode="json"),
             "n_train_pairs": len(pairs),
+            **save_front_end(result.export_dir, front_end),
         }
         write_model_metadata(result.export_dir, metadata)
         if guard is not None:
@@ -192,6 +208,42 @@ def train_rewriter_teacher(
         train=result.summary(),
         metadata={"backbone": config.backbone},
     )
+
+
+def fit_front_end(dataset: EsciData, config: RewriterTeacherConfig) -> PhraseTableRewriter | None:
+    """The rule-based front end the LM reads through (``config.front_end``), fitted on the train split."""
+    if config.front_end == "none":
+        return None
+    train = dataset.examples[dataset.examples["split"] == config.train_split]
+    return PhraseTableRewriter.fit(dataset.products, train, version="front-end")
+
+
+def front_end_pairs(
+    dataset: EsciData, pairs: list[tuple[str, str]], front_end: PhraseTableRewriter, config: RewriterTeacherConfig
+) -> list[tuple[str, str]]:
+    """(front end's rewrite of the noisy query -> canonical rewrite): what the cascade's LM trains on.
+    With ``front_end_folds > 1`` a noisy query is rewritten by a table mined from the other folds."""
+    held_out: dict[str, str] = {}
+    if config.front_end_folds > 1:
+        train = dataset.examples[dataset.examples["split"] == config.train_split]
+        held_out = out_of_fold_rewrites(front_end.vocabulary, train, config.front_end_folds)
+    inputs = [held_out[q] if q in held_out else front_end.rewrite_one(q) for q, _ in pairs]
+    lm_pairs = list(zip(inputs, [r for _, r in pairs]))
+    solved = [pair for pair in lm_pairs if pair[0] == pair[1]]
+    residual = [pair for pair in lm_pairs if pair[0] != pair[1]]
+    log.info(
+        "cascade pairs: the LM reads the baseline's rewrites",
+        pairs=len(pairs),
+        folds=config.front_end_folds,
+        changed_by_front_end=sum(a != q for a, (q, _) in zip(inputs, pairs)),
+        already_canonical=len(solved),
+    )
+    ratio = config.front_end_solved_ratio
+    if ratio is not None and len(solved) > ratio * len(residual):
+        keep = np.random.default_rng(config.training.seed).permutation(len(solved))[: int(ratio * len(residual))]
+        lm_pairs = residual + [solved[i] for i in sorted(keep)]
+        log.info("cascade pairs subsampled", residual=len(residual), solved_kept=len(keep))
+    return lm_pairs
 
 
 def uses_label_free(data: EsciData | Path | str, config: RewriterTeacherConfig) -> bool:
@@ -223,10 +275,12 @@ def train_rewriter(
     top_k: int = 10,
     substitute_is_relevant: bool = False,
     scorer=None,
+    init_from: Path | str | None = None,
 ) -> TeacherRun:
     """The rewriter teacher, supervised (canonical rewrites) or label-free (verified candidates); the
     model lands in ``output_dir/final`` either way. ``scorer``: a relevance model that judges retrieved
-    products the data did not judge (label-free only)."""
+    products the data did not judge (label-free only). ``init_from``: a rewriter directory to train further
+    (supervised only)."""
     if not uses_label_free(data, config):
         return train_rewriter_teacher(
             data,
@@ -236,6 +290,14 @@ def train_rewriter(
             index_dir=index_dir,
             top_k=top_k,
             substitute_is_relevant=substitute_is_relevant,
+            init_from=init_from,
+        )
+    if init_from is not None:
+        raise TeacherDataError("init_from: label-free training starts from the backbone (train supervised to refine)")
+    if config.front_end != "none":
+        raise TeacherDataError(
+            f"teachers.rewriter.front_end {config.front_end!r} needs supervised training: the data has no "
+            f"{CANONICAL_QUERY!r} column (or label_free is 'on'); set front_end: none to train label-free"
         )
     from minielm.teachers.label_free import LabelFreeConfig, train_label_free_rewriter
 
