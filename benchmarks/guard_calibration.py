@@ -8,7 +8,8 @@ on test) of a saved synthetic benchmark (``rewriter_quality.py --save-data``):
 - *harm probes*, the worst case for the semantic check: in each clean or out-of-catalog query of the
   split and in each real ESCI query string, every word the catalog does not know is replaced by the
   catalog word nearest to it in the encoder's own space (not a spelling variant). A probe leaks when
-  the guard allows it and the independent harm check (:mod:`minielm.intent`) calls it harm. Reported
+  the guard allows it and the independent harm check (:mod:`minielm.intent`) calls it harm (the rules
+  alone let some through: the ``none`` row is the reference). Reported
   per probe and per query (a query leaks when any of its probes does);
 - the phrase-table baseline behind the guard: harm on clean/out-of-catalog queries and real safety.
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "guard_calibration.json"
 DEFAULT_REAL_QUERIES = REPO / ".." / "shared" / "data" / "esci-sample"
-DEFAULT_THRESHOLDS = "none,0.8,0.75,0.7,0.65,0.6,0.55,0.5,0.45,0.4"
+DEFAULT_THRESHOLDS = "none,0.8,0.75,0.7,0.65,0.6,0.55,0.5,0.45,0.4,0.3"
 
 
 def nearest_catalog_words(words: list[str], vocabulary: list[str], similarity) -> dict[str, str]:
@@ -103,7 +104,9 @@ def main() -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     dataset = load_esci(args.data)
     pairs = rewrite_pairs(dataset, "train")
-    rules = RewriteGuard.from_texts(list(product_texts(dataset).values()) + [r for _, r in pairs], pairs)
+    catalog_texts = list(product_texts(dataset).values()) + [r for _, r in pairs]
+    rules = RewriteGuard.from_texts(catalog_texts, pairs)
+    word_sets = RewriteGuard.from_texts(catalog_texts, semantic_threshold=1.0).catalog_word_sets
     examples = dataset.examples[dataset.examples[SPLIT] == args.split]
     index = SearchIndex.load(args.index) if args.index else SearchIndex.build(dataset.products)
     raw, oracle = raw_queries(examples), oracle_queries(examples)
@@ -129,7 +132,12 @@ def main() -> None:
     rows = []
     for value in args.thresholds.split(","):
         threshold = None if value.strip() == "none" else float(value)
-        guard = RewriteGuard(rules.vocabulary, rules.equivalents, semantic_threshold=threshold)
+        guard = RewriteGuard(
+            rules.vocabulary,
+            rules.equivalents,
+            semantic_threshold=threshold,
+            catalog_word_sets=word_sets if threshold is not None else None,
+        )
         allowed = {q: guard.allows(raw[q], oracle[q]) for q in raw}
         guarded = {q: oracle[q] if allowed[q] else raw[q] for q in raw}
         per_query = evaluate_queries(index, examples, guarded, args.k)["per_query"]

@@ -190,8 +190,14 @@ def main() -> None:
     for name, path in models.items():
         if path is not None:
             sources[name] = load_model_dir(path, "rewriter")
-            if args.guard_semantic_threshold is not None and getattr(sources[name], "guard", None) is not None:
-                sources[name].guard.semantic_threshold = args.guard_semantic_threshold
+            saved_guard = getattr(sources[name], "guard", None)
+            if args.guard_semantic_threshold is not None and saved_guard is not None:
+                sources[name].guard = RewriteGuard(
+                    saved_guard.vocabulary,
+                    saved_guard.equivalents,
+                    semantic_threshold=args.guard_semantic_threshold,
+                    catalog_word_sets=guard.catalog_word_sets,
+                )
             systems[name] = rewrite_queries(sources[name], raw)
     changed_vs_baseline = {
         name: sum(texts[q] != systems["baseline"][q] for q in raw) / len(raw) for name, texts in systems.items()

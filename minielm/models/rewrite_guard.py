@@ -284,18 +284,21 @@ class RewriteGuard:
     """The intent check with what it knows about the catalog: its vocabulary and learned synonyms.
 
     ``semantic_threshold`` (off when None) lets a rewrite replace words the catalog does not know with
-    words it knows when the two phrases mean the same to a pretrained sentence encoder
-    (``semantic_model``: a sentence-transformers folder, None for all-MiniLM-L6-v2 from its wheel):
-    cosine similarity at least the threshold (``lilac`` -> ``purple``, ``quilt`` -> ``duvet``). A word the
-    catalog knows is never replaced, negations and numbers never change, and a dropped word without a
-    replacement stays lost. Calibrate the threshold on validation queries (never on test), e.g. with
-    ``benchmarks/guard_calibration.py``.
+    words it knows when both hold: the two phrases mean the same to a pretrained sentence encoder
+    (``semantic_model``: a sentence-transformers folder, None for all-MiniLM-L6-v2 from its wheel;
+    cosine at least the threshold: ``shades`` -> ``sunglasses``, ``quilt`` -> ``duvet``), and the
+    rewrite names something the catalog sells (all its content words occur together in one of
+    ``catalog_word_sets``, the distinct words of each catalog text). A word the catalog knows is never
+    replaced, negations and numbers never change, and a dropped word without a replacement stays lost.
+    Calibrate the threshold on validation queries, never on test: ``benchmarks/guard_calibration.py``.
     """
 
     vocabulary: frozenset[str] | None = None
     equivalents: dict[str, set[str]] = field(default_factory=dict)
     semantic_threshold: float | None = None
     semantic_model: str | None = None
+    catalog_word_sets: tuple[frozenset[str], ...] | None = None
+    _postings: dict[str, set[int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.semantic_threshold is not None:
@@ -303,13 +306,19 @@ class RewriteGuard:
                 raise ValueError(
                     f"semantic_threshold: expected a cosine in (0, 1] or None, got {self.semantic_threshold}"
                 )
-            if self.vocabulary is None:
-                raise ValueError("semantic_threshold needs the catalog vocabulary (only unknown words are replaced)")
+            if self.vocabulary is None or not self.catalog_word_sets:
+                raise ValueError(
+                    "semantic_threshold needs the catalog vocabulary and catalog_word_sets (build the guard with "
+                    "RewriteGuard.from_texts)"
+                )
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], pairs: Iterable[tuple[str, str]] = (), **options: Any) -> RewriteGuard:
-        """Vocabulary from catalog texts (titles, canonical queries), synonyms from rewrite pairs;
-        ``options``: the semantic fields above."""
+        """Vocabulary (and, with ``semantic_threshold``, the word sets) from catalog texts (product texts,
+        canonical queries), synonyms from rewrite pairs; ``options``: the semantic fields above."""
+        texts = list(texts)
+        if options.get("semantic_threshold") is not None and "catalog_word_sets" not in options:
+            options["catalog_word_sets"] = tuple(dict.fromkeys(frozenset(words(text)) for text in texts))
         return cls(frozenset(w for text in texts for w in words(text)), learn_equivalents(pairs), **options)
 
     def lost(self, query: str, rewrite: str) -> list[str]:
@@ -317,6 +326,16 @@ class RewriteGuard:
         if lost and self.semantic_threshold is not None and self._same_meaning(query, rewrite, lost):
             return []
         return lost
+
+    def names_catalog_item(self, text: str) -> bool:
+        """All content words of ``text`` occur together in one catalog text."""
+        if self._postings is None:
+            self._postings = {}
+            for position, word_set in enumerate(self.catalog_word_sets or ()):
+                for word in word_set:
+                    self._postings.setdefault(word, set()).add(position)
+        found = [self._postings.get(w, set()) for w in content_words(text)]
+        return bool(found) and bool(set.intersection(*found))
 
     def _same_meaning(self, query: str, rewrite: str, lost: list[str]) -> bool:
         replaced = replaced_phrases(query, rewrite, lost, self.equivalents, self.vocabulary)
@@ -326,6 +345,8 @@ class RewriteGuard:
         for old, new in replaced:
             if any(w in vocabulary for w in old.split()) or not all(w in vocabulary for w in new.split()):
                 return False
+        if not self.names_catalog_item(rewrite):
+            return False
         similarity = shared_similarity(self.semantic_model)
         return all(similarity(old, new) >= self.semantic_threshold for old, new in replaced)
 
@@ -338,6 +359,7 @@ class RewriteGuard:
             "equivalents": {w: sorted(o) for w, o in sorted(self.equivalents.items())},
             "semantic_threshold": self.semantic_threshold,
             "semantic_model": self.semantic_model,
+            "catalog_word_sets": [sorted(s) for s in self.catalog_word_sets] if self.catalog_word_sets else None,
         }
         Path(path).write_text(json.dumps(record))
         return Path(path)
@@ -351,4 +373,7 @@ class RewriteGuard:
             {w: set(o) for w, o in record.get("equivalents", {}).items()},
             semantic_threshold=record.get("semantic_threshold"),
             semantic_model=record.get("semantic_model"),
+            catalog_word_sets=tuple(frozenset(s) for s in record["catalog_word_sets"])
+            if record.get("catalog_word_sets")
+            else None,
         )
