@@ -3,7 +3,10 @@
 Generates the synthetic benchmark (or reads ``--data``), fits the phrase-table + spelling baseline
 on its train split, and evaluates every system on the test split: relevant@k for seen and unseen
 noise and per noise class, the harm rate on clean and out-of-catalog queries, and the safe share on
-the real query strings of the ESCI sample. Model directories come from the command line (missing
+the real query strings of the ESCI sample. ``guarded_oracle`` and ``guarded_baseline`` serve the
+oracle and the baseline behind the intent guard (built as the rewriter teacher builds it: catalog
+texts, train canonical queries, synonyms from train pairs): the guarded oracle is the ceiling of any
+guarded learned rewriter. Model directories come from the command line (missing
 ones are reported as null), so the models can be filled in as they are trained:
 
     .venv/bin/python benchmarks/rewriter_quality.py                              # raw, baseline, oracle
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO))
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "rewriter_quality.json"
 DEFAULT_REAL_QUERIES = REPO / ".." / "shared" / "data" / "esci-sample"
 SYSTEMS = ("raw", "baseline", "teacher", "student", "oracle")
+GUARDED = ("guarded_oracle", "guarded_baseline")
 # The issue's targets, checked (never enforced) in the JSON: student vs raw and baseline on unseen noise.
 TARGETS = {
     "student_gain_over_raw_unseen": 0.30,
@@ -72,6 +76,11 @@ def _system_entry(report: dict, name: str, real: dict | None) -> dict:
     }
 
 
+def guarded(guard, raw: dict[str, str], rewrites: dict[str, str]) -> dict[str, str]:
+    """query id -> the rewrite where ``guard`` allows it, else the query as typed."""
+    return {q: rewrites[q] if guard.allows(raw[q], rewrites[q]) else raw[q] for q in raw}
+
+
 def _unseen(entry: dict | None) -> float | None:
     return entry["relevant_at_k"]["unseen_noise"] if entry else None
 
@@ -87,6 +96,7 @@ def _targets(systems: dict, label_free_share: float | None) -> dict:
         "student_gain_over_baseline_unseen": _relative(_unseen(student), baseline),
         "baseline_gain_over_raw_unseen": _relative(baseline, raw),
         "oracle_gain_over_raw_unseen": _relative(_unseen(systems["oracle"]), raw),
+        "guarded_oracle_gain_over_baseline_unseen": _relative(_unseen(systems.get("guarded_oracle")), baseline),
         "student_keeps_teacher_gain": keeps,
         "label_free_share_of_supervised_gain": label_free_share,
         "targets": TARGETS,
@@ -113,13 +123,20 @@ def main() -> None:
         help="another saved rewriter to report beside the others (repeatable)",
     )
     parser.add_argument("--real-queries", type=Path, default=DEFAULT_REAL_QUERIES, help="ESCI sample dir")
+    parser.add_argument(
+        "--guard-semantic-threshold",
+        type=float,
+        help="RewriteGuard.semantic_threshold for the guarded systems and the loaded models' guards (default: off)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     extra_models = {}
     for spec in args.also:
         name, sep, path = spec.partition("=")
-        if not sep or not name or not path or name in (*SYSTEMS, "label_free"):
-            parser.error(f"--also: expected NAME=DIR with a NAME other than {', '.join(SYSTEMS)}, got {spec!r}")
+        if not sep or not name or not path or name in (*SYSTEMS, *GUARDED, "label_free"):
+            parser.error(
+                f"--also: expected NAME=DIR with a NAME other than {', '.join(SYSTEMS + GUARDED)}, got {spec!r}"
+            )
         extra_models[name] = Path(path)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     load_start = os.getloadavg()
@@ -139,7 +156,9 @@ def main() -> None:
         rewrite_queries,
     )
     from minielm.models.loading import load_model_dir
+    from minielm.models.rewrite_guard import RewriteGuard
     from minielm.search import SearchIndex
+    from minielm.teachers.data import product_texts, rewrite_pairs
 
     if args.data:
         dataset = load_esci(args.data)
@@ -156,10 +175,29 @@ def main() -> None:
     raw = raw_queries(examples)
     systems: dict = {"raw": raw, "baseline": rewrite_queries(baseline, raw), "oracle": oracle_queries(examples)}
     sources: dict = {"baseline": baseline}  # what the real query strings go through
+    pairs = rewrite_pairs(dataset, "train")
+    guard = RewriteGuard.from_texts(
+        list(product_texts(dataset).values()) + [r for _, r in pairs],
+        pairs,
+        semantic_threshold=args.guard_semantic_threshold,
+    )
+    systems["guarded_oracle"] = guarded(guard, raw, systems["oracle"])
+    systems["guarded_baseline"] = guarded(guard, raw, systems["baseline"])
+    sources["guarded_baseline"] = lambda queries: [
+        q if guard.lost(q, r) else r for q, r in zip(queries, baseline(queries))
+    ]
     models = {"teacher": args.teacher, "student": args.student, "label_free": args.label_free, **extra_models}
     for name, path in models.items():
         if path is not None:
             sources[name] = load_model_dir(path, "rewriter")
+            saved_guard = getattr(sources[name], "guard", None)
+            if args.guard_semantic_threshold is not None and saved_guard is not None:
+                sources[name].guard = RewriteGuard(
+                    saved_guard.vocabulary,
+                    saved_guard.equivalents,
+                    semantic_threshold=args.guard_semantic_threshold,
+                    catalog_word_sets=guard.catalog_word_sets,
+                )
             systems[name] = rewrite_queries(sources[name], raw)
     changed_vs_baseline = {
         name: sum(texts[q] != systems["baseline"][q] for q in raw) / len(raw) for name, texts in systems.items()
@@ -168,11 +206,13 @@ def main() -> None:
     real_strings = real_query_strings(args.real_queries) if args.real_queries.is_dir() else []
     real = {}
     for name in systems:
-        if name == "oracle" or not real_strings:
+        if name in ("oracle", "guarded_oracle") or not real_strings:
             continue
         real[name] = real_queries_safety(sources.get(name, lambda qs: list(qs)), real_strings)
     report["real_queries"] = real
-    entries = {name: _system_entry(report, name, real.get(name)) if name in systems else None for name in SYSTEMS}
+    entries = {
+        name: _system_entry(report, name, real.get(name)) if name in systems else None for name in SYSTEMS + GUARDED
+    }
     for name in ("label_free", *extra_models):
         if name in systems:
             entries[name] = _system_entry(report, name, real.get(name))
@@ -202,6 +242,7 @@ def main() -> None:
         "n_queries": len(queries),
         "n_queries_by_novelty": queries["noise_novelty"].value_counts().to_dict() if "noise_novelty" in queries else {},
         "n_real_queries": len(real_strings),
+        "guard": {"semantic_threshold": guard.semantic_threshold, "semantic_model": guard.semantic_model},
         **entries,
         "harm_rate_synthetic": {n: e["harm_rate_synthetic"] if e else None for n, e in entries.items()},
         "real_queries_safe_share": {n: e["real_queries_safe_share"] if e else None for n, e in entries.items()},

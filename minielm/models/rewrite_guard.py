@@ -23,9 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import Stemmer
 from rapidfuzz.distance import OSA
+
+from minielm.models.phrase_similarity import shared_similarity
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:[.,]\d+)?")
 _STEMMER = Stemmer.Stemmer("english")
@@ -84,9 +87,13 @@ def is_protected(word: str) -> bool:
 
 
 def content_mask(tokens: Sequence[str]) -> list[bool]:
-    """Which tokens carry intent: all but filler; a word right after a number is its unit (``32 in``)."""
+    """Which tokens carry intent: all but filler; a word right after a number is its unit (``32 in``);
+    ``brand`` of ``brand new`` is filler."""
     return [
-        w not in FILLER_WORDS or w in NEGATIONS or (i > 0 and tokens[i - 1][:1].isdigit()) for i, w in enumerate(tokens)
+        (w not in FILLER_WORDS and not (w == "brand" and tokens[i + 1 : i + 2] == ["new"]))
+        or w in NEGATIONS
+        or (i > 0 and tokens[i - 1][:1].isdigit())
+        for i, w in enumerate(tokens)
     ]
 
 
@@ -174,12 +181,26 @@ def lost_content_words(
             continue
         lost.append(word)
     query_set = set(query_words)
+    split_off = _split_off(query_set, rewrite_words)
     added = [
         f"+{w}"
-        for w in rewrite_words
-        if is_protected(w) and w not in query_set and not any(_close(q, w, vocabulary) for q in query_words)
+        for i, w in enumerate(rewrite_words)
+        if is_protected(w)
+        and w not in query_set
+        and i not in split_off
+        and not any(_close(q, w, vocabulary) for q in query_words)
     ]
     return lost + added
+
+
+def _split_off(query_words: Set[str], rewrite_words: list[str]) -> set[int]:
+    """Positions of rewrite words that, joined with a neighbour, spell a query word (``withoutbowl`` ->
+    ``without bowl``): a split, not an added word."""
+    positions: set[int] = set()
+    for i, (a, b) in enumerate(zip(rewrite_words, rewrite_words[1:])):
+        if a + b in query_words:
+            positions.update((i, i + 1))
+    return positions
 
 
 def keeps_intent(
@@ -208,20 +229,126 @@ def learn_equivalents(pairs: Iterable[tuple[str, str]], min_count: int = 2) -> d
     return equivalents
 
 
+def _runs(tokens: Sequence[str], flags: Sequence[bool]) -> list[str]:
+    """The maximal runs of flagged consecutive tokens, each as one phrase."""
+    runs: list[list[str]] = []
+    for i, (token, flag) in enumerate(zip(tokens, flags)):
+        if flag:
+            if i == 0 or not flags[i - 1]:
+                runs.append([])
+            runs[-1].append(token)
+    return [" ".join(run) for run in runs]
+
+
+def replaced_phrases(
+    query: str,
+    rewrite: str,
+    lost: Sequence[str],
+    equivalents: Mapping[str, Set[str]] | None = None,
+    vocabulary: Set[str] | None = None,
+) -> list[tuple[str, str]] | None:
+    """Pair each run of ``lost`` query words with the run of new words the rewrite puts in its place
+    (``lilac mesh chair`` -> ``purple mesh chair``: ``[("lilac", "purple")]``), in order.
+
+    A rewrite word is *new* when it is a content word that no query word explains (not kept, corrected,
+    joined, split or a known equivalent). None when the runs do not pair one to one, or a lost or new
+    word is a negation or number (those never change), or the rewrite adds a protected word.
+    """
+    if not lost or any(w.startswith("+") or is_protected(w) for w in lost):
+        return None
+    equivalents = equivalents or {}
+    query_words, rewrite_words = words(query), words(rewrite)
+    query_set = set(query_words)
+    explained_by_join = set()
+    for i, (a, b) in enumerate(zip(rewrite_words, rewrite_words[1:])):
+        if any(_close(q, a + b, vocabulary) for q in query_words):
+            explained_by_join.update((i, i + 1))
+    mask = content_mask(rewrite_words)
+    new = [
+        mask[i]
+        and i not in explained_by_join
+        and w not in query_set
+        and not any(_close(q, w, vocabulary) or w in equivalents.get(q, ()) for q in query_words)
+        for i, w in enumerate(rewrite_words)
+    ]
+    lost_set = set(lost)
+    lost_runs = _runs(query_words, [w in lost_set for w in query_words])
+    new_runs = _runs(rewrite_words, new)
+    if len(lost_runs) != len(new_runs) or any(is_protected(w) for run in new_runs for w in run.split()):
+        return None
+    return list(zip(lost_runs, new_runs))
+
+
 @dataclass
 class RewriteGuard:
-    """The intent check with what it knows about the catalog: its vocabulary and learned synonyms."""
+    """The intent check with what it knows about the catalog: its vocabulary and learned synonyms.
+
+    ``semantic_threshold`` (off when None) lets a rewrite replace words the catalog does not know with
+    words it knows when both hold: the two phrases mean the same to a pretrained sentence encoder
+    (``semantic_model``: a sentence-transformers folder, None for all-MiniLM-L6-v2 from its wheel;
+    cosine at least the threshold: ``shades`` -> ``sunglasses``, ``quilt`` -> ``duvet``), and the
+    rewrite names something the catalog sells (all its content words occur together in one of
+    ``catalog_word_sets``, the distinct words of each catalog text). A word the catalog knows is never
+    replaced, negations and numbers never change, and a dropped word without a replacement stays lost.
+    Calibrate the threshold on validation queries, never on test: ``benchmarks/guard_calibration.py``.
+    """
 
     vocabulary: frozenset[str] | None = None
     equivalents: dict[str, set[str]] = field(default_factory=dict)
+    semantic_threshold: float | None = None
+    semantic_model: str | None = None
+    catalog_word_sets: tuple[frozenset[str], ...] | None = None
+    _postings: dict[str, set[int]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.semantic_threshold is not None:
+            if not 0.0 < self.semantic_threshold <= 1.0:
+                raise ValueError(
+                    f"semantic_threshold: expected a cosine in (0, 1] or None, got {self.semantic_threshold}"
+                )
+            if self.vocabulary is None or not self.catalog_word_sets:
+                raise ValueError(
+                    "semantic_threshold needs the catalog vocabulary and catalog_word_sets (build the guard with "
+                    "RewriteGuard.from_texts)"
+                )
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str], pairs: Iterable[tuple[str, str]] = ()) -> RewriteGuard:
-        """Vocabulary from catalog texts (titles, canonical queries), synonyms from rewrite pairs."""
-        return cls(frozenset(w for text in texts for w in words(text)), learn_equivalents(pairs))
+    def from_texts(cls, texts: Iterable[str], pairs: Iterable[tuple[str, str]] = (), **options: Any) -> RewriteGuard:
+        """Vocabulary (and, with ``semantic_threshold``, the word sets) from catalog texts (product texts,
+        canonical queries), synonyms from rewrite pairs; ``options``: the semantic fields above."""
+        texts = list(texts)
+        if options.get("semantic_threshold") is not None and "catalog_word_sets" not in options:
+            options["catalog_word_sets"] = tuple(dict.fromkeys(frozenset(words(text)) for text in texts))
+        return cls(frozenset(w for text in texts for w in words(text)), learn_equivalents(pairs), **options)
 
     def lost(self, query: str, rewrite: str) -> list[str]:
-        return lost_content_words(query, rewrite, self.equivalents, self.vocabulary)
+        lost = lost_content_words(query, rewrite, self.equivalents, self.vocabulary)
+        if lost and self.semantic_threshold is not None and self._same_meaning(query, rewrite, lost):
+            return []
+        return lost
+
+    def names_catalog_item(self, text: str) -> bool:
+        """All content words of ``text`` occur together in one catalog text."""
+        if self._postings is None:
+            self._postings = {}
+            for position, word_set in enumerate(self.catalog_word_sets or ()):
+                for word in word_set:
+                    self._postings.setdefault(word, set()).add(position)
+        found = [self._postings.get(w, set()) for w in content_words(text)]
+        return bool(found) and bool(set.intersection(*found))
+
+    def _same_meaning(self, query: str, rewrite: str, lost: list[str]) -> bool:
+        replaced = replaced_phrases(query, rewrite, lost, self.equivalents, self.vocabulary)
+        if not replaced:
+            return False
+        vocabulary = self.vocabulary or frozenset()
+        for old, new in replaced:
+            if any(w in vocabulary for w in old.split()) or not all(w in vocabulary for w in new.split()):
+                return False
+        if not self.names_catalog_item(rewrite):
+            return False
+        similarity = shared_similarity(self.semantic_model)
+        return all(similarity(old, new) >= self.semantic_threshold for old, new in replaced)
 
     def allows(self, query: str, rewrite: str) -> bool:
         return not self.lost(query, rewrite)
@@ -230,6 +357,9 @@ class RewriteGuard:
         record = {
             "vocabulary": sorted(self.vocabulary) if self.vocabulary is not None else None,
             "equivalents": {w: sorted(o) for w, o in sorted(self.equivalents.items())},
+            "semantic_threshold": self.semantic_threshold,
+            "semantic_model": self.semantic_model,
+            "catalog_word_sets": [sorted(s) for s in self.catalog_word_sets] if self.catalog_word_sets else None,
         }
         Path(path).write_text(json.dumps(record))
         return Path(path)
@@ -241,4 +371,9 @@ class RewriteGuard:
         return cls(
             frozenset(vocabulary) if vocabulary is not None else None,
             {w: set(o) for w, o in record.get("equivalents", {}).items()},
+            semantic_threshold=record.get("semantic_threshold"),
+            semantic_model=record.get("semantic_model"),
+            catalog_word_sets=tuple(frozenset(s) for s in record["catalog_word_sets"])
+            if record.get("catalog_word_sets")
+            else None,
         )

@@ -96,3 +96,65 @@ def test_guard_round_trips(tmp_path):
     guard = RewriteGuard.from_texts([CATALOG], [("navy couch", "navy sofa")] * 2)
     loaded = RewriteGuard.load(guard.save(tmp_path / "guard.json"))
     assert loaded == guard
+
+
+def test_a_joined_negation_may_be_split_and_brand_new_is_filler():
+    assert keeps_intent("plastic cat tree withoutbowl", "plastic cat tree without bowl")
+    assert keeps_intent("orange jump rope nonslip", "orange jump rope non slip")
+    assert lost_content_words("orange jump rope slip", "orange jump rope non slip") == ["+non"]
+    assert content_words("brand new coffee mug") == ["coffee", "mug"]
+    assert content_words("coffee mug brand") == ["coffee", "mug", "brand"], "only 'brand new' is filler"
+
+
+SEMANTIC_CATALOG = [
+    "ivory sunglasses with case 2 pack",
+    "white duvet cover",
+    "red office chair",
+    "purple office chair",
+    "trailmark running shoes",
+    "ivory kettle",
+]
+
+
+@pytest.fixture(scope="module")
+def semantic_guard():
+    return RewriteGuard.from_texts(SEMANTIC_CATALOG, semantic_threshold=0.55)
+
+
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (seconds idle, minutes on a loaded 2-core host)
+def test_semantic_guard_accepts_a_synonym_the_catalog_does_not_know(semantic_guard):
+    assert not RewriteGuard.from_texts(SEMANTIC_CATALOG).allows("ivory shades", "ivory sunglasses"), "rules alone"
+    assert semantic_guard.allows("ivory shades", "ivory sunglasses")
+    assert semantic_guard.allows("white quilt cover", "white duvet cover")
+    assert semantic_guard.names_catalog_item("ivory sunglasses") and not semantic_guard.names_catalog_item(
+        "white sunglasses"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "rewrite", "why"),
+    [
+        ("ivory shades", "ivory kettle", "an unrelated replacement"),
+        ("nike running shoes", "trailmark running shoes", "an out-of-catalog brand swapped for a catalog one"),
+        ("red office chair", "purple office chair", "a word the catalog knows is never replaced"),
+        ("shades without case", "sunglasses with case", "a dropped negation"),
+        ("shades 2 pack", "sunglasses 3 pack", "a changed number"),
+        ("lilac shades", "sunglasses", "a dropped word without a replacement"),
+        ("white shades", "white sunglasses", "the catalog sells no white sunglasses"),
+    ],
+)
+@pytest.mark.slow
+def test_semantic_guard_rejects_harm(semantic_guard, query, rewrite, why):
+    assert not semantic_guard.allows(query, rewrite), why
+
+
+def test_semantic_options_are_validated_and_saved(tmp_path):
+    with pytest.raises(ValueError, match="semantic_threshold"):
+        RewriteGuard(frozenset({"sofa"}), semantic_threshold=1.5)
+    with pytest.raises(ValueError, match="semantic_threshold needs the catalog vocabulary"):
+        RewriteGuard(semantic_threshold=0.6)
+    with pytest.raises(ValueError, match="catalog_word_sets"):
+        RewriteGuard(frozenset({"sofa"}), semantic_threshold=0.6)
+    guard = RewriteGuard.from_texts(SEMANTIC_CATALOG, semantic_threshold=0.6)
+    loaded = RewriteGuard.load(guard.save(tmp_path / "guard.json"))
+    assert loaded == guard and loaded.semantic_threshold == 0.6
