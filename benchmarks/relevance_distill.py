@@ -43,6 +43,7 @@ from minielm.config import DistillConfig, RelevanceStudentConfig  # noqa: E402
 from minielm.data.esci import load_esci, write_esci  # noqa: E402
 from minielm.data.synthetic import generate_dataset  # noqa: E402
 from minielm.distill.augment import build_triples, label_triples  # noqa: E402
+from minielm.distill.relevance_label_cache import CachedTeacher, cache_path  # noqa: E402
 from minielm.distill.relevance_report import write_scaling_report  # noqa: E402
 from minielm.distill.relevance_scaling import (  # noqa: E402
     labelled_set_triples,
@@ -61,7 +62,7 @@ from minielm.teachers.metrics import relevance_metrics  # noqa: E402
 from minielm.teachers.relevance_baselines import baseline_metrics  # noqa: E402
 
 K = 10
-PARTS = {"teacher", "scaling", "speed"}
+PARTS = {"teacher", "labels", "scaling", "speed"}
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -86,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labelled-queries", type=int, default=16, help="train queries whose judged pairs form the set")
     p.add_argument("--scales", default="0,1,4,16", help="augmented pairs as multiples of the labelled pairs")
     p.add_argument("--triples-per-query", type=int, default=16)
+    p.add_argument(
+        "--triple-sources",
+        default="retrieved=0.5,same_category=0.3,random=0.2",
+        help="where an augmented triple's second product comes from (BM25-retrieved hard pairs, same category, random)",
+    )
+    p.add_argument("--label-cache", type=Path, help="dir of the teacher's cached pair logits (default WORK_DIR/cache)")
     p.add_argument("--temperature", type=float, default=1.0, help="teacher soft labels: softmax(logits / T)")
     p.add_argument("--epochs", type=float, default=2.0, help="passes over each student's training triples")
     p.add_argument("--student-backbone", type=Path, help="encoder dir (default all-MiniLM-L6-v2 from its wheel)")
@@ -203,8 +210,16 @@ def fresh_student(args) -> CrossEncoderScorer:
     )
 
 
-def scaling_experiment(args, data, index, texts, train_frame, test, teacher) -> dict:
-    """Labelled set + nested augmented sets, teacher-labelled, one fresh student per scale."""
+def parse_sources(text: str) -> dict[str, float]:
+    """``retrieved=0.5,same_category=0.3,random=0.2`` -> a dict (checked by the config)."""
+    try:
+        return {name.strip(): float(weight) for name, weight in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise SystemExit(f"--triple-sources: expected name=weight,... got {text!r}") from None
+
+
+def scaling_data(args, data, index, texts, train_frame, teacher, teacher_dir: Path) -> dict:
+    """The labelled set and the nested augmented sets, every triple labelled by the (cached) teacher."""
     rng = np.random.default_rng(args.seed)
     train_ids = sorted(train_frame["query_id"].unique())
     chosen = set(rng.choice(train_ids, size=min(args.labelled_queries, len(train_ids)), replace=False))
@@ -213,21 +228,53 @@ def scaling_experiment(args, data, index, texts, train_frame, test, teacher) -> 
     chosen_queries = set(labelled_pairs["query"])
     # The augmented pool: other train queries (never the test split) and their canonical forms.
     pool_queries = [q for q in unlabelled_queries(data, "train") if q not in chosen_queries]
+    sources = RelevanceStudentConfig(triple_sources=parse_sources(args.triple_sources)).triple_sources
     pool = build_triples(
-        pool_queries, data.products, index.search, triples_per_query=args.triples_per_query, seed=args.seed
+        pool_queries,
+        data.products,
+        index.search,
+        triples_per_query=args.triples_per_query,
+        sources=sources,
+        seed=args.seed,
     )
     scales = sorted({int(s) for s in args.scales.split(",")})
     augmented_raw = nested_augmented_sets(pool, len(labelled_pairs), scales, seed=args.seed)
-    teacher.temperature = args.temperature
+    cached = CachedTeacher(
+        teacher, cache_path(args.label_cache or args.work_dir / "cache", teacher_dir, teacher.max_length)
+    )
+    cached.temperature = args.temperature
+    before = len(cached)
     label_started = time.perf_counter()
     labelled_all = label_triples(
-        pd.concat([labelled_raw, augmented_raw[max(scales)]], ignore_index=True), texts, teacher
+        pd.concat([labelled_raw, augmented_raw[max(scales)]], ignore_index=True), texts, cached
     )
+    cached.flush()
     label_seconds = time.perf_counter() - label_started
-    teacher.temperature = 1.0
     labelled = labelled_all.iloc[: len(labelled_raw)].reset_index(drop=True)
     augmented_all = labelled_all.iloc[len(labelled_raw) :].reset_index(drop=True)
-    augmented = {m: augmented_all.iloc[: len(augmented_raw[m])] for m in scales}
+    return {
+        "scales": scales,
+        "labelled_pairs": labelled_pairs,
+        "labelled": labelled,
+        "augmented": {m: augmented_all.iloc[: len(augmented_raw[m])] for m in scales},
+        "data": {
+            "labelled_queries": len(chosen),
+            "labelled_pairs": len(labelled_pairs),
+            "labelled_triples": len(labelled),
+            "augmented_pool_triples": len(pool),
+            "augmented_pool_pairs": pairs_in(pool),
+            "triple_sources": sources,
+            "teacher_label_seconds": round(label_seconds, 1),
+            "teacher_labelled_pairs_new": len(cached) - before,
+            "teacher_label_cache": str(cached.path),
+        },
+    }
+
+
+def scaling_experiment(args, prepared, texts, test) -> dict:
+    """One fresh student per scale on the prepared, teacher-labelled sets."""
+    scales, labelled, augmented = prepared["scales"], prepared["labelled"], prepared["augmented"]
+    labelled_pairs = prepared["labelled_pairs"]
     config = DistillConfig(
         relevance=RelevanceStudentConfig(
             batch_size=args.student_batch,
@@ -284,14 +331,7 @@ def scaling_experiment(args, data, index, texts, train_frame, test, teacher) -> 
         },
         "student_gold_mix": gold_mix,
         "scaling": [p.as_dict(K) for p in points],
-        "data": {
-            "labelled_queries": len(chosen),
-            "labelled_pairs": len(labelled_pairs),
-            "labelled_triples": len(labelled),
-            "augmented_pool_triples": len(pool),
-            "augmented_pool_pairs": pairs_in(pool),
-            "teacher_label_seconds": round(label_seconds, 1),
-        },
+        "data": prepared["data"],
     }
 
 
@@ -348,10 +388,13 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"teacher {teacher_metrics}", flush=True)
     scaling = {"student": None, "student_gold_mix": None, "scaling": [], "data": {}, "student_model": None}
-    if "scaling" in parts:
+    if parts & {"labels", "scaling"}:
         if teacher is None:
-            raise SystemExit("--parts scaling needs the teacher part (a teacher labels the augmented pairs)")
-        scaling = scaling_experiment(args, data, index, texts, train_frame, test, teacher)
+            raise SystemExit("--parts labels/scaling need the teacher part (a teacher labels the augmented pairs)")
+        prepared = scaling_data(args, data, index, texts, train_frame, teacher, teacher_dir)
+        scaling["data"] = prepared["data"]
+        if "scaling" in parts:
+            scaling = scaling_experiment(args, prepared, texts, test)
     speeds = None
     if "speed" in parts:
         speed_teacher = teacher or untrained_teacher(args)

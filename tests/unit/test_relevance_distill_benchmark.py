@@ -41,3 +41,14 @@ def test_benchmark_runs_every_part_and_writes_the_issue_keys(tmp_path):
     assert saved["targets"]["student_smaller"] is False
     assert out.with_suffix(".html").read_text().count("<circle") == 6
     assert saved["load_avg_start"] and saved["machine"]["cpu_count"] and saved["command"]
+    # The teacher's labels were cached: labelling the same sets again asks the teacher for no pair.
+    assert saved["data"]["teacher_labelled_pairs_new"] > 0
+    again = _benchmark().main(
+        [
+            *args.split(),
+            *("--parts", "teacher,labels", "--teacher-dir", saved["teacher"]["dir"]),
+            *("--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "labels.json")),
+        ]
+    )
+    assert again["data"]["teacher_labelled_pairs_new"] == 0
+    assert again["data"]["labelled_triples"] == saved["data"]["labelled_triples"] and again["student"] is None
