@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import io
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import compress, islice
 
 import numpy as np
 import pandas as pd
@@ -125,7 +125,7 @@ class PartitionJoin:
         self.pending: dict[str, list[tuple[int, FeedbackEvent]]] = defaultdict(list)
         self.pending_latest: dict[str, float] = {}  # request id -> its pending feedback's latest ts
         self.late: list[tuple[int, FeedbackEvent, str]] = []
-        self.closed: OrderedDict[str, None] = OrderedDict()
+        self.closed: dict[str, None] = {}  # request ids of recently cut windows, oldest first
         self.max_feedback_ts = 0.0
         self.max_rewrite_ts = 0.0
         self.feedback_held = False  # the consumer paused the feedback partition (see feedback_ahead)
@@ -356,12 +356,11 @@ class PartitionJoin:
         self.pending_latest.pop(request_id, None)
         return self.pending.pop(request_id, [])
 
-    def _in_window(self, window: Window | None) -> list[bool]:
+    def _in_window(self, window: Window | None) -> np.ndarray:
         """Which entries of the joined-feedback log belong to ``window`` (the oldest open window: its rows
         are the lowest still open)."""
-        if window is None:
-            return [False] * len(self.joined_rows)
-        return (np.asarray(self.joined_rows, dtype=np.int64) < window.end_row).tolist()
+        rows = np.asarray(self.joined_rows, dtype=np.int64)
+        return rows < window.end_row if window is not None else np.zeros(len(rows), dtype=bool)
 
     def _make_cut(self, window: Window | None, feedback_next: int) -> Cut:
         if feedback_next > self.committed[1]:
@@ -376,7 +375,8 @@ class PartitionJoin:
             rewrites_next = self.rewrites_next
         objects: list[tuple[str, bytes]] = []
         config = self.config
-        mine = self._in_window(window)
+        in_window = self._in_window(window)
+        mine, others = in_window.tolist(), (~in_window).tolist()
         joined: list = []
         if window is not None:
             metadata = {
@@ -397,7 +397,6 @@ class PartitionJoin:
                 config.late_prefix, self.feedback_topic, self.partition, self.committed[1], feedback_next - 1
             )
             objects.append((key, encode_late(late)))
-        others = [not m for m in mine]
         held_offsets = list(compress(self.joined_offsets, others))
         held_events = list(compress(self.joined_events, others))
         for items in self.pending.values():
@@ -417,16 +416,19 @@ class PartitionJoin:
         """The cut is written and committed: forget what it made durable."""
         if cut.window is not None:
             self.windows.remove(cut.window)
-            keep = [not m for m in self._in_window(cut.window)]
+            keep = (~self._in_window(cut.window)).tolist()
             self.joined_rows = list(compress(self.joined_rows, keep))
             self.joined_offsets = list(compress(self.joined_offsets, keep))
             self.joined_events = list(compress(self.joined_events, keep))
             ids = [event.request_id for event in cut.window.served]
+            forget = self.open_requests.pop
             for request_id in ids:
-                self.open_requests.pop(request_id, None)
+                forget(request_id, None)
             self.closed.update(dict.fromkeys(ids))
-            while len(self.closed) > RECENTLY_CLOSED_LIMIT:
-                self.closed.popitem(last=False)
+            excess = len(self.closed) - RECENTLY_CLOSED_LIMIT
+            if excess > 0:
+                for request_id in list(islice(self.closed, excess)):
+                    del self.closed[request_id]
         written = {id(item) for item in cut.late}
         self.late = [item for item in self.late if id(item) not in written]
         self.committed = (cut.rewrites_next, cut.feedback_next)

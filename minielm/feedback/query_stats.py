@@ -16,16 +16,19 @@ a test), so the frame pushed here is the frame the feature view declares.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from minielm.config import FeedbackConfig, Settings
 from minielm.features.keys import query_key
 from minielm.features.repo import QUERY_STATS_COLUMNS, QUERY_STATS_PUSH, feature_store
+from minielm.feedback.cut_objects import COUNT_COLUMN
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
 from minielm.feedback.join import Cut
 from minielm.logs import get_logger
@@ -115,50 +118,47 @@ class QueryCounts:
 
 Totals = dict[str, QueryCounts]
 COUNT_FIELDS = [f.name for f in fields(QueryCounts)]
-# The count each feedback type adds to (a purchase only moves last_seen_ts).
-_FEEDBACK_COUNT = {
-    "impression": "impressions",
-    "click": "clicks",
-    "add_to_cart": "add_to_carts",
-    "reformulation": "reformulations",
-}
+# The field each feedback type adds to, in the order of minielm.feedback.cut_objects.COUNT_COLUMN (a purchase
+# only moves last_seen_ts).
+_FEEDBACK_FIELDS = ("impressions", "clicks", "add_to_carts", None, "reformulations")
 
 
 def count_events(totals: Totals, key: Callable[[str], str], served: Sequence = (), feedback: Sequence = ()) -> set[str]:
     """Add served requests and feedback events (structs or models) to the per-query ``totals`` (a
-    ``defaultdict(QueryCounts)``); returns the query keys it touched. Counted per distinct query and
-    type with ``Counter`` (C), so the Python work per event is one pass for the latest timestamp."""
-    latest: dict[str, float] = {}
+    ``defaultdict(QueryCounts)``); returns the query keys it touched. Events are grouped by query in Arrow
+    and counted with ``bincount``, so the Python work is per distinct query, not per event."""
+    touched: set[str] = set()
     if served:
-        queries = [event.query for event in served]
-        for query, n in Counter(queries).items():
-            totals[key(query)].volume += n
-        for query, n in Counter([event.query for event in served if not event.product_ids]).items():
-            totals[key(query)].zero_results += n
-        _keep_latest(latest, queries, [event.ts for event in served])
+        codes = [not event.product_ids for event in served]
+        for query, (some, none), latest in _by_query(served, codes, 2):
+            query_key = key(query)
+            counts = totals[query_key]
+            counts.volume += int(some + none)
+            counts.zero_results += int(none)
+            counts.last_seen_ts = max(counts.last_seen_ts, latest)
+            touched.add(query_key)
     if feedback:
-        queries = [event.query for event in feedback]
-        for (query, kind), n in Counter(zip(queries, [event.event_type for event in feedback])).items():
-            name = _FEEDBACK_COUNT.get(kind)
-            if name is not None:
-                counts = totals[key(query)]
-                setattr(counts, name, getattr(counts, name) + n)
-        _keep_latest(latest, queries, [event.ts for event in feedback])
-    touched = set()
-    for query, ts in latest.items():
-        query_key = key(query)
-        counts = totals[query_key]
-        if ts > counts.last_seen_ts:
-            counts.last_seen_ts = ts
-        touched.add(query_key)
+        codes = [COUNT_COLUMN[event.event_type] for event in feedback]
+        for query, by_type, latest in _by_query(feedback, codes, len(_FEEDBACK_FIELDS)):
+            query_key = key(query)
+            counts = totals[query_key]
+            for name, n in zip(_FEEDBACK_FIELDS, by_type.tolist()):
+                if n and name is not None:
+                    setattr(counts, name, getattr(counts, name) + n)
+            counts.last_seen_ts = max(counts.last_seen_ts, latest)
+            touched.add(query_key)
     return touched
 
 
-def _keep_latest(latest: dict[str, float], queries: list[str], timestamps: list[float]) -> None:
-    get = latest.get
-    for query, ts in zip(queries, timestamps):
-        if ts > get(query, 0.0):
-            latest[query] = ts
+def _by_query(events: Sequence, codes: list[int], n_codes: int):
+    """(query, events per code, latest ts) for each distinct query of ``events``; ``codes[i]`` is event i's code."""
+    encoded = pa.array([event.query for event in events], pa.string()).dictionary_encode()
+    index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    queries = encoded.dictionary.to_pylist()
+    counts = np.bincount(index * n_codes + np.asarray(codes, dtype=np.int64), minlength=len(queries) * n_codes)
+    latest = np.zeros(len(queries))
+    np.maximum.at(latest, index, np.asarray([event.ts for event in events], dtype=np.float64))
+    return zip(queries, counts.reshape(-1, n_codes), latest.tolist())
 
 
 def totals_frame(totals: Totals) -> pd.DataFrame:
