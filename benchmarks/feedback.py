@@ -7,8 +7,9 @@ run in their own processes (as serving pods and aggregator replicas do), so none
 1. catch-up: the topics are filled first; then 1 or 2 members of one group read, join, write the windows to
    S3 and commit. events/s from the first record any member read until the last commit of the last member
    to drain (so the last windows' writes count);
-2. end to end: the members are up first; a producer process sends the requests and their feedback; events/s
-   from the first send until the members' last commit after reading everything;
+2. end to end: the members are up first; ``--producers`` processes send the requests and their feedback
+   (pre-encoded JSON, librdkafka in a tight loop, so that the producer is not the limit); events/s from the
+   first send until the members' last commit after reading everything;
 3. exactly once: after each run every request must be in exactly one window row on S3 and every feedback
    event in a row or the late table (``exactly_once`` in the JSON, with the counts);
 4. freshness: with background traffic, a probe event for a new query is produced and the Feast online store
@@ -73,56 +74,80 @@ def isolated(live, tag: str, **feedback):
     return settings
 
 
-def produce(payload: dict, n_requests: int) -> tuple[float, float]:
-    """Send n requests and their feedback with the aggregator's own producer settings: (epoch time of the
-    first send, seconds until the last is acknowledged)."""
-    import msgspec
+# Pre-encoded events (what serving's request log and the shop front end send): only the ids, the query and
+# the timestamp are filled in per request, so the producer's own Python work is a few bytes formats.
+SERVED_JSON = (
+    b'{"schema_version":1,"event_type":"served_rewrite","request_id":"r%d","query":"bench query %d",'
+    b'"rewrite":"bench query %d","model_name":"bench","model_version":"1","product_ids":["p1","p2","p3"],"ts":%.6f}'
+)
+FEEDBACK_JSON = (
+    b'{"schema_version":1,"event_type":"%s","request_id":"r%d","query":"bench query %d","product_id":"p1",'
+    b'"position":0,"ts":%.6f}'
+)
 
+
+def produce(payload: dict, n_requests: int, share: int = 0, shares: int = 1) -> tuple[float, float]:
+    """Send requests ``share``, ``share + shares``, ... of ``n_requests`` and their feedback with the aggregator's
+    own producer settings: (epoch time of the first send, seconds until the last is acknowledged)."""
     from minielm.config import Settings
     from minielm.kafka_io import make_rdkafka_producer
 
     settings = Settings.model_validate(payload)
     topics = settings.kafka.topics
+    rewrites, feedback = topics.rewrites, topics.feedback
     producer = make_rdkafka_producer(settings.kafka, {"linger.ms": 20, "batch.size": 512 * 1024})
+    send, poll = producer.produce, producer.poll
     first_send_at, started = time.time(), time.perf_counter()
-    for i in range(n_requests):
+    for i in range(share, n_requests, shares):
         now = time.time()
-        rid = f"r{i}"
-        query = f"bench query {i % QUERIES}"
-        served = {
-            "schema_version": 1,
-            "event_type": "served_rewrite",
-            "request_id": rid,
-            "query": query,
-            "rewrite": query,
-            "model_name": "bench",
-            "model_version": "1",
-            "product_ids": ["p1", "p2", "p3"],
-            "ts": now,
-        }
-        feedback = {"schema_version": 1, "request_id": rid, "query": query, "product_id": "p1", "position": 0}
-        for topic, event in (
-            (topics.rewrites, served),
-            (topics.feedback, {**feedback, "event_type": "impression", "ts": now}),
-            (topics.feedback, {**feedback, "event_type": "click", "ts": now}),
+        key, query = b"r%d" % i, i % QUERIES
+        for topic, value in (
+            (rewrites, SERVED_JSON % (i, query, query, now)),
+            (feedback, FEEDBACK_JSON % (b"impression", i, query, now)),
+            (feedback, FEEDBACK_JSON % (b"click", i, query, now)),
         ):
             while True:
                 try:
-                    producer.produce(topic, key=rid.encode(), value=msgspec.json.encode(event))
+                    send(topic, value, key)
                     break
                 except BufferError:
-                    producer.poll(0.05)
-        if i % 1000 == 0:
-            producer.poll(0)
+                    poll(0.05)
+        if i % 4096 < shares:
+            poll(0)
     left = producer.flush(120)
     if left:
         raise RuntimeError(f"{left} events not acknowledged by the broker")
     return first_send_at, time.perf_counter() - started
 
 
-def _producer_process(payload: dict, n_requests: int, results) -> None:
-    first_send_at, seconds = produce(payload, n_requests)
+def _producer_process(payload: dict, n_requests: int, share: int, shares: int, results) -> None:
+    first_send_at, seconds = produce(payload, n_requests, share, shares)
     results.put(("producer", {"first_send_at": first_send_at, "seconds": seconds}))
+
+
+def produce_in_parallel(payload: dict, n_requests: int, producers: int, results=None) -> list:
+    """``producers`` processes, each sending its share of the requests; with ``results`` the caller collects
+    their reports, otherwise this waits and returns them."""
+    context = mp.get_context("spawn")
+    queue = results if results is not None else context.Queue()
+    processes = [
+        context.Process(target=_producer_process, args=(payload, n_requests, k, producers, queue))
+        for k in range(producers)
+    ]
+    for process in processes:
+        process.start()
+    if results is not None:
+        return processes
+    reports = [queue.get(timeout=900)[1] for _ in processes]
+    for process in processes:
+        process.join(60)
+    return reports
+
+
+def produce_span(reports: list[dict]) -> tuple[float, float]:
+    """(first send of any producer, seconds until the last producer's last acknowledgement)."""
+    began = min(r["first_send_at"] for r in reports)
+    return began, max(r["first_send_at"] + r["seconds"] for r in reports) - began
 
 
 def _member_process(payload: dict, index: int, progress, stop, results) -> None:
@@ -175,7 +200,7 @@ def exactly_once(store, settings, n_requests: int) -> dict:
     }
 
 
-def run_members(live, store, n_events: int, members: int, live_traffic: bool) -> dict:
+def run_members(live, store, n_events: int, members: int, live_traffic: bool, producers: int = 2) -> dict:
     """Catch-up (``live_traffic=False``: topics filled first) or end to end (a producer runs meanwhile)."""
     n_requests = n_events // EVENTS_PER_REQUEST
     kind = "e2e" if live_traffic else "catchup"
@@ -186,34 +211,31 @@ def run_members(live, store, n_events: int, members: int, live_traffic: bool) ->
     progress = context.Array("q", [-1] * members)  # events read by each member; -1 until it owns partitions
     produce_s = None
     if not live_traffic:
-        _, produce_s = produce(payload, n_requests)
+        _, produce_s = produce_span(produce_in_parallel(payload, n_requests, producers))
     workers = [
         context.Process(target=_member_process, args=(payload, i, progress, stop, results)) for i in range(members)
     ]
     for worker in workers:
         worker.start()
-    producer = None
+    producing = []
     if live_traffic:
         deadline = time.monotonic() + 120
         while min(progress[:]) < 0:  # every member owns partitions: the group has settled
             if time.monotonic() > deadline:
                 raise RuntimeError("aggregator members did not join the group within 120 s")
             time.sleep(0.2)
-        producer = context.Process(target=_producer_process, args=(payload, n_requests, results))
-        producer.start()
+        producing = produce_in_parallel(payload, n_requests, producers, results)
     total = n_requests * EVENTS_PER_REQUEST
     deadline = time.monotonic() + 900
     while sum(max(n, 0) for n in progress[:]) < total and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
-    reports = [results.get(timeout=300) for _ in range(members + (1 if producer else 0))]
-    for process in [*workers, producer]:
-        if process is not None:
-            process.join(60)
+    reports = [results.get(timeout=300) for _ in range(members + len(producing))]
+    for process in [*workers, *producing]:
+        process.join(60)
     member_reports = [r for who, r in reports if who == "member"]
     if live_traffic:
-        produced = next(r for who, r in reports if who == "producer")
-        began, produce_s = produced["first_send_at"], produced["seconds"]
+        began, produce_s = produce_span([r for who, r in reports if who == "producer"])
     else:
         began = min(r["first_record_at"] for r in member_reports if "first_record_at" in r)
     seconds = max(r["finished_at"] for r in member_reports if r["finished_at"]) - began
@@ -224,6 +246,7 @@ def run_members(live, store, n_events: int, members: int, live_traffic: bool) ->
         "requests": n_requests,
         "seconds": round(seconds, 2),
         "events_per_s": round(total / seconds),
+        "producers": producers,
         "produce_events_per_s": round(total / produce_s),
         "per_member": [
             {k: r[k] for k in ("consumed", "served", "feedback", "windows_written", "late_written", "commits")}
@@ -328,6 +351,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2], help="aggregator processes in the group")
+    parser.add_argument("--producers", type=int, default=2, help="producer processes sending the events")
     parser.add_argument("--probes", type=int, default=100, help="freshness probes (0: skip)")
     parser.add_argument("--background-rate", type=float, default=200.0, help="requests/s during the probes")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -361,7 +385,7 @@ def main() -> None:
             for n_events in args.events:
                 for members in args.members:
                     for live_traffic in (False, True):
-                        run = run_members(live, store, n_events, members, live_traffic)
+                        run = run_members(live, store, n_events, members, live_traffic, args.producers)
                         run["load_average"] = [round(x, 2) for x in os.getloadavg()]
                         results["runs"].append(run)
                         print(json.dumps(run), flush=True)

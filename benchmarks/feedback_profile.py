@@ -53,7 +53,7 @@ def main() -> None:
         try:
             store = ObjectStore(live.s3)
             settings = bench.isolated(live, f"profile{time.time_ns()}", push_to_feast=False, window_s=2.0, grace_s=1.0)
-            bench.produce(bench.settings_payload(settings), n_requests)
+            bench.produce_in_parallel(bench.settings_payload(settings), n_requests, producers=2)
             aggregator = Aggregator(settings, store=store, sink=None)
             marks: dict = {}
 

@@ -5,8 +5,8 @@ topic; the range assignor gives one member partition p of both, and a
 :class:`~minielm.feedback.join.PartitionJoin` joins them (see :mod:`minielm.feedback.join` for windows, late
 events and the exactly-once replay). For each due cut the loop writes its objects to S3, flushes the dead
 letters, and only then commits the offsets; a failed write is retried with backoff and never committed.
-Records are decoded with msgspec structs (:mod:`minielm.feedback.decoding`); invalid events go to the
-dead-letter topic with the reason the pydantic models give.
+Each partition's batch is decoded with msgspec structs in one call (:mod:`minielm.feedback.decoding`) and
+joined as a whole; invalid events go to the dead-letter topic with the reason the pydantic models give.
 
 Query statistics go to Feast every ``push_interval_s``, independently of the windows (fresh within about a
 second); per-partition totals written with each cut keep them exact at any replica count (``query_stats``).
@@ -23,7 +23,7 @@ from minielm.config import Settings
 from minielm.feedback.consumer_group import CommitRejected, GroupConsumer, Partition
 from minielm.feedback.cut_store import CutStore
 from minielm.feedback.dead_letter_producer import DeadLetterProducer
-from minielm.feedback.decoding import decode_event
+from minielm.feedback.decoding import decode_messages
 from minielm.feedback.events import DeadLetter
 from minielm.feedback.join import AggregatorError, Cut, PartitionJoin, recently_closed, written_but_uncommitted
 from minielm.feedback.observability import AggregatorMetrics, AggregatorStats
@@ -178,41 +178,37 @@ class Aggregator:
         return join
 
     # -- records -------------------------------------------------------------------------------
-    def _handle_batch(self, topic: str, partition: int, batch, now: float) -> None:
+    def _handle_batch(self, topic: str, partition: int, messages, now: float) -> None:
         join = self.joins.get(partition)
         if join is None:
             return
         self._last_record_at = now
         is_rewrites = topic == self.topics.rewrites
-        valid, kinds = [], Counter()
-        for record in batch:
-            offset, value = record.offset(), record.value()
-            event = decode_event(value, is_rewrites, topic, partition, offset)
-            if type(event) is not DeadLetter and is_rewrites != (event.event_type == "served_rewrite"):
-                expected = "served_rewrite" if is_rewrites else "a feedback event"
-                reason = f"event_type {event.event_type!r} on topic {topic}, which carries {expected}"
-                event = DeadLetter.rejected(topic, partition, offset, value, reason, "wrong_topic")
-            if type(event) is DeadLetter:
-                self._dead_letter(event, record.key())
-                join.skip(is_rewrites, offset)
-            elif not is_rewrites:
-                join.add_feedback(offset, event)
-                valid.append(event)
-                kinds[event.event_type] += 1
-            elif problem := join.add_rewrite(offset, event, now):
-                self._dead_letter(
-                    DeadLetter.rejected(topic, partition, offset, value, problem, "duplicate"), record.key()
-                )
-            else:
-                valid.append(event)
-        self.stats.consumed += len(batch)
+        batch = decode_messages(messages, is_rewrites, topic, partition)
+        valid = batch.events
+        if is_rewrites:
+            duplicates = join.add_rewrites(batch.offsets, valid, now)
+            for index, problem in duplicates:
+                message = batch.messages[index]
+                letter = DeadLetter.rejected(topic, partition, message.offset(), message.value(), problem, "duplicate")
+                self._dead_letter(letter, message.key())
+            if duplicates:
+                rejected = {index for index, _ in duplicates}
+                valid = [event for index, event in enumerate(valid) if index not in rejected]
+        else:
+            join.add_feedbacks(batch.offsets, valid)
+        for offset, key, letter in batch.dead_letters:
+            self._dead_letter(letter, key)
+            join.skip(is_rewrites, offset)
+        self.stats.consumed += len(messages)
         if is_rewrites:
             self.stats.served += len(valid)
             self.publisher.served(partition, valid)
-            kinds["served_rewrite"] = len(valid)
+            kinds = {"served_rewrite": len(valid)}
         else:
             self.stats.feedback += len(valid)
             self.publisher.feedback(partition, valid)
+            kinds = Counter([event.event_type for event in valid])
         self.metrics.events_counted(kinds)
 
     def _dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
@@ -317,7 +313,7 @@ class Aggregator:
             "window cut",
             partition=join.partition,
             key=cut.objects[0][0] if cut.window else None,
-            requests=len(cut.window.rows) if cut.window else 0,
+            requests=len(cut.window.served) if cut.window else 0,
             late=len(cut.late),
             rewrites_next=cut.rewrites_next,
             feedback_next=cut.feedback_next,

@@ -82,20 +82,30 @@ class GroupConsumer:
         if self._callback_error is not None:
             error, self._callback_error = self._callback_error, None
             raise error
+        if not messages:
+            return {}
+        if any([message.error() is not None for message in messages]):
+            messages = self._without_errors(messages)
+        # A fetch delivers runs of one partition: group by runs, not message by message.
+        keys = list(zip([m.topic() for m in messages], [m.partition() for m in messages]))
+        starts = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
         batches: dict[Partition, list[Message]] = {}
+        for start, end in zip([0, *starts], [*starts, len(keys)]):
+            batches.setdefault(keys[start], []).extend(messages[start:end])
+        return batches
+
+    @staticmethod
+    def _without_errors(messages: list[Message]) -> list[Message]:
+        kept = []
         for message in messages:
             error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
+            if error is None:
+                kept.append(message)
+            elif error.fatal():
+                raise KafkaException(error)
+            else:
                 log.warning("kafka consumer error; librdkafka retries", error=str(error))
-                continue
-            key = (message.topic(), message.partition())
-            batch = batches.get(key)
-            if batch is None:
-                batch = batches[key] = []
-            batch.append(message)
-        return batches
+        return kept
 
     def committed(self, partitions: list[Partition]) -> dict[Partition, int | None]:
         answer = self.consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=self.timeout_s)

@@ -7,11 +7,15 @@ no more than the models do (a test feeds both the same bad corpus): a value they
 :func:`~minielm.feedback.events.parse_event`, whose verdict stands, so the dead-letter reasons are the
 models' and an event the structs are stricter about than the models is still accepted. The structs hold only
 text and numbers (no reference cycles), so the garbage collector does not track them (``gc=False``).
+
+A consumed batch is decoded in one call (:func:`decode_messages`): the values joined by newlines and read
+as JSON lines. Only a batch in which some value is not exactly one valid event goes message by message.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -98,3 +102,57 @@ def event_json(event: Record | ServedRewrite | FeedbackEvent) -> str:
     if isinstance(event, msgspec.Struct):
         return msgspec.json.encode(event).decode("utf-8")
     return event.model_dump_json()
+
+
+@dataclass
+class DecodedBatch:
+    """One partition's consumed messages: the valid events (with their messages, in offset order) and the
+    dead letters (with their message keys)."""
+
+    offsets: list[int] = field(default_factory=list)
+    events: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+    dead_letters: list[tuple[int, bytes | None, DeadLetter]] = field(default_factory=list)
+
+
+def decode_messages(messages: list[Any], rewrites_topic: bool, topic: str, partition: int) -> DecodedBatch:
+    """Decode a batch of Kafka messages (objects with ``offset()``, ``value()`` and ``key()``) of one topic."""
+    offsets = [m.offset() for m in messages]
+    values = [m.value() for m in messages]
+    events = decode_batch(values, rewrites_topic)
+    if events is not None:
+        return DecodedBatch(offsets, events, messages)
+    batch = DecodedBatch()
+    for offset, value, message in zip(offsets, values, messages):
+        event = decode_event(value, rewrites_topic, topic, partition, offset)
+        if type(event) is not DeadLetter and rewrites_topic != (event.event_type == "served_rewrite"):
+            expected = "served_rewrite" if rewrites_topic else "a feedback event"
+            reason = f"event_type {event.event_type!r} on topic {topic}, which carries {expected}"
+            event = DeadLetter.rejected(topic, partition, offset, value, reason, "wrong_topic")
+        if type(event) is DeadLetter:
+            batch.dead_letters.append((offset, message.key(), event))
+        else:
+            batch.offsets.append(offset)
+            batch.events.append(event)
+            batch.messages.append(message)
+    return batch
+
+
+def decode_batch(values: list[bytes | None], rewrites_topic: bool) -> list[Record] | None:
+    """Every value decoded as one event of the topic's type in a single msgspec call, or None if any value
+    needs :func:`decode_event` to decide (invalid, too large, blank, or holding a newline, which would
+    make the lines and the values disagree)."""
+    if not values or None in values or max(map(len, values)) > MAX_EVENT_BYTES or not all(map(bytes.strip, values)):
+        return None
+    lines = b"\n".join(values)
+    if lines.count(b"\n") != len(values) - 1:
+        return None
+    try:
+        records = _DECODERS[rewrites_topic].decode_lines(lines)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    if len(records) != len(values):  # cannot happen without blank lines; never trust alignment blindly
+        return None
+    if not rewrites_topic and not all((r.product_id is None) == (r.event_type == "reformulation") for r in records):
+        return None
+    return records

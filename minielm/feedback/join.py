@@ -16,15 +16,22 @@ resumes from the committed offsets and that state object; if a window object sta
 offset already exists (the previous owner died between write and commit) the join reproduces exactly
 that cut, so the replay overwrites the same objects and every event ends up in exactly one of them.
 Nothing here touches Kafka or S3: the functions at the end turn objects read by the caller into state.
+
+The state is columnar, so that the consumer loop hands over whole batches (``add_rewrites``,
+``add_feedbacks``) and pays a few C-level list and dict operations per event: served requests are numbered
+rows (``open_requests`` maps a request id to its row, a window holds a range of rows), and the feedback
+joined to open rows is one log of (row, offset, event) in three aligned lists. A batch with a duplicate
+request id, or a partition reproducing a written cut, goes event by event with the same rules.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, islice
 
 import numpy as np
 import pandas as pd
@@ -32,20 +39,10 @@ import pyarrow.parquet as pq
 
 from minielm.config import FeedbackConfig
 from minielm.errors import ServiceError
-from minielm.features.keys import query_key
-from minielm.feedback.decoding import event_json
-from minielm.feedback.events import FeedbackEvent, ServedRewrite
-from minielm.feedback.windows import (
-    LATE_COLUMNS,
-    WINDOW_COLUMNS,
-    ObjectRef,
-    encode_frame,
-    object_key,
-    read_metadata,
-    reward,
-)
+from minielm.feedback.cut_objects import encode_late, encode_spill, encode_window
+from minielm.feedback.events import FeedbackEvent
+from minielm.feedback.windows import ObjectRef, object_key, read_metadata
 
-SPILL_COLUMNS = {"offset": "int64", "event_json": "string"}
 RECENTLY_CLOSED_LIMIT = 200_000
 # A feedback partition silent this long counts as caught up (a busy one may pause between fetches).
 FEEDBACK_IDLE_S = 2.0
@@ -55,84 +52,27 @@ class AggregatorError(ServiceError):
     """The aggregator cannot go on safely (e.g. topics not co-partitioned, broker log reset)."""
 
 
-# -- rows and windows -------------------------------------------------------------------------------
-@dataclass
-class RequestRow:
-    served: ServedRewrite
-    feedback: list[tuple[int, FeedbackEvent]] = field(default_factory=list)
-
-
 @dataclass
 class Window:
+    """Served requests that collect for ``window_s``, then wait for their feedback, then are cut together.
+
+    They are rows ``first_row`` to ``end_row - 1`` of the partition's row numbering, in offset order."""
+
     first_offset: int
     opened_at: float
+    first_row: int
     last_offset: int = -1
     max_ts: float = 0.0
-    rows: dict[str, RequestRow] = field(default_factory=dict)
+    served: list = field(default_factory=list)
     close_at: float | None = None  # set when the window stops collecting requests
 
     @property
     def sealed(self) -> bool:
         return self.close_at is not None
 
-
-# Column of each feedback type in window_frame's count matrix.
-_COUNT_COLUMN = {"impression": 0, "click": 1, "add_to_cart": 2, "purchase": 3, "reformulation": 4}
-
-
-def window_frame(rows: Iterable[RequestRow], config: FeedbackConfig) -> pd.DataFrame:
-    """One row per served request with its engagement counts and reward, built column by column: one
-    bincount over (row, feedback type) pairs and one query hash per distinct query."""
-    rows = list(rows)
-    served = [row.served for row in rows]
-    row_of, type_of = [], []
-    for i, row in enumerate(rows):
-        for _, event in row.feedback:
-            row_of.append(i)
-            type_of.append(_COUNT_COLUMN[event.event_type])
-    pairs = np.asarray(row_of, dtype=np.int64) * 5 + np.asarray(type_of, dtype=np.int64)
-    counts = np.bincount(pairs, minlength=5 * len(rows)).reshape(-1, 5)
-    reformulated = counts[:, 4] > 0
-    queries = [s.query for s in served]
-    keys = {query: query_key(query) for query in set(queries)}
-    columns = {
-        "request_id": [s.request_id for s in served],
-        "query": queries,
-        "query_key": [keys[query] for query in queries],
-        "rewrite": [s.rewrite for s in served],
-        "model_name": [s.model_name for s in served],
-        "model_version": [s.model_version for s in served],
-        "ts": [s.ts for s in served],
-        "n_results": [len(s.product_ids) for s in served],
-        "impressions": counts[:, 0],
-        "clicks": counts[:, 1],
-        "add_to_carts": counts[:, 2],
-        "purchases": counts[:, 3],
-        "reformulated": reformulated,
-        "reward": reward(counts[:, 1], counts[:, 2], counts[:, 3], reformulated, config),
-        "feedback_events": counts.sum(axis=1),
-    }
-    return pd.DataFrame(columns, columns=list(WINDOW_COLUMNS))
-
-
-def late_frame(late: list[tuple[int, FeedbackEvent, str]]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(
-        [
-            {
-                "offset": offset,
-                "event_type": event.event_type,
-                "request_id": event.request_id,
-                "query": event.query,
-                "product_id": event.product_id,
-                "position": event.position,
-                "ts": event.ts,
-                "reason": reason,
-                "event_json": event_json(event),
-            }
-            for offset, event, reason in late
-        ],
-        columns=list(LATE_COLUMNS),
-    )
+    @property
+    def end_row(self) -> int:
+        return self.first_row + len(self.served)
 
 
 @dataclass
@@ -145,6 +85,7 @@ class Cut:
     feedback_next: int
     late: list[tuple[int, FeedbackEvent, str]]
     objects: list[tuple[str, bytes]]
+    feedback: list = field(default_factory=list)  # the feedback events joined into the window's rows
     attempts: int = 0
     written: bool = False
     retry_at: float = 0.0
@@ -175,11 +116,16 @@ class PartitionJoin:
         self.feedback_next = feedback_next
         self.committed = (rewrites_next, feedback_next)
         self.windows: deque[Window] = deque()
-        self.open_requests: dict[str, tuple[Window, RequestRow]] = {}
+        self.next_row = 0
+        self.open_requests: dict[str, int] = {}  # request id -> its row, while its window is open
+        # Feedback joined to an open row, in arrival order: three aligned lists.
+        self.joined_rows: list[int] = []
+        self.joined_offsets: list[int] = []
+        self.joined_events: list = []
         self.pending: dict[str, list[tuple[int, FeedbackEvent]]] = defaultdict(list)
         self.pending_latest: dict[str, float] = {}  # request id -> its pending feedback's latest ts
         self.late: list[tuple[int, FeedbackEvent, str]] = []
-        self.closed: OrderedDict[str, None] = OrderedDict()
+        self.closed: dict[str, None] = {}  # request ids of recently cut windows, oldest first
         self.max_feedback_ts = 0.0
         self.max_rewrite_ts = 0.0
         self.feedback_held = False  # the consumer paused the feedback partition (see feedback_ahead)
@@ -193,8 +139,45 @@ class PartitionJoin:
         self.feedback_highwater: int | None = None  # from the consumer's fetch responses, when known
 
     # -- events --------------------------------------------------------------------------------
-    def add_rewrite(self, offset: int, event: ServedRewrite, now: float) -> str | None:
+    def add_rewrite(self, offset: int, event, now: float) -> str | None:
         """Join a served request; returns a dead-letter reason for a duplicate request id."""
+        problems = self.add_rewrites([offset], [event], now)
+        return problems[0][1] if problems else None
+
+    def add_rewrites(self, offsets: Sequence[int], events: Sequence, now: float) -> list[tuple[int, str]]:
+        """Join a batch of served requests in offset order; returns (index in the batch, dead-letter reason)
+        of each duplicate request id."""
+        if not events:
+            return []
+        ids = [event.request_id for event in events]
+        unique = set(ids)
+        if (
+            self.forced
+            or len(unique) != len(ids)
+            or not self.open_requests.keys().isdisjoint(unique)
+            or not self.closed.keys().isdisjoint(unique)
+        ):
+            return [
+                (i, problem)
+                for i, (offset, event) in enumerate(zip(offsets, events))
+                if (problem := self._add_one_rewrite(offset, event, now)) is not None
+            ]
+        window = self._collecting(offsets[0], now)
+        first = self.next_row
+        self.next_row += len(events)
+        window.served.extend(events)
+        self.open_requests.update(zip(ids, range(first, self.next_row)))
+        if self.pending:
+            for request_id in unique.intersection(self.pending):
+                self._join_pending(request_id, self.open_requests[request_id])
+        latest = max([event.ts for event in events])
+        window.last_offset = offsets[-1]
+        window.max_ts = max(window.max_ts, latest)
+        self.max_rewrite_ts = max(self.max_rewrite_ts, latest)
+        self.rewrites_next = offsets[-1] + 1
+        return []
+
+    def _add_one_rewrite(self, offset: int, event, now: float) -> str | None:
         if self.forced and offset > self.forced["rewrites_last"]:
             self.deferred.append(("rewrite", offset, event))
             return None
@@ -211,24 +194,49 @@ class PartitionJoin:
             )
         if event.request_id in self.open_requests or event.request_id in self.closed:
             return f"duplicate request_id {event.request_id!r} (already served in this partition)"
-        if not self.windows or self.windows[-1].sealed:
-            self.windows.append(Window(first_offset=offset, opened_at=now))
-        window = self.windows[-1]
-        row = RequestRow(event, self._take_pending(event.request_id))
-        window.rows[event.request_id] = row
+        window = self._collecting(offset, now)
+        row = self.next_row
+        self.next_row += 1
+        window.served.append(event)
+        self.open_requests[event.request_id] = row
+        if event.request_id in self.pending:
+            self._join_pending(event.request_id, row)
         window.last_offset = offset
         window.max_ts = max(window.max_ts, event.ts)
         self.max_rewrite_ts = max(self.max_rewrite_ts, event.ts)
-        self.open_requests[event.request_id] = (window, row)
         return None
 
-    def add_feedback(self, offset: int, event: FeedbackEvent) -> None:
-        if self.forced and offset >= self.forced["feedback_next"]:
-            self.deferred.append(("feedback", offset, event))
+    def _collecting(self, offset: int, now: float) -> Window:
+        """The window new requests go to (a new one if the last has stopped collecting)."""
+        if not self.windows or self.windows[-1].sealed:
+            self.windows.append(Window(first_offset=offset, opened_at=now, first_row=self.next_row))
+        return self.windows[-1]
+
+    def _join_pending(self, request_id: str, row: int) -> None:
+        items = self._take_pending(request_id)
+        self.joined_rows += [row] * len(items)
+        self.joined_offsets += [offset for offset, _ in items]
+        self.joined_events += [event for _, event in items]
+
+    def add_feedback(self, offset: int, event) -> None:
+        self.add_feedbacks([offset], [event])
+
+    def add_feedbacks(self, offsets: Sequence[int], events: Sequence) -> None:
+        """Join a batch of feedback events in offset order."""
+        if not events:
             return
-        self.feedback_next = offset + 1
+        if self.forced:
+            for offset, event in zip(offsets, events):
+                if offset >= self.forced["feedback_next"]:
+                    self.deferred.append(("feedback", offset, event))
+                else:
+                    self.feedback_next = offset + 1
+                    self.last_feedback_at = self.clock()
+                    self._place_feedback([offset], [event])
+            return
+        self.feedback_next = offsets[-1] + 1
         self.last_feedback_at = self.clock()
-        self._place_feedback(offset, event)
+        self._place_feedback(offsets, events)
 
     def feedback_ahead(self, rewrites_highwater: int | None) -> bool:
         """Whether the feedback partition should wait: it has run more than ``grace_s`` ahead of the requests
@@ -238,17 +246,27 @@ class PartitionJoin:
             return False
         return self.max_feedback_ts > self.max_rewrite_ts + self.config.grace_s
 
-    def _place_feedback(self, offset: int, event: FeedbackEvent) -> None:
-        self.max_feedback_ts = max(self.max_feedback_ts, event.ts)
-        opened = self.open_requests.get(event.request_id)
-        if opened is not None:
-            opened[1].feedback.append((offset, event))
-        elif event.request_id in self.closed:
-            self.late.append((offset, event, "late"))
-        else:
-            self.pending[event.request_id].append((offset, event))
-            latest = self.pending_latest.get(event.request_id, 0.0)
-            self.pending_latest[event.request_id] = event.ts if event.ts > latest else latest
+    def _place_feedback(self, offsets: Sequence[int], events: Sequence) -> None:
+        """Each event to its open row, to the late events (its window is written) or to the pending ones."""
+        self.max_feedback_ts = max(self.max_feedback_ts, max([event.ts for event in events]))
+        row_of = self.open_requests.get
+        rows = [row_of(event.request_id, -1) for event in events]
+        if -1 not in rows:
+            self.joined_rows += rows
+            self.joined_offsets += offsets
+            self.joined_events += events
+            return
+        for row, offset, event in zip(rows, offsets, events):
+            if row >= 0:
+                self.joined_rows.append(row)
+                self.joined_offsets.append(offset)
+                self.joined_events.append(event)
+            elif event.request_id in self.closed:
+                self.late.append((offset, event, "late"))
+            else:
+                self.pending[event.request_id].append((offset, event))
+                latest = self.pending_latest.get(event.request_id, 0.0)
+                self.pending_latest[event.request_id] = event.ts if event.ts > latest else latest
 
     def skip(self, is_rewrites: bool, offset: int) -> None:
         """A record that went to the dead-letter topic: consumed, but in no window."""
@@ -263,8 +281,9 @@ class PartitionJoin:
 
     def restore(self, spilled: Iterable[tuple[int, FeedbackEvent]]) -> None:
         """Feedback consumed before the last commit but not yet in any object (from the state object)."""
-        for offset, event in spilled:
-            self._place_feedback(offset, event)
+        spilled = list(spilled)
+        if spilled:
+            self._place_feedback([offset for offset, _ in spilled], [event for _, event in spilled])
 
     # -- cuts ----------------------------------------------------------------------------------
     def seal_due(self, now: float) -> None:
@@ -316,7 +335,7 @@ class PartitionJoin:
         forced = self.forced
         if self.rewrites_next <= forced["rewrites_last"] or self.feedback_next < forced["feedback_next"]:
             return None
-        window = self.windows[0] if self.windows else Window(first_offset=-1, opened_at=0.0)
+        window = self.windows[0] if self.windows else Window(first_offset=-1, opened_at=0.0, first_row=self.next_row)
         if window.first_offset != forced["rewrites_first"] or window.last_offset != forced["rewrites_last"]:
             raise AggregatorError(
                 f"cannot reproduce window {forced['key']}: re-read offsets {window.first_offset}-{window.last_offset}"
@@ -337,6 +356,12 @@ class PartitionJoin:
         self.pending_latest.pop(request_id, None)
         return self.pending.pop(request_id, [])
 
+    def _in_window(self, window: Window | None) -> np.ndarray:
+        """Which entries of the joined-feedback log belong to ``window`` (the oldest open window: its rows
+        are the lowest still open)."""
+        rows = np.asarray(self.joined_rows, dtype=np.int64)
+        return rows < window.end_row if window is not None else np.zeros(len(rows), dtype=bool)
+
     def _make_cut(self, window: Window | None, feedback_next: int) -> Cut:
         if feedback_next > self.committed[1]:
             self._expire_unmatched()
@@ -350,34 +375,36 @@ class PartitionJoin:
             rewrites_next = self.rewrites_next
         objects: list[tuple[str, bytes]] = []
         config = self.config
+        in_window = self._in_window(window)
+        mine, others = in_window.tolist(), (~in_window).tolist()
+        joined: list = []
         if window is not None:
             metadata = {
                 "rewrites_first": window.first_offset,
                 "rewrites_last": window.last_offset,
                 "feedback_prev": self.committed[1],
                 "feedback_next": feedback_next,
-                "first_request_id": next(iter(window.rows)),
+                "first_request_id": window.served[0].request_id,
             }
             key = object_key(
                 config.windows_prefix, self.rewrites_topic, self.partition, window.first_offset, window.last_offset
             )
-            objects.append((key, encode_frame(window_frame(window.rows.values(), config), WINDOW_COLUMNS, metadata)))
+            joined = list(compress(self.joined_events, mine))
+            rows = [row - window.first_row for row in compress(self.joined_rows, mine)]
+            objects.append((key, encode_window(window.served, rows, joined, config, metadata)))
         if late:
             key = object_key(
                 config.late_prefix, self.feedback_topic, self.partition, self.committed[1], feedback_next - 1
             )
-            objects.append((key, encode_frame(late_frame(late), LATE_COLUMNS)))
-        held = [
-            (offset, event)
-            for w in self.windows
-            if w is not window
-            for row in w.rows.values()
-            for offset, event in row.feedback
-        ]
-        held += [item for events in self.pending.values() for item in events]
-        spill = pd.DataFrame({"offset": [o for o, _ in held], "event_json": [event_json(e) for _, e in held]})
-        objects.append((self.state_key(config, rewrites_next, feedback_next), encode_frame(spill, SPILL_COLUMNS)))
-        return Cut(self.partition, window, rewrites_next, feedback_next, late, objects)
+            objects.append((key, encode_late(late)))
+        held_offsets = list(compress(self.joined_offsets, others))
+        held_events = list(compress(self.joined_events, others))
+        for items in self.pending.values():
+            held_offsets += [offset for offset, _ in items]
+            held_events += [event for _, event in items]
+        state_key = self.state_key(config, rewrites_next, feedback_next)
+        objects.append((state_key, encode_spill(held_offsets, held_events)))
+        return Cut(self.partition, window, rewrites_next, feedback_next, late, objects, joined)
 
     def state_key(self, config: FeedbackConfig, rewrites_next: int, feedback_next: int) -> str:
         return (
@@ -389,11 +416,19 @@ class PartitionJoin:
         """The cut is written and committed: forget what it made durable."""
         if cut.window is not None:
             self.windows.remove(cut.window)
-            for request_id in cut.window.rows:
-                self.open_requests.pop(request_id, None)
-                self.closed[request_id] = None
-            while len(self.closed) > RECENTLY_CLOSED_LIMIT:
-                self.closed.popitem(last=False)
+            keep = (~self._in_window(cut.window)).tolist()
+            self.joined_rows = list(compress(self.joined_rows, keep))
+            self.joined_offsets = list(compress(self.joined_offsets, keep))
+            self.joined_events = list(compress(self.joined_events, keep))
+            ids = [event.request_id for event in cut.window.served]
+            forget = self.open_requests.pop
+            for request_id in ids:
+                forget(request_id, None)
+            self.closed.update(dict.fromkeys(ids))
+            excess = len(self.closed) - RECENTLY_CLOSED_LIMIT
+            if excess > 0:
+                for request_id in list(islice(self.closed, excess)):
+                    del self.closed[request_id]
         written = {id(item) for item in cut.late}
         self.late = [item for item in self.late if id(item) not in written]
         self.committed = (cut.rewrites_next, cut.feedback_next)

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from minielm.config import FeedbackConfig, Settings
 from minielm.features.keys import query_key
 from minielm.features.repo import QUERY_STATS_COLUMNS, QUERY_STATS_PUSH, feature_store
+from minielm.feedback.cut_objects import COUNT_COLUMN
 from minielm.feedback.events import FeedbackEvent, ServedRewrite
 from minielm.feedback.join import Cut
 from minielm.logs import get_logger
@@ -112,26 +115,50 @@ class QueryCounts:
         self.zero_results += sign * other.zero_results
         self.last_seen_ts = max(self.last_seen_ts, other.last_seen_ts)
 
-    def count_served(self, event: ServedRewrite) -> None:
-        self.volume += 1
-        self.zero_results += not event.product_ids
-        self.last_seen_ts = max(self.last_seen_ts, event.ts)
-
-    def count_feedback(self, event: FeedbackEvent) -> None:
-        kind = event.event_type
-        if kind == "impression":
-            self.impressions += 1
-        elif kind == "click":
-            self.clicks += 1
-        elif kind == "add_to_cart":
-            self.add_to_carts += 1
-        elif kind == "reformulation":
-            self.reformulations += 1
-        self.last_seen_ts = max(self.last_seen_ts, event.ts)
-
 
 Totals = dict[str, QueryCounts]
 COUNT_FIELDS = [f.name for f in fields(QueryCounts)]
+# The field each feedback type adds to, in the order of minielm.feedback.cut_objects.COUNT_COLUMN (a purchase
+# only moves last_seen_ts).
+_FEEDBACK_FIELDS = ("impressions", "clicks", "add_to_carts", None, "reformulations")
+
+
+def count_events(totals: Totals, key: Callable[[str], str], served: Sequence = (), feedback: Sequence = ()) -> set[str]:
+    """Add served requests and feedback events (structs or models) to the per-query ``totals`` (a
+    ``defaultdict(QueryCounts)``); returns the query keys it touched. Events are grouped by query in Arrow
+    and counted with ``bincount``, so the Python work is per distinct query, not per event."""
+    touched: set[str] = set()
+    if served:
+        codes = [not event.product_ids for event in served]
+        for query, (some, none), latest in _by_query(served, codes, 2):
+            query_key = key(query)
+            counts = totals[query_key]
+            counts.volume += int(some + none)
+            counts.zero_results += int(none)
+            counts.last_seen_ts = max(counts.last_seen_ts, latest)
+            touched.add(query_key)
+    if feedback:
+        codes = [COUNT_COLUMN[event.event_type] for event in feedback]
+        for query, by_type, latest in _by_query(feedback, codes, len(_FEEDBACK_FIELDS)):
+            query_key = key(query)
+            counts = totals[query_key]
+            for name, n in zip(_FEEDBACK_FIELDS, by_type.tolist()):
+                if n and name is not None:
+                    setattr(counts, name, getattr(counts, name) + n)
+            counts.last_seen_ts = max(counts.last_seen_ts, latest)
+            touched.add(query_key)
+    return touched
+
+
+def _by_query(events: Sequence, codes: list[int], n_codes: int):
+    """(query, events per code, latest ts) for each distinct query of ``events``; ``codes[i]`` is event i's code."""
+    encoded = pa.array([event.query for event in events], pa.string()).dictionary_encode()
+    index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    queries = encoded.dictionary.to_pylist()
+    counts = np.bincount(index * n_codes + np.asarray(codes, dtype=np.int64), minlength=len(queries) * n_codes)
+    latest = np.zeros(len(queries))
+    np.maximum.at(latest, index, np.asarray([event.ts for event in events], dtype=np.float64))
+    return zip(queries, counts.reshape(-1, n_codes), latest.tolist())
 
 
 def totals_frame(totals: Totals) -> pd.DataFrame:
@@ -239,21 +266,13 @@ class QueryStatsPublisher:
 
     # -- events and partitions ------------------------------------------------------------------
 
-    def served(self, partition: int, events: Iterable[ServedRewrite]) -> None:
+    def served(self, partition: int, events: Sequence[ServedRewrite]) -> None:
         """Count a batch of served requests of ``partition`` (consumed, not committed yet)."""
-        counts, key, dirty = self._uncommitted(partition), self.key, self.dirty
-        for event in events:
-            query_key = key(event.query)
-            counts[query_key].count_served(event)
-            dirty.add(query_key)
+        self.dirty |= count_events(self._uncommitted(partition), self.key, served=events)
 
-    def feedback(self, partition: int, events: Iterable[FeedbackEvent]) -> None:
+    def feedback(self, partition: int, events: Sequence[FeedbackEvent]) -> None:
         """Count a batch of feedback events of ``partition`` (consumed, not committed yet)."""
-        counts, key, dirty = self._uncommitted(partition), self.key, self.dirty
-        for event in events:
-            query_key = key(event.query)
-            counts[query_key].count_feedback(event)
-            dirty.add(query_key)
+        self.dirty |= count_events(self._uncommitted(partition), self.key, feedback=events)
 
     def _uncommitted(self, partition: int) -> Totals:
         counts = self.uncommitted.get(partition)
@@ -267,7 +286,7 @@ class QueryStatsPublisher:
         self.owned.add(partition)
         self._replace_committed(partition, totals_from_frame(committed) if committed is not None else {}, key=None)
         self.uncommitted.pop(partition, None)
-        self.feedback(partition, restored)
+        self.feedback(partition, list(restored))
 
     def keep_owned(self, owned: Iterable[int]) -> None:
         """Forget the uncommitted counts of partitions this member no longer owns (their new owner
@@ -287,13 +306,8 @@ class QueryStatsPublisher:
         if pending is not None and pending[0] is cut:
             return totals_frame(pending[2])
         delta: Totals = defaultdict(QueryCounts)
-        rows = cut.window.rows.values() if cut.window is not None else ()
-        for row in rows:
-            delta[self.key(row.served.query)].count_served(row.served)
-            for _, event in row.feedback:
-                delta[self.key(event.query)].count_feedback(event)
-        for _, event, _ in cut.late:
-            delta[self.key(event.query)].count_feedback(event)
+        served = cut.window.served if cut.window is not None else ()
+        count_events(delta, self.key, served, [*cut.feedback, *(event for _, event, _ in cut.late)])
         after = dict(self.committed.get(cut.partition, {}))
         for key, counts in delta.items():
             merged = QueryCounts(*after[key].as_tuple()) if key in after else QueryCounts()

@@ -7,7 +7,14 @@ import json
 import msgspec
 import pytest
 
-from minielm.feedback.decoding import FeedbackRecord, ServedRecord, decode_event, event_json
+from minielm.feedback.decoding import (
+    FeedbackRecord,
+    ServedRecord,
+    decode_batch,
+    decode_event,
+    decode_messages,
+    event_json,
+)
 from minielm.feedback.events import MAX_EVENT_BYTES, DeadLetter, FeedbackEvent, ServedRewrite, parse_event
 
 SERVED = {
@@ -139,3 +146,68 @@ def test_event_json_is_what_the_models_read_back():
 def test_the_structs_carry_every_field_of_the_models():
     assert set(ServedRecord.__struct_fields__) == set(ServedRewrite.model_fields)
     assert set(FeedbackRecord.__struct_fields__) == set(FeedbackEvent.model_fields)
+
+
+class Message:
+    """The three accessors of a confluent-kafka message that decoding reads."""
+
+    def __init__(self, offset: int, value: bytes | None) -> None:
+        self._offset, self._value = offset, value
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"k"
+
+
+def one_by_one(values, rewrites_topic: bool) -> list:
+    """What decode_event (plus the wrong-topic rule) makes of each value: a dict or (error_kind, reason)."""
+    out = []
+    for offset, raw in enumerate(values):
+        event = decode_event(raw, rewrites_topic, "t", 0, offset)
+        if isinstance(event, DeadLetter):
+            out.append((event.error_kind, event.reason))
+        elif rewrites_topic != (event.event_type == "served_rewrite"):
+            out.append(("wrong_topic", event.event_type))
+        else:
+            out.append(msgspec.to_builtins(event) if isinstance(event, msgspec.Struct) else event.model_dump())
+    return out
+
+
+def batched(values, rewrites_topic: bool) -> list:
+    batch = decode_messages([Message(o, v) for o, v in enumerate(values)], rewrites_topic, "t", 0)
+    out: dict[int, object] = {}
+    for offset, event in zip(batch.offsets, batch.events):
+        out[offset] = msgspec.to_builtins(event) if isinstance(event, msgspec.Struct) else event.model_dump()
+    for offset, _, letter in batch.dead_letters:
+        kind = letter.error_kind
+        out[offset] = (kind, letter.reason.split("'")[1] if kind == "wrong_topic" else letter.reason)
+    assert sorted(out) == list(range(len(values))), "every message is an event or a dead letter, once"
+    return [out[offset] for offset in range(len(values))]
+
+
+@pytest.mark.parametrize("rewrites_topic", [True, False])
+def test_a_batch_decodes_to_what_each_message_decodes_to(rewrites_topic):
+    good = [raw for topic, raw in VALID if topic == rewrites_topic] * 3
+    assert batched(good, rewrites_topic) == one_by_one(good, rewrites_topic)
+    assert decode_batch(good, rewrites_topic) is not None, "a batch of valid events takes the one-call path"
+    for _, raw in BAD + VALID:  # one bad or misplaced value in the middle of good ones
+        values = good[:2] + [raw] + good[2:]
+        assert batched(values, rewrites_topic) == one_by_one(values, rewrites_topic)
+
+
+def test_values_that_could_shift_the_lines_of_a_batch_take_the_one_by_one_path():
+    click = edited(CLICK)
+    shifting = [
+        [click, b"", click + b" " + click],  # a blank line and a line with two events: the count still matches
+        [click, b"  \t", click + b" " + click],
+        [click, click + b"\n" + click],  # a newline inside a value
+    ]
+    for values in shifting:
+        assert decode_batch(values, False) is None
+        assert any(isinstance(v, tuple) for v in one_by_one(values, False))
+        assert batched(values, False) == one_by_one(values, False)

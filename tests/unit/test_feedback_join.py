@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from minielm.config import FeedbackConfig
@@ -228,7 +229,7 @@ def test_feedback_waits_while_it_runs_ahead_of_unread_requests_in_event_time():
     assert not join.feedback_ahead(rewrites_highwater=None)  # end of the partition unknown: never hold
     join.add_rewrite(1, served("z", ts=100.9), now=0.1)
     assert not join.feedback_ahead(rewrites_highwater=50)
-    assert join.open_requests["z"][1].feedback and not join.pending
+    assert join.open_requests["z"] in join.joined_rows and not join.pending
 
 
 def test_window_rows_count_each_feedback_type_per_request():
@@ -254,3 +255,76 @@ def test_window_rows_count_each_feedback_type_per_request():
     expected = reward(1, 1, 1, True, CONFIG)
     assert a.reward == pytest.approx(expected) and b.reward == 0.0
     assert rows["query_key"].nunique() == 2
+
+
+def cut_contents(cut) -> dict:
+    """A cut's objects as comparable values (the state object's rows in offset order)."""
+    out = {}
+    for key, data in cut.objects:
+        columns = pq.read_table(io.BytesIO(data)).to_pydict()
+        if "/state/" in key:
+            rows = sorted(zip(*columns.values()))
+            columns = {name: [row[i] for row in rows] for i, name in enumerate(columns)}
+        out[key] = columns
+    return out
+
+
+def test_batches_join_exactly_as_one_event_at_a_time():
+    """Random batches (feedback before and after its request, duplicates, late and unmatched events) give
+    the same cuts, state and dead-letter reasons as the same events added one by one."""
+    rng = np.random.default_rng(7)
+    rewrites, feedback = [], []
+    for i in range(240):
+        rid = f"r{int(rng.integers(0, 220))}" if i % 37 == 0 else f"r{i}"  # a few duplicate request ids
+        rewrites.append(served(rid, ts=100.0 + i * 0.01))
+        for kind in rng.choice(["impression", "click", "add_to_cart", "reformulation"], size=int(rng.integers(0, 4))):
+            feedback.append(fb(rid if rng.random() > 0.05 else f"ghost{i}", str(kind), ts=100.0 + i * 0.01))
+    shuffled = sorted(range(len(feedback)), key=lambda j: j + int(rng.integers(-30, 30)))
+    feedback = [feedback[j] for j in shuffled]
+
+    def run(size: int, one_at_a_time: bool):
+        join, cuts, problems, r, f, now = new_join(), [], [], 0, 0, 0.0
+        while r < len(rewrites) or f < len(feedback):
+            offsets, events = list(range(r, min(r + size, len(rewrites)))), rewrites[r : r + size]
+            if one_at_a_time:
+                problems += [(o, p) for o, e in zip(offsets, events) if (p := join.add_rewrite(o, e, now))]
+            else:
+                problems += [(offsets[i], p) for i, p in join.add_rewrites(offsets, events, now)]
+            offsets, events = list(range(f, min(f + size, len(feedback)))), feedback[f : f + size]
+            if one_at_a_time:
+                for offset, event in zip(offsets, events):
+                    join.add_feedback(offset, event)
+            else:
+                join.add_feedbacks(offsets, events)
+            r, f, now = r + size, f + size, now + 0.3
+            if (cut := join.next_cut(now)) is not None:
+                cuts.append(cut_contents(cut))
+                join.cut_done(cut)
+        while (cut := join.drain_cuts()) is not None:
+            cuts.append(cut_contents(cut))
+            join.cut_done(cut)
+        return cuts, problems
+
+    for size in (9, 40):
+        batched, single = run(size, one_at_a_time=False), run(size, one_at_a_time=True)
+        assert len(single[0]) > 3 and single[1], "windows were cut and duplicates found"
+        assert any("/late/" in key for cut in single[0] for key in cut), "late or unmatched events were written"
+        assert batched == single
+
+
+@pytest.mark.parametrize("layout", ["window", "late"])
+def test_objects_built_from_columns_read_back_as_the_pandas_built_ones(layout):
+    from minielm.feedback.windows import LATE_COLUMNS, WINDOW_COLUMNS, encode_columns, encode_frame
+
+    if layout == "window":
+        columns = {name: ["a", "é"] if dtype == "string" else [1, 2] for name, dtype in WINDOW_COLUMNS.items()}
+        columns |= {"reformulated": [True, False], "ts": [100.5, 101.0], "reward": np.array([1.0, -2.0])}
+        dtypes = WINDOW_COLUMNS
+    else:
+        columns = {name: ["click", None] if dtype == "string" else [3, None] for name, dtype in LATE_COLUMNS.items()}
+        columns |= {"offset": [4, 5], "ts": [100.5, 101.0]}
+        dtypes = LATE_COLUMNS
+    direct = encode_columns(columns, dtypes, {"feedback_next": 3})
+    through_pandas = encode_frame(pd.DataFrame(columns), dtypes, {"feedback_next": 3})
+    assert pq.read_schema(io.BytesIO(direct)).equals(pq.read_schema(io.BytesIO(through_pandas)), check_metadata=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(direct)), pd.read_parquet(io.BytesIO(through_pandas)))
