@@ -456,6 +456,12 @@ def main(argv: list[str] | None = None) -> dict:
         metavar=("PRODUCTS", "QUERIES"),
         help="synthetic catalog whose domain tokens the stand-in student may write (as distillation records them)",
     )
+    parser.add_argument(
+        "--output-vocabulary",
+        action="store_true",
+        help="serve the stand-in student with its domain output vocabulary (and the full one beside it, for the "
+        "ratio) even where distill.rewriter.output_vocabulary is 'full'",
+    )
     parser.add_argument("--generation-threads", type=int, help="serving.generation_threads (default: the setting)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args(argv)
@@ -491,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     output_vocabulary = None
-    if not args.student_dir:
+    if not args.student_dir and (args.output_vocabulary or settings.distill.rewriter.output_vocabulary == "domain"):
         from minielm.models.backbones import smollm2_dir
         from minielm.models.tokenizer import load_tokenizer
 

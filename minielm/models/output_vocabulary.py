@@ -43,9 +43,11 @@ def byte_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
 
 
 def domain_token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> list[int]:
-    """Sorted ids of every token the texts use when written as a rewrite, plus special and byte tokens."""
+    """Sorted ids of every token the texts use when written as a rewrite, as they are and lower-cased (rewrites
+    are lower-case, catalog titles are not), plus special and byte tokens."""
     kept = set(tokenizer.all_special_ids) | byte_token_ids(tokenizer)
-    unique = list(dict.fromkeys(format_rewrite_answer(t) for t in texts if isinstance(t, str) and t.strip()))
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    unique = list(dict.fromkeys(format_rewrite_answer(t) for text in texts for t in (text, text.lower())))
     for start in range(0, len(unique), TOKENIZE_CHUNK):
         for ids in tokenizer(unique[start : start + TOKENIZE_CHUNK], add_special_tokens=False)["input_ids"]:
             kept.update(ids)
