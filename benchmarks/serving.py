@@ -54,6 +54,7 @@ TEACHER_SHAPE = dict(
     tie_word_embeddings=True,
 )
 STUDENT_HF = "student-rewriter-hf"  # the student shape through Hugging Face generate, for the ratio
+STUDENT_FULL_VOCAB = "student-rewriter-full-vocab"  # the student without its output vocabulary, for the ratio
 ECHO = "overhead-echo"
 CACHE_HITS = "student-rewriter (cache hits)"  # returns the query: what the server costs without generation
 PROMPT_PREFIX_TOKENS = 24  # the instruction around the query in the rewrite prompt
@@ -158,8 +159,23 @@ class ShapedRewriter:
         return [texts[i * num_return : (i + 1) * num_return] for i in range(len(queries))]
 
 
-def save_random_causal_rewriter(directory: Path, shape: dict, max_new_tokens: int, cache_dir: str) -> Path:
-    """A CausalRewriter with random weights at ``shape`` and SmolLM2's tokenizer, plus its CTranslate2 export."""
+def synthetic_output_vocabulary(tokenizer, products: int, queries: int) -> list[int]:
+    """The output vocabulary distillation records for a student trained on the synthetic catalog of this size
+    (train queries, their canonical rewrites, the catalog titles)."""
+    from minielm.data.esci import PRODUCT_TITLE
+    from minielm.data.synthetic import generate_dataset
+    from minielm.distill.stages import unlabelled_queries
+    from minielm.models.output_vocabulary import domain_token_ids
+
+    data = generate_dataset(products, queries, seed=0)
+    return domain_token_ids(tokenizer, [*unlabelled_queries(data), *data.products[PRODUCT_TITLE].astype(str)])
+
+
+def save_random_causal_rewriter(
+    directory: Path, shape: dict, max_new_tokens: int, cache_dir: str, output_token_ids: list[int] | None = None
+) -> Path:
+    """A CausalRewriter with random weights at ``shape`` and SmolLM2's tokenizer, plus its CTranslate2 export
+    (restricted to ``output_token_ids`` when given, as a distilled student is)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -176,7 +192,9 @@ def save_random_causal_rewriter(directory: Path, shape: dict, max_new_tokens: in
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    rewriter = CausalRewriter(LlamaForCausalLM(config).eval(), tokenizer, "random-student", max_new_tokens)
+    rewriter = CausalRewriter(
+        LlamaForCausalLM(config).eval(), tokenizer, "random-student", max_new_tokens, output_token_ids=output_token_ids
+    )
     rewriter.save(directory, {"max_new_tokens": max_new_tokens})  # stops where the stand-ins stop
     export_ctranslate2(directory)
     return directory
@@ -430,6 +448,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--student-hf-requests", type=int, default=64, help="per concurrency level (0: skip)")
     parser.add_argument("--max-new-tokens", type=int, default=12, help="tokens the stand-ins decode per query")
     parser.add_argument("--feast-iterations", type=int, default=2000)
+    parser.add_argument(
+        "--vocabulary-catalog",
+        type=int,
+        nargs=2,
+        default=(20000, 6000),
+        metavar=("PRODUCTS", "QUERIES"),
+        help="synthetic catalog whose domain tokens the stand-in student may write (as distillation records them)",
+    )
+    parser.add_argument(
+        "--output-vocabulary",
+        action="store_true",
+        help="serve the stand-in student with its domain output vocabulary (and the full one beside it, for the "
+        "ratio) even where distill.rewriter.output_vocabulary is 'full'",
+    )
+    parser.add_argument("--generation-threads", type=int, help="serving.generation_threads (default: the setting)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args(argv)
 
@@ -443,6 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
             "serving.log_rewrites=false",
             "serving.enable_feast=true",
             f"paths.models_dir={workdir / 'models'}",
+            *([f"serving.generation_threads={args.generation_threads}"] if args.generation_threads else []),
         ],
         environ={},
         use_services_state=False,
@@ -462,9 +496,24 @@ def main(argv: list[str] | None = None) -> dict:
             if value is not None
         },
     }
+    output_vocabulary = None
+    if not args.student_dir and (args.output_vocabulary or settings.distill.rewriter.output_vocabulary == "domain"):
+        from minielm.models.backbones import smollm2_dir
+        from minielm.models.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(smollm2_dir(settings.teachers.models_cache_dir))
+        output_vocabulary = synthetic_output_vocabulary(tokenizer, *args.vocabulary_catalog)
+        print(f"student output vocabulary: {len(output_vocabulary)} of {len(tokenizer)} tokens")
     student_dir = args.student_dir or save_random_causal_rewriter(
-        workdir / "student", student_shape, args.max_new_tokens, settings.teachers.models_cache_dir
+        workdir / "student", student_shape, args.max_new_tokens, settings.teachers.models_cache_dir, output_vocabulary
     )
+    extra = {}
+    if output_vocabulary:
+        extra[STUDENT_FULL_VOCAB] = str(
+            save_random_causal_rewriter(
+                workdir / "student-full-vocab", student_shape, args.max_new_tokens, settings.teachers.models_cache_dir
+            )
+        )
     echo_dir = EchoRewriter.save(workdir / "echo")
     student_hf_dir = ShapedRewriter.save_shape(
         workdir / "student-hf", student_shape, args.max_new_tokens, "shape-student-hf"
@@ -484,7 +533,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=(
             settings.model_dump_json(),
             str(student_dir),
-            {teacher_name: str(teacher_dir), STUDENT_HF: str(student_hf_dir), ECHO: str(echo_dir)},
+            {teacher_name: str(teacher_dir), STUDENT_HF: str(student_hf_dir), ECHO: str(echo_dir), **extra},
             urls,
             stop,
         ),
@@ -497,6 +546,7 @@ def main(argv: list[str] | None = None) -> dict:
         student_name = settings.models.student_rewriter
         plan = [
             (student_name, (True, False), 2 * args.student_requests, QUERIES, None),
+            (STUDENT_FULL_VOCAB, (True, False), args.student_requests if extra else 0, QUERIES, None),
             (student_name, (True, False), 2 * args.cache_requests, HEAD_QUERIES, CACHE_HITS),
             (ECHO, (True, False), 2 * args.cache_requests, QUERIES, None),
             (STUDENT_HF, (True,), args.student_hf_requests, QUERIES, None),
@@ -574,6 +624,11 @@ def main(argv: list[str] | None = None) -> dict:
             STUDENT_HF, student, "run_server_cpu_ms_per_request"
         ),
         "student_hf_over_ctranslate2_p50": ratio(STUDENT_HF, student, "p50_ms"),
+        "student_full_vocab_over_trimmed_server_cpu_per_request": ratio(
+            STUDENT_FULL_VOCAB, student, "run_server_cpu_ms_per_request", features=False
+        ),
+        "student_full_vocab_over_trimmed_server_p50": ratio(STUDENT_FULL_VOCAB, student, "server_p50_ms", False),
+        "student_full_vocab_server": pick(STUDENT_FULL_VOCAB, cpu_keys),
         "targets": {
             "cache_hit_server_p99_ms_at_most": 1.0,  # over the responses the cache answered (cached_server_p99_ms)
             "student_p50_ms_at_concurrency_1_at_most": 15.0,
@@ -609,6 +664,13 @@ def main(argv: list[str] | None = None) -> dict:
                 "dir": str(student_dir),
                 "shape": None if args.student_dir else student_shape,
                 "generation_backend": settings.serving.generation_backend,
+                "generation_threads": settings.serving.generation_threads,
+                "output_vocabulary_tokens": len(output_vocabulary) if output_vocabulary else None,
+                "output_vocabulary_catalog": list(args.vocabulary_catalog) if output_vocabulary else None,
+            },
+            "student_full_vocab": {
+                "dir": extra.get(STUDENT_FULL_VOCAB),
+                "shape": None if args.student_dir else student_shape,
             },
             "student_hf": {"dir": str(student_hf_dir), "shape": student_shape, "generation_backend": "huggingface"},
             "teacher": {"dir": str(teacher_dir), "shape": None if args.teacher_dir else TEACHER_SHAPE},

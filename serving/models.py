@@ -13,6 +13,7 @@ one answer and never fails a request in flight.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,6 +166,7 @@ class ServedModel(Model):
         """
         if warm:
             self.warm_up(loaded)
+        gc.freeze()  # the new version's objects join those frozen at start (see serving.app.serve_stack)
         previous, self.loaded = self.loaded, loaded
         log.info("model switched", model=self.name, version=loaded.version, previous=previous and previous.version)
 

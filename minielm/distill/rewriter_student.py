@@ -32,6 +32,7 @@ from minielm.distill.losses import rewriter_distill_loss
 from minielm.distill.training import remove_checkpoints, run_engine, training_config
 from minielm.errors import InputError
 from minielm.logs import get_logger
+from minielm.models.output_vocabulary import domain_token_ids
 from minielm.models.prompts import format_rewrite_prompt
 from minielm.models.rewriter import CausalRewriter, collate_rewrite_examples, encode_rewrite_example
 
@@ -191,9 +192,12 @@ def distill_rewriter(
     seed: int = 0,
     steps: int | None = None,
     max_prompt_tokens: int = 64,
+    vocabulary_texts: Sequence[str] = (),
 ) -> RewriterDistillResult:
     """Teacher rewrites the unlabelled queries, then the student learns them (CE) and the teacher's
-    token distributions (KL). All checks run before the teacher generates anything."""
+    token distributions (KL). All checks run before the teacher generates anything. With
+    ``config.rewriter.output_vocabulary == "domain"`` the student writes only the tokens of the queries, the
+    teacher's rewrites and ``vocabulary_texts`` (the catalog titles): see :mod:`minielm.models.output_vocabulary`."""
     tokenizer = teacher.tokenizer
     if student_tokenizer is not None:
         check_tokenizers_match(tokenizer, student_tokenizer)
@@ -250,6 +254,10 @@ def distill_rewriter(
     result = run_engine(model, loss_fn, batches, engine_config, Path(work_dir), "distill rewriter")
     remove_checkpoints(Path(work_dir))
     model.eval()
+    output_token_ids = None
+    if config.rewriter.output_vocabulary == "domain":
+        output_token_ids = domain_token_ids(tokenizer, [*queries, *targets, *vocabulary_texts])
+    build["output_vocabulary_tokens"] = len(output_token_ids) if output_token_ids else None
     student = CausalRewriter(
         model,
         tokenizer,
@@ -257,11 +265,13 @@ def distill_rewriter(
         batch_size=teacher.batch_size,
         guard=teacher.guard,
         front_end=teacher.front_end,
+        output_token_ids=output_token_ids,
     )
     log.info(
         "rewriter student distilled",
         steps=result.steps,
         queries=len(queries),
+        output_vocabulary=len(output_token_ids) if output_token_ids else "full",
         seconds=round(result.seconds, 1),
         first_loss=round(result.losses[0], 4) if result.losses else None,
         last_loss=round(result.losses[-1], 4) if result.losses else None,

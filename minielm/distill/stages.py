@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from minielm.config import DistillConfig, EvalConfig, GateConfig, Settings
-from minielm.data.esci import CANONICAL_QUERY, QUERY
+from minielm.data.esci import CANONICAL_QUERY, PRODUCT_TITLE, QUERY
 from minielm.distill.augment import AugmentedDataError, build_triples, label_triples, validate_labelled_triples
 from minielm.distill.evaluate import evaluate_relevance, evaluate_rewriters, format_quality_table
 from minielm.logs import get_logger
@@ -194,7 +194,13 @@ def distill_rewriter_student(
     teacher = CausalRewriter.load(teacher_rewriter_dir, max_new_tokens=config.rewriter.max_new_tokens)
     output_dir = Path(output_dir)
     result = distill_rewriter(
-        teacher, queries, config, work_dir=output_dir / "work", seed=seed, student_tokenizer=student_tokenizer
+        teacher,
+        queries,
+        config,
+        work_dir=output_dir / "work",
+        seed=seed,
+        student_tokenizer=student_tokenizer,
+        vocabulary_texts=[*queries, *data.products[PRODUCT_TITLE].astype(str)],
     )
     calibration = _calibrate(result.student, data, index_dir, eval_config or EvalConfig(), config)
     result.student.version = "unregistered"

@@ -20,6 +20,7 @@ from typing import Any
 from minielm.baseline import PhraseTableRewriter
 from minielm.errors import ServiceError
 from minielm.logs import get_logger
+from minielm.models.output_vocabulary import load_output_vocabulary, trim_ct2_spec
 from minielm.models.prompts import extract_rewrite
 from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.rewriter import (
@@ -57,18 +58,28 @@ def is_causal_rewriter_dir(directory: Path | str) -> bool:
     return json.loads(metadata_path.read_text()).get("model_class") == MODEL_CLASS
 
 
-def export_ctranslate2(directory: Path | str, quantization: str = "int8") -> Path:
-    """Convert the transformers weights in ``directory`` into ``directory/ctranslate2`` (atomically)."""
+def _converter(directory: Path) -> Any:
+    """CTranslate2's transformers converter; with an ``output_vocabulary.json`` in ``directory`` it keeps only
+    those rows of the LM head (see :mod:`minielm.models.output_vocabulary`)."""
     import ctranslate2
 
+    class OutputTrimmingConverter(ctranslate2.converters.TransformersConverter):
+        def _load(self) -> Any:
+            spec = super()._load()
+            kept = load_output_vocabulary(directory, len(spec._vocabulary))
+            return spec if kept is None else trim_ct2_spec(spec, kept)
+
+    return OutputTrimmingConverter(str(directory))
+
+
+def export_ctranslate2(directory: Path | str, quantization: str = "int8") -> Path:
+    """Convert the transformers weights in ``directory`` into ``directory/ctranslate2`` (atomically)."""
     directory = Path(directory)
     target = ct2_dir(directory)
     staging = directory / f".{CT2_SUBDIR}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        ctranslate2.converters.TransformersConverter(str(directory)).convert(
-            str(staging), quantization=quantization, force=True
-        )
+        _converter(directory).convert(str(staging), quantization=quantization, force=True)
     except Exception as error:  # the converter raises bare ValueError/NotImplementedError/KeyError
         shutil.rmtree(staging, ignore_errors=True)
         raise ConversionError(
@@ -155,11 +166,13 @@ class CTranslate2Rewriter(ServedRewriting):
     def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
         return [self.tokenizer.convert_ids_to_tokens(encode_prompt(self.tokenizer, q)) for q in queries]
 
-    def _text(self, ids: list[int], query: str) -> str:
+    def _text(self, tokens: list[str], query: str) -> str:
+        """The rewrite in generated token strings (CTranslate2's ids are its own when the vocabulary is trimmed)."""
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
         return extract_rewrite(self.tokenizer.decode(ids, skip_special_tokens=True)) or " ".join(query.split())
 
-    def _greedy_with_lowest_log_prob(self, chunk: list[str]) -> list[tuple[list[int], float]]:
-        """Greedy token ids of each query and the lowest per-step log-probability among them."""
+    def _greedy_with_lowest_log_prob(self, chunk: list[str]) -> list[tuple[list[str], float]]:
+        """Greedy tokens of each query and the lowest per-step log-probability among them."""
         lowest = [0.0] * len(chunk)  # log-probs are <= 0, so 0.0 is "no token seen yet"
 
         def track(step: Any) -> bool:
@@ -173,15 +186,15 @@ class CTranslate2Rewriter(ServedRewriting):
             return_scores=True,
             callback=track,
         )
-        return [(result.sequences_ids[0], low) for result, low in zip(generated, lowest)]
+        return [(result.sequences[0], low) for result, low in zip(generated, lowest)]
 
     def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
         """Greedy rewrite of each LM input with its confidence: the probability of its least likely token."""
         results: list[tuple[str, float]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])
-            for query, (ids, low) in zip(chunk, self._greedy_with_lowest_log_prob(chunk)):
-                results.append((self._text(ids, query), math.exp(low)))
+            for query, (tokens, low) in zip(chunk, self._greedy_with_lowest_log_prob(chunk)):
+                results.append((self._text(tokens, query), math.exp(low)))
         return results
 
     def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
@@ -208,8 +221,8 @@ class CTranslate2Rewriter(ServedRewriting):
             )
             for row, query in enumerate(chunk):
                 if do_sample:
-                    hypotheses = [g.sequences_ids[0] for g in generated[row * num_return : (row + 1) * num_return]]
+                    hypotheses = [g.sequences[0] for g in generated[row * num_return : (row + 1) * num_return]]
                 else:
-                    hypotheses = generated[row].sequences_ids
-                results.append([self._text(ids, query) for ids in hypotheses])
+                    hypotheses = generated[row].sequences
+                results.append([self._text(tokens, query) for tokens in hypotheses])
         return results

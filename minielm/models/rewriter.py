@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from minielm.baseline import PhraseTableRewriter
 from minielm.errors import InputError
+from minielm.models.output_vocabulary import AllowedTokensProcessor, load_output_vocabulary, save_output_vocabulary
 from minielm.models.prompts import clean_text, extract_rewrite, format_rewrite_answer, format_rewrite_prompt
 from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
@@ -179,8 +180,11 @@ class CausalRewriter(ServedRewriting):
         min_confidence: float = 0.0,
         guard: RewriteGuard | None = None,
         front_end: PhraseTableRewriter | None = None,
+        output_token_ids: Sequence[int] | None = None,
     ) -> None:
         self.model = model.eval()
+        # The tokens the rewriter may write (None: all); see minielm.models.output_vocabulary.
+        self.output_token_ids = list(output_token_ids) if output_token_ids else None
         # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
         # rewriting: a small model's unsure rewrites hurt search more than they help).
         self.min_confidence = min_confidence
@@ -199,6 +203,7 @@ class CausalRewriter(ServedRewriting):
     def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> CausalRewriter:
         directory = Path(directory)
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        kwargs.setdefault("output_token_ids", load_output_vocabulary(directory, model.config.vocab_size))
         return cls(model, load_tokenizer(directory), **saved_serving_options(directory, version, kwargs))
 
     def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
@@ -207,6 +212,8 @@ class CausalRewriter(ServedRewriting):
         self.tokenizer.save_pretrained(directory)
         if self.guard is not None:
             self.guard.save(directory / GUARD_FILE)
+        if self.output_token_ids:
+            save_output_vocabulary(directory, self.output_token_ids, self.model.config.vocab_size)
         record = {
             "model_class": MODEL_CLASS,
             "version": self.version,
@@ -226,6 +233,9 @@ class CausalRewriter(ServedRewriting):
         device = next(self.model.parameters()).device
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
+    def _logits_processors(self) -> LogitsProcessorList:
+        return LogitsProcessorList([AllowedTokensProcessor(self.output_token_ids)] if self.output_token_ids else [])
+
     @torch.no_grad()
     def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
         """Greedy rewrite of each LM input with its confidence: the probability of its least likely token."""
@@ -242,6 +252,7 @@ class CausalRewriter(ServedRewriting):
                 eos_token_id=self.tokenizer.eos_token_id,
                 output_scores=True,
                 return_dict_in_generate=True,
+                logits_processor=self._logits_processors(),
             )
             new_tokens = output.sequences[:, inputs["input_ids"].shape[1] :]
             log_probs = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
@@ -277,7 +288,7 @@ class CausalRewriter(ServedRewriting):
                 options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
                 options.update(do_sample=False, num_beams=num_return)
-            output = self.model.generate(**inputs, **options)
+            output = self.model.generate(**inputs, **options, logits_processor=self._logits_processors())
             texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             for row, query in enumerate(chunk):
                 rewrites = [extract_rewrite(t) for t in texts[row * num_return : (row + 1) * num_return]]

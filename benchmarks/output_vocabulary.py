@@ -1,0 +1,202 @@
+"""A saved rewriter served with its whole vocabulary vs with its domain's output vocabulary (issue 20).
+
+Both copies of one model are exported to CTranslate2 int8 as registration does; the trimmed one keeps the LM-head
+rows of the tokens ``minielm.models.output_vocabulary.domain_token_ids`` finds in the dataset's train split
+(queries, canonical rewrites) and catalog titles, as distillation records them. On queries the model never saw
+(the test split and the real query strings of ``../shared/data/esci-sample/``) it reports:
+
+- agreement: the greedy rewrites of the two copies, and what serving returns after the confidence threshold and
+  the intent guard (``serve_choice``); the largest confidence change;
+- generated tokens per query (EOS included), the distribution of what a request costs;
+- CPU per query (single-query requests, interleaved, 1 and 2 threads), full over trimmed, in one run.
+
+    python benchmarks/output_vocabulary.py --model DIR --data DIR --out benchmarks/results/output_vocabulary.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def domain_texts(data) -> list[str]:
+    """What distillation passes as the rewriter's domain: train queries (and their canonical forms) and titles."""
+    from minielm.data.esci import PRODUCT_TITLE
+    from minielm.distill.stages import unlabelled_queries
+
+    return [*unlabelled_queries(data), *data.products[PRODUCT_TITLE].astype(str)]
+
+
+def eval_queries(data, sample_dir: Path, limit: int, real_limit: int = 0) -> dict[str, list[str]]:
+    from minielm.data.esci import QUERY, load_esci_sample
+    from minielm.teachers.data import split_examples
+
+    test = list(dict.fromkeys(split_examples(data, "test", "evaluation")[QUERY].astype(str)))[:limit]
+    sets = {"test_split": test}
+    if sample_dir.is_dir() and real_limit:
+        sets["esci_sample_real"] = list(dict.fromkeys(load_esci_sample(sample_dir).queryset))[:real_limit]
+    return sets
+
+
+def generated_tokens(rewriter, queries: list[str]) -> list[int]:
+    """Tokens each greedy generation produced, the end token included when the model stopped on its own."""
+    counts = []
+    for start in range(0, len(queries), rewriter.batch_size):
+        chunk = queries[start : start + rewriter.batch_size]
+        results = rewriter.generator.generate_batch(
+            rewriter._prompts(chunk), max_length=rewriter.max_new_tokens, include_prompt_in_result=False
+        )
+        for result in results:
+            n = len(result.sequences[0])
+            counts.append(n + 1 if n < rewriter.max_new_tokens else n)
+    return counts
+
+
+def cpu_per_query(models: dict[str, object], queries: list[str], reps: int) -> dict[str, dict[str, float]]:
+    """Process CPU and wall time of single-query rewrites, the models interleaved query by query."""
+    samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
+    for _ in range(reps):
+        for query in queries:
+            for name, model in models.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                model.rewrite_with_confidence([query])
+                samples[name][0].append(time.perf_counter() - wall)
+                samples[name][1].append(time.process_time() - cpu)
+    return {
+        name: {
+            "wall_p50_ms": round(1000 * float(np.median(wall)), 3),
+            "wall_p99_ms": round(1000 * float(np.percentile(wall, 99)), 3),
+            "cpu_mean_ms": round(1000 * float(np.mean(cpu)), 3),
+        }
+        for name, (wall, cpu) in samples.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a saved CausalRewriter directory")
+    parser.add_argument("--data", type=Path, required=True, help="the ESCI-format dataset it was trained on")
+    parser.add_argument("--esci-sample", type=Path, default=REPO_ROOT / ".." / "shared" / "data" / "esci-sample")
+    parser.add_argument("--test-queries", type=int, default=300, help="test-split queries compared")
+    parser.add_argument("--real-queries", type=int, default=150, help="real ESCI-sample query strings compared")
+    parser.add_argument("--timing-queries", type=int, default=12, help="queries timed one by one (0: skip)")
+    parser.add_argument("--timing-reps", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "output_vocabulary.json")
+    args = parser.parse_args(argv)
+
+    from minielm.models.ct2_rewriter import CTranslate2Rewriter, export_ctranslate2
+    from minielm.models.output_vocabulary import OUTPUT_VOCABULARY_FILE, domain_token_ids, save_output_vocabulary
+    from minielm.models.tokenizer import load_tokenizer
+    from minielm.teachers.data import load_teacher_data
+
+    load_at_start = os.getloadavg()
+    data = load_teacher_data(args.data)
+    tokenizer = load_tokenizer(args.model)
+    vocab_size = json.loads((args.model / "config.json").read_text())["vocab_size"]
+    workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-vocab-"))
+    full_dir, trimmed_dir = workdir / "full", workdir / "trimmed"
+    for target in (full_dir, trimmed_dir):
+        shutil.copytree(args.model, target, ignore=shutil.ignore_patterns("ctranslate2", OUTPUT_VOCABULARY_FILE))
+    kept = domain_token_ids(tokenizer, domain_texts(data))
+    save_output_vocabulary(trimmed_dir, kept, vocab_size)
+    print(f"output vocabulary: {len(kept)} of {vocab_size} tokens")
+    for target in (full_dir, trimmed_dir):
+        export_ctranslate2(target)
+    models = {
+        name: CTranslate2Rewriter.load(d, threads=1) for name, d in (("full", full_dir), ("trimmed", trimmed_dir))
+    }
+
+    agreement = {}
+    token_counts: list[int] = []
+    for set_name, queries in eval_queries(data, args.esci_sample, args.test_queries, args.real_queries).items():
+        scored = {name: model.rewrite_with_confidence(queries) for name, model in models.items()}
+        served = {
+            name: [models[name].serve_choice(q, text, c) for q, (text, c) in zip(queries, scored[name])]
+            for name in models
+        }
+        same_text = [a[0] == b[0] for a, b in zip(scored["full"], scored["trimmed"])]
+        same_served = [a == b for a, b in zip(served["full"], served["trimmed"])]
+        agreement[set_name] = {
+            "queries": len(queries),
+            "greedy_rewrite_agreement": round(float(np.mean(same_text)), 4),
+            "served_agreement": round(float(np.mean(same_served)), 4),
+            "max_confidence_change": round(max(abs(a[1] - b[1]) for a, b in zip(scored["full"], scored["trimmed"])), 5),
+            "served_changed_by_rewrite": sum(not a[0] == b[0] for a, b in zip(scored["full"], scored["trimmed"])),
+            "differences": [
+                {"query": q, "full": a, "trimmed": b}
+                for q, a, b, same in zip(queries, served["full"], served["trimmed"], same_served)
+                if not same
+            ][:20],
+        }
+        print(f"{set_name}: {agreement[set_name]}")
+        token_counts += generated_tokens(models["trimmed"], queries)
+
+    counts = np.array(token_counts)
+    tokens = {
+        "queries": len(counts),
+        "max_new_tokens": models["trimmed"].max_new_tokens,
+        "mean": round(float(counts.mean()), 2),
+        "p50": float(np.percentile(counts, 50)),
+        "p90": float(np.percentile(counts, 90)),
+        "p99": float(np.percentile(counts, 99)),
+        "max": int(counts.max()),
+        "hit_max_new_tokens_share": round(float(np.mean(counts >= models["trimmed"].max_new_tokens)), 4),
+        "histogram": {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))},
+    }
+    print(f"generated tokens per query: {tokens}")
+
+    timing = {}
+    if args.timing_queries:
+        sample = eval_queries(data, args.esci_sample, args.timing_queries)["test_split"]
+        for threads in (1, 2):
+            loaded = {
+                name: CTranslate2Rewriter.load(d, threads=threads)
+                for name, d in (("full", full_dir), ("trimmed", trimmed_dir))
+            }
+            timing[f"threads={threads}"] = cpu_per_query(loaded, sample, args.timing_reps)
+            per = timing[f"threads={threads}"]
+            per["full_over_trimmed_cpu"] = round(per["full"]["cpu_mean_ms"] / per["trimmed"]["cpu_mean_ms"], 3)
+            print(f"threads={threads}: {per}")
+
+    report = {
+        "benchmark": "output_vocabulary",
+        "command": "python benchmarks/output_vocabulary.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": load_at_start,
+            "load_avg_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+        },
+        "model": {
+            "dir": str(args.model),
+            "config": {
+                k: json.loads((args.model / "config.json").read_text()).get(k)
+                for k in ("num_hidden_layers", "hidden_size", "vocab_size", "tie_word_embeddings")
+            },
+        },
+        "output_vocabulary_tokens": len(kept),
+        "vocab_size": vocab_size,
+        "agreement": agreement,
+        "generated_tokens": tokens,
+        "cpu_per_query": timing,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
