@@ -360,7 +360,7 @@ def main() -> None:
 
     from minielm.config import load_settings
     from minielm.logs import configure_logging
-    from minielm.services import EmbeddedServices
+    from minielm.services import running_services
     from minielm.storage import ObjectStore
 
     configure_logging("warning")
@@ -377,9 +377,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="minielm-bench-feedback-") as workdir:
         settings = load_settings(overrides=[f"paths.state_dir={workdir}/state"], environ={})
-        services = EmbeddedServices(settings)
-        live = services.start()
-        try:
+        with running_services(settings) as live:
             store = ObjectStore(live.s3)
             results["partitions"] = live.kafka.partitions
             for n_events in args.events:
@@ -393,8 +391,6 @@ def main() -> None:
                 print("freshness (event -> Feast online) ...", flush=True)
                 results["freshness"] = freshness(live, store, args.probes, args.background_rate, Path(workdir))
                 print(json.dumps(results["freshness"]), flush=True)
-        finally:
-            services.stop()
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     best = {
         mode: max((r["events_per_s"] for r in results["runs"] if r["mode"] == mode), default=0)

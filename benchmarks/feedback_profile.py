@@ -39,7 +39,7 @@ def main() -> None:
     from minielm.config import load_settings
     from minielm.feedback.aggregator import Aggregator
     from minielm.logs import configure_logging
-    from minielm.services import EmbeddedServices
+    from minielm.services import running_services
     from minielm.storage import ObjectStore
 
     configure_logging("warning")
@@ -48,9 +48,7 @@ def main() -> None:
     total = n_requests * bench.EVENTS_PER_REQUEST
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory(prefix="minielm-profile-feedback-") as workdir:
-        services = EmbeddedServices(load_settings(overrides=[f"paths.state_dir={workdir}/state"], environ={}))
-        live = services.start()
-        try:
+        with running_services(load_settings(overrides=[f"paths.state_dir={workdir}/state"], environ={})) as live:
             store = ObjectStore(live.s3)
             settings = bench.isolated(live, f"profile{time.time_ns()}", push_to_feast=False, window_s=2.0, grace_s=1.0)
             bench.produce_in_parallel(bench.settings_payload(settings), n_requests, producers=2)
@@ -71,8 +69,6 @@ def main() -> None:
             cpu_s = time.process_time() - cpu_started
             seconds = time.perf_counter() - marks["first"]
             check = bench.exactly_once(store, settings, n_requests)
-        finally:
-            services.stop()
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "events": total,

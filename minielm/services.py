@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -459,17 +460,40 @@ class EmbeddedServices:
 
 
 @contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) inside this block, so ``finally`` clauses stop the services a run started.
+
+    The servers run in their own sessions (Ctrl-C must not kill them before an orderly stop), so a run ended by
+    SIGTERM (``timeout``, a CI limit, ``kill``) would otherwise leave its broker and S3 server behind. Signal
+    handlers can only be set from the main thread; elsewhere this block changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def running_services(settings: Settings, data_dir: Path | None = None) -> Iterator[Settings]:
     """Use the embedded services if they run; otherwise start them (on data_dir) for the duration."""
     services = EmbeddedServices(settings, data_dir=data_dir)
     if all(s.healthy for s in services.status()):
         yield settings
         return
-    live = services.start()
-    try:
-        yield live
-    finally:
-        services.stop()
+    with terminate_as_exit():
+        live = services.start()
+        try:
+            yield live
+        finally:
+            services.stop()
 
 
 def _signal_group(pid: int, sig: int) -> None:
