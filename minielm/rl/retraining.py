@@ -344,7 +344,8 @@ def evaluate_and_gate(
     replay = replay_queries(data_dir, None)
     reference = AutoModelForCausalLM.from_pretrained(str(trained_dir / "reference")).eval()
     cand_rewrites = candidate(replay)
-    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, replay, cand_rewrites, max_new)
+    prompts = candidate.rewriter.lm_inputs(replay)
+    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, prompts, cand_rewrites, max_new)
     replay_report = {
         "n_queries": len(replay),
         "candidate_reward": float(np.mean(replay_rewards.total(replay, cand_rewrites))),

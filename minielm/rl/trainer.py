@@ -194,22 +194,23 @@ def train_policy(
             order += rng.sample(range(len(queries)), len(queries))
         picked, order = order[: config.queries_per_step], order[config.queries_per_step :]
         batch_q = [queries[i] for i in picked]
+        prompts = rewriter.lm_inputs(batch_q)
         policy.eval()
         groups = candidate_groups(
             rewriter, batch_q, config.num_generations, config.beam_candidates, [served_rewrites[i] for i in picked]
         )
         policy.train()
         losses, kls, means, zero = [], [], [], 0
-        for i, query, group in zip(picked, batch_q, groups):
+        for i, query, prompt, group in zip(picked, batch_q, prompts, groups):
             scores = np.asarray(rewards.total([query] * len(group), group, [query_ids[i]] * len(group)), dtype=float)
             means.append(float(scores.mean()))
             if len(group) < 2 or scores.max() - scores.min() < config.min_reward_spread:
                 zero += 1
                 continue
-            policy_out = answer_log_probs(policy, tokenizer, [query] * len(group), group, config.max_new_tokens)
+            policy_out = answer_log_probs(policy, tokenizer, [prompt] * len(group), group, config.max_new_tokens)
             with torch.no_grad():
                 reference_out = answer_log_probs(
-                    reference, tokenizer, [query] * len(group), group, config.max_new_tokens
+                    reference, tokenizer, [prompt] * len(group), group, config.max_new_tokens
                 )
             loss, kl = group_loss(config, scores, policy_out, reference_out)
             losses.append(loss)
@@ -240,11 +241,16 @@ def train_policy(
 
 def _export(policy_dir: Path, model, tokenizer, output_dir: Path) -> None:
     """Keep every side file of the policy (e.g. the rewriter's metadata.json with its selective-rewriting
-    threshold), then the new weights."""
+    threshold) and its front end (the LM was tuned reading it), then the new weights. A CTranslate2 export is
+    not kept: it holds the old weights."""
+    from minielm.models.rewriter import FRONT_END_DIR
+
     output_dir.mkdir(parents=True, exist_ok=True)
     for path in policy_dir.iterdir():
         if path.is_file():
             shutil.copy2(path, output_dir / path.name)
+    if (policy_dir / FRONT_END_DIR).is_dir():
+        shutil.copytree(policy_dir / FRONT_END_DIR, output_dir / FRONT_END_DIR, dirs_exist_ok=True)
     model.config._name_or_path = str(output_dir)
     model.save_pretrained(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))

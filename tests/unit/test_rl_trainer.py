@@ -101,3 +101,32 @@ def test_groups_hold_the_rewrites_each_query_was_served_right_after_the_greedy_o
     groups = candidate_groups(rewriter, QUERIES, group_size=8, beams=2, served=served)
     assert groups[0][2:4] == served[0] and groups[2][2] == "tv stand black"
     assert all(len(group) <= 8 and len(group) == len(set(group)) for group in groups)
+
+
+class PromptRecorder:
+    """Wraps answer_log_probs to record the prompts the trainer scores rewrites under."""
+
+    def __init__(self, function):
+        self.function, self.prompts = function, []
+
+    def __call__(self, model, tokenizer, queries, rewrites, max_answer_tokens):
+        self.prompts.extend(queries)
+        return self.function(model, tokenizer, queries, rewrites, max_answer_tokens)
+
+
+def test_a_cascade_policy_is_tuned_on_what_its_lm_reads_and_keeps_its_front_end(base, tmp_path, monkeypatch):
+    from minielm import baseline
+    from minielm.models.rewriter import FRONT_END_DIR
+    from minielm.rl import trainer
+
+    front_end = baseline.PhraseTableRewriter({"tv": "television"}, {"television": 3, "stand": 3})
+    cascade = tmp_path / "cascade"
+    loaded = CausalRewriter.load(base, max_new_tokens=6)
+    CausalRewriter(loaded.model, loaded.tokenizer, max_new_tokens=6, front_end=front_end).save(cascade)
+    recorder = PromptRecorder(trainer.answer_log_probs)
+    monkeypatch.setattr(trainer, "answer_log_probs", recorder)
+    train_policy(cascade, base, ["tv stand"], [None], VowelRewards(), config(max_steps=1), tmp_path / "tuned")
+    assert recorder.prompts and set(recorder.prompts) == {"television stand"}
+    assert (tmp_path / "tuned" / FRONT_END_DIR).is_dir()
+    tuned = CausalRewriter.load(tmp_path / "tuned", max_new_tokens=6)
+    assert tuned.lm_inputs(["tv stand"]) == ["television stand"]
