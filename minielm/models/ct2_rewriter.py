@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from minielm.baseline import PhraseTableRewriter
 from minielm.errors import ServiceError
 from minielm.logs import get_logger
 from minielm.models.output_vocabulary import load_output_vocabulary, trim_ct2_spec
 from minielm.models.prompts import extract_rewrite
-from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.rewriter import (
     METADATA_FILE,
     MODEL_CLASS,
@@ -115,29 +113,11 @@ def default_device() -> tuple[str, str]:
 class CTranslate2Rewriter(ServedRewriting):
     """A :class:`~minielm.models.interfaces.QueryRewriter` over a CTranslate2 ``Generator``."""
 
-    def __init__(
-        self,
-        generator: Any,
-        tokenizer: Any,
-        version: str = "unversioned",
-        max_new_tokens: int = 32,
-        batch_size: int = 32,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_confidence: float = 0.0,
-        guard: RewriteGuard | None = None,
-        front_end: PhraseTableRewriter | None = None,
-    ) -> None:
-        self.guard = guard
-        self.front_end = front_end
+    def __init__(self, generator: Any, tokenizer: Any, **serving: Any) -> None:
+        """``serving``: the options of :class:`~minielm.models.rewriter.ServedRewriting`."""
+        super().__init__(**serving)
         self.generator = generator
         self.tokenizer = tokenizer
-        self.version = version
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.temperature = temperature
-        self.top_p = top_p
-        self.min_confidence = min_confidence
 
     @classmethod
     def load(

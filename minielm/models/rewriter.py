@@ -121,11 +121,33 @@ class ServedRewriting:
     """The serving rule of a generating rewriter, whatever generates: the LM reads the front end's rewrite
     (the query itself without one); its greedy rewrite is served unless its confidence is below
     ``min_confidence`` or the intent guard rejects it against the original query, in which case the front
-    end's rewrite (the query) is served. Subclasses implement :meth:`generate_with_confidence`."""
+    end's rewrite (the query) is served. Subclasses implement :meth:`generate_with_confidence`; the
+    serving options every backend shares are set here."""
 
-    front_end: PhraseTableRewriter | None = None
-    guard: RewriteGuard | None = None
-    min_confidence: float = 0.0
+    def __init__(
+        self,
+        *,
+        version: str = "unversioned",
+        max_new_tokens: int = 32,
+        batch_size: int = 32,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_confidence: float = 0.0,
+        guard: RewriteGuard | None = None,
+        front_end: PhraseTableRewriter | None = None,
+    ) -> None:
+        self.version = version
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.top_p = top_p
+        # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
+        # rewriting: a small model's unsure rewrites hurt search more than they help).
+        self.min_confidence = min_confidence
+        # A served rewrite that loses a content word of the query keeps the raw query instead.
+        self.guard = guard
+        # The rules the LM's input went through in training (see the module docstring).
+        self.front_end = front_end
 
     def generate_with_confidence(self, inputs: Sequence[str]) -> list[tuple[str, float]]:
         """The LM's greedy rewrite of each input (already through the front end) and its confidence."""
@@ -172,32 +194,16 @@ class CausalRewriter(ServedRewriting):
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        version: str = "unversioned",
-        max_new_tokens: int = 32,
-        batch_size: int = 32,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_confidence: float = 0.0,
-        guard: RewriteGuard | None = None,
-        front_end: PhraseTableRewriter | None = None,
+        *,
         output_token_ids: Sequence[int] | None = None,
+        **serving: Any,
     ) -> None:
+        """``serving``: the options of :class:`ServedRewriting` (version, threshold, guard, front end...)."""
+        super().__init__(**serving)
         self.model = model.eval()
         # The tokens the rewriter may write (None: all); see minielm.models.output_vocabulary.
         self.output_token_ids = list(output_token_ids) if output_token_ids else None
-        # Greedy rewrites whose least likely token has a lower probability keep the raw query (selective
-        # rewriting: a small model's unsure rewrites hurt search more than they help).
-        self.min_confidence = min_confidence
-        # A served rewrite that loses a content word of the query keeps the raw query instead.
-        self.guard = guard
-        # The rules the LM's input went through in training (see the module docstring).
-        self.front_end = front_end
         self.tokenizer = ensure_pad_token(tokenizer)
-        self.version = version
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.temperature = temperature
-        self.top_p = top_p
 
     @classmethod
     def load(cls, directory: Path | str, version: str | None = None, **kwargs: Any) -> CausalRewriter:
