@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -181,7 +181,7 @@ def lost_content_words(
             continue
         lost.append(word)
     query_set = set(query_words)
-    split_off = _split_off(query_set, rewrite_words)
+    split_off = _joined_positions(rewrite_words, query_set.__contains__)
     added = [
         f"+{w}"
         for i, w in enumerate(rewrite_words)
@@ -193,12 +193,12 @@ def lost_content_words(
     return lost + added
 
 
-def _split_off(query_words: Set[str], rewrite_words: list[str]) -> set[int]:
+def _joined_positions(rewrite_words: list[str], spells_query_word: Callable[[str], bool]) -> set[int]:
     """Positions of rewrite words that, joined with a neighbour, spell a query word (``withoutbowl`` ->
     ``without bowl``): a split, not an added word."""
     positions: set[int] = set()
     for i, (a, b) in enumerate(zip(rewrite_words, rewrite_words[1:])):
-        if a + b in query_words:
+        if spells_query_word(a + b):
             positions.update((i, i + 1))
     return positions
 
@@ -259,10 +259,9 @@ def replaced_phrases(
     equivalents = equivalents or {}
     query_words, rewrite_words = words(query), words(rewrite)
     query_set = set(query_words)
-    explained_by_join = set()
-    for i, (a, b) in enumerate(zip(rewrite_words, rewrite_words[1:])):
-        if any(_close(q, a + b, vocabulary) for q in query_words):
-            explained_by_join.update((i, i + 1))
+    explained_by_join = _joined_positions(
+        rewrite_words, lambda joined: any(_close(q, joined, vocabulary) for q in query_words)
+    )
     mask = content_mask(rewrite_words)
     new = [
         mask[i]
