@@ -8,7 +8,8 @@ Each noise kind rewrites one untouched slot, or reports that it does not apply:
   letter), checked to change the word's stem;
 - ``phonetic``: a sound-alike spelling (ph/f, ck/k, ee/ea, ...);
 - ``synonym``, ``abbreviation``, ``unit_variant``: a form from the shopper lexicon
-  (:mod:`minielm.data.vocabulary`); a share of those forms is held out for the test split only;
+  (:mod:`minielm.data.vocabulary`); a share of those forms is held out for the test split only, another
+  for validation only;
 - ``split_join``: a compound split ("back pack") or two words joined ("waterbottle");
 - ``over_specification``: filler words added (never an attribute removed);
 - ``under_specification``: the product type shortened to its head noun.
@@ -35,7 +36,7 @@ from minielm.data.vocabulary import (
     TYPES_BY_NAME,
     UNITS,
     NoiseRates,
-    is_heldout_form,
+    usable_in,
 )
 
 _STEMMER = Stemmer.Stemmer("english")
@@ -162,8 +163,8 @@ def _garble(slots: list[Slot], rng: random.Random, garbler, repeats: int = 1) ->
     return True
 
 
-def _pick(forms: tuple[str, ...] | list[str], rng: random.Random, allow_heldout: bool) -> str | None:
-    usable = [f for f in forms if allow_heldout or not is_heldout_form(f)]
+def _pick(forms: tuple[str, ...] | list[str], rng: random.Random, data_split: str) -> str | None:
+    usable = [f for f in forms if usable_in(f, data_split)]
     return rng.choice(usable) if usable else None
 
 
@@ -174,8 +175,8 @@ def _synonyms_of(slot: Slot) -> tuple[str, ...]:
     return lexicon.get(slot.text, ()) if lexicon else ()
 
 
-def _synonym(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
-    choices = [(i, _pick(_synonyms_of(s), rng, allow_heldout)) for i, s in enumerate(slots) if not s.touched]
+def _synonym(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
+    choices = [(i, _pick(_synonyms_of(s), rng, data_split)) for i, s in enumerate(slots) if not s.touched]
     choices = [(i, form) for i, form in choices if form]
     if not choices:
         return False
@@ -187,21 +188,17 @@ def _synonym(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool
 _ABBREVIATION_KEYS = sorted(ABBREVIATIONS, key=len, reverse=True)
 
 
-def _abbreviations_in(text: str, allow_heldout: bool) -> list[str]:
+def _abbreviations_in(text: str, data_split: str) -> list[str]:
     padded = f" {text} "
-    return [
-        key
-        for key in _ABBREVIATION_KEYS
-        if f" {key} " in padded and (allow_heldout or not is_heldout_form(ABBREVIATIONS[key]))
-    ]
+    return [key for key in _ABBREVIATION_KEYS if f" {key} " in padded and usable_in(ABBREVIATIONS[key], data_split)]
 
 
-def _abbreviation(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
+def _abbreviation(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
     choices = [
         (i, key)
         for i, slot in enumerate(slots)
         if not slot.touched and slot.role not in ("filler", "model")
-        for key in _abbreviations_in(slot.text, allow_heldout)
+        for key in _abbreviations_in(slot.text, data_split)
     ]
     if not choices:
         return False
@@ -211,12 +208,12 @@ def _abbreviation(slots: list[Slot], rng: random.Random, allow_heldout: bool) ->
     return True
 
 
-def _unit_variant(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
+def _unit_variant(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
     choices = [
         (i, form)
         for i, slot in enumerate(slots)
         if not slot.touched and slot.role == "size" and slot.unit
-        for form in [_pick(UNITS[slot.unit][1], rng, allow_heldout)]
+        for form in [_pick(UNITS[slot.unit][1], rng, data_split)]
         if form
     ]
     if not choices:
@@ -226,7 +223,7 @@ def _unit_variant(slots: list[Slot], rng: random.Random, allow_heldout: bool) ->
     return True
 
 
-def _split_join(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
+def _split_join(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
     choices = []
     for i, slot in enumerate(slots):
         if slot.touched or slot.role in ("size", "filler", "model"):
@@ -246,7 +243,7 @@ def _split_join(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> b
     return True
 
 
-def _over_specification(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
+def _over_specification(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
     for filler in rng.sample(FILLERS, rng.choice((1, 1, 2))):
         slot = Slot("filler", filler, touched=True)
         if rng.random() < 0.5:
@@ -256,7 +253,7 @@ def _over_specification(slots: list[Slot], rng: random.Random, allow_heldout: bo
     return True
 
 
-def _under_specification(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
+def _under_specification(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
     choices = [
         i for i, slot in enumerate(slots) if not slot.touched and slot.role == "type" and TYPES_BY_NAME[slot.text].short
     ]
@@ -267,11 +264,11 @@ def _under_specification(slots: list[Slot], rng: random.Random, allow_heldout: b
     return True
 
 
-def _misspelling(slots: list[Slot], rng: random.Random, allow_heldout: bool, second_typo: float = 0.0) -> bool:
+def _misspelling(slots: list[Slot], rng: random.Random, data_split: str, second_typo: float = 0.0) -> bool:
     return _garble(slots, rng, typo, repeats=2 if rng.random() < second_typo else 1)
 
 
-def _phonetic(slots: list[Slot], rng: random.Random, allow_heldout: bool) -> bool:
+def _phonetic(slots: list[Slot], rng: random.Random, data_split: str) -> bool:
     return _garble(slots, rng, phonetic_variant)
 
 
@@ -289,10 +286,11 @@ assert set(_APPLY) == set(NOISE_KINDS)
 
 
 def noisy_slots(
-    slots: list[Slot], rng: random.Random, rates: NoiseRates, allow_heldout: bool = True
+    slots: list[Slot], rng: random.Random, rates: NoiseRates, data_split: str = "test"
 ) -> tuple[list[Slot], list[str]]:
     """Noisy copies of canonical ``slots`` (each remembering its canonical text) and the noise kinds
-    that changed them. ``allow_heldout=False`` (train and validation) never draws a held-out lexicon form."""
+    that changed them. Queries of ``data_split`` draw only the lexicon forms that split may use
+    (:func:`~minielm.data.vocabulary.usable_in`)."""
     slots = [Slot(s.role, s.text, s.number, s.unit, canonical=s.text) for s in slots]
     applied: list[str] = []
     if rng.random() >= rates.clean_fraction:
@@ -306,9 +304,9 @@ def noisy_slots(
             index = kinds.index(kind)
             del kinds[index], weights[index]
             if kind == "misspelling":
-                changed = _misspelling(slots, rng, allow_heldout, rates.second_typo_probability)
+                changed = _misspelling(slots, rng, data_split, rates.second_typo_probability)
             else:
-                changed = _APPLY[kind](slots, rng, allow_heldout)
+                changed = _APPLY[kind](slots, rng, data_split)
             if changed:
                 applied.append(kind)
     return slots, applied
@@ -320,8 +318,8 @@ def slot_edits(slots: list[Slot]) -> list[tuple[str, str]]:
 
 
 def apply_noise(
-    slots: list[Slot], rng: random.Random, rates: NoiseRates, allow_heldout: bool = True
+    slots: list[Slot], rng: random.Random, rates: NoiseRates, data_split: str = "test"
 ) -> tuple[str, list[str]]:
     """The noisy query text for canonical ``slots`` and the noise kinds that changed it."""
-    noisy, applied = noisy_slots(slots, rng, rates, allow_heldout)
+    noisy, applied = noisy_slots(slots, rng, rates, data_split)
     return " ".join(s.text for s in noisy), applied

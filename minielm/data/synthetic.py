@@ -309,9 +309,9 @@ def generate_dataset(
     comma-separated; empty when the query is clean; ``out_of_catalog`` for a product the catalog
     does not sell, whose canonical rewrite is the query itself) and ``noise_novelty`` (``unseen``
     when a validation or test query's noise contains an edit no train query shows, ``seen``
-    otherwise, ``none`` without noise). Test queries may draw held-out lexicon forms; train and
-    validation never do. Products carry product_type, category, material, size, feature, model,
-    price, rating and popularity.
+    otherwise, ``none`` without noise). Test and validation queries may draw the lexicon forms
+    reserved for their split (disjoint sets); train never does. Products carry product_type, category,
+    material, size, feature, model, price, rating and popularity.
     """
     if n_products < 1:
         raise ValueError(f"n_products: expected >= 1, got {n_products}")
@@ -338,7 +338,7 @@ def generate_dataset(
         slots, wanted = _canonical_slots(catalog, int(product), query_rng)
         canonical = " ".join(s.text for s in slots)
         split = split_of(canonical, seed)
-        noisy, kinds = noisy_slots(slots, query_rng, noise, allow_heldout=split == "test")
+        noisy, kinds = noisy_slots(slots, query_rng, noise, data_split=split)
         text = " ".join(s.text for s in noisy)
         queries.append((split, slot_edits(noisy)))
         for index, label in _judge(catalog, int(product), wanted, judgments, rng):

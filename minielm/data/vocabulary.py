@@ -1126,13 +1126,33 @@ NOISE_KINDS = (
 CLEAN_CLASS = "clean"
 OUT_OF_CATALOG_CLASS = "out_of_catalog"
 
-# Share of lexicon forms (synonyms, abbreviations, unit variants) that only test queries use.
+# Shares of lexicon forms (synonyms, abbreviations, unit variants) that only one split's queries use: test
+# queries measure forms never seen in training, and validation has its own unseen forms (disjoint from the test
+# ones) so that accepting a form the model never saw can be calibrated without looking at test.
 HELDOUT_FORM_SHARE = 0.3
+VALIDATION_FORM_SHARE = 0.1
+
+
+def reserved_split(form: str) -> str | None:
+    """The split a lexicon form is reserved for ("test", "validation"), or None when every split may use it
+    (a fixed function of the form)."""
+    fraction = _stable_fraction("heldout:" + form)
+    if fraction < HELDOUT_FORM_SHARE:
+        return "test"
+    if fraction < HELDOUT_FORM_SHARE + VALIDATION_FORM_SHARE:
+        return "validation"
+    return None
 
 
 def is_heldout_form(form: str) -> bool:
-    """Whether a lexicon form is kept out of train and validation (a fixed function of the form)."""
-    return _stable_fraction("heldout:" + form) < HELDOUT_FORM_SHARE
+    """Whether a lexicon form is kept out of train and validation."""
+    return reserved_split(form) == "test"
+
+
+def usable_in(form: str, split: str) -> bool:
+    """Whether queries of ``split`` may use ``form``: forms reserved for another split are never drawn."""
+    reserved = reserved_split(form)
+    return reserved is None or reserved == split
 
 
 @dataclass(frozen=True)

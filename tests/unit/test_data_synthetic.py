@@ -20,7 +20,7 @@ from minielm.data.vocabulary import (
     PRODUCT_TYPES,
     TYPES_BY_NAME,
     NoiseRates,
-    is_heldout_form,
+    reserved_split,
 )
 
 
@@ -131,7 +131,7 @@ def test_test_split_holds_noise_never_seen_in_training(dataset):
     assert sum(novel) / len(novel) > 0.8
 
 
-def test_held_out_lexicon_forms_appear_only_in_test(dataset):
+def test_reserved_lexicon_forms_appear_only_in_their_split(dataset):
     queries = dataset.queries()
     queries = queries[queries["noise"] == "synonym"]
     used = {split: set() for split in ("train", "validation", "test")}
@@ -139,8 +139,11 @@ def test_held_out_lexicon_forms_appear_only_in_test(dataset):
         for product_type in PRODUCT_TYPES:
             if f" {product_type.name} " in f" {canonical} ":
                 used[split] |= {s for s in product_type.synonyms if canonical.replace(product_type.name, s) == query}
-    assert any(is_heldout_form(form) for form in used["test"])
-    assert not any(is_heldout_form(form) for form in used["train"] | used["validation"])
+    assert any(reserved_split(form) == "test" for form in used["test"])
+    assert any(reserved_split(form) == "validation" for form in used["validation"])
+    assert not any(reserved_split(form) for form in used["train"])
+    assert not any(reserved_split(form) == "test" for form in used["validation"])
+    assert not any(reserved_split(form) == "validation" for form in used["test"])
 
 
 def test_over_specification_only_adds_filler():
@@ -162,13 +165,14 @@ def test_synonyms_respect_the_held_out_forms():
         Slot("size", "6 quart", number="6", unit="quart"),
     ]
     rates = NoiseRates(clean_fraction=0.0, max_kinds=1, weights={"synonym": 1.0})
-    train_forms, test_forms = set(), set()
+    forms = {split: set() for split in ("train", "validation", "test")}
     for seed in range(200):
-        train_forms.add(apply_noise(slots, random.Random(seed), rates, allow_heldout=False)[0])
-        test_forms.add(apply_noise(slots, random.Random(seed), rates, allow_heldout=True)[0])
+        for split, drawn in forms.items():
+            drawn.add(apply_noise(slots, random.Random(seed), rates, data_split=split)[0])
     synonyms = TYPES_BY_NAME["pressure cooker"].synonyms
-    assert test_forms == {f"black {s} 6 quart" for s in synonyms}
-    assert train_forms == {f"black {s} 6 quart" for s in synonyms if not is_heldout_form(s)}
+    for split, drawn in forms.items():
+        assert drawn == {f"black {s} 6 quart" for s in synonyms if reserved_split(s) in (None, split)}
+    assert forms["test"] != forms["validation"]
 
 
 def test_bad_sizes_are_rejected():

@@ -68,7 +68,7 @@ def test_unreachable_endpoint_is_an_environment_error():
 
 
 def test_data_upload_checks_then_uploads(bucket, tmp_path):
-    data_dir = write_esci(generate_dataset(n_products=60, n_queries=20, seed=3), tmp_path / "esci")
+    data_dir = write_esci(generate_dataset(n_products=60, n_queries=20, seed=1), tmp_path / "esci")
     base = ["--set", f"paths.state_dir={tmp_path}", "--set", "s3.endpoint_url=null", "data", "upload"]
     result = runner.invoke(app, [*base, str(data_dir), "s3://datasets/esci/v1"])
     assert result.exit_code == 0, result.output
