@@ -1,13 +1,14 @@
 """Calibrate the intent guard's semantic threshold: correct rewrites it accepts vs harm it lets through.
 
-For each threshold (``none`` = the rules alone) on one split (validation by default; never calibrate
-on test) of a saved synthetic benchmark (``rewriter_quality.py --save-data``):
+For each threshold (``none`` = the rules alone), with and without ``replace_known_words``, on one
+split (validation by default; never calibrate on test) of a saved synthetic benchmark
+(``rewriter_quality.py --save-data``):
 
 - the *guarded oracle*: the canonical rewrite served only when the guard allows it, else the query;
   its relevant@k on seen and unseen noise and the share of noisy queries whose oracle rewrite passes;
 - *harm probes*, the worst case for the semantic check: in each clean or out-of-catalog query of the
-  split and in each real ESCI query string, every word the catalog does not know is replaced by the
-  catalog word nearest to it in the encoder's own space (not a spelling variant). A probe leaks when
+  split and in each real ESCI query string, every content word is replaced by the catalog word nearest
+  to it in the encoder's own space (not a spelling variant). A probe leaks when
   the guard allows it and the independent harm check (:mod:`minielm.intent`) calls it harm (the rules
   alone let some through: the ``none`` row is the reference). Reported
   per probe and per query (a query leaks when any of its probes does);
@@ -57,15 +58,15 @@ def nearest_catalog_words(words: list[str], vocabulary: list[str], similarity) -
     return nearest
 
 
-def probes(queries: list[str], vocabulary: frozenset[str], nearest: dict[str, str]) -> list[tuple[int, str, str]]:
-    """(query index, query, probe) for each unknown content word of each query, replaced by its nearest word."""
+def probes(queries: list[str], nearest: dict[str, str]) -> list[tuple[int, str, str]]:
+    """(query index, query, probe) for each content word of each query, replaced by its nearest catalog word."""
     from minielm.models.rewrite_guard import content_mask, is_protected, words
 
     out = []
     for i, query in enumerate(queries):
         tokens = words(query)
         for j, (token, keep) in enumerate(zip(tokens, content_mask(tokens))):
-            if keep and token.isalpha() and not is_protected(token) and token not in vocabulary and token in nearest:
+            if keep and token.isalpha() and not is_protected(token) and token in nearest:
                 out.append((i, query, " ".join(tokens[:j] + [nearest[token]] + tokens[j + 1 :])))
     return out
 
@@ -125,23 +126,24 @@ def main() -> None:
     for name, queries in (("leave_alone", leave_alone), ("real", real)):
         from minielm.models.rewrite_guard import words
 
-        unknown = sorted({w for q in queries for w in words(q) if w.isalpha() and w not in rules.vocabulary})
-        probe_sets[name] = probes(queries, rules.vocabulary, nearest_catalog_words(unknown, vocabulary, similarity))
+        query_words = sorted({w for q in queries for w in words(q) if w.isalpha()})
+        probe_sets[name] = probes(queries, nearest_catalog_words(query_words, vocabulary, similarity))
     harmful = {name: [intent_check(q, p).harmed for _, q, p in items] for name, items in probe_sets.items()}
 
     rows = []
-    for value in args.thresholds.split(","):
-        threshold = None if value.strip() == "none" else float(value)
+    thresholds = [None if value.strip() == "none" else float(value) for value in args.thresholds.split(",")]
+    for threshold, replace_known in [(t, r) for t in thresholds for r in (False, True) if t is not None or not r]:
         guard = RewriteGuard(
             rules.vocabulary,
             rules.equivalents,
             semantic_threshold=threshold,
             catalog_word_sets=word_sets if threshold is not None else None,
+            replace_known_words=replace_known,
         )
         allowed = {q: guard.allows(raw[q], oracle[q]) for q in raw}
         guarded = {q: oracle[q] if allowed[q] else raw[q] for q in raw}
         per_query = evaluate_queries(index, examples, guarded, args.k)["per_query"]
-        row: dict = {"semantic_threshold": threshold}
+        row: dict = {"semantic_threshold": threshold, "replace_known_words": replace_known}
         for group in ("unseen", "seen"):
             ids = [d for d in per_query if novelty[d["query_id"]] == group]
             row[f"guarded_oracle_{group}"] = sum(d["relevant"] for d in ids) / len(ids) if ids else None
@@ -185,11 +187,15 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"{'threshold':>9} {'unseen':>7} {'seen':>6} {'ok_uns':>7} {'leak_la':>8} {'leak_real':>9} {'bl_real':>8}")
+    print(
+        f"{'threshold':>9} {'known':>5} {'unseen':>7} {'seen':>6} {'ok_uns':>7} {'leak_la':>8} {'leak_real':>9} "
+        f"{'bl_real':>8}"
+    )
     for row in rows:
         t = row["semantic_threshold"]
         print(
-            f"{'none' if t is None else t:>9} {row['guarded_oracle_unseen']:>7.3f} {row['guarded_oracle_seen']:>6.3f} "
+            f"{'none' if t is None else t:>9} {'yes' if row['replace_known_words'] else 'no':>5} "
+            f"{row['guarded_oracle_unseen']:>7.3f} {row['guarded_oracle_seen']:>6.3f} "
             f"{row['oracle_allowed_unseen']:>7.1%} {row['probe_query_leak_leave_alone']:>8.1%} "
             f"{row['probe_query_leak_real']:>9.1%} {row['guarded_baseline_harm_real']:>8.1%}"
         )

@@ -128,6 +128,11 @@ def main() -> None:
         type=float,
         help="RewriteGuard.semantic_threshold for the guarded systems and the loaded models' guards (default: off)",
     )
+    parser.add_argument(
+        "--guard-replace-known-words",
+        action="store_true",
+        help="RewriteGuard.replace_known_words with the semantic threshold (calibrate it: guard_calibration.py)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     extra_models = {}
@@ -180,6 +185,7 @@ def main() -> None:
         list(product_texts(dataset).values()) + [r for _, r in pairs],
         pairs,
         semantic_threshold=args.guard_semantic_threshold,
+        replace_known_words=args.guard_replace_known_words,
     )
     systems["guarded_oracle"] = guarded(guard, raw, systems["oracle"])
     systems["guarded_baseline"] = guarded(guard, raw, systems["baseline"])
@@ -197,6 +203,7 @@ def main() -> None:
                     saved_guard.equivalents,
                     semantic_threshold=args.guard_semantic_threshold,
                     catalog_word_sets=guard.catalog_word_sets,
+                    replace_known_words=args.guard_replace_known_words,
                 )
             systems[name] = rewrite_queries(sources[name], raw)
     changed_vs_baseline = {
@@ -242,7 +249,11 @@ def main() -> None:
         "n_queries": len(queries),
         "n_queries_by_novelty": queries["noise_novelty"].value_counts().to_dict() if "noise_novelty" in queries else {},
         "n_real_queries": len(real_strings),
-        "guard": {"semantic_threshold": guard.semantic_threshold, "semantic_model": guard.semantic_model},
+        "guard": {
+            "semantic_threshold": guard.semantic_threshold,
+            "semantic_model": guard.semantic_model,
+            "replace_known_words": guard.replace_known_words,
+        },
         **entries,
         "harm_rate_synthetic": {n: e["harm_rate_synthetic"] if e else None for n, e in entries.items()},
         "real_queries_safe_share": {n: e["real_queries_safe_share"] if e else None for n, e in entries.items()},

@@ -288,7 +288,9 @@ class RewriteGuard:
     cosine at least the threshold: ``shades`` -> ``sunglasses``, ``quilt`` -> ``duvet``), and the
     rewrite names something the catalog sells (all its content words occur together in one of
     ``catalog_word_sets``, the distinct words of each catalog text). A word the catalog knows is never
-    replaced, negations and numbers never change, and a dropped word without a replacement stays lost.
+    replaced, unless ``replace_known_words`` is on and the query as typed names nothing the catalog sells
+    (``ice chest`` -> ``cooler`` where no cooler is called an ice chest). Negations and numbers never change,
+    and a dropped word without a replacement stays lost.
     Calibrate the threshold on validation queries, never on test: ``benchmarks/guard_calibration.py``.
     """
 
@@ -297,6 +299,7 @@ class RewriteGuard:
     semantic_threshold: float | None = None
     semantic_model: str | None = None
     catalog_word_sets: tuple[frozenset[str], ...] | None = None
+    replace_known_words: bool = False
     _postings: dict[str, set[int]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -341,8 +344,10 @@ class RewriteGuard:
         if not replaced:
             return False
         vocabulary = self.vocabulary or frozenset()
+        known_may_change = self.replace_known_words and not self.names_catalog_item(query)
         for old, new in replaced:
-            if any(w in vocabulary for w in old.split()) or not all(w in vocabulary for w in new.split()):
+            replaces_known = any(w in vocabulary for w in old.split())
+            if (replaces_known and not known_may_change) or not all(w in vocabulary for w in new.split()):
                 return False
         if not self.names_catalog_item(rewrite):
             return False
@@ -358,6 +363,7 @@ class RewriteGuard:
             "equivalents": {w: sorted(o) for w, o in sorted(self.equivalents.items())},
             "semantic_threshold": self.semantic_threshold,
             "semantic_model": self.semantic_model,
+            "replace_known_words": self.replace_known_words,
             "catalog_word_sets": [sorted(s) for s in self.catalog_word_sets] if self.catalog_word_sets else None,
         }
         Path(path).write_text(json.dumps(record))
@@ -372,6 +378,7 @@ class RewriteGuard:
             {w: set(o) for w, o in record.get("equivalents", {}).items()},
             semantic_threshold=record.get("semantic_threshold"),
             semantic_model=record.get("semantic_model"),
+            replace_known_words=record.get("replace_known_words", False),
             catalog_word_sets=tuple(frozenset(s) for s in record["catalog_word_sets"])
             if record.get("catalog_word_sets")
             else None,

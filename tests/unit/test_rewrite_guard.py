@@ -148,6 +148,18 @@ def test_semantic_guard_rejects_harm(semantic_guard, query, rewrite, why):
     assert not semantic_guard.allows(query, rewrite), why
 
 
+@pytest.mark.slow
+def test_known_words_change_only_when_the_typed_query_names_nothing_the_catalog_sells():
+    guard = RewriteGuard.from_texts(SEMANTIC_CATALOG + ["white kettle"], semantic_threshold=0.3)
+    relaxed = RewriteGuard.from_texts(
+        SEMANTIC_CATALOG + ["white kettle"], semantic_threshold=0.3, replace_known_words=True
+    )
+    assert not guard.allows("white sunglasses", "ivory sunglasses"), "white is a catalog word"
+    assert relaxed.allows("white sunglasses", "ivory sunglasses"), "no catalog text holds white and sunglasses"
+    assert not relaxed.allows("white kettle", "ivory kettle"), "the typed query names a white kettle"
+    assert not relaxed.allows("white sunglasses", "ivory sunglasses 3 pack"), "numbers never change"
+
+
 def test_semantic_options_are_validated_and_saved(tmp_path):
     with pytest.raises(ValueError, match="semantic_threshold"):
         RewriteGuard(frozenset({"sofa"}), semantic_threshold=1.5)
@@ -155,6 +167,6 @@ def test_semantic_options_are_validated_and_saved(tmp_path):
         RewriteGuard(semantic_threshold=0.6)
     with pytest.raises(ValueError, match="catalog_word_sets"):
         RewriteGuard(frozenset({"sofa"}), semantic_threshold=0.6)
-    guard = RewriteGuard.from_texts(SEMANTIC_CATALOG, semantic_threshold=0.6)
+    guard = RewriteGuard.from_texts(SEMANTIC_CATALOG, semantic_threshold=0.6, replace_known_words=True)
     loaded = RewriteGuard.load(guard.save(tmp_path / "guard.json"))
-    assert loaded == guard and loaded.semantic_threshold == 0.6
+    assert loaded == guard and loaded.semantic_threshold == 0.6 and loaded.replace_known_words
