@@ -350,13 +350,12 @@ class RewriterModel(QueryModel):
         or validate is None too, so the normal path answers it with its usual error."""
         if not self.ready or self.rewrite_cache is None:
             return None
-        try:
-            parsed = self.parse_v1(msgspec.json.decode(body))
-        except (msgspec.DecodeError, InvalidInput):
-            return None
         request_id = request_id_from({"x-request-id": client_request_id} if client_request_id else None)
         current = self.current()
-        results = self.answer_from_memory(parsed, request_id, current)
+        try:
+            results = self.answer_from_memory(self.parse_v1(msgspec.json.decode(body)), request_id, current)
+        except (msgspec.DecodeError, InvalidInput):
+            return None
         if results is None:
             return None
         payload = msgspec.json.encode({**self.envelope(request_id, current), "predictions": results})

@@ -299,8 +299,10 @@ def test_the_server_answers_memory_hits_in_its_cache_hit_lane_exactly_as_the_nor
         )
         bad = ask({"instances": ["blu shoos"], "parameters": {"beam": 3}})
         assert bad.status_code == 400 and bad.json()["error"].startswith("parameters.beam: unknown parameter")
+        invalid = ask({"instances": ["blu shoos"], "parameters": {"num_return": "two"}})
+        assert invalid.status_code == 400 and invalid.json()["error"].startswith("parameters.num_return:")
         garbled = httpx.post(url, content=b'{"instances": ["blu shoos"', timeout=30)
         assert garbled.status_code == 400
-        assert lane == [None, None, None, None] and model.asked == ["hat", "blu shoos"]
+        assert lane == [None] * 5 and model.asked == ["hat", "blu shoos"]
     finally:
         running.stop()
