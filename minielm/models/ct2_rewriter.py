@@ -155,6 +155,23 @@ class CTranslate2Rewriter(ServedRewriting):
         self.tokenizer = tokenizer
         self.full_generator = full_generator
         self._kept = frozenset(output_token_ids or ())
+        self._static_prompt = self._instruction_tokens()
+
+    def _instruction_tokens(self) -> list[str]:
+        """The prompt's tokens before the query (BOS and the instruction), the same for every query: CTranslate2
+        computes their state once (``static_prompt``) instead of in every request."""
+        one, other = self._prompts(["x"])[0], self._prompts(["zz top"])[0]
+        return one[: next(i for i, (a, b) in enumerate(zip(one, other)) if a != b)]
+
+    def _generate(self, generator: Any, prompts: list[list[str]], **options: Any) -> Any:
+        """``generate_batch`` with the instruction as the static prompt when every prompt starts with it (a
+        query could, in principle, merge with the instruction's last token; then the batch runs without it)."""
+        static, n = self._static_prompt, len(self._static_prompt)
+        if n and all(prompt[:n] == static for prompt in prompts):
+            return generator.generate_batch(
+                [prompt[n:] for prompt in prompts], static_prompt=static, include_prompt_in_result=False, **options
+            )
+        return generator.generate_batch(prompts, include_prompt_in_result=False, **options)
 
     @classmethod
     def load(
@@ -228,10 +245,10 @@ class CTranslate2Rewriter(ServedRewriting):
             lowest[step.batch_id] = min(lowest[step.batch_id], step.log_prob)
             return step.step - offsets[step.batch_id] + 1 >= budgets[step.batch_id]  # True: this query stops
 
-        generated = generator.generate_batch(
+        generated = self._generate(
+            generator,
             prompts,
             max_length=max(budget + offset for budget, offset in zip(budgets, offsets)),
-            include_prompt_in_result=False,
             return_scores=True,
             callback=track,
         )
@@ -264,9 +281,7 @@ class CTranslate2Rewriter(ServedRewriting):
 
         def hypotheses(generator: Any, chunk: list[str]) -> list[list[str]]:
             prompts = [p for p in self._prompts(chunk) for _ in range(prompts_per_query)]
-            generated = generator.generate_batch(
-                prompts, max_length=self.max_new_tokens, include_prompt_in_result=False, **options
-            )
+            generated = self._generate(generator, prompts, max_length=self.max_new_tokens, **options)
             rows = []
             for row, query in enumerate(chunk):
                 if do_sample:

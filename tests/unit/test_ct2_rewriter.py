@@ -188,3 +188,24 @@ def test_a_rewrite_stops_at_its_query_length_plus_the_margin_in_both_backends_an
     assert [text for text, _ in got] == [text for text, _ in expected]
     for (_, confidence), (_, reference) in zip(got, expected):
         assert confidence == pytest.approx(reference, rel=1e-2, abs=1e-4)
+
+
+def test_the_instruction_runs_once_as_a_static_prompt_and_changes_nothing(float32_dir):
+    fast = CTranslate2Rewriter.load(float32_dir, max_new_tokens=6)
+    instruction = fast._static_prompt
+    assert instruction and all(prompt[: len(instruction)] == instruction for prompt in fast._prompts(QUERIES))
+    assert fast.tokenizer.convert_tokens_to_string(instruction).lower().strip().endswith("query:")
+    calls = []
+
+    class Recording:
+        def generate_batch(self, prompts, generator=fast.generator, **options):
+            calls.append(options)
+            return generator.generate_batch(prompts, **options)
+
+    fast.generator = Recording()
+    with_static = fast.rewrite_with_confidence(QUERIES) + [tuple(r) for r in fast.rewrite(QUERIES, num_return=2)]
+    assert calls and all(options["static_prompt"] == instruction for options in calls)
+    fast._static_prompt = []
+    without = fast.rewrite_with_confidence(QUERIES) + [tuple(r) for r in fast.rewrite(QUERIES, num_return=2)]
+    assert "static_prompt" not in calls[-1]
+    assert with_static == without
