@@ -25,15 +25,14 @@ from minielm.models.output_vocabulary import (
     outside_output_vocabulary,
     trim_ct2_spec,
 )
-from minielm.models.prompts import extract_rewrite
+from minielm.models.prompts import extract_rewrite, format_rewrite_prompt
 from minielm.models.rewriter import (
     METADATA_FILE,
     MODEL_CLASS,
     ServedRewriting,
-    encode_prompt,
     saved_serving_options,
 )
-from minielm.models.tokenizer import load_tokenizer
+from minielm.models.tokenizer import encode_texts, load_tokenizer
 
 log = get_logger(__name__)
 
@@ -220,7 +219,9 @@ class CTranslate2Rewriter(ServedRewriting):
         return results
 
     def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
-        return [self.tokenizer.convert_ids_to_tokens(encode_prompt(self.tokenizer, q)) for q in queries]
+        """The token strings of :func:`~minielm.models.rewriter.encode_prompt` (CTranslate2 reads strings)."""
+        bos = [self.tokenizer.bos_token] if self.tokenizer.bos_token_id is not None else []
+        return [bos + e.tokens for e in encode_texts(self.tokenizer, [format_rewrite_prompt(q) for q in queries])]
 
     def _text(self, tokens: list[str], query: str) -> str:
         """The rewrite in generated token strings (CTranslate2's ids are its own when the vocabulary is trimmed)."""
@@ -269,6 +270,8 @@ class CTranslate2Rewriter(ServedRewriting):
             raise ValueError(f"num_return must be at least 1, got {num_return}")
         if self.needs_serve_choice(num_return, do_sample):
             return [[text] for text in self.served_rewrites(queries)]
+        if num_return == 1 and not do_sample:  # greedy: the path that honours each query's token budget
+            return [[text] for text, _ in self.rewrite_with_confidence(queries)]
         queries = self.lm_inputs(queries)
         if do_sample:
             options: dict[str, Any] = dict(

@@ -81,8 +81,10 @@ def outside_output_vocabulary(
     """Whether each LM input has a token, written as a rewrite writes it (as is or lower-cased), outside the
     output vocabulary. A rewriter copies most of its input, so such an input is generated with the whole
     vocabulary: trimming then never changes a rewrite by taking away a word the query itself holds."""
+    from minielm.models.tokenizer import encode_texts
+
     answers = [format_rewrite_answer(t) for text in texts for t in (text, text.lower())]
-    ids = tokenizer(answers, add_special_tokens=False)["input_ids"] if answers else []
+    ids = [encoding.ids for encoding in encode_texts(tokenizer, answers)]
     return [any(i not in kept for i in ids[2 * k] + ids[2 * k + 1]) for k in range(len(texts))]
 
 

@@ -39,7 +39,7 @@ from minielm.models.output_vocabulary import (
 )
 from minielm.models.prompts import clean_text, extract_rewrite, format_rewrite_answer, format_rewrite_prompt
 from minielm.models.rewrite_guard import RewriteGuard
-from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
+from minielm.models.tokenizer import encode_texts, ensure_pad_token, load_tokenizer
 
 METADATA_FILE = "metadata.json"
 GUARD_FILE = "rewrite_guard.json"
@@ -191,8 +191,8 @@ class ServedRewriting:
         ``max_new_tokens_over_query``: the input's own token count (as the prompt holds it) plus that many."""
         if self.max_new_tokens_over_query is None:
             return [self.max_new_tokens] * len(inputs)
-        encoded = self.tokenizer([" " + clean_text(text) for text in inputs], add_special_tokens=False)["input_ids"]
-        return [min(self.max_new_tokens, len(ids) + self.max_new_tokens_over_query) for ids in encoded]
+        encoded = encode_texts(self.tokenizer, [" " + clean_text(text) for text in inputs])
+        return [min(self.max_new_tokens, len(e.ids) + self.max_new_tokens_over_query) for e in encoded]
 
     def lm_inputs(self, queries: Sequence[str]) -> list[str]:
         """What the LM reads for each query: the front end's rewrite, or the query."""
@@ -329,6 +329,8 @@ class CausalRewriter(ServedRewriting):
             raise ValueError(f"num_return must be at least 1, got {num_return}")
         if self.needs_serve_choice(num_return, do_sample):
             return [[text] for text in self.served_rewrites(queries)]
+        if num_return == 1 and not do_sample:  # greedy: the path that honours each query's token budget
+            return [[text] for text, _ in self.rewrite_with_confidence(queries)]
         queries = self.lm_inputs(queries)
         results: list[list[str]] = []
         for start in range(0, len(queries), self.batch_size):

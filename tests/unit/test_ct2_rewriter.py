@@ -209,3 +209,15 @@ def test_the_instruction_runs_once_as_a_static_prompt_and_changes_nothing(float3
     without = fast.rewrite_with_confidence(QUERIES) + [tuple(r) for r in fast.rewrite(QUERIES, num_return=2)]
     assert "static_prompt" not in calls[-1]
     assert with_static == without
+
+
+def test_prompt_tokens_from_the_rust_tokenizer_are_the_prompt_the_model_was_trained_on(float32_dir):
+    from minielm.models.rewriter import encode_prompt
+    from minielm.models.tokenizer import encode_texts
+
+    fast = CTranslate2Rewriter.load(float32_dir)
+    tokenizer = fast.tokenizer
+    texts = [*QUERIES, "Wireless  Headphones 65W", "café crème ünïcode", "<s> tag </s>"]
+    assert fast._prompts(texts) == [tokenizer.convert_ids_to_tokens(encode_prompt(tokenizer, q)) for q in texts]
+    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert [e.ids for e in encode_texts(tokenizer, texts)] == expected

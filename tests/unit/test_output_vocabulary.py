@@ -87,8 +87,9 @@ def test_hugging_face_generation_writes_only_kept_tokens(model_dirs, tokenizer):
         generate, outputs = rewriter.model.generate, []
 
         def recording(**kwargs):
-            outputs.append(generate(**kwargs))
-            return outputs[-1]
+            output = generate(**kwargs)
+            outputs.append(getattr(output, "sequences", output))  # greedy generation returns a dict with scores
+            return output
 
         rewriter.model.generate = recording
         texts = rewriter.rewrite(INSIDE)
