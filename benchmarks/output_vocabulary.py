@@ -6,8 +6,11 @@ rows of the tokens ``minielm.models.output_vocabulary.domain_token_ids`` finds i
 (the test split and the real query strings of ``../shared/data/esci-sample/``) it reports:
 
 - agreement: the greedy rewrites of the two copies, and what serving returns after the confidence threshold and
-  the intent guard (``serve_choice``); the largest confidence change;
-- generated tokens per query (EOS included), the distribution of what a request costs;
+  the intent guard (``serve_choice``); the largest confidence change; the share of queries the trimmed copy
+  generates with the whole vocabulary (a token outside its output vocabulary: exact trimming);
+- generated tokens per query (EOS included), the distribution of what a request costs, with only
+  ``max_new_tokens`` and with the runaway cap (``serving.max_new_tokens_over_query``), and the latency of
+  single-query requests under each (interleaved, one run);
 - CPU per query (single-query requests, interleaved, 1 and 2 threads), full over trimmed, in one run.
 
     python benchmarks/output_vocabulary.py --model DIR --data DIR --out benchmarks/results/output_vocabulary.json
@@ -51,17 +54,28 @@ def eval_queries(data, sample_dir: Path, limit: int, real_limit: int = 0) -> dic
 
 
 def generated_tokens(rewriter, queries: list[str]) -> list[int]:
-    """Tokens each greedy generation produced, the end token included when the model stopped on its own."""
+    """Tokens each greedy generation produced (as served: routing and token budget), the end token included when
+    the model stopped on its own."""
     counts = []
     for start in range(0, len(queries), rewriter.batch_size):
-        chunk = queries[start : start + rewriter.batch_size]
-        results = rewriter.generator.generate_batch(
-            rewriter._prompts(chunk), max_length=rewriter.max_new_tokens, include_prompt_in_result=False
-        )
-        for result in results:
-            n = len(result.sequences[0])
-            counts.append(n + 1 if n < rewriter.max_new_tokens else n)
+        chunk = rewriter.lm_inputs(queries[start : start + rewriter.batch_size])
+        for (tokens, _), budget in zip(rewriter._greedy_with_lowest_log_prob(chunk), rewriter.token_budgets(chunk)):
+            counts.append(len(tokens) + 1 if len(tokens) < budget else len(tokens))
     return counts
+
+
+def token_stats(counts: list[int], max_new_tokens: int) -> dict:
+    counts = np.array(counts)
+    return {
+        "queries": len(counts),
+        "mean": round(float(counts.mean()), 2),
+        "p50": float(np.percentile(counts, 50)),
+        "p90": float(np.percentile(counts, 90)),
+        "p99": float(np.percentile(counts, 99)),
+        "max": int(counts.max()),
+        "hit_max_new_tokens_share": round(float(np.mean(counts >= max_new_tokens)), 4),
+        "histogram": {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))},
+    }
 
 
 def cpu_per_query(models: dict[str, object], queries: list[str], reps: int) -> dict[str, dict[str, float]]:
@@ -93,11 +107,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--real-queries", type=int, default=150, help="real ESCI-sample query strings compared")
     parser.add_argument("--timing-queries", type=int, default=12, help="queries timed one by one (0: skip)")
     parser.add_argument("--timing-reps", type=int, default=2)
+    parser.add_argument(
+        "--over-query",
+        type=int,
+        help="the runaway cap compared with none (default: the setting serving.max_new_tokens_over_query)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "output_vocabulary.json")
     args = parser.parse_args(argv)
 
+    from minielm.config import load_settings
     from minielm.models.ct2_rewriter import CTranslate2Rewriter, export_ctranslate2
-    from minielm.models.output_vocabulary import OUTPUT_VOCABULARY_FILE, domain_token_ids, save_output_vocabulary
+    from minielm.models.output_vocabulary import (
+        OUTPUT_VOCABULARY_FILE,
+        domain_token_ids,
+        outside_output_vocabulary,
+        save_output_vocabulary,
+    )
     from minielm.models.tokenizer import load_tokenizer
     from minielm.teachers.data import load_teacher_data
 
@@ -108,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-vocab-"))
     full_dir, trimmed_dir = workdir / "full", workdir / "trimmed"
     for target in (full_dir, trimmed_dir):
-        shutil.copytree(args.model, target, ignore=shutil.ignore_patterns("ctranslate2", OUTPUT_VOCABULARY_FILE))
+        shutil.copytree(args.model, target, ignore=shutil.ignore_patterns("ctranslate2*", OUTPUT_VOCABULARY_FILE))
     kept = domain_token_ids(tokenizer, domain_texts(data))
     save_output_vocabulary(trimmed_dir, kept, vocab_size)
     print(f"output vocabulary: {len(kept)} of {vocab_size} tokens")
@@ -118,8 +143,14 @@ def main(argv: list[str] | None = None) -> dict:
         name: CTranslate2Rewriter.load(d, threads=1) for name, d in (("full", full_dir), ("trimmed", trimmed_dir))
     }
 
+    over_query = (
+        args.over_query or load_settings(environ={}, use_services_state=False).serving.max_new_tokens_over_query
+    )
+    capped = CTranslate2Rewriter.load(trimmed_dir, threads=1, max_new_tokens_over_query=over_query)
     agreement = {}
     token_counts: list[int] = []
+    capped_counts: list[int] = []
+    all_queries: list[str] = []
     for set_name, queries in eval_queries(data, args.esci_sample, args.test_queries, args.real_queries).items():
         scored = {name: model.rewrite_with_confidence(queries) for name, model in models.items()}
         served = {
@@ -127,11 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
             for name in models
         }
         same_text = [a[0] == b[0] for a, b in zip(scored["full"], scored["trimmed"])]
+        routed = outside_output_vocabulary(tokenizer, models["trimmed"].lm_inputs(queries), set(kept))
         same_served = [a == b for a, b in zip(served["full"], served["trimmed"])]
         agreement[set_name] = {
             "queries": len(queries),
             "greedy_rewrite_agreement": round(float(np.mean(same_text)), 4),
             "served_agreement": round(float(np.mean(same_served)), 4),
+            "routed_to_whole_vocabulary_share": round(float(np.mean(routed)), 4),
             "max_confidence_change": round(max(abs(a[1] - b[1]) for a, b in zip(scored["full"], scored["trimmed"])), 5),
             "served_changed_by_rewrite": sum(not a[0] == b[0] for a, b in zip(scored["full"], scored["trimmed"])),
             "differences": [
@@ -142,20 +175,20 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"{set_name}: {agreement[set_name]}")
         token_counts += generated_tokens(models["trimmed"], queries)
+        capped_counts += generated_tokens(capped, queries)
+        all_queries += queries
 
-    counts = np.array(token_counts)
+    max_new = models["trimmed"].max_new_tokens
     tokens = {
-        "queries": len(counts),
-        "max_new_tokens": models["trimmed"].max_new_tokens,
-        "mean": round(float(counts.mean()), 2),
-        "p50": float(np.percentile(counts, 50)),
-        "p90": float(np.percentile(counts, 90)),
-        "p99": float(np.percentile(counts, 99)),
-        "max": int(counts.max()),
-        "hit_max_new_tokens_share": round(float(np.mean(counts >= models["trimmed"].max_new_tokens)), 4),
-        "histogram": {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))},
+        "max_new_tokens": max_new,
+        "uncapped": token_stats(token_counts, max_new),
+        f"over_query_{over_query}": token_stats(capped_counts, max_new),
+        "queries_cut_by_the_cap": sum(a > b for a, b in zip(token_counts, capped_counts)),
+        "cut_that_had_ended_on_their_own": sum(a > b and a < max_new for a, b in zip(token_counts, capped_counts)),
     }
     print(f"generated tokens per query: {tokens}")
+    cap_latency = cpu_per_query({"uncapped": models["trimmed"], f"over_query_{over_query}": capped}, all_queries, 1)
+    print(f"single-query latency, runaway cap vs none: {cap_latency}")
 
     timing = {}
     if args.timing_queries:
@@ -190,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         "vocab_size": vocab_size,
         "agreement": agreement,
         "generated_tokens": tokens,
+        "runaway_cap_latency": cap_latency,
         "cpu_per_query": timing,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

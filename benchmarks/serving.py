@@ -9,7 +9,9 @@ benchmark queries. A direct in-process Feast lookup is timed too.
 Also measured in the same run: the head-query rewrite cache (the student's cache warmed for ``HEAD_QUERIES``,
 which the other student requests never send, so those stay misses) and the server's own cost per request
 without generation (``overhead-echo``: a rewriter that returns the query). Every run records the client-side
-latency and the server-side one from the ``server-timing`` response header (first byte in to response start).
+latency and the server-side one from the ``server-timing`` response header: from the moment uvicorn hands the parsed
+request head to the application (before every FastAPI/KServe layer and before the body is read) to the start of the
+response; only the socket read, HTTP parsing and the write of the small body are outside it.
 
 Models: ``--student-dir``/``--teacher-dir`` serve real saved models (any directory the serving loader
 accepts). Without them the student is a real :class:`~minielm.models.rewriter.CausalRewriter` with random
@@ -193,7 +195,11 @@ def save_random_causal_rewriter(
         pad_token_id=tokenizer.pad_token_id,
     )
     rewriter = CausalRewriter(
-        LlamaForCausalLM(config).eval(), tokenizer, "random-student", max_new_tokens, output_token_ids=output_token_ids
+        LlamaForCausalLM(config).eval(),
+        tokenizer,
+        version="random-student",
+        max_new_tokens=max_new_tokens,
+        output_token_ids=output_token_ids,
     )
     rewriter.save(directory, {"max_new_tokens": max_new_tokens})  # stops where the stand-ins stop
     export_ctranslate2(directory)

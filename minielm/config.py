@@ -304,6 +304,12 @@ class ServingConfig(StrictConfig):
         "with a warning when a model cannot be converted) or Hugging Face generate",
     )
     generation_threads: int = Field(1, ge=1, description="CPU threads CTranslate2 uses for one generation batch")
+    max_new_tokens_over_query: int | None = Field(
+        8,
+        ge=1,
+        description="a served greedy rewrite stops after the query's token count plus this many tokens (within the "
+        "model's max_new_tokens), so a runaway generation costs a few tokens, not the whole budget; null: no cap",
+    )
     batch_window_ms: float = Field(
         2.0,
         ge=0,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 from kserve import Model
@@ -342,6 +343,23 @@ class RewriterModel(QueryModel):
             return None
         rows = [[(entry.rewrite, entry.score)] for entry in entries]
         return self._results(request_id, queries, rows, [True] * len(queries), [None] * len(queries), current, True)
+
+    def v1_answer_from_memory(self, body: bytes, client_request_id: str | None) -> tuple[bytes, dict[str, str]] | None:
+        """The whole v1 response (JSON body, headers) for a request :meth:`answer_from_memory` can answer, else
+        None: the server's cache-hit lane (:class:`serving.server.InferenceGuard`). A body that does not parse
+        or validate is None too, so the normal path answers it with its usual error."""
+        if not self.ready or self.rewrite_cache is None:
+            return None
+        request_id = request_id_from({"x-request-id": client_request_id} if client_request_id else None)
+        current = self.current()
+        try:
+            results = self.answer_from_memory(self.parse_v1(msgspec.json.decode(body)), request_id, current)
+        except (msgspec.DecodeError, InvalidInput):
+            return None
+        if results is None:
+            return None
+        payload = msgspec.json.encode({**self.envelope(request_id, current), "predictions": results})
+        return payload, {"x-request-id": request_id, "x-model-version": current.version}
 
     def _results(
         self,

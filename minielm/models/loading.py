@@ -77,7 +77,7 @@ def load_model_dir(directory: Path, role: Role, serving: ServingConfig | None = 
     target = model_class_for(directory, role)
     if role == "rewriter" and target == CAUSAL_CLASSES["rewriter"] and serving is not None:
         if serving.generation_backend == "ctranslate2":
-            fast = load_ctranslate2_rewriter(directory, serving.generation_threads)
+            fast = load_ctranslate2_rewriter(directory, serving.generation_threads, serving.max_new_tokens_over_query)
             if fast is not None:
                 return fast
     module_name, _, class_name = target.partition(":")
@@ -85,13 +85,18 @@ def load_model_dir(directory: Path, role: Role, serving: ServingConfig | None = 
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as error:
         raise ModelLoadError(f"{directory}: model class {target} is not importable ({error})") from error
-    model = cls.load(directory)
+    options = {}
+    if target == CAUSAL_CLASSES["rewriter"] and serving is not None:  # served as CTranslate2 would serve it
+        options["max_new_tokens_over_query"] = serving.max_new_tokens_over_query
+    model = cls.load(directory, **options)
     if not isinstance(model, PROTOCOLS[role]):
         raise ModelLoadError(f"{directory}: {target} does not implement {PROTOCOLS[role].__name__}")
     return model
 
 
-def load_ctranslate2_rewriter(directory: Path, threads: int) -> Any | None:
+def load_ctranslate2_rewriter(
+    directory: Path, threads: int, max_new_tokens_over_query: int | None = None
+) -> Any | None:
     """The CTranslate2 rewriter (converting now when the registry copy has no export), or None with a
     warning and a metric: a model CTranslate2 cannot run is still served, through Hugging Face."""
     from minielm.models.ct2_rewriter import ConversionError, CTranslate2Rewriter, export_ctranslate2, has_ctranslate2
@@ -100,7 +105,9 @@ def load_ctranslate2_rewriter(directory: Path, threads: int) -> Any | None:
         if not has_ctranslate2(directory):
             log.info("no ctranslate2 export beside the weights; converting at load", directory=str(directory))
             export_ctranslate2(directory)
-        model = CTranslate2Rewriter.load(directory, threads=threads)
+        model = CTranslate2Rewriter.load(
+            directory, threads=threads, max_new_tokens_over_query=max_new_tokens_over_query
+        )
     except ConversionError as error:
         GENERATION_FALLBACK.inc()
         log.warning("serving through hugging face generate instead of ctranslate2", error=str(error))

@@ -21,14 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from minielm.baseline import PhraseTableRewriter
 from minielm.errors import InputError
-from minielm.models.output_vocabulary import AllowedTokensProcessor, load_output_vocabulary, save_output_vocabulary
+from minielm.models.output_vocabulary import (
+    AllowedTokensProcessor,
+    load_output_vocabulary,
+    outside_output_vocabulary,
+    save_output_vocabulary,
+)
 from minielm.models.prompts import clean_text, extract_rewrite, format_rewrite_answer, format_rewrite_prompt
 from minielm.models.rewrite_guard import RewriteGuard
-from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
+from minielm.models.tokenizer import encode_texts, ensure_pad_token, load_tokenizer
 
 METADATA_FILE = "metadata.json"
 GUARD_FILE = "rewrite_guard.json"
@@ -117,6 +128,24 @@ def saved_serving_options(directory: Path, version: str | None, options: dict[st
     return options
 
 
+class EndAfterBudget(LogitsProcessor):
+    """Forces EOS on each row of a left-padded batch once it has generated its budget of tokens (rows with the
+    batch's longest budget stop there through ``max_new_tokens``), so each rewrite stops at its own length."""
+
+    def __init__(self, budgets: Sequence[int], prompt_width: int, eos_token_id: int) -> None:
+        self.budgets = torch.tensor(budgets)
+        self.prompt_width = prompt_width
+        self.eos_token_id = eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        done = self.budgets.to(scores.device) <= input_ids.shape[1] - self.prompt_width
+        if done.any():
+            scores = scores.clone()
+            scores[done] = -float("inf")
+            scores[done, self.eos_token_id] = 0.0
+        return scores
+
+
 class ServedRewriting:
     """The serving rule of a generating rewriter, whatever generates: the LM reads the front end's rewrite
     (the query itself without one); its greedy rewrite is served unless its confidence is below
@@ -129,6 +158,7 @@ class ServedRewriting:
         *,
         version: str = "unversioned",
         max_new_tokens: int = 32,
+        max_new_tokens_over_query: int | None = None,
         batch_size: int = 32,
         temperature: float = 0.8,
         top_p: float = 0.95,
@@ -138,6 +168,9 @@ class ServedRewriting:
     ) -> None:
         self.version = version
         self.max_new_tokens = max_new_tokens
+        # A greedy rewrite is rarely longer than its input plus a few tokens; one that is has run away (it
+        # repeats itself up to max_new_tokens), so it stops there (None: only max_new_tokens bounds it).
+        self.max_new_tokens_over_query = max_new_tokens_over_query
         self.batch_size = batch_size
         self.temperature = temperature
         self.top_p = top_p
@@ -152,6 +185,14 @@ class ServedRewriting:
     def generate_with_confidence(self, inputs: Sequence[str]) -> list[tuple[str, float]]:
         """The LM's greedy rewrite of each input (already through the front end) and its confidence."""
         raise NotImplementedError
+
+    def token_budgets(self, inputs: Sequence[str]) -> list[int]:
+        """New tokens each greedy generation may take (EOS excluded): ``max_new_tokens``, or less with
+        ``max_new_tokens_over_query``: the input's own token count (as the prompt holds it) plus that many."""
+        if self.max_new_tokens_over_query is None:
+            return [self.max_new_tokens] * len(inputs)
+        encoded = encode_texts(self.tokenizer, [" " + clean_text(text) for text in inputs])
+        return [min(self.max_new_tokens, len(e.ids) + self.max_new_tokens_over_query) for e in encoded]
 
     def lm_inputs(self, queries: Sequence[str]) -> list[str]:
         """What the LM reads for each query: the front end's rewrite, or the query."""
@@ -203,6 +244,7 @@ class CausalRewriter(ServedRewriting):
         self.model = model.eval()
         # The tokens the rewriter may write (None: all); see minielm.models.output_vocabulary.
         self.output_token_ids = list(output_token_ids) if output_token_ids else None
+        self._kept = frozenset(self.output_token_ids or ())
         self.tokenizer = ensure_pad_token(tokenizer)
 
     @classmethod
@@ -239,8 +281,13 @@ class CausalRewriter(ServedRewriting):
         device = next(self.model.parameters()).device
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
-    def _logits_processors(self) -> LogitsProcessorList:
-        return LogitsProcessorList([AllowedTokensProcessor(self.output_token_ids)] if self.output_token_ids else [])
+    def _logits_processors(self, inputs: Sequence[str]) -> LogitsProcessorList:
+        """The output-vocabulary mask, except for inputs with a token outside it (see
+        :func:`~minielm.models.output_vocabulary.outside_output_vocabulary`)."""
+        if not self.output_token_ids:
+            return LogitsProcessorList()
+        outside = outside_output_vocabulary(self.tokenizer, inputs, self._kept)
+        return LogitsProcessorList([AllowedTokensProcessor(self.output_token_ids, [not o for o in outside])])
 
     @torch.no_grad()
     def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
@@ -249,16 +296,19 @@ class CausalRewriter(ServedRewriting):
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])
             inputs = self._left_padded(chunk)
+            budgets = self.token_budgets(chunk)
+            processors = self._logits_processors(chunk)
+            processors.append(EndAfterBudget(budgets, inputs["input_ids"].shape[1], self.tokenizer.eos_token_id))
             output = self.model.generate(
                 **inputs,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=max(budgets),
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
                 output_scores=True,
                 return_dict_in_generate=True,
-                logits_processor=self._logits_processors(),
+                logits_processor=processors,
             )
             new_tokens = output.sequences[:, inputs["input_ids"].shape[1] :]
             log_probs = self.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
@@ -279,6 +329,8 @@ class CausalRewriter(ServedRewriting):
             raise ValueError(f"num_return must be at least 1, got {num_return}")
         if self.needs_serve_choice(num_return, do_sample):
             return [[text] for text in self.served_rewrites(queries)]
+        if num_return == 1 and not do_sample:  # greedy: the path that honours each query's token budget
+            return [[text] for text, _ in self.rewrite_with_confidence(queries)]
         queries = self.lm_inputs(queries)
         results: list[list[str]] = []
         for start in range(0, len(queries), self.batch_size):
@@ -294,7 +346,7 @@ class CausalRewriter(ServedRewriting):
                 options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
                 options.update(do_sample=False, num_beams=num_return)
-            output = self.model.generate(**inputs, **options, logits_processor=self._logits_processors())
+            output = self.model.generate(**inputs, **options, logits_processor=self._logits_processors(chunk))
             texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             for row, query in enumerate(chunk):
                 rewrites = [extract_rewrite(t) for t in texts[row * num_return : (row + 1) * num_return]]

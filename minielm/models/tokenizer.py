@@ -7,8 +7,10 @@ directory holds the tokenizer next to the weights, and :func:`load_tokenizer` re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -54,3 +56,14 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[Any]:
+    """Each text's encoding without special tokens, as ``tokenizer(texts, add_special_tokens=False)`` gives it,
+    with ``.ids`` and ``.tokens``: straight from the Rust tokenizer when there is one (serving tokenizes every
+    request several times, and the Python wrapper costs more than the tokenization itself)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.encode_batch(list(texts), add_special_tokens=False)
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [SimpleNamespace(ids=row, tokens=tokenizer.convert_ids_to_tokens(row)) for row in ids]

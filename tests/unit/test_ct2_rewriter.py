@@ -167,3 +167,57 @@ def test_the_intent_guard_applies_through_ctranslate2_as_through_hugging_face(fl
     assert fast.rewrite(QUERIES) == hf.rewrite(QUERIES)
     # A random model's rewrite loses the query's words, so the guard keeps every query as it was.
     assert fast.rewrite(["blue  running shoes"]) == [["blue running shoes"]]
+
+
+def test_a_rewrite_stops_at_its_query_length_plus_the_margin_in_both_backends_and_in_any_batch(float32_dir):
+    """``max_new_tokens_over_query`` caps each greedy rewrite at its own input's token count plus the margin, alone
+    or batched with longer and shorter prompts (CTranslate2 counts steps from the batch's shortest prompt)."""
+    queries = ["red hat", "blue running shoes for men wireless headphones noise cancel", "wireles hedphones"]
+    fast = CTranslate2Rewriter.load(float32_dir, max_new_tokens=30, max_new_tokens_over_query=1)
+    hf = CausalRewriter.load(float32_dir, max_new_tokens=30, max_new_tokens_over_query=1)
+    budgets = fast.token_budgets(queries)
+    assert budgets == hf.token_budgets(queries) and len(set(budgets)) == 3 and max(budgets) < 30
+    batched = fast._greedy_with_lowest_log_prob(queries)
+    alone = [fast._greedy_with_lowest_log_prob([query])[0] for query in queries]
+    assert [tokens for tokens, _ in batched] == [tokens for tokens, _ in alone]
+    assert [len(tokens) for tokens, _ in batched] == budgets  # this random model never ends on its own
+    uncapped = CTranslate2Rewriter.load(float32_dir, max_new_tokens=30)
+    assert all(len(tokens) == 30 for tokens, _ in uncapped._greedy_with_lowest_log_prob(queries))
+    expected = hf.rewrite_with_confidence(queries)
+    got = fast.rewrite_with_confidence(queries)
+    assert [text for text, _ in got] == [text for text, _ in expected]
+    for (_, confidence), (_, reference) in zip(got, expected):
+        assert confidence == pytest.approx(reference, rel=1e-2, abs=1e-4)
+
+
+def test_the_instruction_runs_once_as_a_static_prompt_and_changes_nothing(float32_dir):
+    fast = CTranslate2Rewriter.load(float32_dir, max_new_tokens=6)
+    instruction = fast._static_prompt
+    assert instruction and all(prompt[: len(instruction)] == instruction for prompt in fast._prompts(QUERIES))
+    assert fast.tokenizer.convert_tokens_to_string(instruction).lower().strip().endswith("query:")
+    calls = []
+
+    class Recording:
+        def generate_batch(self, prompts, generator=fast.generator, **options):
+            calls.append(options)
+            return generator.generate_batch(prompts, **options)
+
+    fast.generator = Recording()
+    with_static = fast.rewrite_with_confidence(QUERIES) + [tuple(r) for r in fast.rewrite(QUERIES, num_return=2)]
+    assert calls and all(options["static_prompt"] == instruction for options in calls)
+    fast._static_prompt = []
+    without = fast.rewrite_with_confidence(QUERIES) + [tuple(r) for r in fast.rewrite(QUERIES, num_return=2)]
+    assert "static_prompt" not in calls[-1]
+    assert with_static == without
+
+
+def test_prompt_tokens_from_the_rust_tokenizer_are_the_prompt_the_model_was_trained_on(float32_dir):
+    from minielm.models.rewriter import encode_prompt
+    from minielm.models.tokenizer import encode_texts
+
+    fast = CTranslate2Rewriter.load(float32_dir)
+    tokenizer = fast.tokenizer
+    texts = [*QUERIES, "Wireless  Headphones 65W", "café crème ünïcode", "<s> tag </s>"]
+    assert fast._prompts(texts) == [tokenizer.convert_ids_to_tokens(encode_prompt(tokenizer, q)) for q in texts]
+    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert [e.ids for e in encode_texts(tokenizer, texts)] == expected

@@ -252,3 +252,57 @@ def test_a_failed_warm_up_after_promotion_is_reported_with_the_command_and_never
 
     assert outcome["version"] == "v2" and "feast online store unreachable" in outcome["error"]
     assert outcome["retry"] == "minielm features warm-cache --version v2"
+
+
+def test_the_server_answers_memory_hits_in_its_cache_hit_lane_exactly_as_the_normal_path(tmp_path):
+    """Over real HTTP: the lane's answer is the normal path's (body, request id, version headers, timing), and
+    anything it cannot answer (a miss, a malformed or invalid body, several rewrites) gets the normal answer."""
+    import httpx
+
+    from serving.server import serve_in_thread
+
+    store = FakeStore({(query_key("blu shoos"), "v1"): _entry("blu shoos", "cached blue shoes", "v1", 0.5)})
+    model = CountingRewriter(SPELLING, version="v1")
+    served = _rewriter_model(tmp_path, _cache(tmp_path, store), model, "v1")
+    served.ready = True
+    lane = []
+    answer = served.v1_answer_from_memory
+    served.v1_answer_from_memory = lambda *args: lane.append(answered := answer(*args)) or answered
+    running = serve_in_thread([served])
+    try:
+        url = f"{running.url}/v1/models/{MODEL}:predict"
+
+        def ask(body, **headers):
+            return httpx.post(url, json=body, headers=headers, timeout=30)
+
+        first = ask({"instances": ["blu shoos"]}, **{"x-request-id": "first"})  # from the store: normal path
+        assert lane == [None] and store.reads == 1
+        second = ask({"instances": [{"query": "blu shoos"}]}, **{"x-request-id": "second"})  # from memory: lane
+        assert lane[-1] is not None and store.reads == 1
+        assert first.status_code == second.status_code == 200
+        assert first.json() == {**second.json(), "request_id": "first", "predictions": first.json()["predictions"]}
+        assert first.json()["predictions"] == [{**second.json()["predictions"][0], "request_id": "first"}]
+        assert second.json()["predictions"][0]["rewrites"] == [{"text": "cached blue shoes", "score": 0.5}]
+        for response, request_id in ((first, "first"), (second, "second")):
+            assert response.headers["x-request-id"] == response.json()["request_id"] == request_id
+            assert response.headers["x-model-version"] == "v1"
+            assert response.headers["content-type"] == "application/json"
+            assert response.headers["server-timing"].startswith("app;dur=")
+        generated = ask({"instances": ["blu shoos"]}).json()["request_id"]  # no client id: a fresh one
+        assert len(generated) == 32 and generated != second.json()["request_id"]
+
+        lane.clear()
+        assert ask({"instances": ["hat"]}).json()["predictions"][0]["cached"] is False  # a miss: the model
+        assert (
+            ask({"instances": ["blu shoos"], "parameters": {"num_return": 2}}).json()["predictions"][0]["cached"]
+            is False
+        )
+        bad = ask({"instances": ["blu shoos"], "parameters": {"beam": 3}})
+        assert bad.status_code == 400 and bad.json()["error"].startswith("parameters.beam: unknown parameter")
+        invalid = ask({"instances": ["blu shoos"], "parameters": {"num_return": "two"}})
+        assert invalid.status_code == 400 and invalid.json()["error"].startswith("parameters.num_return:")
+        garbled = httpx.post(url, content=b'{"instances": ["blu shoos"', timeout=30)
+        assert garbled.status_code == 400
+        assert lane == [None] * 5 and model.asked == ["hat", "blu shoos"]
+    finally:
+        running.stop()

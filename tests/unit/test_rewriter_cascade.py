@@ -58,7 +58,7 @@ def test_front_end_is_saved_with_the_model_and_loaded_by_the_serving_loader(casc
     assert json.loads((cascade_dir / "metadata.json").read_text())["front_end"] == "baseline"
     assert PhraseTableRewriter.is_saved_in(cascade_dir / FRONT_END_DIR)
     expected = ["wireless headphones black", "red hat", "blue running shoes"]
-    hf = load_model_dir(cascade_dir, "rewriter")
+    hf = load_model_dir(cascade_dir, "rewriter", ServingConfig(generation_backend="huggingface"))
     fast = load_model_dir(cascade_dir, "rewriter", ServingConfig(generation_backend="ctranslate2"))
     assert isinstance(hf, CausalRewriter) and isinstance(fast, CTranslate2Rewriter)
     assert hf.lm_inputs(QUERIES) == fast.lm_inputs(QUERIES) == expected
