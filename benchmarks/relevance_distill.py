@@ -66,6 +66,14 @@ PARTS = {"teacher", "labels", "scaling", "speed"}
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def layer_list(text: str) -> list[int]:
+    """``0,11`` -> [0, 11] (checked by the student config)."""
+    try:
+        return RelevanceStudentConfig(teacher_layers=[int(i) for i in text.split(",")]).teacher_layers
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected ascending layer indices like 0,11: {error}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/relevance_distill_bench"))
@@ -97,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=2.0, help="passes over each student's training triples")
     p.add_argument("--student-backbone", type=Path, help="encoder dir (default all-MiniLM-L6-v2 from its wheel)")
     p.add_argument("--student-layers", type=int, default=None, help="keep the first N encoder layers")
+    p.add_argument(
+        "--student-teacher-layers",
+        type=layer_list,
+        default=None,
+        help="start the student from the teacher: keep these of its decoder layers, e.g. 0,11 (default: the backbone)",
+    )
     p.add_argument("--student-max-length", type=int, default=64)
     p.add_argument("--student-batch", type=int, default=16, help="triples per step")
     p.add_argument("--student-lr", type=float, default=5e-5)
@@ -203,8 +217,12 @@ def untrained_teacher(args) -> RelevanceTeacher:
     return RelevanceTeacher(model, tokenizer, version="untrained-head", max_length=args.teacher_max_length)
 
 
-def fresh_student(args) -> CrossEncoderScorer:
+def fresh_student(args, teacher: RelevanceTeacher | None) -> CrossEncoderScorer:
     torch.manual_seed(args.seed)
+    if args.student_teacher_layers:
+        if teacher is None:
+            raise SystemExit("--student-teacher-layers: the student starts from the teacher; add the teacher part")
+        return CrossEncoderScorer.from_teacher(teacher, args.student_teacher_layers, max_length=args.student_max_length)
     return CrossEncoderScorer.from_backbone(
         args.student_backbone, max_length=args.student_max_length, num_layers=args.student_layers
     )
@@ -271,7 +289,7 @@ def scaling_data(args, data, index, texts, train_frame, teacher, teacher_dir: Pa
     }
 
 
-def scaling_experiment(args, prepared, texts, test) -> dict:
+def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -> dict:
     """One fresh student per scale on the prepared, teacher-labelled sets."""
     scales, labelled, augmented = prepared["scales"], prepared["labelled"], prepared["augmented"]
     labelled_pairs = prepared["labelled_pairs"]
@@ -283,12 +301,13 @@ def scaling_experiment(args, prepared, texts, test) -> dict:
             soft_label_temperature=args.temperature,
             max_length=args.student_max_length,
             gold_mix_weight=0.0,
+            teacher_layers=args.student_teacher_layers,
         )
     )
     students: dict[int, CrossEncoderScorer] = {}
 
     def train_and_evaluate(triples, steps, scale, run_config=config, gold=None):
-        student = fresh_student(args)
+        student = fresh_student(args, teacher)
         result = distill_relevance(
             student,
             triples,
@@ -326,6 +345,7 @@ def scaling_experiment(args, prepared, texts, test) -> dict:
             "gold_labels": False,
             "parameters": sum(p.numel() for p in student.model.parameters()),
             "layers": student.model.encoder.config.num_hidden_layers,
+            "teacher_layers": args.student_teacher_layers,
             "augmented_pairs": main_point.augmented_pairs,
             "steps": main_point.steps,
         },
@@ -394,11 +414,11 @@ def main(argv: list[str] | None = None) -> dict:
         prepared = scaling_data(args, data, index, texts, train_frame, teacher, teacher_dir)
         scaling["data"] = prepared["data"]
         if "scaling" in parts:
-            scaling = scaling_experiment(args, prepared, texts, test)
+            scaling = scaling_experiment(args, prepared, texts, test, teacher)
     speeds = None
     if "speed" in parts:
         speed_teacher = teacher or untrained_teacher(args)
-        speed_student = scaling["student_model"] or fresh_student(args)
+        speed_student = scaling["student_model"] or fresh_student(args, teacher)
         speeds = {
             **speed(speed_teacher, speed_student, test, args.speed_batches),
             "teacher_parameters": sum(p.numel() for p in speed_teacher.model.parameters()),

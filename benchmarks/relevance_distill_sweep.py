@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
             soft_label_weight=args.soft_label_weight,
             soft_label_temperature=args.temperature,
             max_length=args.student_max_length,
+            teacher_layers=args.student_teacher_layers,
         )
     )
-    student = bench.fresh_student(args)
+    student = bench.fresh_student(args, teacher)
     started = time.perf_counter()
     bench.distill_relevance(student, triples, texts, config, args.work_dir / "student", seed=args.seed, steps=steps)
     seconds = time.perf_counter() - started

@@ -74,11 +74,16 @@ def label_augmented_pairs(
 
 @dsl.component(install_kfp_package=False, base_image=JOBS_IMAGE)
 def distill_relevance(
-    config_file: str, data: Input[Dataset], preset: str, triples: Input[Dataset], student: Output[Model]
+    config_file: str,
+    data: Input[Dataset],
+    preset: str,
+    triples: Input[Dataset],
+    teacher_relevance: Input[Model],
+    student: Output[Model],
 ) -> None:
     """Cross-encoder student, Margin-MSE on the teacher margins (export in ``student.path/model``)."""
     from minielm.config import load_settings
-    from minielm.distill.stages import TRIPLES_FILE, distill_relevance_student
+    from minielm.distill.stages import TEACHER_EXPORT, TRIPLES_FILE, distill_relevance_student
     from minielm.presets import apply_preset
 
     settings = apply_preset(load_settings(config_file or None), preset)
@@ -88,6 +93,7 @@ def distill_relevance(
         student.path,
         settings.distill,
         seed=settings.seed,
+        teacher_relevance_dir=f"{teacher_relevance.path}/{TEACHER_EXPORT}",
     )
     student.metadata.update({k: v for k, v in summary.items() if k != "model_dir"})
 

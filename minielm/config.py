@@ -518,6 +518,11 @@ class RelevanceStudentConfig(StrictConfig):
 
     backbone: Path | None = Field(None, description="None: all-MiniLM-L6-v2 from its wheel")
     num_layers: int | None = Field(None, ge=1, description="keep only the first N encoder layers")
+    teacher_layers: list[int] | None = Field(
+        None,
+        description="start from the relevance teacher instead of the backbone: keep these of its decoder layers "
+        "(ascending indices), its norm and ESCI head; None: start from the backbone",
+    )
     max_length: int = Field(96, ge=8, description="tokens of query + product text")
     triples_per_query: int = Field(8, ge=1, description="(query, product, product) triples drawn per query")
     triple_sources: dict[str, float] = Field(
@@ -545,6 +550,19 @@ class RelevanceStudentConfig(StrictConfig):
         if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError("expected non-negative weights with a positive sum")
         return value
+
+    @field_validator("teacher_layers")
+    @classmethod
+    def _ascending_layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) < 0 or value != sorted(set(value))):
+            raise ValueError(f"expected distinct ascending layer indices >= 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_starting_point(self) -> RelevanceStudentConfig:
+        if self.teacher_layers is not None and (self.backbone is not None or self.num_layers is not None):
+            raise ValueError("teacher_layers starts the student from the teacher: leave backbone and num_layers unset")
+        return self
 
 
 class DistillConfig(StrictConfig):

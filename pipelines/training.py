@@ -69,7 +69,11 @@ def build_pipeline(cluster: PipelinesConfig):
         )
         deploy(labelled, cluster, training=True)
         relevance_student = distill_relevance(
-            config_file=config_file, data=data, preset=preset, triples=labelled.outputs["triples"]
+            config_file=config_file,
+            data=data,
+            preset=preset,
+            triples=labelled.outputs["triples"],
+            teacher_relevance=teacher_relevance.outputs["teacher"],
         )
         deploy(relevance_student, cluster, training=True)
         rewriter_student = distill_rewriter(

@@ -77,7 +77,9 @@ def relevance(
         existing_dir(index, "--index")
     config, seed = _config(ctx, toy), settings_from(ctx).seed
     labelled = label_augmented_pairs(data, index, teacher, output, config, seed=seed)
-    summary = distill_relevance_student(data, labelled["triples_path"], output, config, seed=seed)
+    summary = distill_relevance_student(
+        data, labelled["triples_path"], output, config, seed=seed, teacher_relevance_dir=teacher
+    )
     emit({"labelled": labelled, "student": summary}, output_format)
 
 

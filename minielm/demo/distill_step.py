@@ -45,7 +45,12 @@ def distill_demo_step(ctx) -> None:
         f"{labelled['by_source']} (mean margin {labelled['mean_margin']:.3f})"
     )
     relevance = distill_relevance_student(
-        a.dataset_dir, labelled["triples_path"], workdir / "relevance", config, seed=settings.seed
+        a.dataset_dir,
+        labelled["triples_path"],
+        workdir / "relevance",
+        config,
+        seed=settings.seed,
+        teacher_relevance_dir=a.teacher_relevance_dir,
     )
     ctx.echo(
         f"  relevance student: {relevance['steps']} Margin-MSE steps, loss {relevance['first_loss']} -> "

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from minielm.config import DistillConfig
+from minielm.config import DistillConfig, RelevanceStudentConfig
 from minielm.distill.augment import (
     PROB_COLUMNS,
     AugmentedDataError,
@@ -26,6 +26,7 @@ from minielm.distill.augment import (
 )
 from minielm.distill.losses import margin_mse, soft_label_kl
 from minielm.distill.training import remove_checkpoints, run_engine, training_config
+from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.models.cross_encoder import CrossEncoderScorer
 from minielm.models.relevance_score import ESCI_CLASSES
@@ -40,6 +41,25 @@ class RelevanceDistillResult:
     steps: int = 0
     seconds: float = 0.0
     n_triples: int = 0
+
+
+def new_relevance_student(
+    config: RelevanceStudentConfig, teacher_relevance_dir: Path | str | None = None
+) -> CrossEncoderScorer:
+    """The untrained student: the pretrained backbone, or (``teacher_layers``) some of the teacher's layers."""
+    if config.teacher_layers is None:
+        return CrossEncoderScorer.from_backbone(
+            config.backbone, max_length=config.max_length, num_layers=config.num_layers
+        )
+    if teacher_relevance_dir is None:
+        raise InputError(
+            "distill.relevance.teacher_layers: the student starts from the relevance teacher, but no teacher "
+            "directory was given"
+        )
+    from minielm.models.relevance_teacher import RelevanceTeacher
+
+    teacher = RelevanceTeacher.load(teacher_relevance_dir)
+    return CrossEncoderScorer.from_teacher(teacher, config.teacher_layers, max_length=config.max_length)
 
 
 def _gold_frame(gold: pd.DataFrame | None, product_texts: Mapping[str, str]) -> pd.DataFrame:

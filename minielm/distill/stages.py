@@ -125,11 +125,16 @@ def label_augmented_pairs(
 
 
 def distill_relevance_student(
-    dataset_dir: Path | str, triples_path: Path | str, output_dir: Path | str, config: DistillConfig, seed: int = 0
+    dataset_dir: Path | str,
+    triples_path: Path | str,
+    output_dir: Path | str,
+    config: DistillConfig,
+    seed: int = 0,
+    teacher_relevance_dir: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Train the cross-encoder on the labelled triples; the student lands in ``output_dir/model``."""
-    from minielm.distill.relevance_student import distill_relevance
-    from minielm.models.cross_encoder import CrossEncoderScorer
+    """Train the cross-encoder on the labelled triples; the student lands in ``output_dir/model``.
+    ``teacher_relevance_dir`` is read only when ``distill.relevance.teacher_layers`` starts the student there."""
+    from minielm.distill.relevance_student import distill_relevance, new_relevance_student
     from minielm.teachers.data import product_texts
 
     triples_path = Path(triples_path)
@@ -143,9 +148,7 @@ def distill_relevance_student(
         from minielm.teachers.data import split_examples
 
         gold = split_examples(data, "train", "gold relevance labels")[["query", "product_id", "esci_label"]]
-    student = CrossEncoderScorer.from_backbone(
-        config.relevance.backbone, max_length=config.relevance.max_length, num_layers=config.relevance.num_layers
-    )
+    student = new_relevance_student(config.relevance, teacher_relevance_dir)
     output_dir = Path(output_dir)
     result = distill_relevance(
         student, labelled, product_texts(data), config, work_dir=output_dir / "work", gold=gold, seed=seed

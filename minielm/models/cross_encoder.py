@@ -6,12 +6,18 @@ graded gain under the predicted distribution (:mod:`minielm.models.relevance_sco
 gives both what ``RelevanceScorer`` promises (``predict_proba`` and ``score``) and the scalar whose
 margins Margin-MSE trains.
 
+A student can also start as the relevance teacher (:meth:`CrossEncoderScorer.from_teacher`): some of
+the teacher's decoder layers, its final norm and ESCI head, reading the teacher's prompt and pooling at
+the last token as the teacher does, so distillation starts from the teacher's representation rather
+than from a backbone that has never seen a relevance label.
+
 Saved layout (serve-ready, one directory): ``encoder/`` (transformers ``save_pretrained`` of the
-encoder and its tokenizer), ``head.safetensors`` and ``cross_encoder.json``.
+encoder and its tokenizer), ``head.safetensors`` and ``cross_encoder.json`` (pooling and input format).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,12 +31,17 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.models.relevance_score import ESCI_CLASSES, SCORE_GAINS, expected_gain, expected_gain_from_logits
+from minielm.models.relevance_teacher import RelevanceTeacher, encode_relevance_example
 
 log = get_logger(__name__)
 
 CONFIG_FILE = "cross_encoder.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
+POOLINGS = ("mean", "last")
+# "pair": the tokenizer's own pair encoding ([CLS] query [SEP] product [SEP]); "relevance_prompt": the
+# relevance teacher's prompt (minielm.models.relevance_teacher.encode_relevance_example).
+INPUT_FORMATS = ("pair", "relevance_prompt")
 
 
 class CrossEncoderError(InputError):
@@ -45,11 +56,14 @@ def default_backbone_path() -> Path:
 
 
 class CrossEncoderModel(nn.Module):
-    """Encoder + mean pooling + linear head over the four ESCI classes."""
+    """Encoder + pooling (mean, or the last real token for a decoder) + linear head over the ESCI classes."""
 
-    def __init__(self, encoder: PreTrainedModel, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: PreTrainedModel, dropout: float = 0.1, pooling: str = "mean") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise CrossEncoderError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(ESCI_CLASSES))
 
@@ -61,8 +75,12 @@ class CrossEncoderModel(nn.Module):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.pooling == "last":  # inputs are right-padded: the last real token is at length - 1
+            last = (attention_mask.sum(1) - 1).clamp(min=0)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.head(self.dropout(pooled))
 
     def score_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -80,12 +98,16 @@ class CrossEncoderScorer:
         max_length: int = 96,
         version: str = "unversioned",
         batch_size: int = 64,
+        input_format: str = "pair",
     ) -> None:
+        if input_format not in INPUT_FORMATS:
+            raise CrossEncoderError(f"input_format: expected one of {INPUT_FORMATS}, got {input_format!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.version = version
         self.batch_size = batch_size
+        self.input_format = input_format
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -125,6 +147,44 @@ class CrossEncoderScorer:
         return cls.from_encoder(encoder, tokenizer, max_length=max_length, num_layers=num_layers)
 
     @classmethod
+    def from_teacher(
+        cls, teacher: RelevanceTeacher, layers: Sequence[int], max_length: int | None = None
+    ) -> CrossEncoderScorer:
+        """A student that starts as the teacher: its embeddings, the decoder ``layers`` chosen (in order), its
+        final norm and ESCI head, on the teacher's prompt and tokenizer. The teacher is left untouched."""
+        classifier = teacher.model
+        head = getattr(classifier, "score", None)
+        decoder = copy.deepcopy(classifier.base_model)
+        total = len(getattr(decoder, "layers", []))
+        layers = [int(i) for i in layers]
+        if head is None or not total:
+            raise CrossEncoderError(f"{type(classifier).__name__} is not a decoder classifier with a 'score' head")
+        if not layers or layers != sorted(set(layers)) or not all(0 <= i < total for i in layers):
+            raise CrossEncoderError(
+                f"teacher_layers: expected distinct ascending indices of the teacher's {total} layers "
+                f"(0..{total - 1}), got {layers}"
+            )
+        decoder.layers = nn.ModuleList(decoder.layers[i] for i in layers)
+        for position, layer in enumerate(decoder.layers):
+            layer.self_attn.layer_idx = position  # the attention cache is indexed by position in the stack
+        decoder.config.num_hidden_layers = len(layers)
+        if getattr(decoder.config, "layer_types", None):
+            decoder.config.layer_types = [decoder.config.layer_types[i] for i in layers]
+        decoder.config.use_cache = False
+        model = CrossEncoderModel(decoder, pooling="last")
+        with torch.no_grad():
+            model.head.weight.copy_(head.weight)
+            model.head.bias.copy_(head.bias if head.bias is not None else torch.zeros_like(model.head.bias))
+        log.info("cross-encoder from the relevance teacher", teacher_layers=layers, of=total)
+        return cls(
+            model,
+            teacher.tokenizer,
+            max_length=max_length or teacher.max_length,
+            version=teacher.version,
+            input_format="relevance_prompt",
+        )
+
+    @classmethod
     def load(cls, directory: Path | str, version: str | None = None) -> CrossEncoderScorer:
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
@@ -133,11 +193,15 @@ class CrossEncoderScorer:
         config = json.loads(config_path.read_text())
         encoder = AutoModel.from_pretrained(directory / ENCODER_DIR, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(directory / ENCODER_DIR, local_files_only=True)
-        model = CrossEncoderModel(encoder)
+        model = CrossEncoderModel(encoder, pooling=config.get("pooling", "mean"))
         model.head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         model.eval()
         return cls(
-            model, tokenizer, max_length=config["max_length"], version=version or config.get("version", "unversioned")
+            model,
+            tokenizer,
+            max_length=config["max_length"],
+            version=version or config.get("version", "unversioned"),
+            input_format=config.get("input_format", "pair"),
         )
 
     def save(self, directory: Path | str) -> Path:
@@ -156,6 +220,8 @@ class CrossEncoderScorer:
                     "gains": list(SCORE_GAINS),
                     "max_length": self.max_length,
                     "version": self.version,
+                    "pooling": self.model.pooling,
+                    "input_format": self.input_format,
                 },
                 indent=2,
             )
@@ -164,7 +230,8 @@ class CrossEncoderScorer:
 
     # -- inference -------------------------------------------------------------------------------
     def encode(self, queries: Sequence[str], product_texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenise pairs as ``[CLS] query [SEP] product [SEP]``, truncating the product text first."""
+        """Tokenise pairs as ``[CLS] query [SEP] product [SEP]`` (or the teacher's prompt, right-padded),
+        truncating the product text first."""
         queries, product_texts = list(queries), list(product_texts)
         if len(queries) != len(product_texts):
             raise CrossEncoderError(
@@ -174,6 +241,8 @@ class CrossEncoderScorer:
             bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
             if bad is not None:
                 raise CrossEncoderError(f"{name}[{bad}] must be a string, got {type(values[bad]).__name__}")
+        if self.input_format == "relevance_prompt":
+            return self._encode_prompts(queries, product_texts)
         return self.tokenizer(
             queries,
             product_texts,
@@ -182,6 +251,16 @@ class CrossEncoderScorer:
             max_length=self.max_length,
             return_tensors="pt",
         )
+
+    def _encode_prompts(self, queries: list[str], product_texts: list[str]) -> dict[str, torch.Tensor]:
+        rows = [encode_relevance_example(self.tokenizer, q, p, self.max_length) for q, p in zip(queries, product_texts)]
+        width = max((len(r) for r in rows), default=0)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def logits(self, queries: Sequence[str], product_texts: Sequence[str]) -> torch.Tensor:
         """Logits with gradients (training path); the caller sets train/eval mode."""

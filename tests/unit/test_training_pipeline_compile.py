@@ -21,7 +21,8 @@ def test_pipeline_orders_teachers_labels_students_evaluation_gate_and_registrati
     assert deps["fine-tune-rewriter-teacher"] == {"validate-data"}
     assert deps["fine-tune-relevance-teacher"] == {"validate-data"}
     assert deps["label-augmented-pairs"] == {"validate-data", "fine-tune-relevance-teacher"}
-    assert deps["distill-relevance"] == {"validate-data", "label-augmented-pairs"}
+    # the teacher too: distill.relevance.teacher_layers starts the student from it
+    assert deps["distill-relevance"] == {"validate-data", "label-augmented-pairs", "fine-tune-relevance-teacher"}
     assert deps["distill-rewriter"] == {"validate-data", "fine-tune-rewriter-teacher"}
     assert deps["evaluate-students"] == {
         "validate-data",
