@@ -17,14 +17,7 @@ from minielm.models.cross_encoder import CrossEncoderError, CrossEncoderScorer
 from minielm.models.interfaces import RelevanceScorer
 from tests.unit.distill_fixtures import OverlapTeacher, overlap_retriever, product_texts, tiny_bert_scorer, tiny_catalog
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """On the shared 2-core machine two spinning OpenMP threads make tiny models 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_margin_mse_is_zero_when_margins_match_and_ignores_offsets():

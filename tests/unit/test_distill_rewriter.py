@@ -32,12 +32,7 @@ def toy_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _untrained_teacher() -> CausalRewriter:

@@ -26,12 +26,7 @@ SHAPE = TinyBackboneConfig(
 QUERIES = ["red shoe", "blue lamp", "green chair", "white kettle"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_teacher() -> RelevanceTeacher:
