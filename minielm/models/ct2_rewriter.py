@@ -25,14 +25,15 @@ from minielm.models.output_vocabulary import (
     outside_output_vocabulary,
     trim_ct2_spec,
 )
-from minielm.models.prompts import extract_rewrite, format_rewrite_prompt
+from minielm.models.prompts import extract_rewrite
 from minielm.models.rewriter import (
     METADATA_FILE,
     MODEL_CLASS,
     ServedRewriting,
+    encode_prompts,
     saved_serving_options,
 )
-from minielm.models.tokenizer import encode_texts, load_tokenizer
+from minielm.models.tokenizer import load_tokenizer
 
 log = get_logger(__name__)
 
@@ -219,9 +220,8 @@ class CTranslate2Rewriter(ServedRewriting):
         return results
 
     def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
-        """The token strings of :func:`~minielm.models.rewriter.encode_prompt` (CTranslate2 reads strings)."""
-        bos = [self.tokenizer.bos_token] if self.tokenizer.bos_token_id is not None else []
-        return [bos + e.tokens for e in encode_texts(self.tokenizer, [format_rewrite_prompt(q) for q in queries])]
+        """The prompts' token strings (CTranslate2 reads strings)."""
+        return [tokens for _, tokens in encode_prompts(self.tokenizer, queries)]
 
     def _text(self, tokens: list[str], query: str) -> str:
         """The rewrite in generated token strings (CTranslate2's ids are its own when the vocabulary is trimmed)."""

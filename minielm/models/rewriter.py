@@ -50,10 +50,18 @@ FRONT_END_DIR = "front_end"
 FRONT_ENDS = ("none", "baseline")
 
 
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, queries: Sequence[str]) -> list[tuple[list[int], list[str]]]:
+    """Token ids and token strings of each query's rewrite prompt, BOS first when the tokenizer has one; the
+    same in training and generation (CTranslate2 reads the strings)."""
+    has_bos = tokenizer.bos_token_id is not None
+    bos_ids, bos_tokens = ([tokenizer.bos_token_id], [tokenizer.bos_token]) if has_bos else ([], [])
+    encoded = encode_texts(tokenizer, [format_rewrite_prompt(q) for q in queries])
+    return [(bos_ids + list(e.ids), bos_tokens + list(e.tokens)) for e in encoded]
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, query: str) -> list[int]:
-    """Token ids of the rewrite prompt, BOS first when the tokenizer has one; the same in training and generation."""
-    ids = tokenizer(format_rewrite_prompt(query), add_special_tokens=False)["input_ids"]
-    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+    """Token ids of one query's rewrite prompt (:func:`encode_prompts`)."""
+    return encode_prompts(tokenizer, [query])[0][0]
 
 
 def encode_rewrite_example(
@@ -273,7 +281,7 @@ class CausalRewriter(ServedRewriting):
         return directory
 
     def _left_padded(self, queries: Sequence[str]) -> dict[str, torch.Tensor]:
-        encoded = [encode_prompt(self.tokenizer, q) for q in queries]
+        encoded = [ids for ids, _ in encode_prompts(self.tokenizer, queries)]
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], dtype=torch.long)
