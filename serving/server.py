@@ -37,13 +37,19 @@ log = get_logger(__name__)
 _INFER_PATH = re.compile(r"^/v(?P<v>[12])/models/(?P<model>[^/:]+)(?::predict|/infer)$")
 
 
-def _json_error(status: int, message: str) -> tuple[dict, bytes]:
-    body = json.dumps({"error": message}).encode()
+def _json_response_start(status: int, body: bytes, headers: dict[str, str] | None = None) -> dict:
+    """The ASGI ``http.response.start`` message of a JSON body, with any extra headers."""
+    extra = [(key.encode(), value.encode()) for key, value in (headers or {}).items()]
     return {
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    }, body
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra],
+    }
+
+
+def _json_error(status: int, message: str) -> tuple[dict, bytes]:
+    body = json.dumps({"error": message}).encode()
+    return _json_response_start(status, body), body
 
 
 def _first_bad_text(value: Any, path: str) -> str | None:
@@ -146,17 +152,7 @@ class InferenceGuard:
                 answer = self.memory_answer(model, body, request_id.decode("latin-1") if request_id else None)
                 if answer is not None:
                     payload, extra = answer
-                    await send_wrapper(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode()),
-                                *((key.encode(), value.encode()) for key, value in extra.items()),
-                            ],
-                        }
-                    )
+                    await send_wrapper(_json_response_start(200, payload, extra))
                     await send({"type": "http.response.body", "body": payload})
                     return
             replayed = False
