@@ -31,7 +31,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from minielm.errors import InputError
 from minielm.logs import get_logger
 from minielm.models.relevance_score import ESCI_CLASSES, SCORE_GAINS, expected_gain, expected_gain_from_logits
-from minielm.models.relevance_teacher import RelevanceTeacher, encode_relevance_example
+from minielm.models.relevance_teacher import RelevanceTeacher, encode_relevance_example, right_padded
 
 log = get_logger(__name__)
 
@@ -254,13 +254,7 @@ class CrossEncoderScorer:
 
     def _encode_prompts(self, queries: list[str], product_texts: list[str]) -> dict[str, torch.Tensor]:
         rows = [encode_relevance_example(self.tokenizer, q, p, self.max_length) for q, p in zip(queries, product_texts)]
-        width = max((len(r) for r in rows), default=0)
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return right_padded(rows, self.tokenizer.pad_token_id)
 
     def logits(self, queries: Sequence[str], product_texts: Sequence[str]) -> torch.Tensor:
         """Logits with gradients (training path); the caller sets train/eval mode."""

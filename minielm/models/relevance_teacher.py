@@ -48,17 +48,21 @@ def soft_targets(labels: Sequence[str], smoothing: float = 0.0) -> torch.Tensor:
     return targets
 
 
+def right_padded(rows: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Token id rows right-padded into ``input_ids`` and their ``attention_mask``."""
+    width = max((len(row) for row in rows), default=0)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        attention[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention}
+
+
 def collate_relevance_examples(examples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad ``{"input_ids", "targets"}`` examples into a batch (targets: 4 probabilities each)."""
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        input_ids[row, :n] = torch.tensor(example["input_ids"])
-        attention[row, :n] = 1
     targets = torch.stack([torch.as_tensor(e["targets"], dtype=torch.float32) for e in examples])
-    return {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
+    return {**right_padded([e["input_ids"] for e in examples], pad_token_id), "targets": targets}
 
 
 def keep_first_layers(model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
@@ -154,15 +158,12 @@ class RelevanceTeacher:
         chunks = []
         for start in range(0, len(queries), self.batch_size):
             rows = [
-                {
-                    "input_ids": encode_relevance_example(self.tokenizer, q, p, self.max_length),
-                    "targets": torch.zeros(len(ESCI_CLASSES)),
-                }
+                encode_relevance_example(self.tokenizer, q, p, self.max_length)
                 for q, p in zip(
                     queries[start : start + self.batch_size], product_texts[start : start + self.batch_size]
                 )
             ]
-            batch = collate_relevance_examples(rows, self.tokenizer.pad_token_id)
+            batch = right_padded(rows, self.tokenizer.pad_token_id)
             logits = class_logits(self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
             chunks.append(logits.cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
