@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from minielm.config import DistillConfig
@@ -183,6 +184,18 @@ class RewriterDistillResult:
     examples: list[dict[str, str]] = field(default_factory=list)
 
 
+def teacher_targets(teacher: CausalRewriter, queries: Sequence[str]) -> list[str]:
+    """The teacher's served rewrite of each query, batch by batch behind a progress bar: on CPU a
+    SmolLM2 teacher takes minutes for a thousand queries."""
+    size = teacher.batch_size
+    targets: list[str] = []
+    for start in tqdm(
+        range(0, len(queries), size), desc="teacher rewrites", unit="batch", disable=len(queries) <= size
+    ):
+        targets += [r[0] for r in teacher.rewrite(queries[start : start + size])]
+    return targets
+
+
 def distill_rewriter(
     teacher: CausalRewriter,
     queries: Sequence[str],
@@ -210,7 +223,7 @@ def distill_rewriter(
     steps = steps or config.rewriter.steps
 
     teacher.model.eval()
-    targets = [r[0] for r in teacher.rewrite(queries)]
+    targets = teacher_targets(teacher, queries)
     inputs = teacher.lm_inputs(queries)
     encoded = [
         encode_rewrite_example(tokenizer, q, r, max_prompt_tokens, config.rewriter.max_new_tokens)
