@@ -8,10 +8,14 @@ RL (minielm.rl.trainer, ``--trainer``) trains on served traffic, i.e. train-spli
 (minielm.feedback.simulator.served_queries), with the reward terms of minielm.rl.rewards: retrieval gain on
 train-split labels and the intent-drift and degenerate penalties. No relevance student is built here, and
 one greedy rewrite per served query gives the feedback term no spread within a group, so the judge and
-feedback weights are 0 (the demo exercises both). Evaluation is on held-out test queries, never trained on.
+feedback weights are 0 (the demo exercises both). Evaluation is on held-out test queries, never trained on,
+next to raw and the phrase-table baseline, overall and on unseen noise. ``--data``/``--index``/``--student``
+start instead from a student distilled on the rewriter-quality benchmark (``benchmarks/rewriter_quality.py
+--save-data``), whose test split holds noise forms no train query shows.
 
     nice -n 10 .venv/bin/python benchmarks/rl_quality.py --seeds 0 1 2            # DPO, the default trainer
     nice -n 10 .venv/bin/python benchmarks/rl_quality.py --trainer grpo --rl-lr 3e-4
+    nice -n 10 .venv/bin/python benchmarks/rl_quality.py --data DATA --index INDEX --student STUDENT_DIR
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minielm.baseline import PhraseTableRewriter
 from minielm.config import load_settings
 from minielm.data.esci import load_esci
 from minielm.feedback.simulator import served_queries
@@ -74,6 +79,21 @@ def build_distilled_student(build_dir: Path, seed: int) -> tuple[Path, Path, Pat
     return data_dir, index_dir, student_dir
 
 
+def student_under_test(args) -> tuple[Path, Path, Path]:
+    """(data, index, student): the given distilled student, or the demo-scale one built into ``--build-dir``."""
+    given = [args.data, args.index, args.student]
+    if any(given) and not all(given):
+        raise SystemExit("rl_quality: --data, --index and --student go together (a distilled student and its data)")
+    if all(given):
+        return args.data, args.index, args.student
+    return build_distilled_student(Path(args.build_dir), args.build_seed)
+
+
+def unseen(metrics: dict) -> float:
+    """relevant@k on the held-out queries whose noise forms no train query shows (NaN when there are none)."""
+    return metrics["by_novelty"].get("unseen", {}).get("relevant_per_query", float("nan"))
+
+
 def rl_settings(seed: int, args):
     return load_settings(
         environ={},
@@ -109,6 +129,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds")
     parser.add_argument("--build-dir", default=".minielm/runs/bench-rl/build", help="distilled student (built once)")
     parser.add_argument("--build-seed", type=int, default=0, help="seed of the data, teacher and student")
+    parser.add_argument("--data", type=Path, help="ESCI dir of an already distilled student (with --index, --student)")
+    parser.add_argument("--index", type=Path, help="search index dir of --data")
+    parser.add_argument("--student", type=Path, help="saved distilled student dir (instead of building one)")
     parser.add_argument("--trainer", default="dpo", choices=["grpo", "dpo"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--rl-steps", type=int, default=60)
@@ -124,9 +147,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_start, started = os.getloadavg(), time.perf_counter()
-    data_dir, index_dir, student_dir = build_distilled_student(Path(args.build_dir), args.build_seed)
+    data_dir, index_dir, student_dir = student_under_test(args)
     index = SearchIndex.load(index_dir)
-    examples = load_esci(data_dir).examples
+    data = load_esci(data_dir)
+    examples = data.examples
     served = set(served_queries(examples))
     train = examples[examples["query"].isin(served)].drop_duplicates("query_id")
     base_settings = rl_settings(args.seeds[0], args)
@@ -134,11 +158,17 @@ def main() -> None:
         base_settings,
         index,
         data_dir,
-        {"raw": None, "distilled": DirRewriter(student_dir, base_settings.rl.max_new_tokens)},
+        {
+            "raw": None,
+            "baseline": PhraseTableRewriter.fit(data.products, examples),
+            "distilled": DirRewriter(student_dir, base_settings.rl.max_new_tokens),
+        },
     )
     print(
-        f"held-out {before['raw']['n_queries']} queries: raw {before['raw']['relevant_per_query']:.3f}, "
-        f"distilled {before['distilled']['relevant_per_query']:.3f} (harm {before['distilled']['harm_rate']:.3f})",
+        f"held-out {before['raw']['n_queries']} queries: "
+        + ", ".join(f"{name} {before[name]['relevant_per_query']:.3f}" for name in before)
+        + f" (unseen noise: {', '.join(f'{name} {unseen(before[name]):.3f}' for name in before)}; "
+        f"distilled harm {before['distilled']['harm_rate']:.3f})",
         flush=True,
     )
     rows = []
@@ -165,6 +195,7 @@ def main() -> None:
             "distilled": before["distilled"]["relevant_per_query"],
             "rl": after["rl"]["relevant_per_query"],
             "lift": after["rl"]["relevant_per_query"] / before["distilled"]["relevant_per_query"] - 1,
+            "unseen_noise": {"distilled": unseen(before["distilled"]), "rl": unseen(after["rl"])},
             "kl_mean": summary["kl_mean"],
             "zero_spread_share": summary["zero_spread_share"],
             "harm_rate": {"distilled": before["distilled"]["harm_rate"], "rl": after["rl"]["harm_rate"]},
@@ -193,7 +224,9 @@ def main() -> None:
         "args": vars(args),
         "heldout_queries": before["raw"]["n_queries"],
         "raw": before["raw"]["relevant_per_query"],
+        "baseline": before["baseline"]["relevant_per_query"],
         "distilled": before["distilled"]["relevant_per_query"],
+        "unseen_noise": {name: unseen(before[name]) for name in before},
         "seeds": rows,
         "mean_lift": float(np.mean(lifts)),
         "ci95": ci95(lifts),

@@ -229,6 +229,20 @@ def query_classes(examples: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
+def novelty_groups(examples: pd.DataFrame) -> dict[str, list[str]]:
+    """query id -> [``seen`` | ``unseen`` | ``none``]: whether the train split shows the query's noise edits
+    (empty when the examples have no ``noise_novelty`` column, as real data does not)."""
+    first = examples.drop_duplicates(QUERY_ID)
+    if NOISE_NOVELTY not in first.columns:
+        return {}
+    return {str(q): [str(v)] for q, v in zip(first[QUERY_ID], first[NOISE_NOVELTY])}
+
+
+def relevant_by_novelty(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean relevant@k of ``per_query`` rows for seen-noise, unseen-noise and clean queries."""
+    return _mean_by(per_query, novelty_groups(examples))
+
+
 def _mean_by(per_query: list[dict], groups: Mapping[str, list[str]]) -> dict[str, dict[str, float]]:
     sums: dict[str, list[float]] = {}
     for row in per_query:
@@ -268,12 +282,7 @@ def quality_report(
     rewrites = {name: rewrite_queries(source, raw) for name, source in systems.items()}
     report = compare_rewriters(index, examples, rewrites, k, substitute_is_relevant)
     classes = query_classes(examples)
-    first = examples.drop_duplicates(QUERY_ID)
-    novelty = (
-        {str(q): [str(v)] for q, v in zip(first[QUERY_ID], first[NOISE_NOVELTY])}
-        if NOISE_NOVELTY in first.columns
-        else {}
-    )
+    novelty = novelty_groups(examples)
     canonical = oracle_queries(examples) if CANONICAL_QUERY in examples.columns else {}
     ids = list(raw)
     report["by_noise"], report["by_novelty"], report["harm"], report["harm_by_noise"] = {}, {}, {}, {}

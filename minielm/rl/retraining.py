@@ -271,9 +271,10 @@ def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]
 def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str, Any]) -> dict:
     """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw), and its
     harm rate: the share of held-out queries where the system retrieves fewer relevant products than the raw
-    query (a rewrite that hurts the shopper who typed it); ``intent_harm_rate``: the share of clean and
+    query (a rewrite that hurts the shopper who typed it); ``by_novelty``: relevant@k on seen-noise, unseen-noise
+    and clean queries; ``intent_harm_rate``: the share of clean and
     out-of-catalog held-out queries whose rewrite loses a content word (what the quality gate checks)."""
-    from minielm.evaluation import evaluate_queries, harm_on_unchanged_queries, raw_queries
+    from minielm.evaluation import evaluate_queries, harm_on_unchanged_queries, raw_queries, relevant_by_novelty
 
     examples = load_esci(data_dir).examples
     examples = examples[examples[SPLIT] == settings.rl.heldout_split]
@@ -297,6 +298,7 @@ def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str
             "harm_rate": float(np.mean(harmed)) if harmed else 0.0,
             "intent_harm_rate": intent_harm["harm_rate"] if intent_harm else None,
             "by_noise": _by_noise(examples, result["per_query"]),
+            "by_novelty": relevant_by_novelty(examples, result["per_query"]),
         }
     return report
 
