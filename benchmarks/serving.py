@@ -236,11 +236,12 @@ def _warm_student_cache(settings, student) -> None:
     warm_rewrite_cache(settings, version=student.loaded.version, windows=windows, model=student.loaded.model)
 
 
-def _server_ms(response) -> float | None:
-    """The server-side time of a response, from its ``server-timing: app;dur=<ms>`` header."""
+def _server_ms(response, metric: str = "app") -> float | None:
+    """A server-side time of a response, from its ``server-timing`` header: ``app`` (from the parsed request head
+    to the response) or ``read`` (the part of it spent waiting for the client's body)."""
     for part in response.headers.get("server-timing", "").split(","):
         name, _, duration = part.strip().partition(";dur=")
-        if name == "app" and duration:
+        if name == metric and duration:
             return float(duration)
     return None
 
@@ -268,6 +269,7 @@ async def _load(
     latencies: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     hit_server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # responses from the cache
+    hit_after_read_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # those, once the body was in
     cached: dict[bool, int] = {mode: 0 for mode in feature_modes}
     errors = 0
     counter = iter(range(n_requests))
@@ -288,6 +290,9 @@ async def _load(
                 cached[features] += 1
                 if server is not None:
                     hit_server_ms[features].append(server)
+                    read = _server_ms(response, "read")
+                    if read is not None:
+                        hit_after_read_ms[features].append(server - read)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
@@ -301,6 +306,7 @@ async def _load(
         ms = np.array(values) * 1000
         server = np.array(server_ms[features] or [np.nan])
         hit_server = np.array(hit_server_ms[features] or [np.nan])
+        hit_after_read = np.array(hit_after_read_ms[features] or [np.nan])
         results.append(
             {
                 "model": label or model,
@@ -319,6 +325,8 @@ async def _load(
                 "cached_share": round(cached[features] / len(values), 4),
                 "cached_server_p50_ms": round(float(np.percentile(hit_server, 50)), 3),
                 "cached_server_p99_ms": round(float(np.percentile(hit_server, 99)), 3),
+                "cached_after_read_p50_ms": round(float(np.percentile(hit_after_read, 50)), 3),
+                "cached_after_read_p99_ms": round(float(np.percentile(hit_after_read, 99)), 3),
             }
         )
     return results
@@ -356,9 +364,12 @@ def _server_fallbacks(url: str) -> dict[str, float]:
 
 
 def _feast_lookup_latency(settings, iterations: int) -> dict:
+    """One query's Feast read through the budgeted pool and directly (the in-memory rows are off here)."""
     from minielm.features.online import OnlineFeatures
 
-    online = OnlineFeatures(settings)
+    online = OnlineFeatures(
+        settings.model_copy(update={"feast": settings.feast.model_copy(update={"online_memory_entries": 0})})
+    )
     online.warm_up()
     budgeted, direct = [], []
     sources: dict[str, int] = {}
@@ -570,7 +581,8 @@ def main(argv: list[str] | None = None) -> dict:
                         f"p99 {result['p99_ms']:9.2f} ms  server p50/p99 {result['server_p50_ms']:.2f}/"
                         f"{result['server_p99_ms']:.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
                         f"ms/req  cached {result['cached_share']:.0%} (server p99 of those "
-                        f"{result['cached_server_p99_ms']:.2f} ms)  errors {result['errors_in_run']}"
+                        f"{result['cached_server_p99_ms']:.2f} ms, once the body was in "
+                        f"{result['cached_after_read_p99_ms']:.2f} ms)  errors {result['errors_in_run']}"
                     )
         import httpx
 
@@ -619,7 +631,15 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_over_student_server_cpu_per_request": ratio(teacher_name, student, "run_server_cpu_ms_per_request"),
         "student_ctranslate2": pick(student, cpu_keys),
         "student_cache_hits": pick(
-            CACHE_HITS, (*cpu_keys, "cached_share", "cached_server_p50_ms", "cached_server_p99_ms")
+            CACHE_HITS,
+            (
+                *cpu_keys,
+                "cached_share",
+                "cached_server_p50_ms",
+                "cached_server_p99_ms",
+                "cached_after_read_p50_ms",
+                "cached_after_read_p99_ms",
+            ),
         ),
         "cache_hit_lookup_in_process_p99_ms": {
             "memory": cache_lookup["memory"]["p99_ms"],
@@ -642,11 +662,16 @@ def main(argv: list[str] | None = None) -> dict:
             "student_rps_at_concurrency_16_at_least": 100.0,
             "teacher_over_student_server_cpu_per_request_at_least": 10.0,
             "note": "p50_ms/p99_ms are client-side over HTTP on the same machine (an upper bound); server_* come "
-            "from the server-timing header; throughput is the run's (both Feast settings interleaved)",
+            "from the server-timing header; throughput is the run's (both Feast settings interleaved); "
+            "cached_after_read_* leave out the wait for the client's body (server-timing read), which httpx sends "
+            "in a second write after the head",
         },
         "met": {
             "cache_hit_server_p99": {
                 f"c={r['concurrency']} feast={r['features']}": r["cached_server_p99_ms"] <= 1.0 for r in hits
+            },
+            "cache_hit_after_read_p99": {
+                f"c={r['concurrency']} feast={r['features']}": r["cached_after_read_p99_ms"] <= 1.0 for r in hits
             },
             "student_c1_server_p50": {f"feast={f}": r["server_p50_ms"] <= 15.0 for f, r in single.items() if r},
             "student_c1_server_p99": {f"feast={f}": r["server_p99_ms"] <= 40.0 for f, r in single.items() if r},
