@@ -87,7 +87,8 @@ class RowMemory:
     """Feature rows by entity key for ``ttl_s`` seconds, at most ``size`` of them (least recently used go first).
 
     A row past half its time is still served, and named as due for a re-read, so a steadily requested key is
-    refreshed in the background before it expires instead of costing a request a store read."""
+    refreshed in the background before it expires instead of costing a request a store read. Rows are handed out
+    as they are held (no copy): callers read them, never change them."""
 
     def __init__(self, size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.size = size if ttl_s > 0 else 0
