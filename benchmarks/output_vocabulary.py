@@ -11,7 +11,8 @@ rows of the tokens ``minielm.models.output_vocabulary.domain_token_ids`` finds i
 - generated tokens per query (EOS included), the distribution of what a request costs, with only
   ``max_new_tokens`` and with the runaway cap (``serving.max_new_tokens_over_query``), and the latency of
   single-query requests under each (interleaved, one run);
-- CPU per query (single-query requests, interleaved, 1 and 2 threads), full over trimmed, in one run.
+- CPU per query (single-query requests, interleaved, 1 and 2 threads), full over trimmed (with exact trimming's
+  routing), on test-split and real ESCI-sample queries, in one run.
 
     python benchmarks/output_vocabulary.py --model DIR --data DIR --out benchmarks/results/output_vocabulary.json
 """
@@ -78,16 +79,20 @@ def token_stats(counts: list[int], max_new_tokens: int) -> dict:
     }
 
 
-def cpu_per_query(models: dict[str, object], queries: list[str], reps: int) -> dict[str, dict[str, float]]:
-    """Process CPU and wall time of single-query rewrites, the models interleaved query by query."""
+def cpu_per_query(
+    models: dict[str, object], queries: list[str], reps: int, batch: int = 1
+) -> dict[str, dict[str, float]]:
+    """Process CPU per query and wall time per call of rewrites ``batch`` queries at a time (as the server's batching
+    window groups them), the models interleaved call by call."""
     samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
     for _ in range(reps):
-        for query in queries:
+        for start in range(0, len(queries), batch):
+            chunk = queries[start : start + batch]
             for name, model in models.items():
                 wall, cpu = time.perf_counter(), time.process_time()
-                model.rewrite_with_confidence([query])
+                model.rewrite_with_confidence(chunk)
                 samples[name][0].append(time.perf_counter() - wall)
-                samples[name][1].append(time.process_time() - cpu)
+                samples[name][1].append((time.process_time() - cpu) / len(chunk))
     return {
         name: {
             "wall_p50_ms": round(1000 * float(np.median(wall)), 3),
@@ -105,8 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--esci-sample", type=Path, default=REPO_ROOT / ".." / "shared" / "data" / "esci-sample")
     parser.add_argument("--test-queries", type=int, default=300, help="test-split queries compared")
     parser.add_argument("--real-queries", type=int, default=150, help="real ESCI-sample query strings compared")
-    parser.add_argument("--timing-queries", type=int, default=12, help="queries timed one by one (0: skip)")
+    parser.add_argument(
+        "--timing-queries", type=int, default=12, help="test-split and real queries each, timed one by one (0: skip)"
+    )
     parser.add_argument("--timing-reps", type=int, default=2)
+    parser.add_argument("--timing-batch", type=int, default=1, help="queries per timed call (the server's batches)")
     parser.add_argument(
         "--over-query",
         type=int,
@@ -192,16 +200,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     timing = {}
     if args.timing_queries:
-        sample = eval_queries(data, args.esci_sample, args.timing_queries)["test_split"]
+        samples = eval_queries(data, args.esci_sample, args.timing_queries, args.timing_queries)
         for threads in (1, 2):
             loaded = {
                 name: CTranslate2Rewriter.load(d, threads=threads)
                 for name, d in (("full", full_dir), ("trimmed", trimmed_dir))
             }
-            timing[f"threads={threads}"] = cpu_per_query(loaded, sample, args.timing_reps)
-            per = timing[f"threads={threads}"]
-            per["full_over_trimmed_cpu"] = round(per["full"]["cpu_mean_ms"] / per["trimmed"]["cpu_mean_ms"], 3)
-            print(f"threads={threads}: {per}")
+            for set_name, sample in samples.items():
+                per = cpu_per_query(loaded, sample, args.timing_reps, args.timing_batch)
+                routed = outside_output_vocabulary(tokenizer, loaded["trimmed"].lm_inputs(sample), set(kept))
+                per["routed_to_whole_vocabulary_share"] = round(float(np.mean(routed)), 4)
+                per["full_over_trimmed_cpu"] = round(per["full"]["cpu_mean_ms"] / per["trimmed"]["cpu_mean_ms"], 3)
+                timing[f"threads={threads} {set_name}"] = per
+                print(f"threads={threads} {set_name}: {per}")
 
     report = {
         "benchmark": "output_vocabulary",
@@ -225,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         "generated_tokens": tokens,
         "runaway_cap_latency": cap_latency,
         "cpu_per_query": timing,
+        "timing_batch": args.timing_batch,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -161,7 +161,7 @@ def main() -> None:
         {
             "raw": None,
             "baseline": PhraseTableRewriter.fit(data.products, examples),
-            "distilled": DirRewriter(student_dir, base_settings.rl.max_new_tokens),
+            "distilled": DirRewriter(student_dir, base_settings.serving),
         },
     )
     print(
@@ -188,7 +188,7 @@ def main() -> None:
             out_dir,
             seed=seed,
         )
-        after = heldout_metrics(settings, index, data_dir, {"rl": DirRewriter(out_dir, settings.rl.max_new_tokens)})
+        after = heldout_metrics(settings, index, data_dir, {"rl": DirRewriter(out_dir, settings.serving)})
         summary = result.summary()
         row = {
             "seed": seed,

@@ -11,7 +11,9 @@ which the other student requests never send, so those stay misses) and the serve
 without generation (``overhead-echo``: a rewriter that returns the query). Every run records the client-side
 latency and the server-side one from the ``server-timing`` response header: from the moment uvicorn hands the parsed
 request head to the application (before every FastAPI/KServe layer and before the body is read) to the start of the
-response; only the socket read, HTTP parsing and the write of the small body are outside it.
+response; only the socket read, HTTP parsing and the write of the small body are outside it. The load client sends
+each request in one write (:class:`OneWriteConnection`), so that time is the server's, not a wait for the client's
+body (which the header reports apart as ``read``).
 
 Models: ``--student-dir``/``--teacher-dir`` serve real saved models (any directory the serving loader
 accepts). Without them the student is a real :class:`~minielm.models.rewriter.CausalRewriter` with random
@@ -37,7 +39,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -236,11 +240,12 @@ def _warm_student_cache(settings, student) -> None:
     warm_rewrite_cache(settings, version=student.loaded.version, windows=windows, model=student.loaded.model)
 
 
-def _server_ms(response) -> float | None:
-    """The server-side time of a response, from its ``server-timing: app;dur=<ms>`` header."""
+def _server_ms(response, metric: str = "app") -> float | None:
+    """A server-side time of a response, from its ``server-timing`` header: ``app`` (from the parsed request head
+    to the response) or ``read`` (the part of it spent waiting for the client's body)."""
     for part in response.headers.get("server-timing", "").split(","):
         name, _, duration = part.strip().partition(";dur=")
-        if name == "app" and duration:
+        if name == metric and duration:
             return float(duration)
     return None
 
@@ -249,6 +254,52 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all threads), from /proc: robust to other load on the machine."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Reply:
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class OneWriteConnection:
+    """One keep-alive HTTP/1.1 connection that sends each request (head and body) in one write, as curl and proxies
+    do for a small body. httpx writes the head and the body separately: on a loaded machine the client can be
+    descheduled between the two, and the server, which starts its clock at the head, waits for the body (the
+    ``read`` part of server-timing; p99 ~2-6 ms at load 8 against ~0.03 ms with one write)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> OneWriteConnection:
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, host)
+
+    async def post(self, path: str, payload: Any) -> Reply:
+        body = json.dumps(payload).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" not in headers:
+            raise RuntimeError(f"{path}: a response without content-length ({lines[0]})")
+        return Reply(int(lines[0].split()[1]), headers, await self.reader.readexactly(int(headers["content-length"])))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def _load(
@@ -263,22 +314,23 @@ async def _load(
 ) -> list[dict]:
     """One run of ``n_requests``; request i uses ``feature_modes[i % len(feature_modes)]``, so with
     ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly."""
-    import httpx
-
     latencies: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     hit_server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # responses from the cache
+    hit_after_read_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # those, once the body was in
     cached: dict[bool, int] = {mode: 0 for mode in feature_modes}
     errors = 0
     counter = iter(range(n_requests))
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    path = f"/v1/models/{model}:predict"
+
+    async def worker(connection: OneWriteConnection) -> None:
         nonlocal errors
         for i in counter:
             features = feature_modes[i % len(feature_modes)]
             body = {"instances": [queries[i % len(queries)]], "parameters": {"features": features}}
             started = time.perf_counter()
-            response = await client.post(f"/v1/models/{model}:predict", json=body)
+            response = await connection.post(path, body)
             latencies[features].append(time.perf_counter() - started)
             errors += response.status_code != 200
             server = _server_ms(response)
@@ -288,19 +340,26 @@ async def _load(
                 cached[features] += 1
                 if server is not None:
                     hit_server_ms[features].append(server)
+                    read = _server_ms(response, "read")
+                    if read is not None:
+                        hit_after_read_ms[features].append(server - read)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
+    connections = [await OneWriteConnection.open(url) for _ in range(concurrency)]
+    try:
         for i in range(2):  # warm a connection and the model
-            await client.post(f"/v1/models/{model}:predict", json={"instances": [queries[i]]})
+            await connections[0].post(path, {"instances": [queries[i]]})
         started, cpu_started = time.perf_counter(), _cpu_seconds(server_pid)
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(connection) for connection in connections))
         wall, cpu = time.perf_counter() - started, _cpu_seconds(server_pid) - cpu_started
+    finally:
+        for connection in connections:
+            connection.close()
     results = []
     for features, values in latencies.items():
         ms = np.array(values) * 1000
         server = np.array(server_ms[features] or [np.nan])
         hit_server = np.array(hit_server_ms[features] or [np.nan])
+        hit_after_read = np.array(hit_after_read_ms[features] or [np.nan])
         results.append(
             {
                 "model": label or model,
@@ -319,6 +378,8 @@ async def _load(
                 "cached_share": round(cached[features] / len(values), 4),
                 "cached_server_p50_ms": round(float(np.percentile(hit_server, 50)), 3),
                 "cached_server_p99_ms": round(float(np.percentile(hit_server, 99)), 3),
+                "cached_after_read_p50_ms": round(float(np.percentile(hit_after_read, 50)), 3),
+                "cached_after_read_p99_ms": round(float(np.percentile(hit_after_read, 99)), 3),
             }
         )
     return results
@@ -356,9 +417,12 @@ def _server_fallbacks(url: str) -> dict[str, float]:
 
 
 def _feast_lookup_latency(settings, iterations: int) -> dict:
+    """One query's Feast read through the budgeted pool and directly (the in-memory rows are off here)."""
     from minielm.features.online import OnlineFeatures
 
-    online = OnlineFeatures(settings)
+    online = OnlineFeatures(
+        settings.model_copy(update={"feast": settings.feast.model_copy(update={"online_memory_entries": 0})})
+    )
     online.warm_up()
     budgeted, direct = [], []
     sources: dict[str, int] = {}
@@ -570,7 +634,8 @@ def main(argv: list[str] | None = None) -> dict:
                         f"p99 {result['p99_ms']:9.2f} ms  server p50/p99 {result['server_p50_ms']:.2f}/"
                         f"{result['server_p99_ms']:.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
                         f"ms/req  cached {result['cached_share']:.0%} (server p99 of those "
-                        f"{result['cached_server_p99_ms']:.2f} ms)  errors {result['errors_in_run']}"
+                        f"{result['cached_server_p99_ms']:.2f} ms, once the body was in "
+                        f"{result['cached_after_read_p99_ms']:.2f} ms)  errors {result['errors_in_run']}"
                     )
         import httpx
 
@@ -619,7 +684,15 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_over_student_server_cpu_per_request": ratio(teacher_name, student, "run_server_cpu_ms_per_request"),
         "student_ctranslate2": pick(student, cpu_keys),
         "student_cache_hits": pick(
-            CACHE_HITS, (*cpu_keys, "cached_share", "cached_server_p50_ms", "cached_server_p99_ms")
+            CACHE_HITS,
+            (
+                *cpu_keys,
+                "cached_share",
+                "cached_server_p50_ms",
+                "cached_server_p99_ms",
+                "cached_after_read_p50_ms",
+                "cached_after_read_p99_ms",
+            ),
         ),
         "cache_hit_lookup_in_process_p99_ms": {
             "memory": cache_lookup["memory"]["p99_ms"],
@@ -642,11 +715,16 @@ def main(argv: list[str] | None = None) -> dict:
             "student_rps_at_concurrency_16_at_least": 100.0,
             "teacher_over_student_server_cpu_per_request_at_least": 10.0,
             "note": "p50_ms/p99_ms are client-side over HTTP on the same machine (an upper bound); server_* come "
-            "from the server-timing header; throughput is the run's (both Feast settings interleaved)",
+            "from the server-timing header; throughput is the run's (both Feast settings interleaved); "
+            "cached_after_read_* leave out the wait for the client's body (server-timing read), which httpx sends "
+            "in a second write after the head",
         },
         "met": {
             "cache_hit_server_p99": {
                 f"c={r['concurrency']} feast={r['features']}": r["cached_server_p99_ms"] <= 1.0 for r in hits
+            },
+            "cache_hit_after_read_p99": {
+                f"c={r['concurrency']} feast={r['features']}": r["cached_after_read_p99_ms"] <= 1.0 for r in hits
             },
             "student_c1_server_p50": {f"feast={f}": r["server_p50_ms"] <= 15.0 for f, r in single.items() if r},
             "student_c1_server_p99": {f"feast={f}": r["server_p99_ms"] <= 40.0 for f, r in single.items() if r},

@@ -156,6 +156,7 @@ def evaluate_students(
         f"{teacher_relevance.path}/{TEACHER_EXPORT}",
         f"{student_relevance.path}/{MODEL_SUBDIR}",
         settings.eval,
+        settings.serving,
         seed=settings.seed,
     )
     print(result["table"])

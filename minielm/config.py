@@ -209,6 +209,15 @@ class FeastConfig(StrictConfig):
         gt=0,
         description="latency budget of one online lookup; past it the request is served with default features",
     )
+    online_memory_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="a server keeps each query's Feast row in memory this long (one aggregator window by default), "
+        "so a head query's features cost no store read; 0: every request reads Feast",
+    )
+    online_memory_entries: int = Field(
+        100000, ge=0, description="most query rows a server keeps in memory (least recently used go first); 0: none"
+    )
     profile: Literal["local", "cluster"] = Field(
         "local", description="local: sqlite online and file offline store; cluster: Redis online and S3 offline store"
     )

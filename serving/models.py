@@ -330,19 +330,23 @@ class RewriterModel(QueryModel):
         return self._results(request_id, queries, rewrites, cached, pending.result(), current, log_events)
 
     def answer_from_memory(self, parsed: Parsed, request_id: str, current: Any) -> list[dict[str, Any]] | None:
-        """A request whose every query is a cache hit held in memory and that asks for no Feast features is
-        answered on the event loop: nothing in it blocks, and the hop to a worker thread would be most of its
-        cost."""
+        """A request whose every query is a cache hit held in memory, with its Feast features held in memory too
+        when it asks for them (``feast.online_memory_ttl_s``), is answered on the event loop: nothing in it
+        blocks, and the hop to a worker thread would be most of its cost."""
         if self.rewrite_cache is None or num_return_parameter(parsed.parameters, self.config) != 1:
             return None
-        if self.features is not None and flag_parameter(parsed.parameters, "features", self.config.enable_feast):
-            return None
         queries = [instance["query"] for instance in parsed.instances]
+        features: list[dict[str, Any] | None] = [None] * len(queries)
+        if self.features is not None and flag_parameter(parsed.parameters, "features", self.config.enable_feast):
+            held = self.features.held_query_features(queries)
+            if held is None:
+                return None
+            features = held
         entries = self.rewrite_cache.memory_hits(queries, current.version, self.name)
         if entries is None:
             return None
         rows = [[(entry.rewrite, entry.score)] for entry in entries]
-        return self._results(request_id, queries, rows, [True] * len(queries), [None] * len(queries), current, True)
+        return self._results(request_id, queries, rows, [True] * len(queries), features, current, True)
 
     def v1_answer_from_memory(self, body: bytes, client_request_id: str | None) -> tuple[bytes, dict[str, str]] | None:
         """The whole v1 response (JSON body, headers) for a request :meth:`answer_from_memory` can answer, else

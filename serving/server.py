@@ -119,13 +119,14 @@ class InferenceGuard:
         model, endpoint = match["model"], f"v{match['v']}"
         started = time.perf_counter()
         status = {"code": 500}
+        read_ms: float | None = None  # waiting for the client's body, inside app (None: the app reads it)
 
         async def send_wrapper(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                timing = (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())
-                message = {**message, "headers": [*message.get("headers", []), timing]}
+                value = f"app;dur={elapsed_ms:.3f}" + ("" if read_ms is None else f", read;dur={read_ms:.3f}")
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", value.encode())]}
             await send(message)
 
         try:
@@ -140,6 +141,7 @@ class InferenceGuard:
                     return
                 chunks.append(message.get("body", b""))
                 more = message.get("more_body", False)
+            read_ms = (time.perf_counter() - started) * 1000
             body = b"".join(chunks)
             problem = utf8_error(body)
             if problem is not None:

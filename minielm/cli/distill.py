@@ -115,6 +115,7 @@ def evaluate(
         teacher_relevance,
         student_relevance,
         settings.eval,
+        settings.serving,
         seed=settings.seed,
     )
     report = {k: v for k, v in result.items() if k != "table"}

@@ -111,7 +111,10 @@ def eval_command(
         help="NAME=FILE of rewrites (JSON {query_id: text} or JSONL with query_id, rewrite); repeatable.",
     ),
     model: list[str] = typer.Option(
-        [], "--model", help="NAME=DIR of a saved rewriter (CausalRewriter or phrase-table baseline); repeatable."
+        [],
+        "--model",
+        help="NAME=DIR of a saved rewriter (CausalRewriter or phrase-table baseline), generating as the server "
+        "does (the serving.* settings: backend, runaway cap); repeatable.",
     ),
     real_queries: Path | None = typer.Option(
         None,
@@ -126,7 +129,8 @@ def eval_command(
 ) -> None:
     """Score raw queries, the phrase-table + spelling baseline, oracle rewrites and given rewrites or
     models by relevant products per query @k, per noise class and for seen vs unseen noise, with
-    the harm rate; prints tables and writes a JSON report and an HTML report beside it.
+    the harm rate; prints tables and writes a JSON report and an HTML report beside it. A model
+    generates exactly as the server would serve it (``settings.serving``).
     """
     from minielm.baseline import PhraseTableRewriter
     from minielm.models.loading import ModelLoadError, load_model_dir
@@ -157,7 +161,7 @@ def eval_command(
         systems[name] = _read_rewrites(path)
     for name, path in model_dirs.items():
         try:
-            systems[name] = load_model_dir(path, "rewriter")
+            systems[name] = load_model_dir(path, "rewriter", settings.serving)  # judged as it would be served
         except ModelLoadError as error:
             raise fail(f"--model {name}: {error}") from None
     try:

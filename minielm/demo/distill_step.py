@@ -85,6 +85,7 @@ def distill_demo_step(ctx) -> None:
         a.teacher_relevance_dir,
         relevance["model_dir"],
         settings.eval,
+        settings.serving,
         max_queries=DEMO_EVAL_QUERIES,
         max_pairs=DEMO_EVAL_PAIRS,
         seed=settings.seed,

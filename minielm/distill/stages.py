@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from minielm.config import DistillConfig, EvalConfig, GateConfig, Settings
+from minielm.config import DistillConfig, EvalConfig, GateConfig, ServingConfig, Settings
 from minielm.data.esci import CANONICAL_QUERY, PRODUCT_TITLE, QUERY
 from minielm.distill.augment import AugmentedDataError, build_triples, label_triples, validate_labelled_triples
 from minielm.distill.evaluate import evaluate_relevance, evaluate_rewriters, format_quality_table
@@ -253,16 +253,21 @@ def evaluate_students(
     teacher_relevance_dir: Path | str,
     student_relevance_dir: Path | str,
     eval_config: EvalConfig,
+    serving: ServingConfig,
     split: str = "test",
     max_queries: int = 300,
     max_pairs: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """The held-out quality report of both pairs (teacher vs student), with the printable table."""
+    """The held-out quality report of both pairs (teacher vs student), with the printable table.
+
+    Both rewriters generate as the server would serve them (``serving``: backend, runaway cap), so the gate
+    judges the rewrites shoppers would get; a directory without a CTranslate2 export gets one here, which
+    registration then keeps (the registry holds the export that was judged)."""
     from minielm.baseline import PhraseTableRewriter
     from minielm.models.cross_encoder import CrossEncoderScorer
+    from minielm.models.loading import load_model_dir
     from minielm.models.relevance_teacher import RelevanceTeacher
-    from minielm.models.rewriter import CausalRewriter
     from minielm.teachers.data import product_texts, relevance_frame, split_examples
 
     data = _load_data(dataset_dir)
@@ -271,8 +276,8 @@ def evaluate_students(
     rewriters = evaluate_rewriters(
         index,
         examples,
-        CausalRewriter.load(teacher_rewriter_dir),
-        CausalRewriter.load(student_rewriter_dir),
+        load_model_dir(Path(teacher_rewriter_dir), "rewriter", serving),
+        load_model_dir(Path(student_rewriter_dir), "rewriter", serving),
         k=eval_config.top_k,
         substitute_is_relevant=eval_config.substitute_is_relevant,
         max_queries=max_queries,

@@ -61,6 +61,13 @@ def has_ctranslate2(directory: Path | str) -> bool:
     return not has_output_vocabulary(directory) or (Path(directory) / CT2_FULL_SUBDIR / CT2_MODEL_FILE).is_file()
 
 
+def remove_exports(directory: Path | str) -> None:
+    """Drop the CTranslate2 exports in ``directory``: new weights saved there make them stale, and the server and
+    the quality gates would load them (an export is only ever checked for presence)."""
+    for subdir in (CT2_SUBDIR, CT2_FULL_SUBDIR):
+        shutil.rmtree(Path(directory) / subdir, ignore_errors=True)
+
+
 def is_causal_rewriter_dir(directory: Path | str) -> bool:
     """A directory saved by :meth:`CausalRewriter.save` (the only kind this backend converts)."""
     metadata_path = Path(directory) / METADATA_FILE

@@ -263,7 +263,10 @@ class CausalRewriter(ServedRewriting):
         return cls(model, load_tokenizer(directory), **saved_serving_options(directory, version, kwargs))
 
     def save(self, directory: Path | str, metadata: dict[str, Any] | None = None) -> Path:
+        from minielm.models.ct2_rewriter import remove_exports  # it imports this module
+
         directory = Path(directory)
+        remove_exports(directory)  # an export of weights saved here before would be served instead of these
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         if self.guard is not None:

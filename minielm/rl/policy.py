@@ -1,9 +1,9 @@
 """A rewriter model directory as a batch function queries -> rewrites, for evaluation and canaries, and the
 serving options an RL candidate inherits from the production rewriter it was tuned from.
 
-The batch function is the serving rewriter (:class:`minielm.models.rewriter.CausalRewriter`, greedy, with the
-selective ``min_confidence`` threshold and the intent guard from the directory), so RL is judged as shoppers
-would see it."""
+The batch function is the served rewriter, loaded as the server loads it (``settings.serving``: the generation
+backend and the runaway cap; greedy, with the selective ``min_confidence`` threshold and the intent guard from
+the directory), so RL is judged as shoppers would see it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from minielm.config import ServingConfig
 from minielm.models.rewriter import GUARD_FILE, METADATA_FILE
 
 SERVING_METADATA = ("model_class", "min_confidence", "max_new_tokens")
@@ -22,12 +23,11 @@ SERVING_METADATA = ("model_class", "min_confidence", "max_new_tokens")
 class DirRewriter:
     """Best rewrite per query from a saved rewriter directory (cached per query)."""
 
-    def __init__(self, model_dir: Path, max_new_tokens: int) -> None:
-        from minielm.models.rewriter import CausalRewriter
+    def __init__(self, model_dir: Path, serving: ServingConfig) -> None:
+        from minielm.models.loading import load_model_dir
 
         self.model_dir = Path(model_dir)
-        self.rewriter = CausalRewriter.load(self.model_dir, max_new_tokens=max_new_tokens)
-        self.model, self.tokenizer = self.rewriter.model, self.rewriter.tokenizer
+        self.rewriter = load_model_dir(self.model_dir, "rewriter", serving)
         self._cache: dict[str, str] = {}
 
     def __call__(self, queries: list[str]) -> list[str]:

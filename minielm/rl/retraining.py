@@ -325,14 +325,15 @@ def evaluate_and_gate(
 
     from minielm.baseline import PhraseTableRewriter
     from minielm.gate import quality_gate
+    from minielm.models.tokenizer import ensure_pad_token, load_tokenizer
     from minielm.rl.policy import DirRewriter
     from minielm.rl.trainer import mean_token_kl
 
     trained_dir, out_dir = Path(trained_dir), Path(out_dir)
     index = _load_index(index_dir)
     max_new = settings.rl.max_new_tokens
-    candidate = DirRewriter(trained_dir / "model", max_new)
-    production = DirRewriter(trained_dir / "production", max_new)
+    candidate = DirRewriter(trained_dir / "model", settings.serving)  # judged as served
+    production = DirRewriter(trained_dir / "production", settings.serving)
     data = load_esci(data_dir)
     baseline = PhraseTableRewriter.fit(data.products, data.examples)
     metrics = heldout_metrics(
@@ -345,9 +346,11 @@ def evaluate_and_gate(
     replay_rewards = build_reward_model(settings, index, data_dir, judge, "validation")
     replay = replay_queries(data_dir, None)
     reference = AutoModelForCausalLM.from_pretrained(str(trained_dir / "reference")).eval()
+    policy = AutoModelForCausalLM.from_pretrained(str(trained_dir / "model"), dtype="float32").eval()  # served: int8
     cand_rewrites = candidate(replay)
     prompts = candidate.rewriter.lm_inputs(replay)
-    kl = mean_token_kl(candidate.model, reference, candidate.tokenizer, prompts, cand_rewrites, max_new)
+    tokenizer = ensure_pad_token(load_tokenizer(trained_dir / "model"))
+    kl = mean_token_kl(policy, reference, tokenizer, prompts, cand_rewrites, max_new)
     replay_report = {
         "n_queries": len(replay),
         "candidate_reward": float(np.mean(replay_rewards.total(replay, cand_rewrites))),
@@ -456,8 +459,8 @@ def rollout_candidate(
             shopper = independent_shopper(settings, load_esci(data_dir), _load_index(index_dir).search, store, out_dir)
             decision = canary.replay_canary(
                 replay_queries(data_dir, None),
-                DirRewriter(trained_dir / "model", rl.max_new_tokens),
-                DirRewriter(trained_dir / "production", rl.max_new_tokens),
+                DirRewriter(trained_dir / "model", settings.serving),
+                DirRewriter(trained_dir / "production", settings.serving),
                 shopper,
                 rl.canary_traffic_percent,
                 rl.canary_min_requests,

@@ -242,10 +242,13 @@ def train_policy(
 def _export(policy_dir: Path, model, tokenizer, output_dir: Path) -> None:
     """Keep every side file of the policy (e.g. the rewriter's metadata.json with its selective-rewriting
     threshold) and its front end (the LM was tuned reading it), then the new weights. A CTranslate2 export is
-    not kept: it holds the old weights."""
+    not kept, and one left in ``output_dir`` by an earlier run is removed: it holds old weights, and the gate
+    and the server would load it."""
+    from minielm.models.ct2_rewriter import remove_exports
     from minielm.models.rewriter import FRONT_END_DIR
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_exports(output_dir)
     for path in policy_dir.iterdir():
         if path.is_file():
             shutil.copy2(path, output_dir / path.name)
