@@ -1,7 +1,8 @@
 """The product type resolver: fires only on the one phrase the catalog cannot explain, keeps brands, numbers
 and negations, respects its threshold, and round-trips through the baseline's save and load.
 
-It uses the shipped all-MiniLM-L6-v2 encoder (a local wheel, no download)."""
+The tests that score phrases use the shipped all-MiniLM-L6-v2 encoder (a local wheel, no download); the
+rule tests never reach it."""
 
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ def resolver() -> ProductTypeResolver:
     return ProductTypeResolver.fit(PRODUCTS, min_similarity=0.5)
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (seconds idle, a minute on a loaded 2-core host)
 def test_replaces_the_unexplained_phrase_with_a_catalog_type(resolver):
     assert resolver.resolve_one("wenster olive hoover") == "wenster olive vacuum cleaner"
     assert resolver.resolve_one("black hoodie") == "black hooded sweatshirt"
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (seconds idle, a minute on a loaded 2-core host)
 def test_keeps_brands_numbers_and_negations(resolver):
     assert resolver.resolve_one("galara hoodie 2 pack") == "galara hooded sweatshirt 2 pack"
     assert resolver.resolve_one("hoodie without cotton") == "hooded sweatshirt without cotton"
@@ -54,6 +57,7 @@ def test_does_not_fire_where_the_rules_forbid(resolver):
     assert resolver.best_type("coffee") is None  # a catalog phrase
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (seconds idle, a minute on a loaded 2-core host)
 def test_threshold_is_respected(resolver):
     found = resolver.best_type("olive hoover")
     assert found is not None
@@ -66,6 +70,7 @@ def test_threshold_is_respected(resolver):
     assert picky.resolve_one("olive hoover") == "olive hoover"
 
 
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (seconds idle, a minute on a loaded 2-core host)
 def test_saved_with_the_baseline_and_loaded_back(tmp_path, resolver):
     baseline = PhraseTableRewriter.fit(PRODUCTS, type_resolver=resolver)
     assert baseline(["wenster olive hoover"]) == ["wenster olive vacuum cleaner"]
