@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
+from transformers import AutoModelForCausalLM
 
 from minielm.baseline import PhraseTableRewriter
+from minielm.config import ServingConfig
+from minielm.data.synthetic import generate_dataset
 from minielm.errors import InputError
+from minielm.models.backbones import tiny_llama_config
+from minielm.models.loading import load_model_dir
 from minielm.models.product_type_resolver import RESOLVER_FILE, ProductTypeResolver
+from minielm.models.rewriter import CausalRewriter
+from minielm.models.tokenizer import train_bpe_tokenizer
+from minielm.teachers.config import RewriterTeacherConfig
+from minielm.teachers.rewriter import fit_front_end
 
 PRODUCTS = pd.DataFrame(
     {
@@ -103,3 +113,26 @@ def test_bad_catalog_and_file_are_clear_errors(tmp_path):
     (tmp_path / RESOLVER_FILE).write_text('{"format": "other"}')
     with pytest.raises(InputError, match="format"):
         ProductTypeResolver.load(tmp_path / RESOLVER_FILE)
+
+
+def test_a_cascade_saves_its_front_ends_resolver_for_serving(tmp_path, resolver):
+    tokenizer = train_bpe_tokenizer(["wenster olive vacuum cleaner", "black hooded sweatshirt"] * 50, 300)
+    config = tiny_llama_config(
+        tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )
+    front_end = PhraseTableRewriter.fit(PRODUCTS, type_resolver=resolver)
+    directory = tmp_path / "model"
+    CausalRewriter(AutoModelForCausalLM.from_config(config), tokenizer, front_end=front_end).save(directory)
+    served = load_model_dir(directory, "rewriter", ServingConfig(generation_backend="huggingface"))
+    assert served.front_end.type_resolver is not None
+    assert served.front_end.type_resolver.min_similarity == resolver.min_similarity
+    assert served.front_end.type_resolver.types == resolver.types
+
+
+def test_the_teacher_option_gives_the_front_end_a_resolver():
+    dataset = generate_dataset(300, 60, seed=0)
+    config = RewriterTeacherConfig(front_end="baseline", front_end_type_similarity=0.8)
+    assert fit_front_end(dataset, config).type_resolver.min_similarity == 0.8
+    assert fit_front_end(dataset, RewriterTeacherConfig(front_end="baseline")).type_resolver is None
+    with pytest.raises(ValidationError, match="front_end_type_similarity"):
+        RewriterTeacherConfig(front_end="baseline", front_end_type_similarity=1.5)
