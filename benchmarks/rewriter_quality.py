@@ -14,6 +14,10 @@ ones are reported as null), so the models can be filled in as they are trained:
     .venv/bin/python benchmarks/rewriter_quality.py --data /tmp/rq-data --teacher T --student S --label-free L
     .venv/bin/python benchmarks/rewriter_quality.py --data /tmp/rq-data --teacher CASCADE --also lm_alone=T
 
+``--type-resolver-min-similarity C`` adds ``baseline_type_resolver`` (the baseline followed by the
+catalog product type resolver of :mod:`minielm.models.product_type_resolver`, firing at cosine C) and
+gives every loaded cascade's front end the same resolver.
+
 ``--also NAME=DIR`` reports any other saved rewriter beside them (e.g. the LM alone next to a cascade
 built on the baseline). Every system also gets ``changed_vs_baseline_share``: the share of test queries
 whose served text differs from the baseline's (for a cascade: how often the learned part overrides it).
@@ -133,6 +137,15 @@ def main() -> None:
         action="store_true",
         help="RewriteGuard.replace_known_words with the semantic threshold (calibrate it: guard_calibration.py)",
     )
+    parser.add_argument(
+        "--type-resolver-min-similarity",
+        type=float,
+        help="add baseline_type_resolver and resolve product types in the loaded cascades' front ends at this "
+        "cosine (calibrate it on validation; default: off)",
+    )
+    parser.add_argument(
+        "--type-resolver-min-margin", type=float, default=0.0, help="the resolver's margin over the second type"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     extra_models = {}
@@ -143,6 +156,7 @@ def main() -> None:
                 f"--also: expected NAME=DIR with a NAME other than {', '.join(SYSTEMS + GUARDED)}, got {spec!r}"
             )
         extra_models[name] = Path(path)
+    resolved_names = ("baseline_type_resolver",) if args.type_resolver_min_similarity is not None else ()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     load_start = os.getloadavg()
     started = time.perf_counter()
@@ -161,6 +175,7 @@ def main() -> None:
         rewrite_queries,
     )
     from minielm.models.loading import load_model_dir
+    from minielm.models.product_type_resolver import ProductTypeResolver
     from minielm.models.rewrite_guard import RewriteGuard
     from minielm.search import SearchIndex
     from minielm.teachers.data import product_texts, rewrite_pairs
@@ -180,6 +195,17 @@ def main() -> None:
     raw = raw_queries(examples)
     systems: dict = {"raw": raw, "baseline": rewrite_queries(baseline, raw), "oracle": oracle_queries(examples)}
     sources: dict = {"baseline": baseline}  # what the real query strings go through
+    resolver = None
+    if resolved_names:
+        resolver = ProductTypeResolver.fit(
+            dataset.products,
+            min_similarity=args.type_resolver_min_similarity,
+            min_margin=args.type_resolver_min_margin,
+        )
+        sources["baseline_type_resolver"] = PhraseTableRewriter(
+            baseline.phrases, baseline.vocabulary, version="baseline+types", type_resolver=resolver
+        )
+        systems["baseline_type_resolver"] = rewrite_queries(sources["baseline_type_resolver"], raw)
     pairs = rewrite_pairs(dataset, "train")
     guard = RewriteGuard.from_texts(
         list(product_texts(dataset).values()) + [r for _, r in pairs],
@@ -205,6 +231,8 @@ def main() -> None:
                     catalog_word_sets=guard.catalog_word_sets,
                     replace_known_words=args.guard_replace_known_words,
                 )
+            if resolver is not None and getattr(sources[name], "front_end", None) is not None:
+                sources[name].front_end.type_resolver = resolver
             systems[name] = rewrite_queries(sources[name], raw)
     changed_vs_baseline = {
         name: sum(texts[q] != systems["baseline"][q] for q in raw) / len(raw) for name, texts in systems.items()
@@ -220,7 +248,7 @@ def main() -> None:
     entries = {
         name: _system_entry(report, name, real.get(name)) if name in systems else None for name in SYSTEMS + GUARDED
     }
-    for name in ("label_free", *extra_models):
+    for name in ("label_free", *resolved_names, *extra_models):
         if name in systems:
             entries[name] = _system_entry(report, name, real.get(name))
     for name, entry in entries.items():
@@ -249,6 +277,9 @@ def main() -> None:
         "n_queries": len(queries),
         "n_queries_by_novelty": queries["noise_novelty"].value_counts().to_dict() if "noise_novelty" in queries else {},
         "n_real_queries": len(real_strings),
+        "type_resolver": (
+            {"min_similarity": resolver.min_similarity, "min_margin": resolver.min_margin} if resolver else None
+        ),
         "guard": {
             "semantic_threshold": guard.semantic_threshold,
             "semantic_model": guard.semantic_model,

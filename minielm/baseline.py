@@ -12,6 +12,10 @@ serves it when no learned model passes the gate. It is a :class:`~minielm.models
    1 (words up to 6 letters) or 2 (longer), ties broken by catalog frequency. Numbers and model
    numbers are never touched. Without ``canonical_query`` (real data) only this step runs.
 
+3. **Product type resolution** (optional, ``type_resolver``): a phrase the steps above leave unexplained
+   is mapped to a catalog product type by :class:`~minielm.models.product_type_resolver.ProductTypeResolver`
+   (learned similarity, rule-based firing), saved beside the table.
+
 It stays safe on queries it cannot help: a phrase applies only when its source holds a word the
 catalog does not know (so catalog words are never swapped for others), and a query is left
 unchanged when most of its words are neither known to the catalog nor correctable (out of domain).
@@ -36,6 +40,7 @@ from minielm.data.text import product_text
 from minielm.errors import InputError
 from minielm.intent import NEGATIONS
 from minielm.logs import get_logger
+from minielm.models.product_type_resolver import RESOLVER_FILE, ProductTypeResolver
 
 log = get_logger(__name__)
 
@@ -127,16 +132,29 @@ def out_of_fold_rewrites(vocabulary: Counter, examples: pd.DataFrame, folds: int
 class PhraseTableRewriter:
     """Phrase table + catalog spelling correction (see the module docstring)."""
 
-    def __init__(self, phrases: dict[str, str], vocabulary: Counter | dict[str, int], version: str = "baseline"):
+    def __init__(
+        self,
+        phrases: dict[str, str],
+        vocabulary: Counter | dict[str, int],
+        version: str = "baseline",
+        type_resolver: ProductTypeResolver | None = None,
+    ):
         self.phrases = dict(phrases)
         self.vocabulary = Counter(vocabulary)
         self.version = version
+        self.type_resolver = type_resolver
         self._max_span = max((len(source.split()) for source in self.phrases), default=0)
         # Most frequent first, so that the nearest-word search breaks ties by frequency.
         self._words = [w for w, _ in self.vocabulary.most_common() if w.isalpha() and len(w) >= 2]
 
     @classmethod
-    def fit(cls, products: pd.DataFrame, examples: pd.DataFrame | None = None, version: str = "baseline"):
+    def fit(
+        cls,
+        products: pd.DataFrame,
+        examples: pd.DataFrame | None = None,
+        version: str = "baseline",
+        type_resolver: ProductTypeResolver | None = None,
+    ):
         """Mine the phrase table from ``examples`` (their train split when they have one; none when they
         lack ``canonical_query``) and the spelling vocabulary from ``products``."""
         vocabulary = catalog_vocabulary(products)
@@ -148,7 +166,7 @@ class PhraseTableRewriter:
             pairs = pairs.drop_duplicates(QUERY_ID)
             phrases = mine_phrase_table(pairs[QUERY].astype(str).tolist(), pairs[CANONICAL_QUERY].astype(str).tolist())
         log.info("phrase-table baseline fitted", phrases=len(phrases), vocabulary=len(vocabulary))
-        return cls(phrases, vocabulary, version=version)
+        return cls(phrases, vocabulary, version=version, type_resolver=type_resolver)
 
     def _correct(self, word: str) -> str:
         if word in self.vocabulary or not word.isalpha() or len(word) < MIN_CORRECTED_LENGTH or word in NEGATIONS:
@@ -197,7 +215,8 @@ class PhraseTableRewriter:
         unknown = [w for w in alphabetic if w not in self.vocabulary]
         if len(unknown) * 2 > len(alphabetic):  # mostly words the catalog does not know: out of domain
             return " ".join(words)
-        return " ".join(out)
+        rewritten = " ".join(out)
+        return self.type_resolver.resolve_one(rewritten) if self.type_resolver is not None else rewritten
 
     def rewrite(self, queries: Sequence[str], num_return: int = 1, do_sample: bool = False) -> list[list[str]]:
         """One rewrite per query (the table is deterministic: ``num_return`` copies of it)."""
@@ -216,6 +235,8 @@ class PhraseTableRewriter:
             "vocabulary": dict(self.vocabulary),
         }
         (directory / BASELINE_FILE).write_text(json.dumps(payload))
+        if self.type_resolver is not None:
+            self.type_resolver.save(directory / RESOLVER_FILE)
         (directory / "metadata.json").write_text(json.dumps({"model_class": MODEL_CLASS, "version": self.version}))
         return directory
 
@@ -227,7 +248,14 @@ class PhraseTableRewriter:
         payload = json.loads(path.read_text())
         if payload.get("format") != FORMAT:
             raise InputError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}")
-        return cls(payload["phrases"], payload["vocabulary"], version=payload.get("version", "baseline"))
+        resolver_path = Path(directory) / RESOLVER_FILE
+        resolver = ProductTypeResolver.load(resolver_path) if resolver_path.is_file() else None
+        return cls(
+            payload["phrases"],
+            payload["vocabulary"],
+            version=payload.get("version", "baseline"),
+            type_resolver=resolver,
+        )
 
     @staticmethod
     def is_saved_in(directory: Path | str) -> bool:

@@ -41,6 +41,11 @@ class PhraseSimilarity:
         vectors = self._model.encode(todo, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         self._vectors.update(zip(todo, vectors))
 
+    def vectors(self, phrases: list[str]) -> np.ndarray:
+        """The normalised embedding of each phrase (rows, in order)."""
+        self._encode(phrases)
+        return np.stack([self._vectors[p] for p in phrases]) if phrases else np.zeros((0, 0), dtype=np.float32)
+
     def __call__(self, left: str, right: str) -> float:
         self._encode([left, right])
         return float(np.dot(self._vectors[left], self._vectors[right]))

@@ -23,6 +23,7 @@ from minielm.baseline import PhraseTableRewriter, out_of_fold_rewrites
 from minielm.data.esci import CANONICAL_QUERY, EsciData
 from minielm.logs import get_logger
 from minielm.models.backbones import causal_lm
+from minielm.models.product_type_resolver import ProductTypeResolver
 from minielm.models.rewrite_guard import RewriteGuard
 from minielm.models.rewriter import (
     GUARD_FILE,
@@ -215,7 +216,10 @@ def fit_front_end(dataset: EsciData, config: RewriterTeacherConfig) -> PhraseTab
     if config.front_end == "none":
         return None
     train = dataset.examples[dataset.examples["split"] == config.train_split]
-    return PhraseTableRewriter.fit(dataset.products, train, version="front-end")
+    resolver = None
+    if config.front_end_type_similarity is not None:
+        resolver = ProductTypeResolver.fit(dataset.products, min_similarity=config.front_end_type_similarity)
+    return PhraseTableRewriter.fit(dataset.products, train, version="front-end", type_resolver=resolver)
 
 
 def front_end_pairs(
