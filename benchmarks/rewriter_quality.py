@@ -146,6 +146,13 @@ def main() -> None:
     parser.add_argument(
         "--type-resolver-min-margin", type=float, default=0.0, help="the resolver's margin over the second type"
     )
+    parser.add_argument(
+        "--generation",
+        choices=["served", "huggingface"],
+        default="served",
+        help="served: load each model as the server does (settings.serving: backend, runaway cap); huggingface: "
+        "plain Hugging Face generation (figures recorded before this option)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     extra_models = {}
@@ -162,6 +169,7 @@ def main() -> None:
     started = time.perf_counter()
 
     from minielm.baseline import PhraseTableRewriter
+    from minielm.config import load_settings
     from minielm.data.esci import SPLIT, load_esci, write_esci
     from minielm.data.synthetic import generate_dataset
     from minielm.eval_report import write_html_report
@@ -218,10 +226,11 @@ def main() -> None:
     sources["guarded_baseline"] = lambda queries: [
         q if guard.lost(q, r) else r for q, r in zip(queries, baseline(queries))
     ]
+    serving = load_settings(environ={}, use_services_state=False).serving if args.generation == "served" else None
     models = {"teacher": args.teacher, "student": args.student, "label_free": args.label_free, **extra_models}
     for name, path in models.items():
         if path is not None:
-            sources[name] = load_model_dir(path, "rewriter")
+            sources[name] = load_model_dir(path, "rewriter", serving)
             saved_guard = getattr(sources[name], "guard", None)
             if args.guard_semantic_threshold is not None and saved_guard is not None:
                 sources[name].guard = RewriteGuard(
@@ -277,6 +286,11 @@ def main() -> None:
         "n_queries": len(queries),
         "n_queries_by_novelty": queries["noise_novelty"].value_counts().to_dict() if "noise_novelty" in queries else {},
         "n_real_queries": len(real_strings),
+        "generation": (
+            {"served": serving.generation_backend, "max_new_tokens_over_query": serving.max_new_tokens_over_query}
+            if serving
+            else "huggingface"
+        ),
         "type_resolver": (
             {"min_similarity": resolver.min_similarity, "min_margin": resolver.min_margin} if resolver else None
         ),
