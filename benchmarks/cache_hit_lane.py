@@ -119,32 +119,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "cache_hit_lane.json")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.serving import _prepare_feast, save_random_causal_rewriter
-    from minielm.config import load_settings
+    from benchmarks.serving import (
+        _prepare_feast,
+        bench_settings,
+        distilled_student_shape,
+        save_random_causal_rewriter,
+    )
 
     load_at_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-hit-lane-"))
-    settings = load_settings(
-        overrides=[
-            f"feast.repo_path={workdir / 'feature_repo'}",
-            "serving.log_rewrites=false",
-            "serving.enable_feast=true",
-            f"paths.models_dir={workdir / 'models'}",
-        ],
-        environ={},
-        use_services_state=False,
-    )
-    config = settings.distill.rewriter
-    shape = dict(
-        hidden_size=config.hidden_size or 576,
-        intermediate_size=config.intermediate_size or 1536,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_attention_heads or 9,
-        num_key_value_heads=config.num_key_value_heads or 3,
-        max_position_embeddings=2048,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-    )
+    settings = bench_settings(workdir)
+    shape = distilled_student_shape(settings.distill.rewriter)
     student = save_random_causal_rewriter(workdir / "student", shape, 12, settings.teachers.models_cache_dir)
     _prepare_feast(settings)
     servers = {}

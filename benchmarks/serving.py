@@ -165,6 +165,40 @@ class ShapedRewriter:
         return [texts[i * num_return : (i + 1) * num_return] for i in range(len(queries))]
 
 
+def bench_settings(workdir: Path, overrides: Sequence[str] = ()):
+    """Settings for a benchmark server in ``workdir``: its own Feast repo and model store, Feast enrichment on,
+    no rewrite log (Kafka is not what is timed)."""
+    from minielm.config import load_settings
+
+    return load_settings(
+        overrides=[
+            f"feast.repo_path={workdir / 'feature_repo'}",
+            "serving.log_rewrites=false",
+            "serving.enable_feast=true",
+            f"paths.models_dir={workdir / 'models'}",
+            *overrides,
+        ],
+        environ={},
+        use_services_state=False,
+    )
+
+
+def distilled_student_shape(config) -> dict:
+    """The student's transformer shape as ``distill.rewriter`` builds it: the teacher's, with the configured
+    layers and any width the config overrides."""
+    widths = {
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+    }
+    return {
+        **TEACHER_SHAPE,
+        "num_hidden_layers": config.num_layers,
+        **{key: value for key, value in widths.items() if value is not None},
+    }
+
+
 def synthetic_output_vocabulary(tokenizer, products: int, queries: int) -> list[int]:
     """The output vocabulary distillation records for a student trained on the synthetic catalog of this size
     (train queries, their canonical rewrites, the catalog titles)."""
@@ -536,36 +570,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args(argv)
 
-    from minielm.config import load_settings
-
     load_at_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-serving-"))
-    settings = load_settings(
-        overrides=[
-            f"feast.repo_path={workdir / 'feature_repo'}",
-            "serving.log_rewrites=false",
-            "serving.enable_feast=true",
-            f"paths.models_dir={workdir / 'models'}",
-            *([f"serving.generation_threads={args.generation_threads}"] if args.generation_threads else []),
-        ],
-        environ={},
-        use_services_state=False,
-    )
-    student_config = settings.distill.rewriter
-    student_shape = {
-        **TEACHER_SHAPE,
-        "num_hidden_layers": student_config.num_layers,
-        **{
-            key: value
-            for key, value in (
-                ("hidden_size", student_config.hidden_size),
-                ("intermediate_size", student_config.intermediate_size),
-                ("num_attention_heads", student_config.num_attention_heads),
-                ("num_key_value_heads", student_config.num_key_value_heads),
-            )
-            if value is not None
-        },
-    }
+    threads = [f"serving.generation_threads={args.generation_threads}"] if args.generation_threads else []
+    settings = bench_settings(workdir, threads)
+    student_shape = distilled_student_shape(settings.distill.rewriter)
     output_vocabulary = None
     if not args.student_dir and (args.output_vocabulary or settings.distill.rewriter.output_vocabulary == "domain"):
         from minielm.models.backbones import smollm2_dir
