@@ -214,6 +214,15 @@ def main() -> None:
             f"{row['harm_rate']['distilled']:.3f} -> {row['harm_rate']['rl']:.3f} ({row['seconds']} s)",
             flush=True,
         )
+        report = write_report(args, rows, before, load_start, started)
+    print(
+        f"mean lift {report['mean_lift']:+.2%}, 95% interval {report['ci95']}, "
+        f"every seed > 0: {report['every_seed_positive']}; written to {args.out}"
+    )
+
+
+def write_report(args, rows: list[dict], before: dict, load_start, started: float) -> dict:
+    """The JSON report over the seeds done so far, rewritten after every seed: a run cut short keeps them."""
     lifts = [r["lift"] for r in rows]
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -221,7 +230,7 @@ def main() -> None:
         "load_start": load_start,
         "load_end": os.getloadavg(),
         "seconds": round(time.perf_counter() - started, 1),
-        "args": vars(args),
+        "args": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
         "heldout_queries": before["raw"]["n_queries"],
         "raw": before["raw"]["relevant_per_query"],
         "baseline": before["baseline"]["relevant_per_query"],
@@ -231,14 +240,11 @@ def main() -> None:
         "mean_lift": float(np.mean(lifts)),
         "ci95": ci95(lifts),
         "every_seed_positive": all(v > 0 for v in lifts),
+        "seeds_done": f"{len(rows)} of {len(args.seeds)}",
     }
-    print(
-        f"mean lift {report['mean_lift']:+.2%}, 95% interval {report['ci95']}, "
-        f"every seed > 0: {report['every_seed_positive']}"
-    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"written to {args.out}")
+    return report
 
 
 if __name__ == "__main__":
