@@ -36,7 +36,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from minielm.data.alignment import aligned_edits
 from minielm.data.esci import CANONICAL_QUERY, QUERY, QUERY_ID, SPLIT
-from minielm.data.text import product_text
+from minielm.data.text import catalog_words, product_text
 from minielm.errors import InputError
 from minielm.intent import NEGATIONS
 from minielm.logs import get_logger
@@ -52,7 +52,6 @@ FORMAT = "minielm.phrase_table_baseline/1"
 MIN_CORRECTED_LENGTH = 4  # "not", "tub", "mm": too short to tell a typo from another word
 MAX_ONE_EDIT_LENGTH = 6  # words up to this long are corrected within distance 1, longer ones within 2
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_WORD = re.compile(r"[a-z0-9]+(?:[\-'.][a-z0-9]+)*")
 
 
 def _template(text: str) -> tuple[str, list[str]]:
@@ -68,8 +67,8 @@ def _fill(template: str, numbers: list[str]) -> str:
 def catalog_vocabulary(products: pd.DataFrame) -> Counter:
     """Word -> count over every product's text (titles and attributes), lower-cased."""
     counts: Counter = Counter()
-    for text in product_text(products).str.lower():
-        counts.update(_WORD.findall(text))
+    for text in product_text(products):
+        counts.update(catalog_words(text))
     return counts
 
 
@@ -192,7 +191,7 @@ class PhraseTableRewriter:
         return None
 
     def rewrite_one(self, query: str) -> str:
-        words = _WORD.findall(str(query).lower())
+        words = catalog_words(query)
         out: list[str] = []
         i = 0
         while i < len(words):

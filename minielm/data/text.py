@@ -5,11 +5,14 @@ Kept in one place so the BM25 index, the relevance models and the feedback simul
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pandas as pd
 
 from minielm.data.esci import PRODUCT_BRAND, PRODUCT_COLOR, PRODUCT_TITLE
+
+_CATALOG_WORD = re.compile(r"[a-z0-9]+(?:[\-'.][a-z0-9]+)*")
 
 # Attribute columns appended after the title, when a catalog has them (the synthetic one does).
 ATTRIBUTE_COLUMNS = (PRODUCT_BRAND, PRODUCT_COLOR, "product_type", "material", "size")
@@ -46,3 +49,9 @@ def product_text(row_or_frame: Mapping | pd.Series | pd.DataFrame) -> str | pd.S
             text = text.where(value == "", text + " | " + value)
         return text.str.strip(" |")
     return _row_text(row_or_frame)
+
+
+def catalog_words(text: object) -> list[str]:
+    """The lower-cased words of ``text`` as the catalog vocabulary counts them: model numbers and hyphenated or
+    dotted words stay whole (``t-704``, ``1.5``)."""
+    return _CATALOG_WORD.findall(str(text).lower())

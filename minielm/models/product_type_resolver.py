@@ -24,14 +24,13 @@ docs/rewriter.md): real shopper queries are full of words the synthetic catalog 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from minielm.data.text import product_text
+from minielm.data.text import catalog_words, product_text
 from minielm.errors import InputError
 from minielm.intent import NEGATIONS, STOP_WORDS
 from minielm.logs import get_logger
@@ -42,7 +41,6 @@ RESOLVER_FILE = "product_type_resolver.json"
 FORMAT = "minielm.product_type_resolver/1"
 MAX_SPAN_WORDS = 3
 ATTRIBUTE_COLUMNS = ("product_brand", "product_color", "material", "feature", "size", "model")
-_WORD = re.compile(r"[a-z0-9]+(?:[\-'.][a-z0-9]+)*")
 
 
 def check_thresholds(min_similarity: float, min_margin: float) -> None:
@@ -53,13 +51,15 @@ def check_thresholds(min_similarity: float, min_margin: float) -> None:
         raise InputError(f"product type resolver: min_margin must be in [0, 1), got {min_margin!r}")
 
 
-def catalog_bigrams(products: pd.DataFrame) -> set[str]:
-    """Every pair of adjacent words in any product text (lower-cased)."""
+def catalog_words_and_bigrams(products: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """Every word and every pair of adjacent words in any product text (lower-cased), in one pass."""
+    vocabulary: set[str] = set()
     pairs: set[str] = set()
-    for text in product_text(products).str.lower():
-        words = _WORD.findall(text)
+    for text in product_text(products):
+        words = catalog_words(text)
+        vocabulary.update(words)
         pairs.update(f"{a} {b}" for a, b in zip(words, words[1:]))
-    return pairs
+    return vocabulary, pairs
 
 
 class ProductTypeResolver:
@@ -108,13 +108,13 @@ class ProductTypeResolver:
         for column in ATTRIBUTE_COLUMNS:
             if column in products.columns:
                 for value in products[column].dropna().astype(str).str.lower().unique():
-                    attributes.update(_WORD.findall(value))
-        vocabulary = {w for text in product_text(products).str.lower() for w in _WORD.findall(text)}
+                    attributes.update(catalog_words(value))
+        vocabulary, bigrams = catalog_words_and_bigrams(products)
         resolver = cls(
             types,
             attributes - type_words,
             vocabulary,
-            catalog_bigrams(products),
+            bigrams,
             min_similarity=min_similarity,
             min_margin=min_margin,
             semantic_model=semantic_model,
@@ -202,7 +202,7 @@ class ProductTypeResolver:
 
     def resolve_one(self, text: str) -> str:
         """``text`` with its unexplained phrase replaced by a catalog product type, or unchanged."""
-        words = _WORD.findall(str(text).lower())
+        words = catalog_words(text)
         found = self.best_type(" ".join(words))
         if found is None:
             return text
