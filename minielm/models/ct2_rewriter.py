@@ -13,18 +13,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from minielm.errors import ServiceError
 from minielm.logs import get_logger
-from minielm.models.output_vocabulary import (
-    OUTPUT_VOCABULARY_FILE,
-    load_output_vocabulary,
-    outside_output_vocabulary,
-    trim_ct2_spec,
-)
+from minielm.models.output_vocabulary import load_output_vocabulary, trim_ct2_spec
 from minielm.models.prompts import extract_rewrite
 from minielm.models.rewriter import (
     METADATA_FILE,
@@ -38,7 +33,6 @@ from minielm.models.tokenizer import load_tokenizer
 log = get_logger(__name__)
 
 CT2_SUBDIR = "ctranslate2"
-CT2_FULL_SUBDIR = "ctranslate2-full"  # beside a trimmed export: the whole vocabulary, for queries it lacks
 CT2_MODEL_FILE = "model.bin"
 
 
@@ -50,22 +44,14 @@ def ct2_dir(directory: Path | str) -> Path:
     return Path(directory) / CT2_SUBDIR
 
 
-def has_output_vocabulary(directory: Path | str) -> bool:
-    return (Path(directory) / OUTPUT_VOCABULARY_FILE).is_file()
-
-
 def has_ctranslate2(directory: Path | str) -> bool:
-    """The export is complete: the model, and the full-vocabulary copy when the model has an output vocabulary."""
-    if not (ct2_dir(directory) / CT2_MODEL_FILE).is_file():
-        return False
-    return not has_output_vocabulary(directory) or (Path(directory) / CT2_FULL_SUBDIR / CT2_MODEL_FILE).is_file()
+    return (ct2_dir(directory) / CT2_MODEL_FILE).is_file()
 
 
 def remove_exports(directory: Path | str) -> None:
-    """Drop the CTranslate2 exports in ``directory``: new weights saved there make them stale, and the server and
-    the quality gates would load them (an export is only ever checked for presence)."""
-    for subdir in (CT2_SUBDIR, CT2_FULL_SUBDIR):
-        shutil.rmtree(Path(directory) / subdir, ignore_errors=True)
+    """Drop the CTranslate2 export in ``directory``: new weights saved there make it stale, and the server and
+    the quality gates would load it (an export is only ever checked for presence)."""
+    shutil.rmtree(ct2_dir(directory), ignore_errors=True)
 
 
 def is_causal_rewriter_dir(directory: Path | str) -> bool:
@@ -76,27 +62,29 @@ def is_causal_rewriter_dir(directory: Path | str) -> bool:
     return json.loads(metadata_path.read_text()).get("model_class") == MODEL_CLASS
 
 
-def _converter(directory: Path, trim: bool) -> Any:
-    """CTranslate2's transformers converter; with ``trim`` and an ``output_vocabulary.json`` in ``directory`` it
-    keeps only those rows of the LM head (see :mod:`minielm.models.output_vocabulary`)."""
+def _converter(directory: Path) -> Any:
+    """CTranslate2's transformers converter; with an ``output_vocabulary.json`` in ``directory`` it keeps only
+    those rows of the LM head (see :mod:`minielm.models.output_vocabulary`)."""
     import ctranslate2
 
     class OutputTrimmingConverter(ctranslate2.converters.TransformersConverter):
         def _load(self) -> Any:
             spec = super()._load()
-            kept = load_output_vocabulary(directory, len(spec._vocabulary)) if trim else None
+            kept = load_output_vocabulary(directory, len(spec._vocabulary))
             return spec if kept is None else trim_ct2_spec(spec, kept)
 
     return OutputTrimmingConverter(str(directory))
 
 
-def _convert(directory: Path, subdir: str, trim: bool, quantization: str) -> Path:
-    """One export into ``directory/subdir``, written beside it and renamed into place (atomically)."""
-    target = directory / subdir
-    staging = directory / f".{subdir}.partial"
+def export_ctranslate2(directory: Path | str, quantization: str = "int8") -> Path:
+    """Convert the transformers weights in ``directory`` into ``directory/ctranslate2`` (with only the LM-head rows
+    of its output vocabulary, when it has one), written beside it and renamed into place (atomically)."""
+    directory = Path(directory)
+    target = ct2_dir(directory)
+    staging = directory / f".{CT2_SUBDIR}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _converter(directory, trim).convert(str(staging), quantization=quantization, force=True)
+        _converter(directory).convert(str(staging), quantization=quantization, force=True)
     except Exception as error:  # the converter raises bare ValueError/NotImplementedError/KeyError
         shutil.rmtree(staging, ignore_errors=True)
         raise ConversionError(
@@ -104,17 +92,6 @@ def _convert(directory: Path, subdir: str, trim: bool, quantization: str) -> Pat
         ) from error
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    return target
-
-
-def export_ctranslate2(directory: Path | str, quantization: str = "int8") -> Path:
-    """Convert the transformers weights in ``directory`` into ``directory/ctranslate2``; a model with an output
-    vocabulary also gets its whole-vocabulary export in ``directory/ctranslate2-full`` (written first, so a
-    complete ``ctranslate2/`` always has its companion)."""
-    directory = Path(directory)
-    if has_output_vocabulary(directory):
-        _convert(directory, CT2_FULL_SUBDIR, False, quantization)
-    target = _convert(directory, CT2_SUBDIR, True, quantization)
     log.info("ctranslate2 export written", directory=str(directory), quantization=quantization)
     return target
 
@@ -141,27 +118,14 @@ def default_device() -> tuple[str, str]:
 
 
 class CTranslate2Rewriter(ServedRewriting):
-    """A :class:`~minielm.models.interfaces.QueryRewriter` over a CTranslate2 ``Generator``.
+    """A :class:`~minielm.models.interfaces.QueryRewriter` over a CTranslate2 ``Generator`` (with an output
+    vocabulary, the trimmed export writes only its tokens, as Hugging Face generation masks the others)."""
 
-    With an output vocabulary, ``generator`` is the trimmed export and ``full_generator`` the whole-vocabulary
-    one: an input with a token outside the output vocabulary is generated by the latter (as Hugging Face
-    generation leaves it unmasked), so trimming never takes away a word the query holds.
-    """
-
-    def __init__(
-        self,
-        generator: Any,
-        tokenizer: Any,
-        full_generator: Any = None,
-        output_token_ids: Sequence[int] | None = None,
-        **serving: Any,
-    ) -> None:
+    def __init__(self, generator: Any, tokenizer: Any, **serving: Any) -> None:
         """``serving``: the options of :class:`~minielm.models.rewriter.ServedRewriting`."""
         super().__init__(**serving)
         self.generator = generator
         self.tokenizer = tokenizer
-        self.full_generator = full_generator
-        self._kept = frozenset(output_token_ids or ())
         self._static_prompt = self._instruction_tokens()
 
     def _instruction_tokens(self) -> list[str]:
@@ -170,15 +134,15 @@ class CTranslate2Rewriter(ServedRewriting):
         one, other = self._prompts(["x"])[0], self._prompts(["zz top"])[0]
         return one[: next(i for i, (a, b) in enumerate(zip(one, other)) if a != b)]
 
-    def _generate(self, generator: Any, prompts: list[list[str]], **options: Any) -> Any:
+    def _generate(self, prompts: list[list[str]], **options: Any) -> Any:
         """``generate_batch`` with the instruction as the static prompt when every prompt starts with it (a
         query could, in principle, merge with the instruction's last token; then the batch runs without it)."""
         static, n = self._static_prompt, len(self._static_prompt)
         if n and all(prompt[:n] == static for prompt in prompts):
-            return generator.generate_batch(
+            return self.generator.generate_batch(
                 [prompt[n:] for prompt in prompts], static_prompt=static, include_prompt_in_result=False, **options
             )
-        return generator.generate_batch(prompts, include_prompt_in_result=False, **options)
+        return self.generator.generate_batch(prompts, include_prompt_in_result=False, **options)
 
     @classmethod
     def load(
@@ -197,34 +161,13 @@ class CTranslate2Rewriter(ServedRewriting):
             raise ConversionError(f"{directory}: no {CT2_SUBDIR}/{CT2_MODEL_FILE} (run export_ctranslate2 first)")
         device_name, compute_type = default_device() if device is None else (device, "auto")
 
-        def generator(path: Path) -> Any:
-            try:
-                return ctranslate2.Generator(
-                    str(path), device=device_name, compute_type=compute_type, intra_threads=threads
-                )
-            except Exception as error:  # a truncated or foreign model.bin raises RuntimeError
-                raise ConversionError(f"{path}: CTranslate2 cannot load it ({error})") from error
-
-        full, kept = None, None
-        if has_output_vocabulary(directory):
-            full = generator(directory / CT2_FULL_SUBDIR)
-            kept = load_output_vocabulary(directory, json.loads((directory / "config.json").read_text())["vocab_size"])
-        options = saved_serving_options(directory, version, kwargs)
-        return cls(generator(ct2_dir(directory)), load_tokenizer(directory), full, kept, **options)
-
-    def _by_route(self, inputs: list[str], run: Callable[[Any, list[str]], list[Any]]) -> list[Any]:
-        """``run(generator, inputs)`` per generator: the trimmed export, and the full one for the inputs that
-        have a token outside the output vocabulary; results in the order of ``inputs``."""
-        if self.full_generator is None:
-            return run(self.generator, inputs)
-        outside = outside_output_vocabulary(self.tokenizer, inputs, self._kept)
-        results: list[Any] = [None] * len(inputs)
-        for generator, routed in ((self.generator, False), (self.full_generator, True)):
-            positions = [i for i, o in enumerate(outside) if o == routed]
-            if positions:
-                for i, result in zip(positions, run(generator, [inputs[i] for i in positions])):
-                    results[i] = result
-        return results
+        try:
+            generator = ctranslate2.Generator(
+                str(ct2_dir(directory)), device=device_name, compute_type=compute_type, intra_threads=threads
+            )
+        except Exception as error:  # a truncated or foreign model.bin raises RuntimeError
+            raise ConversionError(f"{ct2_dir(directory)}: CTranslate2 cannot load it ({error})") from error
+        return cls(generator, load_tokenizer(directory), **saved_serving_options(directory, version, kwargs))
 
     def _prompts(self, queries: Sequence[str]) -> list[list[str]]:
         """The prompts' token strings (CTranslate2 reads strings)."""
@@ -238,9 +181,6 @@ class CTranslate2Rewriter(ServedRewriting):
     def _greedy_with_lowest_log_prob(self, chunk: list[str]) -> list[tuple[list[str], float]]:
         """Greedy tokens of each query (at most its :meth:`token_budgets` tokens) and the lowest per-step
         log-probability among them."""
-        return self._by_route(chunk, self._greedy_on)
-
-    def _greedy_on(self, generator: Any, chunk: list[str]) -> list[tuple[list[str], float]]:
         lowest = [0.0] * len(chunk)  # log-probs are <= 0, so 0.0 is "no token seen yet"
         prompts = self._prompts(chunk)
         budgets = self.token_budgets(chunk)
@@ -254,7 +194,6 @@ class CTranslate2Rewriter(ServedRewriting):
             return step.step - offsets[step.batch_id] + 1 >= budgets[step.batch_id]  # True: this query stops
 
         generated = self._generate(
-            generator,
             prompts,
             max_length=max(budget + offset for budget, offset in zip(budgets, offsets)),
             return_scores=True,
@@ -289,19 +228,15 @@ class CTranslate2Rewriter(ServedRewriting):
             options = dict(beam_size=num_return, num_hypotheses=num_return)
             prompts_per_query = 1
 
-        def hypotheses(generator: Any, chunk: list[str]) -> list[list[str]]:
+        results: list[list[str]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = list(queries[start : start + self.batch_size])
             prompts = [p for p in self._prompts(chunk) for _ in range(prompts_per_query)]
-            generated = self._generate(generator, prompts, max_length=self.max_new_tokens, **options)
-            rows = []
+            generated = self._generate(prompts, max_length=self.max_new_tokens, **options)
             for row, query in enumerate(chunk):
                 if do_sample:
                     sequences = [g.sequences[0] for g in generated[row * num_return : (row + 1) * num_return]]
                 else:
                     sequences = generated[row].sequences
-                rows.append([self._text(tokens, query) for tokens in sequences])
-            return rows
-
-        results: list[list[str]] = []
-        for start in range(0, len(queries), self.batch_size):
-            results.extend(self._by_route(list(queries[start : start + self.batch_size]), hypotheses))
+                results.append([self._text(tokens, query) for tokens in sequences])
         return results

@@ -34,7 +34,6 @@ from minielm.errors import InputError
 from minielm.models.output_vocabulary import (
     AllowedTokensProcessor,
     load_output_vocabulary,
-    outside_output_vocabulary,
     save_output_vocabulary,
 )
 from minielm.models.prompts import clean_text, extract_rewrite, format_rewrite_answer, format_rewrite_prompt
@@ -252,7 +251,6 @@ class CausalRewriter(ServedRewriting):
         self.model = model.eval()
         # The tokens the rewriter may write (None: all); see minielm.models.output_vocabulary.
         self.output_token_ids = list(output_token_ids) if output_token_ids else None
-        self._kept = frozenset(self.output_token_ids or ())
         self.tokenizer = ensure_pad_token(tokenizer)
 
     @classmethod
@@ -292,13 +290,11 @@ class CausalRewriter(ServedRewriting):
         device = next(self.model.parameters()).device
         return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
-    def _logits_processors(self, inputs: Sequence[str]) -> LogitsProcessorList:
-        """The output-vocabulary mask, except for inputs with a token outside it (see
-        :func:`~minielm.models.output_vocabulary.outside_output_vocabulary`)."""
+    def _logits_processors(self) -> LogitsProcessorList:
+        """The output-vocabulary mask (none without an output vocabulary)."""
         if not self.output_token_ids:
             return LogitsProcessorList()
-        outside = outside_output_vocabulary(self.tokenizer, inputs, self._kept)
-        return LogitsProcessorList([AllowedTokensProcessor(self.output_token_ids, [not o for o in outside])])
+        return LogitsProcessorList([AllowedTokensProcessor(self.output_token_ids)])
 
     @torch.no_grad()
     def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
@@ -308,7 +304,7 @@ class CausalRewriter(ServedRewriting):
             chunk = list(queries[start : start + self.batch_size])
             inputs = self._left_padded(chunk)
             budgets = self.token_budgets(chunk)
-            processors = self._logits_processors(chunk)
+            processors = self._logits_processors()
             processors.append(EndAfterBudget(budgets, inputs["input_ids"].shape[1], self.tokenizer.eos_token_id))
             output = self.model.generate(
                 **inputs,
@@ -357,7 +353,7 @@ class CausalRewriter(ServedRewriting):
                 options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
                 options.update(do_sample=False, num_beams=num_return)
-            output = self.model.generate(**inputs, **options, logits_processor=self._logits_processors(chunk))
+            output = self.model.generate(**inputs, **options, logits_processor=self._logits_processors())
             texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
             for row, query in enumerate(chunk):
                 rewrites = [extract_rewrite(t) for t in texts[row * num_return : (row + 1) * num_return]]
