@@ -178,9 +178,9 @@ class CTranslate2Rewriter(ServedRewriting):
         ids = self.tokenizer.convert_tokens_to_ids(tokens)
         return extract_rewrite(self.tokenizer.decode(ids, skip_special_tokens=True)) or " ".join(query.split())
 
-    def _greedy_with_lowest_log_prob(self, chunk: list[str]) -> list[tuple[list[str], float]]:
+    def _greedy_with_lowest_log_prob(self, chunk: list[str], stop_below: float = 0.0) -> list[tuple[list[str], float]]:
         """Greedy tokens of each query (at most its :meth:`token_budgets` tokens) and the lowest per-step
-        log-probability among them."""
+        log-probability among them; a generation stops once a token's probability is below ``stop_below``."""
         lowest = [0.0] * len(chunk)  # log-probs are <= 0, so 0.0 is "no token seen yet"
         prompts = self._prompts(chunk)
         budgets = self.token_budgets(chunk)
@@ -191,7 +191,10 @@ class CTranslate2Rewriter(ServedRewriting):
 
         def track(step: Any) -> bool:
             lowest[step.batch_id] = min(lowest[step.batch_id], step.log_prob)
-            return step.step - offsets[step.batch_id] + 1 >= budgets[step.batch_id]  # True: this query stops
+            # True: this query stops (its budget is spent, or its confidence, as serve_choice compares it, is below)
+            return (
+                step.step - offsets[step.batch_id] + 1 >= budgets[step.batch_id] or math.exp(step.log_prob) < stop_below
+            )
 
         generated = self._generate(
             prompts,
@@ -201,12 +204,13 @@ class CTranslate2Rewriter(ServedRewriting):
         )
         return [(result.sequences[0], low) for result, low in zip(generated, lowest)]
 
-    def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
-        """Greedy rewrite of each LM input with its confidence: the probability of its least likely token."""
+    def generate_with_confidence(self, queries: Sequence[str], stop_below: float = 0.0) -> list[tuple[str, float]]:
+        """Greedy rewrite of each LM input with its confidence: the probability of its least likely token. A
+        generation whose confidence falls below ``stop_below`` stops there (a partial text, never served)."""
         results: list[tuple[str, float]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])
-            for query, (tokens, low) in zip(chunk, self._greedy_with_lowest_log_prob(chunk)):
+            for query, (tokens, low) in zip(chunk, self._greedy_with_lowest_log_prob(chunk, stop_below)):
                 results.append((self._text(tokens, query), math.exp(low)))
         return results
 
