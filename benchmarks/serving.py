@@ -899,7 +899,7 @@ def main(argv: list[str] | None = None) -> dict:
             },
             "student_hf": {"dir": str(student_hf_dir), "shape": student_shape, "generation_backend": "huggingface"},
             "teacher": (
-                saved_model_record(args.teacher_dir)
+                {**saved_model_record(args.teacher_dir), "generation_backend": settings.serving.generation_backend}
                 if args.teacher_dir
                 else {"dir": str(teacher_dir), "shape": TEACHER_SHAPE, "stand_in": True}
             ),
