@@ -71,7 +71,7 @@ TEACHER_SHAPE = dict(
 STUDENT_HF = "student-rewriter-hf"  # the student shape through Hugging Face generate, for the ratio
 STUDENT_FULL_VOCAB = "student-rewriter-full-vocab"  # the student without its output vocabulary, for the ratio
 ECHO = "overhead-echo"
-CACHE_HITS = "student-rewriter (cache hits)"  # returns the query: what the server costs without generation
+CACHE_HITS = "student-rewriter (cache hits)"  # answered from the warmed cache: the server without generation
 REAL_QUERIES = "student-rewriter (real queries)"  # the student on the real ESCI sample query strings
 EXAMPLES = 8  # served rewrites recorded per traffic source
 SHAPE_KEYS = (
@@ -410,7 +410,8 @@ async def _load(
     label: str | None = None,
 ) -> list[dict]:
     """One run of ``n_requests``; request i uses ``feature_modes[i % len(feature_modes)]``, so with
-    ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly."""
+    ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly; each query
+    is sent once in every mode in turn, so the modes see the same queries (a real model's cost depends on them)."""
     latencies: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     hit_server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # responses from the cache
@@ -426,7 +427,7 @@ async def _load(
         nonlocal errors
         for i in counter:
             features = feature_modes[i % len(feature_modes)]
-            query = queries[i % len(queries)]
+            query = queries[(i // len(feature_modes)) % len(queries)]
             body = {"instances": [query], "parameters": {"features": features}}
             started = time.perf_counter()
             response = await connection.post(path, body)
