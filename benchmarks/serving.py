@@ -24,7 +24,16 @@ and teacher (SmolLM2-135M) shapes. Latency depends on the shape and the token co
 text says. Student (CTranslate2) vs student-hf vs teacher are measured in one run, so their ratios hold
 under other load.
 
+Traffic: by default every model is sent the 12 fixed ``QUERIES``. A real student stops when it writes its end token,
+so its cost depends on the queries: ``--queries-data DIR`` (ESCI format) sends the unique queries of one split
+(``--queries-split``, in a seeded shuffled order) instead, and ``--real-queries DIR`` adds a student run set on the
+real query strings of the shared ESCI sample (rows labelled ``student-rewriter (real queries)``). Drawn queries that
+normalise to a cached head query are dropped, so the student's requests stay cache misses. The JSON records what was
+served (``models``: each saved model's metadata and shape, which ones are stand-ins) and on what (``traffic``).
+
     .venv/bin/python benchmarks/serving.py            # writes benchmarks/results/serving.json
+    .venv/bin/python benchmarks/serving.py --student-dir DIR --queries-data ESCI_DIR \
+        --real-queries ../shared/data/esci-sample     # the distilled student on test-split and real queries
 """
 
 from __future__ import annotations
@@ -62,7 +71,17 @@ TEACHER_SHAPE = dict(
 STUDENT_HF = "student-rewriter-hf"  # the student shape through Hugging Face generate, for the ratio
 STUDENT_FULL_VOCAB = "student-rewriter-full-vocab"  # the student without its output vocabulary, for the ratio
 ECHO = "overhead-echo"
-CACHE_HITS = "student-rewriter (cache hits)"  # returns the query: what the server costs without generation
+CACHE_HITS = "student-rewriter (cache hits)"  # answered from the warmed cache: the server without generation
+REAL_QUERIES = "student-rewriter (real queries)"  # the student on the real ESCI sample query strings
+EXAMPLES = 8  # served rewrites recorded per traffic source
+SHAPE_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
 PROMPT_PREFIX_TOKENS = 24  # the instruction around the query in the rewrite prompt
 QUERIES = [
     "wireles hedphones noise cancel",
@@ -163,6 +182,50 @@ class ShapedRewriter:
         new = out[:, width:].tolist()
         texts = ["".join(chr(97 + t % 26) for t in row) for row in new]
         return [texts[i * num_return : (i + 1) * num_return] for i in range(len(queries))]
+
+
+def draw_queries(queries: Sequence[str], seed: int, exclude: Sequence[str] = HEAD_QUERIES) -> tuple[list[str], int]:
+    """The unique non-empty query strings in a seeded shuffled order (the same for the same input and seed), without
+    those that normalise to one of ``exclude`` (the cached head: they would be cache hits, not model calls).
+    Returns the queries and how many were dropped for that."""
+    from minielm.features.keys import normalize_query
+
+    excluded = {normalize_query(q) for q in exclude}
+    unique = sorted({q.strip() for q in queries if q and q.strip()})
+    kept = [q for q in unique if normalize_query(q) not in excluded]
+    order = np.random.default_rng(seed).permutation(len(kept))
+    return [kept[i] for i in order], len(unique) - len(kept)
+
+
+def split_queries(data_dir: Path, split: str) -> list[str]:
+    """Every ``query`` string of one split of an ESCI-format directory (duplicates included)."""
+    from minielm.data.esci import QUERY, load_esci
+
+    return load_esci(data_dir, split=split).examples[QUERY].astype(str).tolist()
+
+
+def saved_model_record(directory: Path) -> dict:
+    """What a saved rewriter directory says about the model the benchmark served: its metadata's version, confidence
+    floor and front end, the size of its output vocabulary (None: the whole vocabulary) and its transformer shape."""
+    from minielm.models.output_vocabulary import OUTPUT_VOCABULARY_FILE
+
+    directory = Path(directory)
+    metadata = json.loads((directory / "metadata.json").read_text())
+    vocabulary_file = directory / OUTPUT_VOCABULARY_FILE
+    config_file = directory / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    return {
+        "dir": str(directory),
+        "model_class": metadata.get("model_class"),
+        "version": metadata.get("version"),
+        "min_confidence": metadata.get("min_confidence"),
+        "output_vocabulary_tokens": (
+            len(json.loads(vocabulary_file.read_text())["token_ids"]) if vocabulary_file.is_file() else None
+        ),
+        "front_end": metadata.get("front_end"),
+        "shape": {key: config.get(key) for key in SHAPE_KEYS} if config else None,
+        "stand_in": False,
+    }
 
 
 def bench_settings(workdir: Path, overrides: Sequence[str] = ()):
@@ -347,12 +410,14 @@ async def _load(
     label: str | None = None,
 ) -> list[dict]:
     """One run of ``n_requests``; request i uses ``feature_modes[i % len(feature_modes)]``, so with
-    ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly."""
+    ``(True, False)`` enriched and plain requests interleave under the same load and are compared fairly; each query
+    is sent once in every mode in turn, so the modes see the same queries (a real model's cost depends on them)."""
     latencies: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}
     hit_server_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # responses from the cache
     hit_after_read_ms: dict[bool, list[float]] = {mode: [] for mode in feature_modes}  # those, once the body was in
     cached: dict[bool, int] = {mode: 0 for mode in feature_modes}
+    changed: dict[bool, int] = {mode: 0 for mode in feature_modes}  # answers whose top rewrite is not the query
     errors = 0
     counter = iter(range(n_requests))
 
@@ -362,7 +427,8 @@ async def _load(
         nonlocal errors
         for i in counter:
             features = feature_modes[i % len(feature_modes)]
-            body = {"instances": [queries[i % len(queries)]], "parameters": {"features": features}}
+            query = queries[(i // len(feature_modes)) % len(queries)]
+            body = {"instances": [query], "parameters": {"features": features}}
             started = time.perf_counter()
             response = await connection.post(path, body)
             latencies[features].append(time.perf_counter() - started)
@@ -370,7 +436,11 @@ async def _load(
             server = _server_ms(response)
             if server is not None:
                 server_ms[features].append(server)
-            if response.status_code == 200 and response.json()["predictions"][0].get("cached"):
+            if response.status_code != 200:
+                continue
+            prediction = response.json()["predictions"][0]
+            changed[features] += prediction["rewrites"][0]["text"] != query
+            if prediction.get("cached"):
                 cached[features] += 1
                 if server is not None:
                     hit_server_ms[features].append(server)
@@ -410,6 +480,7 @@ async def _load(
                 "server_p50_ms": round(float(np.percentile(server, 50)), 3),
                 "server_p99_ms": round(float(np.percentile(server, 99)), 3),
                 "cached_share": round(cached[features] / len(values), 4),
+                "changed_share": round(changed[features] / len(values), 4),
                 "cached_server_p50_ms": round(float(np.percentile(hit_server, 50)), 3),
                 "cached_server_p99_ms": round(float(np.percentile(hit_server, 99)), 3),
                 "cached_after_read_p50_ms": round(float(np.percentile(hit_after_read, 50)), 3),
@@ -417,6 +488,22 @@ async def _load(
             }
         )
     return results
+
+
+def _served_rewrites(url: str, model: str, queries: Sequence[str]) -> list[dict]:
+    """The student's answer to each of ``queries`` (one request, no Feast): a sample of what the runs were served."""
+    import httpx
+
+    if not queries:
+        return []
+    response = httpx.post(
+        f"{url}/v1/models/{model}:predict", json={"instances": list(queries), "parameters": {"features": False}}
+    )
+    response.raise_for_status()
+    return [
+        {"query": query, "rewrite": prediction["rewrites"][0]["text"], "score": prediction["rewrites"][0]["score"]}
+        for query, prediction in zip(queries, response.json()["predictions"])
+    ]
 
 
 def _server_feast_wait(url: str, view: str = "query_stats") -> dict:
@@ -509,7 +596,8 @@ def _cache_lookup_latency(settings, version: str, iterations: int) -> dict:
     return {"iterations": iterations, "memory": timed(RewriteCache(settings)), "feast": timed(RewriteCache(no_memory))}
 
 
-def _prepare_feast(settings) -> None:
+def _prepare_feast(settings, queries: Sequence[str]) -> None:
+    """Apply the Feast repo and push query stats for every query the benchmark sends (Feast rows exist for all)."""
     import pandas as pd
 
     from minielm.features.repo import apply_repo, feature_store
@@ -519,7 +607,7 @@ def _prepare_feast(settings) -> None:
     now = time.time()
     windows = pd.DataFrame(
         {
-            "query": QUERIES,
+            "query": list(dict.fromkeys(queries)),
             "ts": now,
             "impressions": 10,
             "clicks": 2,
@@ -532,8 +620,22 @@ def _prepare_feast(settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from minielm.data.esci import SPLITS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--student-dir", type=Path, help="saved student rewriter (default: shape stand-in)")
+    parser.add_argument(
+        "--queries-data",
+        type=Path,
+        help="ESCI-format directory whose --queries-split queries the models are sent (default: the 12 fixed QUERIES)",
+    )
+    parser.add_argument("--queries-split", choices=SPLITS, default="test")
+    parser.add_argument("--queries-seed", type=int, default=0, help="seed of the order the drawn queries are sent in")
+    parser.add_argument(
+        "--real-queries",
+        type=Path,
+        help="ESCI sample directory (e.g. ../shared/data/esci-sample): also run the student on its real query strings",
+    )
     parser.add_argument("--teacher-dir", type=Path, help="saved teacher rewriter (default: shape stand-in)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument(
@@ -571,6 +673,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     load_at_start = os.getloadavg()
+    traffic, dropped = QUERIES, 0
+    if args.queries_data:
+        traffic, dropped = draw_queries(split_queries(args.queries_data, args.queries_split), args.queries_seed)
+        if not traffic:
+            parser.error(f"--queries-data: no {args.queries_split} queries in {args.queries_data} (after the head)")
+    real, real_dropped = [], 0
+    if args.real_queries:
+        from minielm.evaluation import real_query_strings
+
+        real, real_dropped = draw_queries(real_query_strings(args.real_queries), args.queries_seed)
+        if not real:
+            parser.error(f"--real-queries: no query strings in {args.real_queries} (after the head)")
+    print(
+        f"traffic: {len(traffic)} unique queries ({args.queries_data or 'fixed QUERIES'}"
+        f"{f', split {args.queries_split}' if args.queries_data else ''}; {dropped} dropped as head queries)"
+        + (f"; real queries: {len(real)} ({real_dropped} dropped as head queries)" if args.real_queries else "")
+    )
     workdir = Path(tempfile.mkdtemp(prefix="minielm-bench-serving-"))
     threads = [f"serving.generation_threads={args.generation_threads}"] if args.generation_threads else []
     settings = bench_settings(workdir, threads)
@@ -600,7 +719,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher_dir = args.teacher_dir or ShapedRewriter.save_shape(
         workdir / "teacher", TEACHER_SHAPE, args.max_new_tokens, "shape-teacher"
     )
-    _prepare_feast(settings)
+    _prepare_feast(settings, [*QUERIES, *traffic, *real])
     feast_lookup = _feast_lookup_latency(settings, args.feast_iterations)
     print(f"feast online lookup (1 row): {feast_lookup}")
 
@@ -624,12 +743,13 @@ def main(argv: list[str] | None = None) -> dict:
         runs = []
         student_name = settings.models.student_rewriter
         plan = [
-            (student_name, (True, False), 2 * args.student_requests, QUERIES, None),
-            (STUDENT_FULL_VOCAB, (True, False), args.student_requests if extra else 0, QUERIES, None),
+            (student_name, (True, False), 2 * args.student_requests, traffic, None),
+            (student_name, (True, False), 2 * args.student_requests if real else 0, real, REAL_QUERIES),
+            (STUDENT_FULL_VOCAB, (True, False), args.student_requests if extra else 0, traffic, None),
             (student_name, (True, False), 2 * args.cache_requests, HEAD_QUERIES, CACHE_HITS),
-            (ECHO, (True, False), 2 * args.cache_requests, QUERIES, None),
-            (STUDENT_HF, (True,), args.student_hf_requests, QUERIES, None),
-            (teacher_name, (True,), args.teacher_requests, QUERIES, None),
+            (ECHO, (True, False), 2 * args.cache_requests, traffic, None),
+            (STUDENT_HF, (True,), args.student_hf_requests, traffic, None),
+            (teacher_name, (True,), args.teacher_requests, traffic, None),
         ]
         for concurrency in args.concurrency:
             for model, modes, n, queries, label in plan:
@@ -638,11 +758,12 @@ def main(argv: list[str] | None = None) -> dict:
                 for result in asyncio.run(_load(url, model, modes, concurrency, n, server.pid, queries, label)):
                     runs.append(result)
                     print(
-                        f"{model:18s} feast={str(result['features']):5s} c={concurrency:<3d} "
+                        f"{result['model']:18s} feast={str(result['features']):5s} c={concurrency:<3d} "
                         f"{result['run_throughput_rps']:8.1f} req/s (run)  p50 {result['p50_ms']:9.2f} ms  "
                         f"p99 {result['p99_ms']:9.2f} ms  server p50/p99 {result['server_p50_ms']:.2f}/"
                         f"{result['server_p99_ms']:.2f} ms  server CPU {result['run_server_cpu_ms_per_request']:8.1f} "
-                        f"ms/req  cached {result['cached_share']:.0%} (server p99 of those "
+                        f"ms/req  changed {result['changed_share']:.0%}  cached {result['cached_share']:.0%} "
+                        f"(server p99 of those "
                         f"{result['cached_server_p99_ms']:.2f} ms, once the body was in "
                         f"{result['cached_after_read_p99_ms']:.2f} ms)  errors {result['errors_in_run']}"
                     )
@@ -651,6 +772,10 @@ def main(argv: list[str] | None = None) -> dict:
         served = httpx.post(
             f"{url}/v1/models/{settings.models.student_rewriter}:predict", json={"instances": [HEAD_QUERIES[0]]}
         ).json()["model_version"]
+        served_examples = {
+            "traffic": _served_rewrites(url, student_name, traffic[:EXAMPLES]),
+            "real_queries": _served_rewrites(url, student_name, real[:EXAMPLES]),
+        }
         cache_lookup = _cache_lookup_latency(settings, served, args.feast_iterations)
         print(f"rewrite cache lookup in process (1 query, a hit): {cache_lookup}")
         server_fallbacks = _server_fallbacks(url)
@@ -692,6 +817,7 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_over_student_p99": ratio(teacher_name, student, "p99_ms"),
         "teacher_over_student_server_cpu_per_request": ratio(teacher_name, student, "run_server_cpu_ms_per_request"),
         "student_ctranslate2": pick(student, cpu_keys),
+        **({"student_real_queries": pick(REAL_QUERIES, cpu_keys)} if real else {}),
         "student_cache_hits": pick(
             CACHE_HITS,
             (
@@ -754,21 +880,42 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "models": {
             "student": {
-                "dir": str(student_dir),
-                "shape": None if args.student_dir else student_shape,
+                **(
+                    saved_model_record(args.student_dir)
+                    if args.student_dir
+                    else {
+                        "dir": str(student_dir),
+                        "shape": student_shape,
+                        "output_vocabulary_tokens": len(output_vocabulary) if output_vocabulary else None,
+                        "output_vocabulary_catalog": list(args.vocabulary_catalog) if output_vocabulary else None,
+                        "stand_in": True,
+                    }
+                ),
                 "generation_backend": settings.serving.generation_backend,
                 "generation_threads": settings.serving.generation_threads,
-                "output_vocabulary_tokens": len(output_vocabulary) if output_vocabulary else None,
-                "output_vocabulary_catalog": list(args.vocabulary_catalog) if output_vocabulary else None,
             },
             "student_full_vocab": {
                 "dir": extra.get(STUDENT_FULL_VOCAB),
                 "shape": None if args.student_dir else student_shape,
             },
             "student_hf": {"dir": str(student_hf_dir), "shape": student_shape, "generation_backend": "huggingface"},
-            "teacher": {"dir": str(teacher_dir), "shape": None if args.teacher_dir else TEACHER_SHAPE},
-            "stand_ins": not (args.student_dir and args.teacher_dir),
+            "teacher": (
+                {**saved_model_record(args.teacher_dir), "generation_backend": settings.serving.generation_backend}
+                if args.teacher_dir
+                else {"dir": str(teacher_dir), "shape": TEACHER_SHAPE, "stand_in": True}
+            ),
+            "stand_ins": {"student": not args.student_dir, "student_hf": True, "teacher": not args.teacher_dir},
             "max_new_tokens": args.max_new_tokens,
+        },
+        "traffic": {
+            "queries_data": str(args.queries_data) if args.queries_data else None,
+            "split": args.queries_split if args.queries_data else None,
+            "seed": args.queries_seed,
+            "n_unique_queries": len(traffic),
+            "real_queries": str(args.real_queries) if args.real_queries else None,
+            "n_unique_real_queries": len(real),
+            "dropped_as_head_queries": {"traffic": dropped, "real_queries": real_dropped},
+            "served_examples": served_examples,
         },
         "feast_online_lookup": feast_lookup,
         "feast_budget_ms": settings.feast.online_timeout_ms,
