@@ -189,9 +189,8 @@ class ServedRewriting:
         # The rules the LM's input went through in training (see the module docstring).
         self.front_end = front_end
 
-    def generate_with_confidence(self, inputs: Sequence[str], stop_below: float = 0.0) -> list[tuple[str, float]]:
-        """The LM's greedy rewrite of each input (already through the front end) and its confidence. A backend
-        may stop a generation once its confidence is below ``stop_below`` (serving discards such a rewrite)."""
+    def generate_with_confidence(self, inputs: Sequence[str]) -> list[tuple[str, float]]:
+        """The LM's greedy rewrite of each input (already through the front end) and its confidence."""
         raise NotImplementedError
 
     def token_budgets(self, inputs: Sequence[str]) -> list[int]:
@@ -223,7 +222,7 @@ class ServedRewriting:
         """The served rewrite of each query (one greedy generation through :meth:`serve_choice`)."""
         inputs = self.lm_inputs(queries)
         fallbacks = inputs if self.front_end is not None else [clean_text(q) for q in queries]
-        scored = self.generate_with_confidence(inputs, stop_below=self.min_confidence)
+        scored = self.generate_with_confidence(inputs)
         return [
             self.serve_choice(query, text, confidence, fallback)
             for query, fallback, (text, confidence) in zip(queries, fallbacks, scored)
@@ -298,9 +297,8 @@ class CausalRewriter(ServedRewriting):
         return LogitsProcessorList([AllowedTokensProcessor(self.output_token_ids)])
 
     @torch.no_grad()
-    def generate_with_confidence(self, queries: Sequence[str], stop_below: float = 0.0) -> list[tuple[str, float]]:
-        """Greedy rewrite of each LM input with its confidence: the probability of its least likely token
-        (``stop_below`` is not used: Hugging Face generation always runs to the end)."""
+    def generate_with_confidence(self, queries: Sequence[str]) -> list[tuple[str, float]]:
+        """Greedy rewrite of each LM input with its confidence: the probability of its least likely token."""
         results: list[tuple[str, float]] = []
         for start in range(0, len(queries), self.batch_size):
             chunk = list(queries[start : start + self.batch_size])

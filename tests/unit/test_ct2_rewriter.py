@@ -221,24 +221,3 @@ def test_prompt_tokens_from_the_rust_tokenizer_are_the_prompt_the_model_was_trai
     assert fast._prompts(texts) == [tokenizer.convert_ids_to_tokens(encode_prompt(tokenizer, q)) for q in texts]
     expected = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     assert [e.ids for e in encode_texts(tokenizer, texts)] == expected
-
-
-def test_serving_stops_a_generation_below_the_threshold_and_serves_the_same(float32_dir):
-    """A token below ``min_confidence`` rejects the rewrite whatever follows, so serving stops generating there."""
-    queries = QUERIES + ["noise cancel hat", "running headphones blue red"]
-    complete = CTranslate2Rewriter.load(float32_dir, max_new_tokens=6).generate_with_confidence(queries)
-    threshold = sorted(confidence for _, confidence in complete)[len(complete) // 2]
-    fast = CTranslate2Rewriter.load(float32_dir, max_new_tokens=6, min_confidence=threshold)
-    expected = [[fast.serve_choice(q, text, confidence)] for q, (text, confidence) in zip(queries, complete)]
-    assert fast.rewrite(queries) == expected
-    assert any(text != q for [text], q in zip(expected, queries)) and any(
-        text == q for [text], q in zip(expected, queries)
-    )
-
-    stopped = fast.generate_with_confidence(queries, stop_below=threshold)
-    for (text, confidence), (full_text, full_confidence) in zip(stopped, complete):
-        if full_confidence >= threshold:
-            assert (text, confidence) == (full_text, pytest.approx(full_confidence))
-        else:
-            assert confidence < threshold
-    assert sum(len(t) for t, _ in stopped) < sum(len(t) for t, _ in complete)  # some generations stopped early
