@@ -6,6 +6,7 @@ Models are registered in the S3 registry and served by stage; requests go throug
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 
@@ -115,6 +116,12 @@ def server(serving_settings, tmp_path_factory):
     running = serve_stack(stack, settings, port=0)
     yield running, settings, versions, stack
     running.stop()
+
+
+def test_the_server_shortens_the_gil_switch_interval(server):
+    """The generation thread takes the GIL back many times per batch; the event loop must not keep it 5 ms."""
+    _, settings, _, _ = server
+    assert sys.getswitchinterval() == pytest.approx(settings.serving.gil_switch_interval_ms / 1000)
 
 
 def test_rewrite_v1_carries_version_request_id_and_feast_features(server):
