@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "cache_hit_lane.json")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.report import machine_record, write_report
     from benchmarks.serving import (
         _prepare_feast,
         bench_settings,
@@ -195,14 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "cache_hit_lane",
         "command": "python benchmarks/cache_hit_lane.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_at_start, "load_avg_at_end": os.getloadavg()},
+        "machine": machine_record(load_at_start),
         "student_shape": shape,
         "client": args.client,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

@@ -13,9 +13,7 @@ done. ``serving.gil_switch_interval_ms`` is the server's setting.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import threading
 import time
@@ -61,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "generation_gil.json")
     args = parser.parse_args(argv)
 
+    from benchmarks.report import machine_record, write_report
     from minielm.config import load_settings
     from minielm.data.esci import QUERY
     from minielm.models.loading import load_model_dir
@@ -94,19 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "generation_gil",
         "command": "python benchmarks/generation_gil.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_record(load_at_start),
         "model": {"dir": str(args.model), "backend": type(rewriter).__name__},
         "queries": {"data": str(args.data), "split": args.split, "n": len(queries), "batch": args.batch},
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"written to {args.out}")
+    write_report(args.out, report)
     return report
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -131,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "output_vocabulary.json")
     args = parser.parse_args(argv)
 
+    from benchmarks.report import machine_record, write_report
     from minielm.config import load_settings
     from minielm.models.ct2_rewriter import CTranslate2Rewriter, export_ctranslate2
     from minielm.models.output_vocabulary import (
@@ -226,12 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "output_vocabulary",
         "command": "python benchmarks/output_vocabulary.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-        },
+        "machine": machine_record(load_at_start),
         "model": {
             "dir": str(args.model),
             "config": {
@@ -247,9 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_per_query": timing,
         "timing_batch": args.timing_batch,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 

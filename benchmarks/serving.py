@@ -43,7 +43,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -56,6 +55,8 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.report import machine_record, write_report  # noqa: E402  (the repository root is on sys.path now)
 
 TEACHER_SHAPE = dict(
     hidden_size=576,
@@ -871,13 +872,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "serving",
         "command": "python benchmarks/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_avg_at_start": load_at_start,
-            "load_avg_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_record(load_at_start),
         "models": {
             "student": {
                 **(
@@ -925,10 +920,8 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "summary": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return report
 
 
