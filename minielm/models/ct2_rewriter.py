@@ -110,6 +110,15 @@ def export_for_serving(directory: Path | str) -> Path | None:
         return None
 
 
+def _host_logits(steps: list[Any]) -> np.ndarray:
+    """One hypothesis's step logits from CTranslate2 (a StorageView per step) as a float32 (steps, vocabulary)
+    array, copied to the host first when they are on a GPU (float16)."""
+    import ctranslate2
+
+    rows = [view if view.device == "cpu" else view.to_device(ctranslate2.Device.cpu) for view in steps]
+    return np.stack([np.asarray(row, dtype=np.float32) for row in rows]) if rows else np.zeros((0, 0), np.float32)
+
+
 def _logsumexp(logits: np.ndarray) -> np.ndarray:
     top = logits.max(axis=-1)
     return top + np.log(np.exp(logits - top[:, None]).sum(axis=-1))
@@ -210,7 +219,7 @@ class CTranslate2Rewriter(ServedRewriting):
         results = []
         for result, budget, offset in zip(generated, budgets, offsets):
             ids = result.sequences_ids[0][:budget]
-            logits = np.asarray(result.logits[0])[offset : offset + len(ids)]
+            logits = _host_logits(result.logits[0])[offset : offset + len(ids)]
             log_probs = logits[np.arange(len(ids)), ids] - _logsumexp(logits)
             tokens = [t for t in result.sequences[0][: len(ids)] if t != self._end_token]
             results.append((tokens, float(log_probs.min()) if len(ids) else 0.0))
