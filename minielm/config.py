@@ -513,9 +513,9 @@ class RewriterStudentConfig(StrictConfig):
         "domain",
         description="tokens the student may write: 'domain' keeps those of the train queries, the teacher's "
         "rewrites and the catalog titles (plus special and byte tokens, also lower-cased), so each generated token "
-        "scores ~1/15 of the LM head (~4x less CPU per token at 4 x 576) and every backend (eval, calibration, "
-        "serving) applies it; it left relevant@10 and real-query safety unchanged on the distilled student "
-        "(serving/README.md). 'full': the whole vocabulary",
+        "scores ~1/15 of the LM head (2.2-2.3x less CPU per query at 4 x 576) and every backend (eval, "
+        "calibration, serving) applies it; it left relevant@10 and real-query safety unchanged on the distilled "
+        "student (serving/README.md). 'full': the whole vocabulary",
     )
     seq_kd_weight: float = Field(0.5, ge=0.0, le=1.0, description="loss = w * sequence-KD CE + (1 - w) * token KL")
     kl_temperature: float = Field(2.0, gt=0.0, description="temperature of the token-level KL to the teacher")
