@@ -208,21 +208,20 @@ def split_queries(data_dir: Path, split: str) -> list[str]:
 def saved_model_record(directory: Path) -> dict:
     """What a saved rewriter directory says about the model the benchmark served: its metadata's version, confidence
     floor and front end, the size of its output vocabulary (None: the whole vocabulary) and its transformer shape."""
-    from minielm.models.output_vocabulary import OUTPUT_VOCABULARY_FILE
+    from minielm.models.output_vocabulary import load_output_vocabulary
+    from minielm.models.rewriter import METADATA_FILE
 
     directory = Path(directory)
-    metadata = json.loads((directory / "metadata.json").read_text())
-    vocabulary_file = directory / OUTPUT_VOCABULARY_FILE
+    metadata = json.loads((directory / METADATA_FILE).read_text())
     config_file = directory / "config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    kept = load_output_vocabulary(directory, config["vocab_size"]) if config else None
     return {
         "dir": str(directory),
         "model_class": metadata.get("model_class"),
         "version": metadata.get("version"),
         "min_confidence": metadata.get("min_confidence"),
-        "output_vocabulary_tokens": (
-            len(json.loads(vocabulary_file.read_text())["token_ids"]) if vocabulary_file.is_file() else None
-        ),
+        "output_vocabulary_tokens": len(kept) if kept else None,
         "front_end": metadata.get("front_end"),
         "shape": {key: config.get(key) for key in SHAPE_KEYS} if config else None,
         "stand_in": False,
