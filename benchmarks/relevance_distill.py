@@ -115,6 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--student-batch", type=int, default=16, help="triples per step")
     p.add_argument("--student-lr", type=float, default=5e-5)
     p.add_argument("--soft-label-weight", type=float, default=0.5)
+    p.add_argument("--list-size", type=int, default=0, help="0: triples; N >= 2: groups of one query's products")
+    p.add_argument("--listwise-weight", type=float, default=1.0, help="with --list-size: weight of the listwise KL")
+    p.add_argument("--listwise-temperature", type=float, default=0.1, help="with --list-size: softmax temperature")
     p.add_argument("--gold-mix-weight", type=float, default=0.0, help="> 0: one extra run that also sees gold labels")
     p.add_argument("--speed-batches", type=int, default=5, help="16-pair batches timed per model")
     p.add_argument("--threads", type=int, default=2)
@@ -289,11 +292,9 @@ def scaling_data(args, data, index, texts, train_frame, teacher, teacher_dir: Pa
     }
 
 
-def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -> dict:
-    """One fresh student per scale on the prepared, teacher-labelled sets."""
-    scales, labelled, augmented = prepared["scales"], prepared["labelled"], prepared["augmented"]
-    labelled_pairs = prepared["labelled_pairs"]
-    config = DistillConfig(
+def student_config(args) -> DistillConfig:
+    """The student's training settings from the command line (no gold labels)."""
+    return DistillConfig(
         relevance=RelevanceStudentConfig(
             batch_size=args.student_batch,
             learning_rate=args.student_lr,
@@ -302,8 +303,18 @@ def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -
             max_length=args.student_max_length,
             gold_mix_weight=0.0,
             teacher_layers=args.student_teacher_layers,
+            list_size=args.list_size,
+            listwise_weight=args.listwise_weight,
+            listwise_temperature=args.listwise_temperature,
         )
     )
+
+
+def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -> dict:
+    """One fresh student per scale on the prepared, teacher-labelled sets."""
+    scales, labelled, augmented = prepared["scales"], prepared["labelled"], prepared["augmented"]
+    labelled_pairs = prepared["labelled_pairs"]
+    config = student_config(args)
     students: dict[int, CrossEncoderScorer] = {}
 
     def train_and_evaluate(triples, steps, scale, run_config=config, gold=None):

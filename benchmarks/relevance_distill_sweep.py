@@ -78,16 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--scale {mine.scale}: not in --scales {prepared['scales']}")
     triples = pd.concat([prepared["labelled"], prepared["augmented"][mine.scale]], ignore_index=True)
     steps = steps_for(len(triples), args.student_batch, args.epochs)
-    config = bench.DistillConfig(
-        relevance=bench.RelevanceStudentConfig(
-            batch_size=args.student_batch,
-            learning_rate=args.student_lr,
-            soft_label_weight=args.soft_label_weight,
-            soft_label_temperature=args.temperature,
-            max_length=args.student_max_length,
-            teacher_layers=args.student_teacher_layers,
-        )
-    )
+    config = bench.student_config(args)
     student = bench.fresh_student(args, teacher)
     started = time.perf_counter()
     bench.distill_relevance(student, triples, texts, config, args.work_dir / "student", seed=args.seed, steps=steps)

@@ -549,8 +549,18 @@ class RelevanceStudentConfig(StrictConfig):
     )
     retrieval_depth: int = Field(20, ge=2, description="BM25 results the 'retrieved' source draws from")
     steps: int = Field(80, ge=1, description="optimizer steps")
-    batch_size: int = Field(16, ge=1, description="triples per step")
+    batch_size: int = Field(16, ge=1, description="triples per step (2 x batch_size products a step)")
     learning_rate: float = Field(5e-5, gt=0.0, description="peak learning rate")
+    list_size: int = Field(
+        0,
+        ge=0,
+        description="0: train on triples; N >= 2: train on groups of up to N teacher-labelled products of one "
+        "query (all-pairs Margin-MSE + listwise KL), the same 2 x batch_size products a step",
+    )
+    listwise_weight: float = Field(1.0, ge=0.0, description="with list_size: weight of the listwise KL")
+    listwise_temperature: float = Field(
+        0.1, gt=0.0, description="with list_size: the listwise KL compares softmax(score / T) within a group"
+    )
     soft_label_weight: float = Field(0.5, ge=0.0, description="weight of KL to the teacher's E/S/C/I probabilities")
     soft_label_temperature: float = Field(
         1.0, gt=0.0, description="the teacher's soft labels are softmax(logits / T); T > 1 softens them"
@@ -574,6 +584,13 @@ class RelevanceStudentConfig(StrictConfig):
     def _ascending_layers(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (not value or min(value) < 0 or value != sorted(set(value))):
             raise ValueError(f"expected distinct ascending layer indices >= 0, got {value}")
+        return value
+
+    @field_validator("list_size")
+    @classmethod
+    def _list_of_two(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("a group needs at least 2 products to compare; use 0 for triples or N >= 2")
         return value
 
     @model_validator(mode="after")

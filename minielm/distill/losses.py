@@ -6,6 +6,9 @@
 - Token-level KL with temperature (Hinton et al.): the student matches the teacher's next-token
   distribution at every answer position, scaled by T^2 so gradients keep their size across T.
 - Sequence-level KD (Kim & Rush): plain next-token cross-entropy on the teacher's own outputs.
+- Grouped losses for the relevance student: every pair of products within one query's group gives a
+  margin (all-pairs Margin-MSE), and the group's softmax over scores is matched to the teacher's
+  (listwise KL, as in ListNet-style distillation), so one forward pass teaches many comparisons.
 """
 
 from __future__ import annotations
@@ -32,6 +35,32 @@ def soft_label_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> 
     """KL(teacher || student) over classes, averaged over the batch (teacher given as probabilities)."""
     log_student = F.log_softmax(student_logits, dim=-1)
     return F.kl_div(log_student, teacher_probs.to(log_student.dtype), reduction="batchmean")
+
+
+def _groups(values: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    if sum(sizes) != values.shape[0] or min(sizes, default=0) < 2:
+        raise ValueError(f"group sizes {sizes} must be >= 2 each and sum to the {values.shape[0]} scores")
+    return values.split(sizes)
+
+
+def group_margin_mse(student: torch.Tensor, teacher: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Margin-MSE over every ordered pair within each group, averaged over groups.
+
+    For d = s - t, the mean of ((s_i - s_j) - (t_i - t_j))^2 over all (i, j) of a group is 2 * Var(d).
+    """
+    d = student - teacher.to(student.dtype)
+    return torch.stack([2.0 * g.var(unbiased=False) for g in _groups(d, sizes)]).mean()
+
+
+def listwise_kl(student: torch.Tensor, teacher: torch.Tensor, sizes: list[int], temperature: float) -> torch.Tensor:
+    """KL(softmax(t / T) || softmax(s / T)) within each group, averaged over groups."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    losses = []
+    for s, t in zip(_groups(student, sizes), _groups(teacher.to(student.dtype), sizes)):
+        log_t = F.log_softmax(t / temperature, dim=0)
+        losses.append((log_t.exp() * (log_t - F.log_softmax(s / temperature, dim=0))).sum())
+    return torch.stack(losses).mean()
 
 
 def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

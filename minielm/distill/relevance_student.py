@@ -4,6 +4,10 @@ Loss per batch of triples (query, pos, neg):
     Margin-MSE(student margin, teacher margin)
   + soft_label_weight * KL(teacher E/S/C/I || student) on both products
   + gold_mix_weight * cross-entropy on gold ESCI labels (optional; a batch of labelled pairs).
+
+With ``list_size`` the same products a step come as groups of one query's products instead: the
+margin term covers every pair within a group, and ``listwise_weight`` adds the KL between the
+teacher's and the student's softmax over the group's scores.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from minielm.distill.augment import (
     check_products_known,
     validate_labelled_triples,
 )
-from minielm.distill.losses import margin_mse, soft_label_kl
+from minielm.distill.losses import group_margin_mse, listwise_kl, margin_mse, soft_label_kl
 from minielm.distill.training import remove_checkpoints, run_engine, training_config
 from minielm.errors import InputError
 from minielm.logs import get_logger
@@ -80,6 +84,39 @@ def _gold_frame(gold: pd.DataFrame | None, product_texts: Mapping[str, str]) -> 
     return gold.reset_index(drop=True)
 
 
+def labelled_pairs(labelled: pd.DataFrame) -> pd.DataFrame:
+    """One row per (query, product) of the triples, with the teacher's score and any class probabilities."""
+    sides = []
+    for side in ("pos", "neg"):
+        names = {f"{side}_product_id": "product_id", f"{side}_score": "score"}
+        names.update({f"{side}_{c}": c for c in PROB_COLUMNS if f"{side}_{c}" in labelled.columns})
+        sides.append(labelled[["query", *names]].rename(columns=names))
+    return pd.concat(sides, ignore_index=True).drop_duplicates(["query", "product_id"]).reset_index(drop=True)
+
+
+def query_groups(pairs: pd.DataFrame) -> list[np.ndarray]:
+    """Row indices of each query's products, for queries with at least two (a group needs a comparison)."""
+    groups = [rows for rows in pairs.groupby("query", sort=True).indices.values() if len(rows) >= 2]
+    if not groups:
+        raise AugmentedDataError(
+            f"distill.relevance.list_size: none of the {pairs['query'].nunique()} queries has 2 or more "
+            "teacher-labelled products to form a group"
+        )
+    return groups
+
+
+def draw_groups(groups: list[np.ndarray], products: int, list_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random groups of 2 to ``list_size`` products, ``products`` in all, or one fewer when one would be left alone."""
+    picked: list[np.ndarray] = []
+    left = products
+    while left >= 2:
+        rows = groups[int(rng.integers(0, len(groups)))]
+        take = min(list_size, len(rows), left)
+        picked.append(rng.choice(rows, size=take, replace=False))
+        left -= take
+    return picked
+
+
 def distill_relevance(
     student: CrossEncoderScorer,
     labelled: pd.DataFrame,
@@ -109,24 +146,43 @@ def distill_relevance(
     pos_cols = [f"pos_{c}" for c in PROB_COLUMNS]
     neg_cols = [f"neg_{c}" for c in PROB_COLUMNS]
 
+    list_size = config.relevance.list_size
+    if list_size:
+        pairs = labelled_pairs(labelled)
+        groups = query_groups(pairs)
+
+    def triple_batch(rng: np.random.Generator) -> dict:
+        rows = labelled.iloc[rng.integers(0, len(labelled), size=size)]
+        queries = rows["query"].tolist()
+        texts = [product_texts[p] for p in rows["pos_product_id"]] + [product_texts[p] for p in rows["neg_product_id"]]
+        batch = {
+            "inputs": dict(student.encode(queries + queries, texts)),
+            "t_pos": torch.tensor(rows["pos_score"].to_numpy(np.float32)),
+            "t_neg": torch.tensor(rows["neg_score"].to_numpy(np.float32)),
+        }
+        if config.relevance.soft_label_weight > 0:
+            batch["soft"] = torch.tensor(
+                np.concatenate([rows[pos_cols].to_numpy(np.float32), rows[neg_cols].to_numpy(np.float32)])
+            )
+        return batch
+
+    def group_batch(rng: np.random.Generator) -> dict:
+        picked = draw_groups(groups, 2 * size, list_size, rng)
+        rows = pairs.iloc[np.concatenate(picked)]
+        batch = {
+            "inputs": dict(student.encode(rows["query"].tolist(), [product_texts[p] for p in rows["product_id"]])),
+            "t_scores": torch.tensor(rows["score"].to_numpy(np.float32)),
+            "sizes": [len(g) for g in picked],
+        }
+        if config.relevance.soft_label_weight > 0:
+            batch["soft"] = torch.tensor(rows[list(PROB_COLUMNS)].to_numpy(np.float32))
+        return batch
+
     def batches(start: int) -> Iterator[dict]:
         micro_step = start
         while True:
             rng = np.random.default_rng([seed, micro_step])
-            rows = labelled.iloc[rng.integers(0, len(labelled), size=size)]
-            queries = rows["query"].tolist()
-            texts = [product_texts[p] for p in rows["pos_product_id"]] + [
-                product_texts[p] for p in rows["neg_product_id"]
-            ]
-            batch = {
-                "inputs": dict(student.encode(queries + queries, texts)),
-                "t_pos": torch.tensor(rows["pos_score"].to_numpy(np.float32)),
-                "t_neg": torch.tensor(rows["neg_score"].to_numpy(np.float32)),
-            }
-            if config.relevance.soft_label_weight > 0:
-                batch["soft"] = torch.tensor(
-                    np.concatenate([rows[pos_cols].to_numpy(np.float32), rows[neg_cols].to_numpy(np.float32)])
-                )
+            batch = group_batch(rng) if list_size else triple_batch(rng)
             if gold is not None:
                 picked = gold.iloc[rng.integers(0, len(gold), size=size)]
                 batch["gold_inputs"] = dict(
@@ -140,9 +196,18 @@ def distill_relevance(
 
     def loss_fn(engine, batch: dict) -> torch.Tensor:
         logits = engine(**batch["inputs"])
-        s_pos, s_neg = engine.module.score_from_logits(logits).chunk(2)
-        loss = margin_mse(s_pos, s_neg, batch["t_pos"], batch["t_neg"])
-        record = {"margin_mse": float(loss.detach())}
+        scores = engine.module.score_from_logits(logits)
+        if "sizes" in batch:
+            loss = group_margin_mse(scores, batch["t_scores"], batch["sizes"])
+            record = {"margin_mse": float(loss.detach())}
+            if config.relevance.listwise_weight > 0:
+                kl = listwise_kl(scores, batch["t_scores"], batch["sizes"], config.relevance.listwise_temperature)
+                loss = loss + config.relevance.listwise_weight * kl
+                record["listwise_kl"] = float(kl.detach())
+        else:
+            s_pos, s_neg = scores.chunk(2)
+            loss = margin_mse(s_pos, s_neg, batch["t_pos"], batch["t_neg"])
+            record = {"margin_mse": float(loss.detach())}
         if "soft" in batch:
             kl = soft_label_kl(logits, batch["soft"])
             loss = loss + config.relevance.soft_label_weight * kl
