@@ -115,9 +115,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--student-batch", type=int, default=16, help="triples per step")
     p.add_argument("--student-lr", type=float, default=5e-5)
     p.add_argument("--soft-label-weight", type=float, default=0.5)
-    p.add_argument("--list-size", type=int, default=0, help="0: triples; N >= 2: groups of one query's products")
-    p.add_argument("--listwise-weight", type=float, default=1.0, help="with --list-size: weight of the listwise KL")
-    p.add_argument("--listwise-temperature", type=float, default=0.1, help="with --list-size: softmax temperature")
+    defaults = RelevanceStudentConfig()
+    p.add_argument(
+        "--list-size", type=int, default=defaults.list_size, help="0: triples; N >= 2: groups of one query's products"
+    )
+    p.add_argument(
+        "--listwise-weight", type=float, default=defaults.listwise_weight, help="with --list-size: listwise KL weight"
+    )
+    p.add_argument(
+        "--listwise-temperature",
+        type=float,
+        default=defaults.listwise_temperature,
+        help="with --list-size: softmax temperature",
+    )
     p.add_argument("--gold-mix-weight", type=float, default=0.0, help="> 0: one extra run that also sees gold labels")
     p.add_argument("--speed-batches", type=int, default=5, help="16-pair batches timed per model")
     p.add_argument("--threads", type=int, default=2)
