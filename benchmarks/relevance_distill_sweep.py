@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": round(seconds, 1),
         "validation_pairs": len(validation),
         "validation_queries": int(validation["query_id"].nunique()),
+        "student_config": config.relevance.model_dump(mode="json"),
         "teacher_validation": {k: teacher_metrics[k] for k in keys},
         "student_validation": {k: metrics[k] for k in keys},
         "load_avg_start": load_start,
