@@ -58,7 +58,7 @@ from minielm.models.relevance_score import expected_gain  # noqa: E402
 from minielm.models.relevance_teacher import RelevanceTeacher  # noqa: E402
 from minielm.search import SearchIndex  # noqa: E402
 from minielm.teachers.data import product_texts, relevance_frame  # noqa: E402
-from minielm.teachers.metrics import relevance_metrics  # noqa: E402
+from minielm.teachers.metrics import paired_difference, per_query_ndcg, relevance_metrics  # noqa: E402
 from minielm.teachers.relevance_baselines import baseline_metrics  # noqa: E402
 
 K = 10
@@ -449,6 +449,14 @@ def main(argv: list[str] | None = None) -> dict:
             "student_max_length": speed_student.max_length,
         }
         print(f"speed {speeds}", flush=True)
+    student_minus_teacher = None
+    if teacher_metrics and scaling["student_model"] is not None:
+        pairs = test["query"].tolist(), test["product_text"].tolist()
+        student_minus_teacher = paired_difference(
+            per_query_ndcg(test, scaling["student_model"].score(*pairs), K),
+            per_query_ndcg(test, expected_gain(probabilities), K),
+        )
+        print(f"student - teacher nDCG@{K} per test query {student_minus_teacher}", flush=True)
     result = {
         "command": " ".join(
             shlex.quote(a) for a in [sys.executable, str(Path(__file__).relative_to(ROOT)), *(argv or sys.argv[1:])]
@@ -471,6 +479,7 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher": teacher_metrics,
         "student": scaling["student"],
         "student_gold_mix": scaling["student_gold_mix"],
+        "student_minus_teacher_ndcg": student_minus_teacher,
         "scaling": scaling["scaling"],
         "speedup_batch16": speeds["speedup"] if speeds else None,
         "speed": speeds,

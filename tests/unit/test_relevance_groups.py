@@ -90,6 +90,7 @@ def test_list_size_one_is_rejected_by_name():
         RelevanceStudentConfig(list_size=1)
 
 
+@pytest.mark.slow
 def test_grouped_training_moves_every_parameter_toward_the_teacher_on_held_out_queries(tmp_path):
     products = tiny_catalog()
     texts = product_texts(products)
@@ -109,7 +110,7 @@ def test_grouped_training_moves_every_parameter_toward_the_teacher_on_held_out_q
     config = DistillConfig(
         relevance=RelevanceStudentConfig(batch_size=8, learning_rate=1e-2, soft_label_weight=0.5, list_size=6)
     )
-    result = distill_relevance(student, labelled, texts, config, work_dir=tmp_path / "work", steps=200)
+    result = distill_relevance(student, labelled, texts, config, work_dir=tmp_path / "work", steps=300)
     assert {"margin_mse", "listwise_kl", "soft_kl"} <= set(result.parts[0])
     assert all(not torch.equal(a, b) for a, b in zip(params_before, student.model.parameters()))
     after = agreement()
