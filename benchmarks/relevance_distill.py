@@ -326,6 +326,7 @@ def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -
     labelled_pairs = prepared["labelled_pairs"]
     config = student_config(args)
     students: dict[int, CrossEncoderScorer] = {}
+    test_scores: dict[int, np.ndarray] = {}  # each student's scores of the test pairs, for the per-query gap
 
     def train_and_evaluate(triples, steps, scale, run_config=config, gold=None):
         student = fresh_student(args, teacher)
@@ -340,9 +341,8 @@ def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -
             steps=steps,
         )
         queries, product_text = test["query"].tolist(), test["product_text"].tolist()
-        metrics = relevance_metrics(
-            test, student.predict_proba(queries, product_text), student.score(queries, product_text), k=K
-        )
+        test_scores[scale] = student.score(queries, product_text)
+        metrics = relevance_metrics(test, student.predict_proba(queries, product_text), test_scores[scale], k=K)
         students[scale] = student
         print(f"scale {scale}: {steps} steps, {len(triples)} triples -> {metrics}", flush=True)
         return metrics, result.seconds
@@ -361,6 +361,7 @@ def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -
     student = students[main_point.scale]
     return {
         "student_model": student,
+        "student_test_scores": test_scores[main_point.scale],
         "student": {
             **main_point.metrics,
             "gold_labels": False,
@@ -428,7 +429,14 @@ def main(argv: list[str] | None = None) -> dict:
             "soft_label_temperature": args.temperature,
         }
         print(f"teacher {teacher_metrics}", flush=True)
-    scaling = {"student": None, "student_gold_mix": None, "scaling": [], "data": {}, "student_model": None}
+    scaling = {
+        "student": None,
+        "student_gold_mix": None,
+        "scaling": [],
+        "data": {},
+        "student_model": None,
+        "student_test_scores": None,
+    }
     if parts & {"labels", "scaling"}:
         if teacher is None:
             raise SystemExit("--parts labels/scaling need the teacher part (a teacher labels the augmented pairs)")
@@ -450,10 +458,9 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"speed {speeds}", flush=True)
     student_minus_teacher = None
-    if teacher_metrics and scaling["student_model"] is not None:
-        pairs = test["query"].tolist(), test["product_text"].tolist()
+    if teacher_metrics and scaling["student_test_scores"] is not None:
         student_minus_teacher = paired_difference(
-            per_query_ndcg(test, scaling["student_model"].score(*pairs), K),
+            per_query_ndcg(test, scaling["student_test_scores"], K),
             per_query_ndcg(test, expected_gain(probabilities), K),
         )
         print(f"student - teacher nDCG@{K} per test query {student_minus_teacher}", flush=True)

@@ -34,6 +34,10 @@ def test_benchmark_runs_every_part_and_writes_the_issue_keys(tmp_path):
     assert saved["scaling"][0]["augmented_pairs"] == 0 < saved["scaling"][1]["augmented_pairs"]
     assert saved["scaling"][2]["steps"] > saved["scaling"][1]["steps"] > saved["scaling"][0]["steps"]
     assert saved["student"]["gold_labels"] is False and saved["student_gold_mix"] is None
+    # The per-query gap is read from the scores the student's nDCG came from.
+    gap = saved["student_minus_teacher_ndcg"]
+    assert gap["items"] == saved["data"]["test_queries"]
+    assert gap["mean"] == pytest.approx(saved["student"]["ndcg@10"] - saved["teacher"]["ndcg@10"])
     assert set(saved["targets"]) == set(result["targets"]) and all(
         isinstance(v, bool) for v in saved["targets"].values()
     )
