@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from minielm.distill.augment import build_triples, label_triples
+
 COLORS = ["red", "blue", "black", "white", "green"]
 TYPES = ["shoe", "lamp", "mug", "chair", "jacket", "kettle"]
 CATEGORY = {
@@ -30,6 +32,24 @@ def tiny_catalog() -> pd.DataFrame:
 
 def product_texts(products: pd.DataFrame) -> dict[str, str]:
     return dict(zip(products["product_id"], products["product_title"]))
+
+
+HELD_OUT_QUERIES = ["green chair", "white kettle", "blue jacket", "red mug"]
+
+
+def overlap_training_triples(products: pd.DataFrame, teacher) -> pd.DataFrame:
+    """Teacher-labelled triples of every colour x type query but the held-out ones (12 per query)."""
+    queries = [f"{colour} {kind}" for colour in COLORS for kind in TYPES if f"{colour} {kind}" not in HELD_OUT_QUERIES]
+    triples = build_triples(
+        queries, products, overlap_retriever(products), triples_per_query=12, retrieval_depth=10, seed=0
+    )
+    return label_triples(triples, product_texts(products), teacher)
+
+
+def held_out_pairs(products: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(queries, product texts): every held-out query against every product."""
+    texts = list(product_texts(products).values())
+    return [q for q in HELD_OUT_QUERIES for _ in texts], [t for _ in HELD_OUT_QUERIES for t in texts]
 
 
 def overlap_retriever(products: pd.DataFrame):

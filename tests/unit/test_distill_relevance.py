@@ -15,7 +15,15 @@ from minielm.distill.losses import margin_mse, rewriter_distill_loss, soft_label
 from minielm.distill.relevance_student import distill_relevance
 from minielm.models.cross_encoder import CrossEncoderError, CrossEncoderScorer
 from minielm.models.interfaces import RelevanceScorer
-from tests.unit.distill_fixtures import OverlapTeacher, overlap_retriever, product_texts, tiny_bert_scorer, tiny_catalog
+from tests.unit.distill_fixtures import (
+    OverlapTeacher,
+    held_out_pairs,
+    overlap_retriever,
+    overlap_training_triples,
+    product_texts,
+    tiny_bert_scorer,
+    tiny_catalog,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -94,31 +102,15 @@ def test_empty_augmented_data_fails_clearly():
         )
 
 
-def _held_out_pairs(products):
-    queries = ["green chair", "white kettle", "blue jacket", "red mug"]
-    texts = product_texts(products)
-    pairs = [(q, t) for q in queries for t in texts.values()]
-    return [q for q, _ in pairs], [t for _, t in pairs]
-
-
 @pytest.mark.slow
 def test_tiny_teacher_distilled_into_tiny_cross_encoder_moves_toward_the_teacher(tmp_path):
     products = tiny_catalog()
     texts = product_texts(products)
     teacher = OverlapTeacher()
-    train_queries = [
-        f"{c} {t}"
-        for c in ["red", "blue", "black", "white", "green"]
-        for t in ["shoe", "lamp", "mug", "chair", "jacket", "kettle"]
-        if (c, t) not in {("green", "chair"), ("white", "kettle"), ("blue", "jacket"), ("red", "mug")}
-    ]
-    triples = build_triples(
-        train_queries, products, overlap_retriever(products), triples_per_query=12, retrieval_depth=10, seed=0
-    )
-    labelled = label_triples(triples, texts, teacher)
+    labelled = overlap_training_triples(products, teacher)
     student = tiny_bert_scorer()
     assert isinstance(student, RelevanceScorer)
-    hq, ht = _held_out_pairs(products)
+    hq, ht = held_out_pairs(products)
 
     def agreement() -> float:
         s, t = student.score(hq, ht), teacher.score(hq, ht)

@@ -11,10 +11,17 @@ import torch
 from pydantic import ValidationError
 
 from minielm.config import DistillConfig, RelevanceStudentConfig
-from minielm.distill.augment import AugmentedDataError, build_triples, label_triples
+from minielm.distill.augment import AugmentedDataError
 from minielm.distill.losses import group_margin_mse, listwise_kl, margin_mse
 from minielm.distill.relevance_student import distill_relevance, draw_groups, labelled_pairs, query_groups
-from tests.unit.distill_fixtures import OverlapTeacher, overlap_retriever, product_texts, tiny_bert_scorer, tiny_catalog
+from tests.unit.distill_fixtures import (
+    OverlapTeacher,
+    held_out_pairs,
+    overlap_training_triples,
+    product_texts,
+    tiny_bert_scorer,
+    tiny_catalog,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -95,11 +102,8 @@ def test_grouped_training_moves_every_parameter_toward_the_teacher_on_held_out_q
     products = tiny_catalog()
     texts = product_texts(products)
     teacher = OverlapTeacher()
-    queries = [f"{c} {t}" for c in ["red", "blue", "black", "white"] for t in ["shoe", "lamp", "mug", "chair"]]
-    triples = build_triples(queries, products, overlap_retriever(products), triples_per_query=8, seed=0)
-    labelled = label_triples(triples, texts, teacher)
-    held_queries = [q for q in ["green chair", "green kettle", "red kettle", "white jacket"] for _ in texts]
-    held_texts = [t for _ in range(4) for t in texts.values()]
+    labelled = overlap_training_triples(products, teacher)
+    held_queries, held_texts = held_out_pairs(products)
     student = tiny_bert_scorer()
 
     def agreement() -> float:
@@ -108,9 +112,9 @@ def test_grouped_training_moves_every_parameter_toward_the_teacher_on_held_out_q
 
     before, params_before = agreement(), [p.detach().clone() for p in student.model.parameters()]
     config = DistillConfig(
-        relevance=RelevanceStudentConfig(batch_size=8, learning_rate=1e-2, soft_label_weight=0.5, list_size=6)
+        relevance=RelevanceStudentConfig(batch_size=16, learning_rate=1e-2, soft_label_weight=0.5, list_size=6)
     )
-    result = distill_relevance(student, labelled, texts, config, work_dir=tmp_path / "work", steps=300)
+    result = distill_relevance(student, labelled, texts, config, work_dir=tmp_path / "work", steps=250)
     assert {"margin_mse", "listwise_kl", "soft_kl"} <= set(result.parts[0])
     assert all(not torch.equal(a, b) for a, b in zip(params_before, student.model.parameters()))
     after = agreement()
