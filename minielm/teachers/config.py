@@ -92,8 +92,8 @@ class RewriterTeacherConfig(TeacherConfig):
         "none",
         description="what the LM reads. none: the query. baseline: the rewrite of the phrase-table + catalog "
         "spelling baseline (fitted on the train split, saved with the model), so the LM learns only what the "
-        "rules miss and the baseline's rewrite is served when the LM abstains; needs canonical_query "
-        "(not label-free). The distilled student inherits it",
+        "rules miss and the baseline's rewrite is served when the LM abstains. Label-free, each round's table is "
+        "mined from that round's verified pairs instead of canonical_query. The distilled student inherits it",
     )
     front_end_folds: int = Field(
         5,
@@ -119,14 +119,6 @@ class RewriterTeacherConfig(TeacherConfig):
         "(minielm.models.product_type_resolver; saved with the front end, so serving does the same); None: off. "
         "0.8 kept the real-query safe share at 95.5% on validation",
     )
-
-    @model_validator(mode="after")
-    def _front_end_is_supervised(self) -> RewriterTeacherConfig:
-        if self.front_end != "none" and self.label_free == "on":
-            raise ValueError(
-                f"front_end {self.front_end!r} needs supervised training (canonical_query); label_free is 'on'"
-            )
-        return self
 
 
 class RelevanceTeacherConfig(TeacherConfig):

@@ -343,7 +343,7 @@ def feedback_candidates(
         counts = Counter(
             w
             for pid in found
-            for w in set(words(texts_by_id.get(pid, "")))
+            for w in dict.fromkeys(words(texts_by_id.get(pid, "")))  # title order breaks count ties
             if w.isalpha() and w not in tokens and w not in FILLER_WORDS and len(w) > 2
         )
         out[row] = [" ".join(tokens[:i] + [w] + tokens[i + 1 :]) for w, _ in counts.most_common(3)]

@@ -298,11 +298,6 @@ def train_rewriter(
         )
     if init_from is not None:
         raise TeacherDataError("init_from: label-free training starts from the backbone (train supervised to refine)")
-    if config.front_end != "none":
-        raise TeacherDataError(
-            f"teachers.rewriter.front_end {config.front_end!r} needs supervised training: the data has no "
-            f"{CANONICAL_QUERY!r} column (or label_free is 'on'); set front_end: none to train label-free"
-        )
     from minielm.teachers.label_free import LabelFreeConfig, train_label_free_rewriter
 
     log.info("no canonical rewrites: training the rewriter label-free", rounds=config.label_free_rounds)

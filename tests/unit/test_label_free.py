@@ -16,6 +16,7 @@ from minielm.teachers.label_free import (
     LabelFreeConfig,
     LabelFreeError,
     VocabularyProposer,
+    feedback_candidates,
     keeps_catalog_words,
     load_label_free_data,
     mine_rewrite_pairs,
@@ -72,6 +73,19 @@ def test_vocabulary_proposals_fix_spelling_splits_and_abbreviations():
     assert keeps_catalog_words("wireles headphones", "wireless headphones", {"wireless", "headphones"})
     assert not keeps_catalog_words("sofa without arms", "sofa", {"sofa", "arms"})
     assert not keeps_catalog_words("navy sofa", "sofa", {"navy", "sofa"})
+
+
+def test_feedback_candidates_break_count_ties_in_title_order():
+    """Title words that tie in count are tried in the order the titles hold them, whatever the hash seed:
+    mining the same data twice keeps the same pairs."""
+    titles = {"p1": "velvet purple ottoman footrest", "p2": "ottoman"}
+    proposer = VocabularyProposer(list(titles.values()) + ["storage"])
+
+    def search(texts, depth):
+        return [["p1", "p2"] for _ in texts]
+
+    (options,) = feedback_candidates(["lilac ottoman"], proposer, search, titles)
+    assert options == ["velvet ottoman", "purple ottoman", "footrest ottoman"]
 
 
 def test_no_improving_candidate_stops_with_a_clear_message(unlabelled):

@@ -28,7 +28,7 @@ from minielm.models.rewriter import FRONT_END_DIR, CausalRewriter
 from minielm.models.tokenizer import train_bpe_tokenizer
 from minielm.teachers.abstention import NEVER_REWRITE, calibrate_threshold
 from minielm.teachers.config import RewriterTeacherConfig, TinyBackboneConfig, tiny_rewriter_config
-from minielm.teachers.data import TeacherDataError
+from minielm.teachers.label_free import KEPT_PAIRS_FILE
 from minielm.teachers.rewriter import train_rewriter, train_rewriter_teacher
 from minielm.training.config import TrainingConfig
 
@@ -114,8 +114,6 @@ def test_front_end_option_is_validated():
     assert RewriterTeacherConfig().front_end == "none"
     with pytest.raises(ValidationError, match="front_end"):
         RewriterTeacherConfig(front_end="rules")
-    with pytest.raises(ValidationError, match="needs supervised training"):
-        RewriterTeacherConfig(front_end="baseline", label_free="on")
     with pytest.raises(ValidationError, match="front_end_folds"):
         RewriterTeacherConfig(front_end_folds=0)
 
@@ -190,7 +188,24 @@ def test_cascade_teacher_trains_saves_its_front_end_and_passes_it_to_the_student
     assert student.front_end is not None and student.front_end.phrases == teacher.front_end.phrases
 
 
-def test_label_free_training_refuses_a_front_end(dataset, tmp_path):
-    config = tiny_rewriter_config(front_end="baseline").model_copy(update={"label_free": "on"})
-    with pytest.raises(TeacherDataError, match="front_end 'baseline' needs supervised training"):
-        train_rewriter(dataset, tmp_path, config)
+def test_label_free_cascade_mines_its_front_end_from_the_verified_pairs(dataset, tmp_path):
+    """Without canonical rewrites the front end's phrase table comes from the pairs that retrieval verified."""
+    small = TinyBackboneConfig(
+        hidden_size=48, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=96, vocab_size=400
+    )
+    config = tiny_rewriter_config(
+        tiny=small,
+        training=_quick(2),
+        max_eval_queries=6,
+        front_end="baseline",
+        front_end_folds=3,
+        label_free="on",
+        label_free_rounds=1,
+    )
+    run = train_rewriter(dataset, tmp_path, config)
+    table = load_model_dir(run.model_dir, "rewriter").front_end.phrases
+    kept = pd.read_parquet(tmp_path / KEPT_PAIRS_FILE)
+    assert table and len(kept) > 0
+    assert table != PhraseTableRewriter.fit(dataset.products, dataset.examples).phrases, "not canonical_query's"
+    verified = " | ".join(kept["query"].str.lower())
+    assert all(source.replace("#", "") in verified for source in table), "every edit comes from a verified query"
