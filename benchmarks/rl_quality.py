@@ -13,9 +13,18 @@ next to raw and the phrase-table baseline, overall and on unseen noise. ``--data
 start instead from a student distilled on the rewriter-quality benchmark (``benchmarks/rewriter_quality.py
 --save-data``), whose test split holds noise forms no train query shows.
 
+Live traffic carries forms no training query showed; ``--traffic-share`` plays that: a share of the held-out
+queries (a fixed draw, the same for every seed) is served as traffic and trained on, with the reward's
+retrieval gain on their labels, and evaluation is on the rest of the held-out split only (every figure, raw and
+baseline included). ``--reformulation-sessions N`` serves each traffic query N times with the distilled
+student's rewrite to simulated shoppers (minielm.feedback.simulator, judged by catalog attributes); what the
+unsatisfied ones typed next (minielm.rl.reformulations) joins that query's candidate group.
+
     nice -n 10 .venv/bin/python benchmarks/rl_quality.py --seeds 0 1 2            # DPO, the default trainer
     nice -n 10 .venv/bin/python benchmarks/rl_quality.py --trainer grpo --rl-lr 3e-4
     nice -n 10 .venv/bin/python benchmarks/rl_quality.py --data DATA --index INDEX --student STUDENT_DIR
+    nice -n 10 .venv/bin/python benchmarks/rl_quality.py --data DATA --index INDEX --student STUDENT_DIR \
+        --traffic-share 0.5 --reformulation-sessions 3
 """
 
 from __future__ import annotations
@@ -33,8 +42,17 @@ import torch
 from minielm.baseline import PhraseTableRewriter
 from minielm.config import load_settings
 from minielm.data.esci import load_esci
-from minielm.feedback.simulator import served_queries
+from minielm.features.keys import normalize_query
+from minielm.feedback.events import ServedRewrite
+from minielm.feedback.simulator import (
+    AttributeShopperJudge,
+    ShopperSimulator,
+    intents_from,
+    product_texts_from,
+    served_queries,
+)
 from minielm.rl.policy import DirRewriter
+from minielm.rl.reformulations import mined_reformulations
 from minielm.rl.retraining import build_reward_model, heldout_metrics
 from minielm.rl.trainer import train_policy
 from minielm.search import SearchIndex
@@ -114,6 +132,41 @@ def rl_settings(seed: int, args):
     )
 
 
+def heldout_traffic_ids(examples, split: str, share: float) -> set[str]:
+    """Query ids of the held-out split served as live traffic: a fixed draw of ``share`` of them."""
+    ids = sorted(set(examples.loc[examples["split"] == split, "query_id"].astype(str)))
+    rng = np.random.default_rng(0)
+    return set(rng.choice(ids, size=round(share * len(ids)), replace=False).tolist()) if share > 0 else set()
+
+
+def simulated_reformulations(data, queries: list[str], rewrite, index, settings, sessions: int) -> list[list[str]]:
+    """Per query: what simulated shoppers typed next after being served ``rewrite``'s results ``sessions`` times."""
+    simulator = ShopperSimulator(
+        AttributeShopperJudge(data.products, data.examples),
+        product_texts_from(data.products),
+        settings.feedback,
+        seed=settings.seed,
+        intents=intents_from(data.examples),
+    )
+    repeated = [q for q in queries for _ in range(sessions)]
+    rewrites = rewrite(repeated)
+    results = index.search(rewrites, settings.feedback.sim_top_k)
+    served = [
+        ServedRewrite(
+            request_id=f"r{n}",
+            query=query,
+            rewrite=rewritten,
+            model_name="distilled",
+            model_version="0",
+            product_ids=list(products),
+            ts=1_700_000_000.0 + n,
+        )
+        for n, (query, rewritten, products) in enumerate(zip(repeated, rewrites, results))
+    ]
+    mined = mined_reformulations(e for outcome in simulator.react_batch(served) for e in outcome.events)
+    return [mined.get(normalize_query(q), []) for q in queries]
+
+
 def ci95(values: list[float]) -> list[float]:
     """Student-t 95% interval of the mean."""
     from scipy.stats import t
@@ -141,6 +194,8 @@ def main() -> None:
     parser.add_argument("--queries-per-step", type=int, default=8)
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--temperature", type=float, default=1.5)
+    parser.add_argument("--traffic-share", type=float, default=0.0, help="share of held-out queries served as traffic")
+    parser.add_argument("--reformulation-sessions", type=int, default=0, help="shopper sessions per traffic query")
     parser.add_argument("--embedder", default="ngram_overlap", choices=["ngram_overlap", "minilm"])
     parser.add_argument("--workdir", default=".minielm/runs/bench-rl")
     parser.add_argument("--out", default=str(RESULTS))
@@ -151,18 +206,20 @@ def main() -> None:
     index = SearchIndex.load(index_dir)
     data = load_esci(data_dir)
     examples = data.examples
-    served = set(served_queries(examples))
-    train = examples[examples["query"].isin(served)].drop_duplicates("query_id")
     base_settings = rl_settings(args.seeds[0], args)
+    heldout_split = base_settings.rl.heldout_split
+    traffic_ids = heldout_traffic_ids(examples, heldout_split, args.traffic_share)
+    if traffic_ids:
+        train = examples[examples["query_id"].astype(str).isin(traffic_ids)].drop_duplicates("query_id")
+    else:
+        train = examples[examples["query"].isin(set(served_queries(examples)))].drop_duplicates("query_id")
+    distilled = DirRewriter(student_dir, base_settings.serving)
     before = heldout_metrics(
         base_settings,
         index,
         data_dir,
-        {
-            "raw": None,
-            "baseline": PhraseTableRewriter.fit(data.products, examples),
-            "distilled": DirRewriter(student_dir, base_settings.serving),
-        },
+        {"raw": None, "baseline": PhraseTableRewriter.fit(data.products, examples), "distilled": distilled},
+        exclude_query_ids=traffic_ids,
     )
     print(
         f"held-out {before['raw']['n_queries']} queries: "
@@ -174,21 +231,32 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         settings = rl_settings(seed, args)
-        rewards = build_reward_model(settings, index, data_dir, None, "train")
+        rewards = build_reward_model(settings, index, data_dir, None, heldout_split if traffic_ids else "train")
+        if traffic_ids:
+            rewards.relevant = {q: ids for q, ids in rewards.relevant.items() if q in traffic_ids}
         picked = train.sample(n=min(args.rl_queries, len(train)), random_state=seed)
+        queries = picked["query"].tolist()
+        reformulations = (
+            simulated_reformulations(data, queries, distilled, index, settings, args.reformulation_sessions)
+            if args.reformulation_sessions > 0
+            else [[] for _ in queries]
+        )
         out_dir = Path(args.workdir) / f"{args.trainer}-seed{seed}"
         seed_started = time.perf_counter()
         result = train_policy(
             student_dir,
             student_dir,
-            picked["query"].tolist(),
+            queries,
             picked["query_id"].astype(str).tolist(),
             rewards,
             settings.rl,
             out_dir,
             seed=seed,
+            served_rewrites=reformulations,
         )
-        after = heldout_metrics(settings, index, data_dir, {"rl": DirRewriter(out_dir, settings.serving)})
+        after = heldout_metrics(
+            settings, index, data_dir, {"rl": DirRewriter(out_dir, settings.serving)}, exclude_query_ids=traffic_ids
+        )
         summary = result.summary()
         row = {
             "seed": seed,
@@ -198,6 +266,8 @@ def main() -> None:
             "unseen_noise": {"distilled": unseen(before["distilled"]), "rl": unseen(after["rl"])},
             "kl_mean": summary["kl_mean"],
             "zero_spread_share": summary["zero_spread_share"],
+            "traffic_queries": len(queries),
+            "reformulated_share": float(np.mean([bool(r) for r in reformulations])),
             "harm_rate": {"distilled": before["distilled"]["harm_rate"], "rl": after["rl"]["harm_rate"]},
             "clean": {
                 "distilled": before["distilled"]["by_noise"].get("clean"),

@@ -268,16 +268,21 @@ def _by_noise(examples: pd.DataFrame, per_query: list[dict]) -> dict[str, float]
     return frame.groupby("noise")["relevant"].mean().round(4).to_dict()
 
 
-def heldout_metrics(settings: Settings, index, data_dir: Path, systems: dict[str, Any]) -> dict:
+def heldout_metrics(
+    settings: Settings, index, data_dir: Path, systems: dict[str, Any], exclude_query_ids: set[str] | None = None
+) -> dict:
     """relevant@k etc. on the held-out split for each system (a batch rewrite function or None = raw), and its
     harm rate: the share of held-out queries where the system retrieves fewer relevant products than the raw
     query (a rewrite that hurts the shopper who typed it); ``by_novelty``: relevant@k on seen-noise, unseen-noise
-    and clean queries; ``intent_harm_rate``: the share of clean and
-    out-of-catalog held-out queries whose rewrite loses a content word (what the quality gate checks)."""
+    and clean queries; ``intent_harm_rate``: the share of clean and out-of-catalog held-out queries whose
+    rewrite loses a content word (what the quality gate checks). ``exclude_query_ids``: held-out queries left
+    out (those served as live traffic in an experiment, which evaluation must not see)."""
     from minielm.evaluation import evaluate_queries, harm_on_unchanged_queries, raw_queries, relevant_by_novelty
 
     examples = load_esci(data_dir).examples
     examples = examples[examples[SPLIT] == settings.rl.heldout_split]
+    if exclude_query_ids:
+        examples = examples[~examples["query_id"].astype(str).isin(exclude_query_ids)]
     raw = raw_queries(examples)
     ids = list(raw)
 
