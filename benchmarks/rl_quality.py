@@ -200,6 +200,10 @@ def main() -> None:
     parser.add_argument("--workdir", default=".minielm/runs/bench-rl")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    if not 0 <= args.traffic_share < 1:
+        parser.error(f"--traffic-share: expected a share in [0, 1), got {args.traffic_share}")
+    if args.reformulation_sessions < 0:
+        parser.error(f"--reformulation-sessions: expected >= 0, got {args.reformulation_sessions}")
     torch.set_num_threads(args.threads)
     load_start, started = os.getloadavg(), time.perf_counter()
     data_dir, index_dir, student_dir = student_under_test(args)
