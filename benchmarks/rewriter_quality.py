@@ -95,13 +95,10 @@ def oracle_except_lexicon(examples, oracle: dict[str, str], baseline: dict[str, 
     """query id -> the oracle rewrite, except the baseline's on queries whose noise includes a lexicon class: the
     ceiling of a rewriter perfect on every noise a rule or a seen pair can fix, and no better than the baseline on
     lexicon forms (on the test split, forms no training query shows)."""
-    first = examples.drop_duplicates("query_id")
-    lexical = {
-        str(q)
-        for q, noise in zip(first["query_id"], first["noise"].astype(str))
-        if LEXICON_NOISE & set(noise.split(","))
-    }
-    return {q: baseline[q] if q in lexical else text for q, text in oracle.items()}
+    from minielm.evaluation import query_classes
+
+    classes = query_classes(examples)
+    return {q: baseline[q] if LEXICON_NOISE & set(classes[q]) else text for q, text in oracle.items()}
 
 
 def _unseen(entry: dict | None) -> float | None:
