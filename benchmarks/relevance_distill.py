@@ -11,7 +11,9 @@ without gold labels, the augmentation scaling curve, and the student's speed aga
    labelled by the teacher only (soft labels at ``--temperature``); one fresh student per m, trained
    with Margin-MSE + KL for ``--epochs`` passes over its data. The largest m is "the student".
    ``--gold-mix-weight W`` adds one more run at the largest m that also learns the labelled set's
-   gold labels, reported separately as ``student_gold_mix``.
+   gold labels, reported separately as ``student_gold_mix``. Each student's class probabilities on the
+   test pairs are kept as ``WORK_DIR/student-M/test_probabilities.npy`` (rows in the test frame's order),
+   so other ranking rules can be scored later without retraining.
 5. Speed: teacher and student score the same 16-pair batches, alternating, in one process.
 
 Writes ``benchmarks/results/relevance_distill.json`` and the curve as HTML next to it.
@@ -342,7 +344,9 @@ def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -
         )
         queries, product_text = test["query"].tolist(), test["product_text"].tolist()
         test_scores[scale] = student.score(queries, product_text)
-        metrics = relevance_metrics(test, student.predict_proba(queries, product_text), test_scores[scale], k=K)
+        probabilities = student.predict_proba(queries, product_text)
+        np.save(args.work_dir / f"student-{scale}" / "test_probabilities.npy", probabilities)
+        metrics = relevance_metrics(test, probabilities, test_scores[scale], k=K)
         students[scale] = student
         print(f"scale {scale}: {steps} steps, {len(triples)} triples -> {metrics}", flush=True)
         return metrics, result.seconds
