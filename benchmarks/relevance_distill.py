@@ -343,8 +343,8 @@ def scaling_experiment(args, prepared, texts, test, teacher: RelevanceTeacher) -
             steps=steps,
         )
         queries, product_text = test["query"].tolist(), test["product_text"].tolist()
-        test_scores[scale] = student.score(queries, product_text)
         probabilities = student.predict_proba(queries, product_text)
+        test_scores[scale] = expected_gain(probabilities)
         np.save(args.work_dir / f"student-{scale}" / "test_probabilities.npy", probabilities)
         metrics = relevance_metrics(test, probabilities, test_scores[scale], k=K)
         students[scale] = student

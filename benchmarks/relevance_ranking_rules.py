@@ -45,8 +45,8 @@ def misordered_pairs(frame, scores: np.ndarray) -> dict[str, float]:
     rank = {c: i for i, c in enumerate(ESCI_CLASSES)}
     wrong: dict[str, int] = {}
     total: dict[str, int] = {}
-    for rows in frame.assign(_score=scores).groupby("query_id", sort=False):
-        labels, values = rows[1]["esci_label"].tolist(), rows[1]["_score"].to_numpy()
+    for _, rows in frame.assign(_score=scores).groupby("query_id", sort=False):
+        labels, values = rows["esci_label"].tolist(), rows["_score"].to_numpy()
         for i, j in itertools.combinations(range(len(labels)), 2):
             if labels[i] == labels[j]:
                 continue
